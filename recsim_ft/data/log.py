@@ -1,0 +1,200 @@
+"""The interaction log: what a behaviour policy showed to which user, and what came back.
+
+A log is the training set of the offline agents and the unit a user saves, shares and reloads.
+On disk it is one parquet file with one row per logged event and every fact needed to rebuild the
+env and the models (env id and kwargs, seed, feature schemas, item table) in the parquet schema
+metadata, so a file is self-describing and a mismatched file is refused with a clear error.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from recsim_ft.envs.base import Batch, Schema
+
+#: Key of the recsim-ft entry in the parquet schema metadata.
+METADATA_KEY = b"recsim_ft"
+#: Bump when the file layout changes; older files are refused with a clear error.
+FORMAT_VERSION = 1
+_FORMAT = "recsim_ft.InteractionLog"
+
+
+def _jsonable(value: Any) -> Any:
+    """JSON fallback for env kwargs: paths as strings, numpy values as Python values."""
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if isinstance(value, (np.ndarray, np.generic)):
+        return value.tolist()
+    raise TypeError(f"env kwarg value {value!r} of type {type(value).__name__} cannot be stored in a log")
+
+
+@dataclass
+class InteractionLog:
+    """Logged events ``(user, action, reward, propensity)`` of one env.
+
+    ``users`` holds the features of the user of each row (``users.ids`` are the user ids);
+    ``propensities`` are the behaviour policy's probabilities of the logged actions (NaN when the
+    policy did not report them); ``item_table`` holds the features of every item, so ``items``
+    (the item features of each row) needs no env.
+    """
+
+    users: Batch
+    actions: np.ndarray
+    rewards: np.ndarray
+    propensities: np.ndarray
+    env_id: str
+    env_kwargs: dict[str, Any]
+    seed: int | None
+    user_schema: Schema
+    item_schema: Schema
+    item_table: Batch = field(repr=False)
+
+    def __post_init__(self) -> None:
+        self.actions = np.asarray(self.actions, dtype=np.int64)
+        self.rewards = np.asarray(self.rewards, dtype=np.float32)
+        self.propensities = np.asarray(self.propensities, dtype=np.float64)
+        n = len(self.users)
+        for name in ("actions", "rewards", "propensities"):
+            if getattr(self, name).shape != (n,):
+                raise ValueError(f"InteractionLog: {name} must have shape ({n},), got {getattr(self, name).shape}")
+        self.user_schema.validate(self.users, "InteractionLog users")
+        self.item_schema.validate(self.item_table, "InteractionLog item_table")
+        n_items = len(self.item_table)
+        if n and (self.actions.min() < 0 or self.actions.max() >= n_items):
+            raise ValueError(
+                f"InteractionLog: actions must lie in [0, {n_items}), got min {self.actions.min()} "
+                f"max {self.actions.max()}"
+            )
+        if not np.isfinite(self.rewards).all():
+            raise ValueError("InteractionLog: rewards contain NaN or inf")
+
+    def __len__(self) -> int:
+        return len(self.actions)
+
+    @property
+    def n_items(self) -> int:
+        return len(self.item_table)
+
+    @property
+    def items(self) -> Batch:
+        """Item features of each row (row ``i`` = features of item ``actions[i]``)."""
+        return self.item_table[self.actions]
+
+    def _columns(self) -> dict[str, np.ndarray]:
+        """The table columns, in file order; shared by ``to_pandas`` and ``save``."""
+        columns: dict[str, np.ndarray] = {}
+        for side, schema, batch in (("user", self.user_schema, self.users), ("item", self.item_schema, self.items)):
+            for j, feature in enumerate(schema.numeric):
+                columns[f"{side}.{feature.name}"] = batch.numeric[:, j]
+            for j, feature in enumerate(schema.categorical):
+                columns[f"{side}.{feature.name}"] = batch.categorical[:, j]
+        columns.update(action=self.actions, reward=self.rewards, propensity=self.propensities,
+                       user_id=self.users.ids)
+        return columns
+
+    def to_pandas(self) -> pd.DataFrame:
+        """One row per event: ``user.<feature>``, ``item.<feature>`` (categorical features as
+        codes; labels are in the schemas), ``action``, ``reward``, ``propensity``, ``user_id``."""
+        return pd.DataFrame(self._columns())
+
+    # -- storage ----------------------------------------------------------------------------------
+    def _metadata(self) -> dict[str, Any]:
+        return {
+            "format": _FORMAT,
+            "version": FORMAT_VERSION,
+            "env_id": self.env_id,
+            "env_kwargs": self.env_kwargs,
+            "seed": self.seed,
+            "user_schema": self.user_schema.to_dict(),
+            "item_schema": self.item_schema.to_dict(),
+            "item_table": {
+                "numeric": self.item_table.numeric.tolist(),
+                "categorical": self.item_table.categorical.tolist(),
+                "ids": self.item_table.ids.tolist(),
+            },
+        }
+
+    def save(self, path: str | os.PathLike, overwrite: bool = False) -> Path:
+        """Write the log as parquet; refuses to replace an existing file unless ``overwrite``.
+
+        The file is written under a temporary name and renamed, so an interrupted save never
+        leaves a half-written file under ``path``. The same log always gives the same bytes.
+        """
+        path = Path(path)
+        if path.exists() and not overwrite:
+            raise FileExistsError(f"{path} already exists; pass overwrite=True to replace it")
+        metadata = json.dumps(self._metadata(), default=_jsonable, sort_keys=True)
+        table = pa.table(self._columns()).replace_schema_metadata({METADATA_KEY: metadata.encode()})
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        try:
+            pq.write_table(table, tmp)
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> InteractionLog:
+        """Read a log written by ``save``; any other file gets an error that names it."""
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"interaction log {path} does not exist")
+        try:
+            table = pq.read_table(path)
+        except (pa.ArrowException, OSError) as err:
+            raise ValueError(f"{path} is not a readable parquet file: {err}") from err
+        raw = (table.schema.metadata or {}).get(METADATA_KEY)
+        if raw is None:
+            raise ValueError(f"{path} is a parquet file but not a recsim-ft interaction log (no {METADATA_KEY.decode()!r} metadata)")
+        try:
+            meta = json.loads(raw)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path}: the recsim-ft metadata is corrupted ({err})") from err
+        if meta.get("format") != _FORMAT or meta.get("version") != FORMAT_VERSION:
+            raise ValueError(
+                f"{path}: unsupported log format {meta.get('format')!r} version {meta.get('version')!r} "
+                f"(this recsim-ft reads {_FORMAT!r} version {FORMAT_VERSION})"
+            )
+        user_schema = Schema.from_dict(meta["user_schema"])
+        item_schema = Schema.from_dict(meta["item_schema"])
+        needed = [f"user.{f.name}" for f in user_schema.features] + ["action", "reward", "propensity", "user_id"]
+        missing = [c for c in needed if c not in table.column_names]
+        if missing:
+            raise ValueError(f"{path}: missing columns {missing}")
+
+        def column(name: str, dtype: type) -> np.ndarray:
+            values = table.column(name)
+            if values.null_count:
+                raise ValueError(f"{path}: column {name!r} has {values.null_count} missing values")
+            try:
+                return values.to_numpy().astype(dtype, casting="same_kind")
+            except TypeError as err:
+                raise ValueError(f"{path}: column {name!r} has type {values.type}, expected {np.dtype(dtype)}") from err
+
+        def features(schema: Schema, kind: str, dtype: type) -> np.ndarray:
+            cols = [column(f"user.{f.name}", dtype) for f in getattr(schema, kind)]
+            return np.stack(cols, axis=1) if cols else np.zeros((table.num_rows, 0), dtype)
+
+        users = Batch(features(user_schema, "numeric", np.float32), features(user_schema, "categorical", np.int64),
+                      column("user_id", np.int64))
+        items = meta["item_table"]
+        n_items = len(items["ids"])
+        item_table = Batch(np.asarray(items["numeric"], np.float32).reshape(n_items, item_schema.n_numeric),
+                           np.asarray(items["categorical"], np.int64).reshape(n_items, item_schema.n_categorical),
+                           np.asarray(items["ids"], np.int64))
+        try:
+            return cls(users, column("action", np.int64), column("reward", np.float32),
+                       column("propensity", np.float64), meta["env_id"], meta["env_kwargs"], meta["seed"],
+                       user_schema, item_schema, item_table)
+        except ValueError as err:
+            raise ValueError(f"{path}: {err}") from err

@@ -1,0 +1,145 @@
+"""The collector and the interaction log: contents, seeding, parquet storage, bad files."""
+
+from __future__ import annotations
+
+import json
+
+import gymnasium as gym
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from toy_env import ToyEnv  # noqa: F401  (registers ToyRec-v0)
+
+from recsim_ft.data import InteractionLog, collect
+from recsim_ft.data.log import METADATA_KEY
+
+
+@pytest.fixture(scope="module")
+def env():
+    return gym.make("ToyRec-v0", n_items=12, n_groups=3)
+
+
+@pytest.fixture(scope="module")
+def log(env):
+    return collect(env, n=5_000, seed=3)
+
+
+def test_log_holds_users_actions_rewards_and_provenance(env, log):
+    assert len(log) == 5_000
+    assert log.env_id == "ToyRec-v0" and log.env_kwargs == {"n_items": 12, "n_groups": 3} and log.seed == 3
+    assert log.user_schema == env.unwrapped.user_schema and log.item_schema == env.unwrapped.item_schema
+    assert log.actions.dtype == np.int64 and log.rewards.dtype == np.float32
+    np.testing.assert_array_equal(log.items.categorical[:, 0], log.actions)  # toy item feature = index
+    np.testing.assert_allclose(log.propensities, 1 / 12)  # the default behaviour policy is uniform
+    assert np.bincount(log.actions, minlength=12).min() > 300
+    # rewards follow the env's reward model: their mean matches the expected reward of the logged pairs
+    expected = env.unwrapped.expected_reward(log.users)[np.arange(len(log)), log.actions]
+    assert abs(log.rewards.mean() - expected.mean()) < 0.02
+    # the log rebuilds its env
+    assert gym.make(log.env_id, **log.env_kwargs).unwrapped.n_items == 12
+
+
+def test_to_pandas_has_one_column_per_feature(log):
+    df = log.to_pandas()
+    assert list(df.columns) == ["user.activity", "user.group", "item.item", "action", "reward", "propensity", "user_id"]
+    assert len(df) == len(log)
+    np.testing.assert_array_equal(df["user.group"], log.users.categorical[:, 0])
+    np.testing.assert_array_equal(df["user_id"], log.users.ids)
+
+
+def test_same_seed_same_log_and_same_file_bytes(env, log, tmp_path):
+    again = collect(env, n=5_000, seed=3)
+    a, b = log.save(tmp_path / "a.parquet"), again.save(tmp_path / "b.parquet")
+    assert a.read_bytes() == b.read_bytes()
+    other = collect(env, n=5_000, seed=4)
+    assert not np.array_equal(other.actions, log.actions)
+
+
+def test_save_load_round_trip(log, tmp_path):
+    path = log.save(tmp_path / "sub" / "log.parquet")
+    loaded = InteractionLog.load(path)
+    assert loaded.to_pandas().equals(log.to_pandas())
+    for name in ("env_id", "env_kwargs", "seed", "user_schema", "item_schema"):
+        assert getattr(loaded, name) == getattr(log, name)
+    np.testing.assert_array_equal(loaded.item_table.categorical, log.item_table.categorical)
+    assert [p.name for p in path.parent.iterdir()] == ["log.parquet"]  # no temporary file left behind
+
+
+def test_save_refuses_to_overwrite(env, log, tmp_path):
+    path = log.save(tmp_path / "log.parquet")
+    before = path.read_bytes()
+    with pytest.raises(FileExistsError, match="log.parquet"):
+        collect(env, n=100, seed=9).save(path)
+    assert path.read_bytes() == before
+    collect(env, n=100, seed=9).save(path, overwrite=True)
+    assert len(InteractionLog.load(path)) == 100
+
+
+def test_custom_policy_with_and_without_propensities(env):
+    def always_first(users, rng):
+        return np.zeros(len(users), dtype=np.int64)
+
+    log = collect(env, n=200, policy=always_first, seed=0)
+    assert (log.actions == 0).all() and np.isnan(log.propensities).all()
+
+    def coin(users, rng):
+        return rng.integers(0, 2, len(users)), np.full(len(users), 0.5)
+
+    log = collect(env, n=200, policy=coin, seed=0)
+    assert set(np.unique(log.actions)) == {0, 1} and (log.propensities == 0.5).all()
+
+    with pytest.raises(ValueError, match="200 integer actions"):
+        collect(env, n=200, policy=lambda users, rng: np.zeros(3, dtype=np.int64), seed=0)
+    with pytest.raises(ValueError, match=r"\[0, 12\)"):
+        collect(env, n=200, policy=lambda users, rng: np.full(len(users), 12), seed=0)
+    with pytest.raises(ValueError, match="positive integer"):
+        collect(env, n=0)
+
+
+def _rewrite(path, out, table=None, metadata=None):
+    table = pq.read_table(path) if table is None else table
+    meta = json.loads(table.schema.metadata[METADATA_KEY])
+    if metadata is not None:
+        meta.update(metadata)
+    pq.write_table(table.replace_schema_metadata({METADATA_KEY: json.dumps(meta).encode()}), out)
+    return out
+
+
+def test_load_rejects_files_that_are_not_logs(log, tmp_path):
+    path = log.save(tmp_path / "log.parquet")
+    with pytest.raises(FileNotFoundError, match="nope.parquet"):
+        InteractionLog.load(tmp_path / "nope.parquet")
+
+    text = tmp_path / "notes.parquet"
+    text.write_text("hello")
+    with pytest.raises(ValueError, match="notes.parquet.*not a readable parquet"):
+        InteractionLog.load(text)
+
+    truncated = tmp_path / "truncated.parquet"
+    truncated.write_bytes(path.read_bytes()[:500])
+    with pytest.raises(ValueError, match="truncated.parquet"):
+        InteractionLog.load(truncated)
+
+    plain = tmp_path / "plain.parquet"
+    pq.write_table(pa.table({"a": [1, 2]}), plain)
+    with pytest.raises(ValueError, match="plain.parquet.*not a recsim-ft interaction log"):
+        InteractionLog.load(plain)
+
+    future = _rewrite(path, tmp_path / "future.parquet", metadata={"version": 99})
+    with pytest.raises(ValueError, match="future.parquet.*version 99"):
+        InteractionLog.load(future)
+
+    table = pq.read_table(path)
+    no_reward = _rewrite(path, tmp_path / "no_reward.parquet", table.drop_columns(["reward"]))
+    with pytest.raises(ValueError, match="no_reward.parquet.*missing columns \\['reward'\\]"):
+        InteractionLog.load(no_reward)
+
+    texty = table.set_column(table.column_names.index("action"), "action",
+                             pa.array([str(a) for a in log.actions]))
+    with pytest.raises(ValueError, match="'action' has type string"):
+        InteractionLog.load(_rewrite(path, tmp_path / "texty.parquet", texty))
+
+    out_of_range = table.set_column(table.column_names.index("action"), "action", pa.array(log.actions + 100))
+    with pytest.raises(ValueError, match=r"out_of_range.parquet.*actions must lie in \[0, 12\)"):
+        InteractionLog.load(_rewrite(path, tmp_path / "out_of_range.parquet", out_of_range))
