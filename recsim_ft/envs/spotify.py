@@ -1,0 +1,213 @@
+"""Spotify-v0: real Spotify audio features, a genre-based user model and the Top-50 playlist."""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from importlib import resources
+from typing import Any
+
+import numpy as np
+
+from recsim_ft.envs.base import Batch, Feature, RecEnv, Schema, TrainDefaults
+
+ITEM_FEATURE_OPTIONS = ("rank", "audio", "both")
+
+
+@lru_cache(maxsize=1)
+def load_spotify_asset() -> dict[str, Any]:
+    """The packaged asset (built by ``scripts/build_spotify_asset.py``): matrices as float64 arrays."""
+    text = resources.files("recsim_ft").joinpath("assets", "spotify.json").read_text(encoding="utf-8")
+    asset = json.loads(text)
+    asset["genre_matrix"] = np.asarray(asset["genre_matrix"], dtype=np.float64)
+    asset["top50_matrix"] = np.asarray(asset["top50_matrix"], dtype=np.float64)
+    for matrix in ("genre_matrix", "top50_matrix"):
+        asset[matrix].setflags(write=False)
+    return asset
+
+
+class SpotifyEnv(RecEnv):
+    """Recommend one of the 50 songs of Spotify's "Top 50 - Global" playlist to a listener who
+    likes a few music genres.
+
+    ## Description
+
+    The Spotify experiment of Starnes & Webster ("Mamba for Scalable and Efficient Personalized
+    Recommendations"), built on the data and user model of Dereventsov, Starnes & Webster (2022,
+    "Analyzing Policy Entropy of Reinforcement Learning Agents for Personalization Tasks").
+    Every genre ``g`` of 20 (acoustic ... soul) has a profile ``G[g]``: the mean of ten Spotify
+    audio features (acousticness, danceability, energy, instrumentalness, liveness, loudness,
+    mode, speechiness, tempo, valence; scaled to about [0, 1]) over the tracks of a Spotify
+    genre playlist. Every song ``i`` of the Top-50 playlist has its own ten features ``S[i]``.
+    Centring both matrices on their column means gives the genre-song affinity
+
+        R = (G - mean_rows(G)) @ (S - mean_rows(S)).T        (20 x 50)
+
+    A user is the set of genres they like, ``u`` (binary, 20). Their preference for song ``i`` is
+    ``p_i = u @ R[:, i]``; they like it (label +1) when ``p_i > threshold``, dislike it (-1) when
+    ``p_i < -threshold``, and are indifferent (0) otherwise. With the defaults, over random users,
+    labels are about 29% -1, 42% 0 and 28% +1, a user likes 14.2 songs on average and 3.4% of
+    users like none.
+
+    Each episode is one user (a contextual bandit): ``reset()`` draws a user, ``step(action)``
+    plays song ``action`` to them and returns its label.
+
+    ## Action Space
+
+    ``Discrete(50)``: the index of the song in the playlist (0 = the playlist's first song).
+
+    ## Observation Space
+
+    ``Dict({"numeric": Box(0, 1, (20,), float32)})``: the user's genre indicators, one feature per
+    genre, named after it, in alphabetical genre order (``env.genres``). The observation does
+    not change within an episode.
+
+    Item features (``env.item_table()``, for recommenders), chosen by ``item_features``:
+    ``"rank"`` (default, as in the paper): one categorical feature ``rank`` with 50 categories,
+    the playlist position, labelled ``"title - artist"``; ``"audio"``: the ten audio features as
+    numeric features; ``"both"``: the rank and the audio features.
+
+    ## Rewards
+
+    The label of the song for this user: +1, 0 or -1 (``reward_bounds = (-1, 1)``). The reward is
+    deterministic given user and song, so ``expected_reward`` is the label itself. In evaluation
+    the relevant songs of a user are those labelled +1.
+
+    ## Starting State
+
+    Number of liked genres ``floor(s * 20)`` with ``s ~ Uniform(genre_fraction)`` (default
+    (0.05, 0.25), i.e. 1 to 4 genres, each about equally often), the genres drawn uniformly
+    without replacement. All randomness comes from ``self.np_random`` (seeded by ``reset``).
+    The user id in ``info["user_id"]`` and ``Batch.ids`` is the genre bit mask
+    ``sum_g u_g * 2**g``, so users with the same genres share an id.
+
+    ## Episode End
+
+    ``terminated=True`` after ``horizon`` steps (default 1, one recommendation per user);
+    never truncated.
+
+    ## Arguments
+
+    ```python
+    import gymnasium as gym
+    import recsim_ft
+
+    env = gym.make("Spotify-v0", threshold=0.1, genre_fraction=(0.05, 0.25),
+                   item_features="rank", horizon=1)
+    ```
+
+    - ``threshold`` (float >= 0): the indifference band ``[-threshold, threshold]`` of ``p``.
+    - ``genre_fraction`` ((low, high), 0 <= low <= high <= 1): range of the share ``s`` of the
+      20 genres a user likes (``floor(s * 20)`` genres; ``low = high = 1`` means all 20).
+    - ``item_features``: ``"rank"``, ``"audio"`` or ``"both"`` (see Observation Space).
+    - ``horizon`` (int >= 1): recommendations per user before the episode terminates.
+
+    ## Data and provenance
+
+    ``recsim_ft/assets/spotify.json`` holds G, S, genre and feature names and the Top-50 track
+    ids, titles and artists, derived by ``scripts/build_spotify_asset.py`` from the public
+    repository ``sukiboo/policy_entropy`` (``environments/spotify/``, MIT licence, copyright (c)
+    2022 Anton Dereventsov, see ``assets/spotify_LICENSE.txt`` and
+    ``assets/spotify_PROVENANCE.md``). G is recomputed from the genre playlists and equals the
+    source's ``spotify_features.csv``.
+
+    Our choices: the training log of the paper is 160,000 events with uniformly random songs
+    (``sample_log``), learning rate 1e-4 (``train_defaults``); the id of a user is its genre
+    mask; songs are labelled by title and artist.
+
+    ## Version History
+
+    - v0: initial version.
+
+    Examples:
+        >>> env = SpotifyEnv()
+        >>> env.n_items, env.user_schema.n_numeric, env.item_schema.cardinalities
+        (50, 20, (50,))
+        >>> users = env.sample_users(3, np.random.default_rng(0))
+        >>> rewards = env.expected_reward(users)
+        >>> rewards.shape, np.unique(rewards).tolist()
+        ((3, 50), [-1.0, 0.0, 1.0])
+    """
+
+    reward_bounds = (-1.0, 1.0)
+    train_defaults = TrainDefaults(lr=1e-4)
+
+    def __init__(
+        self,
+        threshold: float = 0.1,
+        genre_fraction: tuple[float, float] = (0.05, 0.25),
+        item_features: str = "rank",
+        horizon: int = 1,
+    ) -> None:
+        threshold = float(threshold)
+        if not (np.isfinite(threshold) and threshold >= 0):
+            raise ValueError(f"threshold must be a finite number >= 0, got {threshold!r}")
+        try:
+            low, high = (float(x) for x in genre_fraction)
+        except (TypeError, ValueError):
+            raise ValueError(f"genre_fraction must be a pair (low, high), got {genre_fraction!r}") from None
+        if not 0.0 <= low <= high <= 1.0:
+            raise ValueError(f"genre_fraction must satisfy 0 <= low <= high <= 1, got {genre_fraction!r}")
+        if item_features not in ITEM_FEATURE_OPTIONS:
+            raise ValueError(f"item_features must be one of {ITEM_FEATURE_OPTIONS}, got {item_features!r}")
+        self.threshold = threshold
+        self.genre_fraction = (low, high)
+        self.item_features = item_features
+
+        asset = load_spotify_asset()
+        self.genres: tuple[str, ...] = tuple(asset["genres"])
+        self.audio_features: tuple[str, ...] = tuple(asset["audio_features"])
+        self.track_ids: tuple[str, ...] = tuple(asset["track_ids"])
+        self.titles: tuple[str, ...] = tuple(asset["titles"])
+        self.artists: tuple[str, ...] = tuple(asset["artists"])
+        genre_matrix, top50_matrix = asset["genre_matrix"], asset["top50_matrix"]
+        #: R, (n_genres, n_items): a user's preference for each song is ``u @ affinity``
+        self.affinity = (genre_matrix - genre_matrix.mean(axis=0)) @ (top50_matrix - top50_matrix.mean(axis=0)).T
+        self._audio = top50_matrix.astype(np.float32)
+
+        self.n_items = len(self.track_ids)
+        self.user_schema = Schema(tuple(Feature(g, "numeric", low=0.0, high=1.0) for g in self.genres))
+        rank = Feature(
+            "rank", "categorical", tuple(f"{t} - {a}" for t, a in zip(self.titles, self.artists, strict=True))
+        )
+        audio = tuple(
+            Feature(name, "numeric", low=float(column.min()), high=float(column.max()))
+            for name, column in zip(self.audio_features, top50_matrix.T, strict=True)
+        )
+        self.item_schema = Schema({"rank": (rank,), "audio": audio, "both": (rank, *audio)}[item_features])
+        self._init_spaces(horizon)
+
+    # -- vectorized API -------------------------------------------------------------------------
+    def sample_users(self, n: int, rng: np.random.Generator) -> Batch:
+        n_genres = len(self.genres)
+        n_liked = np.floor(rng.uniform(*self.genre_fraction, size=n) * n_genres).astype(np.int64)
+        # a random permutation per user; its first n_liked genres are the liked ones
+        order = np.argsort(rng.random((n, n_genres)), axis=1)
+        liked = np.zeros((n, n_genres), dtype=bool)
+        liked[np.arange(n)[:, None], order] = np.arange(n_genres) < n_liked[:, None]
+        ids = liked @ (np.int64(1) << np.arange(n_genres, dtype=np.int64))
+        return Batch(liked.astype(np.float32), np.zeros((n, 0), np.int64), ids)
+
+    def item_table(self) -> Batch:
+        ranks = np.arange(self.n_items, dtype=np.int64)
+        numeric = self._audio if self.item_features != "rank" else np.zeros((self.n_items, 0), np.float32)
+        categorical = ranks[:, None] if self.item_features != "audio" else np.zeros((self.n_items, 0), np.int64)
+        return Batch(numeric, categorical, ranks)
+
+    def expected_reward(self, users: Batch) -> np.ndarray:
+        self.user_schema.validate(users, "users")
+        return self._label(users.numeric.astype(np.float64) @ self.affinity)
+
+    def sample_reward(self, users: Batch, items: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """The label itself: the rule is deterministic, so ``rng`` is not used."""
+        self.user_schema.validate(users, "users")
+        items = self._check_actions(items, len(users))
+        preference = np.einsum("ng,gn->n", users.numeric.astype(np.float64), self.affinity[:, items])
+        return self._label(preference).astype(np.float32)
+
+    def relevant(self, users: Batch) -> np.ndarray:
+        return self.expected_reward(users) > 0
+
+    def _label(self, preference: np.ndarray) -> np.ndarray:
+        """+1 above the indifference band, -1 below it, 0 inside (float64)."""
+        return np.where(preference > self.threshold, 1.0, np.where(preference < -self.threshold, -1.0, 0.0))
