@@ -82,18 +82,20 @@ def top_k(scores: np.ndarray, k: int) -> np.ndarray:
     return np.argsort(-scores, axis=1, kind="stable")[:, :k].astype(np.int64)
 
 
-def check_scores(scores: np.ndarray) -> np.ndarray:
-    """``scores`` as a 2-D float array; a ValueError names the first user with a NaN score."""
+def check_scores(scores: np.ndarray, shape: tuple[int, int] | None = None, what: str = "scores") -> np.ndarray:
+    """``scores`` as a 2-D real array (of ``shape`` when given); a ValueError names ``what`` and,
+    for NaN scores, the first user that has one."""
     scores = np.asarray(scores)
-    if scores.ndim != 2 or scores.shape[1] == 0:
-        raise ValueError(f"scores must be a 2-D (n_users, n_items) array, got shape {scores.shape}")
+    if scores.ndim != 2 or scores.shape[1] == 0 or (shape is not None and scores.shape != tuple(shape)):
+        expected = "a 2-D (n_users, n_items) array" if shape is None else f"shape (n_users, n_items) = {tuple(shape)}"
+        raise ValueError(f"{what}: expected {expected}, got shape {scores.shape}")
     if scores.dtype.kind not in "biuf":
-        raise ValueError(f"scores must be real numbers, got dtype {scores.dtype}")
+        raise ValueError(f"{what} must be real numbers, got dtype {scores.dtype}")
     if scores.dtype.kind != "f":  # negating unsigned or bool scores would not reverse their order
         scores = scores.astype(np.float64)
     nan_rows = np.isnan(scores).any(axis=1)
     if nan_rows.any():
-        raise ValueError(f"scores contain NaN for {int(nan_rows.sum())} user(s), first at row "
+        raise ValueError(f"{what} contain NaN for {int(nan_rows.sum())} user(s), first at row "
                          f"{int(np.argmax(nan_rows))}")
     return scores
 
