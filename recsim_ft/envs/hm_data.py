@@ -1,0 +1,370 @@
+"""Reading the H&M Kaggle files (or equivalent in-memory frames) into the compact arrays that
+``HMFashion-v0`` needs, in bounded memory, with an on-disk cache of the processed result.
+
+The full ``transactions_train.csv`` has 31.8M rows (3.5 GB). It is streamed in blocks with
+pyarrow, reading only ``customer_id`` and ``article_id``; each block is turned into two int32
+arrays at once (the article's row in articles.csv, the customer's row in customers.csv), so the
+whole file costs 8 bytes a row and no Python objects. Only then are the ``n_items`` most
+purchased articles chosen and every other row dropped.
+
+Every problem with the input (missing file or column, wrong type, empty or truncated file,
+duplicate or unknown ids) raises :class:`HMDataError`, a ``ValueError`` naming the file and the
+column.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import hashlib
+import json
+import os
+import re
+import shutil
+import tempfile
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+#: Kaggle file stems, by table
+KAGGLE_FILES = {"customers": "customers", "articles": "articles", "transactions": "transactions_train"}
+#: accepted file formats, in the order they are looked for
+SUFFIXES = (".parquet", ".csv", ".csv.gz")
+#: the paper's categorical user features (age is the numeric one)
+USER_CATEGORICAL = ("FN", "Active", "club_member_status", "fashion_news_frequency")
+#: label of the category that holds missing values of a categorical column
+MISSING = "missing"
+#: bump when the processed format changes, so old caches are not read
+CACHE_VERSION = 1
+
+_BLOCK_BYTES = 64 << 20
+_PARQUET_BATCH_ROWS = 1 << 20
+
+#: a table is a Kaggle file or an in-memory frame with the same columns
+TableSource = Path | pd.DataFrame
+
+
+class HMDataError(ValueError):
+    """Bad H&M input: the message names the file (or frame) and the column."""
+
+
+@dataclass
+class HMData:
+    """The processed H&M data set.
+
+    Customers are indexed by their row in customers.csv (the env's user id); items are the
+    ``n_items`` most purchased articles, most purchased first (ties: lower article id first).
+    """
+
+    #: float32 (n_customers,), NaN where missing
+    age: np.ndarray
+    #: int64 (n_customers, 4) codes of ``USER_CATEGORICAL``; code i means ``user_categories[f][i]``
+    user_codes: np.ndarray
+    user_categories: dict[str, tuple[str, ...]]
+    #: int64 (n_items,) Kaggle article ids of the items
+    article_ids: np.ndarray
+    #: int64 (n_items,) transaction rows of each item (repeat purchases count)
+    purchase_counts: np.ndarray
+    item_feature: str
+    #: int64 (n_items,) codes of ``item_feature``
+    item_codes: np.ndarray
+    item_categories: tuple[str, ...]
+    #: int64 (n_pairs, 2) distinct (customer, item) purchases, sorted
+    purchases: np.ndarray
+    #: transaction rows read
+    n_transactions: int
+
+    @property
+    def n_customers(self) -> int:
+        return len(self.age)
+
+    @property
+    def n_items(self) -> int:
+        return len(self.article_ids)
+
+
+# -- finding and reading tables ------------------------------------------------------------------
+def find_kaggle_files(data_dir: str | os.PathLike) -> dict[str, Path]:
+    """Paths of customers, articles and transactions_train in ``data_dir`` (.parquet/.csv/.csv.gz)."""
+    data_dir = Path(data_dir)
+    if not data_dir.is_dir():
+        raise HMDataError(f"H&M data_dir {str(data_dir)!r} is not a directory")
+    found = {}
+    for table, stem in KAGGLE_FILES.items():
+        candidates = [data_dir / f"{stem}{suffix}" for suffix in SUFFIXES]
+        existing = [p for p in candidates if p.is_file()]
+        if not existing:
+            names = ", ".join(p.name for p in candidates)
+            raise HMDataError(f"H&M data_dir {str(data_dir)!r} has no {table} file (looked for {names})")
+        found[table] = existing[0]
+    return found
+
+
+def _source_name(source: TableSource, table: str) -> str:
+    return str(source) if isinstance(source, Path) else f"{table} frame"
+
+
+def _csv_header(path: Path) -> list[str]:
+    opener = gzip.open if path.name.endswith(".gz") else open
+    try:
+        with opener(path, "rt", newline="", encoding="utf-8") as f:
+            header = next(csv.reader(f), None)
+    except (OSError, UnicodeDecodeError, EOFError) as e:
+        raise HMDataError(f"cannot read {path}: {e}") from e
+    if not header:
+        raise HMDataError(f"{path} is empty (no header row)")
+    return header
+
+
+def _check_columns(name: str, present: list[str], columns: dict[str, pa.DataType]) -> None:
+    missing = [c for c in columns if c not in present]
+    if missing:
+        raise HMDataError(f"{name} has no column {missing[0]!r} (columns: {present})")
+
+
+def _cast(batch: pa.RecordBatch, name: str, columns: dict[str, pa.DataType]) -> pa.RecordBatch:
+    arrays = []
+    for col, dtype in columns.items():
+        values = batch.column(col)
+        try:
+            arrays.append(values.cast(dtype))
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:
+            raise HMDataError(f"{name}, column {col!r}: cannot read {values.type} values as {dtype} ({e})") from e
+    return pa.RecordBatch.from_arrays(arrays, names=list(columns))
+
+
+def read_batches(source: TableSource, table: str, columns: dict[str, pa.DataType]) -> Iterator[pa.RecordBatch]:
+    """Stream ``columns`` (name -> pyarrow type) of a Kaggle file or frame in record batches."""
+    name = _source_name(source, table)
+    if isinstance(source, pd.DataFrame):
+        _check_columns(name, [str(c) for c in source.columns], columns)
+        frame = pa.Table.from_pandas(source[list(columns)], preserve_index=False)
+        for batch in frame.to_batches(max_chunksize=_PARQUET_BATCH_ROWS):
+            yield _cast(batch, name, columns)
+        return
+    if source.name.endswith(".parquet"):
+        try:
+            parquet = pq.ParquetFile(source)
+        except (pa.ArrowInvalid, OSError) as e:
+            raise HMDataError(f"cannot read {source}: not a valid parquet file, empty or truncated? ({e})") from e
+        _check_columns(name, parquet.schema_arrow.names, columns)
+        try:
+            for batch in parquet.iter_batches(batch_size=_PARQUET_BATCH_ROWS, columns=list(columns)):
+                yield _cast(batch, name, columns)
+        except (pa.ArrowInvalid, OSError) as e:
+            raise HMDataError(f"cannot read {source}: corrupt or truncated parquet data ({e})") from e
+        return
+    header = _csv_header(source)
+    _check_columns(name, header, columns)
+    convert = pacsv.ConvertOptions(include_columns=list(columns), column_types=columns, strings_can_be_null=True)
+    try:
+        reader = pacsv.open_csv(source, read_options=pacsv.ReadOptions(block_size=_BLOCK_BYTES),
+                                convert_options=convert)
+        yield from reader
+    except pa.ArrowInvalid as e:
+        message = str(e)
+        column = re.search(r"column #(\d+)", message)
+        where = f", column {header[int(column.group(1))]!r}" if column and int(column.group(1)) < len(header) else ""
+        raise HMDataError(f"{source}{where}: {message} (wrong column type, or a truncated file?)") from e
+
+
+def read_table(source: TableSource, table: str, columns: dict[str, pa.DataType]) -> pa.Table:
+    """All rows of ``columns`` of a (small) table; an empty table is an error."""
+    batches = list(read_batches(source, table, columns))
+    result = pa.Table.from_batches(batches, schema=pa.schema(columns.items()))
+    if result.num_rows == 0:
+        raise HMDataError(f"{_source_name(source, table)} has no rows")
+    return result
+
+
+# -- processing ----------------------------------------------------------------------------------
+def _check_ids(ids: pa.ChunkedArray, name: str, column: str) -> None:
+    if ids.null_count:
+        raise HMDataError(f"{name}, column {column!r}: {ids.null_count} missing ids")
+    if pc.count_distinct(ids).as_py() != len(ids):
+        values = ids.to_pandas()
+        example = values[values.duplicated()].iloc[0]
+        raise HMDataError(f"{name}, column {column!r}: duplicate id {example!r}")
+
+
+def _category_label(value: str) -> str:
+    """Numeric-looking labels are written one way, so ``1.0`` (CSV) and ``1`` (parquet) agree."""
+    try:
+        number = float(value)
+    except ValueError:
+        return value
+    return str(int(number)) if number.is_integer() else value
+
+
+def encode_categorical(values: pa.ChunkedArray) -> tuple[np.ndarray, tuple[str, ...]]:
+    """Codes and labels of a string column: ``MISSING`` first, then the sorted labels seen."""
+    labels = [_category_label(v) for v in pc.unique(values.drop_null()).to_pylist()]
+    categories = (MISSING, *sorted(set(labels) - {MISSING}))
+    position = {label: i for i, label in enumerate(categories)}
+    uniques = pc.unique(values.drop_null())
+    lookup = pa.array([position[_category_label(v)] for v in uniques.to_pylist()], pa.int64())
+    index = pc.index_in(values, value_set=uniques)
+    codes = pc.fill_null(pc.take(lookup, index), 0)
+    return codes.to_numpy().astype(np.int64), categories
+
+
+def _read_customers(source: TableSource) -> tuple[pd.Index, np.ndarray, np.ndarray, dict[str, tuple[str, ...]]]:
+    name = _source_name(source, "customers")
+    columns = {"customer_id": pa.string(), "age": pa.float32(), **dict.fromkeys(USER_CATEGORICAL, pa.string())}
+    table = read_table(source, "customers", columns)
+    _check_ids(table["customer_id"], name, "customer_id")
+    codes, categories = [], {}
+    for feature in USER_CATEGORICAL:
+        feature_codes, categories[feature] = encode_categorical(table[feature])
+        codes.append(feature_codes)
+    age = table["age"].to_numpy().astype(np.float32)
+    if np.isinf(age).any():
+        raise HMDataError(f"{name}, column 'age': infinite values")
+    customer_index = pd.Index(table["customer_id"].to_pandas())
+    return customer_index, age, np.stack(codes, axis=1), categories
+
+
+def _read_articles(source: TableSource, item_feature: str) -> tuple[np.ndarray, pa.ChunkedArray]:
+    name = _source_name(source, "articles")
+    table = read_table(source, "articles", {"article_id": pa.int64(), item_feature: pa.string()})
+    _check_ids(table["article_id"], name, "article_id")
+    table = table.sort_by("article_id")
+    return table["article_id"].to_numpy(), table[item_feature]
+
+
+def _encode_transactions(source: TableSource, customer_index: pd.Index,
+                         sorted_article_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(customer row, article row) int32 of every transaction, streamed block by block."""
+    name = _source_name(source, "transactions")
+    customers, articles = [], []
+    for batch in read_batches(source, "transactions", {"customer_id": pa.string(), "article_id": pa.int64()}):
+        for column in ("customer_id", "article_id"):
+            if batch.column(column).null_count:
+                raise HMDataError(f"{name}, column {column!r}: missing values")
+        article_ids = batch.column("article_id").to_numpy()
+        article_rows = np.searchsorted(sorted_article_ids, article_ids)
+        known = article_rows < len(sorted_article_ids)
+        known[known] = sorted_article_ids[article_rows[known]] == article_ids[known]
+        if not known.all():
+            raise HMDataError(f"{name}, column 'article_id': article {int(article_ids[~known][0])} "
+                              "is not in the articles file")
+        customer_rows = customer_index.get_indexer(batch.column("customer_id").to_pandas())
+        if (customer_rows < 0).any():
+            unknown = batch.column("customer_id")[int(np.argmax(customer_rows < 0))].as_py()
+            raise HMDataError(f"{name}, column 'customer_id': customer {unknown!r} is not in the customers file")
+        customers.append(customer_rows.astype(np.int32))
+        articles.append(article_rows.astype(np.int32))
+    if not customers or sum(len(c) for c in customers) == 0:
+        raise HMDataError(f"{name} has no rows")
+    return np.concatenate(customers), np.concatenate(articles)
+
+
+def process(sources: dict[str, TableSource], n_items: int = 100, item_feature: str = "prod_name") -> HMData:
+    """Build :class:`HMData` from the three tables (Kaggle files or frames with their columns)."""
+    if int(n_items) < 1:
+        raise ValueError(f"n_items must be >= 1, got {n_items!r}")
+    customer_index, age, user_codes, user_categories = _read_customers(sources["customers"])
+    sorted_article_ids, feature_values = _read_articles(sources["articles"], item_feature)
+    customer_rows, article_rows = _encode_transactions(sources["transactions"], customer_index, sorted_article_ids)
+    del customer_index
+
+    counts = np.bincount(article_rows, minlength=len(sorted_article_ids))
+    n_bought = int((counts > 0).sum())
+    if n_items > n_bought:
+        raise HMDataError(f"n_items={n_items} but only {n_bought} articles were ever bought in "
+                          f"{_source_name(sources['transactions'], 'transactions')}")
+    top = np.lexsort((sorted_article_ids, -counts))[:n_items]  # most bought first, ties: lower id
+    item_of_article = np.full(len(sorted_article_ids), -1, np.int64)
+    item_of_article[top] = np.arange(n_items)
+    items = item_of_article[article_rows]
+    kept = items >= 0
+    keys = np.unique(customer_rows[kept].astype(np.int64) * n_items + items[kept])
+    purchases = np.stack([keys // n_items, keys % n_items], axis=1)
+
+    item_codes, item_categories = encode_categorical(feature_values.take(pa.array(top)))
+    return HMData(age=age, user_codes=user_codes, user_categories=user_categories,
+                  article_ids=sorted_article_ids[top].astype(np.int64), purchase_counts=counts[top].astype(np.int64),
+                  item_feature=item_feature, item_codes=item_codes, item_categories=item_categories,
+                  purchases=purchases, n_transactions=len(article_rows))
+
+
+# -- cache ---------------------------------------------------------------------------------------
+def cache_key(files: dict[str, Path], n_items: int, item_feature: str) -> str:
+    """Hash of the processing parameters and the source files' names, sizes and mtimes."""
+    stats = {table: [p.name, p.stat().st_size, p.stat().st_mtime_ns] for table, p in sorted(files.items())}
+    text = json.dumps([CACHE_VERSION, int(n_items), item_feature, stats])
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def save_processed(data: HMData, directory: Path) -> None:
+    """Write ``data`` as parquet files into a fresh ``directory`` (atomically: temp dir + rename)."""
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=directory.name + ".tmp", dir=directory.parent))
+    try:
+        users = {"age": data.age, **{f: data.user_codes[:, j] for j, f in enumerate(USER_CATEGORICAL)}}
+        pq.write_table(pa.table(users), tmp / "users.parquet")
+        items = {"article_id": data.article_ids, "purchase_count": data.purchase_counts, "code": data.item_codes}
+        pq.write_table(pa.table(items), tmp / "items.parquet")
+        pq.write_table(pa.table({"customer": data.purchases[:, 0], "item": data.purchases[:, 1]}),
+                       tmp / "purchases.parquet")
+        meta = {"user_categories": data.user_categories, "item_feature": data.item_feature,
+                "item_categories": data.item_categories, "n_transactions": data.n_transactions}
+        (tmp / "meta.json").write_text(json.dumps(meta))
+        tmp.rename(directory)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def load_processed(directory: Path) -> HMData:
+    users = pq.read_table(directory / "users.parquet")
+    items = pq.read_table(directory / "items.parquet")
+    purchases = pq.read_table(directory / "purchases.parquet")
+    meta = json.loads((directory / "meta.json").read_text())
+    return HMData(
+        age=users["age"].to_numpy().astype(np.float32),
+        user_codes=np.stack([users[f].to_numpy() for f in USER_CATEGORICAL], axis=1).astype(np.int64),
+        user_categories={f: tuple(c) for f, c in meta["user_categories"].items()},
+        article_ids=items["article_id"].to_numpy(), purchase_counts=items["purchase_count"].to_numpy(),
+        item_feature=meta["item_feature"], item_codes=items["code"].to_numpy(),
+        item_categories=tuple(meta["item_categories"]),
+        purchases=np.stack([purchases["customer"].to_numpy(), purchases["item"].to_numpy()], axis=1),
+        n_transactions=int(meta["n_transactions"]),
+    )
+
+
+def load_kaggle(data_dir: str | os.PathLike, n_items: int = 100, item_feature: str = "prod_name",
+                cache: bool = True, cache_dir: str | os.PathLike | None = None) -> HMData:
+    """Process the Kaggle files in ``data_dir``, reusing a cached result when the files are unchanged.
+
+    The cache lives in ``cache_dir`` (default: ``data_dir/.recsim_ft_cache``), one folder per
+    parameters-and-files key; if that folder cannot be written, the data is processed without
+    a cache and a warning says why.
+    """
+    files = find_kaggle_files(data_dir)
+    if not cache:
+        return process(files, n_items, item_feature)
+    root = Path(cache_dir) if cache_dir is not None else Path(data_dir) / ".recsim_ft_cache"
+    directory = root / f"hm-{cache_key(files, n_items, item_feature)}"
+    if directory.is_dir():
+        try:
+            return load_processed(directory)
+        except (OSError, KeyError, ValueError, pa.ArrowInvalid) as e:
+            warnings.warn(f"ignoring unreadable H&M cache {directory} ({e}); processing the files again",
+                          stacklevel=2)
+    data = process(files, n_items, item_feature)
+    try:
+        if not directory.exists():
+            save_processed(data, directory)
+    except OSError as e:
+        warnings.warn(f"could not write the H&M cache to {root} ({e}); pass cache_dir= to cache elsewhere",
+                      stacklevel=2)
+    return data
