@@ -251,3 +251,20 @@ def test_bad_users_and_actions_raise(env):
         env.sample_reward(users, np.array([0, 1, 50]), np.random.default_rng(0))
     with pytest.raises(ValueError, match="one item per user"):
         env.sample_reward(users, np.array([0, 1]), np.random.default_rng(0))
+
+
+def test_reference_rankers_reach_the_figures_in_paper_md(env):
+    """PAPER.md's reference points on 100,000 users: the perfect ranker and ranking by how many
+    users like each song (both exclude users who like nothing)."""
+    from recsim_ft.metrics import ranking_metrics
+
+    users = env.sample_users(100_000, np.random.default_rng(0))
+    relevant = env.relevant(users)
+    perfect = ranking_metrics(env.expected_reward(users), relevant, metrics=("P", "R", "HR"))
+    assert abs(perfect["n_excluded"] / len(users) - 0.034) <= 0.005
+    for key, value in {"P@5": 0.983, "R@5": 0.404, "P@10": 0.933, "R@10": 0.706, "HR@1": 1.0}.items():
+        assert abs(perfect[key] - value) <= 0.01, key
+    popularity = np.broadcast_to(relevant.mean(axis=0), relevant.shape)
+    popular = ranking_metrics(popularity, relevant, metrics=("P", "HR"))
+    for key, value in {"HR@1": 0.41, "HR@5": 0.96, "HR@10": 0.99, "P@5": 0.39}.items():
+        assert abs(popular[key] - value) <= 0.01, key
