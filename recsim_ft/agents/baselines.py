@@ -36,18 +36,35 @@ class RandomAgent(Agent):
 
 
 class PopularityAgent(Agent):
-    """Ranks items by their mean logged reward, the same ranking for every user.
+    """Ranks items by how well they did in the log, the same ranking for every user.
 
-    ``fit(log)`` sets ``item_mean_reward_`` (items never logged get the overall mean reward, so
-    they rank neither first nor last for lack of data) and ``item_counts_``.
+    Args:
+        env: the environment whose items are ranked.
+        by: ``"mean_reward"`` (default), the mean logged reward of each item: the best constant
+            prediction under the MSE the two-tower models train with; or ``"positive_rate"``, the
+            share of an item's logged rewards that are positive. The two agree for 0/1 rewards;
+            with Spotify's -1/0/+1 rewards ``"positive_rate"`` ranks by how many users like a song
+            (the "overall popularity" reference of PAPER.md), ``"mean_reward"`` by likes minus
+            dislikes.
+
+    ``fit(log)`` sets ``item_popularity_`` (items never logged get the overall value, so they rank
+    neither first nor last for lack of data) and ``item_counts_``.
 
     >>> import gymnasium as gym
     >>> from recsim_ft.data import collect
     >>> env = gym.make("Spotify-v0")
     >>> agent = PopularityAgent(env).fit(collect(env, n=2_000, seed=0))
-    >>> agent.item_mean_reward_.shape
+    >>> agent.item_popularity_.shape
     (50,)
     """
+
+    RULES = ("mean_reward", "positive_rate")
+
+    def __init__(self, env: gym.Env, by: str = "mean_reward") -> None:
+        super().__init__(env)
+        if by not in self.RULES:
+            raise ValueError(f"by must be one of {self.RULES}, got {by!r}")
+        self.by = by
 
     def fit(self, log: Any) -> PopularityAgent:
         if len(log) == 0:
@@ -57,20 +74,21 @@ class PopularityAgent(Agent):
             raise ValueError(f"the log's items ({getattr(log, 'env_id', '?')}, {getattr(log, 'n_items', '?')} "
                              f"items) are not this env's ({self.n_items} items): item schemas differ")
         actions = np.asarray(log.actions, dtype=np.int64)
-        rewards = np.asarray(log.rewards, dtype=np.float64)
         if actions.min() < 0 or actions.max() >= self.n_items:
             raise ValueError(f"log actions must lie in [0, {self.n_items}), got min {actions.min()} "
                              f"max {actions.max()}")
+        rewards = np.asarray(log.rewards, dtype=np.float64)
+        values = rewards if self.by == "mean_reward" else (rewards > 0).astype(np.float64)
         self.item_counts_ = np.bincount(actions, minlength=self.n_items)
-        totals = np.bincount(actions, weights=rewards, minlength=self.n_items)
-        self.item_mean_reward_ = np.where(self.item_counts_ > 0, totals / np.maximum(self.item_counts_, 1),
-                                          rewards.mean())
+        totals = np.bincount(actions, weights=values, minlength=self.n_items)
+        self.item_popularity_ = np.where(self.item_counts_ > 0, totals / np.maximum(self.item_counts_, 1),
+                                         values.mean())
         return self
 
     def score_items(self, users: Batch) -> np.ndarray:
-        if not hasattr(self, "item_mean_reward_"):
+        if not hasattr(self, "item_popularity_"):
             raise RuntimeError("PopularityAgent is not fitted yet: call fit(log) first")
-        return np.tile(self.item_mean_reward_, (len(users), 1))
+        return np.tile(self.item_popularity_, (len(users), 1))
 
 
 class OracleAgent(Agent):
