@@ -1,0 +1,54 @@
+"""Model files: a single safetensors file whose header carries the format, version and JSON
+metadata (config and schemas), so a model file is self-describing and checked on load."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+
+FORMAT = "recsim-ft.two-tower"
+VERSION = 1
+
+
+def write_checkpoint(path: str | os.PathLike, tensors: dict[str, torch.Tensor], meta: dict[str, Any],
+                     overwrite: bool = False) -> Path:
+    """Write ``tensors`` and JSON ``meta``; refuse to replace an existing file unless ``overwrite``."""
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    header = {"format": FORMAT, "version": str(VERSION), "meta": json.dumps(meta)}
+    tmp = path.with_name(path.name + ".tmp")
+    save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp), metadata=header)
+    os.replace(tmp, path)  # a crash mid-write never leaves a half-written model under ``path``
+    return path
+
+
+def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu"
+                    ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Tensors and metadata of a file written by :func:`write_checkpoint`, with clear errors for
+    a missing file, another kind of file, another format version or a damaged file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no model file at {path}")
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            header = f.metadata() or {}
+            if header.get("format") != FORMAT:
+                raise ValueError(f"{path} is not a recsim-ft two-tower model "
+                                 f"(format {header.get('format')!r}, expected {FORMAT!r})")
+            if header.get("version") != str(VERSION):
+                raise ValueError(f"{path} is a version {header.get('version')} model file; "
+                                 f"this recsim-ft reads version {VERSION}")
+            tensors = {k: f.get_tensor(k).to(map_location) for k in f.keys()}
+        meta = json.loads(header["meta"])
+    except (SafetensorError, json.JSONDecodeError, KeyError, OSError) as err:
+        raise ValueError(f"{path} is not a readable recsim-ft model file (damaged or another "
+                         f"kind of file): {err}") from err
+    return tensors, meta

@@ -1,0 +1,225 @@
+"""The two-tower recommender: user and item towers (tokenizer -> embedder -> head), score =
+inner product of the tower outputs."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict
+
+import torch
+from torch import Tensor, nn
+
+from recsim_ft.envs.base import Batch, Feature, Schema
+from recsim_ft.models.io import read_checkpoint, write_checkpoint
+from recsim_ft.models.mamba import MambaEmbedder
+from recsim_ft.models.mlp import MLPEmbedder
+from recsim_ft.models.presets import EMBEDDERS, ModelConfig, make_config
+from recsim_ft.models.tokenizer import FeatureTensors, FeatureTokenizer
+from recsim_ft.models.transformer import TransformerEmbedder
+
+Rows = Batch | FeatureTensors
+
+
+def build_embedder(config: ModelConfig, n_tokens: int) -> nn.Module:
+    """The encoder named by ``config.embedder``; it maps (n, n_tokens, d_token) to (n, d_out)."""
+    if config.embedder == "mamba":
+        return MambaEmbedder(d_model=config.d_token, n_layers=config.mamba_layers, d_state=config.d_state,
+                             d_conv=config.d_conv, expand=config.expand, dt_rank=config.dt_rank,
+                             use_cuda_kernels=config.use_cuda_kernels)
+    if config.embedder == "transformer":
+        return TransformerEmbedder(d_model=config.d_token, n_layers=config.transformer_layers,
+                                   n_heads=config.n_heads, d_ffn=config.d_ffn)
+    return MLPEmbedder(n_tokens=n_tokens, d_token=config.d_token, d_hidden=config.mlp_hidden,
+                       n_layers=config.mlp_layers)
+
+
+class Tower(nn.Module):
+    """tokenizer -> embedder -> head (Linear, ReLU per ``head_dims``), for one side.
+
+    With ``dedupe=True`` only the distinct rows of a batch go through the tower (item batches
+    repeat the same few items a lot), and the result is gathered back.
+
+    Shape:
+        input: FeatureTensors of n rows; output: (n, config.d_out).
+    """
+
+    def __init__(self, schema: Schema, config: ModelConfig, *, dedupe: bool = False) -> None:
+        super().__init__()
+        self.tokenizer = FeatureTokenizer(schema, d_token=config.d_token)
+        self.embedder = build_embedder(config, self.tokenizer.n_tokens)
+        widths = [self.embedder.d_out, *config.head_dims]
+        head: list[nn.Module] = []
+        for d_in, d_out in zip(widths[:-1], widths[1:], strict=True):
+            head += [nn.Linear(d_in, d_out), nn.ReLU()]
+        self.head = nn.Sequential(*head)
+        self.dedupe = dedupe
+
+    def forward(self, x: FeatureTensors) -> Tensor:
+        if self.dedupe and x.n_rows > 1:
+            rows = torch.cat([x.numeric.double(), x.categorical.double()], dim=1)
+            distinct, inverse = torch.unique(rows, dim=0, return_inverse=True)
+            if len(distinct) < x.n_rows:
+                n_num = x.numeric.shape[1]
+                x = FeatureTensors(distinct[:, :n_num].float(), distinct[:, n_num:].long())
+                return self.head(self.embedder(self.tokenizer(x)))[inverse]
+        return self.head(self.embedder(self.tokenizer(x)))
+
+
+class TwoTower(nn.Module):
+    """FT-Mamba / FT-Transformer / MLP two-tower recommender.
+
+    ``model(users, items)`` scores paired rows; ``score_all(users)`` scores every cached item
+    for each user with one matrix product. Every method takes a ``Batch`` or ``FeatureTensors``.
+
+    Shape:
+        users: n rows, items: n rows -> forward: (n,); embed_*: (rows, config.d_out);
+        score_all: (n_users, n_items).
+
+    Examples:
+        >>> user = Schema((Feature("age", "numeric"), Feature("sex", "categorical", ("f", "m"))))
+        >>> item = Schema((Feature("song", "categorical", tuple("abcde")),))
+        >>> model = TwoTower.from_schemas(user, item, embedder="mamba", preset="quick")
+        >>> users = Batch([[25.0], [60.0]], [[0], [1]], [0, 1])
+        >>> items = Batch([[]] * 5, [[i] for i in range(5)], range(5))
+        >>> model(users, items[[3, 4]]).shape, model.score_all(users, items).shape
+        (torch.Size([2]), torch.Size([2, 5]))
+    """
+
+    def __init__(self, user_schema: Schema, item_schema: Schema, config: ModelConfig) -> None:
+        super().__init__()
+        self.user_schema, self.item_schema, self.config = user_schema, item_schema, config
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(config.seed)
+            self.user_tower = Tower(user_schema, config)
+            self.item_tower = Tower(item_schema, config, dedupe=True)
+        self._item_cache: tuple[Tensor, int] | None = None
+
+    # -- construction ---------------------------------------------------------------------------
+    @classmethod
+    def from_schemas(cls, user_schema: Schema, item_schema: Schema, embedder: str = "mamba",
+                     preset: str | ModelConfig = "paper", **overrides) -> TwoTower:
+        return cls(user_schema, item_schema, make_config(preset, embedder, **overrides))
+
+    @classmethod
+    def from_env(cls, env, embedder: str = "mamba", preset: str | ModelConfig = "paper",
+                 **overrides) -> TwoTower:
+        """A model for ``env``'s user and item schemas (``env`` may be wrapped)."""
+        env = getattr(env, "unwrapped", env)
+        return cls.from_schemas(env.user_schema, env.item_schema, embedder, preset, **overrides)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    # -- scoring --------------------------------------------------------------------------------
+    def embed_users(self, users: Rows) -> Tensor:
+        return self.user_tower(FeatureTensors.coerce(users, self.device))
+
+    def embed_items(self, items: Rows) -> Tensor:
+        return self.item_tower(FeatureTensors.coerce(items, self.device))
+
+    def forward(self, users: Rows, items: Rows) -> Tensor:
+        u, i = self.embed_users(users), self.embed_items(items)
+        if u.shape[0] != i.shape[0]:
+            raise ValueError(f"forward scores paired rows: got {u.shape[0]} users and {i.shape[0]} items")
+        return (u * i).sum(-1)
+
+    def _parameter_version(self) -> int:
+        # in-place updates (optimizer steps, load_state_dict) bump every touched tensor's version
+        return sum(p._version for p in self.parameters())
+
+    def cache_items(self, item_table: Rows) -> TwoTower:
+        """Embed ``item_table`` once for :meth:`score_all`; any later parameter update or a call to
+        ``train()`` / ``eval()`` drops the cache."""
+        with torch.no_grad():
+            self._item_cache = (self.embed_items(item_table), self._parameter_version())
+        return self
+
+    def train(self, mode: bool = True) -> TwoTower:
+        self._item_cache = None
+        return super().train(mode)
+
+    def score_all(self, users: Rows, items: Rows | None = None) -> Tensor:
+        """(n_users, n_items) scores of every item (``items``, or those of :meth:`cache_items`)."""
+        if items is not None:
+            item_embeddings = self.embed_items(items)
+        else:
+            if self._item_cache is None or self._item_cache[1] != self._parameter_version():
+                self._item_cache = None
+                raise RuntimeError("no valid item cache: call cache_items(item_table) after the last "
+                                   "parameter update, or pass items")
+            item_embeddings = self._item_cache[0]
+        return self.embed_users(users) @ item_embeddings.T
+
+    # -- compatibility and files ----------------------------------------------------------------
+    def check_compatible(self, env) -> None:
+        """Raise ValueError when ``env``'s feature schemas differ from the ones this model was built for."""
+        env = getattr(env, "unwrapped", env)
+        for side, mine, theirs in (("user", self.user_schema, env.user_schema),
+                                   ("item", self.item_schema, env.item_schema)):
+            if mine != theirs:
+                theirs_by_name = {f.name: f for f in theirs.features}
+                differing = [f.name for f in mine.features if theirs_by_name.get(f.name) != f]
+                mine_names = {f.name for f in mine.features}
+                extra = [f.name for f in theirs.features if f.name not in mine_names]
+                raise ValueError(f"the model's {side} schema differs from the env's: features missing or "
+                                 f"defined differently in the env: {differing}; only in the env: {extra}"
+                                 + ("" if differing or extra else "; the feature order differs"))
+
+    def save(self, path: str | os.PathLike, overwrite: bool = False):
+        """One safetensors file with the weights, config and both schemas."""
+        meta = {"config": asdict(self.config), "user_schema": self.user_schema.to_dict(),
+                "item_schema": self.item_schema.to_dict()}
+        return write_checkpoint(path, self.state_dict(), meta, overwrite=overwrite)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, map_location: str | torch.device = "cpu") -> TwoTower:
+        tensors, meta = read_checkpoint(path, map_location)
+        try:
+            config = ModelConfig(**meta["config"])
+            model = cls(Schema.from_dict(meta["user_schema"]), Schema.from_dict(meta["item_schema"]), config)
+            model.load_state_dict(tensors)
+        except (KeyError, TypeError, ValueError, RuntimeError) as err:
+            raise ValueError(f"{path}: model file content does not match its metadata: {err}") from err
+        return model.to(map_location).eval()
+
+
+def spotify_shaped_schemas() -> tuple[Schema, Schema]:
+    """Schemas with the Spotify env's shapes (20 numeric genre features; 50 songs), for reports."""
+    user = Schema(tuple(Feature(f"genre_{j}", "numeric", low=0, high=1) for j in range(20)))
+    item = Schema((Feature("song", "categorical", tuple(str(i) for i in range(50))),))
+    return user, item
+
+
+def param_counts(preset: str | ModelConfig = "paper", embedder: str = "mamba",
+                 user_schema: Schema | None = None, item_schema: Schema | None = None) -> dict[str, int]:
+    """Trainable parameters: one embedder, each full tower, and the whole model.
+
+    Tower totals depend on the schemas (tokenizer tables); default: Spotify shapes.
+
+    >>> param_counts("paper", "mamba")["embedder"], param_counts("paper", "transformer")["embedder"]
+    (479232, 1186048)
+    """
+    if user_schema is None or item_schema is None:
+        user_schema, item_schema = spotify_shaped_schemas()
+    model = TwoTower.from_schemas(user_schema, item_schema, embedder, preset)
+
+    def count(module: nn.Module) -> int:
+        return sum(p.numel() for p in module.parameters() if p.requires_grad)
+
+    return {"embedder": count(model.user_tower.embedder), "user_tower": count(model.user_tower),
+            "item_tower": count(model.item_tower), "total": count(model)}
+
+
+def params_report(preset: str | ModelConfig = "paper", user_schema: Schema | None = None,
+                  item_schema: Schema | None = None) -> str:
+    """A printable table of :func:`param_counts` for every embedder kind."""
+    shapes = "Spotify shapes" if user_schema is None else "given schemas"
+    lines = [f"trainable parameters, preset {preset if isinstance(preset, str) else 'custom'} "
+             f"(tower totals for {shapes})",
+             f"{'embedder':<12} {'per embedder':>14} {'user tower':>12} {'item tower':>12} {'total':>12}"]
+    for kind in EMBEDDERS:
+        c = param_counts(preset, kind, user_schema, item_schema)
+        lines.append(f"{kind:<12} {c['embedder']:>14,} {c['user_tower']:>12,} {c['item_tower']:>12,} "
+                     f"{c['total']:>12,}")
+    return "\n".join(lines)
