@@ -232,37 +232,30 @@ def _read_customers(source: TableSource) -> tuple[pd.Index, np.ndarray, np.ndarr
     return customer_index, age, np.stack(codes, axis=1), categories
 
 
-def _read_articles(source: TableSource, item_feature: str) -> tuple[np.ndarray, pa.ChunkedArray]:
+def _read_articles(source: TableSource, item_feature: str) -> tuple[pd.Index, pa.ChunkedArray]:
     name = _source_name(source, "articles")
     table = read_table(source, "articles", {"article_id": pa.int64(), item_feature: pa.string()})
     _check_ids(table["article_id"], name, "article_id")
-    table = table.sort_by("article_id")
-    return table["article_id"].to_numpy(), table[item_feature]
+    return pd.Index(table["article_id"].to_numpy()), table[item_feature]
 
 
 def _encode_transactions(source: TableSource, customer_index: pd.Index,
-                         sorted_article_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+                         article_index: pd.Index) -> tuple[np.ndarray, np.ndarray]:
     """(customer row, article row) int32 of every transaction, streamed block by block."""
     name = _source_name(source, "transactions")
     customers, articles = [], []
     for batch in read_batches(source, "transactions", {"customer_id": pa.string(), "article_id": pa.int64()}):
-        for column in ("customer_id", "article_id"):
-            if batch.column(column).null_count:
+        for column, index, other_file in (("customer_id", customer_index, "customers"),
+                                          ("article_id", article_index, "articles")):
+            values = batch.column(column)
+            if values.null_count:
                 raise HMDataError(f"{name}, column {column!r}: missing values")
-        article_ids = batch.column("article_id").to_numpy()
-        article_rows = np.searchsorted(sorted_article_ids, article_ids)
-        known = article_rows < len(sorted_article_ids)
-        known[known] = sorted_article_ids[article_rows[known]] == article_ids[known]
-        if not known.all():
-            raise HMDataError(f"{name}, column 'article_id': article {int(article_ids[~known][0])} "
-                              "is not in the articles file")
-        customer_rows = customer_index.get_indexer(batch.column("customer_id").to_pandas())
-        if (customer_rows < 0).any():
-            unknown = batch.column("customer_id")[int(np.argmax(customer_rows < 0))].as_py()
-            raise HMDataError(f"{name}, column 'customer_id': customer {unknown!r} is not in the customers file")
-        customers.append(customer_rows.astype(np.int32))
-        articles.append(article_rows.astype(np.int32))
-    if not customers or sum(len(c) for c in customers) == 0:
+            rows = index.get_indexer(values.to_pandas())
+            if (rows < 0).any():
+                unknown = values[int(np.argmax(rows < 0))].as_py()
+                raise HMDataError(f"{name}, column {column!r}: {unknown!r} is not in the {other_file} file")
+            (customers if column == "customer_id" else articles).append(rows.astype(np.int32))
+    if sum(len(c) for c in customers) == 0:
         raise HMDataError(f"{name} has no rows")
     return np.concatenate(customers), np.concatenate(articles)
 
@@ -272,17 +265,18 @@ def process(sources: dict[str, TableSource], n_items: int = 100, item_feature: s
     if int(n_items) < 1:
         raise ValueError(f"n_items must be >= 1, got {n_items!r}")
     customer_index, age, user_codes, user_categories = _read_customers(sources["customers"])
-    sorted_article_ids, feature_values = _read_articles(sources["articles"], item_feature)
-    customer_rows, article_rows = _encode_transactions(sources["transactions"], customer_index, sorted_article_ids)
+    article_index, feature_values = _read_articles(sources["articles"], item_feature)
+    customer_rows, article_rows = _encode_transactions(sources["transactions"], customer_index, article_index)
     del customer_index
+    article_ids = article_index.to_numpy()
 
-    counts = np.bincount(article_rows, minlength=len(sorted_article_ids))
+    counts = np.bincount(article_rows, minlength=len(article_ids))
     n_bought = int((counts > 0).sum())
     if n_items > n_bought:
         raise HMDataError(f"n_items={n_items} but only {n_bought} articles were ever bought in "
                           f"{_source_name(sources['transactions'], 'transactions')}")
-    top = np.lexsort((sorted_article_ids, -counts))[:n_items]  # most bought first, ties: lower id
-    item_of_article = np.full(len(sorted_article_ids), -1, np.int64)
+    top = np.lexsort((article_ids, -counts))[:n_items]  # most bought first, ties: lower id
+    item_of_article = np.full(len(article_ids), -1, np.int64)
     item_of_article[top] = np.arange(n_items)
     items = item_of_article[article_rows]
     kept = items >= 0
@@ -291,7 +285,7 @@ def process(sources: dict[str, TableSource], n_items: int = 100, item_feature: s
 
     item_codes, item_categories = encode_categorical(feature_values.take(pa.array(top)))
     return HMData(age=age, user_codes=user_codes, user_categories=user_categories,
-                  article_ids=sorted_article_ids[top].astype(np.int64), purchase_counts=counts[top].astype(np.int64),
+                  article_ids=article_ids[top].astype(np.int64), purchase_counts=counts[top].astype(np.int64),
                   item_feature=item_feature, item_codes=item_codes, item_categories=item_categories,
                   purchases=purchases, n_transactions=len(article_rows))
 

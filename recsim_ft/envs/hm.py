@@ -1,0 +1,220 @@
+"""HMFashion-v0: H&M customers and the 100 most purchased articles, from the Kaggle files or a
+calibrated synthetic stand-in."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+from scipy import sparse
+
+from recsim_ft.envs.base import Batch, Feature, RecEnv, Schema, TrainDefaults
+from recsim_ft.envs.hm_data import USER_CATEGORICAL, load_kaggle, process
+from recsim_ft.envs.hm_synthetic import generate_frames
+
+
+class HMFashionEnv(RecEnv):
+    """## Description
+
+    The H&M setting of Starnes & Webster, "Mamba for Scalable and Efficient Personalized
+    Recommendations": recommend one of the ``n_items`` (100) most purchased H&M articles to a
+    customer, who is described by five features. Each episode is one customer (a contextual
+    bandit, ``horizon`` steps). Users are real customers: ``reset`` draws one of the training
+    customers, and the reward is read from what that customer actually bought.
+
+    **Data.** With ``data_dir``, the files of the Kaggle competition "H&M Personalized Fashion
+    Recommendations" are read: ``customers``, ``articles`` and ``transactions_train``, each as
+    ``.parquet``, ``.csv`` or ``.csv.gz``. The data are not shipped: they are subject to the
+    competition's terms, so the user downloads them from Kaggle and points ``data_dir`` at them.
+    The 31.8M transaction rows are streamed (only ``customer_id`` and ``article_id``), and the
+    processed result is cached as parquet in ``data_dir/.recsim_ft_cache`` (or ``cache_dir``),
+    keyed by the parameters and the files' sizes and mtimes, so the second load is fast.
+
+    **Without** ``data_dir`` the env is **synthetic** (``env.synthetic is True``): Kaggle-format
+    tables for ``n_customers`` (50,000) customers are generated from ``seed`` by
+    :mod:`recsim_ft.envs.hm_synthetic` and processed by the same code as the real files. They
+    are calibrated to statistics of the full data (attribute shares incl. missing values,
+    bimodal age, purchase counts and real names of the top articles; see
+    ``recsim_ft/assets/hm_calibration.json``), and purchases of the top articles depend on the
+    customer's features through an invented preference model. Numbers measured on it are not
+    numbers about H&M customers.
+
+    **Items.** Articles ranked by transaction rows (repeat purchases count), ties by lower
+    article id; item ``i`` is the ``i``-th most purchased. Item feature: ``item_feature``
+    (default ``prod_name``, as in the paper; any categorical column of articles.csv, e.g.
+    ``product_type_name``), one categorical feature. Several top articles share a prod_name
+    (colours of one garment), so they share a category. ``env.article_ids`` holds the Kaggle ids.
+
+    ## Action Space
+
+    ``Discrete(n_items)``: the item recommended.
+
+    ## Observation Space
+
+    A ``Dict`` with ``"numeric"``: ``Box(1,)`` float32, the customer's ``age``, and
+    ``"categorical"``: ``MultiDiscrete`` of ``FN``, ``Active``, ``club_member_status`` and
+    ``fashion_news_frequency``. Category 0 of each is ``"missing"``; the others are the values
+    seen in the data, sorted (numbers written as in ``1``, so CSV ``1.0`` and parquet ``1.0``
+    agree). Missing ages (1.2% of the full data) are replaced by the median age of all
+    customers; how many were imputed is in ``env.data_summary["age_imputed"]``.
+
+    ## Rewards
+
+    1 if the customer bought the article (any time in transactions_train), else 0; the
+    expected reward is that 0/1 indicator, so ``sample_reward`` is deterministic.
+    ``relevant(users)`` is the same matrix as booleans (for P/R/HR/MRR@k and Kaggle's MAP@12).
+    Rewards are looked up by user id (row of the customer in customers.csv); users that do not
+    carry such an id (e.g. built from observations, id -1) are rejected.
+
+    ## Starting State
+
+    ``reset`` draws a **training** customer uniformly from ``self.np_random``: a customer who
+    bought at least one of the items and is not in the test pool. Customers who bought none of
+    the items are never drawn (they hold no signal); ``data_summary`` counts them.
+
+    **Test users.** Customers with at least ``min_test_purchases`` (5) distinct purchased items
+    are eligible; a ``test_fraction`` (0.5) of them, chosen with ``seed``, form the test pool,
+    held out from ``sample_users``, ``reset`` and ``sample_log``. ``test_users(n, seed)`` draws
+    ``n`` of them without replacement. If no customer qualifies (e.g. on a small sample of the
+    data) ``test_users`` raises an error saying so; lower ``min_test_purchases``.
+
+    **Training log** (``sample_log``, the behaviour policy of the paper): the pool of events is
+    every distinct (training customer, item bought) pair with target 1, plus one per purchase
+    with an item drawn uniformly among the items that customer did not buy (target 0), so
+    about half are positives; ``sample_log(n, rng)`` draws ``n`` events uniformly from that pool
+    (negatives drawn afresh from ``rng``). Propensity of the logged item given the customer,
+    who bought ``b`` of the ``n_items`` items: ``1 / (2 b)`` for a bought item and
+    ``1 / (2 (n_items - b))`` for another (a customer who bought every item has no negatives:
+    ``1 / b``).
+
+    ## Episode End
+
+    ``terminated`` after ``horizon`` steps (default 1); never truncated.
+
+    ## Arguments
+
+    ```python
+    import gymnasium as gym
+    env = gym.make("HMFashion-v0")                      # synthetic stand-in
+    env = gym.make("HMFashion-v0", data_dir="data/hm")  # the Kaggle files
+    ```
+
+    ``data_dir`` (None: synthetic), ``n_items`` (100), ``item_feature`` ("prod_name"),
+    ``min_test_purchases`` (5), ``test_fraction`` (0.5), ``seed`` (0: the synthetic data and
+    the test split), ``n_customers`` (50,000; synthetic only), ``cache`` (True) and
+    ``cache_dir`` (None; Kaggle files only), ``horizon`` (1).
+
+    ## Version History
+
+    * v0: initial version.
+    """
+
+    train_defaults = TrainDefaults(lr=1e-4, eval_ks=(1, 5, 10), extra={"map_k": 12})
+
+    def __init__(self, data_dir: str | os.PathLike | None = None, *, n_items: int = 100,
+                 item_feature: str = "prod_name", min_test_purchases: int = 5, test_fraction: float = 0.5,
+                 seed: int = 0, n_customers: int = 50_000, cache: bool = True,
+                 cache_dir: str | os.PathLike | None = None, horizon: int = 1):
+        if int(min_test_purchases) < 1:
+            raise ValueError(f"min_test_purchases must be >= 1, got {min_test_purchases!r}")
+        if not 0.0 < test_fraction < 1.0:
+            raise ValueError(f"test_fraction must lie in (0, 1), got {test_fraction!r}")
+        self.synthetic = data_dir is None
+        if self.synthetic:
+            data = process(generate_frames(n_customers, seed), n_items, item_feature)
+        else:
+            data = load_kaggle(data_dir, n_items, item_feature, cache=cache, cache_dir=cache_dir)
+        self.n_items = data.n_items
+        self.min_test_purchases = int(min_test_purchases)
+        self.article_ids = data.article_ids
+        self.item_names = np.array(data.item_categories, dtype=object)[data.item_codes]
+        self._item_codes = data.item_codes
+
+        missing_age = np.isnan(data.age)
+        median_age = float(np.median(data.age[~missing_age])) if (~missing_age).any() else 0.0
+        self._age = np.where(missing_age, median_age, data.age).astype(np.float32)
+        self._user_codes = data.user_codes
+        self.user_schema = Schema((
+            Feature("age", "numeric", low=min(0.0, float(self._age.min())), high=max(120.0, float(self._age.max()))),
+            *(Feature(f, "categorical", data.user_categories[f]) for f in USER_CATEGORICAL),
+        ))
+        self.item_schema = Schema((Feature(data.item_feature, "categorical", data.item_categories),))
+
+        customers, items = data.purchases[:, 0], data.purchases[:, 1]
+        self._bought = sparse.csr_matrix((np.ones(len(customers), bool), (customers, items)),
+                                         shape=(data.n_customers, self.n_items))
+        self._n_bought = np.bincount(customers, minlength=data.n_customers)
+        eligible = np.flatnonzero(self._n_bought >= self.min_test_purchases)
+        split = np.random.default_rng([int(seed), 2]).permutation(eligible)
+        self._test_pool = np.sort(split[: int(round(test_fraction * len(eligible)))])
+        in_test = np.isin(customers, self._test_pool)
+        self._train_purchases = data.purchases[~in_test]
+        self._train_users = np.setdiff1d(np.unique(customers), self._test_pool)
+        with_negative = self._n_bought[self._train_purchases[:, 0]] < self.n_items
+        self._negative_slots = np.flatnonzero(with_negative)
+        self.data_summary = {
+            "synthetic": self.synthetic, "customers": data.n_customers, "transactions": data.n_transactions,
+            "age_imputed": int(missing_age.sum()), "median_age": median_age,
+            "purchases": len(data.purchases), "buyers": int((self._n_bought > 0).sum()),
+            "non_buyers": int((self._n_bought == 0).sum()), "eligible_test_users": len(eligible),
+            "test_pool": len(self._test_pool), "train_users": len(self._train_users),
+            "train_events": len(self._train_purchases) + len(self._negative_slots),
+        }
+        self._init_spaces(horizon)
+
+    # -- vectorized API -------------------------------------------------------------------------
+    def _users(self, ids: np.ndarray) -> Batch:
+        return Batch(self._age[ids, None], self._user_codes[ids], ids)
+
+    def _user_ids(self, users: Batch) -> np.ndarray:
+        ids = users.ids
+        bad = (ids < 0) | (ids >= len(self._age))
+        if bad.any():
+            raise ValueError(f"unknown user id {int(ids[bad][0])}: HMFashion-v0 looks rewards up by customer "
+                             f"index in [0, {len(self._age)}); use users from sample_users or test_users")
+        return ids
+
+    def sample_users(self, n: int, rng: np.random.Generator) -> Batch:
+        return self._users(rng.choice(self._train_users, size=int(n)))
+
+    def item_table(self) -> Batch:
+        return Batch(np.zeros((self.n_items, 0), np.float32), self._item_codes[:, None], np.arange(self.n_items))
+
+    def expected_reward(self, users: Batch) -> np.ndarray:
+        return self._bought[self._user_ids(users)].toarray().astype(np.float64)
+
+    def relevant(self, users: Batch) -> np.ndarray:
+        return self._bought[self._user_ids(users)].toarray()
+
+    def sample_reward(self, users: Batch, items: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        items = self._check_actions(items, len(users))
+        return np.asarray(self._bought[self._user_ids(users), items], dtype=np.float32).ravel()
+
+    def test_users(self, n: int = 100, seed: int = 0) -> Batch:
+        if len(self._test_pool) == 0:
+            most = int(self._n_bought.max()) if len(self._n_bought) else 0
+            raise ValueError(f"no test users: no customer bought >= min_test_purchases={self.min_test_purchases} "
+                             f"distinct items among the {self.n_items} (the most any customer bought is {most}); "
+                             "pass a lower min_test_purchases")
+        if int(n) > len(self._test_pool):
+            raise ValueError(f"asked for {n} test users but the test pool holds {len(self._test_pool)} "
+                             f"(customers with >= {self.min_test_purchases} purchases, times test_fraction)")
+        return self._users(np.random.default_rng(seed).choice(self._test_pool, size=int(n), replace=False))
+
+    def sample_log(self, n: int, rng: np.random.Generator) -> tuple[Batch, np.ndarray, np.ndarray]:
+        n_positive = len(self._train_purchases)
+        if n_positive == 0:
+            raise ValueError("no training purchases: every buyer is in the test pool; lower test_fraction")
+        events = rng.integers(0, n_positive + len(self._negative_slots), size=int(n))
+        negative = events >= n_positive
+        purchase = events.copy()
+        purchase[negative] = self._negative_slots[events[negative] - n_positive]
+        customers, actions = self._train_purchases[purchase, 0], self._train_purchases[purchase, 1].copy()
+        todo = np.flatnonzero(negative)
+        while todo.size:  # rejection: a uniform item the customer did not buy
+            actions[todo] = rng.integers(0, self.n_items, size=todo.size)
+            todo = todo[np.asarray(self._bought[customers[todo], actions[todo]]).ravel()]
+        bought = self._n_bought[customers]
+        propensity = np.where(negative, 1 / (2 * np.maximum(self.n_items - bought, 1)),
+                              np.where(bought < self.n_items, 1 / (2 * bought), 1 / bought))
+        return self._users(customers), actions, propensity.astype(np.float64)

@@ -1,0 +1,309 @@
+"""A synthetic stand-in for the H&M Kaggle data, in the Kaggle files' own format, calibrated to the
+full data's statistics (``recsim_ft/assets/hm_calibration.json``, built by
+``scripts/build_hm_calibration.py``).
+
+What is calibrated: customer attribute shares (missing values included), the bimodal age shape,
+the share of buying customers and their mean number of purchases, the full catalogue size, the
+purchase counts of the 1,000 most purchased articles (their real ids; the real ``prod_name`` of
+the top 200), a power-law tail for the other articles, product-group shares, sales channels,
+dates and the mean price. What is invented (the statistics are silent): every joint
+distribution. Attributes are drawn independently, except ``Active``, which is 1 only for
+``FN = 1`` customers (in the full data 97% of FN customers are Active); purchases of the top
+1,000 articles follow a per-article preference for the customer's age (smooth in the age
+bucket's centre), FN, Active, club status and news frequency, with per-article weights
+re-fitted so that each article's expected purchase share over the customer population is the
+real one. The other purchases ignore the customer. So the purchase probabilities depend on the
+user features, and a model can learn something, as it can on the real data.
+
+Customers are generated in chunks (each from its own seed), so a full-size set (1.37M
+customers, 31.8M transactions, 3.5 GB of CSV) streams to disk in bounded memory and the
+in-memory frames of a small set are exactly the first rows the files would hold.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+#: customers in the full Kaggle data
+FULL_N_CUSTOMERS = 1_371_980
+#: the top articles whose purchases depend on the customer
+N_HEAD = 1000
+_ATTRIBUTES = ("age_bucket", "FN", "Active", "club_member_status", "fashion_news_frequency")
+
+
+@lru_cache(maxsize=1)
+def load_calibration() -> dict:
+    """The calibration figures shipped with the package (see the module docstring)."""
+    text = resources.files("recsim_ft").joinpath("assets", "hm_calibration.json").read_text()
+    return json.loads(text)
+
+
+def _hex_ids(rng: np.random.Generator, n: int) -> pa.Array:
+    """``n`` random 64-character lowercase hex strings (the format of Kaggle's customer ids)."""
+    raw = rng.integers(0, 256, size=(n, 32), dtype=np.uint8)
+    digits = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
+    text = np.empty((n, 64), dtype=np.uint8)
+    text[:, 0::2], text[:, 1::2] = digits[raw >> 4], digits[raw & 15]
+    return pa.array(text.view("S64").ravel(), type=pa.binary()).cast(pa.string())
+
+
+def _choice(rng: np.random.Generator, shares: dict[str, float], n: int) -> tuple[np.ndarray, list[str]]:
+    labels = list(shares)
+    p = np.array([shares[k] for k in labels])
+    return rng.choice(len(labels), size=n, p=p / p.sum()), labels
+
+
+@dataclass
+class _World:
+    """Everything shared by all customers of one seed: the catalogue and the purchase model."""
+
+    articles: pa.Table
+    padded_ids: pa.Array  # article_id as Kaggle writes it in CSV ("0706016001")
+    head_cdf_flat: np.ndarray  # segment s, head rank k -> s + P(rank <= k | s)
+    tail_cdf: np.ndarray
+    segment_shape: tuple[int, ...]
+    head_share: float
+    price: np.ndarray
+    calibration: dict
+
+
+def _catalogue(rng: np.random.Generator, cal: dict) -> tuple[pa.Table, np.ndarray]:
+    n_articles = cal["n_articles"]
+    head_ids = np.array(cal["top_article_ids"], dtype=np.int64)
+    head_codes = set((head_ids // 1000).tolist())
+    codes = rng.choice(np.arange(108_000, 960_000), size=n_articles, replace=False)
+    codes = codes[~np.isin(codes, list(head_codes))][: n_articles - len(head_ids)]
+    article_ids = np.concatenate([head_ids, codes * 1000 + 1])
+    names = list(cal["top_article_names"]) + [f"Synthetic article {c}" for c in article_ids[len(cal["top_article_names"]):] // 1000]
+    groups, labels = _choice(rng, cal["product_group_shares"], n_articles)
+    price = rng.lognormal(np.log(cal["avg_price"]) - 0.5 * 0.6**2, 0.6, size=n_articles)
+    table = pa.table({
+        "article_id": article_ids,
+        "product_code": article_ids // 1000,
+        "prod_name": names,
+        "product_group_name": np.array(labels, dtype=object)[groups],
+    })
+    return table, price
+
+
+def _segment_shares(cal: dict) -> tuple[list[np.ndarray], tuple[int, ...]]:
+    """Marginal share of each value of each attribute, in ``_ATTRIBUTES`` order."""
+    shares = cal["customer_shares"]
+    age = cal["age_bucket_shares"]
+    age_labels = [*cal["age_bucket_edges"], "missing"]
+    fn_one = shares["FN"]["1"]
+    marginals = [
+        np.array([age[k] for k in age_labels]),
+        np.array([1 - fn_one, fn_one]),
+        None,  # Active, joint with FN below
+        np.array(list(shares["club_member_status"].values())),
+        np.array(list(shares["fashion_news_frequency"].values())),
+    ]
+    marginals[2] = np.array([1 - shares["Active"]["1"] / fn_one, shares["Active"]["1"] / fn_one])
+    return marginals, tuple(len(m) for m in marginals)
+
+
+def _segment_probabilities(cal: dict) -> np.ndarray:
+    """Population share of every (age bucket, FN, Active, club, news) segment, flattened."""
+    (age, fn, active_given_fn, club, news), shape = _segment_shares(cal)
+    fn_active = np.array([[fn[0], 0.0], [fn[1] * active_given_fn[0], fn[1] * active_given_fn[1]]])
+    joint = age[:, None, None, None, None] * fn_active[None, :, :, None, None] * club[None, None, None, :, None] * news[None, None, None, None, :]
+    return (joint / joint.sum()).ravel()
+
+
+def _head_preferences(rng: np.random.Generator, cal: dict, shape: tuple[int, ...]) -> np.ndarray:
+    """(n_segments, N_HEAD) log-preference of each segment for each top article."""
+    n_age, n_fn, n_active, n_club, n_news = shape
+    edges = np.array(list(cal["age_bucket_edges"].values()), dtype=float)
+    z = (edges.mean(axis=1) - 36.4) / 14.0
+    slope, curve = rng.normal(0, 1.0, N_HEAD), rng.normal(0, 0.5, N_HEAD)
+    age = np.vstack([slope * z[:, None] + curve * (z[:, None] ** 2 - 1), rng.normal(0, 0.5, (1, N_HEAD))])
+    fn = np.vstack([np.zeros(N_HEAD), rng.normal(0, 0.3, N_HEAD)])
+    active = np.vstack([np.zeros(N_HEAD), rng.normal(0, 0.3, N_HEAD)])
+    club = rng.normal(0, 0.5, (n_club, N_HEAD))
+    news = rng.normal(0, 0.5, (n_news, N_HEAD))
+    total = (age[:, None, None, None, None] + fn[None, :, None, None, None] + active[None, None, :, None, None]
+             + club[None, None, None, :, None] + news[None, None, None, None, :])
+    return total.reshape(-1, N_HEAD)
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    p = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return p / p.sum(axis=1, keepdims=True)
+
+
+@lru_cache(maxsize=4)
+def _world(seed: int) -> _World:
+    cal = load_calibration()
+    rng = np.random.default_rng([seed, 0])
+    articles, price = _catalogue(rng, cal)
+    _, shape = _segment_shares(cal)
+    preference = _head_preferences(rng, cal, shape)
+    population = _segment_probabilities(cal)
+    counts = np.array(cal["top_article_counts"], dtype=float)
+    target = counts / counts.sum()
+    log_weight = np.log(target)
+    for _ in range(20):  # fixed point (relative error ~1e-4 after 20 steps): each article's expected share over the population = its real share
+        log_weight += np.log(target) - np.log(population @ _softmax(log_weight + preference))
+    cdf = np.cumsum(_softmax(log_weight + preference), axis=1)
+    cdf /= cdf[:, -1:]
+    tail_ranks = np.arange(N_HEAD + 1, cal["n_bought_articles"] + 1, dtype=float)
+    tail = np.cumsum((tail_ranks / N_HEAD) ** -cal["tail_exponent"])
+    padded = pa.array([f"{a:010d}" for a in articles["article_id"].to_pylist()])
+    return _World(articles=articles, padded_ids=padded,
+                  head_cdf_flat=(np.arange(len(cdf))[:, None] + cdf).ravel(), tail_cdf=tail / tail[-1],
+                  segment_shape=shape, head_share=counts.sum() / cal["n_transactions"], price=price, calibration=cal)
+
+
+def _customers(rng: np.random.Generator, world: _World, n: int) -> tuple[pa.Table, np.ndarray]:
+    """A chunk of customers.csv and each customer's segment index."""
+    cal = world.calibration
+    mix = cal["age_mixture"]
+    young = rng.random(n) < mix["weight_young"]
+    age = np.where(young, rng.normal(mix["mean_young"], mix["sd_young"], n), rng.normal(mix["mean_old"], mix["sd_old"], n))
+    age = np.clip(np.round(age), mix["min"], mix["max"])
+    edges = np.array([e[0] for e in cal["age_bucket_edges"].values()][1:], dtype=float)
+    age_bucket = np.searchsorted(edges, age, side="right")
+    missing_age = rng.random(n) < cal["age_bucket_shares"]["missing"]
+    age_bucket[missing_age] = len(edges) + 1
+    (_, fn_share, active_given_fn, _, _), shape = _segment_shares(cal)
+    fn = (rng.random(n) < fn_share[1]).astype(np.int64)
+    active = fn * (rng.random(n) < active_given_fn[1])
+    codes = {"age_bucket": age_bucket, "FN": fn, "Active": active}
+    labels = {}
+    for column in ("club_member_status", "fashion_news_frequency"):
+        codes[column], labels[column] = _choice(rng, cal["customer_shares"][column], n)
+    table = {"customer_id": _hex_ids(rng, n),
+             "FN": pa.array(np.where(fn == 1, 1.0, np.nan), from_pandas=True),
+             "Active": pa.array(np.where(active == 1, 1.0, np.nan), from_pandas=True)}
+    for column, names in labels.items():
+        values = np.array([None if k == "missing" else k for k in names], dtype=object)[codes[column]]
+        table[column] = pa.array(values, type=pa.string())
+    table["age"] = pa.array(np.where(missing_age, np.nan, age), from_pandas=True)
+    postal_pool = _hex_ids(rng, max(1, n // 4))
+    table["postal_code"] = postal_pool.take(pa.array(rng.integers(0, len(postal_pool), n)))
+    segment = np.ravel_multi_index([codes[a] for a in _ATTRIBUTES], shape)
+    return pa.table(table), segment
+
+
+def _transactions(rng: np.random.Generator, world: _World, customer_ids: pa.Array, segment: np.ndarray) -> pa.Table:
+    """The transactions of a chunk of customers (article_id as int64)."""
+    cal = world.calibration
+    n = len(segment)
+    buys = rng.random(n) < cal["n_buying_customers"] / cal["n_customers"]
+    sigma = 1.0
+    rate = rng.lognormal(np.log(cal["mean_purchases_per_buyer"] - 1) - sigma**2 / 2, sigma, n)
+    counts = np.where(buys, 1 + rng.poisson(rate), 0)
+    customer = np.repeat(np.arange(n), counts)
+    rows = len(customer)
+    head = rng.random(rows) < world.head_share
+    article = np.empty(rows, dtype=np.int64)
+    head_segment = segment[customer[head]]
+    flat = np.searchsorted(world.head_cdf_flat, head_segment + rng.random(head.sum()), side="right")
+    article[head] = flat - head_segment * N_HEAD
+    article[~head] = N_HEAD + np.searchsorted(world.tail_cdf, rng.random(rows - head.sum()), side="right")
+    first = np.datetime64(cal["first_day"])
+    days = int((np.datetime64(cal["last_day"]) - first).astype(int)) + 1
+    channel, channel_labels = _choice(rng, cal["sales_channel_shares"], rows)
+    return pa.table({
+        "t_dat": pa.array(first + rng.integers(0, days, rows).astype("timedelta64[D]")).cast(pa.date32()),
+        "customer_id": customer_ids.take(pa.array(customer)),
+        "article_id": world.articles["article_id"].take(pa.array(article)),
+        "price": world.price[article],
+        "sales_channel_id": np.array(channel_labels, dtype=np.int64)[channel],
+    })
+
+
+def iter_chunks(n_customers: int, seed: int = 0, chunk_customers: int = 100_000) -> Iterator[tuple[pa.Table, pa.Table]]:
+    """(customers, transactions) tables of successive chunks of ``n_customers`` customers."""
+    if int(n_customers) < 1:
+        raise ValueError(f"n_customers must be >= 1, got {n_customers!r}")
+    world = _world(int(seed))
+    for k, start in enumerate(range(0, n_customers, chunk_customers)):
+        rng = np.random.default_rng([int(seed), 1, k])
+        customers, segment = _customers(rng, world, min(chunk_customers, n_customers - start))
+        yield customers, _transactions(rng, world, customers["customer_id"].combine_chunks(), segment)
+
+
+def generate_frames(n_customers: int = 50_000, seed: int = 0) -> dict[str, pd.DataFrame]:
+    """Kaggle-format ``customers``, ``articles`` and ``transactions`` frames (article_id as int64,
+    as pandas reads the CSV; t_dat as YYYY-MM-DD strings)."""
+    chunks = list(iter_chunks(n_customers, seed))
+    transactions = pa.concat_tables([t for _, t in chunks])
+    transactions = transactions.set_column(0, "t_dat", transactions["t_dat"].cast(pa.string()))
+    return {"customers": pa.concat_tables([c for c, _ in chunks]).to_pandas(),
+            "articles": _world(int(seed)).articles.to_pandas(),
+            "transactions": transactions.to_pandas()}
+
+
+def write_kaggle_files(out_dir: str | os.PathLike, n_customers: int = FULL_N_CUSTOMERS,
+                       fmt: Literal["csv", "parquet"] = "csv", seed: int = 0, chunk_customers: int = 100_000,
+                       overwrite: bool = False) -> dict[str, Path]:
+    """Write customers, articles and transactions_train as Kaggle-format CSV (zero-padded
+    article ids, unquoted ids and dates) or parquet, chunk by chunk; returns the paths.
+
+    Existing files are kept (error) unless ``overwrite``; each file is written under a temporary
+    name and renamed when complete.
+    """
+    if fmt not in ("csv", "parquet"):
+        raise ValueError(f"fmt must be 'csv' or 'parquet', got {fmt!r}")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {t: out_dir / f"{stem}.{fmt}" for t, stem in
+             (("customers", "customers"), ("articles", "articles"), ("transactions", "transactions_train"))}
+    existing = [str(p) for p in paths.values() if p.exists()]
+    if existing and not overwrite:
+        raise FileExistsError(f"{existing[0]} exists; pass overwrite=True to replace it")
+    world = _world(int(seed))
+
+    article_ids = world.articles["article_id"].to_numpy()  # not sorted: the top ids come first
+    order = np.argsort(article_ids)
+
+    def as_written(transactions: pa.Table) -> pa.Table:
+        if fmt == "parquet":
+            return transactions
+        rows = order[np.searchsorted(article_ids, transactions["article_id"].to_numpy(), sorter=order)]
+        column = transactions.column_names.index("article_id")
+        return transactions.set_column(column, "article_id", world.padded_ids.take(pa.array(rows)))
+
+    def open_writer(path: Path, schema: pa.Schema):
+        if fmt == "csv":
+            return pacsv.CSVWriter(path, schema, write_options=pacsv.WriteOptions(quoting_style="none"))
+        return pq.ParquetWriter(path, schema)
+
+    tmp = {t: p.with_name(p.name + ".tmp") for t, p in paths.items()}
+    writers = {}
+    try:
+        if fmt == "csv":
+            pacsv.write_csv(world.articles.set_column(0, "article_id", world.padded_ids), tmp["articles"])
+        else:
+            pq.write_table(world.articles, tmp["articles"])
+        for customers, transactions in iter_chunks(n_customers, seed, chunk_customers):
+            for table, data in (("customers", customers), ("transactions", as_written(transactions))):
+                if table not in writers:
+                    writers[table] = open_writer(tmp[table], data.schema)
+                writers[table].write_table(data)
+    except BaseException:
+        for writer in writers.values():
+            writer.close()
+        for path in tmp.values():
+            path.unlink(missing_ok=True)
+        raise
+    for writer in writers.values():
+        writer.close()
+    for table, path in paths.items():
+        os.replace(tmp[table], path)
+    return paths
