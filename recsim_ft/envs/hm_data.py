@@ -191,7 +191,7 @@ def _check_ids(ids: pa.ChunkedArray, name: str, column: str) -> None:
         raise HMDataError(f"{name}, column {column!r}: {ids.null_count} missing ids")
     if pc.count_distinct(ids).as_py() != len(ids):
         values = ids.to_pandas()
-        example = values[values.duplicated()].iloc[0]
+        example = values[values.duplicated()].tolist()[0]
         raise HMDataError(f"{name}, column {column!r}: duplicate id {example!r}")
 
 

@@ -1,0 +1,304 @@
+"""HMFashion-v0: the Kaggle loader (real sample rows, formats, cache, bad input), the calibrated
+synthetic stand-in, and the paper's setting (test split, training log, rewards, relevance).
+
+The generic env contract (checkers, spaces, seeding) is in test_env_contract.py.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from recsim_ft.envs import hm_data
+from recsim_ft.envs.base import Batch
+from recsim_ft.envs.hm import HMFashionEnv
+from recsim_ft.envs.hm_data import HMDataError, load_kaggle
+from recsim_ft.envs.hm_synthetic import generate_frames, load_calibration, write_kaggle_files
+
+SAMPLE_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "hm_sample"
+
+
+@pytest.fixture(scope="module")
+def env() -> HMFashionEnv:
+    return HMFashionEnv(n_customers=20_000, seed=0)
+
+
+def _same_data(a: HMFashionEnv, b: HMFashionEnv) -> None:
+    assert a.user_schema == b.user_schema and a.item_schema == b.item_schema
+    np.testing.assert_array_equal(a.article_ids, b.article_ids)
+    assert (a._bought != b._bought).nnz == 0
+    np.testing.assert_array_equal(a._age, b._age)
+    np.testing.assert_array_equal(a._user_codes, b._user_codes)
+
+
+# -- the paper's setting on the synthetic stand-in --------------------------------------------------
+def test_synthetic_env_says_so_and_has_the_paper_schema(env):
+    assert env.synthetic and "synthetic" in HMFashionEnv.__doc__
+    assert [f.name for f in env.user_schema.features] == [
+        "age", "FN", "Active", "club_member_status", "fashion_news_frequency"]
+    assert env.user_schema.features[0].kind == "numeric"
+    assert [f.name for f in env.item_schema.features] == ["prod_name"]
+    assert env.n_items == 100 and env.action_space.n == 100
+    assert all(f.categories[0] == "missing" for f in env.user_schema.categorical)
+
+
+def test_synthetic_items_are_the_real_top_articles(env):
+    cal = load_calibration()
+    real_top100 = set(cal["top_article_ids"][:100])
+    assert len(real_top100 & set(env.article_ids.tolist())) >= 80
+    assert env.article_ids[0] == cal["top_article_ids"][0]
+    names = dict(zip(cal["top_article_ids"], cal["top_article_names"], strict=False))
+    for article, name in zip(env.article_ids, env.item_names, strict=True):
+        if article in names:
+            assert name == names[article]
+
+
+def test_synthetic_customers_match_the_calibration():
+    customers = generate_frames(20_000, seed=1)["customers"]
+    cal = load_calibration()
+    club = customers["club_member_status"].fillna("missing").value_counts(normalize=True)
+    for label, share in cal["customer_shares"]["club_member_status"].items():
+        assert club.get(label, 0.0) == pytest.approx(share, abs=0.01)
+    assert customers["FN"].notna().mean() == pytest.approx(cal["customer_shares"]["FN"]["1"], abs=0.015)
+    assert customers["age"].isna().mean() == pytest.approx(cal["age_bucket_shares"]["missing"], abs=0.005)
+    age = customers["age"].dropna()
+    assert age.mean() == pytest.approx(36.4, abs=1.0)
+    counts = age.value_counts()
+    assert counts[24] > counts[38] < counts[51]  # bimodal: a dip between the peaks
+
+
+def test_purchases_depend_on_user_features(env):
+    """Young and older customers buy the top items in different proportions (as on the real data)."""
+    users = env._users(np.arange(len(env._age)))
+    bought = env.relevant(users)
+    young, older = users.numeric[:, 0] < 30, users.numeric[:, 0] >= 45
+    table = np.stack([bought[young].sum(axis=0), bought[older].sum(axis=0)])
+    table = table[:, table.min(axis=0) > 0]
+    assert stats.chi2_contingency(table).pvalue < 1e-6
+
+
+def test_synthetic_data_is_seeded():
+    a, b = generate_frames(3000, seed=5), generate_frames(3000, seed=5)
+    for table in a:
+        pd.testing.assert_frame_equal(a[table], b[table])
+    other = generate_frames(3000, seed=6)
+    assert not a["customers"]["customer_id"].equals(other["customers"]["customer_id"])
+
+
+def test_test_users_are_held_out_and_have_enough_purchases(env):
+    test = env.test_users(100, seed=3)
+    assert len(test) == 100 and len(set(test.ids.tolist())) == 100
+    assert (env.relevant(test).sum(axis=1) >= 5).all()
+    np.testing.assert_array_equal(env.test_users(100, seed=3).ids, test.ids)
+    assert not np.array_equal(env.test_users(100, seed=4).ids, test.ids)
+    rng = np.random.default_rng(0)
+    trained = set(env.sample_users(50_000, rng).ids.tolist()) | set(env.sample_log(50_000, rng)[0].ids.tolist())
+    assert not trained & set(env._test_pool.tolist())
+    with pytest.raises(ValueError, match="test pool holds"):
+        env.test_users(len(env._test_pool) + 1)
+
+
+def test_rewards_and_relevance_are_the_purchase_indicator(env):
+    users = env.test_users(50, seed=0)
+    expected, relevant = env.expected_reward(users), env.relevant(users)
+    assert expected.shape == relevant.shape == (50, env.n_items) and relevant.dtype == bool
+    np.testing.assert_array_equal(expected, relevant.astype(float))
+    rows, items = np.nonzero(relevant)
+    rewards = env.sample_reward(users[rows], items, np.random.default_rng(0))
+    assert rewards.dtype == np.float32 and (rewards == 1).all()
+    with pytest.raises(ValueError, match="unknown user id -1"):
+        env.expected_reward(Batch.from_observations(users.observation(0, env.user_schema), env.user_schema))
+
+
+def test_training_log_is_half_purchases_with_documented_propensities(env):
+    users, actions, propensities = env.sample_log(40_000, np.random.default_rng(1))
+    rewards = env.sample_reward(users, actions, np.random.default_rng(0))
+    assert rewards.mean() == pytest.approx(0.5, abs=0.02)
+    bought = env._n_bought[users.ids]
+    np.testing.assert_allclose(propensities, np.where(rewards == 1, 1 / (2 * bought), 1 / (2 * (100 - bought))))
+    again = env.sample_log(40_000, np.random.default_rng(1))
+    np.testing.assert_array_equal(again[1], actions)
+    np.testing.assert_array_equal(again[0].ids, users.ids)
+
+
+def test_item_feature_option(env):
+    other = HMFashionEnv(n_customers=2000, item_feature="product_group_name", n_items=20)
+    assert other.item_schema.features[0].name == "product_group_name" and other.n_items == 20
+    assert other.item_table().categorical.max() < other.item_schema.features[0].cardinality
+    with pytest.raises(HMDataError, match="articles frame.*'colour'"):
+        HMFashionEnv(n_customers=2000, item_feature="colour")
+
+
+# -- Kaggle files --------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def sample_dir(tmp_path_factory) -> Path:
+    if not SAMPLE_DIR.is_dir():
+        pytest.skip(f"real H&M sample rows not found at {SAMPLE_DIR}")
+    out = tmp_path_factory.mktemp("hm_sample")
+    for source, name in (("customers", "customers"), ("articles", "articles"), ("transactions", "transactions_train")):
+        shutil.copy(SAMPLE_DIR / f"{source}_sample.parquet", out / f"{name}.parquet")
+    return out
+
+
+def test_real_sample_rows_load(sample_dir):
+    env = HMFashionEnv(sample_dir, cache=False)
+    assert not env.synthetic and env.n_items == 100
+    assert env.data_summary["customers"] == 4946 and env.data_summary["transactions"] == 5000
+    assert env.data_summary["age_imputed"] > 0
+    status = env.user_schema.features[3]
+    assert status.name == "club_member_status" and "ACTIVE" in status.categories
+    with pytest.raises(ValueError, match=r"min_test_purchases=5.*most any customer bought is 2"):
+        env.test_users(10)
+    lenient = HMFashionEnv(sample_dir, min_test_purchases=1, cache=False)
+    assert (lenient.relevant(lenient.test_users(100)).sum(axis=1) >= 1).all()
+
+
+def _write_kaggle_csv(frames: dict[str, pd.DataFrame], out: Path, suffix: str = ".csv") -> Path:
+    """Frames as Kaggle writes them: article ids zero-padded to 10 digits."""
+    out.mkdir(parents=True, exist_ok=True)
+    for table, stem in (("customers", "customers"), ("articles", "articles"), ("transactions", "transactions_train")):
+        frame = frames[table].copy()
+        if "article_id" in frame:
+            frame["article_id"] = frame["article_id"].map("{:010d}".format)
+        frame.to_csv(out / f"{stem}{suffix}", index=False)
+    return out
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".csv.gz"])
+def test_csv_and_parquet_give_the_same_env(sample_dir, tmp_path, suffix):
+    frames = {t: pd.read_parquet(SAMPLE_DIR / f"{t}_sample.parquet") for t in ("customers", "articles", "transactions")}
+    csv_dir = _write_kaggle_csv(frames, tmp_path / "csv", suffix)
+    kwargs = {"min_test_purchases": 1, "cache": False}
+    _same_data(HMFashionEnv(csv_dir, **kwargs), HMFashionEnv(sample_dir, **kwargs))
+
+
+def test_written_full_format_files_load_like_the_frames(tmp_path):
+    paths = write_kaggle_files(tmp_path, n_customers=1500, fmt="csv", seed=2)
+    line = paths["transactions"].open().readlines()[1].strip().split(",")
+    assert len(line[0]) == 10 and line[0][4] == "-"  # YYYY-MM-DD
+    assert len(line[1]) == 64 and int(line[1], 16) >= 0
+    assert len(line[2]) == 10 and line[2].startswith("0")
+    from_files = HMFashionEnv(tmp_path, cache=False, seed=2, n_items=30, min_test_purchases=2)
+    _same_data(from_files, HMFashionEnv(n_customers=1500, seed=2, n_items=30, min_test_purchases=2))
+    with pytest.raises(FileExistsError):
+        write_kaggle_files(tmp_path, n_customers=10, fmt="csv", seed=2)
+
+
+# -- cache ---------------------------------------------------------------------------------------
+def test_cache_is_reused_and_invalidated(sample_dir, tmp_path, monkeypatch):
+    data_dir = tmp_path / "data"
+    shutil.copytree(sample_dir, data_dir)
+    first = load_kaggle(data_dir)
+    assert len(list((data_dir / ".recsim_ft_cache").iterdir())) == 1
+
+    def no_processing(*args, **kwargs):
+        raise AssertionError("processed again although the cache is valid")
+
+    monkeypatch.setattr(hm_data, "process", no_processing)
+    cached = load_kaggle(data_dir)
+    np.testing.assert_array_equal(cached.purchases, first.purchases)
+    np.testing.assert_array_equal(cached.user_codes, first.user_codes)
+    assert cached.user_categories == first.user_categories and cached.item_categories == first.item_categories
+    with pytest.raises(AssertionError, match="processed again"):
+        load_kaggle(data_dir, n_items=50)  # other parameters: other key
+    monkeypatch.undo()
+    (data_dir / "customers.parquet").touch()  # a changed file: new key
+    load_kaggle(data_dir)
+    assert len(list((data_dir / ".recsim_ft_cache").iterdir())) == 2
+
+
+def test_unwritable_cache_warns_and_loads(sample_dir, tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a directory")
+    with pytest.warns(UserWarning, match="could not write the H&M cache"):
+        data = load_kaggle(sample_dir, cache_dir=blocker / "cache")
+    assert data.n_items == 100
+
+
+# -- bad input -----------------------------------------------------------------------------------
+TINY = {
+    "customers": "customer_id,FN,Active,club_member_status,fashion_news_frequency,age,postal_code\n"
+                 "c1,1.0,1.0,ACTIVE,Regularly,25,p\nc2,,,ACTIVE,NONE,,p\nc3,,,,,61,p\n",
+    "articles": "article_id,product_code,prod_name\n0100000001,100000,Tee\n0100000002,100000,Tee\n"
+                "0200000001,200000,Jeans\n",
+    "transactions_train": "t_dat,customer_id,article_id,price,sales_channel_id\n"
+                          "2020-01-01,c1,0100000001,0.1,2\n2020-01-01,c1,0200000001,0.1,2\n"
+                          "2020-01-02,c2,0100000001,0.1,1\n2020-01-02,c3,0100000002,0.1,1\n",
+}
+
+
+def _tiny(tmp_path: Path, **changes: str) -> Path:
+    for stem, text in {**TINY, **changes}.items():
+        (tmp_path / f"{stem}.csv").write_text(text)
+    return tmp_path
+
+
+def test_tiny_valid_files(tmp_path):
+    env = HMFashionEnv(_tiny(tmp_path), n_items=3, min_test_purchases=2, test_fraction=0.5, cache=False)
+    assert env.article_ids.tolist() == [100000001, 100000002, 200000001]  # 2 buys, then ties by id
+    assert env.user_schema.features[1].categories == ("missing", "1")
+    assert env.data_summary["age_imputed"] == 1 and env._age[1] == 43.0  # median of 25 and 61
+    np.testing.assert_array_equal(env.relevant(env._users(np.arange(3))).astype(int),
+                                  [[1, 0, 1], [1, 0, 0], [0, 1, 0]])
+
+
+@pytest.mark.parametrize("changes, file, pattern", [
+    ({"customers": TINY["customers"].replace("age,", "years,")}, "customers.csv", "no column 'age'"),
+    ({"customers": TINY["customers"].replace(",25,", ",young,")}, "customers.csv", "column 'age'"),
+    ({"transactions_train": TINY["transactions_train"].replace("0200000001", "x2")}, "transactions_train.csv",
+     "column 'article_id'"),
+    ({"customers": TINY["customers"].replace("c3,", "c1,")}, "customers.csv", "column 'customer_id': duplicate id 'c1'"),
+    ({"articles": TINY["articles"].replace("0200000001", "0100000002")}, "articles.csv",
+     "column 'article_id': duplicate id 100000002"),
+    ({"transactions_train": TINY["transactions_train"].replace(",c3,", ",c9,")}, "transactions_train.csv",
+     "column 'customer_id': 'c9' is not in the customers file"),
+    ({"transactions_train": TINY["transactions_train"].replace("0100000002", "0300000001")}, "transactions_train.csv",
+     "column 'article_id': 300000001 is not in the articles file"),
+    ({"customers": ""}, "customers.csv", "is empty"),
+    ({"articles": "article_id,product_code,prod_name\n"}, "articles.csv", "has no rows"),
+    ({"transactions_train": TINY["transactions_train"][:-12]}, "transactions_train.csv", "truncated"),
+])
+def test_bad_csv_input_names_file_and_column(tmp_path, changes, file, pattern):
+    with pytest.raises(HMDataError, match=pattern) as error:
+        HMFashionEnv(_tiny(tmp_path, **changes), n_items=3, cache=False)
+    assert file in str(error.value)
+
+
+def test_missing_file_is_named(tmp_path):
+    _tiny(tmp_path)
+    (tmp_path / "articles.csv").unlink()
+    with pytest.raises(HMDataError, match="no articles file.*articles.parquet, articles.csv, articles.csv.gz"):
+        HMFashionEnv(tmp_path, cache=False)
+    with pytest.raises(HMDataError, match="not a directory"):
+        HMFashionEnv(tmp_path / "nowhere", cache=False)
+
+
+def test_bad_parquet_input_names_file_and_column(sample_dir, tmp_path):
+    bad = tmp_path / "bad"
+    shutil.copytree(sample_dir, bad)
+    customers = pd.read_parquet(bad / "customers.parquet")
+    customers["age"] = "unknown"
+    customers.to_parquet(bad / "customers.parquet")
+    with pytest.raises(HMDataError, match=r"customers.parquet, column 'age': cannot read"):
+        HMFashionEnv(bad, cache=False)
+    data = (sample_dir / "customers.parquet").read_bytes()
+    (bad / "customers.parquet").write_bytes(data[: len(data) // 2])
+    with pytest.raises(HMDataError, match=r"customers.parquet: not a valid parquet file"):
+        HMFashionEnv(bad, cache=False)
+    (bad / "customers.parquet").write_bytes(b"")
+    with pytest.raises(HMDataError, match=r"customers.parquet"):
+        HMFashionEnv(bad, cache=False)
+
+
+def test_bad_parameters():
+    with pytest.raises(ValueError, match="min_test_purchases"):
+        HMFashionEnv(n_customers=100, min_test_purchases=0)
+    with pytest.raises(ValueError, match="test_fraction"):
+        HMFashionEnv(n_customers=100, test_fraction=1.0)
+    with pytest.raises(ValueError, match="n_customers"):
+        HMFashionEnv(n_customers=0)
