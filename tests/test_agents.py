@@ -111,6 +111,8 @@ def test_recommend_is_top_k_with_ties_to_lower_index(env):
     assert Constant(env).recommend(users, 3).tolist() == [[0, 1, 2], [0, 1, 2]]
     assert Constant(env).recommend(users, 3).dtype == np.int64
     assert Constant(env).fit(None) is not None and Constant(env).update({}, 0, 1.0) is None
+    assert repr(Constant(env)) == "Constant(env=ToyRec-v0)"
+    assert repr(Constant(ToyEnv())) == "Constant(env=ToyEnv)"
     with pytest.raises(ValueError, match=r"k must be an integer in \[1, n_items=10\], got 11"):
         Constant(env).recommend(users, 11)
 
@@ -133,6 +135,13 @@ def test_bad_agents_get_clear_errors(env):
         evaluate(WrongShape(env), env)
     with pytest.raises(ValueError, match="NaNScores.score_items contain NaN"):
         evaluate(NaNScores(env), env)
+
+
+def test_two_tower_agent_is_imported_lazily():
+    import recsim_ft.agents as agents
+
+    with pytest.raises(AttributeError, match="no attribute 'NoSuchAgent'"):
+        agents.NoSuchAgent  # noqa: B018
 
 
 def test_any_object_with_score_items_can_be_evaluated(env):

@@ -7,6 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
+from scipy.stats import rankdata
 from sklearn.metrics import ndcg_score
 
 from recsim_ft.metrics import METRICS, parse_metrics, ranking_metrics, top_k
@@ -169,6 +170,10 @@ def test_bounds_and_monotone_in_k(case):
         series = [got[f"{name}@{k}"] for k in ks]
         assert all(a <= b + 1e-12 for a, b in zip(series, series[1:], strict=False)), name
     assert got["HR@1"] == pytest.approx(got["P@1"]) == pytest.approx(got["MRR@1"])
+    # only the order of the scores matters, and users are averaged in any order
+    assert ranking_metrics(rankdata(scores, method="dense", axis=1), relevant, ks=ks) == got
+    reversed_users = ranking_metrics(scores[::-1], relevant[::-1], ks=ks)
+    assert reversed_users == pytest.approx(got)
     assert got[f"R@{ks[-1]}"] == pytest.approx(1.0) and got[f"HR@{ks[-1]}"] == pytest.approx(1.0)
 
 
