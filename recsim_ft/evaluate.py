@@ -32,16 +32,17 @@ def evaluate(agent: Any, env: gym.Env, n_users: int = 100, seed: int = 0, ks: Se
         agent: anything with ``score_items(users) -> (n_users, n_items)`` (see ``recsim_ft.agents``).
         env: the environment (or a Gymnasium wrapper of it) the agent recommends in.
         ks: cut-offs of every metric.
-        metrics: metric names for ``ranking_metrics``; ``None`` means all of ``METRICS`` plus the
-            env's own extra metrics, ``env.train_defaults.extra["eval_metrics"]`` (e.g.
-            ``("MAP@12",)`` for H&M).
+        metrics: metric names for ``ranking_metrics``; ``None`` means all of ``METRICS``, plus
+            ``MAP@m`` when the env asks for it with ``train_defaults.extra["map_k"] = m`` (H&M:
+            Kaggle's MAP@12).
 
     Returns:
         ``{"P@1": ..., "n_users": ..., "n_excluded": ...}`` as ``ranking_metrics`` returns it.
     """
     rec_env = env.unwrapped
     if metrics is None:
-        metrics = (*METRICS, *rec_env.train_defaults.extra.get("eval_metrics", ()))
+        map_k = rec_env.train_defaults.extra.get("map_k")
+        metrics = METRICS if map_k is None else (*METRICS, f"MAP@{map_k}")
     users = rec_env.test_users(n_users, seed)
     return ranking_metrics(agent_scores(agent, users, rec_env.n_items), rec_env.relevant(users),
                            ks=ks, metrics=metrics)
