@@ -1,0 +1,269 @@
+"""The ``recsim-ft`` command line: a thin layer over ``recsim_ft.data``, ``recsim_ft.models`` and
+``recsim_ft.experiments``.
+
+    recsim-ft collect   --env Spotify-v0 --n 160000 --seed 0 --out spotify.parquet
+    recsim-ft params    --preset paper
+    recsim-ft train     --env Spotify-v0 --embedder mamba --seed 0 --out runs/spotify-mamba
+    recsim-ft evaluate  --run runs/spotify-mamba
+    recsim-ft reproduce --table 1 --settings spotify --seeds 2 --steps 1500 --out results/quick
+
+Bad input (unknown env id, malformed kwargs, a missing file or run directory, an output that
+already exists) ends with a one-line ``recsim-ft: error: ...`` and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from recsim_ft import experiments
+from recsim_ft.experiments import RunSpec
+
+
+class UsageError(Exception):
+    """Bad user input: reported as one line, exit status 2."""
+
+
+def parse_env_kwargs(values: Sequence[str] | None) -> dict[str, Any]:
+    """``--env-kwargs`` as one JSON object or ``key=value`` pairs (values parsed as JSON when
+    they are JSON, else kept as strings).
+
+    >>> parse_env_kwargs(['{"clusters": 25}'])
+    {'clusters': 25}
+    >>> parse_env_kwargs(["clusters=25", "data_dir=/tmp/hm", "p_match=0.9"])
+    {'clusters': 25, 'data_dir': '/tmp/hm', 'p_match': 0.9}
+    """
+    if not values:
+        return {}
+    if len(values) == 1 and values[0].lstrip().startswith("{"):
+        try:
+            kwargs = json.loads(values[0])
+        except json.JSONDecodeError as err:
+            raise UsageError(f"--env-kwargs is not valid JSON ({err.msg} at column {err.colno}): {values[0]}") from None
+        if not isinstance(kwargs, dict):
+            raise UsageError(f"--env-kwargs must be a JSON object, got {values[0]}")
+        return kwargs
+    kwargs = {}
+    for item in values:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise UsageError(f"--env-kwargs expects a JSON object or key=value pairs, got {item!r}")
+        try:
+            kwargs[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            kwargs[key] = raw
+    return kwargs
+
+
+def _make_env(env_id: str, kwargs: dict[str, Any]):
+    try:
+        return experiments.make_env(env_id, kwargs)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+
+
+def _load_log(path: str):
+    from recsim_ft.data import InteractionLog
+
+    try:
+        return InteractionLog.load(path)
+    except (FileNotFoundError, ValueError) as err:
+        raise UsageError(str(err)) from None
+
+
+# -- commands -----------------------------------------------------------------------------------
+def cmd_collect(args: argparse.Namespace) -> int:
+    from recsim_ft.data import collect
+
+    out = Path(args.out)
+    if out.exists() and not args.overwrite:
+        raise UsageError(f"{out} already exists; pass --overwrite to replace it")
+    env = _make_env(args.env, parse_env_kwargs(args.env_kwargs))
+    log = collect(env, n=args.n, seed=args.seed)
+    log.save(out, overwrite=args.overwrite)
+    print(f"wrote {len(log):,} events of {args.env} to {out}")
+    return 0
+
+
+def cmd_params(args: argparse.Namespace) -> int:
+    from recsim_ft.models import params_report
+
+    print(params_report(args.preset))
+    return 0
+
+
+def _prepare_run_dir(run_dir: Path, overwrite: bool, resume: bool) -> None:
+    """Refuse a non-empty directory unless told; ``overwrite`` only ever deletes a run directory."""
+    if not run_dir.exists() or not any(run_dir.iterdir()) or resume:
+        return
+    if not overwrite:
+        raise UsageError(f"run directory {run_dir} is not empty; pass --overwrite to replace it "
+                         "or --resume to continue it")
+    if not (run_dir / "config.json").exists():
+        raise UsageError(f"{run_dir} is not a recsim-ft run directory (no config.json); refusing to delete it")
+    shutil.rmtree(run_dir)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    env_id, env_kwargs = args.env, parse_env_kwargs(args.env_kwargs)
+    if args.data is not None:
+        log = _load_log(args.data)
+        if env_id is not None and env_id != log.env_id:
+            raise UsageError(f"--env {env_id} does not match the env of --data {args.data} ({log.env_id})")
+        if env_kwargs and env_kwargs != log.env_kwargs:
+            raise UsageError(f"--env-kwargs {env_kwargs} do not match those of --data {args.data} ({log.env_kwargs})")
+        env_id, env_kwargs = log.env_id, log.env_kwargs
+    elif env_id is None:
+        raise UsageError("give --env (and optionally --env-kwargs) or --data FILE")
+    _make_env(env_id, env_kwargs)  # check the id and kwargs before touching the run directory
+    run_dir = Path(args.out)
+    _prepare_run_dir(run_dir, args.overwrite, args.resume)
+    try:
+        spec = RunSpec(env_id, args.embedder, args.seed, env_kwargs, preset=args.preset, n_samples=args.n,
+                       steps=args.steps, lr=args.lr, eval_every=args.eval_every, eval_users=args.eval_users,
+                       device=args.device, data=None if args.data is None else str(Path(args.data).resolve()))
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+    metrics = experiments.run(spec, run_dir, resume=args.resume, progress=not args.quiet)
+    print(_format_metrics(metrics))
+    print(f"run written to {run_dir}")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    run_dir = Path(args.run)
+    if not (run_dir / "config.json").is_file():
+        raise UsageError(f"{run_dir} is not a recsim-ft run directory (no config.json)")
+    try:
+        metrics = experiments.evaluate_run(run_dir, n_users=args.n_users, seed=args.seed)
+    except FileNotFoundError as err:
+        raise UsageError(str(err)) from None
+    print(_format_metrics(metrics))
+    return 0
+
+
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    settings = experiments.table_settings(args.table, hm_data=args.hm_data)
+    if args.settings:
+        known = {s.name: s for s in settings}
+        unknown = [name for name in args.settings if name not in known]
+        if unknown:
+            raise UsageError(f"unknown setting(s) {unknown} for table {args.table}; choose from {sorted(known)}")
+        settings = [known[name] for name in args.settings]
+    agents = args.agents or experiments.TABLE_AGENTS
+    bad = [a for a in agents if a not in experiments.AGENTS]
+    if bad:
+        raise UsageError(f"unknown agent(s) {bad}; choose from {experiments.AGENTS}")
+    try:
+        result = experiments.reproduce(
+            args.table, args.out, seeds=args.seeds, settings=settings, agents=agents, jobs=args.jobs,
+            executor=args.executor, address=args.address, progress=not args.quiet, preset=args.preset,
+            steps=args.steps, n_samples=args.n, eval_every=args.eval_every, eval_users=args.eval_users)
+    except (ValueError, RuntimeError) as err:  # bad options, a clashing earlier sweep, missing ray
+        raise UsageError(str(err)) from None
+    print(result.markdown)
+    for note in result.notes:
+        print(f"note: {note}")
+    print("wrote " + ", ".join(str(p) for p in result.files))
+    return 1 if result.failed else 0
+
+
+def _format_metrics(metrics: dict[str, float]) -> str:
+    return "\n".join(f"{k:>10s}  {v:.4f}" if isinstance(v, float) else f"{k:>10s}  {v}" for k, v in metrics.items())
+
+
+# -- parser -------------------------------------------------------------------------------------
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="recsim-ft", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def env_options(p: argparse.ArgumentParser, required: bool) -> None:
+        p.add_argument("--env", required=required, help="env id, e.g. Spotify-v0, HMFashion-v0, VaccineMessaging-v0")
+        p.add_argument("--env-kwargs", nargs="+", metavar="KWARGS",
+                       help='env kwargs as a JSON object (\'{"clusters": 25}\') or key=value pairs')
+
+    p = sub.add_parser("collect", help="log interactions of the env's behaviour policy to a parquet file")
+    env_options(p, required=True)
+    p.add_argument("--n", type=_positive_int, default=160_000, help="events to log (default: 160000)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, help="parquet file to write")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    p.set_defaults(func=cmd_collect)
+
+    p = sub.add_parser("params", help="print the trainable parameters of each embedder and tower")
+    p.add_argument("--preset", choices=("paper", "quick"), default="paper")
+    p.set_defaults(func=cmd_params)
+
+    def run_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--preset", choices=("paper", "quick"), default="paper", help="model size (default: paper)")
+        p.add_argument("--n", type=_positive_int, default=None,
+                       help="logged events to collect per run (default: the env's, 160000)")
+        p.add_argument("--steps", type=_positive_int, default=None,
+                       help="training steps (default: one pass over the log, 5000 for 160000 events)")
+        p.add_argument("--eval-every", type=_positive_int, default=None,
+                       help="evaluate on the test users every N steps (default: the trainer's)")
+        p.add_argument("--eval-users", type=_positive_int, default=100, help="test users (default: 100)")
+        p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    p = sub.add_parser("train", help="train and evaluate one two-tower model, saved to a run directory")
+    env_options(p, required=False)
+    p.add_argument("--embedder", choices=experiments.EMBEDDERS, default="mamba")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, help="run directory to write")
+    p.add_argument("--data", help="train on this logged-interaction file instead of collecting")
+    p.add_argument("--lr", type=float, default=None, help="learning rate (default: the env's)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
+    p.add_argument("--overwrite", action="store_true", help="replace the run in --out")
+    run_options(p)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="re-evaluate the saved model of a run directory")
+    p.add_argument("--run", required=True, help="run directory written by 'recsim-ft train'")
+    p.add_argument("--n-users", type=_positive_int, default=None, help="test users (default: as trained)")
+    p.add_argument("--seed", type=int, default=None, help="test-user seed (default: as trained)")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("reproduce", help="run a paper table: every setting, embedder and seed, plus baselines")
+    p.add_argument("--table", type=int, choices=(1, 2), required=True)
+    p.add_argument("--settings", "--envs", nargs="+", metavar="NAME",
+                   help="only these settings (table 1: spotify hm; table 2: k25_m25 k25_m50 ...)")
+    p.add_argument("--agents", nargs="+", metavar="AGENT", help=f"only these agents (default: {' '.join(experiments.TABLE_AGENTS)})")
+    p.add_argument("--seeds", type=_positive_int, default=5, help="seeds 0..N-1 per setting (default: 5)")
+    p.add_argument("--hm-data", help="directory of the Kaggle H&M files (default: the synthetic stand-in)")
+    p.add_argument("--jobs", type=_positive_int, default=1, help="parallel processes (local executor)")
+    p.add_argument("--executor", choices=("local", "ray"), default="local")
+    p.add_argument("--address", help="Ray cluster address (default: start a local Ray runtime)")
+    p.add_argument("--out", required=True, help="results directory (re-running continues the sweep)")
+    run_options(p)
+    p.set_defaults(func=cmd_reproduce)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``recsim-ft``; returns the exit status."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:  # --help, or argparse's own usage errors (status 2)
+        return int(exit_.code or 0)
+    try:
+        return args.func(args)
+    except UsageError as err:
+        print(f"recsim-ft: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("recsim-ft: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,213 @@
+"""Experiments: statistics against scipy and hand computations, the paper's numbers against the
+paper's text, and a tiny sweep (reuse of finished runs, a failing run reported, report files)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from recsim_ft import experiments
+from recsim_ft.experiments import RunSpec, Setting, mean_ci, paired_test
+from recsim_ft.paper_results import METRICS, TABLE_1, TABLE_2
+
+PAPER_DIR = Path(__file__).resolve().parents[1] / ".." / "shared" / "paper"
+# "toy_env:" makes Gymnasium import tests/toy_env.py, also inside spawned sweep workers
+TOY = "toy_env:ToyRec-v0"
+
+
+# -- statistics ------------------------------------------------------------------------------------
+def test_mean_ci_matches_the_t_formula():
+    values = np.array([0.91, 0.95, 0.97, 0.93, 0.99])
+    mean, low, high = mean_ci(values)
+    half = 2.7764451051977987 * values.std(ddof=1) / math.sqrt(5)  # t(0.975, df=4)
+    assert mean == pytest.approx(0.95)
+    assert (low, high) == pytest.approx((0.95 - half, 0.95 + half))
+    assert mean_ci([0.5])[0] == 0.5 and math.isnan(mean_ci([0.5])[1])
+    assert mean_ci([0.7, 0.7, 0.7]) == pytest.approx((0.7, 0.7, 0.7))
+
+
+def test_paired_test_matches_scipy_and_known_values():
+    rng = np.random.default_rng(0)
+    a = rng.uniform(0.5, 1.0, 12)
+    b = a - rng.normal(0.05, 0.03, 12)
+    result = paired_test(a, b)
+    d = a - b
+    t = d.mean() / (d.std(ddof=1) / math.sqrt(12))
+    assert result["t_stat"] == pytest.approx(t)
+    assert result["t_pvalue"] == pytest.approx(2 * stats.t.sf(abs(t), 11))
+    assert result["wilcoxon_pvalue"] == pytest.approx(stats.wilcoxon(a, b).pvalue)
+    assert result["mean_diff"] == pytest.approx(d.mean())
+    # five positive differences: W = 0, exact two-sided p = 2 / 2**5
+    known = paired_test([2, 3, 4, 5, 6], [1, 1, 1, 1, 1])
+    assert known["wilcoxon_stat"] == 0 and known["wilcoxon_pvalue"] == pytest.approx(0.0625)
+
+
+def test_paired_test_is_nan_when_undefined():
+    assert math.isnan(paired_test([0.5], [0.4])["t_pvalue"])
+    same = paired_test([0.5, 0.6], [0.5, 0.6])
+    assert same["mean_diff"] == 0 and math.isnan(same["t_pvalue"]) and math.isnan(same["wilcoxon_pvalue"])
+    with pytest.raises(ValueError, match="equal lengths"):
+        paired_test([1, 2], [1])
+
+
+# -- the paper's numbers ---------------------------------------------------------------------------
+@pytest.mark.skipif(not PAPER_DIR.is_dir(), reason="shared/paper not available")
+def test_paper_numbers_match_the_paper_text():
+    """Tables I and II are tab-separated rows in the text; Table II leaves repeated k / m blank."""
+    found = {}
+    k = m = None
+    for line in next(PAPER_DIR.glob("*.txt")).read_text().splitlines():
+        fields = line.split("\t")
+        if len(fields) == 11 and fields[1] in ("Mamba", "Transformer"):
+            found["spotify" if fields[0] == "Spotify" else "hm", fields[1].lower()] = fields[2:]
+        elif len(fields) == 12 and fields[2] in ("Mamba", "Transformer"):
+            k, m = fields[0] or k, fields[1] or m
+            found[f"k{k}_m{m}", fields[2].lower()] = fields[3:]
+    assert len(found) == 2 * (len(TABLE_1) + len(TABLE_2))
+    for (setting, embedder), values in found.items():
+        row = {**TABLE_1, **TABLE_2}[setting][embedder]
+        assert [row[metric] for metric in METRICS] == [float(v) for v in values], (setting, embedder)
+
+
+def test_table_settings():
+    assert [s.name for s in experiments.table_settings(1)] == ["spotify", "hm"]
+    table2 = experiments.table_settings(2)
+    assert [s.name for s in table2] == list(TABLE_2)
+    assert table2[3].env_kwargs == {"clusters": 50, "messages": 50}
+    specs = experiments.table_specs(table2[:1], seeds=range(2), agents=("mamba",))
+    assert [s.env_kwargs["seed"] for s in specs] == [0, 1]  # messages re-sampled per seed
+    with pytest.raises(ValueError, match="table must be 1 or 2"):
+        experiments.table_settings(3)
+
+
+def test_markdown_shows_the_paper_beside_ours():
+    runs = pd.DataFrame([{"setting": "spotify", "agent": agent, "seed": seed, "metric": "HR@1", "value": v}
+                         for agent, values in (("mamba", (0.96, 0.98)), ("transformer", (0.80, 0.90)),
+                                               ("oracle", (1.0, 1.0)))
+                         for seed, v in enumerate(values)])
+    summary = experiments.summarize(runs)
+    mamba = summary[summary.agent == "mamba"].iloc[0]
+    assert (mamba["mean"], mamba["paper"]) == pytest.approx((0.97, 0.977))
+    assert summary[summary.agent == "oracle"]["paper"].isna().all()
+    tests = experiments.paired_tests(runs)
+    assert tests.iloc[0]["mean_diff"] == pytest.approx(0.12)
+    markdown = experiments.markdown_table(summary, tests, {"spotify": "Spotify"})
+    assert "| FT-Mamba | 0.970 ± " in markdown and "paper | 0.977 |" in markdown
+    assert "| oracle | 1.000 ± 0.000 |" in markdown and "Wilcoxon" in markdown
+
+
+# -- sweeps ---------------------------------------------------------------------------------------
+def _toy_settings() -> list[Setting]:
+    return [Setting("toy", "Toy", TOY, {"n_items": 12, "n_groups": 3}),
+            Setting("broken", "Broken", TOY, {"n_items": 12, "n_groups": 0})]  # the env refuses it
+
+
+@pytest.fixture(scope="module")
+def toy_sweep(tmp_path_factory):
+    out = tmp_path_factory.mktemp("sweep")
+    options = dict(preset="quick", steps=30, n_samples=640, eval_every=10, eval_users=40)
+    report = experiments.reproduce(1, out, seeds=2, settings=_toy_settings(), progress=False, **options)
+    return out, report, options
+
+
+def test_sweep_writes_the_table_and_reports_the_failure(toy_sweep):
+    out, report, _ = toy_sweep
+    for name in ("table1.md", "table1.csv", "table1_paired.csv", "table1_runs.csv"):
+        assert (out / name).is_file()
+    assert [o.status for o in report.outcomes if o.spec.setting == "toy"] == ["done"] * 10
+    failed = report.failed
+    assert len(failed) == 10 and {o.spec.setting for o in failed} == {"broken"}
+    assert "n_groups" in failed[0].error
+    assert "Traceback" in (failed[0].run_dir / "error.txt").read_text()
+    assert "Failed runs" in report.markdown and "broken" in report.markdown
+
+    summary = pd.read_csv(out / "table1.csv")
+    assert set(summary.setting) == {"toy"}
+    assert set(summary.agent) == {"mamba", "transformer", "oracle", "popularity", "random"}
+    oracle = summary[(summary.agent == "oracle") & (summary.metric == "HR@1")]
+    assert oracle["mean"].item() == 1.0  # the toy env's oracle is a perfect ranker
+    assert (summary["n"] == 2).all()
+    paired = pd.read_csv(out / "table1_paired.csv")
+    assert (paired["n_pairs"] == 2).all()
+
+    run_dir = out / "runs" / "toy" / "mamba" / "seed1"
+    for name in ("config.json", "metrics.json", "curve.csv", "items.csv", "model.safetensors", "DONE"):
+        assert (run_dir / name).is_file(), name
+    assert not (run_dir / "checkpoint.pt").exists()
+    curve = pd.read_csv(run_dir / "curve.csv")
+    assert list(curve["step"]) == [0, 10, 20, 30]
+    items = pd.read_csv(run_dir / "items.csv")
+    assert len(items) == 12 and items["recommended_minus_liked"].sum() == 0
+
+
+def test_sweep_figures(toy_sweep):
+    out, report, _ = toy_sweep
+    pytest.importorskip("matplotlib")
+    for name in ("table1_hr_curves.png", "table1_fig5.png"):
+        assert (out / name).stat().st_size > 1000
+
+
+def test_rerunning_a_sweep_reuses_finished_runs(toy_sweep):
+    out, first, options = toy_sweep
+    done = out / "runs" / "toy" / "mamba" / "seed0" / "DONE"
+    stamp = done.stat().st_mtime_ns
+    again = experiments.reproduce(1, out, seeds=2, settings=_toy_settings()[:1], progress=False, **options)
+    assert [o.status for o in again.outcomes] == ["reused"] * 10
+    assert done.stat().st_mtime_ns == stamp
+    ours = {(o.spec.agent, o.spec.seed): o.metrics for o in first.outcomes if o.status == "done"}
+    assert {(o.spec.agent, o.spec.seed): o.metrics for o in again.outcomes} == ours
+    with pytest.raises(ValueError, match="different settings.*steps"):
+        experiments.reproduce(1, out, seeds=1, settings=_toy_settings()[:1], progress=False,
+                              **{**options, "steps": 31})
+
+
+def test_same_seed_same_metrics_and_interrupted_run_is_redone(toy_sweep, tmp_path):
+    out, first, options = toy_sweep
+    spec = RunSpec(TOY, "mamba", 1, {"n_items": 12, "n_groups": 3}, "toy", **options)
+    metrics = experiments.run(spec, tmp_path / "again")
+    assert metrics == json.loads((out / "runs/toy/mamba/seed1/metrics.json").read_text())["metrics"]
+    # a run directory without DONE (killed mid-run) is run again by the next sweep
+    partial = tmp_path / "sweep" / "runs" / "toy" / "oracle" / "seed0"
+    partial.mkdir(parents=True)
+    (partial / "config.json").write_text("{}")
+    outcome, = experiments.sweep([RunSpec(TOY, "oracle", 0, {"n_items": 12, "n_groups": 3}, "toy", **options)],
+                                 tmp_path / "sweep", progress=False)
+    assert outcome.status == "done" and (partial / "DONE").is_file()
+
+
+def test_parallel_sweep_gives_the_same_files(toy_sweep, tmp_path):
+    out, first, options = toy_sweep
+    specs = [RunSpec(TOY, agent, seed, {"n_items": 12, "n_groups": 3}, "toy", **options)
+             for agent in ("popularity", "random") for seed in (0, 1)]
+    outcomes = experiments.sweep(specs, tmp_path, jobs=2, progress=False)
+    assert [o.status for o in outcomes] == ["done"] * 4
+    for o in outcomes:
+        ours = (o.run_dir / "metrics.json").read_text()
+        serial = (out / "runs" / o.spec.relative_dir() / "metrics.json").read_text()
+        assert json.loads(ours)["metrics"] == json.loads(serial)["metrics"]
+
+
+def test_ray_executor(tmp_path):
+    ray = pytest.importorskip("ray")
+    specs = [RunSpec(TOY, "popularity", seed, {"n_items": 12, "n_groups": 3}, "toy", n_samples=640,
+                     eval_users=40) for seed in (0, 1)]
+    # Ray workers do not inherit sys.path: point them at tests/ for toy_env
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+             runtime_env={"env_vars": {"PYTHONPATH": str(Path(__file__).resolve().parent)}})
+    try:
+        outcomes = experiments.sweep(specs, tmp_path / "ray", executor="ray", progress=False)
+    finally:
+        ray.shutdown()
+    local = experiments.sweep(specs, tmp_path / "local", progress=False)
+    assert [o.status for o in outcomes] == ["done", "done"]
+    for o, expected in zip(outcomes, local, strict=True):
+        assert o.metrics == expected.metrics
+        for name in ("config.json", "metrics.json", "items.csv", "DONE"):
+            assert (o.run_dir / name).is_file()
+        assert (o.run_dir / "items.csv").read_text() == (expected.run_dir / "items.csv").read_text()
