@@ -54,16 +54,12 @@ def _skip_if_not_written(env_id: str) -> None:
         pytest.skip(f"{module} (for {env_id}) does not exist yet")
 
 
-def make(env_id: str, kwargs: dict) -> gym.Env:
-    _skip_if_not_written(env_id)
-    return gym.make(env_id, **kwargs)
-
-
 @pytest.fixture(scope="module", params=CASES, ids=_case_id)
 def case(request) -> tuple[str, dict, RecEnv]:
     """(env id, kwargs, the unwrapped env), built once per module."""
     env_id, kwargs = request.param
-    return env_id, kwargs, make(env_id, kwargs).unwrapped
+    _skip_if_not_written(env_id)
+    return env_id, kwargs, gym.make(env_id, **kwargs).unwrapped
 
 
 def _within(values: np.ndarray, bounds: tuple[float, float]) -> bool:
@@ -107,49 +103,43 @@ def test_gym_make_with_module_prefix_in_a_fresh_process(env_id):
 
 # -- Gymnasium API ---------------------------------------------------------------------------------
 def test_episodes_stay_in_their_spaces_and_end_after_horizon(case):
-    env_id, kwargs, _ = case
-    env = make(env_id, kwargs)
-    horizon = env.unwrapped.horizon
+    _, kwargs, env = case
+    horizon = env.horizon
     assert horizon == kwargs.get("horizon", 1)
-    assert env.action_space == gym.spaces.Discrete(env.unwrapped.n_items)
+    assert env.action_space == gym.spaces.Discrete(env.n_items)
     for seed in range(3):
         obs, info = env.reset(seed=seed)
         assert env.observation_space.contains(obs) and isinstance(info["user_id"], int)
         for t in range(1, horizon + 1):
             obs, reward, terminated, truncated, info = env.step(env.action_space.sample())
             assert env.observation_space.contains(obs)
-            assert env.unwrapped.reward_bounds[0] <= reward <= env.unwrapped.reward_bounds[1]
-            assert _within(np.array([info["expected_reward"]]), env.unwrapped.reward_bounds)
+            assert env.reward_bounds[0] <= reward <= env.reward_bounds[1]
+            assert _within(np.array([info["expected_reward"]]), env.reward_bounds)
             assert terminated == (t == horizon) and truncated is False
     env.reset(seed=0)
     with pytest.raises(ValueError, match="outside"):
-        env.step(env.unwrapped.n_items)
+        env.step(env.n_items)
 
 
-def test_reset_with_a_seed_is_reproducible(case):
-    env_id, kwargs, _ = case
-    first, second = make(env_id, kwargs), make(env_id, kwargs)
+def test_an_instance_rebuilt_from_spec_kwargs_replays_the_same_episodes(case):
+    env_id, kwargs, env = case
+    assert env.spec_kwargs == {**env.spec_kwargs, **kwargs}
+    rebuilt = gym.make(env_id, **env.spec_kwargs)
+    assert rebuilt.unwrapped.item_schema == env.item_schema and rebuilt.unwrapped.user_schema == env.user_schema
+    users = env.test_users(20, seed=0)
+    np.testing.assert_array_equal(rebuilt.unwrapped.expected_reward(users), env.expected_reward(users))
 
-    def episode(env, seed):
-        obs, info = env.reset(seed=seed)
-        return obs, info["user_id"], env.step(3 % env.unwrapped.n_items)[1]
+    def episode(instance, seed):
+        obs, info = instance.reset(seed=seed)
+        return obs, info["user_id"], instance.step(3 % env.n_items)[1]
 
     for seed in (0, 1, 12345):
-        (obs_a, user_a, reward_a), (obs_b, user_b, reward_b) = episode(first, seed), episode(second, seed)
+        (obs_a, user_a, reward_a), (obs_b, user_b, reward_b) = episode(env, seed), episode(rebuilt, seed)
         assert user_a == user_b and reward_a == reward_b
         for key in obs_a:
             np.testing.assert_array_equal(obs_a[key], obs_b[key])
-    users = [first.reset(seed=s)[1]["user_id"] for s in range(20)]
+    users = [env.reset(seed=s)[1]["user_id"] for s in range(20)]
     assert len(set(users)) > 1, "different seeds should draw different users"
-
-
-def test_spec_kwargs_rebuild_the_env(case):
-    env_id, kwargs, env = case
-    assert env.spec_kwargs == {**env.spec_kwargs, **kwargs}
-    rebuilt = gym.make(env_id, **env.spec_kwargs).unwrapped
-    assert rebuilt.item_schema == env.item_schema and rebuilt.user_schema == env.user_schema
-    users = env.test_users(20, seed=0)
-    np.testing.assert_array_equal(rebuilt.expected_reward(users), env.expected_reward(users))
 
 
 # -- vectorized API --------------------------------------------------------------------------------
