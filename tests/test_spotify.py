@@ -226,6 +226,8 @@ def test_same_seed_same_users_and_episodes(env):
     [
         ({"threshold": -0.1}, "-0.1"),
         ({"threshold": float("nan")}, "nan"),
+        ({"threshold": "0.1"}, "'0.1'"),
+        ({"threshold": None}, "None"),
         ({"genre_fraction": (0.3, 0.2)}, "(0.3, 0.2)"),
         ({"genre_fraction": (-0.1, 0.2)}, "(-0.1, 0.2)"),
         ({"genre_fraction": (0.1, 1.5)}, "(0.1, 1.5)"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import numbers
 from functools import lru_cache
 from importlib import resources
 from typing import Any
@@ -139,8 +140,7 @@ class SpotifyEnv(RecEnv):
         item_features: str = "rank",
         horizon: int = 1,
     ) -> None:
-        threshold = float(threshold)
-        if not (np.isfinite(threshold) and threshold >= 0):
+        if not (isinstance(threshold, numbers.Real) and np.isfinite(threshold) and threshold >= 0):
             raise ValueError(f"threshold must be a finite number >= 0, got {threshold!r}")
         try:
             low, high = (float(x) for x in genre_fraction)
@@ -150,7 +150,7 @@ class SpotifyEnv(RecEnv):
             raise ValueError(f"genre_fraction must satisfy 0 <= low <= high <= 1, got {genre_fraction!r}")
         if item_features not in ITEM_FEATURE_OPTIONS:
             raise ValueError(f"item_features must be one of {ITEM_FEATURE_OPTIONS}, got {item_features!r}")
-        self.threshold = threshold
+        self.threshold = float(threshold)
         self.genre_fraction = (low, high)
         self.item_features = item_features
 
