@@ -190,7 +190,7 @@ class SpotifyEnv(RecEnv):
 
     def item_table(self) -> Batch:
         ranks = np.arange(self.n_items, dtype=np.int64)
-        numeric = self._audio if self.item_features != "rank" else np.zeros((self.n_items, 0), np.float32)
+        numeric = self._audio.copy() if self.item_features != "rank" else np.zeros((self.n_items, 0), np.float32)
         categorical = ranks[:, None] if self.item_features != "audio" else np.zeros((self.n_items, 0), np.int64)
         return Batch(numeric, categorical, ranks)
 
