@@ -79,7 +79,20 @@ def top_k(scores: np.ndarray, k: int) -> np.ndarray:
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= n_items:
         raise ValueError(f"k must be an integer in [1, n_items={n_items}], got {k!r}")
     # A stable sort of the negated scores keeps equal scores in index order.
-    return np.argsort(-scores, axis=1, kind="stable")[:, :k].astype(np.int64)
+    negated = -scores
+    if k == n_items:
+        return np.argsort(negated, axis=1, kind="stable").astype(np.int64)
+    # Partition first (linear per user), then sort only the k chosen items. When a row's k-th best
+    # score is shared with an item the partition left out, it may have left out the lower index:
+    # those rows get the full stable sort.
+    chosen = np.sort(np.argpartition(negated, k - 1, axis=1)[:, :k], axis=1)
+    chosen_scores = np.take_along_axis(negated, chosen, axis=1)
+    best_first = np.take_along_axis(chosen, np.argsort(chosen_scores, axis=1, kind="stable"), axis=1)
+    kth = chosen_scores.max(axis=1, keepdims=True)
+    ambiguous = (negated == kth).sum(axis=1) > (chosen_scores == kth).sum(axis=1)
+    if ambiguous.any():
+        best_first[ambiguous] = np.argsort(negated[ambiguous], axis=1, kind="stable")[:, :k]
+    return best_first.astype(np.int64)
 
 
 def check_scores(scores: np.ndarray, shape: tuple[int, int] | None = None, what: str = "scores") -> np.ndarray:
@@ -120,8 +133,10 @@ def ranking_metrics(scores: np.ndarray, relevant: np.ndarray, ks: Sequence[int] 
     if relevant.shape != scores.shape:
         raise ValueError(f"relevant has shape {relevant.shape}, scores have shape {scores.shape}")
     if relevant.dtype != bool:
-        if not np.isin(relevant, (0, 1)).all():
-            raise ValueError("relevant must be boolean or 0/1")
+        bad = ~np.isin(relevant, (0, 1))
+        if bad.any():
+            raise ValueError(f"relevant must be boolean or 0/1, got {relevant[bad][0]!r} at "
+                             f"(user, item) {tuple(int(i) for i in np.argwhere(bad)[0])}")
         relevant = relevant.astype(bool)
     pairs = parse_metrics(metrics, ks)
     n_items = scores.shape[1]

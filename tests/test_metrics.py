@@ -101,6 +101,17 @@ def test_ties_go_to_lower_index():
     assert ranking_metrics(np.zeros((1, 3)), relevant, ks=(1, 2))["HR@2"] == 1.0
 
 
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_top_k_equals_a_full_stable_sort(seed):
+    rng = np.random.default_rng(seed)
+    scores = rng.integers(0, 3, (300, 20)).astype(float)  # many ties at the cut-off
+    scores[::7] = rng.normal(size=(43, 20))
+    scores[5, :4] = [np.inf, -np.inf, np.inf, -0.0]
+    full = np.array([sorted(range(20), key=lambda i: (-row[i], i)) for row in scores.tolist()])
+    for k in range(1, 21):
+        assert np.array_equal(top_k(scores, k), full[:, :k]), k
+
+
 def test_keys_and_extra_k():
     scores, relevant = random_case(4, n_items=15)
     got = ranking_metrics(scores, relevant, ks=(1, 5), metrics=("P", "HR", "MAP@12"))
