@@ -54,8 +54,8 @@ class HMFashionEnv(RecEnv):
     A ``Dict`` with ``"numeric"``: ``Box(1,)`` float32, the customer's ``age``, and
     ``"categorical"``: ``MultiDiscrete`` of ``FN``, ``Active``, ``club_member_status`` and
     ``fashion_news_frequency``. Category 0 of each is ``"missing"``; the others are the values
-    seen in the data, sorted (numbers written as in ``1``, so CSV ``1.0`` and parquet ``1.0``
-    agree). Missing ages (1.2% of the full data) are replaced by the median age of all
+    seen in the data, sorted (a whole number is labelled ``"1"`` whether the file holds the
+    text ``1.0`` (CSV) or the float 1.0 (parquet)). Missing ages (1.2% of the full data) are replaced by the median age of all
     customers; how many were imputed is in ``env.data_summary["age_imputed"]``.
 
     ## Rewards

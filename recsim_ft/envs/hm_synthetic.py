@@ -34,6 +34,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
@@ -87,7 +88,9 @@ def _catalogue(rng: np.random.Generator, cal: dict) -> tuple[pa.Table, np.ndarra
     codes = rng.choice(np.arange(108_000, 960_000), size=n_articles, replace=False)
     codes = codes[~np.isin(codes, list(head_codes))][: n_articles - len(head_ids)]
     article_ids = np.concatenate([head_ids, codes * 1000 + 1])
-    names = list(cal["top_article_names"]) + [f"Synthetic article {c}" for c in article_ids[len(cal["top_article_names"]):] // 1000]
+    unnamed = pa.array(article_ids[len(cal["top_article_names"]):] // 1000).cast(pa.string())
+    names = pa.concat_arrays([pa.array(cal["top_article_names"]),
+                              pc.binary_join_element_wise("Synthetic article ", unnamed, "")])
     groups, labels = _choice(rng, cal["product_group_shares"], n_articles)
     price = rng.lognormal(np.log(cal["avg_price"]) - 0.5 * 0.6**2, 0.6, size=n_articles)
     table = pa.table({
@@ -162,7 +165,7 @@ def _world(seed: int) -> _World:
     cdf /= cdf[:, -1:]
     tail_ranks = np.arange(N_HEAD + 1, cal["n_bought_articles"] + 1, dtype=float)
     tail = np.cumsum((tail_ranks / N_HEAD) ** -cal["tail_exponent"])
-    padded = pa.array([f"{a:010d}" for a in articles["article_id"].to_pylist()])
+    padded = pc.utf8_lpad(articles["article_id"].combine_chunks().cast(pa.string()), 10, "0")
     return _World(articles=articles, padded_ids=padded,
                   head_cdf_flat=(np.arange(len(cdf))[:, None] + cdf).ravel(), tail_cdf=tail / tail[-1],
                   segment_shape=shape, head_share=counts.sum() / cal["n_transactions"], price=price, calibration=cal)
