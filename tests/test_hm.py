@@ -304,3 +304,13 @@ def test_bad_parameters():
         HMFashionEnv(n_customers=100, test_fraction=1.0)
     with pytest.raises(ValueError, match="n_customers"):
         HMFashionEnv(n_customers=0)
+
+
+def test_map_at_12_is_computable(env):
+    from recsim_ft.agents import OracleAgent, RandomAgent
+    from recsim_ft.evaluate import evaluate
+
+    oracle = evaluate(OracleAgent(env), env, n_users=100, seed=0)
+    assert oracle["MAP@12"] == pytest.approx(1.0) and oracle["HR@1"] == 1.0 and oracle["n_excluded"] == 0
+    random = evaluate(RandomAgent(env, seed=0), env, n_users=100, seed=0)
+    assert 0.0 < random["MAP@12"] < 0.5
