@@ -1,0 +1,224 @@
+"""The trainer and the two-tower agent: protocol defaults, curves, determinism, resume after an
+interruption (in process and with a killed subprocess), checkpoint guards, saving and loading."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from toy_env import ToyEnv  # noqa: F401  (registers ToyRec-v0)
+
+from recsim_ft.agents import TwoTowerAgent
+from recsim_ft.data import collect
+from recsim_ft.envs.vaccine import VaccineMessagingEnv
+from recsim_ft.models import TwoTower
+from recsim_ft.train import CHECKPOINT_NAME, TrainConfig, train
+
+TESTS_DIR = Path(__file__).resolve().parent
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Bit-identical comparisons need the same thread count in every run (and a subprocess);
+    one thread is also much faster than two on a shared 2-core machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def env():
+    return gym.make("ToyRec-v0")
+
+
+@pytest.fixture(scope="module")
+def log(env):
+    return collect(env, n=2_000, seed=0)
+
+
+def _assert_same_weights(a: torch.nn.Module, b: torch.nn.Module) -> None:
+    sa, sb = a.state_dict(), b.state_dict()
+    assert sa.keys() == sb.keys()
+    for name in sa:
+        assert torch.equal(sa[name], sb[name]), name
+
+
+def test_paper_protocol_defaults():
+    spotify = gym.make("Spotify-v0")
+    config = TrainConfig().resolve(spotify, 160_000)
+    assert (config.lr, config.batch_size, config.steps) == (1e-4, 32, 5_000)
+    assert VaccineMessagingEnv.train_defaults.lr == 1e-5  # what resolve reads for vaccine runs
+    assert TrainConfig(lr=3e-4, steps=7, batch_size=8).resolve(spotify, 100).lr == 3e-4
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"batch_size": 0}, "batch_size"), ({"lr": -1.0}, "lr"), ({"eval_every": 0}, "eval_every"),
+    ({"steps": 0}, "steps"), ({"batch_size": 5_000}, "fewer than batch_size=5000"),
+])
+def test_bad_settings_are_named(env, log, overrides, message):
+    with pytest.raises(ValueError, match=message):
+        TrainConfig(**overrides).resolve(env, len(log))
+
+
+def test_curve_metrics_and_untouched_global_rng(env, log):
+    torch.manual_seed(123)
+    expected_next = torch.rand(3)
+    torch.manual_seed(123)
+    agent = TwoTowerAgent(env, "mlp", "quick", TrainConfig(eval_every=20, lr=1e-3)).fit(log)
+    assert torch.equal(torch.rand(3), expected_next)  # training drew from its own RNG stream
+
+    result = agent.result_
+    curve = result.curve
+    assert list(curve["step"]) == [0, 20, 40, 60, 62]  # one pass over 2,000 rows = 62 steps of 32
+    assert {"loss", "HR@1", "P@5", "R@10", "MRR@5", "NDCG@10", "MAP@10"} <= set(curve.columns)
+    assert np.isnan(curve["loss"][0]) and np.isfinite(curve["loss"][1:]).all()
+    assert result.metrics == {k: v for k, v in curve.iloc[-1].items() if k not in ("step", "loss")}
+    assert result.metrics["n_users"] + result.metrics["n_excluded"] == 100
+    assert result.steps_per_s > 0 and not result.model.training
+
+
+def test_same_seed_same_weights_and_metrics(env, log):
+    def fit(seed):
+        return TwoTowerAgent(env, "mamba", "quick", TrainConfig(steps=30, eval_every=10, seed=seed)).fit(log)
+
+    a, b = fit(0), fit(0)
+    _assert_same_weights(a.model_, b.model_)
+    assert a.result_.curve.equals(b.result_.curve)
+    c = fit(1)
+    assert not torch.equal(a.model_.state_dict()["user_tower.head.0.weight"],
+                           c.model_.state_dict()["user_tower.head.0.weight"])
+
+
+def test_resume_after_interrupt_is_bit_identical(env, log, tmp_path):
+    config = TrainConfig(steps=40, eval_every=15, checkpoint_every=10)
+    reference = TwoTowerAgent(env, "mamba", "quick", config).fit(log)
+
+    interrupted = TwoTowerAgent(env, "mamba", "quick", config)
+    calls = []
+
+    def interrupt_at_step_25(module, inputs):
+        if module.training and isinstance(module, TwoTower):
+            calls.append(1)
+            if len(calls) == 25:
+                raise KeyboardInterrupt
+
+    # a global hook, because fit builds the model inside
+    handle = torch.nn.modules.module.register_module_forward_pre_hook(interrupt_at_step_25)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            interrupted.fit(log, out_dir=tmp_path)
+    finally:
+        handle.remove()
+    assert torch.load(tmp_path / CHECKPOINT_NAME, weights_only=True)["step"] == 20
+
+    resumed = TwoTowerAgent(env, "mamba", "quick", config).fit(log, out_dir=tmp_path, resume=True)
+    _assert_same_weights(resumed.model_, reference.model_)
+    assert resumed.result_.curve.equals(reference.result_.curve)
+    assert resumed.result_.metrics == reference.result_.metrics
+
+    # resuming a finished run trains nothing and returns the same result
+    again = TwoTowerAgent(env, "mamba", "quick", config).fit(log, out_dir=tmp_path, resume=True)
+    _assert_same_weights(again.model_, reference.model_)
+    assert again.result_.curve.equals(reference.result_.curve)
+
+
+_CHILD = textwrap.dedent("""
+    import sys, time
+    import torch
+    sys.path.insert(0, {tests!r})
+    torch.set_num_threads(1)
+    import gymnasium as gym
+    from toy_env import ToyEnv
+    from recsim_ft.agents import TwoTowerAgent
+    from recsim_ft.data import collect
+    from recsim_ft.train import TrainConfig
+
+    def slow_down(module, inputs):  # leaves time to kill the run between checkpoints
+        if module.training and type(module).__name__ == "TwoTower":
+            time.sleep(0.02)
+
+    torch.nn.modules.module.register_module_forward_pre_hook(slow_down)
+    env = gym.make("ToyRec-v0")
+    TwoTowerAgent(env, "mlp", "quick", TrainConfig(steps=150, eval_every=50, checkpoint_every=7)).fit(
+        collect(env, n=2_000, seed=0), out_dir=sys.argv[1], resume=True)
+""")
+
+
+def test_resume_after_sigkill_of_a_training_process(env, log, tmp_path):
+    config = TrainConfig(steps=150, eval_every=50, checkpoint_every=7)
+    script = tmp_path / "child.py"
+    script.write_text(_CHILD.format(tests=str(TESTS_DIR)))
+    out_dir = tmp_path / "run"
+    child = subprocess.Popen([sys.executable, str(script), str(out_dir)])
+    try:
+        deadline = time.monotonic() + 120
+        while not (out_dir / CHECKPOINT_NAME).exists():
+            assert child.poll() is None, "the training process ended before its first checkpoint"
+            assert time.monotonic() < deadline, "no checkpoint after 120 s"
+            time.sleep(0.05)
+        time.sleep(0.3)
+        child.send_signal(signal.SIGKILL)
+    finally:
+        child.wait()
+    assert child.returncode == -signal.SIGKILL
+    killed_at = torch.load(out_dir / CHECKPOINT_NAME, weights_only=True)["step"]
+    assert 0 < killed_at < 150
+
+    resumed = TwoTowerAgent(env, "mlp", "quick", config).fit(log, out_dir=out_dir, resume=True)
+    reference = TwoTowerAgent(env, "mlp", "quick", config).fit(log)
+    _assert_same_weights(resumed.model_, reference.model_)
+    assert resumed.result_.curve.equals(reference.result_.curve)
+
+
+def test_checkpoint_guards(env, log, tmp_path):
+    TwoTowerAgent(env, "mlp", "quick", TrainConfig(steps=10, eval_every=None)).fit(log, out_dir=tmp_path)
+    with pytest.raises(ValueError, match=r"cannot resume .*\['lr', 'steps'\]"):
+        TwoTowerAgent(env, "mlp", "quick", TrainConfig(steps=20, lr=0.5, eval_every=None)).fit(
+            log, out_dir=tmp_path, resume=True)
+    with pytest.raises(ValueError, match="holds weights of another model"):
+        TwoTowerAgent(env, "transformer", "quick", TrainConfig(steps=10, eval_every=None)).fit(
+            log, out_dir=tmp_path, resume=True)
+
+    checkpoint = tmp_path / CHECKPOINT_NAME
+    checkpoint.write_bytes(checkpoint.read_bytes()[:1_000])
+    with pytest.raises(ValueError, match=f"checkpoint {checkpoint} is corrupted"):
+        TwoTowerAgent(env, "mlp", "quick", TrainConfig(steps=10, eval_every=None)).fit(
+            log, out_dir=tmp_path, resume=True)
+
+
+def test_cuda_request_without_cuda_is_a_clear_error(env, log):
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is available here")
+    with pytest.raises(RuntimeError, match="CUDA is not available"):
+        train(TwoTower.from_env(env, "mlp", "quick"), log, env, TrainConfig(device="cuda"))
+
+
+def test_agent_scores_saves_and_loads(env, log, tmp_path):
+    agent = TwoTowerAgent(env, "mlp", "quick", TrainConfig(steps=20, eval_every=None))
+    users = env.unwrapped.test_users(7, seed=1)
+    with pytest.raises(RuntimeError, match="not fitted"):
+        agent.score_items(users)
+    agent.fit(log)
+    scores = agent.score_items(users)
+    assert scores.shape == (7, 10) and scores.dtype == np.float32
+    with torch.no_grad():
+        direct = agent.model_.score_all(users, env.unwrapped.item_table()).numpy()
+    np.testing.assert_allclose(scores, direct, rtol=1e-6)
+    assert agent.recommend(users, 3).shape == (7, 3)
+
+    path = agent.save(tmp_path / "model.safetensors")
+    with pytest.raises(FileExistsError):
+        agent.save(path)
+    loaded = TwoTowerAgent.load(path, env)
+    np.testing.assert_array_equal(loaded.score_items(users), scores)
+    with pytest.raises(ValueError, match="model.safetensors was saved for another environment"):
+        TwoTowerAgent.load(path, gym.make("ToyRec-v0", n_items=12))
