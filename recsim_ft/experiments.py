@@ -40,7 +40,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from recsim_ft.paper_results import METRICS as PAPER_METRICS
 from recsim_ft.paper_results import paper_value
@@ -220,10 +219,9 @@ def run(spec: RunSpec, run_dir: str | os.PathLike, resume: bool = False, progres
     ``resume`` continues an interrupted two-tower training from its checkpoint in ``run_dir``;
     ``keep_checkpoint=False`` deletes the checkpoint once the run is finished (sweeps).
     """
-    from recsim_ft.agents import OracleAgent, PopularityAgent, RandomAgent, TwoTowerAgent
+    from recsim_ft.agents import OracleAgent, PopularityAgent, RandomAgent
     from recsim_ft.data import InteractionLog, collect
     from recsim_ft.evaluate import recommended_minus_liked
-    from recsim_ft.train import CHECKPOINT_NAME, TrainConfig
 
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -241,6 +239,9 @@ def run(spec: RunSpec, run_dir: str | os.PathLike, resume: bool = False, progres
     start = time.perf_counter()
     extra: dict[str, Any] = {}
     if spec.agent in EMBEDDERS:
+        from recsim_ft.agents import TwoTowerAgent
+        from recsim_ft.train import CHECKPOINT_NAME, TrainConfig
+
         # the train seed also seeds the initial weights
         train_config = TrainConfig(lr=spec.lr, steps=spec.steps, seed=train_seed, eval_users=spec.eval_users,
                                    eval_seed=test_seed, ks=spec.ks, device=spec.device,
@@ -270,7 +271,7 @@ def run(spec: RunSpec, run_dir: str | os.PathLike, resume: bool = False, progres
     write_atomic(run_dir / "items.csv", items.to_csv(index=False))
     write_atomic(run_dir / "metrics.json", _json({"metrics": metrics, "fit_seconds": fit_seconds, **extra}))
     write_atomic(run_dir / DONE_MARKER, _json({"finished": time.strftime("%Y-%m-%dT%H:%M:%S")}))
-    if not keep_checkpoint:
+    if spec.agent in EMBEDDERS and not keep_checkpoint:
         (run_dir / CHECKPOINT_NAME).unlink(missing_ok=True)
     return metrics
 
@@ -327,7 +328,7 @@ def run_safely(spec: RunSpec, run_dir: Path, threads: int | None = None) -> RunO
 
     The sweep workers call this (``threads`` caps torch's intra-op threads per worker).
     """
-    if threads is not None:
+    if threads is not None and spec.agent in EMBEDDERS:  # baselines never load torch
         import torch
 
         torch.set_num_threads(threads)
@@ -428,6 +429,8 @@ def mean_ci(values: Sequence[float], confidence: float = 0.95) -> tuple[float, f
     >>> m, round(lo, 3), round(hi, 3)
     (2.0, -0.484, 4.484)
     """
+    from scipy import stats
+
     x = np.asarray(values, dtype=np.float64)
     mean = float(x.mean()) if x.size else math.nan
     if x.size < 2:
@@ -445,6 +448,8 @@ def paired_test(a: Sequence[float], b: Sequence[float]) -> dict[str, float]:
 
     A p-value is NaN when the test is undefined (fewer than 2 pairs, or all differences zero).
     """
+    from scipy import stats
+
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
     if a.shape != b.shape:
         raise ValueError(f"paired samples need equal lengths, got {a.size} and {b.size}")

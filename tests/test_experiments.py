@@ -111,7 +111,7 @@ def _toy_settings() -> list[Setting]:
 @pytest.fixture(scope="module")
 def toy_sweep(tmp_path_factory):
     out = tmp_path_factory.mktemp("sweep")
-    options = dict(preset="quick", steps=30, n_samples=640, eval_every=10, eval_users=40)
+    options = dict(preset="quick", steps=10, n_samples=320, eval_every=5, eval_users=40)
     report = experiments.reproduce(1, out, seeds=2, settings=_toy_settings(), progress=False, **options)
     return out, report, options
 
@@ -141,7 +141,7 @@ def test_sweep_writes_the_table_and_reports_the_failure(toy_sweep):
         assert (run_dir / name).is_file(), name
     assert not (run_dir / "checkpoint.pt").exists()
     curve = pd.read_csv(run_dir / "curve.csv")
-    assert list(curve["step"]) == [0, 10, 20, 30]
+    assert list(curve["step"]) == [0, 5, 10]
     items = pd.read_csv(run_dir / "items.csv")
     assert len(items) == 12 and items["recommended_minus_liked"].sum() == 0
 
@@ -164,7 +164,7 @@ def test_rerunning_a_sweep_reuses_finished_runs(toy_sweep):
     assert {(o.spec.agent, o.spec.seed): o.metrics for o in again.outcomes} == ours
     with pytest.raises(ValueError, match="different settings.*steps"):
         experiments.reproduce(1, out, seeds=1, settings=_toy_settings()[:1], progress=False,
-                              **{**options, "steps": 31})
+                              **{**options, "steps": 11})
 
 
 def test_same_seed_same_metrics_and_interrupted_run_is_redone(toy_sweep, tmp_path):
