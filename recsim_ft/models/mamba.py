@@ -12,7 +12,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from recsim_ft.models.scan import cuda_kernels_available, selective_scan
+from recsim_ft.models.scan import (
+    causal_conv1d_time_major,
+    cuda_kernels_available,
+    selective_scan_time_major,
+)
 
 
 class MambaBlock(nn.Module):
@@ -82,23 +86,35 @@ class MambaBlock(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         assert x.dim() == 3, f"expected (batch, L, d_model), got {tuple(x.shape)}"
-        L = x.shape[1]
-        xs, z = self.in_proj(x).transpose(1, 2).chunk(2, dim=1)  # (b, d_inner, L) each
-        kernels = self._use_kernels(x)
-        if kernels:
-            from causal_conv1d import causal_conv1d_fn
-            from mamba_ssm.ops.selective_scan_interface import selective_scan_fn as scan
+        return self.forward_time_major(x.transpose(0, 1)).transpose(0, 1)
 
-            u = causal_conv1d_fn(xs.contiguous(), self.conv1d.weight.squeeze(1), self.conv1d.bias,
-                                 activation="silu")
-        else:
-            u, scan = F.silu(self.conv1d(xs)[..., :L]), selective_scan
+    def forward_time_major(self, x: Tensor) -> Tensor:
+        """The same block on (L, batch, d_model) input: the pure-PyTorch path computes in this
+        layout end to end, so stacked blocks never copy their activations to transpose them."""
+        xs, z = self.in_proj(x).chunk(2, dim=-1)  # (L, b, d_inner) each
+        if self._use_kernels(x):
+            return self._forward_kernels(xs, z)
+        u = F.silu(causal_conv1d_time_major(xs, self.conv1d.weight.squeeze(1), self.conv1d.bias))
+        dt, B, C = self.x_proj(u).split([self.dt_rank, self.d_state, self.d_state], dim=-1)
+        delta = F.linear(dt, self.dt_proj.weight)  # the bias goes into the scan, as in mamba_simple
+        y = selective_scan_time_major(u, delta, -torch.exp(self.A_log.float()), B, C, self.D.float(),
+                                      z=z, delta_bias=self.dt_proj.bias.float(), delta_softplus=True)
+        return self.out_proj(y)
+
+    def _forward_kernels(self, xs: Tensor, z: Tensor) -> Tensor:
+        """mamba_ssm's CUDA selective scan and causal_conv1d (imported only here), in their
+        (batch, d, L) layout."""
+        from causal_conv1d import causal_conv1d_fn
+        from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
+
+        xs, z = xs.permute(1, 2, 0).contiguous(), z.permute(1, 2, 0).contiguous()
+        u = causal_conv1d_fn(xs, self.conv1d.weight.squeeze(1), self.conv1d.bias, activation="silu")
         dt, B, C = self.x_proj(u.transpose(1, 2)).split([self.dt_rank, self.d_state, self.d_state], dim=-1)
-        delta = F.linear(dt, self.dt_proj.weight).transpose(1, 2)  # bias goes into the scan
-        A = -torch.exp(self.A_log.float())
-        y = scan(u, delta.contiguous(), A, B.transpose(1, 2).contiguous(), C.transpose(1, 2).contiguous(),
-                 self.D.float(), z=z.contiguous(), delta_bias=self.dt_proj.bias.float(), delta_softplus=True)
-        return self.out_proj(y.transpose(1, 2))
+        delta = F.linear(dt, self.dt_proj.weight).transpose(1, 2).contiguous()
+        y = selective_scan_fn(u, delta, -torch.exp(self.A_log.float()), B.transpose(1, 2).contiguous(),
+                              C.transpose(1, 2).contiguous(), self.D.float(), z=z,
+                              delta_bias=self.dt_proj.bias.float(), delta_softplus=True)
+        return self.out_proj(y.permute(2, 0, 1))
 
 
 class MambaEmbedder(nn.Module):
@@ -127,7 +143,8 @@ class MambaEmbedder(nn.Module):
         return self.norms[0].normalized_shape[0]
 
     def forward(self, tokens: Tensor) -> Tensor:
-        x = tokens
+        assert tokens.dim() == 3, f"expected (batch, n_tokens, d_model), got {tuple(tokens.shape)}"
+        x = tokens.transpose(0, 1)  # time-major inside, see MambaBlock.forward_time_major
         for block, norm in zip(self.blocks, self.norms, strict=True):
-            x = norm(x + block(x))
-        return x[:, -1]
+            x = norm(x + block.forward_time_major(x))
+        return x[-1]

@@ -31,9 +31,9 @@ def _discretised_states(dt: Tensor, u: Tensor, A: Tensor, B: Tensor, h0: Tensor 
     """Decay factors ``a = exp(dt * A)`` and states ``h`` of one time-major chunk.
 
     Shapes: dt, u (T, b, d); A (d, n); B (T, b, n); h0 (b, d, n) or None (zero state);
-    returns a, h (T, b, d, n).
+    returns a, h (T, b, d, n), both contiguous.
     """
-    a = torch.exp(dt.unsqueeze(-1) * A)
+    a = (dt.unsqueeze(-1) * A).exp_()
     h = (dt * u).unsqueeze(-1) * B.unsqueeze(-2)
     steps_a, steps_h = a.unbind(0), h.unbind(0)
     if h0 is not None:
@@ -43,9 +43,17 @@ def _discretised_states(dt: Tensor, u: Tensor, A: Tensor, B: Tensor, h0: Tensor 
     return a, h
 
 
-def _readout(h: Tensor, C: Tensor) -> Tensor:
-    """``y_t = sum_n h_t * C_t``: (T, b, d, n), (T, b, n) -> (T, b, d)."""
-    return torch.matmul(h, C.unsqueeze(-1)).squeeze(-1)
+def _contract_state(h: Tensor, v: Tensor) -> Tensor:
+    """``sum_n h[..., d, n] * v[..., n]``: (T, b, d, n), (T, b, n) -> (T, b, d), as one bmm
+    (a broadcast multiply-and-sum over the short last axis is several times slower on CPU)."""
+    T, b, d, n = h.shape
+    return torch.bmm(h.view(T * b, d, n), v.reshape(T * b, n, 1)).view(T, b, d)
+
+
+def _contract_channels(h: Tensor, v: Tensor) -> Tensor:
+    """``sum_d h[..., d, n] * v[..., d]``: (T, b, d, n), (T, b, d) -> (T, b, n), as one bmm."""
+    T, b, d, n = h.shape
+    return torch.bmm(v.reshape(T * b, 1, d), h.view(T * b, d, n)).view(T, b, n)
 
 
 class _SelectiveScanFn(torch.autograd.Function):
@@ -61,7 +69,7 @@ class _SelectiveScanFn(torch.autograd.Function):
             sl = slice(start, start + chunk_len)
             chunk_starts.append(h)
             a, states = _discretised_states(dt[sl], u[sl], A, B[sl], h)
-            ys.append(_readout(states, C[sl]))
+            ys.append(_contract_state(states, C[sl]))
             h = states[-1]
         y = torch.cat(ys) if len(ys) > 1 else ys[0]
         if D is not None:
@@ -104,7 +112,7 @@ class _SelectiveScanFn(torch.autograd.Function):
             else:
                 a, states = _discretised_states(dt[sl], u[sl], A, B[sl], h0)
             gy = g_y[sl]
-            g_C[sl] = torch.matmul(gy.unsqueeze(-2), states).squeeze(-2)
+            g_C[sl] = _contract_channels(states, gy)
             # adjoint recurrence: G_t = dL/dh_t = C_t * gy_t + a_{t+1} * G_{t+1}
             G = gy.unsqueeze(-1) * C[sl].unsqueeze(-2)
             steps_G, steps_a = G.unbind(0), a.unbind(0)
@@ -115,8 +123,8 @@ class _SelectiveScanFn(torch.autograd.Function):
             carry = steps_a[0] * steps_G[0]
             # through h_t = a_t * h_{t-1} + dt_t * u_t * B_t
             dt_c, u_c = dt[sl], u[sl]
-            GB = torch.matmul(G, B[sl].unsqueeze(-1)).squeeze(-1)
-            g_B[sl] = torch.matmul((dt_c * u_c).unsqueeze(-2), G).squeeze(-2)
+            GB = _contract_state(G, B[sl])
+            g_B[sl] = _contract_channels(G, dt_c * u_c)
             g_u[sl] += dt_c * GB
             g_dt_c = u_c * GB
             # through a_t = exp(dt_t * A): dL/da_t * a_t = G_t * h_{t-1} * a_t
@@ -126,12 +134,30 @@ class _SelectiveScanFn(torch.autograd.Function):
                 P[0].zero_()
             else:
                 P[0].mul_(h0)
-            g_dt_c += torch.einsum("tbdn,dn->tbd", P, A)
-            g_A += torch.einsum("tbdn,tbd->dn", P, dt_c)
+            g_A += (P * dt_c.unsqueeze(-1)).sum((0, 1))
+            g_dt_c += torch.mv(P.mul_(A).view(-1, A.shape[1]), torch.ones_like(A[0])).view_as(g_dt_c)
             g_dt[sl] = g_dt_c
         g_delta = g_dt * torch.sigmoid(raw) if ctx.delta_softplus else g_dt
         g_bias = g_delta.sum((0, 1)) if delta_bias is not None else None
         return g_u, g_delta, g_A, g_B, g_C, g_D, g_z, g_bias, None, None
+
+
+def selective_scan_time_major(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor,
+                              D: Tensor | None = None, z: Tensor | None = None,
+                              delta_bias: Tensor | None = None, delta_softplus: bool = False,
+                              chunk_len: int = DEFAULT_CHUNK_LEN) -> Tensor:
+    """:func:`selective_scan` on time-major tensors, the layout the Mamba block computes in.
+
+    Shape:
+        u, delta, z: (L, batch, d_inner); B, C: (L, batch, d_state); output: (L, batch, d_inner).
+    """
+    if u.dim() != 3 or B.dim() != 3 or A.dim() != 2:
+        raise ValueError(f"expected u (L, b, d), A (d, n), B (L, b, n); got {tuple(u.shape)}, "
+                         f"{tuple(A.shape)}, {tuple(B.shape)}")
+    if chunk_len < 1:
+        raise ValueError(f"chunk_len must be >= 1, got {chunk_len}")
+    return _SelectiveScanFn.apply(u.contiguous(), delta.contiguous(), A, B.contiguous(), C.contiguous(),
+                                  D, z, delta_bias, delta_softplus, chunk_len)
 
 
 def selective_scan(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor | None = None,
@@ -152,17 +178,11 @@ def selective_scan(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D:
         >>> fast.shape, torch.allclose(fast, ref, atol=1e-5)
         (torch.Size([2, 4, 5]), True)
     """
-    if u.dim() != 3 or B.dim() != 3 or A.dim() != 2:
-        raise ValueError(f"expected u (b, d, L), A (d, n), B (b, n, L); got {tuple(u.shape)}, "
-                         f"{tuple(A.shape)}, {tuple(B.shape)}")
-    if chunk_len < 1:
-        raise ValueError(f"chunk_len must be >= 1, got {chunk_len}")
-
     def time_major(x: Tensor | None) -> Tensor | None:
-        return None if x is None else x.permute(2, 0, 1).contiguous()
+        return None if x is None else x.permute(2, 0, 1)
 
-    out = _SelectiveScanFn.apply(time_major(u), time_major(delta), A, time_major(B), time_major(C),
-                                 D, time_major(z), delta_bias, delta_softplus, chunk_len)
+    out = selective_scan_time_major(time_major(u), time_major(delta), A, time_major(B), time_major(C),
+                                    D, time_major(z), delta_bias, delta_softplus, chunk_len)
     return out.permute(1, 2, 0)
 
 
@@ -187,6 +207,48 @@ def selective_scan_reference(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: 
     if D is not None:
         y = y + u * D[:, None]
     return y if z is None else y * F.silu(z)
+
+
+class _CausalConvFn(torch.autograd.Function):
+    """Depthwise causal convolution as a loop over the taps, each one fused multiply-add over
+    the whole (L, batch, d) tensor; several times faster on CPU than a grouped ``conv1d``."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias):
+        L, K = x.shape[0], weight.shape[1]
+        taps = min(K, L)  # taps reaching before t = 0 only ever see the zero padding
+        out = bias.expand_as(x).clone() if bias is not None else torch.zeros_like(x)
+        for shift in range(taps):
+            out[shift:].addcmul_(x[:L - shift], weight[:, K - 1 - shift])
+        ctx.save_for_backward(x, weight)
+        ctx.has_bias = bias is not None
+        return out
+
+    @staticmethod
+    def backward(ctx, g):
+        x, weight = ctx.saved_tensors
+        L, K = x.shape[0], weight.shape[1]
+        g_x, g_w = torch.zeros_like(x), torch.zeros_like(weight)
+        for shift in range(min(K, L)):
+            g_x[:L - shift].addcmul_(g[shift:], weight[:, K - 1 - shift])
+            g_w[:, K - 1 - shift] = (g[shift:] * x[:L - shift]).sum((0, 1))
+        return g_x, g_w, g.sum((0, 1)) if ctx.has_bias else None
+
+
+def causal_conv1d_time_major(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+    """``out[t] = bias + sum_k weight[:, k] * x[t - (K - 1) + k]`` (zero before t = 0), which is
+    ``conv1d(..., groups=d, padding=K - 1)[..., :L]`` in time-major layout.
+
+    Shape:
+        x: (L, batch, d); weight: (d, K); bias: (d,); output: (L, batch, d).
+
+    Examples:
+        >>> x, w, b = torch.randn(5, 2, 3), torch.randn(3, 4), torch.randn(3)
+        >>> ref = F.conv1d(x.permute(1, 2, 0), w.unsqueeze(1), b, padding=3, groups=3)[..., :5]
+        >>> torch.allclose(causal_conv1d_time_major(x, w, b), ref.permute(2, 0, 1), atol=1e-6)
+        True
+    """
+    return _CausalConvFn.apply(x, weight, bias)
 
 
 def cuda_kernels_available() -> bool:
