@@ -143,3 +143,20 @@ def test_load_rejects_files_that_are_not_logs(log, tmp_path):
     out_of_range = table.set_column(table.column_names.index("action"), "action", pa.array(log.actions + 100))
     with pytest.raises(ValueError, match=r"out_of_range.parquet.*actions must lie in \[0, 12\)"):
         InteractionLog.load(_rewrite(path, tmp_path / "out_of_range.parquet", out_of_range))
+
+
+@pytest.mark.parametrize("env_id, kwargs", [
+    ("Spotify-v0", {}),
+    ("VaccineMessaging-v0", {"clusters": 5, "messages": 20, "n_users": 2_000, "item_features": "embedding"}),
+])
+def test_real_envs_round_trip(env_id, kwargs, tmp_path):
+    env = gym.make(env_id, **kwargs)
+    log = collect(env, n=1_000, seed=0)
+    path = log.save(tmp_path / "log.parquet")
+    # item features are stored once, in the metadata, not per row
+    assert not any(name.startswith("item.") for name in pq.read_schema(path).names)
+    loaded = InteractionLog.load(path)
+    assert loaded.to_pandas().equals(log.to_pandas())
+    assert (loaded.env_id, loaded.env_kwargs) == (env_id, kwargs)
+    rebuilt = gym.make(loaded.env_id, **loaded.env_kwargs).unwrapped
+    np.testing.assert_array_equal(rebuilt.item_table().numeric, loaded.item_table.numeric)

@@ -22,6 +22,11 @@ def collect(env: gym.Env, n: int = 160_000, policy: Policy | None = None, seed: 
     users and a generator; when it returns actions only, propensities are logged as NaN.
     Users and actions come from one stream derived from ``seed``, rewards from another, so the
     same seed gives the same log, and changing the policy leaves the reward noise unchanged.
+
+    >>> import gymnasium as gym
+    >>> log = collect(gym.make("Spotify-v0"), n=1_000, seed=0)
+    >>> len(log), log.env_id, log.to_pandas().columns[-5:].tolist()
+    (1000, 'Spotify-v0', ['item.rank', 'action', 'reward', 'propensity', 'user_id'])
     """
     base = env.unwrapped
     if int(n) != n or n < 1:

@@ -89,10 +89,13 @@ class InteractionLog:
         """Item features of each row (row ``i`` = features of item ``actions[i]``)."""
         return self.item_table[self.actions]
 
-    def _columns(self) -> dict[str, np.ndarray]:
-        """The table columns, in file order; shared by ``to_pandas`` and ``save``."""
+    def _columns(self, with_items: bool) -> dict[str, np.ndarray]:
+        """The table columns: ``user.<feature>``, optionally ``item.<feature>``, then the event."""
+        sides = [("user", self.user_schema, self.users)]
+        if with_items:
+            sides.append(("item", self.item_schema, self.items))
         columns: dict[str, np.ndarray] = {}
-        for side, schema, batch in (("user", self.user_schema, self.users), ("item", self.item_schema, self.items)):
+        for side, schema, batch in sides:
             for j, feature in enumerate(schema.numeric):
                 columns[f"{side}.{feature.name}"] = batch.numeric[:, j]
             for j, feature in enumerate(schema.categorical):
@@ -104,7 +107,7 @@ class InteractionLog:
     def to_pandas(self) -> pd.DataFrame:
         """One row per event: ``user.<feature>``, ``item.<feature>`` (categorical features as
         codes; labels are in the schemas), ``action``, ``reward``, ``propensity``, ``user_id``."""
-        return pd.DataFrame(self._columns())
+        return pd.DataFrame(self._columns(with_items=True))
 
     # -- storage ----------------------------------------------------------------------------------
     def _metadata(self) -> dict[str, Any]:
@@ -128,12 +131,15 @@ class InteractionLog:
 
         The file is written under a temporary name and renamed, so an interrupted save never
         leaves a half-written file under ``path``. The same log always gives the same bytes.
+        Item features are stored once (the item table, in the metadata) rather than per row: they
+        are a function of ``action``, and per-row copies of e.g. 384-d message embeddings would
+        make the file 30 times larger; ``load(path).to_pandas()`` has them per row again.
         """
         path = Path(path)
         if path.exists() and not overwrite:
             raise FileExistsError(f"{path} already exists; pass overwrite=True to replace it")
         metadata = json.dumps(self._metadata(), default=_jsonable, sort_keys=True)
-        table = pa.table(self._columns()).replace_schema_metadata({METADATA_KEY: metadata.encode()})
+        table = pa.table(self._columns(with_items=False)).replace_schema_metadata({METADATA_KEY: metadata.encode()})
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
         try:
