@@ -11,7 +11,7 @@ Targets (full scale, 2 CPU cores): peak memory < 4 GB, first CSV load < 3 min, c
 Usage::
 
     python benchmarks/hm_load.py --scale 0.05          # quick check (about 70k customers)
-    python benchmarks/hm_load.py --dir /big/disk/hm    # full size, keep the files there
+    python benchmarks/hm_load.py --dir /big/disk/hm    # full size, keep (and on reruns reuse) the files there
 """
 
 from __future__ import annotations
@@ -26,23 +26,24 @@ import tempfile
 import time
 from pathlib import Path
 
+from recsim_ft.envs.hm_data import find_kaggle_files
 from recsim_ft.envs.hm_synthetic import FULL_N_CUSTOMERS, write_kaggle_files
 
 
-def child(data_dir: str) -> None:
+def child(data_dir: str, cache_dir: str) -> None:
     """Build the env from ``data_dir`` and print wall time and peak RSS as JSON."""
     start = time.perf_counter()
     from recsim_ft.envs.hm import HMFashionEnv
 
-    env = HMFashionEnv(data_dir)
+    env = HMFashionEnv(data_dir, cache_dir=cache_dir)
     seconds = time.perf_counter() - start
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
     print(json.dumps({"seconds": seconds, "peak_mb": peak_mb, "transactions": env.data_summary["transactions"],
                       "eligible_test_users": env.data_summary["eligible_test_users"]}))
 
 
-def measure(data_dir: Path) -> dict:
-    out = subprocess.run([sys.executable, __file__, "--child", str(data_dir)], check=True,
+def measure(data_dir: Path, cache_dir: Path) -> dict:
+    out = subprocess.run([sys.executable, __file__, "--child", str(data_dir), str(cache_dir)], check=True,
                          capture_output=True, text=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -53,10 +54,10 @@ def main() -> None:
     parser.add_argument("--dir", type=Path, default=None, help="where to write the files (default: a temp dir, removed)")
     parser.add_argument("--formats", nargs="+", default=["csv", "parquet"], choices=["csv", "parquet"])
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        child(args.child)
+        child(*args.child)
         return
     root = args.dir or Path(tempfile.mkdtemp(prefix="hm_bench_"))
     n_customers = max(1, round(FULL_N_CUSTOMERS * args.scale))
@@ -65,14 +66,21 @@ def main() -> None:
         for fmt in args.formats:
             data_dir = root / fmt
             start = time.perf_counter()
-            paths = write_kaggle_files(data_dir, n_customers=n_customers, fmt=fmt, seed=args.seed)
+            try:
+                paths = write_kaggle_files(data_dir, n_customers=n_customers, fmt=fmt, seed=args.seed)
+                action = "generated"
+            except FileExistsError:  # a given --dir from an earlier run: the files are reused as they are
+                paths = find_kaggle_files(data_dir)
+                action = "reusing"
             size_mb = sum(p.stat().st_size for p in paths.values()) / 2**20
-            print(f"{fmt:8s} generated {size_mb:,.0f} MiB in {time.perf_counter() - start:,.1f} s")
+            print(f"{fmt:8s} {action} {size_mb:,.0f} MiB in {time.perf_counter() - start:,.1f} s")
+            cache_dir = Path(tempfile.mkdtemp(prefix="hm_bench_cache_"))  # empty: the first load is a real one
             for label in ("first load", "cached load"):
-                result = measure(data_dir)
+                result = measure(data_dir, cache_dir)
                 print(f"{fmt:8s} {label:12s} {result['seconds']:7.1f} s  peak RSS {result['peak_mb']:7,.0f} MiB  "
                       f"({result['transactions']:,} transactions, "
                       f"{result['eligible_test_users']:,} customers with >= 5 purchases among the items)")
+            shutil.rmtree(cache_dir, ignore_errors=True)
     finally:
         if args.dir is None:
             shutil.rmtree(root, ignore_errors=True)

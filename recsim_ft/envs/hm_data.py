@@ -45,8 +45,8 @@ MISSING = "missing"
 #: bump when the processed format changes, so old caches are not read
 CACHE_VERSION = 1
 
-_BLOCK_BYTES = 64 << 20
-_PARQUET_BATCH_ROWS = 1 << 20
+_BLOCK_BYTES = 16 << 20  # the reader keeps several blocks in flight: larger blocks cost memory, not speed
+_PARQUET_BATCH_ROWS = 1 << 18
 
 #: a table is a Kaggle file or an in-memory frame with the same columns
 TableSource = Path | pd.DataFrame
@@ -276,7 +276,7 @@ def process(sources: dict[str, TableSource], n_items: int = 100, item_feature: s
         raise HMDataError(f"n_items={n_items} but only {n_bought} articles were ever bought in "
                           f"{_source_name(sources['transactions'], 'transactions')}")
     top = np.lexsort((article_ids, -counts))[:n_items]  # most bought first, ties: lower id
-    item_of_article = np.full(len(article_ids), -1, np.int64)
+    item_of_article = np.full(len(article_ids), -1, np.int32)
     item_of_article[top] = np.arange(n_items)
     items = item_of_article[article_rows]
     kept = items >= 0
