@@ -86,6 +86,7 @@ class _SelectiveScanFn(torch.autograd.Function):
     @staticmethod
     def backward(ctx, g_out):
         u, delta, A, B, C, D, z, delta_bias, y, *kept = ctx.saved_tensors
+        g_out = g_out.contiguous()  # may arrive in any layout; the contractions need a plain one
         raw = delta if delta_bias is None else delta + delta_bias
         dt = F.softplus(raw) if ctx.delta_softplus else raw
         L, chunk_len = u.shape[0], ctx.chunk_len
