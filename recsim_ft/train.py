@@ -6,6 +6,15 @@ Spotify and H&M, 1e-5 for vaccine). Ranking metrics on the env's test users are 
 ``eval_every`` steps as a curve. With ``out_dir`` the run checkpoints every ``checkpoint_every``
 steps, and ``resume=True`` continues from the last checkpoint to the same final weights and
 metrics, bit for bit, as an uninterrupted run with the same seed.
+
+>>> import gymnasium as gym
+>>> from recsim_ft.data import collect
+>>> from recsim_ft.models import TwoTower
+>>> env = gym.make("Spotify-v0")
+>>> log = collect(env, n=640, seed=0)  # 640 rows = 20 steps of 32
+>>> result = train(TwoTower.from_env(env, "mlp", "quick"), log, env, TrainConfig(eval_every=10), progress=False)
+>>> result.curve[["step", "HR@1"]].shape, result.config.lr
+((3, 2), 0.0001)
 """
 
 from __future__ import annotations
@@ -141,7 +150,8 @@ def train(model: nn.Module, log: InteractionLog, env: gym.Env, config: TrainConf
     """Fit ``model`` to ``log`` by MSE on the logged rewards; evaluate on ``env``'s test users.
 
     ``resume=True`` continues from ``out_dir/checkpoint.pt`` when it exists (a finished run
-    returns at once) and starts from scratch when it does not. Randomness during training comes
+    returns at once) and starts from scratch when it does not; without ``resume`` an existing
+    checkpoint is an error rather than silently replaced. Randomness during training comes
     from ``config.seed`` only; the caller's global torch RNG is left untouched. The model's
     initial weights are the caller's business (``TwoTowerAgent`` seeds them from ``config.seed``).
     """
@@ -169,6 +179,9 @@ def train(model: nn.Module, log: InteractionLog, env: gym.Env, config: TrainConf
     checkpoint = Path(out_dir) / CHECKPOINT_NAME if out_dir is not None else None
     start, curve, loss_sum, loss_count = 0, [], torch.zeros((), device=device), 0
     rng_states = {}
+    if not resume and checkpoint is not None and checkpoint.exists():
+        raise FileExistsError(f"{checkpoint} already exists; pass resume=True to continue that run, "
+                              "or use another out_dir")
     if resume and checkpoint is not None and checkpoint.exists():
         state = _load_checkpoint(checkpoint, config, len(log))
         try:

@@ -181,6 +181,8 @@ def test_resume_after_sigkill_of_a_training_process(env, log, tmp_path):
 
 def test_checkpoint_guards(env, log, tmp_path):
     TwoTowerAgent(env, "mlp", "quick", TrainConfig(steps=10, eval_every=None)).fit(log, out_dir=tmp_path)
+    with pytest.raises(FileExistsError, match="pass resume=True"):
+        TwoTowerAgent(env, "mlp", "quick", TrainConfig(steps=10, eval_every=None)).fit(log, out_dir=tmp_path)
     with pytest.raises(ValueError, match=r"cannot resume .*\['lr', 'steps'\]"):
         TwoTowerAgent(env, "mlp", "quick", TrainConfig(steps=20, lr=0.5, eval_every=None)).fit(
             log, out_dir=tmp_path, resume=True)
