@@ -9,6 +9,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import gymnasium as gym
 import numpy as np
 import pandas as pd
 import pytest
@@ -146,7 +147,7 @@ def sample_dir(tmp_path_factory) -> Path:
 
 
 def test_real_sample_rows_load(sample_dir):
-    env = HMFashionEnv(sample_dir, cache=False)
+    env = gym.make("HMFashion-v0", data_dir=str(sample_dir), cache=False).unwrapped
     assert not env.synthetic and env.n_items == 100
     assert env.data_summary["customers"] == 4946 and env.data_summary["transactions"] == 5000
     assert env.data_summary["age_imputed"] > 0

@@ -205,7 +205,12 @@ def _category_label(value: str) -> str:
 
 
 def encode_categorical(values: pa.ChunkedArray) -> tuple[np.ndarray, tuple[str, ...]]:
-    """Codes and labels of a string column: ``MISSING`` first, then the sorted labels seen."""
+    """Codes and labels of a string column: ``MISSING`` first, then the sorted labels seen.
+
+    >>> codes, labels = encode_categorical(pa.chunked_array([["b", None, "a", "1.0"]]))
+    >>> codes.tolist(), labels
+    ([3, 0, 2, 1], ('missing', '1', 'a', 'b'))
+    """
     labels = [_category_label(v) for v in pc.unique(values.drop_null()).to_pylist()]
     categories = (MISSING, *sorted(set(labels) - {MISSING}))
     position = {label: i for i, label in enumerate(categories)}
