@@ -7,8 +7,16 @@ from typing import Any
 
 from recsim_ft.agents.base import Agent
 from recsim_ft.agents.baselines import OracleAgent, PopularityAgent, RandomAgent
+from recsim_ft.agents.online import (
+    EpsilonGreedyAgent,
+    LinUCBAgent,
+    OnlineAgent,
+    OnlineTwoTowerAgent,
+    ThompsonSamplingAgent,
+)
 
-__all__ = ["Agent", "OracleAgent", "PopularityAgent", "RandomAgent", "TwoTowerAgent"]
+__all__ = ["Agent", "EpsilonGreedyAgent", "LinUCBAgent", "OnlineAgent", "OnlineTwoTowerAgent", "OracleAgent",
+           "PopularityAgent", "RandomAgent", "ThompsonSamplingAgent", "TwoTowerAgent"]
 
 
 def __getattr__(name: str) -> Any:
