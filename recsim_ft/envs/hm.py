@@ -73,7 +73,7 @@ class HMFashionEnv(RecEnv):
     the items are never drawn (they hold no signal); ``data_summary`` counts them.
 
     **Test users.** Customers with at least ``min_test_purchases`` (5) distinct purchased items
-    are eligible; a ``test_fraction`` (0.5) of them, chosen with ``seed``, form the test pool,
+    are eligible; a ``test_fraction`` (0.5, rounded up) of them, chosen with ``seed``, form the test pool,
     held out from ``sample_users``, ``reset`` and ``sample_log``. ``test_users(n, seed)`` draws
     ``n`` of them without replacement. If no customer qualifies (e.g. on a small sample of the
     data) ``test_users`` raises an error saying so; lower ``min_test_purchases``.
@@ -146,7 +146,7 @@ class HMFashionEnv(RecEnv):
         self._n_bought = np.bincount(customers, minlength=data.n_customers)
         eligible = np.flatnonzero(self._n_bought >= self.min_test_purchases)
         split = np.random.default_rng([int(seed), 2]).permutation(eligible)
-        self._test_pool = np.sort(split[: int(round(test_fraction * len(eligible)))])
+        self._test_pool = np.sort(split[: int(np.ceil(test_fraction * len(eligible)))])
         in_test = np.isin(customers, self._test_pool)
         self._train_purchases = data.purchases[~in_test]
         self._train_users = np.setdiff1d(np.unique(customers), self._test_pool)

@@ -8,12 +8,18 @@ purchase counts of the 1,000 most purchased articles (their real ids; the real `
 the top 200), a power-law tail for the other articles, product-group shares, sales channels,
 dates and the mean price. What is invented (the statistics are silent): every joint
 distribution. Attributes are drawn independently, except ``Active``, which is 1 only for
-``FN = 1`` customers (in the full data 97% of FN customers are Active); purchases of the top
+``FN = 1`` customers (the full data has 464,404 Active and 476,930 FN customers; we assume
+the former are among the latter); purchases of the top
 1,000 articles follow a per-article preference for the customer's age (smooth in the age
 bucket's centre), FN, Active, club status and news frequency, with per-article weights
 re-fitted so that each article's expected purchase share over the customer population is the
 real one. The other purchases ignore the customer. So the purchase probabilities depend on the
 user features, and a model can learn something, as it can on the real data.
+
+Format: the Kaggle column names and text formats (64-hex customer and postal codes, article ids
+zero-padded to 10 digits in CSV, YYYY-MM-DD dates); articles.csv carries only ``article_id``,
+``product_code``, ``prod_name`` and ``product_group_name`` of its 25 columns, and transactions
+are grouped by customer rather than sorted by date.
 
 Customers are generated in chunks (each from its own seed), so a full-size set (1.37M
 customers, 31.8M transactions, 3.5 GB of CSV) streams to disk in bounded memory and the
