@@ -9,10 +9,9 @@ the top 200), a power-law tail for the other articles, product-group shares, sal
 dates and the mean price. What is invented (the statistics are silent): every joint
 distribution. Attributes are drawn independently, except ``Active``, which is 1 only for
 ``FN = 1`` customers (the full data has 464,404 Active and 476,930 FN customers; we assume
-the former are among the latter); purchases of the top
-1,000 articles follow a per-article preference for the customer's age (smooth in the age
-bucket's centre), FN, Active, club status and news frequency, with per-article weights
-re-fitted so that each article's expected purchase share over the customer population is the
+the former are among the latter); purchases of the top 1,000 articles follow a per-article
+preference for the customer's age (smooth in the age bucket's centre), FN, Active, club status
+and news frequency, with per-article weights re-fitted so that each article's expected purchase share over the customer population is the
 real one. The other purchases ignore the customer. So the purchase probabilities depend on the
 user features, and a model can learn something, as it can on the real data.
 
