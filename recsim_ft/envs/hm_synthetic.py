@@ -11,8 +11,9 @@ distribution. Attributes are drawn independently, except ``Active``, which is 1 
 ``FN = 1`` customers (the full data has 464,404 Active and 476,930 FN customers; we assume
 the former are among the latter); purchases of the top 1,000 articles follow a per-article
 preference for the customer's age (smooth in the age bucket's centre), FN, Active, club status
-and news frequency, with per-article weights re-fitted so that each article's expected purchase share over the customer population is the
-real one. The other purchases ignore the customer. So the purchase probabilities depend on the
+and news frequency, with per-article weights re-fitted so that each article's expected
+purchase share over the customer population is the real one. The other purchases ignore the
+customer. So the purchase probabilities depend on the
 user features, and a model can learn something, as it can on the real data.
 
 Format: the Kaggle column names and text formats (64-hex customer and postal codes, article ids
