@@ -13,8 +13,8 @@ the former are among the latter); purchases of the top 1,000 articles follow a p
 preference for the customer's age (smooth in the age bucket's centre), FN, Active, club status
 and news frequency, with per-article weights re-fitted so that each article's expected
 purchase share over the customer population is the real one. The other purchases ignore the
-customer. So the purchase probabilities depend on the
-user features, and a model can learn something, as it can on the real data.
+customer. So the purchase probabilities depend on the user features, and a model can learn
+something, as it can on the real data.
 
 Format: the Kaggle column names and text formats (64-hex customer and postal codes, article ids
 zero-padded to 10 digits in CSV, YYYY-MM-DD dates); articles.csv carries only ``article_id``,
