@@ -12,12 +12,20 @@ _ENTRY_POINTS = {
     "VaccineMessaging-v0": "recsim_ft.envs.vaccine:VaccineMessagingEnv",
 }
 
+#: Native batched versions, used by ``gym.make_vec(env_id, num_envs=N)`` (see ``envs/vector.py``).
+_VECTOR_ENTRY_POINTS = {
+    "Spotify-v0": "recsim_ft.envs.vector:SpotifyVectorEnv",
+    "HMFashion-v0": "recsim_ft.envs.vector:HMFashionVectorEnv",
+    "VaccineMessaging-v0": "recsim_ft.envs.vector:VaccineMessagingVectorEnv",
+}
+
 
 def register_envs() -> None:
     """Register every env id with Gymnasium (idempotent)."""
     for env_id, entry_point in _ENTRY_POINTS.items():
         if env_id not in registry:
-            register(id=env_id, entry_point=entry_point, disable_env_checker=False)
+            register(id=env_id, entry_point=entry_point, vector_entry_point=_VECTOR_ENTRY_POINTS[env_id],
+                     disable_env_checker=False)
 
 
 __all__ = ["Batch", "ENV_IDS", "Feature", "RecEnv", "Schema", "TrainDefaults", "register_envs"]

@@ -1,0 +1,219 @@
+"""Native vector environments: one env object steps ``num_envs`` users with numpy.
+
+``gym.make_vec("Spotify-v0", num_envs=N)`` returns a ``RecVectorEnv`` (Gymnasium uses a registered
+``vector_entry_point`` by default; ``vectorization_mode="sync"`` still gives the generic
+``SyncVectorEnv`` of N separate env copies). Every step is two calls of the env's vectorized API
+(``expected_reward`` and ``sample_reward`` on all N users at once) instead of N Python-level
+``step`` calls, and the N slots share one env object, so an env that is costly to build (H&M,
+vaccine with its k-means) is built once. ``benchmarks/vector_env.py`` measures the speed-up.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium.utils import seeding
+from gymnasium.vector import AutoresetMode, VectorEnv
+from gymnasium.vector.utils import batch_space
+
+from recsim_ft.envs.base import Batch, RecEnv
+
+_MODES = (AutoresetMode.NEXT_STEP, AutoresetMode.SAME_STEP)
+
+
+class RecVectorEnv(VectorEnv):
+    """``num_envs`` independent episodes of one recsim-ft env, stepped together.
+
+    ## Description
+    Slot ``i`` is a user and its episode, exactly as in the single env: ``reset`` draws a user,
+    each ``step`` recommends ``actions[i]`` to slot ``i``'s user, and the episode terminates after
+    the env's ``horizon`` steps (1 by default: every episode is one recommendation).
+
+    ## Spaces
+    ``single_observation_space`` / ``single_action_space`` are the env's own; ``observation_space``
+    is their batch (``Dict(numeric=Box((N, d)), categorical=MultiDiscrete((N, c)))``) and
+    ``action_space`` is ``MultiDiscrete([n_items] * N)``, as ``SyncVectorEnv`` builds them.
+
+    ## Step and autoreset
+    ``autoreset_mode=AutoresetMode.NEXT_STEP`` (default, Gymnasium >= 1.0's default): the step
+    that ends an episode returns the *finished* user's observation with ``terminated=True``; the
+    next step of that slot ignores its action, draws a new user and returns their observation with
+    reward 0 and ``terminated = truncated = False``. With horizon 1 every other step is such a
+    reset step. ``AutoresetMode.SAME_STEP``: the ending step already returns the new user's
+    observation; the finished user's observation and info are in ``infos["final_obs"]`` (an object
+    array) and ``infos["final_info"]``. ``truncated`` is always False (the envs never truncate).
+
+    ## Infos
+    As ``SyncVectorEnv`` stacks the single env's infos: ``infos["user_id"]`` (int64, every slot)
+    and ``infos["expected_reward"]`` (float64, the expected reward of the recommended item; only
+    slots that stepped, marked by the boolean mask ``infos["_expected_reward"]``).
+
+    ## Seeding
+    ``reset(seed=s)`` seeds one generator for all slots (``self.np_random``); every user and reward
+    draw comes from it, so the same seed gives the same batch of episodes. The draws are not
+    those of a ``SyncVectorEnv`` reset with the same seed (which seeds slot ``i`` with ``s + i``).
+
+    ## Arguments
+    ```python
+    gym.make_vec("Spotify-v0", num_envs=64)                                   # this class
+    gym.make_vec("VaccineMessaging-v0", num_envs=64, clusters=50, messages=100)  # env kwargs
+    RecVectorEnv(gym.make("Spotify-v0"), num_envs=64)                          # wrap an env object
+    RecVectorEnv("Spotify-v0", num_envs=64, autoreset_mode=AutoresetMode.SAME_STEP)
+    ```
+    - ``env``: an env id (built with ``gym.make(env, **env_kwargs)``) or an env whose ``unwrapped``
+      is a ``RecEnv``; ``None`` means the class's ``env_id`` (the registered subclasses).
+    - ``num_envs``: number of slots N >= 1.
+    - ``autoreset_mode``: ``AutoresetMode.NEXT_STEP`` or ``AutoresetMode.SAME_STEP`` (or their
+      string values).
+
+    >>> import recsim_ft
+    >>> envs = gym.make_vec("Spotify-v0", num_envs=3)
+    >>> type(envs).__name__, envs.action_space
+    ('SpotifyVectorEnv', MultiDiscrete([50 50 50]))
+    >>> observations, infos = envs.reset(seed=0)
+    >>> observations["numeric"].shape
+    (3, 20)
+    >>> observations, rewards, terminated, truncated, infos = envs.step(np.array([0, 1, 2]))
+    >>> terminated.tolist(), sorted(infos)
+    ([True, True, True], ['_expected_reward', '_user_id', 'expected_reward', 'user_id'])
+    """
+
+    #: The env id the subclasses registered as ``vector_entry_point`` build.
+    env_id: str | None = None
+
+    def __init__(self, env: str | gym.Env | None = None, num_envs: int = 1, *,
+                 autoreset_mode: AutoresetMode | str = AutoresetMode.NEXT_STEP, **env_kwargs: Any) -> None:
+        if isinstance(num_envs, bool) or not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
+            raise ValueError(f"num_envs must be a positive integer, got {num_envs!r}")
+        try:
+            mode = AutoresetMode(autoreset_mode)
+        except ValueError:
+            mode = None
+        if mode not in _MODES:
+            raise ValueError(f"autoreset_mode must be one of {[m.value for m in _MODES]}, got {autoreset_mode!r}")
+        env = self.env_id if env is None else env
+        if env is None:
+            raise ValueError("RecVectorEnv needs an env id or an env object")
+        if isinstance(env, str):
+            env = gym.make(env, **env_kwargs)
+        elif env_kwargs:
+            raise ValueError(f"env kwargs {sorted(env_kwargs)} only apply when env is an id, not an env object")
+        if not isinstance(env.unwrapped, RecEnv):
+            raise TypeError(f"RecVectorEnv needs a recsim-ft env (a RecEnv), got {type(env.unwrapped).__name__}")
+        self.env: RecEnv = env.unwrapped
+        self.num_envs = int(num_envs)
+        self.autoreset_mode = mode
+        self.metadata = {**self.env.metadata, "autoreset_mode": mode}
+        self.single_observation_space = self.env.observation_space
+        self.single_action_space = self.env.action_space
+        self.observation_space = batch_space(self.single_observation_space, self.num_envs)
+        self.action_space = batch_space(self.single_action_space, self.num_envs)
+        self._users: Batch | None = None
+        self._t = np.zeros(self.num_envs, np.int64)
+        self._ended = np.zeros(self.num_envs, bool)
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        """New users for every slot, or only for ``options["reset_mask"]`` (bool (N,)) as in
+        ``SyncVectorEnv``. ``seed`` (an int) reseeds the one generator of all slots."""
+        if seed is not None:
+            if not isinstance(seed, (int, np.integer)):
+                raise ValueError(f"RecVectorEnv.reset takes one int seed for all slots, got {seed!r}")
+            self._np_random, self._np_random_seed = seeding.np_random(int(seed))
+        mask = np.ones(self.num_envs, bool)
+        if options is not None and "reset_mask" in options:
+            mask = np.asarray(options["reset_mask"])
+            if mask.dtype != np.bool_ or mask.shape != (self.num_envs,) or not mask.any():
+                raise ValueError(f"options['reset_mask'] must be a bool array of shape ({self.num_envs},) "
+                                 f"with at least one True, got {mask!r}")
+        if self._users is None and not mask.all():
+            raise RuntimeError("the first reset must reset every slot (no reset_mask)")
+        self._new_users(mask)
+        return self._observations(), _stacked({"user_id": self._users.ids}, mask)
+
+    def step(self, actions):
+        if self._users is None:
+            raise RuntimeError("call reset() before step()")
+        actions = np.asarray(actions)
+        if actions.shape != (self.num_envs,) or not np.issubdtype(actions.dtype, np.integer):
+            raise ValueError(f"actions must be {self.num_envs} integers, got a {actions.dtype} array of shape {actions.shape}")
+        stepping = ~self._ended if self.autoreset_mode == AutoresetMode.NEXT_STEP else np.ones(self.num_envs, bool)
+        rewards = np.zeros(self.num_envs, np.float64)
+        expected = np.zeros(self.num_envs, np.float64)
+        if stepping.any():
+            items, users = actions[stepping], self._users[stepping]
+            if items.min() < 0 or items.max() >= self.env.n_items:
+                raise ValueError(f"actions must lie in [0, {self.env.n_items}), got min {items.min()} max {items.max()}")
+            expected[stepping] = self.env.expected_reward(users)[np.arange(len(items)), items]
+            rewards[stepping] = self.env.sample_reward(users, items, self.np_random)
+        self._t[stepping] += 1
+        terminated = stepping & (self._t >= self.env.horizon)
+        infos: dict[str, Any] = {}
+        if self.autoreset_mode == AutoresetMode.NEXT_STEP:
+            if self._ended.any():  # this step's reset slots
+                self._new_users(self._ended)
+            self._ended = terminated
+            reported = stepping
+        elif terminated.any():  # SAME_STEP: report the finished episodes, then start new ones
+            final_obs = np.full(self.num_envs, None, dtype=object)
+            for i in np.flatnonzero(terminated):
+                final_obs[i] = self._users.observation(i, self.env.user_schema)
+            infos["final_obs"], infos["_final_obs"] = final_obs, terminated.copy()
+            infos["final_info"] = _stacked({"user_id": self._users.ids, "expected_reward": expected}, terminated)
+            infos["_final_info"] = terminated.copy()
+            self._new_users(terminated)
+            reported = stepping & ~terminated
+        else:
+            reported = stepping
+        infos |= _stacked({"user_id": self._users.ids}, np.ones(self.num_envs, bool))
+        infos |= _stacked({"expected_reward": expected}, reported)
+        return self._observations(), rewards, terminated, np.zeros(self.num_envs, bool), infos
+
+    def _new_users(self, mask: np.ndarray) -> None:
+        fresh = self.env.sample_users(int(mask.sum()), self.np_random)
+        if self._users is None or mask.all():  # own copies: slots are overwritten in place later
+            self._users = Batch(fresh.numeric.copy(), fresh.categorical.copy(), fresh.ids.copy())
+        else:
+            for name in ("numeric", "categorical", "ids"):
+                getattr(self._users, name)[mask] = getattr(fresh, name)
+        self._t[mask] = 0
+        self._ended[mask] = False
+
+    def _observations(self) -> dict[str, np.ndarray]:
+        observations = {}
+        if self.env.user_schema.n_numeric:
+            observations["numeric"] = self._users.numeric.copy()
+        if self.env.user_schema.n_categorical:
+            observations["categorical"] = self._users.categorical.copy()
+        return observations
+
+    def close_extras(self, **kwargs: Any) -> None:
+        self.env.close()
+
+
+def _stacked(values: dict[str, np.ndarray], mask: np.ndarray) -> dict[str, np.ndarray]:
+    """Infos as ``SyncVectorEnv`` stacks them: each value zeroed outside ``mask``, plus ``"_key"``."""
+    infos = {}
+    for key, value in values.items():
+        infos[key] = np.where(mask, value, np.zeros_like(value))
+        infos[f"_{key}"] = mask.copy()
+    return infos
+
+
+class SpotifyVectorEnv(RecVectorEnv):
+    """``gym.make_vec("Spotify-v0", ...)``: see ``RecVectorEnv``."""
+
+    env_id = "Spotify-v0"
+
+
+class HMFashionVectorEnv(RecVectorEnv):
+    """``gym.make_vec("HMFashion-v0", ...)``: see ``RecVectorEnv``."""
+
+    env_id = "HMFashion-v0"
+
+
+class VaccineMessagingVectorEnv(RecVectorEnv):
+    """``gym.make_vec("VaccineMessaging-v0", ...)``: see ``RecVectorEnv``."""
+
+    env_id = "VaccineMessaging-v0"
