@@ -48,7 +48,8 @@ class RecVectorEnv(VectorEnv):
     ## Infos
     As ``SyncVectorEnv`` stacks the single env's infos: ``infos["user_id"]`` (int64, every slot)
     and ``infos["expected_reward"]`` (float64, the expected reward of the recommended item; only
-    slots that stepped, marked by the boolean mask ``infos["_expected_reward"]``).
+    slots that stepped, marked by the boolean mask ``infos["_expected_reward"]``; the key is
+    absent when no slot stepped, e.g. on the all-slots reset step of horizon 1).
 
     ## Seeding
     ``reset(seed=s)`` seeds one generator for all slots (``self.np_random``); every user and reward
@@ -193,8 +194,11 @@ class RecVectorEnv(VectorEnv):
 
 
 def _stacked(values: dict[str, np.ndarray], mask: np.ndarray) -> dict[str, np.ndarray]:
-    """Infos as ``SyncVectorEnv`` stacks them: each value zeroed outside ``mask``, plus ``"_key"``."""
+    """Infos as ``SyncVectorEnv`` stacks them: each value zeroed outside ``mask``, plus ``"_key"``;
+    no key at all when no slot reports it."""
     infos = {}
+    if not mask.any():
+        return infos
     for key, value in values.items():
         infos[key] = np.where(mask, value, np.zeros_like(value))
         infos[f"_{key}"] = mask.copy()
