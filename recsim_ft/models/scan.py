@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 #: sequences up to this length keep every state for the backward; longer ones are recomputed
-DEFAULT_CHUNK_LEN = 128
+DEFAULT_CHUNK_LEN = 32
 
 
 def _discretised_states(dt: Tensor, u: Tensor, A: Tensor, B: Tensor, h0: Tensor | None):
