@@ -12,9 +12,9 @@ only place that needs it.
 >>> from stable_baselines3 import PPO
 >>> from recsim_ft.evaluate import evaluate
 >>> env = gym.make("Spotify-v0")
->>> ppo = PPO("MultiInputPolicy", env, n_steps=32, batch_size=32, n_epochs=1, gamma=0.0, seed=0, policy_kwargs=dict(
+>>> ppo = PPO("MultiInputPolicy", env, n_steps=16, batch_size=16, n_epochs=1, gamma=0.0, seed=0, policy_kwargs=dict(
 ...     features_extractor_class=FTFeaturesExtractor, features_extractor_kwargs=dict(embedder="mamba")))
->>> metrics = evaluate(SB3Agent(env, ppo.learn(total_timesteps=32)), env, n_users=50)
+>>> metrics = evaluate(SB3Agent(env, ppo.learn(total_timesteps=16)), env, n_users=50)
 >>> sorted(k for k in metrics if k.startswith("HR@"))
 ['HR@1', 'HR@10', 'HR@5']
 """

@@ -1,0 +1,38 @@
+"""What every example shares: the command-line flags, refusing to overwrite saved outputs, tables.
+
+Not part of the package: the examples import it as a sibling module (``python examples/x.py``).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pandas as pd
+
+
+def example_parser(doc: str) -> argparse.ArgumentParser:
+    """A parser with the flags of every example: ``--smoke``, ``--seed``, ``--out``, ``--overwrite``."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--smoke", action="store_true", help="tiny settings that run in seconds (a wiring check)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the data, the weights and the test users")
+    parser.add_argument("--out", type=Path, help="directory for the results table (CSV) and figures")
+    parser.add_argument("--overwrite", action="store_true", help="replace existing files in --out")
+    return parser
+
+
+def output_paths(out: Path | None, names: list[str], overwrite: bool) -> dict[str, Path]:
+    """The files an example will write, checked before any work is done: an existing file is an
+    error unless ``overwrite`` (nothing a user saved is replaced silently)."""
+    if out is None:
+        return {}
+    paths = {name: out / name for name in names}
+    existing = [str(p) for p in paths.values() if p.exists()]
+    if existing:
+        raise SystemExit(f"refusing to overwrite {existing}; pass --overwrite or choose another --out")
+    out.mkdir(parents=True, exist_ok=True)
+    return paths
+
+
+def print_table(title: str, table: pd.DataFrame) -> None:
+    print(f"\n{title}\n{table.to_string(float_format=lambda x: f'{x:.3f}')}\n", flush=True)
