@@ -20,26 +20,43 @@ CASES = {
 }
 
 
-def run_example(script: str, *args: str) -> subprocess.CompletedProcess:
+def start_example(script: str, *args: str) -> subprocess.Popen:
     # one torch / BLAS thread: tiny smoke models run faster than with threads fighting for 2 cores
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "MPLBACKEND": "Agg"}
-    return subprocess.run([sys.executable, str(EXAMPLES / script), "--smoke", *args], capture_output=True,
-                          text=True, env=env, timeout=240, check=False)
+    return subprocess.Popen([sys.executable, str(EXAMPLES / script), "--smoke", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env)
+
+
+def finish(process: subprocess.Popen) -> tuple[int, str, str]:
+    try:
+        stdout, stderr = process.communicate(timeout=300)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        stdout, stderr = process.communicate()
+    return process.returncode, stdout, stderr
+
+
+@pytest.fixture(scope="module")
+def smoke_runs(tmp_path_factory):
+    """All examples at once (most of each run is importing torch, sklearn and SB3)."""
+    out = {script: tmp_path_factory.mktemp(script.removesuffix(".py")) for script in CASES}
+    started = {script: start_example(script, *CASES[script][0], "--out", str(out[script])) for script in CASES}
+    return {script: (*finish(process), out[script]) for script, process in started.items()}
 
 
 @pytest.mark.parametrize("script", sorted(CASES))
-def test_example_smoke_run(script, tmp_path):
-    args, table_line, outputs = CASES[script]
-    done = run_example(script, *args, "--out", str(tmp_path))
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert "HR@1" in done.stdout and table_line in done.stdout, done.stdout
+def test_example_smoke_run(script, smoke_runs):
+    _, table_line, outputs = CASES[script]
+    returncode, stdout, stderr, out = smoke_runs[script]
+    assert returncode == 0, stderr[-3000:]
+    assert "HR@1" in stdout and table_line in stdout, stdout
     for name in outputs:
-        assert (tmp_path / name).stat().st_size > 0, name
+        assert (out / name).stat().st_size > 0, name
 
 
 def test_example_refuses_to_overwrite_saved_results(tmp_path):
     saved = tmp_path / "custom_agent.csv"
     saved.write_text("mine")
-    done = run_example("custom_agent.py", "--out", str(tmp_path))
-    assert done.returncode != 0 and "refusing to overwrite" in done.stderr and str(saved) in done.stderr
+    returncode, _, stderr = finish(start_example("custom_agent.py", "--out", str(tmp_path)))
+    assert returncode != 0 and "refusing to overwrite" in stderr and str(saved) in stderr
     assert saved.read_text() == "mine"
