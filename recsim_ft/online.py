@@ -156,8 +156,7 @@ def run_online(agent: Any, env: gym.Env, steps: int, *, seed: int = 0, batch_siz
         raise TypeError(f"agent must follow the recsim_ft Agent protocol (score_items), got {type(agent).__name__}")
     user_rng, reward_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(2))
     users_of = _UserStream(rec_env, user_rng)
-    eval_steps = set(range(eval_every, steps + 1, eval_every)) if eval_every else set()
-    eval_steps.add(steps)
+    eval_steps = sorted({*range(eval_every or steps, steps + 1, eval_every or steps), steps})
 
     user_ids = np.empty(steps, np.int64)
     actions = np.empty(steps, np.int64)
@@ -165,11 +164,11 @@ def run_online(agent: Any, env: gym.Env, steps: int, *, seed: int = 0, batch_siz
     expected = np.empty(steps, np.float64)
     regret = np.empty(steps, np.float64)
     evaluations: dict[int, dict[str, float]] = {}
-    done = 0
+    done, next_eval = 0, iter(eval_steps)
+    eval_at = next(next_eval)
     with tqdm(total=steps, disable=not progress, desc="online", unit="step") as bar:
         while done < steps:
-            next_eval = min(s for s in eval_steps if s > done)
-            n = min(batch_size, next_eval - done)
+            n = min(batch_size, eval_at - done)
             users = users_of.take(n)
             chosen = _choose(agent, users, rec_env.n_items)
             reward = rec_env.sample_reward(users, chosen, reward_rng)
@@ -180,11 +179,12 @@ def run_online(agent: Any, env: gym.Env, steps: int, *, seed: int = 0, batch_siz
             regret[window] = truth.max(axis=1) - expected[window]
             _learn(agent, rec_env, users, chosen, reward)
             done += n
-            if done in eval_steps:
+            if done == eval_at:
                 result = evaluate(agent, env, n_users=eval_users, seed=eval_seed, ks=ks)
                 evaluations[done] = {k: v for k, v in result.items() if k not in ("n_users", "n_excluded")}
+                eval_at = next(next_eval, steps)
             bar.update(n)
-            if progress and (done == steps or bar.n % max(steps // 100, 1) < n):
+            if progress and done * 100 // steps != (done - n) * 100 // steps:  # every 1%
                 bar.set_postfix(cum_regret=f"{regret[:done].sum():.1f}")
 
     history = pd.DataFrame({
