@@ -3,6 +3,8 @@ SyncVectorEnv over the same env, with rewards that follow the env's reward rule.
 
 from __future__ import annotations
 
+import warnings
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -55,7 +57,9 @@ def _same_masks(a, b):
 
 @pytest.mark.parametrize("env_id", sorted(SMALL_KWARGS))
 def test_make_vec_uses_the_native_env_by_default(env_id):
-    envs = gym.make_vec(env_id, num_envs=3, **SMALL_KWARGS[env_id])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # e.g. Gymnasium's warning about missing autoreset metadata
+        envs = gym.make_vec(env_id, num_envs=3, **SMALL_KWARGS[env_id])
     assert isinstance(envs, RecVectorEnv) and envs.num_envs == 3
     assert envs.spec.id == env_id
     assert envs.metadata["autoreset_mode"] == AutoresetMode.NEXT_STEP

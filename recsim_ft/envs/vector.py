@@ -2,7 +2,8 @@
 
 ``gym.make_vec("Spotify-v0", num_envs=N)`` returns a ``RecVectorEnv`` (Gymnasium uses a registered
 ``vector_entry_point`` by default; ``vectorization_mode="sync"`` still gives the generic
-``SyncVectorEnv`` of N separate env copies). Every step is two calls of the env's vectorized API
+``SyncVectorEnv`` of N separate env copies, and is needed for ``make_vec(..., wrappers=...)``,
+which Gymnasium refuses for a vector entry point). Every step is two calls of the env's vectorized API
 (``expected_reward`` and ``sample_reward`` on all N users at once) instead of N Python-level
 ``step`` calls, and the N slots share one env object, so an env that is costly to build (H&M,
 vaccine with its k-means) is built once. ``benchmarks/vector_env.py`` measures the speed-up.
