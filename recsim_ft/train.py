@@ -51,8 +51,9 @@ class TrainConfig:
 
     ``lr=None`` takes ``env.train_defaults.lr``; ``steps=None`` makes one pass over the log
     (longer runs reshuffle every pass). ``eval_every=None`` / ``checkpoint_every=None`` evaluate /
-    checkpoint only at the end. ``metrics`` and ``ks`` go to ``recsim_ft.metrics.ranking_metrics``
-    (add ``"MAP@12"`` for the H&M Kaggle metric).
+    checkpoint only at the end. ``metrics`` and ``ks`` go to ``recsim_ft.metrics.ranking_metrics``;
+    ``metrics=None`` is all of them plus the env's own ``MAP@m`` when it sets
+    ``train_defaults.extra["map_k"]`` (H&M: the Kaggle MAP@12), as ``recsim_ft.evaluate`` does.
     """
 
     lr: float | None = None
@@ -63,7 +64,7 @@ class TrainConfig:
     eval_users: int = 100
     eval_seed: int = 0
     ks: tuple[int, ...] = (1, 5, 10)
-    metrics: tuple[str, ...] = METRICS
+    metrics: tuple[str, ...] | None = None
     checkpoint_every: int | None = 1000
     device: str = "cpu"
 
@@ -81,7 +82,11 @@ class TrainConfig:
         if n_samples < self.batch_size:
             raise ValueError(f"the log has {n_samples} rows, fewer than batch_size={self.batch_size}")
         steps = n_samples // self.batch_size if self.steps is None else int(self.steps)
-        return replace(self, lr=float(lr), steps=steps, ks=tuple(self.ks), metrics=tuple(self.metrics))
+        metrics = self.metrics
+        if metrics is None:
+            map_k = env.unwrapped.train_defaults.extra.get("map_k")
+            metrics = METRICS if map_k is None else (*METRICS, f"MAP@{map_k}")
+        return replace(self, lr=float(lr), steps=steps, ks=tuple(self.ks), metrics=tuple(metrics))
 
 
 @dataclass

@@ -9,6 +9,7 @@ import sys
 import textwrap
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import gymnasium as gym
 import numpy as np
@@ -18,6 +19,7 @@ from toy_env import ToyEnv  # noqa: F401  (registers ToyRec-v0)
 
 from recsim_ft.agents import TwoTowerAgent
 from recsim_ft.data import collect
+from recsim_ft.envs.hm import HMFashionEnv
 from recsim_ft.envs.vaccine import VaccineMessagingEnv
 from recsim_ft.models import TwoTower
 from recsim_ft.train import CHECKPOINT_NAME, TrainConfig, train
@@ -56,8 +58,12 @@ def test_paper_protocol_defaults():
     spotify = gym.make("Spotify-v0")
     config = TrainConfig().resolve(spotify, 160_000)
     assert (config.lr, config.batch_size, config.steps) == (1e-4, 32, 5_000)
-    assert VaccineMessagingEnv.train_defaults.lr == 1e-5  # what resolve reads for vaccine runs
+    # resolve reads only env.unwrapped.train_defaults, so the env classes stand in for built envs
+    vaccine, hm = SimpleNamespace(unwrapped=VaccineMessagingEnv), SimpleNamespace(unwrapped=HMFashionEnv)
+    assert TrainConfig().resolve(vaccine, 160_000).lr == 1e-5
     assert TrainConfig(lr=3e-4, steps=7, batch_size=8).resolve(spotify, 100).lr == 3e-4
+    assert "MAP@12" in TrainConfig().resolve(hm, 160_000).metrics  # the H&M Kaggle metric
+    assert "MAP@12" not in config.metrics
 
 
 @pytest.mark.parametrize("overrides, message", [
