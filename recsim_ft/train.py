@@ -19,6 +19,7 @@ metrics, bit for bit, as an uninterrupted run with the same seed.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import time
@@ -40,7 +41,7 @@ from recsim_ft.models import FeatureTensors
 
 #: File name of the checkpoint inside ``out_dir``.
 CHECKPOINT_NAME = "checkpoint.pt"
-_CHECKPOINT_VERSION = 1
+_CHECKPOINT_VERSION = 2
 #: Settings that must match for a checkpoint to be resumed (the rest only changes speed or logging).
 _RESUME_KEYS = ("lr", "batch_size", "steps", "seed", "eval_every", "eval_users", "eval_seed", "ks", "metrics")
 
@@ -127,7 +128,16 @@ def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
-def _load_checkpoint(path: Path, config: TrainConfig, n_samples: int) -> dict[str, Any]:
+def _log_digest(log: InteractionLog) -> str:
+    """A fingerprint of the training data, so a checkpoint is never resumed on another log."""
+    digest = hashlib.sha256()
+    for array in (log.users.numeric, log.users.categorical, log.actions, log.rewards, log.item_table.numeric,
+                  log.item_table.categorical):
+        digest.update(np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()
+
+
+def _load_checkpoint(path: Path, config: TrainConfig, log_digest: str) -> dict[str, Any]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
         version = state["version"]
@@ -138,8 +148,8 @@ def _load_checkpoint(path: Path, config: TrainConfig, n_samples: int) -> dict[st
         raise ValueError(f"checkpoint {path} has version {version}, this recsim-ft reads {_CHECKPOINT_VERSION}")
     saved, wanted = state["config"], asdict(config)
     changed = [k for k in _RESUME_KEYS if _plain(saved[k]) != _plain(wanted[k])]
-    if state["n_samples"] != n_samples:
-        changed.append(f"log rows ({state['n_samples']} -> {n_samples})")
+    if state["log_digest"] != log_digest:
+        changed.append("the training log")
     if changed:
         raise ValueError(f"cannot resume from {path}: the run settings differ in {changed}; "
                          "use another out_dir or the original settings")
@@ -182,13 +192,14 @@ def train(model: nn.Module, log: InteractionLog, env: gym.Env, config: TrainConf
         return {k: v.item() if isinstance(v, np.generic) else v for k, v in metrics.items()}
 
     checkpoint = Path(out_dir) / CHECKPOINT_NAME if out_dir is not None else None
+    log_digest = _log_digest(log) if checkpoint is not None else ""
     start, curve, loss_sum, loss_count = 0, [], torch.zeros((), device=device), 0
     rng_states = {}
     if not resume and checkpoint is not None and checkpoint.exists():
         raise FileExistsError(f"{checkpoint} already exists; pass resume=True to continue that run, "
                               "or use another out_dir")
     if resume and checkpoint is not None and checkpoint.exists():
-        state = _load_checkpoint(checkpoint, config, len(log))
+        state = _load_checkpoint(checkpoint, config, log_digest)
         try:
             model.load_state_dict(state["model"])
         except RuntimeError as err:
@@ -239,7 +250,7 @@ def train(model: nn.Module, log: InteractionLog, env: gym.Env, config: TrainConf
                     "version": _CHECKPOINT_VERSION, "step": step, "model": model.state_dict(),
                     "optimizer": optimizer.state_dict(), "rng": rng, "curve": curve,
                     "loss_sum": loss_sum.cpu(), "loss_count": loss_count,
-                    "config": {k: _plain(v) for k, v in asdict(config).items()}, "n_samples": len(log),
+                    "config": {k: _plain(v) for k, v in asdict(config).items()}, "log_digest": log_digest,
                 })
         bar.close()
     model.eval()

@@ -192,6 +192,9 @@ def test_checkpoint_guards(env, log, tmp_path):
     with pytest.raises(ValueError, match=r"cannot resume .*\['lr', 'steps'\]"):
         TwoTowerAgent(env, "mlp", "quick", TrainConfig(steps=20, lr=0.5, eval_every=None)).fit(
             log, out_dir=tmp_path, resume=True)
+    with pytest.raises(ValueError, match="differ in \\['the training log'\\]"):
+        TwoTowerAgent(env, "mlp", "quick", TrainConfig(steps=10, eval_every=None)).fit(
+            collect(env, n=len(log), seed=1), out_dir=tmp_path, resume=True)
     with pytest.raises(ValueError, match="holds weights of another model"):
         TwoTowerAgent(env, "transformer", "quick", TrainConfig(steps=10, eval_every=None)).fit(
             log, out_dir=tmp_path, resume=True)
