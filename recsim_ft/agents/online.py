@@ -304,7 +304,8 @@ class OnlineTwoTowerAgent(OnlineAgent):
     """The paper's two-tower model as a bandit policy: epsilon-greedy on the model's scores,
     refitted from scratch on everything the agent has seen every ``refit_every`` interactions.
 
-    Until the first refit the agent has no model and plays uniformly at random. Each refit builds
+    Until the first refit the agent has no model: it plays uniformly at random and
+    ``score_items`` is all zeros. Each refit builds
     a ``TwoTowerAgent`` (a fresh model, weights seeded from ``seed``) and trains it with
     ``recsim_ft.train.train`` on the agent's own log: one pass over it with the env's learning
     rate unless ``train_config`` says otherwise. The log is collected by the agent's own
