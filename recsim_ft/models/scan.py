@@ -15,6 +15,10 @@ recurrence in place, and the backward runs the adjoint recurrence in place in re
 sequences longer than ``chunk_len`` only the state at each chunk start is kept and the chunk
 is recomputed in the backward, so memory grows as ``L * d_inner`` rather than
 ``L * d_inner * d_state``.
+
+For float32 CPU tensors a fused C kernel (:mod:`recsim_ft.models.native_scan`, compiled on first
+use when a C compiler is present) replaces both loops; float64 (the tests' reference precision)
+and machines without a compiler use the PyTorch path.
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from recsim_ft.models import native_scan
 
 #: sequences up to this length keep every state for the backward; longer ones are recomputed
 DEFAULT_CHUNK_LEN = 32
@@ -56,6 +62,65 @@ def _contract_channels(h: Tensor, v: Tensor) -> Tensor:
     return torch.bmm(v.reshape(T * b, 1, d), h.view(T * b, d, n)).view(T, b, n)
 
 
+def _scan_forward_torch(u, dt, A, B, C, chunk_len):
+    """Pure-PyTorch forward: y, and what the backward needs (every state for a single chunk,
+    else the state at each chunk start)."""
+    ys, chunk_starts, h = [], [], None
+    for start in range(0, u.shape[0], chunk_len):
+        sl = slice(start, start + chunk_len)
+        chunk_starts.append(h)
+        a, states = _discretised_states(dt[sl], u[sl], A, B[sl], h)
+        ys.append(_contract_state(states, C[sl]))
+        h = states[-1]
+    if len(ys) == 1:
+        return ys[0], (a, states)
+    return torch.cat(ys), (torch.stack(chunk_starts[1:]),)
+
+
+def _scan_backward_torch(u, dt, A, B, C, g_y, g_u, kept, single_chunk, chunk_len):
+    """Pure-PyTorch adjoint scan; adds the scan's part of dL/du into ``g_u`` in place and returns
+    the gradients of dt, A, B and C."""
+    L = u.shape[0]
+    g_dt, g_B, g_C = torch.empty_like(dt), torch.empty_like(B), torch.empty_like(C)
+    g_A = torch.zeros_like(A)
+    carry = None  # gradient reaching the last state of a chunk from the next chunk
+    starts = list(range(0, L, chunk_len))
+    for i in reversed(range(len(starts))):
+        sl = slice(starts[i], starts[i] + chunk_len)
+        h0 = None if i == 0 else kept[0][i - 1]
+        if single_chunk:
+            a, states = kept
+        else:
+            a, states = _discretised_states(dt[sl], u[sl], A, B[sl], h0)
+        gy = g_y[sl]
+        g_C[sl] = _contract_channels(states, gy)
+        # adjoint recurrence: G_t = dL/dh_t = C_t * gy_t + a_{t+1} * G_{t+1}
+        G = gy.unsqueeze(-1) * C[sl].unsqueeze(-2)
+        steps_G, steps_a = G.unbind(0), a.unbind(0)
+        if carry is not None:
+            steps_G[-1].add_(carry)
+        for t in range(len(steps_G) - 2, -1, -1):
+            steps_G[t].addcmul_(steps_a[t + 1], steps_G[t + 1])
+        carry = steps_a[0] * steps_G[0]
+        # through h_t = a_t * h_{t-1} + dt_t * u_t * B_t
+        dt_c, u_c = dt[sl], u[sl]
+        GB = _contract_state(G, B[sl])
+        g_B[sl] = _contract_channels(G, dt_c * u_c)
+        g_u[sl] += dt_c * GB
+        g_dt_c = u_c * GB
+        # through a_t = exp(dt_t * A): dL/da_t * a_t = G_t * h_{t-1} * a_t
+        P = G.mul_(a)
+        P[1:].mul_(states[:-1])
+        if h0 is None:
+            P[0].zero_()
+        else:
+            P[0].mul_(h0)
+        g_A += (P * dt_c.unsqueeze(-1)).sum((0, 1))
+        g_dt_c += torch.mv(P.mul_(A).view(-1, A.shape[1]), torch.ones_like(A[0])).view_as(g_dt_c)
+        g_dt[sl] = g_dt_c
+    return g_dt, g_A, g_B, g_C
+
+
 class _SelectiveScanFn(torch.autograd.Function):
     """Selective scan on time-major tensors (see :func:`selective_scan` for the layout)."""
 
@@ -64,22 +129,16 @@ class _SelectiveScanFn(torch.autograd.Function):
         raw = delta if delta_bias is None else delta + delta_bias
         dt = F.softplus(raw) if delta_softplus else raw
         L = u.shape[0]
-        ys, chunk_starts, h = [], [], None
-        for start in range(0, L, chunk_len):
-            sl = slice(start, start + chunk_len)
-            chunk_starts.append(h)
-            a, states = _discretised_states(dt[sl], u[sl], A, B[sl], h)
-            ys.append(_contract_state(states, C[sl]))
-            h = states[-1]
-        y = torch.cat(ys) if len(ys) > 1 else ys[0]
+        ctx.native = native_scan.native_applies(u, delta, A, B, C)
+        if ctx.native:
+            y, kept = native_scan.scan_forward(u, dt.contiguous(), A.contiguous(), B, C), ()
+        else:
+            y, kept = _scan_forward_torch(u, dt, A, B, C, chunk_len)
         if D is not None:
             y = y + u * D
         out = y if z is None else y * F.silu(z)
 
-        single_chunk = L <= chunk_len
-        kept = (a, states) if single_chunk else (torch.stack(chunk_starts[1:]),)
-        ctx.single_chunk, ctx.chunk_len, ctx.delta_softplus = single_chunk, chunk_len, delta_softplus
-        ctx.has = (D is not None, z is not None, delta_bias is not None)
+        ctx.single_chunk, ctx.chunk_len, ctx.delta_softplus = L <= chunk_len, chunk_len, delta_softplus
         ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, y if z is not None else None, *kept)
         return out
 
@@ -89,7 +148,7 @@ class _SelectiveScanFn(torch.autograd.Function):
         g_out = g_out.contiguous()  # may arrive in any layout; the contractions need a plain one
         raw = delta if delta_bias is None else delta + delta_bias
         dt = F.softplus(raw) if ctx.delta_softplus else raw
-        L, chunk_len = u.shape[0], ctx.chunk_len
+        chunk_len = ctx.chunk_len
 
         g_z = None
         if z is not None:
@@ -101,43 +160,13 @@ class _SelectiveScanFn(torch.autograd.Function):
         g_D = (g_y * u).sum((0, 1)) if D is not None else None
         g_u = g_y * D if D is not None else torch.zeros_like(u)
 
-        g_dt, g_B, g_C = torch.empty_like(dt), torch.empty_like(B), torch.empty_like(C)
-        g_A = torch.zeros_like(A)
-        carry = None  # gradient reaching the last state of a chunk from the next chunk
-        starts = list(range(0, L, chunk_len))
-        for i in reversed(range(len(starts))):
-            sl = slice(starts[i], starts[i] + chunk_len)
-            h0 = None if i == 0 else kept[0][i - 1]
-            if ctx.single_chunk:
-                a, states = kept
-            else:
-                a, states = _discretised_states(dt[sl], u[sl], A, B[sl], h0)
-            gy = g_y[sl]
-            g_C[sl] = _contract_channels(states, gy)
-            # adjoint recurrence: G_t = dL/dh_t = C_t * gy_t + a_{t+1} * G_{t+1}
-            G = gy.unsqueeze(-1) * C[sl].unsqueeze(-2)
-            steps_G, steps_a = G.unbind(0), a.unbind(0)
-            if carry is not None:
-                steps_G[-1].add_(carry)
-            for t in range(len(steps_G) - 2, -1, -1):
-                steps_G[t].addcmul_(steps_a[t + 1], steps_G[t + 1])
-            carry = steps_a[0] * steps_G[0]
-            # through h_t = a_t * h_{t-1} + dt_t * u_t * B_t
-            dt_c, u_c = dt[sl], u[sl]
-            GB = _contract_state(G, B[sl])
-            g_B[sl] = _contract_channels(G, dt_c * u_c)
-            g_u[sl] += dt_c * GB
-            g_dt_c = u_c * GB
-            # through a_t = exp(dt_t * A): dL/da_t * a_t = G_t * h_{t-1} * a_t
-            P = G.mul_(a)
-            P[1:].mul_(states[:-1])
-            if h0 is None:
-                P[0].zero_()
-            else:
-                P[0].mul_(h0)
-            g_A += (P * dt_c.unsqueeze(-1)).sum((0, 1))
-            g_dt_c += torch.mv(P.mul_(A).view(-1, A.shape[1]), torch.ones_like(A[0])).view_as(g_dt_c)
-            g_dt[sl] = g_dt_c
+        if ctx.native:
+            g_u_scan, g_dt, g_A, g_B, g_C = native_scan.scan_backward(
+                u, dt.contiguous(), A.contiguous(), B, C, g_y.contiguous())
+            g_u = g_u + g_u_scan
+        else:
+            g_dt, g_A, g_B, g_C = _scan_backward_torch(u, dt, A, B, C, g_y, g_u, kept, ctx.single_chunk,
+                                                       chunk_len)
         g_delta = g_dt * torch.sigmoid(raw) if ctx.delta_softplus else g_dt
         g_bias = g_delta.sum((0, 1)) if delta_bias is not None else None
         return g_u, g_delta, g_A, g_B, g_C, g_D, g_z, g_bias, None, None
