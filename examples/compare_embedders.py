@@ -1,7 +1,7 @@
 """Train FT-Mamba, FT-Transformer and MLP two-tower models on one env; compare them with the baselines.
 
-    python examples/compare_embedders.py --env Spotify-v0          # quick preset, a few minutes on CPU
-    python examples/compare_embedders.py --env VaccineMessaging-v0 --preset paper --samples 160000
+    python examples/compare_embedders.py --env Spotify-v0          # quick preset, minutes on CPU
+    python examples/compare_embedders.py --env VaccineMessaging-v0 --preset paper
     python examples/compare_embedders.py --smoke                   # seconds: checks the wiring only
 
 The paper's protocol in four calls: collect a log with the env's behaviour policy, fit a
@@ -33,8 +33,8 @@ def main() -> None:
     parser.add_argument("--env", default="Spotify-v0", choices=ENV_IDS)
     parser.add_argument("--embedders", nargs="+", default=["mamba", "transformer", "mlp"])
     parser.add_argument("--preset", default="quick", help="model preset: quick or paper")
-    parser.add_argument("--samples", type=int, default=20_000, help="logged events to train on (paper: 160000)")
-    parser.add_argument("--lr", type=float, default=1e-3, help="learning rate (the paper's: 1e-4, vaccine 1e-5)")
+    parser.add_argument("--samples", type=int, default=160_000, help="logged events, one pass of batch 32 (paper: 160000)")
+    parser.add_argument("--lr", type=float, default=None, help="learning rate (default: the paper's for the env)")
     parser.add_argument("--users", type=int, default=100, help="test users (paper: 100)")
     args = parser.parse_args()
     if args.smoke:
