@@ -131,3 +131,11 @@ def test_bandit_table_keeps_categorical_codes():
     table = to_bandit_table(small)
     for j, feature in enumerate(small.user_schema.categorical):
         np.testing.assert_array_equal(table[f"user.{feature.name}"], small.users.categorical[:, j])
+
+
+def test_confidence_interval_widens_with_the_level_and_bad_levels_are_named(env, log):
+    agent = OracleAgent(env)
+    narrow, wide = snips(log, agent, level=0.5), snips(log, agent, level=0.99)
+    assert wide.ci_low < narrow.ci_low < narrow.value < narrow.ci_high < wide.ci_high
+    with pytest.raises(ValueError, match="level must lie in"):
+        ips(log, agent, level=95)
