@@ -104,27 +104,28 @@ def test_same_seed_same_weights_and_metrics(env, log):
                            c.model_.state_dict()["user_tower.head.0.weight"])
 
 
-def test_resume_after_interrupt_is_bit_identical(env, log, tmp_path):
+def test_resume_after_interrupt_is_bit_identical(env, tmp_path):
+    log = collect(env, n=640, seed=0)  # 20 steps per pass: the run reshuffles at step 20, resumes at 30
     config = TrainConfig(steps=40, eval_every=15, checkpoint_every=10)
     reference = TwoTowerAgent(env, "mamba", "quick", config).fit(log)
 
     interrupted = TwoTowerAgent(env, "mamba", "quick", config)
     calls = []
 
-    def interrupt_at_step_25(module, inputs):
+    def interrupt_at_step_35(module, inputs):
         if module.training and isinstance(module, TwoTower):
             calls.append(1)
-            if len(calls) == 25:
+            if len(calls) == 35:
                 raise KeyboardInterrupt
 
     # a global hook, because fit builds the model inside
-    handle = torch.nn.modules.module.register_module_forward_pre_hook(interrupt_at_step_25)
+    handle = torch.nn.modules.module.register_module_forward_pre_hook(interrupt_at_step_35)
     try:
         with pytest.raises(KeyboardInterrupt):
             interrupted.fit(log, out_dir=tmp_path)
     finally:
         handle.remove()
-    assert torch.load(tmp_path / CHECKPOINT_NAME, weights_only=True)["step"] == 20
+    assert torch.load(tmp_path / CHECKPOINT_NAME, weights_only=True)["step"] == 30
 
     resumed = TwoTowerAgent(env, "mamba", "quick", config).fit(log, out_dir=tmp_path, resume=True)
     _assert_same_weights(resumed.model_, reference.model_)
