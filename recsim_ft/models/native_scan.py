@@ -14,6 +14,7 @@ from __future__ import annotations
 import ctypes
 import hashlib
 import os
+import platform
 import subprocess
 import tempfile
 from functools import lru_cache
@@ -146,12 +147,21 @@ def _cache_dir() -> Path:
     return Path(root) / "recsim_ft"
 
 
+def _cpu_signature() -> str:
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return platform.platform() + platform.processor()
+    return next((line for line in lines if line.startswith(("flags", "Features"))), platform.processor())
+
+
 @lru_cache(maxsize=1)
 def native_library() -> ctypes.CDLL | None:
     """The compiled kernel, building it on first use; None when disabled or not buildable."""
     if os.environ.get("RECSIM_FT_NATIVE_SCAN", "1") == "0":
         return None
-    digest = hashlib.sha256(_SOURCE.encode()).hexdigest()[:16]
+    # -march=native code must not run on another CPU sharing this cache: key it by the CPU too
+    digest = hashlib.sha256((_SOURCE + _cpu_signature()).encode()).hexdigest()[:16]
     lib_path = _cache_dir() / f"scan_{digest}.so"
     try:
         if not lib_path.exists():
