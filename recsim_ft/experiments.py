@@ -498,10 +498,11 @@ def paired_tests(runs: pd.DataFrame, a: str = "mamba", b: str = "transformer") -
 
 
 # -- reports ---------------------------------------------------------------------------------------
-def _metric_order(metrics: Iterable[str]) -> list[str]:
+def _table_columns(metrics: Iterable[str]) -> list[str]:
+    """The paper's columns (plus MAP@12 where measured) when present, else every metric; the CSV
+    files keep every metric."""
     present = set(metrics)
-    ordered = [m for m in ("P@1", *PAPER_METRICS, "MAP@12") if m in present]
-    return ordered + sorted(present - set(ordered))
+    return [m for m in (*PAPER_METRICS, "MAP@12") if m in present] or sorted(present)
 
 
 def markdown_table(summary: pd.DataFrame, tests: pd.DataFrame, labels: dict[str, str] | None = None,
@@ -511,7 +512,7 @@ def markdown_table(summary: pd.DataFrame, tests: pd.DataFrame, labels: dict[str,
     labels = labels or {}
     lines = []
     for setting, group in summary.groupby("setting", sort=False):
-        metrics = _metric_order(group["metric"])
+        metrics = _table_columns(group["metric"])
         n_seeds = int(group["n"].max())
         lines += [f"### {labels.get(setting, setting)} ({n_seeds} seeds; mean ± 95% CI half-width)", "",
                   "| agent | " + " | ".join(metrics) + " |", "|---" * (len(metrics) + 1) + "|"]
@@ -579,6 +580,11 @@ def _figures(outcomes: Sequence[RunOutcome], out: Path, stem: str, labels: dict[
                     if frames:
                         mean = pd.concat(frames).groupby("step")[column].mean()
                         ax.plot(mean.index, mean.to_numpy(), label=AGENT_LABELS[agent])
+                for agent, style in (("popularity", ":"), ("random", "--")):
+                    values = [o.metrics[column] for o in outcomes if o.status != "failed"
+                              and o.spec.setting == setting and o.spec.agent == agent and column in o.metrics]
+                    if values:
+                        ax.axhline(np.mean(values), color="grey", ls=style, lw=1, label=agent)
                 ax.set_title(f"{labels.get(setting, setting)}: {column}", fontsize=8)
                 ax.set_xlabel("training step")
                 ax.set_ylim(0, 1.02)
