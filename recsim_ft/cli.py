@@ -129,7 +129,15 @@ def cmd_train(args: argparse.Namespace) -> int:
                        device=args.device, data=None if args.data is None else str(Path(args.data).resolve()))
     except ValueError as err:
         raise UsageError(str(err)) from None
-    metrics = experiments.run(spec, run_dir, resume=args.resume, progress=not args.quiet)
+    if args.device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise UsageError(f"--device {args.device}: CUDA is not available on this machine")
+    try:
+        metrics = experiments.run(spec, run_dir, resume=args.resume, progress=not args.quiet)
+    except ValueError as err:  # e.g. --resume with other settings than the checkpoint's
+        raise UsageError(str(err)) from None
     print(_format_metrics(metrics))
     print(f"run written to {run_dir}")
     return 0
@@ -141,7 +149,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         raise UsageError(f"{run_dir} is not a recsim-ft run directory (no config.json)")
     try:
         metrics = experiments.evaluate_run(run_dir, n_users=args.n_users, seed=args.seed)
-    except FileNotFoundError as err:
+    except (FileNotFoundError, ValueError) as err:  # no model file, or not a model file
         raise UsageError(str(err)) from None
     print(_format_metrics(metrics))
     return 0

@@ -86,6 +86,10 @@ def test_train_then_evaluate(tmp_path, capsys):
     stamp = (run / "model.safetensors").stat().st_mtime_ns
     fails_cleanly(capsys, ["train", "--env", TOY, *TOY_KWARGS, "--out", str(run), *QUICK], "not empty", "--overwrite")
     assert (run / "model.safetensors").stat().st_mtime_ns == stamp
+    fails_cleanly(capsys, ["train", "--env", TOY, *TOY_KWARGS, "--embedder", "transformer", "--seed", "1",
+                           "--out", str(run), "--resume", *QUICK[:5], "12", *QUICK[6:]], "cannot resume", "steps")
+    (run / "model.safetensors").write_bytes(b"not a model")
+    fails_cleanly(capsys, ["evaluate", "--run", str(run)], "model.safetensors")
     other = tmp_path / "notes"
     other.mkdir()
     (other / "mine.txt").write_text("keep me")
