@@ -111,3 +111,18 @@ def test_native_float32_kernel_matches_float64_reference(batch, d, n, L):
         scale = gr.abs().max().item() + 1
         torch.testing.assert_close(gf.double(), gr, rtol=1e-4, atol=1e-4 * scale,
                                    msg=lambda m, name=name: f"d/d{name}: {m}")
+
+
+@pytest.mark.skipif(native_scan.native_library() is None, reason="no C compiler: the PyTorch path is used")
+@pytest.mark.parametrize("L,K", [(1, 4), (2, 16), (21, 16), (40, 4)])
+def test_native_float32_conv_matches_conv1d(L, K):
+    g = torch.Generator().manual_seed(L * K)
+    x, w, b = torch.randn(L, 3, 5, generator=g), torch.randn(5, K, generator=g), torch.randn(5, generator=g)
+    x, w, b = (t.requires_grad_() for t in (x, w, b))
+    ours = causal_conv1d_time_major(x, w, b)
+    ref = F.conv1d(x.permute(1, 2, 0), w.unsqueeze(1), b, padding=K - 1, groups=5)[..., :L].permute(2, 0, 1)
+    torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-5)
+    upstream = torch.randn_like(ref)
+    for go, gr in zip(torch.autograd.grad(ours, (x, w, b), upstream),
+                      torch.autograd.grad(ref, (x, w, b), upstream), strict=True):
+        torch.testing.assert_close(go, gr, rtol=1e-5, atol=1e-5)

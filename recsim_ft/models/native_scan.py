@@ -139,6 +139,42 @@ void scan_backward(const float* u, const float* dt, const float* A, const float*
   }
   free(ckpt); free(buf); free(G); free(gBt); free(gCt); free(zero);
 }
+
+/* depthwise causal conv, time-major: x, out (L, Bt, D); wT (K, D) = weight transposed; bias (D) */
+void conv_forward(const float* x, const float* wT, const float* bias, float* out,
+                  int64_t L, int64_t Bt, int64_t D, int64_t K) {
+  for (int64_t t = 0; t < L; t++)
+    for (int64_t b = 0; b < Bt; b++) {
+      float* o = out + (t * Bt + b) * D;
+      for (int64_t d = 0; d < D; d++) o[d] = bias[d];
+      for (int64_t s = 0; s < K && s <= t; s++) {
+        const float* xs = x + ((t - s) * Bt + b) * D;
+        const float* w = wT + (K - 1 - s) * D;
+#pragma omp simd
+        for (int64_t d = 0; d < D; d++) o[d] += w[d] * xs[d];
+      }
+    }
+}
+
+/* g: (L, Bt, D) gradient of out; g_x (L, Bt, D) zeroed by the caller; g_wT (K, D) zeroed */
+void conv_backward(const float* x, const float* wT, const float* g, float* g_x, float* g_wT,
+                   int64_t L, int64_t Bt, int64_t D, int64_t K) {
+  for (int64_t t = 0; t < L; t++)
+    for (int64_t b = 0; b < Bt; b++) {
+      const float* gt = g + (t * Bt + b) * D;
+      for (int64_t s = 0; s < K && s <= t; s++) {
+        const float* xs = x + ((t - s) * Bt + b) * D;
+        float* gxs = g_x + ((t - s) * Bt + b) * D;
+        const float* w = wT + (K - 1 - s) * D;
+        float* gw = g_wT + (K - 1 - s) * D;
+#pragma omp simd
+        for (int64_t d = 0; d < D; d++) {
+          gxs[d] += w[d] * gt[d];
+          gw[d] += gt[d] * xs[d];
+        }
+      }
+    }
+}
 """.replace("@CHECKPOINT@", str(CHECKPOINT))
 
 
@@ -177,7 +213,8 @@ def native_library() -> ctypes.CDLL | None:
         lib = ctypes.CDLL(str(lib_path))
     except (OSError, subprocess.SubprocessError):
         return None
-    lib.scan_forward.restype = lib.scan_backward.restype = None
+    for fn in (lib.scan_forward, lib.scan_backward, lib.conv_forward, lib.conv_backward):
+        fn.restype = None
     return lib
 
 
@@ -188,6 +225,7 @@ def native_applies(*tensors: Tensor) -> bool:
 
 
 def _args(*tensors: Tensor) -> list:
+    """Raw pointers for ctypes; the caller must keep every tensor alive during the call."""
     return [ctypes.c_void_p(t.data_ptr()) for t in tensors]
 
 
@@ -207,3 +245,22 @@ def scan_backward(u: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, g_y: T
     native_library().scan_backward(*_args(u, dt, A, B, C, g_y, g_u, g_dt, g_A, g_B, g_C),
                                    *map(ctypes.c_int64, (L, b, d, A.shape[1])))
     return g_u, g_dt, g_A, g_B, g_C
+
+
+def conv_forward(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
+    """Depthwise causal conv of contiguous time-major ``x`` (L, b, d) with ``weight`` (d, K)."""
+    L, b, d = x.shape
+    out, w_t = torch.empty_like(x), weight.t().contiguous()  # named: must outlive the C call
+    native_library().conv_forward(*_args(x, w_t, bias, out),
+                                  *map(ctypes.c_int64, (L, b, d, weight.shape[1])))
+    return out
+
+
+def conv_backward(x: Tensor, weight: Tensor, g: Tensor) -> tuple[Tensor, Tensor]:
+    """Gradients (x, weight) of ``sum(conv_forward(x, weight, bias) * g)``."""
+    L, b, d = x.shape
+    g_x, g_wT = torch.zeros_like(x), torch.zeros(weight.shape[1], d, dtype=x.dtype)
+    w_t = weight.t().contiguous()  # named: must outlive the C call
+    native_library().conv_backward(*_args(x, w_t, g, g_x, g_wT),
+                                   *map(ctypes.c_int64, (L, b, d, weight.shape[1])))
+    return g_x, g_wT.t()

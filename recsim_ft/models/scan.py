@@ -245,24 +245,31 @@ class _CausalConvFn(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, weight, bias):
+        ctx.native = bias is not None and native_scan.native_applies(x, weight, bias)
+        ctx.save_for_backward(x, weight)
+        ctx.has_bias = bias is not None
+        if ctx.native:
+            return native_scan.conv_forward(x.contiguous(), weight, bias)
         L, K = x.shape[0], weight.shape[1]
         taps = min(K, L)  # taps reaching before t = 0 only ever see the zero padding
         out = bias.expand_as(x).clone() if bias is not None else torch.zeros_like(x)
         for shift in range(taps):
             out[shift:].addcmul_(x[:L - shift], weight[:, K - 1 - shift])
-        ctx.save_for_backward(x, weight)
-        ctx.has_bias = bias is not None
         return out
 
     @staticmethod
     def backward(ctx, g):
         x, weight = ctx.saved_tensors
+        g_bias = g.sum((0, 1)) if ctx.has_bias else None
+        if ctx.native:
+            g_x, g_w = native_scan.conv_backward(x.contiguous(), weight, g.contiguous())
+            return g_x, g_w, g_bias
         L, K = x.shape[0], weight.shape[1]
         g_x, g_w = torch.zeros_like(x), torch.zeros_like(weight)
         for shift in range(min(K, L)):
             g_x[:L - shift].addcmul_(g[shift:], weight[:, K - 1 - shift])
             g_w[:, K - 1 - shift] = (g[shift:] * x[:L - shift]).sum((0, 1))
-        return g_x, g_w, g.sum((0, 1)) if ctx.has_bias else None
+        return g_x, g_w, g_bias
 
 
 def causal_conv1d_time_major(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
