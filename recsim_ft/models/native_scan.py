@@ -65,15 +65,16 @@ void scan_backward(const float* u, const float* dt, const float* A, const float*
   int64_t n_chunks = (L + CK - 1) / CK, DN = D * N;
   float* ckpt = calloc(n_chunks * DN, sizeof(float)); /* state before each chunk */
   float* buf = malloc(CK * DN * sizeof(float));        /* states of one chunk */
+  float* abuf = malloc(CK * DN * sizeof(float));       /* decays exp(dt * A) of one chunk */
   float* G = malloc(DN * sizeof(float));               /* dL/dh carried backwards */
   float* gBt = malloc(N * sizeof(float));
   float* gCt = malloc(N * sizeof(float));
   float* zero = calloc(DN, sizeof(float));
   for (int64_t b = 0; b < Bt; b++) {
-    /* forward pass keeping only the chunk-start states */
+    /* forward pass up to the last chunk, keeping only the chunk-start states */
     memset(ckpt, 0, DN * sizeof(float));
     memset(buf, 0, DN * sizeof(float));
-    for (int64_t t = 0; t < L; t++) {
+    for (int64_t t = 0; t < (n_chunks - 1) * CK; t++) {
       if (t % CK == 0 && t) memcpy(ckpt + (t / CK) * DN, buf, DN * sizeof(float));
       const float* Bv = B + (t * Bt + b) * N;
       for (int64_t d = 0; d < D; d++) {
@@ -85,6 +86,7 @@ void scan_backward(const float* u, const float* dt, const float* A, const float*
         for (int64_t n = 0; n < N; n++) hd[n] = expf(dtv * Ad[n]) * hd[n] + dtu * Bv[n];
       }
     }
+    if (n_chunks > 1) memcpy(ckpt + (n_chunks - 1) * DN, buf, DN * sizeof(float));
     memset(G, 0, DN * sizeof(float));
     for (int64_t c = n_chunks - 1; c >= 0; c--) {
       int64_t t0 = c * CK, t1 = t0 + CK < L ? t0 + CK : L;
@@ -98,8 +100,11 @@ void scan_backward(const float* u, const float* dt, const float* A, const float*
           float dtv = dt[i], dtu = dtv * u[i];
           const float* Ad = A + d * N;
 #pragma omp simd
-          for (int64_t n = 0; n < N; n++)
-            cur[d * N + n] = expf(dtv * Ad[n]) * prev[d * N + n] + dtu * Bv[n];
+          for (int64_t n = 0; n < N; n++) {
+            float a = expf(dtv * Ad[n]);
+            abuf[(t - t0) * DN + d * N + n] = a;
+            cur[d * N + n] = a * prev[d * N + n] + dtu * Bv[n];
+          }
         }
       }
       for (int64_t t = t1 - 1; t >= t0; t--) {
@@ -115,11 +120,12 @@ void scan_backward(const float* u, const float* dt, const float* A, const float*
           const float* Ad = A + d * N;
           const float* hc = hcur + d * N;
           const float* hp = hprev + d * N;
+          const float* ad = abuf + (t - t0) * DN + d * N;
           float* Gd = G + d * N;
           float* gAd = gA + d * N;
 #pragma omp simd reduction(+:s_dt, s_u)
           for (int64_t n = 0; n < N; n++) {
-            float a = expf(dtv * Ad[n]);
+            float a = ad[n];
             float g = Gd[n] + g_y * Cv[n];
             gCt[n] += g_y * hc[n];
             gBt[n] += g * dtu;
@@ -137,7 +143,7 @@ void scan_backward(const float* u, const float* dt, const float* A, const float*
       }
     }
   }
-  free(ckpt); free(buf); free(G); free(gBt); free(gCt); free(zero);
+  free(ckpt); free(buf); free(abuf); free(G); free(gBt); free(gCt); free(zero);
 }
 
 /* depthwise causal conv, time-major: x, out (L, Bt, D); wT (K, D) = weight transposed; bias (D) */
