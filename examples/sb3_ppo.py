@@ -71,7 +71,8 @@ def main() -> None:
     paths = output_paths(args.out, [f"sb3_{args.env.removesuffix('-v0')}.csv"], args.overwrite)
 
     env = gym.make(args.env)
-    vec_env = make_vec_env(args.env, n_envs=args.n_envs, seed=args.seed)
+    # a factory, not the id: given an id, SB3 asks for render_mode='rgb_array', which these envs lack
+    vec_env = make_vec_env(lambda: gym.make(args.env), n_envs=args.n_envs, seed=args.seed)
     check_auto_reset(vec_env)
     policy_kwargs = dict(features_extractor_class=FTFeaturesExtractor,
                          features_extractor_kwargs=dict(embedder=args.embedder, preset="quick"))
