@@ -126,3 +126,21 @@ def test_native_float32_conv_matches_conv1d(L, K):
     for go, gr in zip(torch.autograd.grad(ours, (x, w, b), upstream),
                       torch.autograd.grad(ref, (x, w, b), upstream), strict=True):
         torch.testing.assert_close(go, gr, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.skipif(native_scan.native_library() is None, reason="no C compiler: the PyTorch path is used")
+def test_native_kernel_gives_the_same_result_on_any_number_of_threads():
+    """The batch is split across threads (3 rows over 2 threads: uneven slices)."""
+    inputs = {k: v.detach().float() for k, v in scan_inputs(3, 4, 16, 40, seed=5).items()}
+    before = torch.get_num_threads()
+    results = []
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            x = {k: v.clone().requires_grad_() for k, v in inputs.items()}
+            out = selective_scan(**x, delta_softplus=True)
+            results.append([out, *torch.autograd.grad(out.square().sum(), list(x.values()))])
+    finally:
+        torch.set_num_threads(before)
+    for one, two in zip(*results, strict=True):
+        torch.testing.assert_close(one, two, rtol=1e-5, atol=1e-5)

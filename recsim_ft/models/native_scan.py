@@ -17,6 +17,7 @@ import os
 import platform
 import subprocess
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 from pathlib import Path
 
@@ -34,9 +35,9 @@ _SOURCE = r"""
 
 /* time-major: u, dt, y: (L, Bt, D); A: (D, N); B, C: (L, Bt, N) */
 void scan_forward(const float* u, const float* dt, const float* A, const float* B, const float* C,
-                  float* y, int64_t L, int64_t Bt, int64_t D, int64_t N) {
+                  float* y, int64_t L, int64_t Bt, int64_t D, int64_t N, int64_t b0, int64_t b1) {
   float* h = calloc(D * N, sizeof(float));
-  for (int64_t b = 0; b < Bt; b++) {
+  for (int64_t b = b0; b < b1; b++) {
     memset(h, 0, D * N * sizeof(float));
     for (int64_t t = 0; t < L; t++) {
       const float* Bv = B + (t * Bt + b) * N;
@@ -58,10 +59,11 @@ void scan_forward(const float* u, const float* dt, const float* A, const float* 
   free(h);
 }
 
-/* gy: (L, Bt, D) gradient of y; outputs gu, gdt (L, Bt, D), gA (D, N) (accumulated), gB, gC (L, Bt, N) */
+/* batch rows [b0, b1) only, so threads can split the batch.
+   gy: (L, Bt, D) gradient of y; outputs gu, gdt (L, Bt, D), gA (D, N) (accumulated), gB, gC (L, Bt, N) */
 void scan_backward(const float* u, const float* dt, const float* A, const float* B, const float* C,
                    const float* gy, float* gu, float* gdt, float* gA, float* gB, float* gC,
-                   int64_t L, int64_t Bt, int64_t D, int64_t N) {
+                   int64_t L, int64_t Bt, int64_t D, int64_t N, int64_t b0, int64_t b1) {
   int64_t n_chunks = (L + CK - 1) / CK, DN = D * N;
   float* ckpt = calloc(n_chunks * DN, sizeof(float)); /* state before each chunk */
   float* buf = malloc(CK * DN * sizeof(float));        /* states of one chunk */
@@ -70,7 +72,7 @@ void scan_backward(const float* u, const float* dt, const float* A, const float*
   float* gBt = malloc(N * sizeof(float));
   float* gCt = malloc(N * sizeof(float));
   float* zero = calloc(DN, sizeof(float));
-  for (int64_t b = 0; b < Bt; b++) {
+  for (int64_t b = b0; b < b1; b++) {
     /* forward pass up to the last chunk, keeping only the chunk-start states */
     memset(ckpt, 0, DN * sizeof(float));
     memset(buf, 0, DN * sizeof(float));
@@ -235,11 +237,30 @@ def _args(*tensors: Tensor) -> list:
     return [ctypes.c_void_p(t.data_ptr()) for t in tensors]
 
 
+def _split_batch(run, batch: int) -> None:
+    """Call ``run(k, b0, b1)`` on the k-th slice of the batch, in parallel threads when torch may
+    use several (ctypes releases the GIL during the C call)."""
+    n = max(1, min(torch.get_num_threads(), batch))
+    bounds = [batch * k // n for k in range(n + 1)]
+    if n == 1:
+        run(0, 0, batch)
+        return
+    global _pool
+    if _pool is None or _pool._max_workers < n:
+        _pool = ThreadPoolExecutor(max_workers=n, thread_name_prefix="recsim_ft_scan")
+    list(_pool.map(run, range(n), bounds[:-1], bounds[1:]))
+
+
+_pool: ThreadPoolExecutor | None = None
+
+
 def scan_forward(u: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor) -> Tensor:
     """y_t = sum_n h_t C_t with h_t = exp(dt_t A) h_{t-1} + dt_t u_t B_t; contiguous time-major input."""
     L, b, d = u.shape
     y = torch.empty_like(u)
-    native_library().scan_forward(*_args(u, dt, A, B, C, y), *map(ctypes.c_int64, (L, b, d, A.shape[1])))
+    args, sizes = _args(u, dt, A, B, C, y), tuple(map(ctypes.c_int64, (L, b, d, A.shape[1])))
+    _split_batch(lambda k, b0, b1: native_library().scan_forward(*args, *sizes, ctypes.c_int64(b0),
+                                                              ctypes.c_int64(b1)), b)
     return y
 
 
@@ -247,10 +268,18 @@ def scan_backward(u: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, g_y: T
     """Gradients (u, dt, A, B, C) of ``sum(scan_forward(...) * g_y)``."""
     L, b, d = u.shape
     g_u, g_dt, g_B, g_C = torch.empty_like(u), torch.empty_like(u), torch.empty_like(B), torch.empty_like(C)
-    g_A = torch.zeros_like(A)
-    native_library().scan_backward(*_args(u, dt, A, B, C, g_y, g_u, g_dt, g_A, g_B, g_C),
-                                   *map(ctypes.c_int64, (L, b, d, A.shape[1])))
-    return g_u, g_dt, g_A, g_B, g_C
+    n_threads = max(1, min(torch.get_num_threads(), b))
+    g_A_parts = torch.zeros(n_threads, *A.shape, dtype=A.dtype)  # one per thread: no write races
+    args = _args(u, dt, A, B, C, g_y, g_u, g_dt)
+    tail, sizes = _args(g_B, g_C), tuple(map(ctypes.c_int64, (L, b, d, A.shape[1])))
+
+    def run(k: int, b0: int, b1: int) -> None:
+        part = g_A_parts[k]
+        native_library().scan_backward(*args, ctypes.c_void_p(part.data_ptr()), *tail, *sizes,
+                                       ctypes.c_int64(b0), ctypes.c_int64(b1))
+
+    _split_batch(run, b)
+    return g_u, g_dt, g_A_parts.sum(0), g_B, g_C
 
 
 def conv_forward(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
