@@ -169,14 +169,12 @@ def table_specs(settings: Sequence[Setting], seeds: Iterable[int], agents: Seque
 def write_atomic(path: Path, content: str | bytes) -> None:
     """Write ``content`` to ``path`` via a temporary file and a rename (never half-written)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(content.encode() if isinstance(content, str) else content)
+        tmp.write_bytes(content.encode() if isinstance(content, str) else content)
         os.replace(tmp, path)
     finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        tmp.unlink(missing_ok=True)
 
 
 def _json(obj: Any) -> str:
@@ -514,7 +512,7 @@ def markdown_table(summary: pd.DataFrame, tests: pd.DataFrame, labels: dict[str,
     for setting, group in summary.groupby("setting", sort=False):
         metrics = _table_columns(group["metric"])
         n_seeds = int(group["n"].max())
-        lines += [f"### {labels.get(setting, setting)} ({n_seeds} seeds; mean ± 95% CI half-width)", "",
+        lines += [f"### {labels.get(setting, setting)} ({n_seeds} seed{'s' if n_seeds != 1 else ''}; mean ± 95% CI half-width)", "",
                   "| agent | " + " | ".join(metrics) + " |", "|---" * (len(metrics) + 1) + "|"]
         cells = group.set_index(["agent", "metric"])
         agents = [x for x in TABLE_AGENTS if x in set(group["agent"])] + sorted(set(group["agent"]) - set(TABLE_AGENTS))
