@@ -55,7 +55,8 @@ def main() -> None:
         agent.fit(log)
         fit_s = time.perf_counter() - start
         rows[name] = {**evaluate(agent, env, n_users=args.users, seed=args.seed), "fit_s": fit_s}
-    table = pd.DataFrame(rows).T[COLUMNS]
+    map_k = env.unwrapped.train_defaults.extra.get("map_k")  # H&M: Kaggle's MAP@12
+    table = pd.DataFrame(rows).T[COLUMNS[:-1] + ([f"MAP@{map_k}"] if map_k else []) + ["fit_s"]]
     print_table(f"{args.env}: {len(log)} logged events, preset {args.preset!r}, {args.users} test users", table)
 
     if paths:
