@@ -2,6 +2,10 @@
 
 The block's parameters have exactly mamba_simple's names, shapes and initialisation, so a state
 dict moves between this pure-PyTorch block and the CUDA kernels of the ``cuda`` extra.
+
+The CUDA path (``mamba_ssm.selective_scan_fn`` + ``causal_conv1d_fn``, imported only when used)
+follows mamba_simple's own non-fused path; it has not been run in this repository's CI, which
+has no GPU. On CPU the scan and conv run in :mod:`recsim_ft.models.scan`.
 """
 
 from __future__ import annotations
