@@ -254,7 +254,9 @@ def run(spec: RunSpec, run_dir: str | os.PathLike, resume: bool = False, progres
         extra["n_params"] = sum(p.numel() for p in agent.model_.parameters() if p.requires_grad)
         extra["train_steps_per_s"] = result.steps_per_s
     elif spec.agent == "popularity":
-        agent = PopularityAgent(env).fit(logged_data())
+        # share of positive rewards per item: equals the mean reward for 0/1 rewards, and is the
+        # stronger popularity ranking on Spotify's -1/0/+1 rewards (PAPER.md's reference point)
+        agent = PopularityAgent(env, by="positive_rate").fit(logged_data())
     elif spec.agent == "oracle":
         agent = OracleAgent(env)
     else:

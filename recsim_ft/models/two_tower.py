@@ -34,7 +34,8 @@ def build_embedder(config: ModelConfig, n_tokens: int) -> nn.Module:
 
 
 class Tower(nn.Module):
-    """tokenizer -> embedder -> head (Linear, ReLU per ``head_dims``), for one side.
+    """tokenizer -> embedder -> head (Linear + ReLU per ``head_dims``, the last ReLU only with
+    ``config.final_activation="relu"``), for one side.
 
     With ``dedupe=True`` only the distinct rows of a batch go through the tower (item batches
     repeat the same few items a lot), and the result is gathered back.
@@ -51,6 +52,8 @@ class Tower(nn.Module):
         head: list[nn.Module] = []
         for d_in, d_out in zip(widths[:-1], widths[1:], strict=True):
             head += [nn.Linear(d_in, d_out), nn.ReLU()]
+        if config.final_activation == "none":
+            head.pop()
         self.head = nn.Sequential(*head)
         self.dedupe = dedupe
 
