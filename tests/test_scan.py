@@ -144,3 +144,14 @@ def test_native_kernel_gives_the_same_result_on_any_number_of_threads():
         torch.set_num_threads(before)
     for one, two in zip(*results, strict=True):
         torch.testing.assert_close(one, two, rtol=1e-5, atol=1e-5)
+
+
+def test_loading_the_native_kernel_keeps_subnormal_floats():
+    """A library built with -ffast-math would flush subnormals to zero in the whole process."""
+    import sys
+
+    if native_scan.native_library() is None:
+        pytest.skip("no C compiler: the native kernel is not built")
+    smallest_normal = sys.float_info.min
+    assert smallest_normal / 2 > 0.0
+    assert float(torch.tensor(smallest_normal, dtype=torch.float64) / 2) > 0.0
