@@ -209,15 +209,6 @@ def test_bad_agent_arguments(spotify, kwargs, name):
         cls(spotify, **kwargs)
 
 
-@pytest.fixture
-def one_torch_thread():
-    """On a shared 2-core machine two torch threads contend with other processes (10x slower)."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_online_two_tower_refits_on_its_own_log(toy, one_torch_thread):

@@ -20,14 +20,7 @@ from recsim_ft.data import collect, to_replay_buffer  # noqa: E402
 from recsim_ft.evaluate import evaluate  # noqa: E402
 from recsim_ft.models import FeatureTensors  # noqa: E402
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Tiny networks on a shared 2-core machine run many times faster on one thread."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -27,14 +27,7 @@ from recsim_ft.train import CHECKPOINT_NAME, TrainConfig, train
 TESTS_DIR = Path(__file__).resolve().parent
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Bit-identical comparisons need the same thread count in every run (and a subprocess);
-    one thread is also much faster than two on a shared 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
