@@ -260,6 +260,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+_RESUME_HINTS = {
+    "train": "; run the same command with --resume to continue from the last checkpoint",
+    "reproduce": "; run the same command again to continue the sweep (finished runs are kept)",
+}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``recsim-ft``; returns the exit status."""
     parser = build_parser()
@@ -272,6 +278,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as err:
         print(f"recsim-ft: error: {err}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("recsim-ft: interrupted", file=sys.stderr)
+    except KeyboardInterrupt:  # Ctrl-C: one line on how to continue, no traceback
+        print(f"recsim-ft: interrupted{_RESUME_HINTS.get(args.command, '')}", file=sys.stderr)
         return 130

@@ -41,6 +41,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from recsim_ft.metrics import METRICS as METRIC_FAMILIES
 from recsim_ft.paper_results import METRICS as PAPER_METRICS
 from recsim_ft.paper_results import paper_value
 
@@ -465,12 +466,21 @@ def paired_test(a: Sequence[float], b: Sequence[float]) -> dict[str, float]:
     return result
 
 
+def _metric_order(name: str) -> tuple[int, int]:
+    """Table order of a metric ``"NAME@k"``: ``recsim_ft.metrics.METRICS`` order, then k. Fresh
+    metrics come in this order, but a reused run's come back key-sorted from its metrics.json; one
+    order keeps a continued sweep's tables identical to an uninterrupted one's."""
+    family, _, k = name.partition("@")
+    return (METRIC_FAMILIES.index(family) if family in METRIC_FAMILIES else len(METRIC_FAMILIES), int(k))
+
+
 def runs_frame(outcomes: Iterable[RunOutcome]) -> pd.DataFrame:
     """One row per (run, metric) of the successful runs: setting, agent, seed, metric, value."""
     rows = [
         {"setting": o.spec.setting, "agent": o.spec.agent, "seed": o.spec.seed, "metric": metric, "value": value}
         for o in outcomes if o.status != "failed"
-        for metric, value in o.metrics.items() if "@" in metric
+        for metric, value in sorted(((m, v) for m, v in o.metrics.items() if "@" in m),
+                                    key=lambda item: _metric_order(item[0]))
     ]
     return pd.DataFrame(rows, columns=["setting", "agent", "seed", "metric", "value"])
 
