@@ -122,10 +122,14 @@ def _rows(features: FeatureTensors, index: torch.Tensor) -> FeatureTensors:
 
 
 def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    """Write under a temporary name, then rename: a kill never leaves a half-written checkpoint."""
+    """Write under a temporary name, then rename: a kill never leaves a half-written checkpoint
+    (and Ctrl-C mid-write leaves no temporary file behind)."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    try:
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _log_digest(log: InteractionLog) -> str:

@@ -1,6 +1,7 @@
-"""Interrupted work at the command line: ``recsim-ft train`` and ``recsim-ft reproduce`` run as
-real processes, killed (SIGKILL) or interrupted (SIGINT, i.e. Ctrl-C) part-way, then continued,
-end with the same files as uninterrupted runs of the same seeds (issue 6)."""
+"""Interrupted work (issue 6): ``recsim-ft train`` and ``recsim-ft reproduce`` run as real
+processes, killed (SIGKILL) or interrupted (SIGINT, i.e. Ctrl-C) part-way, then continued, end with
+the same files as uninterrupted runs of the same seeds; Ctrl-C in the middle of writing a
+checkpoint keeps the previous one."""
 
 from __future__ import annotations
 
@@ -12,11 +13,15 @@ import sys
 import time
 from pathlib import Path
 
+import gymnasium as gym
 import pytest
 import torch
 from safetensors.torch import load_file
+from toy_env import ToyEnv  # noqa: F401  (registers ToyRec-v0)
 
-from recsim_ft.train import CHECKPOINT_NAME
+from recsim_ft.agents import TwoTowerAgent
+from recsim_ft.data import collect
+from recsim_ft.train import CHECKPOINT_NAME, TrainConfig
 
 TESTS_DIR = Path(__file__).resolve().parent
 # the trainer checkpoints every 1000 steps (its default); 1500 steps leave a window after the first
@@ -143,3 +148,26 @@ def test_reproduce_killed_then_rerun_reuses_finished_runs_and_matches(tmp_path):
         assert (out / name).read_bytes() == (reference / name).read_bytes(), name
     assert json.loads((half / "metrics.json").read_text())["metrics"] == json.loads(
         (reference / "runs/spotify/mlp/seed1/metrics.json").read_text())["metrics"]
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_ctrl_c_while_checkpointing_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    env = gym.make("ToyRec-v0")
+    log = collect(env, n=320, seed=0)
+    config = TrainConfig(steps=4, eval_every=None, checkpoint_every=2)
+    real_save = torch.save
+
+    def interrupted_save(state, path):
+        if state["step"] == 4:  # the second checkpoint: half written when Ctrl-C arrives
+            Path(path).write_bytes(b"\x80\x02half")
+            raise KeyboardInterrupt
+        real_save(state, path)
+
+    monkeypatch.setattr(torch, "save", interrupted_save)
+    with pytest.raises(KeyboardInterrupt):
+        TwoTowerAgent(env, "mlp", "quick", config).fit(log, out_dir=tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [CHECKPOINT_NAME]  # no temporary file left
+    assert _checkpoint_step(tmp_path) == 2
+    monkeypatch.setattr(torch, "save", real_save)
+    TwoTowerAgent(env, "mlp", "quick", config).fit(log, out_dir=tmp_path, resume=True)
+    assert _checkpoint_step(tmp_path) == 4
