@@ -41,6 +41,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from recsim_ft.fileio import atomic_path
 from recsim_ft.metrics import METRICS as METRIC_FAMILIES
 from recsim_ft.paper_results import METRICS as PAPER_METRICS
 from recsim_ft.paper_results import paper_value
@@ -169,13 +170,8 @@ def table_specs(settings: Sequence[Setting], seeds: Iterable[int], agents: Seque
 # -- one run ------------------------------------------------------------------------------------
 def write_atomic(path: Path, content: str | bytes) -> None:
     """Write ``content`` to ``path`` via a temporary file and a rename (never half-written)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
+    with atomic_path(path) as tmp:
         tmp.write_bytes(content.encode() if isinstance(content, str) else content)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _json(obj: Any) -> str:

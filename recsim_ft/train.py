@@ -36,6 +36,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from recsim_ft.data import InteractionLog
+from recsim_ft.fileio import atomic_path
 from recsim_ft.metrics import METRICS, ranking_metrics
 from recsim_ft.models import FeatureTensors
 
@@ -124,12 +125,8 @@ def _rows(features: FeatureTensors, index: torch.Tensor) -> FeatureTensors:
 def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     """Write under a temporary name, then rename: a kill never leaves a half-written checkpoint
     (and Ctrl-C mid-write leaves no temporary file behind)."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
+    with atomic_path(path) as tmp:
         torch.save(state, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _log_digest(log: InteractionLog) -> str:

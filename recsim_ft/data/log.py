@@ -20,6 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from recsim_ft.envs.base import Batch, Schema
+from recsim_ft.fileio import atomic_path
 
 #: Key of the recsim-ft entry in the parquet schema metadata.
 METADATA_KEY = b"recsim_ft"
@@ -140,13 +141,8 @@ class InteractionLog:
             raise FileExistsError(f"{path} already exists; pass overwrite=True to replace it")
         metadata = json.dumps(self._metadata(), default=_jsonable, sort_keys=True)
         table = pa.table(self._columns(with_items=False)).replace_schema_metadata({METADATA_KEY: metadata.encode()})
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        try:
+        with atomic_path(path) as tmp:
             pq.write_table(table, tmp)
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
         return path
 
     @classmethod

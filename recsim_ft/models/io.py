@@ -12,6 +12,8 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
+from recsim_ft.fileio import atomic_path
+
 FORMAT = "recsim-ft.two-tower"
 VERSION = 1
 
@@ -22,11 +24,9 @@ def write_checkpoint(path: str | os.PathLike, tensors: dict[str, torch.Tensor], 
     path = Path(path)
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
-    path.parent.mkdir(parents=True, exist_ok=True)
     header = {"format": FORMAT, "version": str(VERSION), "meta": json.dumps(meta)}
-    tmp = path.with_name(path.name + ".tmp")
-    save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp), metadata=header)
-    os.replace(tmp, path)  # a crash mid-write never leaves a half-written model under ``path``
+    with atomic_path(path) as tmp:
+        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp), metadata=header)
     return path
 
 
