@@ -6,6 +6,7 @@
     recsim-ft train     --env Spotify-v0 --embedder mamba --seed 0 --out runs/spotify-mamba
     recsim-ft evaluate  --run runs/spotify-mamba
     recsim-ft reproduce --table 1 --settings spotify --seeds 2 --steps 1500 --out results/quick
+    recsim-ft tune      --table 2 --settings k25_m25 --lrs 1e-5 1e-4 --seeds 2 --out results/tune
 
 Bad input (unknown env id, malformed kwargs, a missing file or run directory, an output that
 already exists) ends with a one-line ``recsim-ft: error: ...`` and exit status 2.
@@ -155,7 +156,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_reproduce(args: argparse.Namespace) -> int:
+def _settings_and_agents(args: argparse.Namespace, default_agents: Sequence[str],
+                         allowed_agents: Sequence[str]) -> tuple[list, Sequence[str]]:
+    """The table's settings (only ``--settings`` when given) and the agents, checked."""
     settings = experiments.table_settings(args.table, hm_data=args.hm_data)
     if args.settings:
         known = {s.name: s for s in settings}
@@ -163,10 +166,15 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
         if unknown:
             raise UsageError(f"unknown setting(s) {unknown} for table {args.table}; choose from {sorted(known)}")
         settings = [known[name] for name in args.settings]
-    agents = args.agents or experiments.TABLE_AGENTS
-    bad = [a for a in agents if a not in experiments.AGENTS]
+    agents = args.agents or default_agents
+    bad = [a for a in agents if a not in allowed_agents]
     if bad:
-        raise UsageError(f"unknown agent(s) {bad}; choose from {experiments.AGENTS}")
+        raise UsageError(f"unknown agent(s) {bad}; choose from {tuple(allowed_agents)}")
+    return settings, agents
+
+
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    settings, agents = _settings_and_agents(args, experiments.TABLE_AGENTS, experiments.AGENTS)
     try:
         result = experiments.reproduce(
             args.table, args.out, seeds=args.seeds, settings=settings, agents=agents, jobs=args.jobs,
@@ -177,6 +185,23 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     print(result.markdown)
     for note in result.notes:
         print(f"note: {note}")
+    print("wrote " + ", ".join(str(p) for p in result.files))
+    return 1 if result.failed else 0
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    settings, agents = _settings_and_agents(args, ("mamba", "transformer"), experiments.EMBEDDERS)
+    try:
+        result = experiments.tune(
+            settings, args.out, lrs=args.lrs, agents=agents, seeds=args.seeds, first_seed=args.first_seed,
+            metric=args.metric, jobs=args.jobs, executor=args.executor, address=args.address,
+            progress=not args.quiet, preset=args.preset, steps=args.steps, n_samples=args.n,
+            eval_every=args.eval_every, eval_users=args.eval_users)
+    except (ValueError, RuntimeError) as err:
+        raise UsageError(str(err)) from None
+    print(result.markdown)
+    for outcome in result.failed:
+        print(f"failed: {outcome.run_dir}: {outcome.error}")
     print("wrote " + ", ".join(str(p) for p in result.files))
     return 1 if result.failed else 0
 
@@ -244,25 +269,38 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=None, help="test-user seed (default: as trained)")
     p.set_defaults(func=cmd_evaluate)
 
+    def sweep_options(p: argparse.ArgumentParser, agents: Sequence[str], seeds: int) -> None:
+        p.add_argument("--table", type=int, choices=(1, 2), required=True)
+        p.add_argument("--settings", "--envs", nargs="+", metavar="NAME",
+                       help="only these settings (table 1: spotify hm; table 2: k25_m25 k25_m50 ...)")
+        p.add_argument("--agents", nargs="+", metavar="AGENT", help=f"only these agents (default: {' '.join(agents)})")
+        p.add_argument("--seeds", type=_positive_int, default=seeds, help=f"seeds per setting (default: {seeds})")
+        p.add_argument("--hm-data", help="directory of the Kaggle H&M files (default: the synthetic stand-in)")
+        p.add_argument("--jobs", type=_positive_int, default=1, help="parallel processes (local executor)")
+        p.add_argument("--executor", choices=("local", "ray"), default="local")
+        p.add_argument("--address", help="Ray cluster address (default: start a local Ray runtime)")
+        p.add_argument("--out", required=True, help="results directory (re-running continues the sweep)")
+        run_options(p)
+
     p = sub.add_parser("reproduce", help="run a paper table: every setting, embedder and seed, plus baselines")
-    p.add_argument("--table", type=int, choices=(1, 2), required=True)
-    p.add_argument("--settings", "--envs", nargs="+", metavar="NAME",
-                   help="only these settings (table 1: spotify hm; table 2: k25_m25 k25_m50 ...)")
-    p.add_argument("--agents", nargs="+", metavar="AGENT", help=f"only these agents (default: {' '.join(experiments.TABLE_AGENTS)})")
-    p.add_argument("--seeds", type=_positive_int, default=5, help="seeds 0..N-1 per setting (default: 5)")
-    p.add_argument("--hm-data", help="directory of the Kaggle H&M files (default: the synthetic stand-in)")
-    p.add_argument("--jobs", type=_positive_int, default=1, help="parallel processes (local executor)")
-    p.add_argument("--executor", choices=("local", "ray"), default="local")
-    p.add_argument("--address", help="Ray cluster address (default: start a local Ray runtime)")
-    p.add_argument("--out", required=True, help="results directory (re-running continues the sweep)")
-    run_options(p)
+    sweep_options(p, experiments.TABLE_AGENTS, seeds=5)
     p.set_defaults(func=cmd_reproduce)
+
+    p = sub.add_parser("tune", help="choose each embedder's learning rate on validation users (never the test users)")
+    sweep_options(p, ("mamba", "transformer"), seeds=2)
+    p.add_argument("--lrs", nargs="+", type=float, default=[1e-5, 3e-5, 1e-4, 3e-4, 1e-3],
+                   help="learning rates to try (default: 1e-5 3e-5 1e-4 3e-4 1e-3)")
+    p.add_argument("--first-seed", type=int, default=1000,
+                   help="seeds first_seed.. (default 1000: not the seeds reproduce reports)")
+    p.add_argument("--metric", default="NDCG@10", help="validation metric to maximise (default: NDCG@10)")
+    p.set_defaults(func=cmd_tune)
     return parser
 
 
 _RESUME_HINTS = {
     "train": "; run the same command with --resume to continue from the last checkpoint",
     "reproduce": "; run the same command again to continue the sweep (finished runs are kept)",
+    "tune": "; run the same command again to continue the search (finished runs are kept)",
 }
 
 

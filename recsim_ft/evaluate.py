@@ -25,8 +25,9 @@ from recsim_ft.metrics import METRICS, check_scores, ranking_metrics, top_k
 
 
 def evaluate(agent: Any, env: gym.Env, n_users: int = 100, seed: int = 0, ks: Sequence[int] = (1, 5, 10),
-             metrics: Sequence[str] | None = None) -> dict[str, float | int]:
-    """Ranking metrics of ``agent`` on ``env.test_users(n_users, seed)``.
+             metrics: Sequence[str] | None = None, split: str = "test") -> dict[str, float | int]:
+    """Ranking metrics of ``agent`` on ``env.test_users(n_users, seed)``
+    (``split="validation"``: on ``env.validation_users``, for choosing hyperparameters).
 
     Args:
         agent: anything with ``score_items(users) -> (n_users, n_items)`` (see ``recsim_ft.agents``).
@@ -43,12 +44,13 @@ def evaluate(agent: Any, env: gym.Env, n_users: int = 100, seed: int = 0, ks: Se
     if metrics is None:
         map_k = rec_env.train_defaults.extra.get("map_k")
         metrics = METRICS if map_k is None else (*METRICS, f"MAP@{map_k}")
-    users = rec_env.test_users(n_users, seed)
+    users = rec_env.eval_users(split, n_users, seed)
     return ranking_metrics(agent_scores(agent, users, rec_env.n_items), rec_env.relevant(users),
                            ks=ks, metrics=metrics)
 
 
-def recommended_minus_liked(agent: Any, env: gym.Env, n_users: int = 100, seed: int = 0) -> np.ndarray:
+def recommended_minus_liked(agent: Any, env: gym.Env, n_users: int = 100, seed: int = 0,
+                            split: str = "test") -> np.ndarray:
     """(n_items,) int64: per item, how often it is recommended minus how often it is liked.
 
     The data of the paper's Fig. 5: each test user gets as many recommendations (the top of the
@@ -56,7 +58,7 @@ def recommended_minus_liked(agent: Any, env: gym.Env, n_users: int = 100, seed: 
     count marks an item the agent pushes beyond its appeal. The counts always sum to zero.
     """
     rec_env = env.unwrapped
-    users = rec_env.test_users(n_users, seed)
+    users = rec_env.eval_users(split, n_users, seed)
     liked = rec_env.relevant(users)
     ranking = top_k(agent_scores(agent, users, rec_env.n_items), rec_env.n_items)
     recommended = np.zeros_like(liked, dtype=bool)

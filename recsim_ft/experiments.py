@@ -41,6 +41,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from recsim_ft.envs.base import SPLITS
 from recsim_ft.fileio import atomic_path
 from recsim_ft.metrics import METRICS as METRIC_FAMILIES
 from recsim_ft.paper_results import METRICS as PAPER_METRICS
@@ -119,10 +120,15 @@ class RunSpec:
     ks: tuple[int, ...] = (1, 5, 10)
     device: str = "cpu"
     data: str | None = None
+    split: str = "test"
 
     def __post_init__(self) -> None:
         if self.agent not in AGENTS:
             raise ValueError(f"unknown agent {self.agent!r}; choose from {AGENTS}")
+        if self.split not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS}, got {self.split!r}")
+        if self.lr is not None and not self.lr > 0:
+            raise ValueError(f"lr must be positive, got {self.lr!r}")
         if self.preset not in ("paper", "quick"):
             raise ValueError(f"unknown preset {self.preset!r}; choose 'paper' or 'quick'")
         for name in ("n_samples", "steps", "eval_every"):
@@ -140,7 +146,8 @@ class RunSpec:
         return cls(**d)
 
     def relative_dir(self) -> Path:
-        return Path(self.setting or self.env_id) / self.agent / f"seed{self.seed}"
+        agent = self.agent if self.lr is None else f"{self.agent}-lr{self.lr:g}"
+        return Path(self.setting or self.env_id) / agent / f"seed{self.seed}"
 
 
 def derived_seeds(seed: int) -> tuple[int, int, int]:
@@ -203,7 +210,7 @@ def _evaluate_agent(agent, env, spec: RunSpec, n_users: int, test_seed: int) -> 
     """All metrics at ``spec.ks`` plus the env's own extras (H&M: MAP@12), as floats."""
     from recsim_ft.evaluate import evaluate
 
-    metrics = evaluate(agent, env, n_users=n_users, seed=test_seed, ks=spec.ks)
+    metrics = evaluate(agent, env, n_users=n_users, seed=test_seed, ks=spec.ks, split=spec.split)
     return {k: float(v) for k, v in metrics.items()}
 
 
@@ -239,7 +246,7 @@ def run(spec: RunSpec, run_dir: str | os.PathLike, resume: bool = False, progres
 
         # the train seed also seeds the initial weights
         train_config = TrainConfig(lr=spec.lr, steps=spec.steps, seed=train_seed, eval_users=spec.eval_users,
-                                   eval_seed=test_seed, ks=spec.ks, device=spec.device,
+                                   eval_seed=test_seed, eval_split=spec.split, ks=spec.ks, device=spec.device,
                                    **({} if spec.eval_every is None else {"eval_every": spec.eval_every}))
         agent = TwoTowerAgent(env, spec.agent, spec.preset, train_config)
         agent.fit(logged_data(), out_dir=run_dir, resume=resume, progress=progress)
@@ -261,10 +268,10 @@ def run(spec: RunSpec, run_dir: str | os.PathLike, resume: bool = False, progres
     fit_seconds = time.perf_counter() - start
 
     metrics = _evaluate_agent(agent, env, spec, spec.eval_users, test_seed)
-    users = env.test_users(spec.eval_users, test_seed)
+    users = env.eval_users(spec.split, spec.eval_users, test_seed)
     items = pd.DataFrame({"item": np.arange(env.n_items), "liked": env.relevant(users).sum(axis=0),
                           "recommended_minus_liked": recommended_minus_liked(agent, env, spec.eval_users,
-                                                                            test_seed)})
+                                                                            test_seed, spec.split)})
     write_atomic(run_dir / "items.csv", items.to_csv(index=False))
     write_atomic(run_dir / "metrics.json", _json({"metrics": metrics, "fit_seconds": fit_seconds, **extra}))
     write_atomic(run_dir / DONE_MARKER, _json({"finished": time.strftime("%Y-%m-%dT%H:%M:%S")}))
@@ -308,7 +315,7 @@ def finished(spec: RunSpec, run_dir: Path) -> bool:
     """True when ``run_dir`` holds a finished run of ``spec``; an error when it holds another's."""
     if not (run_dir / DONE_MARKER).exists():
         return False
-    saved = json.loads((run_dir / "config.json").read_text())["spec"]
+    saved = RunSpec.from_dict(json.loads((run_dir / "config.json").read_text())["spec"]).to_dict()
     if saved != spec.to_dict():
         changed = sorted(k for k in saved.keys() | spec.to_dict().keys() if saved.get(k) != spec.to_dict().get(k))
         raise ValueError(f"{run_dir} holds a finished run with different settings ({', '.join(changed)}); "
@@ -679,8 +686,89 @@ def reproduce(table: int, out: str | os.PathLike, seeds: int = 5, settings: Sequ
     return report(outcomes, out, f"table{table}", {s.name: s.label for s in settings}, figures=figures)
 
 
+# -- learning-rate search on validation users --------------------------------------------------------
+@dataclass
+class TuneReport:
+    """A learning-rate search: ``table`` has one row per (setting, agent, lr) with the mean and CI
+    of ``metric`` on the validation users; ``best`` maps (setting, agent) to the chosen lr."""
+
+    outcomes: list[RunOutcome]
+    metric: str
+    table: pd.DataFrame
+    best: dict[tuple[str, str], float]
+    markdown: str
+    files: list[Path]
+
+    @property
+    def failed(self) -> list[RunOutcome]:
+        return [o for o in self.outcomes if o.status == "failed"]
+
+
+def tune(settings: Sequence[Setting], out: str | os.PathLike, lrs: Sequence[float],
+         agents: Sequence[str] = ("mamba", "transformer"), seeds: int = 2, first_seed: int = 1000,
+         metric: str = "NDCG@10", jobs: int = 1, executor: str = "local", address: str | None = None, progress: bool = True,
+         **options: Any) -> TuneReport:
+    """Choose the learning rate of each (setting, embedder) on **validation** users, as the paper
+    did ("learning rates ... chosen through validation using a few seeds").
+
+    Every (setting, agent, lr, seed) run trains with the paper's protocol otherwise and is scored
+    on ``env.validation_users``, never on the test users, with seeds ``first_seed, ...``
+    (by default not the seeds ``reproduce`` reports, so no training log is shared either); the
+    lr with the best mean ``metric`` wins (ties: the smaller lr). Writes ``tune.md`` / ``tune.csv`` / ``tune.json`` into ``out``;
+    re-running continues the search like ``reproduce``.
+    """
+    if not lrs:
+        raise ValueError("give at least one learning rate")
+    bad = [a for a in agents if a not in EMBEDDERS]
+    if bad:
+        raise ValueError(f"only two-tower agents have a learning rate; got {bad}, choose from {EMBEDDERS}")
+    specs = [replace(spec, lr=float(lr), split="validation")
+             for lr in lrs
+             for spec in table_specs(settings, range(first_seed, first_seed + seeds), agents, **options)]
+    outcomes = sweep(specs, out, jobs=jobs, executor=executor, address=address, progress=progress)
+    rows = []
+    for (setting, agent, lr), group in _group_runs(outcomes, metric):
+        mean, low, high = mean_ci(group, 0.95)
+        rows.append({"setting": setting, "agent": agent, "lr": lr, "n": len(group), "mean": mean,
+                     "ci_low": low, "ci_high": high})
+    table = pd.DataFrame(rows, columns=["setting", "agent", "lr", "n", "mean", "ci_low", "ci_high"])
+    best = {}
+    for (setting, agent), group in table.groupby(["setting", "agent"], sort=False):
+        ranked = group.sort_values(["mean", "lr"], ascending=[False, True], kind="stable")
+        best[(setting, agent)] = float(ranked["lr"].iloc[0])
+    table["chosen"] = [best.get((r.setting, r.agent)) == r.lr for r in table.itertuples()]
+    labels = {s.name: s.label for s in settings}
+    lines = [f"Learning-rate search: mean {metric} on {options.get('eval_users', 100)} validation users "
+             f"(never the test users), 95% CI over seeds; chosen = best mean.", "",
+             f"| setting | embedder | lr | seeds | {metric} | chosen |", "| --- | --- | --- | --- | --- | --- |"]
+    for r in table.itertuples():
+        ci = "" if math.isnan(r.ci_low) else f" ± {(r.ci_high - r.ci_low) / 2:.3f}"
+        lines.append(f"| {labels.get(r.setting, r.setting)} | {AGENT_LABELS.get(r.agent, r.agent)} | {r.lr:g} | "
+                     f"{r.n} | {r.mean:.3f}{ci} | {'yes' if r.chosen else ''} |")
+    out = Path(out)
+    markdown = "\n".join(lines) + "\n"
+    files = [out / "tune.md", out / "tune.csv", out / "tune.json"]
+    write_atomic(files[0], markdown)
+    write_atomic(files[1], table.to_csv(index=False))
+    write_atomic(files[2], _json({"metric": metric, "best": [{"setting": s, "agent": a, "lr": lr}
+                                                           for (s, a), lr in best.items()]}))
+    return TuneReport(outcomes, metric, table, best, markdown, files)
+
+
+def _group_runs(outcomes: Iterable[RunOutcome], metric: str) -> Iterator[tuple[tuple[str, str, float], list[float]]]:
+    """``metric`` of the finished runs grouped by (setting, agent, lr), in sweep order."""
+    groups: dict[tuple[str, str, float], list[float]] = {}
+    for o in outcomes:
+        if o.status == "failed":
+            continue
+        if metric not in o.metrics:
+            raise ValueError(f"metric {metric!r} was not measured; choose from {sorted(o.metrics)}")
+        groups.setdefault((o.spec.setting, o.spec.agent, o.spec.lr), []).append(o.metrics[metric])
+    return iter(groups.items())
+
+
 __all__ = [
     "AGENTS", "BASELINES", "EMBEDDERS", "Report", "RunOutcome", "RunSpec", "Setting", "derived_seeds",
     "make_env", "mean_ci", "paired_test", "paired_tests", "report", "reproduce", "run", "run_safely",
-    "summarize", "sweep", "table_settings", "table_specs",
+    "summarize", "sweep", "table_settings", "table_specs", "tune", "TuneReport",
 ]

@@ -36,6 +36,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from recsim_ft.data import InteractionLog
+from recsim_ft.envs.base import SPLITS
 from recsim_ft.fileio import atomic_path
 from recsim_ft.metrics import METRICS, ranking_metrics
 from recsim_ft.models import FeatureTensors
@@ -44,18 +45,22 @@ from recsim_ft.models import FeatureTensors
 CHECKPOINT_NAME = "checkpoint.pt"
 _CHECKPOINT_VERSION = 2
 #: Settings that must match for a checkpoint to be resumed (the rest only changes speed or logging).
-_RESUME_KEYS = ("lr", "batch_size", "steps", "seed", "eval_every", "eval_users", "eval_seed", "ks", "metrics")
+_RESUME_KEYS = ("lr", "batch_size", "steps", "seed", "eval_every", "eval_users", "eval_seed", "eval_split", "ks",
+                "metrics")
 
 
 @dataclass
 class TrainConfig:
     """Every setting of a training run; ``None`` means "the paper's protocol for this env".
 
-    ``lr=None`` takes ``env.train_defaults.lr``; ``steps=None`` makes one pass over the log
+    ``lr=None`` takes the env's default for the model's embedder
+    (``env.train_defaults.learning_rate(embedder)``); ``steps=None`` makes one pass over the log
     (longer runs reshuffle every pass). ``eval_every=None`` / ``checkpoint_every=None`` evaluate /
     checkpoint only at the end. ``metrics`` and ``ks`` go to ``recsim_ft.metrics.ranking_metrics``;
     ``metrics=None`` is all of them plus the env's own ``MAP@m`` when it sets
     ``train_defaults.extra["map_k"]`` (H&M: the Kaggle MAP@12), as ``recsim_ft.evaluate`` does.
+    ``eval_split="validation"`` evaluates on ``env.validation_users`` instead of the test users
+    (for choosing hyperparameters, as ``recsim-ft tune`` does).
     """
 
     lr: float | None = None
@@ -65,14 +70,17 @@ class TrainConfig:
     eval_every: int | None = 500
     eval_users: int = 100
     eval_seed: int = 0
+    eval_split: str = "test"
     ks: tuple[int, ...] = (1, 5, 10)
     metrics: tuple[str, ...] | None = None
     checkpoint_every: int | None = 1000
     device: str = "cpu"
 
-    def resolve(self, env: gym.Env, n_samples: int) -> TrainConfig:
-        """A copy with the env defaults filled in, after checking every value."""
-        lr = env.unwrapped.train_defaults.lr if self.lr is None else self.lr
+    def resolve(self, env: gym.Env, n_samples: int, embedder: str | None = None) -> TrainConfig:
+        """A copy with the env defaults (for ``embedder``) filled in, after checking every value."""
+        lr = env.unwrapped.train_defaults.learning_rate(embedder) if self.lr is None else self.lr
+        if self.eval_split not in SPLITS:
+            raise ValueError(f"eval_split must be one of {SPLITS}, got {self.eval_split!r}")
         if not lr > 0:
             raise ValueError(f"lr must be positive, got {lr!r}")
         for name in ("batch_size", "eval_users") + (("steps",) if self.steps is not None else ()):
@@ -148,6 +156,7 @@ def _load_checkpoint(path: Path, config: TrainConfig, log_digest: str) -> dict[s
     if version != _CHECKPOINT_VERSION:
         raise ValueError(f"checkpoint {path} has version {version}, this recsim-ft reads {_CHECKPOINT_VERSION}")
     saved, wanted = state["config"], asdict(config)
+    saved.setdefault("eval_split", "test")  # checkpoints written before validation splits existed
     changed = [k for k in _RESUME_KEYS if _plain(saved[k]) != _plain(wanted[k])]
     if state["log_digest"] != log_digest:
         changed.append("the training log")
@@ -171,14 +180,15 @@ def train(model: nn.Module, log: InteractionLog, env: gym.Env, config: TrainConf
     from ``config.seed`` only; the caller's global torch RNG is left untouched. The model's
     initial weights are the caller's business (``TwoTowerAgent`` seeds them from ``config.seed``).
     """
-    config = (config or TrainConfig()).resolve(env, len(log))
+    embedder = getattr(getattr(model, "config", None), "embedder", None)
+    config = (config or TrainConfig()).resolve(env, len(log), embedder)
     device = _device(config.device)
     model.to(device)
     users = FeatureTensors.from_batch(log.users, device)
     item_table = FeatureTensors.from_batch(log.item_table, device)
     actions = torch.as_tensor(log.actions, device=device)
     rewards = torch.as_tensor(log.rewards, device=device)
-    test_users = env.unwrapped.test_users(config.eval_users, config.eval_seed)
+    test_users = env.unwrapped.eval_users(config.eval_split, config.eval_users, config.eval_seed)
     test_relevant = env.unwrapped.relevant(test_users)
     test_users = FeatureTensors.from_batch(test_users, device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, foreach=True)

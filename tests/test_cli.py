@@ -61,6 +61,8 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys):
                   "nope.parquet")
     fails_cleanly(capsys, ["reproduce", "--table", "2", "--settings", "k7_m7", "--out", str(tmp_path / "r")],
                   "k7_m7", "k25_m25")
+    fails_cleanly(capsys, ["tune", "--table", "1", "--agents", "oracle", "--out", str(tmp_path / "r")],
+                  "'oracle'", "mamba")
     assert not (tmp_path / "x.parquet").exists() and not (tmp_path / "r").exists()
     assert main(["train", "--embedder", "gru", "--out", str(tmp_path / "r")]) == 2  # argparse's own check
 

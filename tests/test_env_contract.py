@@ -167,6 +167,23 @@ def test_user_and_item_batches_fit_their_schemas(case):
     np.testing.assert_array_equal(test_users.categorical, env.test_users(10, seed=4).categorical)
 
 
+def test_validation_users_are_reproducible_and_not_the_test_users(case):
+    """``recsim-ft tune`` chooses hyperparameters on these: they must never be the test users."""
+    env = case[2]
+    n = 10
+    validation, test = env.validation_users(n, seed=4), env.test_users(n, seed=4)
+    _check_batch(validation, n, env.user_schema, "validation users")
+    np.testing.assert_array_equal(validation.ids, env.validation_users(n, seed=4).ids)
+    np.testing.assert_array_equal(validation.categorical, env.validation_users(n, seed=4).categorical)
+    rows = lambda b: {(*b.numeric[i].tolist(), *b.categorical[i].tolist(), int(b.ids[i])) for i in range(len(b))}  # noqa: E731
+    assert not rows(validation) & rows(test)
+    if case[0].startswith("HMFashion"):  # real customers: never the same person
+        assert not set(validation.ids) & set(test.ids)
+    np.testing.assert_array_equal(env.eval_users("validation", n, 4).ids, validation.ids)
+    with pytest.raises(ValueError, match="split must be one of"):
+        env.eval_users("train", n, 4)
+
+
 def test_rewards_and_relevance_have_the_agreed_shapes(case):
     env = case[2]
     rng = np.random.default_rng(1)

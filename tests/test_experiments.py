@@ -211,3 +211,44 @@ def test_ray_executor(tmp_path):
         for name in ("config.json", "metrics.json", "items.csv", "DONE"):
             assert (o.run_dir / name).is_file()
         assert (o.run_dir / "items.csv").read_text() == (expected.run_dir / "items.csv").read_text()
+
+
+# -- learning-rate search ---------------------------------------------------------------------------
+def test_tune_chooses_the_best_lr_on_validation_users_only(tmp_path):
+    options = dict(preset="quick", steps=20, n_samples=640, eval_users=40)
+    report = experiments.tune(_toy_settings()[:1], tmp_path, lrs=[1e-4, 1e-2], agents=["mlp"], seeds=2,
+                              progress=False, **options)
+    assert [o.status for o in report.outcomes] == ["done"] * 4
+    assert {o.spec.seed for o in report.outcomes} == {1000, 1001}  # not the seeds reproduce reports
+    table = report.table
+    assert list(table["lr"]) == [1e-4, 1e-2] and (table["n"] == 2).all()
+    best = table.loc[table["mean"].idxmax(), "lr"]
+    assert report.best == {("toy", "mlp"): best} and table["chosen"].sum() == 1
+    for o in report.outcomes:
+        # every run was scored on validation users: its metrics are those of the saved model on them
+        config = json.loads((o.run_dir / "config.json").read_text())
+        assert config["spec"]["split"] == "validation" and config["train"]["eval_split"] == "validation"
+        assert o.run_dir.parent.name == f"mlp-lr{o.spec.lr:g}"
+        env = experiments.make_env(TOY, {"n_items": 12, "n_groups": 3})
+        from recsim_ft.agents import TwoTowerAgent
+        from recsim_ft.evaluate import evaluate
+
+        agent = TwoTowerAgent.load(o.run_dir / experiments.MODEL_FILE, env)
+        test_seed = config["seeds"]["test"]
+        on_validation = evaluate(agent, env, 40, test_seed, split="validation")
+        assert on_validation["NDCG@10"] == pytest.approx(o.metrics["NDCG@10"])
+    assert json.loads((tmp_path / "tune.json").read_text())["best"] == [
+        {"setting": "toy", "agent": "mlp", "lr": best}]
+    assert "validation users" in (tmp_path / "tune.md").read_text()
+    with pytest.raises(ValueError, match="only two-tower agents"):
+        experiments.tune(_toy_settings()[:1], tmp_path / "x", lrs=[1e-3], agents=["popularity"])
+    with pytest.raises(ValueError, match="metric 'NDCG@99' was not measured"):
+        experiments.tune(_toy_settings()[:1], tmp_path, lrs=[1e-4, 1e-2], agents=["mlp"], seeds=2,
+                         metric="NDCG@99", progress=False, **options)
+
+
+def test_run_spec_rejects_bad_split_and_lr():
+    with pytest.raises(ValueError, match="split must be one of"):
+        RunSpec(TOY, "mamba", split="train")
+    with pytest.raises(ValueError, match="lr must be positive"):
+        RunSpec(TOY, "mamba", lr=0.0)

@@ -19,6 +19,7 @@ from toy_env import ToyEnv  # noqa: F401  (registers ToyRec-v0)
 
 from recsim_ft.agents import TwoTowerAgent
 from recsim_ft.data import collect
+from recsim_ft.envs.base import TrainDefaults
 from recsim_ft.envs.hm import HMFashionEnv
 from recsim_ft.envs.vaccine import VaccineMessagingEnv
 from recsim_ft.models import TwoTower
@@ -57,6 +58,19 @@ def test_paper_protocol_defaults():
     assert TrainConfig(lr=3e-4, steps=7, batch_size=8).resolve(spotify, 100).lr == 3e-4
     assert "MAP@12" in TrainConfig().resolve(hm, 160_000).metrics  # the H&M Kaggle metric
     assert "MAP@12" not in config.metrics
+
+
+
+def test_validation_chosen_lr_per_embedder_is_the_default(log):
+    env = gym.make("ToyRec-v0")
+    env.unwrapped.train_defaults = TrainDefaults(lr=1e-2, n_samples=2_000, lr_by_embedder={"mlp": 3e-3})
+    assert TrainConfig().resolve(env, 2_000, "mlp").lr == 3e-3
+    assert TrainConfig().resolve(env, 2_000, "mamba").lr == 1e-2
+    assert TrainConfig(lr=5e-4).resolve(env, 2_000, "mlp").lr == 5e-4  # an explicit lr wins
+    result = TwoTowerAgent(env, "mlp", "quick", TrainConfig(steps=2, eval_every=None)).fit(log).result_
+    assert result.config.lr == 3e-3  # train() asks for the model's own embedder
+    with pytest.raises(ValueError, match="eval_split must be one of"):
+        TrainConfig(eval_split="train").resolve(env, 2_000)
 
 
 @pytest.mark.parametrize("overrides, message", [

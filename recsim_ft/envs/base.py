@@ -221,15 +221,30 @@ class Batch:
         return cls(num, cat, np.full(n, -1, np.int64) if ids is None else ids)
 
 
+#: Evaluation user sets: "test" for reported results, "validation" for choosing hyperparameters.
+SPLITS = ("test", "validation")
+#: spawn key of the validation users' random stream (independent of the test users' stream)
+VALIDATION_STREAM = 0x7A11D
+
+
 @dataclass
 class TrainDefaults:
-    """Per-environment defaults of the paper's protocol (the trainer reads them)."""
+    """Per-environment defaults of the paper's protocol (the trainer reads them).
+
+    ``lr`` is the paper's learning rate; ``lr_by_embedder`` overrides it for one embedder where
+    the validation search of ``recsim-ft tune`` chose another (see the README).
+    """
 
     lr: float = 1e-4
     n_samples: int = 160_000
     batch_size: int = 32
     eval_ks: tuple[int, ...] = (1, 5, 10)
     extra: dict[str, Any] = field(default_factory=dict)
+    lr_by_embedder: dict[str, float] = field(default_factory=dict)
+
+    def learning_rate(self, embedder: str | None = None) -> float:
+        """The default learning rate for ``embedder`` (``None``: the env's own)."""
+        return self.lr_by_embedder.get(embedder, self.lr) if embedder is not None else self.lr
 
 
 class RecEnv(gym.Env):
@@ -276,6 +291,18 @@ class RecEnv(gym.Env):
     def test_users(self, n: int = 100, seed: int = 0) -> Batch:
         """The held-out evaluation users; default: ``n`` fresh users drawn with ``seed``."""
         return self.sample_users(n, np.random.default_rng(seed))
+
+    def validation_users(self, n: int = 100, seed: int = 0) -> Batch:
+        """Users for choosing hyperparameters (``recsim-ft tune``), so that the choice never sees
+        the test users; default: ``n`` fresh users from a stream independent of the test users'."""
+        rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(VALIDATION_STREAM,)))
+        return self.sample_users(n, rng)
+
+    def eval_users(self, split: str, n: int = 100, seed: int = 0) -> Batch:
+        """``test_users`` or ``validation_users`` by name, with a clear error for anything else."""
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+        return self.test_users(n, seed) if split == "test" else self.validation_users(n, seed)
 
     def sample_log(self, n: int, rng: np.random.Generator) -> tuple[Batch, np.ndarray, np.ndarray]:
         """The default behaviour policy: users, actions and propensities of ``n`` logged events.

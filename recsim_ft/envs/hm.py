@@ -8,7 +8,7 @@ import os
 import numpy as np
 from scipy import sparse
 
-from recsim_ft.envs.base import Batch, Feature, RecEnv, Schema, TrainDefaults
+from recsim_ft.envs.base import VALIDATION_STREAM, Batch, Feature, RecEnv, Schema, TrainDefaults
 from recsim_ft.envs.hm_data import USER_CATEGORICAL, load_kaggle, process
 from recsim_ft.envs.hm_synthetic import generate_frames
 
@@ -191,6 +191,18 @@ class HMFashionEnv(RecEnv):
         return np.asarray(self._bought[self._user_ids(users), items], dtype=np.float32).ravel()
 
     def test_users(self, n: int = 100, seed: int = 0) -> Batch:
+        return self._users(self._test_ids(n, seed))
+
+    def validation_users(self, n: int = 100, seed: int = 0) -> Batch:
+        """Held-out customers like ``test_users``, but never one of ``test_users(n, seed)``."""
+        rest = np.setdiff1d(self._test_pool, self._test_ids(n, seed))
+        if int(n) > len(rest):
+            raise ValueError(f"asked for {n} validation users besides {n} test users, but the test pool holds "
+                             f"{len(self._test_pool)} customers; ask for fewer users")
+        rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(VALIDATION_STREAM,)))
+        return self._users(rng.choice(rest, size=int(n), replace=False))
+
+    def _test_ids(self, n: int, seed: int) -> np.ndarray:
         if len(self._test_pool) == 0:
             most = int(self._n_bought.max()) if len(self._n_bought) else 0
             raise ValueError(f"no test users: no customer bought >= min_test_purchases={self.min_test_purchases} "
@@ -199,7 +211,7 @@ class HMFashionEnv(RecEnv):
         if int(n) > len(self._test_pool):
             raise ValueError(f"asked for {n} test users but the test pool holds {len(self._test_pool)} "
                              f"(customers with >= {self.min_test_purchases} purchases, times test_fraction)")
-        return self._users(np.random.default_rng(seed).choice(self._test_pool, size=int(n), replace=False))
+        return np.random.default_rng(seed).choice(self._test_pool, size=int(n), replace=False)
 
     def sample_log(self, n: int, rng: np.random.Generator) -> tuple[Batch, np.ndarray, np.ndarray]:
         n_positive = len(self._train_purchases)

@@ -15,7 +15,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 from threadpoolctl import threadpool_limits
 
-from recsim_ft.envs.base import Batch, Feature, RecEnv, Schema, TrainDefaults
+from recsim_ft.envs.base import VALIDATION_STREAM, Batch, Feature, RecEnv, Schema, TrainDefaults
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
 MESSAGES_FILE = ASSETS / "vaccine_messages.json"
@@ -322,6 +322,11 @@ class VaccineMessagingEnv(RecEnv):
     def test_users(self, n: int = 100, seed: int = 0) -> Batch:
         """``n`` new people (not in the pool; ids ``n_users + i``) from the same marginals."""
         rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(3,)))
+        return self._draw_users(int(n), rng, first_id=self.n_users)
+
+    def validation_users(self, n: int = 100, seed: int = 0) -> Batch:
+        """``n`` new people, like ``test_users`` but from an independent random stream."""
+        rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(VALIDATION_STREAM,)))
         return self._draw_users(int(n), rng, first_id=self.n_users)
 
     def item_table(self) -> Batch:
