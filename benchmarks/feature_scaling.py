@@ -32,11 +32,12 @@ def measure(embedder: str, n_tokens: int, batch_size: int, steps: int) -> dict[s
     from recsim_ft.models import FeatureTensors
     from recsim_ft.models.presets import make_config
     from recsim_ft.models.two_tower import Tower
+    from recsim_ft.train import make_optimizer
 
     torch.manual_seed(0)
     schema = Schema(tuple(Feature(f"x{j}", "numeric") for j in range(n_tokens - 1)))
     tower = Tower(schema, make_config("paper", embedder))
-    optimizer = torch.optim.Adam(tower.parameters(), lr=1e-4)
+    optimizer = make_optimizer(tower, lr=1e-4)
     x = FeatureTensors(torch.randn(batch_size, n_tokens - 1), torch.zeros(batch_size, 0, dtype=torch.int64))
     target = torch.randn(batch_size, tower.head[-2].out_features)
     with open("/proc/self/statm") as f:

@@ -22,6 +22,7 @@ from torch import nn
 
 from recsim_ft.envs.base import Batch, Feature, Schema
 from recsim_ft.models import FeatureTensors, TwoTower
+from recsim_ft.train import make_optimizer
 
 
 def shape_sets() -> dict[str, tuple[Schema, Schema, Batch]]:
@@ -81,7 +82,7 @@ def build_models(user_schema: Schema, item_schema: Schema) -> dict[str, TwoTower
 def time_steps(models: dict[str, TwoTower], users: list[FeatureTensors], items: list[FeatureTensors],
                targets: list[torch.Tensor], warmup: int) -> dict[str, float]:
     """Median seconds per train step of each model, the models interleaved step by step."""
-    optimizers = {k: torch.optim.Adam(m.parameters(), lr=1e-4) for k, m in models.items()}
+    optimizers = {k: make_optimizer(m, lr=1e-4) for k, m in models.items()}  # the trainer's Adam
     times: dict[str, list[float]] = {k: [] for k in models}
     for step, (u, i, y) in enumerate(zip(users, items, targets, strict=True)):
         for kind, model in models.items():

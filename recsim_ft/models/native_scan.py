@@ -54,18 +54,23 @@ static inline float vec_expf(float x) {
   return x < -87.0f ? 0.0f : (x > 88.0f ? INFINITY : p * scale.f);
 }
 
-/* time-major: u, dt, y: (L, Bt, D); A: (D, N); B, C: (L, Bt, N) */
+static inline float sigmoidf_(float x) { return 1.0f / (1.0f + vec_expf(-x)); }
+
+/* The whole selective scan of one layer, time-major: u, dt, z, out: (L, Bt, D); A: (D, N);
+   B, C: (L, Bt, N); Dskip: (D) or NULL; z NULL = no gate.
+   out = (sum_n h_t C_t + Dskip u_t) * silu(z_t), h_t = exp(dt_t A) h_{t-1} + dt_t u_t B_t. */
 void scan_forward(const float* u, const float* dt, const float* A, const float* B, const float* C,
-                  float* y, int64_t L, int64_t Bt, int64_t D, int64_t N, int64_t b0, int64_t b1) {
+                  const float* Dskip, const float* z, float* out,
+                  int64_t L, int64_t Bt, int64_t D, int64_t N, int64_t b0, int64_t b1) {
   float* h = calloc(D * N, sizeof(float));
   for (int64_t b = b0; b < b1; b++) {
     memset(h, 0, D * N * sizeof(float));
     for (int64_t t = 0; t < L; t++) {
       const float* Bv = B + (t * Bt + b) * N;
       const float* Cv = C + (t * Bt + b) * N;
+      int64_t row = (t * Bt + b) * D;
       for (int64_t d = 0; d < D; d++) {
-        int64_t i = (t * Bt + b) * D + d;
-        float dtv = dt[i], dtu = dtv * u[i], acc = 0.f;
+        float dtv = dt[row + d], dtu = dtv * u[row + d], acc = 0.f;
         float* hd = h + d * N;
         const float* Ad = A + d * N;
 #pragma omp simd reduction(+:acc)
@@ -73,17 +78,29 @@ void scan_forward(const float* u, const float* dt, const float* A, const float* 
           hd[n] = vec_expf(dtv * Ad[n]) * hd[n] + dtu * Bv[n];
           acc += hd[n] * Cv[n];
         }
-        y[i] = acc;
+        out[row + d] = acc;
+      }
+      /* skip and gate in their own loops over d, so they vectorise */
+      if (Dskip) {
+#pragma omp simd
+        for (int64_t d = 0; d < D; d++) out[row + d] += Dskip[d] * u[row + d];
+      }
+      if (z) {
+#pragma omp simd
+        for (int64_t d = 0; d < D; d++) out[row + d] *= z[row + d] * sigmoidf_(z[row + d]);
       }
     }
   }
   free(h);
 }
 
-/* batch rows [b0, b1) only, so threads can split the batch.
-   gy: (L, Bt, D) gradient of y; outputs gu, gdt (L, Bt, D), gA (D, N) (accumulated), gB, gC (L, Bt, N) */
+/* Gradients of sum(out * gout) for batch rows [b0, b1) only, so threads can split the batch.
+   Outputs gu, gdt, gz (L, Bt, D); gB, gC (L, Bt, N); gA (D, N) and gD (D) accumulated (one
+   buffer per thread). softplus != 0: dt = softplus(raw) and gdt is the gradient of raw,
+   using softplus'(raw) = sigmoid(raw) = 1 - exp(-dt). */
 void scan_backward(const float* u, const float* dt, const float* A, const float* B, const float* C,
-                   const float* gy, float* gu, float* gdt, float* gA, float* gB, float* gC,
+                   const float* Dskip, const float* z, const float* gout, float* gu, float* gdt, float* gz,
+                   float* gA, float* gD, float* gB, float* gC, int64_t softplus,
                    int64_t L, int64_t Bt, int64_t D, int64_t N, int64_t b0, int64_t b1) {
   int64_t n_chunks = (L + CK - 1) / CK, DN = D * N;
   float* ckpt = calloc(n_chunks * DN, sizeof(float)); /* state before each chunk */
@@ -93,6 +110,7 @@ void scan_backward(const float* u, const float* dt, const float* A, const float*
   float* gBt = malloc(N * sizeof(float));
   float* gCt = malloc(N * sizeof(float));
   float* zero = calloc(DN, sizeof(float));
+  float* gyrow = malloc(D * sizeof(float));           /* gradient of y for one (t, b) row */
   for (int64_t b = b0; b < b1; b++) {
     /* forward pass up to the last chunk, keeping only the chunk-start states */
     memset(ckpt, 0, DN * sizeof(float));
@@ -137,9 +155,33 @@ void scan_backward(const float* u, const float* dt, const float* A, const float*
         const float* Cv = C + (t * Bt + b) * N;
         memset(gBt, 0, N * sizeof(float));
         memset(gCt, 0, N * sizeof(float));
+        int64_t row = (t * Bt + b) * D;
+        /* gradient of the scan output y: through out = y * silu(z) (y recomputed from the state) */
+        if (z) {
+          for (int64_t d = 0; d < D; d++) {
+            const float* hc = hcur + d * N;
+            float y = 0.f;
+#pragma omp simd reduction(+:y)
+            for (int64_t n = 0; n < N; n++) y += hc[n] * Cv[n];
+            gyrow[d] = y;
+          }
+#pragma omp simd
+          for (int64_t d = 0; d < D; d++) {
+            float y = gyrow[d] + (Dskip ? Dskip[d] * u[row + d] : 0.f);
+            float zv = z[row + d], sz = sigmoidf_(zv), g = gout[row + d];
+            gz[row + d] = g * y * sz * (1.f + zv * (1.f - sz));
+            gyrow[d] = g * zv * sz;
+          }
+        } else {
+          memcpy(gyrow, gout + row, D * sizeof(float));
+        }
+        if (Dskip) {
+#pragma omp simd
+          for (int64_t d = 0; d < D; d++) gD[d] += gyrow[d] * u[row + d];
+        }
         for (int64_t d = 0; d < D; d++) {
-          int64_t i = (t * Bt + b) * D + d;
-          float dtv = dt[i], uv = u[i], dtu = dtv * uv, g_y = gy[i], s_dt = 0.f, s_u = 0.f;
+          int64_t i = row + d;
+          float dtv = dt[i], uv = u[i], dtu = dtv * uv, g_y = gyrow[d], s_dt = 0.f, s_u = 0.f;
           const float* Ad = A + d * N;
           const float* hc = hcur + d * N;
           const float* hp = hprev + d * N;
@@ -161,12 +203,20 @@ void scan_backward(const float* u, const float* dt, const float* A, const float*
           gdt[i] = s_dt;
           gu[i] = s_u;
         }
+        if (softplus) {
+#pragma omp simd
+          for (int64_t d = 0; d < D; d++) gdt[row + d] *= 1.f - vec_expf(-dt[row + d]);
+        }
+        if (Dskip) {
+#pragma omp simd
+          for (int64_t d = 0; d < D; d++) gu[row + d] += gyrow[d] * Dskip[d];
+        }
         memcpy(gB + (t * Bt + b) * N, gBt, N * sizeof(float));
         memcpy(gC + (t * Bt + b) * N, gCt, N * sizeof(float));
       }
     }
   }
-  free(ckpt); free(buf); free(abuf); free(G); free(gBt); free(gCt); free(zero);
+  free(ckpt); free(buf); free(abuf); free(G); free(gBt); free(gCt); free(zero); free(gyrow);
 }
 
 /* depthwise causal conv, time-major: x, out (L, Bt, D); wT (K, D) = weight transposed; bias (D) */
@@ -280,32 +330,42 @@ def _split_batch(run, batch: int) -> None:
 _pool: ThreadPoolExecutor | None = None
 
 
-def scan_forward(u: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor) -> Tensor:
-    """y_t = sum_n h_t C_t with h_t = exp(dt_t A) h_{t-1} + dt_t u_t B_t; contiguous time-major input."""
+def _pointer(t: Tensor | None) -> ctypes.c_void_p:
+    return ctypes.c_void_p(None if t is None else t.data_ptr())
+
+
+def scan_forward(u: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor | None,
+                 z: Tensor | None) -> Tensor:
+    """``(sum_n h_t C_t + D u_t) * silu(z_t)`` with ``h_t = exp(dt_t A) h_{t-1} + dt_t u_t B_t``;
+    contiguous time-major input, ``D`` / ``z`` None to leave that part out."""
     L, b, d = u.shape
-    y = torch.empty_like(u)
-    args, sizes = _args(u, dt, A, B, C, y), tuple(map(ctypes.c_int64, (L, b, d, A.shape[1])))
+    out = torch.empty_like(u)
+    args = [*_args(u, dt, A, B, C), _pointer(D), _pointer(z), _pointer(out)]
+    sizes = tuple(map(ctypes.c_int64, (L, b, d, A.shape[1])))
     _split_batch(lambda k, b0, b1: native_library().scan_forward(*args, *sizes, ctypes.c_int64(b0),
                                                               ctypes.c_int64(b1)), b)
-    return y
+    return out
 
 
-def scan_backward(u: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, g_y: Tensor):
-    """Gradients (u, dt, A, B, C) of ``sum(scan_forward(...) * g_y)``."""
+def scan_backward(u: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor | None, z: Tensor | None,
+                  g_out: Tensor, softplus: bool):
+    """Gradients (u, dt, A, B, C, D, z) of ``sum(scan_forward(...) * g_out)``; with ``softplus`` the
+    dt gradient is that of ``raw`` where ``dt = softplus(raw)``. None for an absent D or z."""
     L, b, d = u.shape
     g_u, g_dt, g_B, g_C = torch.empty_like(u), torch.empty_like(u), torch.empty_like(B), torch.empty_like(C)
+    g_z = torch.empty_like(u) if z is not None else None
     n_threads = max(1, min(torch.get_num_threads(), b))
-    g_A_parts = torch.zeros(n_threads, *A.shape, dtype=A.dtype)  # one per thread: no write races
-    args = _args(u, dt, A, B, C, g_y, g_u, g_dt)
-    tail, sizes = _args(g_B, g_C), tuple(map(ctypes.c_int64, (L, b, d, A.shape[1])))
+    # one accumulator per thread: no write races
+    g_A_parts, g_D_parts = torch.zeros(n_threads, *A.shape, dtype=A.dtype), torch.zeros(n_threads, d, dtype=u.dtype)
+    head = [*_args(u, dt, A, B, C), _pointer(D), _pointer(z), *_args(g_out, g_u, g_dt), _pointer(g_z)]
+    tail = [*_args(g_B, g_C), ctypes.c_int64(int(softplus)), *map(ctypes.c_int64, (L, b, d, A.shape[1]))]
 
     def run(k: int, b0: int, b1: int) -> None:
-        part = g_A_parts[k]
-        native_library().scan_backward(*args, ctypes.c_void_p(part.data_ptr()), *tail, *sizes,
+        native_library().scan_backward(*head, _pointer(g_A_parts[k]), _pointer(g_D_parts[k]), *tail,
                                        ctypes.c_int64(b0), ctypes.c_int64(b1))
 
     _split_batch(run, b)
-    return g_u, g_dt, g_A_parts.sum(0), g_B, g_C
+    return g_u, g_dt, g_A_parts.sum(0), g_B, g_C, (g_D_parts.sum(0) if D is not None else None), g_z
 
 
 def conv_forward(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:

@@ -122,53 +122,57 @@ def _scan_backward_torch(u, dt, A, B, C, g_y, g_u, kept, single_chunk, chunk_len
 
 
 class _SelectiveScanFn(torch.autograd.Function):
-    """Selective scan on time-major tensors (see :func:`selective_scan` for the layout)."""
+    """Selective scan on time-major tensors (see :func:`selective_scan` for the layout).
+
+    The C kernel takes the whole layer (D skip and SiLU gate included, and the softplus
+    derivative in the backward); the PyTorch path runs the recurrence and adds those around it.
+    """
 
     @staticmethod
     def forward(ctx, u, delta, A, B, C, D, z, delta_bias, delta_softplus, chunk_len):
         raw = delta if delta_bias is None else delta + delta_bias
         dt = F.softplus(raw) if delta_softplus else raw
-        L = u.shape[0]
-        ctx.native = native_scan.native_applies(u, delta, A, B, C)
+        ctx.native = native_scan.native_applies(*(t for t in (u, delta, A, B, C, D, z) if t is not None))
+        ctx.single_chunk, ctx.chunk_len, ctx.delta_softplus = u.shape[0] <= chunk_len, chunk_len, delta_softplus
+        ctx.has_bias = delta_bias is not None
         if ctx.native:
-            y, kept = native_scan.scan_forward(u, dt.contiguous(), A.contiguous(), B, C), ()
-        else:
-            y, kept = _scan_forward_torch(u, dt, A, B, C, chunk_len)
+            dt, A = dt.contiguous(), A.contiguous()
+            D = None if D is None else D.contiguous()
+            z = None if z is None else z.contiguous()
+            ctx.save_for_backward(u, dt, A, B, C, D, z)
+            return native_scan.scan_forward(u, dt, A, B, C, D, z)
+        y, kept = _scan_forward_torch(u, dt, A, B, C, chunk_len)
         if D is not None:
             y = y + u * D
         out = y if z is None else y * F.silu(z)
-
-        ctx.single_chunk, ctx.chunk_len, ctx.delta_softplus = L <= chunk_len, chunk_len, delta_softplus
-        ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, y if z is not None else None, *kept)
+        ctx.save_for_backward(u, dt, A, B, C, D, z, delta if delta_softplus else None, delta_bias,
+                              y if z is not None else None, *kept)
         return out
 
     @staticmethod
     def backward(ctx, g_out):
-        u, delta, A, B, C, D, z, delta_bias, y, *kept = ctx.saved_tensors
-        g_out = g_out.contiguous()  # may arrive in any layout; the contractions need a plain one
-        raw = delta if delta_bias is None else delta + delta_bias
-        dt = F.softplus(raw) if ctx.delta_softplus else raw
-        chunk_len = ctx.chunk_len
-
-        g_z = None
-        if z is not None:
-            sig_z = torch.sigmoid(z)
-            g_z = g_out * y * sig_z * (1 + z * (1 - sig_z))
-            g_y = g_out * (z * sig_z)
-        else:
-            g_y = g_out
-        g_D = (g_y * u).sum((0, 1)) if D is not None else None
-        g_u = g_y * D if D is not None else torch.zeros_like(u)
-
+        g_out = g_out.contiguous()  # may arrive in any layout; the kernels need a plain one
         if ctx.native:
-            g_u_scan, g_dt, g_A, g_B, g_C = native_scan.scan_backward(
-                u, dt.contiguous(), A.contiguous(), B, C, g_y.contiguous())
-            g_u = g_u + g_u_scan
+            u, dt, A, B, C, D, z = ctx.saved_tensors
+            g_u, g_delta, g_A, g_B, g_C, g_D, g_z = native_scan.scan_backward(
+                u, dt, A, B, C, D, z, g_out, ctx.delta_softplus)
         else:
+            u, dt, A, B, C, D, z, delta, delta_bias, y, *kept = ctx.saved_tensors
+            g_z = None
+            if z is not None:
+                sig_z = torch.sigmoid(z)
+                g_z = g_out * y * sig_z * (1 + z * (1 - sig_z))
+                g_y = g_out * (z * sig_z)
+            else:
+                g_y = g_out
+            g_D = (g_y * u).sum((0, 1)) if D is not None else None
+            g_u = g_y * D if D is not None else torch.zeros_like(u)
             g_dt, g_A, g_B, g_C = _scan_backward_torch(u, dt, A, B, C, g_y, g_u, kept, ctx.single_chunk,
-                                                       chunk_len)
-        g_delta = g_dt * torch.sigmoid(raw) if ctx.delta_softplus else g_dt
-        g_bias = g_delta.sum((0, 1)) if delta_bias is not None else None
+                                                       ctx.chunk_len)
+            g_delta = g_dt
+            if ctx.delta_softplus:
+                g_delta = g_dt * torch.sigmoid(delta if delta_bias is None else delta + delta_bias)
+        g_bias = g_delta.sum((0, 1)) if ctx.has_bias else None
         return g_u, g_delta, g_A, g_B, g_C, g_D, g_z, g_bias, None, None
 
 
