@@ -30,9 +30,9 @@ class UsageError(Exception):
     """Bad user input: reported as one line, exit status 2."""
 
 
-def parse_env_kwargs(values: Sequence[str] | None) -> dict[str, Any]:
-    """``--env-kwargs`` as one JSON object or ``key=value`` pairs (values parsed as JSON when
-    they are JSON, else kept as strings).
+def parse_env_kwargs(values: Sequence[str] | None, option: str = "--env-kwargs") -> dict[str, Any]:
+    """``--env-kwargs`` (or ``option``) as one JSON object or ``key=value`` pairs (values parsed
+    as JSON when they are JSON, else kept as strings).
 
     >>> parse_env_kwargs(['{"clusters": 25}'])
     {'clusters': 25}
@@ -45,15 +45,15 @@ def parse_env_kwargs(values: Sequence[str] | None) -> dict[str, Any]:
         try:
             kwargs = json.loads(values[0])
         except json.JSONDecodeError as err:
-            raise UsageError(f"--env-kwargs is not valid JSON ({err.msg} at column {err.colno}): {values[0]}") from None
+            raise UsageError(f"{option} is not valid JSON ({err.msg} at column {err.colno}): {values[0]}") from None
         if not isinstance(kwargs, dict):
-            raise UsageError(f"--env-kwargs must be a JSON object, got {values[0]}")
+            raise UsageError(f"{option} must be a JSON object, got {values[0]}")
         return kwargs
     kwargs = {}
     for item in values:
         key, sep, raw = item.partition("=")
         if not sep or not key:
-            raise UsageError(f"--env-kwargs expects a JSON object or key=value pairs, got {item!r}")
+            raise UsageError(f"{option} expects a JSON object or key=value pairs, got {item!r}")
         try:
             kwargs[key] = json.loads(raw)
         except json.JSONDecodeError:
@@ -127,6 +127,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     try:
         spec = RunSpec(env_id, args.embedder, args.seed, env_kwargs, preset=args.preset, n_samples=args.n,
                        steps=args.steps, lr=args.lr, eval_every=args.eval_every, eval_users=args.eval_users,
+                       model=parse_env_kwargs(args.model, "--model"),
                        device=args.device, data=None if args.data is None else str(Path(args.data).resolve()))
     except ValueError as err:
         raise UsageError(str(err)) from None
@@ -179,7 +180,8 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
         result = experiments.reproduce(
             args.table, args.out, seeds=args.seeds, settings=settings, agents=agents, jobs=args.jobs,
             executor=args.executor, address=args.address, progress=not args.quiet, preset=args.preset,
-            steps=args.steps, n_samples=args.n, eval_every=args.eval_every, eval_users=args.eval_users)
+            steps=args.steps, n_samples=args.n, eval_every=args.eval_every, eval_users=args.eval_users,
+            model=parse_env_kwargs(args.model, "--model"))
     except (ValueError, RuntimeError) as err:  # bad options, a clashing earlier sweep, missing ray
         raise UsageError(str(err)) from None
     print(result.markdown)
@@ -196,7 +198,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
             settings, args.out, lrs=args.lrs, agents=agents, seeds=args.seeds, first_seed=args.first_seed,
             metric=args.metric, jobs=args.jobs, executor=args.executor, address=args.address,
             progress=not args.quiet, preset=args.preset, steps=args.steps, n_samples=args.n,
-            eval_every=args.eval_every, eval_users=args.eval_users)
+            eval_every=args.eval_every, eval_users=args.eval_users, model=parse_env_kwargs(args.model, "--model"))
     except (ValueError, RuntimeError) as err:
         raise UsageError(str(err)) from None
     print(result.markdown)
@@ -248,6 +250,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--eval-every", type=_positive_int, default=None,
                        help="evaluate on the test users every N steps (default: the trainer's)")
         p.add_argument("--eval-users", type=_positive_int, default=100, help="test users (default: 100)")
+        p.add_argument("--model", nargs="+", metavar="KWARGS",
+                       help="model options over the preset, JSON or key=value (e.g. mamba_residual=false)")
         p.add_argument("--quiet", action="store_true", help="no progress bars")
 
     p = sub.add_parser("train", help="train and evaluate one two-tower model, saved to a run directory")

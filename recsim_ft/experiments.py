@@ -121,6 +121,7 @@ class RunSpec:
     device: str = "cpu"
     data: str | None = None
     split: str = "test"
+    model: dict[str, Any] = field(default_factory=dict, hash=False)
 
     def __post_init__(self) -> None:
         if self.agent not in AGENTS:
@@ -129,6 +130,13 @@ class RunSpec:
             raise ValueError(f"split must be one of {SPLITS}, got {self.split!r}")
         if self.lr is not None and not self.lr > 0:
             raise ValueError(f"lr must be positive, got {self.lr!r}")
+        if self.model:
+            from recsim_ft.models.presets import make_config
+
+            try:
+                make_config(self.preset, **self.model)
+            except TypeError as err:  # an unknown option
+                raise ValueError(str(err)) from None
         if self.preset not in ("paper", "quick"):
             raise ValueError(f"unknown preset {self.preset!r}; choose 'paper' or 'quick'")
         for name in ("n_samples", "steps", "eval_every"):
@@ -248,7 +256,7 @@ def run(spec: RunSpec, run_dir: str | os.PathLike, resume: bool = False, progres
         train_config = TrainConfig(lr=spec.lr, steps=spec.steps, seed=train_seed, eval_users=spec.eval_users,
                                    eval_seed=test_seed, eval_split=spec.split, ks=spec.ks, device=spec.device,
                                    **({} if spec.eval_every is None else {"eval_every": spec.eval_every}))
-        agent = TwoTowerAgent(env, spec.agent, spec.preset, train_config)
+        agent = TwoTowerAgent(env, spec.agent, spec.preset, train_config, **spec.model)
         agent.fit(logged_data(), out_dir=run_dir, resume=resume, progress=progress)
         result = agent.result_
         config.update(model=asdict(agent.model_.config), train=asdict(result.config))

@@ -252,3 +252,6 @@ def test_run_spec_rejects_bad_split_and_lr():
         RunSpec(TOY, "mamba", split="train")
     with pytest.raises(ValueError, match="lr must be positive"):
         RunSpec(TOY, "mamba", lr=0.0)
+    with pytest.raises(ValueError, match="unknown model option.*'bogus'"):
+        RunSpec(TOY, "mamba", model={"bogus": 1})
+    assert RunSpec(TOY, "mamba", model={"mamba_residual": False}).model == {"mamba_residual": False}

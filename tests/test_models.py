@@ -203,6 +203,24 @@ def test_save_load_round_trip_gives_identical_scores(tmp_path, embedder):
     model.save(path, overwrite=True)
 
 
+def test_mamba_residual_switch_keeps_the_weights_and_old_files_keep_their_layer(tmp_path):
+    """``mamba_residual`` changes the layer, not the parameters; a file saved before the option
+    existed (no key in its config) was built with the residual and must load that way."""
+    users, items = toy_batches()
+    with_res, without = toy_model(seed=2).eval(), toy_model(seed=2, mamba_residual=False).eval()
+    assert with_res.state_dict().keys() == without.state_dict().keys()
+    without.load_state_dict(with_res.state_dict())
+    with torch.no_grad():
+        assert not torch.allclose(with_res.score_all(users, items), without.score_all(users, items))
+    meta = {"config": {k: v for k, v in vars(with_res.config).items() if k != "mamba_residual"},
+            "user_schema": with_res.user_schema.to_dict(), "item_schema": with_res.item_schema.to_dict()}
+    old = write_checkpoint(tmp_path / "old.safetensors", with_res.state_dict(), meta)
+    loaded = TwoTower.load(old)
+    assert loaded.config.mamba_residual is True
+    with torch.no_grad():
+        assert torch.equal(loaded.score_all(users, items), with_res.score_all(users, items))
+
+
 def test_loading_wrong_files_fails_clearly(tmp_path):
     with pytest.raises(FileNotFoundError, match="no model file"):
         TwoTower.load(tmp_path / "missing.safetensors")

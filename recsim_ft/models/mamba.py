@@ -125,8 +125,9 @@ class MambaEmbedder(nn.Module):
     """FT-Mamba encoder: ``n_layers`` x (x = LayerNorm(x + MambaBlock(x))), output = last token.
 
     The LayerNorm after the block's output projection is the paper's (their embeddings diverged
-    without it); the residual connection is our choice (mamba_ssm's ``Block`` has one too).
-    The last token is the [CLS] token, the only one a causal model has let see every feature.
+    without it); ``residual=False`` drops the ``x +`` (the paper's layer as written; mamba_ssm's
+    ``Block`` has the residual). The last token is the [CLS] token, the only one a causal model
+    has let see every feature.
 
     Shape:
         input: (batch, n_tokens, d_model); output: (batch, d_model).
@@ -137,8 +138,9 @@ class MambaEmbedder(nn.Module):
         torch.Size([3, 16])
     """
 
-    def __init__(self, *, d_model: int, n_layers: int, **block_kwargs) -> None:
+    def __init__(self, *, d_model: int, n_layers: int, residual: bool = True, **block_kwargs) -> None:
         super().__init__()
+        self.residual = residual
         self.blocks = nn.ModuleList(MambaBlock(d_model=d_model, **block_kwargs) for _ in range(n_layers))
         self.norms = nn.ModuleList(nn.LayerNorm(d_model) for _ in range(n_layers))
 
@@ -150,5 +152,5 @@ class MambaEmbedder(nn.Module):
         assert tokens.dim() == 3, f"expected (batch, n_tokens, d_model), got {tuple(tokens.shape)}"
         x = tokens.transpose(0, 1)  # time-major inside, see MambaBlock.forward_time_major
         for block, norm in zip(self.blocks, self.norms, strict=True):
-            x = norm(x + block.forward_time_major(x))
+            x = norm(x + block.forward_time_major(x) if self.residual else block.forward_time_major(x))
         return x[-1]

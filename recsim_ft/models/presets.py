@@ -22,6 +22,9 @@ class ModelConfig:
     a few hundred steps: every score becomes exactly 0 and training stops (HR@1 frozen at the
     item-order ranking). Our default, ``"none"``, drops that one ReLU (same parameter count);
     ``"relu"`` is the paper's head as written.
+
+    ``mamba_residual``: whether a Mamba layer is LayerNorm(x + block(x)) (as mamba_ssm's
+    ``Block``) or LayerNorm(block(x)) (the paper's "Mamba block followed by a LayerNorm").
     """
 
     embedder: str = "mamba"
@@ -38,6 +41,7 @@ class ModelConfig:
     mlp_hidden: int = 256
     head_dims: tuple[int, ...] = (64, 32)
     final_activation: str = "none"
+    mamba_residual: bool = True
     use_cuda_kernels: bool | None = None
     seed: int = 0
 
@@ -49,7 +53,8 @@ class ModelConfig:
         object.__setattr__(self, "head_dims", tuple(int(d) for d in self.head_dims))
         for f in fields(self):
             value = getattr(self, f.name)
-            if f.name not in ("seed", "embedder", "head_dims", "final_activation", "use_cuda_kernels", "dt_rank") and value < 1:
+            if f.name not in ("seed", "embedder", "head_dims", "final_activation", "use_cuda_kernels", "dt_rank",
+                              "mamba_residual") and value < 1:
                 raise ValueError(f"ModelConfig.{f.name} must be >= 1, got {value!r}")
         if not self.head_dims or min(self.head_dims) < 1:
             raise ValueError(f"ModelConfig.head_dims must be positive widths, got {self.head_dims!r}")

@@ -25,7 +25,7 @@ def build_embedder(config: ModelConfig, n_tokens: int) -> nn.Module:
     if config.embedder == "mamba":
         return MambaEmbedder(d_model=config.d_token, n_layers=config.mamba_layers, d_state=config.d_state,
                              d_conv=config.d_conv, expand=config.expand, dt_rank=config.dt_rank,
-                             use_cuda_kernels=config.use_cuda_kernels)
+                             residual=config.mamba_residual, use_cuda_kernels=config.use_cuda_kernels)
     if config.embedder == "transformer":
         return TransformerEmbedder(d_model=config.d_token, n_layers=config.transformer_layers,
                                    n_heads=config.n_heads, d_ffn=config.d_ffn)
@@ -179,7 +179,8 @@ class TwoTower(nn.Module):
     def load(cls, path: str | os.PathLike, map_location: str | torch.device = "cpu") -> TwoTower:
         tensors, meta = read_checkpoint(path, map_location)
         try:
-            config = ModelConfig(**meta["config"])
+            # files written before mamba_residual existed were all built with the residual
+            config = ModelConfig(**{"mamba_residual": True, **meta["config"]})
             model = cls(Schema.from_dict(meta["user_schema"]), Schema.from_dict(meta["item_schema"]), config)
             model.load_state_dict(tensors)
         except (KeyError, TypeError, ValueError, RuntimeError) as err:
