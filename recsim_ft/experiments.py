@@ -740,6 +740,9 @@ def tune(settings: Sequence[Setting], out: str | os.PathLike, lrs: Sequence[floa
         rows.append({"setting": setting, "agent": agent, "lr": lr, "n": len(group), "mean": mean,
                      "ci_low": low, "ci_high": high})
     table = pd.DataFrame(rows, columns=["setting", "agent", "lr", "n", "mean", "ci_low", "ci_high"])
+    setting_order = {s.name: i for i, s in enumerate(settings)}
+    table = table.sort_values(["setting", "agent", "lr"], key=lambda col: col.map(setting_order)
+                              if col.name == "setting" else col, kind="stable").reset_index(drop=True)
     best = {}
     for (setting, agent), group in table.groupby(["setting", "agent"], sort=False):
         ranked = group.sort_values(["mean", "lr"], ascending=[False, True], kind="stable")
@@ -747,7 +750,8 @@ def tune(settings: Sequence[Setting], out: str | os.PathLike, lrs: Sequence[floa
     table["chosen"] = [best.get((r.setting, r.agent)) == r.lr for r in table.itertuples()]
     labels = {s.name: s.label for s in settings}
     lines = [f"Learning-rate search: mean {metric} on {options.get('eval_users', 100)} validation users "
-             f"(never the test users), 95% CI over seeds; chosen = best mean.", "",
+             f"(never the test users), 95% CI over seeds; chosen = best mean"
+             + (f"; model options {options['model']}" if options.get("model") else "") + ".", "",
              f"| setting | embedder | lr | seeds | {metric} | chosen |", "| --- | --- | --- | --- | --- | --- |"]
     for r in table.itertuples():
         ci = "" if math.isnan(r.ci_low) else f" ± {(r.ci_high - r.ci_low) / 2:.3f}"
