@@ -3,9 +3,10 @@
 The block's parameters have exactly mamba_simple's names, shapes and initialisation, so a state
 dict moves between this pure-PyTorch block and the CUDA kernels of the ``cuda`` extra.
 
-The CUDA path (``mamba_ssm.selective_scan_fn`` + ``causal_conv1d_fn``, imported only when used)
-follows mamba_simple's own non-fused path; it has not been run in this repository's CI, which
-has no GPU. On CPU the scan and conv run in :mod:`recsim_ft.models.scan`.
+The CUDA path (``mamba_ssm.selective_scan_fn``, plus ``causal_conv1d_fn`` for conv widths 2-4,
+imported only when used) follows mamba_simple's own non-fused path; it has not been run in this
+repository's CI, which has no GPU (``tests/test_models.py`` checks it against the pure path
+wherever CUDA and the kernels exist). On CPU the scan and conv run in :mod:`recsim_ft.models.scan`.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from recsim_ft.models.scan import (
+    causal_conv1d_kernel,
     causal_conv1d_time_major,
     cuda_kernels_available,
     selective_scan_time_major,
@@ -106,13 +108,17 @@ class MambaBlock(nn.Module):
         return self.out_proj(y)
 
     def _forward_kernels(self, xs: Tensor, z: Tensor) -> Tensor:
-        """mamba_ssm's CUDA selective scan and causal_conv1d (imported only here), in their
-        (batch, d, L) layout."""
-        from causal_conv1d import causal_conv1d_fn
+        """mamba_ssm's CUDA selective scan (imported only here), in its (batch, d, L) layout. The
+        conv uses causal_conv1d's kernel where it exists (widths 2-4 only); wider convs, such
+        as the paper's width 16, use cuDNN's depthwise conv1d, as mamba_simple does without it."""
         from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
 
         xs, z = xs.permute(1, 2, 0).contiguous(), z.permute(1, 2, 0).contiguous()
-        u = causal_conv1d_fn(xs, self.conv1d.weight.squeeze(1), self.conv1d.bias, activation="silu")
+        conv_kernel = causal_conv1d_kernel() if 2 <= self.d_conv <= 4 else None
+        if conv_kernel is not None:
+            u = conv_kernel(xs, self.conv1d.weight.squeeze(1), self.conv1d.bias, activation="silu")
+        else:
+            u = F.silu(self.conv1d(xs)[..., : xs.shape[-1]])
         dt, B, C = self.x_proj(u.transpose(1, 2)).split([self.dt_rank, self.d_state, self.d_state], dim=-1)
         delta = F.linear(dt, self.dt_proj.weight).transpose(1, 2).contiguous()
         y = selective_scan_fn(u, delta, -torch.exp(self.A_log.float()), B.transpose(1, 2).contiguous(),

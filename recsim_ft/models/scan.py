@@ -293,10 +293,18 @@ def causal_conv1d_time_major(x: Tensor, weight: Tensor, bias: Tensor | None = No
 
 
 def cuda_kernels_available() -> bool:
-    """Whether ``mamba_ssm``'s selective scan and ``causal_conv1d`` import (the ``cuda`` extra)."""
+    """Whether ``mamba_ssm``'s CUDA selective scan imports (the ``cuda`` extra)."""
     try:
-        import causal_conv1d  # noqa: F401
         from mamba_ssm.ops.selective_scan_interface import selective_scan_fn  # noqa: F401
     except Exception:  # ImportError, or a missing compiled extension inside the package
         return False
     return True
+
+
+def causal_conv1d_kernel():
+    """``causal_conv1d.causal_conv1d_fn`` (CUDA, conv widths 2-4), or None when not installed."""
+    try:
+        from causal_conv1d import causal_conv1d_fn
+    except Exception:  # ImportError, or a missing compiled extension inside the package
+        return None
+    return causal_conv1d_fn
