@@ -251,7 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="evaluate on the test users every N steps (default: the trainer's)")
         p.add_argument("--eval-users", type=_positive_int, default=100, help="test users (default: 100)")
         p.add_argument("--model", nargs="+", metavar="KWARGS",
-                       help="model options over the preset, JSON or key=value (e.g. mamba_residual=false)")
+                       help="model options over the preset, JSON or key=value (e.g. mamba_residual=true)")
         p.add_argument("--quiet", action="store_true", help="no progress bars")
 
     p = sub.add_parser("train", help="train and evaluate one two-tower model, saved to a run directory")

@@ -227,7 +227,8 @@ def test_mamba_residual_switch_keeps_the_weights_and_old_files_keep_their_layer(
     """``mamba_residual`` changes the layer, not the parameters; a file saved before the option
     existed (no key in its config) was built with the residual and must load that way."""
     users, items = toy_batches()
-    with_res, without = toy_model(seed=2).eval(), toy_model(seed=2, mamba_residual=False).eval()
+    with_res, without = toy_model(seed=2, mamba_residual=True).eval(), toy_model(seed=2).eval()
+    assert without.config.mamba_residual is False  # the paper's layer is the default
     assert with_res.state_dict().keys() == without.state_dict().keys()
     without.load_state_dict(with_res.state_dict())
     with torch.no_grad():

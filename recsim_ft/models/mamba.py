@@ -128,12 +128,12 @@ class MambaBlock(nn.Module):
 
 
 class MambaEmbedder(nn.Module):
-    """FT-Mamba encoder: ``n_layers`` x (x = LayerNorm(x + MambaBlock(x))), output = last token.
+    """FT-Mamba encoder: ``n_layers`` x (x = LayerNorm(MambaBlock(x))), output = last token.
 
     The LayerNorm after the block's output projection is the paper's (their embeddings diverged
-    without it); ``residual=False`` drops the ``x +`` (the paper's layer as written; mamba_ssm's
-    ``Block`` has the residual). The last token is the [CLS] token, the only one a causal model
-    has let see every feature.
+    without it); ``residual=True`` makes a layer LayerNorm(x + MambaBlock(x)) as in mamba_ssm's
+    ``Block`` (see ``ModelConfig.mamba_residual`` for why the default is the paper's). The last
+    token is the [CLS] token, the only one a causal model has let see every feature.
 
     Shape:
         input: (batch, n_tokens, d_model); output: (batch, d_model).
@@ -144,7 +144,7 @@ class MambaEmbedder(nn.Module):
         torch.Size([3, 16])
     """
 
-    def __init__(self, *, d_model: int, n_layers: int, residual: bool = True, **block_kwargs) -> None:
+    def __init__(self, *, d_model: int, n_layers: int, residual: bool = False, **block_kwargs) -> None:
         super().__init__()
         self.residual = residual
         self.blocks = nn.ModuleList(MambaBlock(d_model=d_model, **block_kwargs) for _ in range(n_layers))

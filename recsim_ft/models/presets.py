@@ -23,8 +23,12 @@ class ModelConfig:
     item-order ranking). Our default, ``"none"``, drops that one ReLU (same parameter count);
     ``"relu"`` is the paper's head as written.
 
-    ``mamba_residual``: whether a Mamba layer is LayerNorm(x + block(x)) (as mamba_ssm's
-    ``Block``) or LayerNorm(block(x)) (the paper's "Mamba block followed by a LayerNorm").
+    ``mamba_residual``: a Mamba layer is LayerNorm(block(x)) by default, the paper's "Mamba
+    block followed by a LayerNorm"; ``True`` makes it LayerNorm(x + block(x)) as in mamba_ssm's
+    ``Block``. We measured why the paper's layer matters: with the residual, the [CLS] token's
+    own (user-independent) value dominates the last position, the user embeddings of a fresh
+    model barely differ between users (std 0.003-0.005 vs 0.10-0.14 without it), and training
+    sits on a plateau (vaccine at lr 1e-5: validation NDCG@10 0.25 vs 0.96 without it).
     """
 
     embedder: str = "mamba"
@@ -41,7 +45,7 @@ class ModelConfig:
     mlp_hidden: int = 256
     head_dims: tuple[int, ...] = (64, 32)
     final_activation: str = "none"
-    mamba_residual: bool = True
+    mamba_residual: bool = False
     use_cuda_kernels: bool | None = None
     seed: int = 0
 
