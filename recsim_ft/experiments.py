@@ -323,9 +323,17 @@ def finished(spec: RunSpec, run_dir: Path) -> bool:
     """True when ``run_dir`` holds a finished run of ``spec``; an error when it holds another's."""
     if not (run_dir / DONE_MARKER).exists():
         return False
-    saved = RunSpec.from_dict(json.loads((run_dir / "config.json").read_text())["spec"]).to_dict()
-    if saved != spec.to_dict():
-        changed = sorted(k for k in saved.keys() | spec.to_dict().keys() if saved.get(k) != spec.to_dict().get(k))
+    config = json.loads((run_dir / "config.json").read_text())
+    saved = RunSpec.from_dict(config["spec"]).to_dict()
+    changed = sorted(k for k in saved.keys() | spec.to_dict().keys() if saved.get(k) != spec.to_dict().get(k))
+    if spec.agent in EMBEDDERS and "model" in config:
+        # the same spec builds another model when a default changed between versions
+        from recsim_ft.models.presets import config_from_dict, make_config
+
+        built = asdict(config_from_dict(config["model"]))
+        wanted = asdict(make_config(spec.preset, spec.agent, **spec.model))
+        changed += sorted(f"model.{k}" for k in wanted if k != "seed" and built.get(k) != wanted[k])
+    if changed:
         raise ValueError(f"{run_dir} holds a finished run with different settings ({', '.join(changed)}); "
                          "write the sweep to another --out directory")
     return True

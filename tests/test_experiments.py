@@ -167,6 +167,23 @@ def test_rerunning_a_sweep_reuses_finished_runs(toy_sweep):
                               **{**options, "steps": 11})
 
 
+def test_a_run_built_with_an_older_default_is_not_reused(toy_sweep, tmp_path):
+    """A finished run from a version whose model defaults differed (its config has no
+    mamba_residual: it was built with the residual) must not pass for one of this version."""
+    import shutil
+
+    out, _, options = toy_sweep
+    spec = RunSpec(TOY, "mamba", 0, {"n_items": 12, "n_groups": 3}, "toy", **options)
+    old = tmp_path / "old"
+    shutil.copytree(out / "runs" / spec.relative_dir(), old)
+    assert experiments.finished(spec, old)
+    config = json.loads((old / "config.json").read_text())
+    del config["model"]["mamba_residual"]
+    (old / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match="model.mamba_residual"):
+        experiments.finished(spec, old)
+
+
 def test_same_seed_same_metrics_and_interrupted_run_is_redone(toy_sweep, tmp_path):
     out, first, options = toy_sweep
     spec = RunSpec(TOY, "mamba", 1, {"n_items": 12, "n_groups": 3}, "toy", **options)

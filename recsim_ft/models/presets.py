@@ -78,6 +78,16 @@ PRESETS: dict[str, ModelConfig] = {
 }
 
 
+#: Fields added after model files and run directories were first written, with the value every
+#: earlier file had (older model files and runs were all built with the residual Mamba layer).
+LEGACY_DEFAULTS = {"mamba_residual": True}
+
+
+def config_from_dict(saved: dict) -> ModelConfig:
+    """A ``ModelConfig`` from its saved ``asdict`` form, older files included (``LEGACY_DEFAULTS``)."""
+    return ModelConfig(**{**LEGACY_DEFAULTS, **saved})
+
+
 def make_config(preset: str | ModelConfig = "paper", embedder: str | None = None, **overrides) -> ModelConfig:
     """A preset (by name) with ``embedder`` and any ``ModelConfig`` field overridden.
 

@@ -13,7 +13,7 @@ from recsim_ft.envs.base import Batch, Feature, Schema
 from recsim_ft.models.io import read_checkpoint, write_checkpoint
 from recsim_ft.models.mamba import MambaEmbedder
 from recsim_ft.models.mlp import MLPEmbedder
-from recsim_ft.models.presets import EMBEDDERS, ModelConfig, make_config
+from recsim_ft.models.presets import EMBEDDERS, ModelConfig, config_from_dict, make_config
 from recsim_ft.models.tokenizer import FeatureTensors, FeatureTokenizer
 from recsim_ft.models.transformer import TransformerEmbedder
 
@@ -179,8 +179,7 @@ class TwoTower(nn.Module):
     def load(cls, path: str | os.PathLike, map_location: str | torch.device = "cpu") -> TwoTower:
         tensors, meta = read_checkpoint(path, map_location)
         try:
-            # files written before mamba_residual existed were all built with the residual
-            config = ModelConfig(**{"mamba_residual": True, **meta["config"]})
+            config = config_from_dict(meta["config"])
             model = cls(Schema.from_dict(meta["user_schema"]), Schema.from_dict(meta["item_schema"]), config)
             model.load_state_dict(tensors)
         except (KeyError, TypeError, ValueError, RuntimeError) as err:
