@@ -36,10 +36,11 @@ def measure(embedder: str, n_tokens: int, batch_size: int, steps: int) -> dict[s
 
     torch.manual_seed(0)
     schema = Schema(tuple(Feature(f"x{j}", "numeric") for j in range(n_tokens - 1)))
-    tower = Tower(schema, make_config("paper", embedder))
+    config = make_config("paper", embedder)
+    tower = Tower(schema, config)
     optimizer = make_optimizer(tower, lr=1e-4)
     x = FeatureTensors(torch.randn(batch_size, n_tokens - 1), torch.zeros(batch_size, 0, dtype=torch.int64))
-    target = torch.randn(batch_size, tower.head[-2].out_features)
+    target = torch.randn(batch_size, config.d_out)
     with open("/proc/self/statm") as f:
         rss_before = int(f.read().split()[1]) * resource.getpagesize()
     times, cpu_times = [], []
