@@ -98,11 +98,15 @@ def test_scan_rejects_bad_shapes():
 def test_native_float32_kernel_matches_float64_reference(batch, d, n, L):
     """float32 CPU inputs take the fused C kernel (checkpoints every 32 steps, so L = 100 crosses
     three chunk borders); values and all gradients agree with the float64 reference."""
-    inputs = scan_inputs(batch, d, n, L, seed=L + n)
+    _assert_float32_kernel_matches_reference(scan_inputs(batch, d, n, L, seed=L + n), softplus=True)
+
+
+def _assert_float32_kernel_matches_reference(inputs, softplus):
+    """The float32 inputs take the C kernel; values and all gradients agree with float64."""
     single = {k: v.detach().float().requires_grad_() for k, v in inputs.items()}
     assert native_scan.native_applies(*single.values())
-    fast = selective_scan(**single, delta_softplus=True)
-    ref = selective_scan_reference(**inputs, delta_softplus=True)
+    fast = selective_scan(**single, delta_softplus=softplus)
+    ref = selective_scan_reference(**inputs, delta_softplus=softplus)
     torch.testing.assert_close(fast.double(), ref, rtol=1e-4, atol=1e-4)
     upstream = torch.randn_like(ref)
     fast_grads = torch.autograd.grad(fast, list(single.values()), upstream.float())
@@ -117,18 +121,7 @@ def test_native_float32_kernel_matches_float64_reference(batch, d, n, L):
 @pytest.mark.parametrize("optional,softplus", [(False, True), (True, False), (False, False)])
 def test_native_kernel_without_gate_skip_or_softplus(optional, softplus):
     """The C kernel fuses the D skip, the SiLU gate and the softplus derivative: each one off."""
-    inputs = scan_inputs(2, 3, 16, 21, seed=3, with_optional=optional)
-    single = {k: v.detach().float().requires_grad_() for k, v in inputs.items()}
-    fast = selective_scan(**single, delta_softplus=softplus)
-    ref = selective_scan_reference(**inputs, delta_softplus=softplus)
-    torch.testing.assert_close(fast.double(), ref, rtol=1e-4, atol=1e-4)
-    upstream = torch.randn_like(ref)
-    fast_grads = torch.autograd.grad(fast, list(single.values()), upstream.float())
-    ref_grads = torch.autograd.grad(ref, list(inputs.values()), upstream)
-    for name, gf, gr in zip(inputs, fast_grads, ref_grads, strict=True):
-        scale = gr.abs().max().item() + 1
-        torch.testing.assert_close(gf.double(), gr, rtol=1e-4, atol=1e-4 * scale,
-                                   msg=lambda m, name=name: f"d/d{name}: {m}")
+    _assert_float32_kernel_matches_reference(scan_inputs(2, 3, 16, 21, seed=3, with_optional=optional), softplus)
 
 
 @pytest.mark.skipif(native_scan.native_library() is None, reason="no C compiler: the PyTorch path is used")
