@@ -174,14 +174,18 @@ def _settings_and_agents(args: argparse.Namespace, default_agents: Sequence[str]
     return settings, agents
 
 
+def _run_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The ``RunSpec`` fields every sweep command takes from ``run_options``."""
+    return dict(preset=args.preset, steps=args.steps, n_samples=args.n, eval_every=args.eval_every,
+                eval_users=args.eval_users, model=parse_env_kwargs(args.model, "--model"))
+
+
 def cmd_reproduce(args: argparse.Namespace) -> int:
     settings, agents = _settings_and_agents(args, experiments.TABLE_AGENTS, experiments.AGENTS)
     try:
         result = experiments.reproduce(
             args.table, args.out, seeds=args.seeds, settings=settings, agents=agents, jobs=args.jobs,
-            executor=args.executor, address=args.address, progress=not args.quiet, preset=args.preset,
-            steps=args.steps, n_samples=args.n, eval_every=args.eval_every, eval_users=args.eval_users,
-            model=parse_env_kwargs(args.model, "--model"))
+            executor=args.executor, address=args.address, progress=not args.quiet, **_run_options(args))
     except (ValueError, RuntimeError) as err:  # bad options, a clashing earlier sweep, missing ray
         raise UsageError(str(err)) from None
     print(result.markdown)
@@ -192,13 +196,12 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
-    settings, agents = _settings_and_agents(args, ("mamba", "transformer"), experiments.EMBEDDERS)
+    settings, agents = _settings_and_agents(args, experiments.TUNE_AGENTS, experiments.EMBEDDERS)
     try:
         result = experiments.tune(
             settings, args.out, lrs=args.lrs, agents=agents, seeds=args.seeds, first_seed=args.first_seed,
             metric=args.metric, jobs=args.jobs, executor=args.executor, address=args.address,
-            progress=not args.quiet, preset=args.preset, steps=args.steps, n_samples=args.n,
-            eval_every=args.eval_every, eval_users=args.eval_users, model=parse_env_kwargs(args.model, "--model"))
+            progress=not args.quiet, **_run_options(args))
     except (ValueError, RuntimeError) as err:
         raise UsageError(str(err)) from None
     print(result.markdown)
@@ -291,7 +294,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_reproduce)
 
     p = sub.add_parser("tune", help="choose each embedder's learning rate on validation users (never the test users)")
-    sweep_options(p, ("mamba", "transformer"), seeds=2)
+    sweep_options(p, experiments.TUNE_AGENTS, seeds=2)
     p.add_argument("--lrs", nargs="+", type=float, default=[1e-5, 3e-5, 1e-4, 3e-4, 1e-3],
                    help="learning rates to try (default: 1e-5 3e-5 1e-4 3e-4 1e-3)")
     p.add_argument("--first-seed", type=int, default=1000,

@@ -52,6 +52,8 @@ BASELINES = ("oracle", "popularity", "random")
 AGENTS = EMBEDDERS + BASELINES
 #: The agents of a paper table, in table order.
 TABLE_AGENTS = ("mamba", "transformer", "oracle", "popularity", "random")
+#: the agents ``tune`` searches a learning rate for by default: the two the paper compares
+TUNE_AGENTS = ("mamba", "transformer")
 AGENT_LABELS = {"mamba": "FT-Mamba", "transformer": "FT-Transformer", "mlp": "MLP two-tower"}
 DONE_MARKER = "DONE"
 ERROR_FILE = "error.txt"
@@ -721,7 +723,7 @@ class TuneReport:
 
 
 def tune(settings: Sequence[Setting], out: str | os.PathLike, lrs: Sequence[float],
-         agents: Sequence[str] = ("mamba", "transformer"), seeds: int = 2, first_seed: int = 1000,
+         agents: Sequence[str] = TUNE_AGENTS, seeds: int = 2, first_seed: int = 1000,
          metric: str = "NDCG@10", jobs: int = 1, executor: str = "local", address: str | None = None, progress: bool = True,
          **options: Any) -> TuneReport:
     """Choose the learning rate of each (setting, embedder) on **validation** users, as the paper
