@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -94,10 +95,12 @@ def test_scan_rejects_bad_shapes():
 
 
 @pytest.mark.skipif(native_scan.native_library() is None, reason="no C compiler: the PyTorch path is used")
-@pytest.mark.parametrize("batch,d,n,L", [(1, 1, 1, 1), (2, 3, 16, 21), (3, 4, 5, 2), (2, 3, 4, 100)])
+@pytest.mark.parametrize("batch,d,n,L", [(1, 1, 1, 1), (2, 3, 16, 21), (3, 4, 5, 2), (2, 3, 4, 100),
+                                         (2, 37, 16, 70)])
 def test_native_float32_kernel_matches_float64_reference(batch, d, n, L):
     """float32 CPU inputs take the fused C kernel (checkpoints every 32 steps, so L = 100 crosses
-    three chunk borders); values and all gradients agree with the float64 reference."""
+    three chunk borders; d = 37 is two full 16-channel blocks and a tail); values and all
+    gradients agree with the float64 reference."""
     _assert_float32_kernel_matches_reference(scan_inputs(batch, d, n, L, seed=L + n), softplus=True)
 
 
@@ -155,6 +158,19 @@ def test_native_kernel_gives_the_same_result_on_any_number_of_threads():
         torch.set_num_threads(before)
     for one, two in zip(*results, strict=True):
         torch.testing.assert_close(one, two, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.skipif(native_scan.native_library() is None, reason="no C compiler: the PyTorch path is used")
+def test_native_exp2_is_within_one_ulp_and_saturates():
+    """The kernel's own vectorised 2^x (every decay of the scan goes through it)."""
+    x = torch.linspace(-126, 127, 2_000_001)
+    ref = torch.exp2(x.double())
+    ulp = torch.from_numpy(np.spacing(ref.float().numpy())).double()
+    assert ((native_scan.exp2(x).double() - ref).abs() / ulp).max() <= 1.0
+    edges = torch.tensor([-1e30, -200.0, 200.0, 1e30, float("-inf"), float("inf"), float("nan")])
+    out = native_scan.exp2(edges)
+    assert out[:6].tolist() == [0.0, 0.0, float("inf"), float("inf"), 0.0, float("inf")]
+    assert out[6].isnan()
 
 
 def test_loading_the_native_kernel_keeps_subnormal_floats():
