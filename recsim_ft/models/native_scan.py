@@ -17,7 +17,6 @@ import os
 import platform
 import subprocess
 import tempfile
-from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 from pathlib import Path
 
@@ -110,7 +109,7 @@ static float* transposed_log2(const float* A, int64_t D, int64_t N) {
   return AT;
 }
 
-void scan_forward(const float* u, const float* dt, const float* A, const float* B, const float* C,
+static void scan_forward_rows(const float* u, const float* dt, const float* A, const float* B, const float* C,
                   const float* Dskip, const float* z, float* out,
                   int64_t L, int64_t Bt, int64_t D, int64_t N, int64_t b0, int64_t b1) {
   float* AT = transposed_log2(A, D, N);
@@ -186,7 +185,7 @@ static inline __attribute__((always_inline)) void adjoint_block(
   for (int64_t j = 0; j < w; j++) { gdt[j] = s_dt[j] * LN2 + ur[j] * s_g[j]; gu[j] = dtr[j] * s_g[j]; }
 }
 
-void scan_backward(const float* u, const float* dt, const float* A, const float* B, const float* C,
+static void scan_backward_rows(const float* u, const float* dt, const float* A, const float* B, const float* C,
                    const float* Dskip, const float* z, const float* gout, float* gu, float* gdt, float* gz,
                    float* gA, float* gD, float* gB, float* gC, int64_t softplus,
                    int64_t L, int64_t Bt, int64_t D, int64_t N, int64_t b0, int64_t b1) {
@@ -296,6 +295,29 @@ void scan_backward(const float* u, const float* dt, const float* A, const float*
   free(AT); free(gAT); free(ckpt); free(buf); free(abuf); free(ybuf); free(G); free(gBacc); free(gCacc); free(gyrow); free(zero);
 }
 
+/* The entry points split the batch rows into `threads` slices. Built with -fopenmp, the
+   library shares torch's OpenMP runtime (the same libgomp.so.1, already loaded), so the slices
+   run on torch's own worker threads: a second pool would fight them for the cores while they
+   spin between torch's ops. Without OpenMP the slices run one after another. */
+void scan_forward(const float* u, const float* dt, const float* A, const float* B, const float* C,
+                  const float* Dskip, const float* z, float* out,
+                  int64_t L, int64_t Bt, int64_t D, int64_t N, int64_t threads) {
+#pragma omp parallel for num_threads(threads) schedule(static, 1)
+  for (int64_t k = 0; k < threads; k++)
+    scan_forward_rows(u, dt, A, B, C, Dskip, z, out, L, Bt, D, N, Bt * k / threads, Bt * (k + 1) / threads);
+}
+
+/* gA_parts (threads, D, N) and gD_parts (threads, D), zeroed: one accumulator per slice */
+void scan_backward(const float* u, const float* dt, const float* A, const float* B, const float* C,
+                   const float* Dskip, const float* z, const float* gout, float* gu, float* gdt, float* gz,
+                   float* gA_parts, float* gD_parts, float* gB, float* gC, int64_t softplus,
+                   int64_t L, int64_t Bt, int64_t D, int64_t N, int64_t threads) {
+#pragma omp parallel for num_threads(threads) schedule(static, 1)
+  for (int64_t k = 0; k < threads; k++)
+    scan_backward_rows(u, dt, A, B, C, Dskip, z, gout, gu, gdt, gz, gA_parts + k * D * N, gD_parts + k * D,
+                       gB, gC, softplus, L, Bt, D, N, Bt * k / threads, Bt * (k + 1) / threads);
+}
+
 /* depthwise causal conv, time-major: x, out (L, Bt, D); wT (K, D) = weight transposed; bias (D) */
 void conv_forward(const float* x, const float* wT, const float* bias, float* out,
                   int64_t L, int64_t Bt, int64_t D, int64_t K) {
@@ -353,26 +375,36 @@ def _cpu_signature() -> str:
 _CFLAGS = ("-O3", "-march=native", "-fno-math-errno", "-fno-trapping-math", "-fopenmp-simd", "-shared", "-fPIC")
 
 
+def _build(flags: tuple[str, ...]) -> ctypes.CDLL:
+    """Compile the kernel with these flags into the cache (once) and load it."""
+    # -march=native code must not run on another CPU sharing this cache: key it by the CPU too
+    digest = hashlib.sha256((_SOURCE + " ".join(flags) + _cpu_signature()).encode()).hexdigest()[:16]
+    lib_path = _cache_dir() / f"scan_{digest}.so"
+    if not lib_path.exists():
+        lib_path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory() as tmp:
+            src, out = Path(tmp) / "scan.c", Path(tmp) / "scan.so"
+            src.write_text(_SOURCE)
+            cc = os.environ.get("CC", "cc")
+            subprocess.run([cc, *flags, str(src), "-o", str(out), "-lm"], check=True, capture_output=True,
+                           timeout=120)
+            os.replace(out, lib_path)  # atomic: concurrent first uses never see half a file
+    return ctypes.CDLL(str(lib_path))
+
+
 @lru_cache(maxsize=1)
 def native_library() -> ctypes.CDLL | None:
-    """The compiled kernel, building it on first use; None when disabled or not buildable."""
+    """The compiled kernel, building it on first use; None when disabled or not buildable.
+    With OpenMP where the compiler has it (see scan_forward in the C source), else without."""
     if os.environ.get("RECSIM_FT_NATIVE_SCAN", "1") == "0":
         return None
-    # -march=native code must not run on another CPU sharing this cache: key it by the CPU too
-    digest = hashlib.sha256((_SOURCE + " ".join(_CFLAGS) + _cpu_signature()).encode()).hexdigest()[:16]
-    lib_path = _cache_dir() / f"scan_{digest}.so"
-    try:
-        if not lib_path.exists():
-            lib_path.parent.mkdir(parents=True, exist_ok=True)
-            with tempfile.TemporaryDirectory() as tmp:
-                src, out = Path(tmp) / "scan.c", Path(tmp) / "scan.so"
-                src.write_text(_SOURCE)
-                cc = os.environ.get("CC", "cc")
-                subprocess.run([cc, *_CFLAGS, str(src), "-o", str(out), "-lm"], check=True,
-                               capture_output=True, timeout=120)
-                os.replace(out, lib_path)  # atomic: concurrent first uses never see half a file
-        lib = ctypes.CDLL(str(lib_path))
-    except (OSError, subprocess.SubprocessError):
+    for flags in ((*_CFLAGS, "-fopenmp"), _CFLAGS):
+        try:
+            lib = _build(flags)
+            break
+        except (OSError, subprocess.SubprocessError):
+            continue
+    else:
         return None
     for fn in (lib.scan_forward, lib.scan_backward, lib.conv_forward, lib.conv_backward, lib.exp2_array):
         fn.restype = None
@@ -390,21 +422,9 @@ def _args(*tensors: Tensor) -> list:
     return [ctypes.c_void_p(t.data_ptr()) for t in tensors]
 
 
-def _split_batch(run, batch: int) -> None:
-    """Call ``run(k, b0, b1)`` on the k-th slice of the batch, in parallel threads when torch may
-    use several (ctypes releases the GIL during the C call)."""
-    n = max(1, min(torch.get_num_threads(), batch))
-    bounds = [batch * k // n for k in range(n + 1)]
-    if n == 1:
-        run(0, 0, batch)
-        return
-    global _pool
-    if _pool is None or _pool._max_workers < n:
-        _pool = ThreadPoolExecutor(max_workers=n, thread_name_prefix="recsim_ft_scan")
-    list(_pool.map(run, range(n), bounds[:-1], bounds[1:]))
-
-
-_pool: ThreadPoolExecutor | None = None
+def _threads(batch: int) -> int:
+    """Slices of the batch for the kernel: torch's thread count, at most one row each."""
+    return max(1, min(torch.get_num_threads(), batch))
 
 
 def _pointer(t: Tensor | None) -> ctypes.c_void_p:
@@ -417,10 +437,8 @@ def scan_forward(u: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tens
     contiguous time-major input, ``D`` / ``z`` None to leave that part out."""
     L, b, d = u.shape
     out = torch.empty_like(u)
-    args = [*_args(u, dt, A, B, C), _pointer(D), _pointer(z), _pointer(out)]
-    sizes = tuple(map(ctypes.c_int64, (L, b, d, A.shape[1])))
-    _split_batch(lambda k, b0, b1: native_library().scan_forward(*args, *sizes, ctypes.c_int64(b0),
-                                                              ctypes.c_int64(b1)), b)
+    native_library().scan_forward(*_args(u, dt, A, B, C), _pointer(D), _pointer(z), _pointer(out),
+                                  *map(ctypes.c_int64, (L, b, d, A.shape[1], _threads(b))))
     return out
 
 
@@ -431,17 +449,12 @@ def scan_backward(u: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Ten
     L, b, d = u.shape
     g_u, g_dt, g_B, g_C = torch.empty_like(u), torch.empty_like(u), torch.empty_like(B), torch.empty_like(C)
     g_z = torch.empty_like(u) if z is not None else None
-    n_threads = max(1, min(torch.get_num_threads(), b))
-    # one accumulator per thread: no write races
+    n_threads = _threads(b)
+    # one accumulator per slice of the batch: no write races
     g_A_parts, g_D_parts = torch.zeros(n_threads, *A.shape, dtype=A.dtype), torch.zeros(n_threads, d, dtype=u.dtype)
-    head = [*_args(u, dt, A, B, C), _pointer(D), _pointer(z), *_args(g_out, g_u, g_dt), _pointer(g_z)]
-    tail = [*_args(g_B, g_C), ctypes.c_int64(int(softplus)), *map(ctypes.c_int64, (L, b, d, A.shape[1]))]
-
-    def run(k: int, b0: int, b1: int) -> None:
-        native_library().scan_backward(*head, _pointer(g_A_parts[k]), _pointer(g_D_parts[k]), *tail,
-                                       ctypes.c_int64(b0), ctypes.c_int64(b1))
-
-    _split_batch(run, b)
+    native_library().scan_backward(*_args(u, dt, A, B, C), _pointer(D), _pointer(z), *_args(g_out, g_u, g_dt),
+                                   _pointer(g_z), *_args(g_A_parts, g_D_parts, g_B, g_C),
+                                   *map(ctypes.c_int64, (int(softplus), L, b, d, A.shape[1], n_threads)))
     return g_u, g_dt, g_A_parts.sum(0), g_B, g_C, (g_D_parts.sum(0) if D is not None else None), g_z
 
 
