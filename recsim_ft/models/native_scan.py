@@ -101,19 +101,33 @@ static inline __attribute__((always_inline)) void fwd_block(
   }
 }
 
-/* A (D, N) as (N, D) and times log2 e, so the decays are exp2(dt * AT) */
-static float* transposed_log2(const float* A, int64_t D, int64_t N) {
-  float* AT = malloc(D * N * sizeof(float));
+/* Scratch memory of the calling thread, kept between calls: a fresh malloc of this size is a
+   fresh mmap each call, and its page faults serialise the threads on the kernel's mm lock. */
+static __thread float* scratch = NULL;
+static __thread int64_t scratch_floats = 0;
+
+static float* thread_scratch(int64_t floats) {
+  if (floats > scratch_floats) {
+    free(scratch);
+    /* cache-line aligned: the slots below keep 64-byte alignment, so no vector load splits a line */
+    scratch = aligned_alloc(64, ((floats * sizeof(float) + 63) / 64) * 64);
+    scratch_floats = scratch ? floats : 0;
+  }
+  return scratch;
+}
+
+/* A (D, N) as (N, D) and times log2 e into AT, so the decays are exp2(dt * AT) */
+static void transposed_log2(const float* A, float* AT, int64_t D, int64_t N) {
   for (int64_t d = 0; d < D; d++)
     for (int64_t n = 0; n < N; n++) AT[n * D + d] = (float)((double)A[d * N + n] * 1.4426950408889634);
-  return AT;
 }
 
 static void scan_forward_rows(const float* u, const float* dt, const float* A, const float* B, const float* C,
                   const float* Dskip, const float* z, float* out,
                   int64_t L, int64_t Bt, int64_t D, int64_t N, int64_t b0, int64_t b1) {
-  float* AT = transposed_log2(A, D, N);
-  float* h = malloc(D * N * sizeof(float));
+  float* AT = thread_scratch(2 * D * N + 48);
+  float* h = AT + D * N + 48;  /* padded: see S in scan_backward_rows */
+  transposed_log2(A, AT, D, N);
   for (int64_t b = b0; b < b1; b++) {
     memset(h, 0, D * N * sizeof(float));
     for (int64_t t = 0; t < L; t++) {
@@ -129,7 +143,6 @@ static void scan_forward_rows(const float* u, const float* dt, const float* A, c
                   z ? z + row + d0 : NULL, h + d0, out + row + d0, D, N, D - d0);
     }
   }
-  free(h); free(AT);
 }
 
 /* One (t, b) row of the states recomputation: cur = a * prev + dt u B, a = exp(dt A) kept,
@@ -189,18 +202,24 @@ static void scan_backward_rows(const float* u, const float* dt, const float* A, 
                    const float* Dskip, const float* z, const float* gout, float* gu, float* gdt, float* gz,
                    float* gA, float* gD, float* gB, float* gC, int64_t softplus,
                    int64_t L, int64_t Bt, int64_t D, int64_t N, int64_t b0, int64_t b1) {
-  int64_t n_chunks = (L + CK - 1) / CK, DN = D * N;
-  float* AT = transposed_log2(A, D, N);
-  float* gAT = calloc(DN, sizeof(float));
-  float* ckpt = calloc(n_chunks * DN, sizeof(float)); /* state before each chunk */
-  float* buf = malloc(CK * DN * sizeof(float));        /* states of one chunk */
-  float* abuf = malloc(CK * DN * sizeof(float));       /* decays exp(dt * A) of one chunk */
-  float* ybuf = malloc(CK * D * sizeof(float));        /* scan outputs y of one chunk */
-  float* G = malloc(DN * sizeof(float));               /* dL/dh carried backwards */
-  float* gBacc = malloc(N * W * sizeof(float));
-  float* gCacc = malloc(N * W * sizeof(float));
-  float* gyrow = malloc(D * sizeof(float));
-  float* zero = calloc(DN, sizeof(float));
+  /* S: the stride of every (N, D) slot. DN alone is a multiple of 4 KiB (16 KiB at D 256, N
+     16), so the slots the inner loop reads and writes together would share their L1 sets and
+     stall on 4K aliasing; 3 cache lines of padding shift each one. */
+  int64_t n_chunks = (L + CK - 1) / CK, DN = D * N, S = DN + 48;
+  float* AT = thread_scratch((4 + n_chunks + 2 * CK) * S + CK * D + 2 * N * W + D);
+  float* gAT = AT + S;
+  float* G = gAT + S;                    /* dL/dh carried backwards */
+  float* zero = G + S;
+  float* ckpt = zero + S;                /* state before each chunk */
+  float* buf = ckpt + n_chunks * S;      /* states of one chunk */
+  float* abuf = buf + CK * S;            /* decays exp(dt * A) of one chunk */
+  float* ybuf = abuf + CK * S;           /* scan outputs y of one chunk */
+  float* gBacc = ybuf + CK * D;
+  float* gCacc = gBacc + N * W;
+  float* gyrow = gCacc + N * W;
+  transposed_log2(A, AT, D, N);
+  memset(gAT, 0, DN * sizeof(float));
+  memset(zero, 0, DN * sizeof(float));
 #define ROWS(t, w_)                                                                            \
   int64_t row = ((t) * Bt + b) * D;                                                            \
   const float* Bv = B + ((t) * Bt + b) * N;                                                    \
@@ -211,8 +230,8 @@ static void scan_backward_rows(const float* u, const float* dt, const float* A, 
     for (int64_t c = 1; c < n_chunks; c++) {
       for (int64_t t = (c - 1) * CK; t < c * CK; t++) {
         ROWS(t, W)
-        const float* prev = t == 0 ? NULL : (t == (c - 1) * CK ? ckpt + (c - 1) * DN : buf);
-        float* cur = t == c * CK - 1 ? ckpt + c * DN : buf;
+        const float* prev = t == 0 ? NULL : (t == (c - 1) * CK ? ckpt + (c - 1) * S : buf);
+        float* cur = t == c * CK - 1 ? ckpt + c * S : buf;
         /* in place: prev == cur == buf is safe, each element read before written */
         int64_t d0 = 0;
         for (; d0 + W <= D; d0 += W)
@@ -228,9 +247,9 @@ static void scan_backward_rows(const float* u, const float* dt, const float* A, 
       int64_t t0 = c * CK, t1 = t0 + CK < L ? t0 + CK : L;
       for (int64_t t = t0; t < t1; t++) {
         ROWS(t, W)
-        const float* prev = t == t0 ? (t ? ckpt + c * DN : NULL) : buf + (t - t0 - 1) * DN;
-        float* cur = buf + (t - t0) * DN;
-        float* at = abuf + (t - t0) * DN;
+        const float* prev = t == t0 ? (t ? ckpt + c * S : NULL) : buf + (t - t0 - 1) * S;
+        float* cur = buf + (t - t0) * S;
+        float* at = abuf + (t - t0) * S;
         float* yt = ybuf + (t - t0) * D;
         int64_t d0 = 0;
         for (; d0 + W <= D; d0 += W)
@@ -242,9 +261,9 @@ static void scan_backward_rows(const float* u, const float* dt, const float* A, 
       }
       for (int64_t t = t1 - 1; t >= t0; t--) {
         ROWS(t, W)
-        const float* hcur = buf + (t - t0) * DN;
-        const float* hprev = t > t0 ? buf + (t - t0 - 1) * DN : (t ? ckpt + c * DN : zero);
-        const float* at = abuf + (t - t0) * DN;
+        const float* hcur = buf + (t - t0) * S;
+        const float* hprev = t > t0 ? buf + (t - t0 - 1) * S : (t ? ckpt + c * S : zero);
+        const float* at = abuf + (t - t0) * S;
         const float* yt = ybuf + (t - t0) * D;
         /* gradient of y through out = (y + Dskip u) * silu(z) */
         if (z) {
@@ -292,7 +311,6 @@ static void scan_backward_rows(const float* u, const float* dt, const float* A, 
 #undef ROWS
   for (int64_t d = 0; d < D; d++)
     for (int64_t n = 0; n < N; n++) gA[d * N + n] += gAT[n * D + d];
-  free(AT); free(gAT); free(ckpt); free(buf); free(abuf); free(ybuf); free(G); free(gBacc); free(gCacc); free(gyrow); free(zero);
 }
 
 /* The entry points split the batch rows into `threads` slices. Built with -fopenmp, the
