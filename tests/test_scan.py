@@ -173,6 +173,16 @@ def test_native_exp2_is_within_one_ulp_and_saturates():
     assert out[6].isnan()
 
 
+@pytest.mark.skipif(native_scan.native_library() is None, reason="no C compiler: the PyTorch path is used")
+def test_native_softplus_matches_torch():
+    """The kernel computes the step sizes softplus(delta + bias) itself."""
+    x = torch.linspace(-87, 100, 2_000_001)
+    ref = F.softplus(x.double())
+    assert ((native_scan.softplus(x).double() - ref).abs() / ref).max() < 5e-7
+    edges = native_scan.softplus(torch.tensor([-1e30, float("-inf"), float("inf"), float("nan")]))
+    assert edges[:3].tolist() == [0.0, 0.0, float("inf")] and edges[3].isnan()
+
+
 def test_loading_the_native_kernel_keeps_subnormal_floats():
     """A library built with -ffast-math would flush subnormals to zero in the whole process."""
     import sys

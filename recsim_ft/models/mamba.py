@@ -17,12 +17,20 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from recsim_ft.models import native_scan
 from recsim_ft.models.scan import (
     causal_conv1d_kernel,
     causal_conv1d_time_major,
     cuda_kernels_available,
+    mamba_inner_time_major,
     selective_scan_time_major,
 )
+
+
+def _at_least_float32(t: Tensor) -> Tensor:
+    """The SSM parameters in float32 under half-precision training, as mamba_simple keeps them,
+    and in float64 in a float64 block."""
+    return t.to(torch.promote_types(t.dtype, torch.float32))
 
 
 class MambaBlock(nn.Module):
@@ -97,14 +105,20 @@ class MambaBlock(nn.Module):
     def forward_time_major(self, x: Tensor) -> Tensor:
         """The same block on (L, batch, d_model) input: the pure-PyTorch path computes in this
         layout end to end, so stacked blocks never copy their activations to transpose them."""
-        xs, z = self.in_proj(x).chunk(2, dim=-1)  # (L, b, d_inner) each
+        xz = self.in_proj(x)  # (L, b, 2 d_inner): x and z side by side
         if self._use_kernels(x):
-            return self._forward_kernels(xs, z)
+            return self._forward_kernels(*xz.chunk(2, dim=-1))
+        A = -torch.exp(_at_least_float32(self.A_log))
+        if native_scan.native_applies(xz, *self.parameters()):
+            return self.out_proj(mamba_inner_time_major(
+                xz, self.conv1d.weight.squeeze(1), self.conv1d.bias, self.x_proj.weight, self.dt_proj.weight,
+                self.dt_proj.bias, A, self.D))
+        xs, z = xz.chunk(2, dim=-1)
         u = F.silu(causal_conv1d_time_major(xs, self.conv1d.weight.squeeze(1), self.conv1d.bias))
         dt, B, C = self.x_proj(u).split([self.dt_rank, self.d_state, self.d_state], dim=-1)
         delta = F.linear(dt, self.dt_proj.weight)  # the bias goes into the scan, as in mamba_simple
-        y = selective_scan_time_major(u, delta, -torch.exp(self.A_log.float()), B, C, self.D.float(),
-                                      z=z, delta_bias=self.dt_proj.bias.float(), delta_softplus=True)
+        y = selective_scan_time_major(u, delta, A, B, C, _at_least_float32(self.D), z=z,
+                                      delta_bias=_at_least_float32(self.dt_proj.bias), delta_softplus=True)
         return self.out_proj(y)
 
     def _forward_kernels(self, xs: Tensor, z: Tensor) -> Tensor:

@@ -38,11 +38,7 @@ _SOURCE = r"""
    with Cephes' exp2f polynomial, times 2^k built in the exponent bits. Within 1 ulp of exp2
    over [-126, 127]; 0 below -127 (flushing what would be subnormal), inf from 127.5, NaN stays
    NaN. The clamps are plain compares, so they vectorise (fminf / fmaxf do not). */
-static inline float vec_exp2f(float y) {
-  y = y > 130.0f ? 130.0f : y;
-  y = y < -130.0f ? -130.0f : y;
-  float k = floorf(y + 0.5f);
-  float f = y - k;
+static inline float exp2_split(float k, float f) {
   float p = 1.535336188319500e-4f;
   p = p * f + 1.339887440266574e-3f;
   p = p * f + 9.618437357674640e-3f;
@@ -58,8 +54,23 @@ static inline float vec_exp2f(float y) {
   return p * scale.f;
 }
 
+static inline float vec_exp2f(float y) {
+  y = y > 130.0f ? 130.0f : y;
+  y = y < -130.0f ? -130.0f : y;
+  float k = floorf(y + 0.5f);
+  return exp2_split(k, y - k);
+}
+
+/* exp(x) = 2^(x log2 e) with the product carried to about 2^-48 (fma for its rounding error,
+   plus the tail of log2 e), so large |x| loses no accuracy to it */
 #define LOG2E 1.44269504088896341f
-static inline float vec_expf(float x) { return vec_exp2f(x * LOG2E); }
+#define LOG2E_TAIL 1.925963033500011e-8f
+static inline float vec_expf(float x) {
+  x = x > 90.0f ? 90.0f : x;
+  x = x < -90.0f ? -90.0f : x;
+  float k = floorf(x * LOG2E + 0.5f);
+  return exp2_split(k, fmaf(x, LOG2E, -k) + x * LOG2E_TAIL);
+}
 
 /* for the tests: y = 2^x elementwise */
 void exp2_array(const float* x, float* y, int64_t n) {
@@ -68,6 +79,29 @@ void exp2_array(const float* x, float* y, int64_t n) {
 }
 
 static inline float sigmoidf_(float x) { return 1.0f / (1.0f + vec_expf(-x)); }
+
+/* softplus(x) = max(x, 0) + log1p(e), e = exp(-|x|) in (0, 1]: log1p(e) = 2 atanh(s) with
+   s = e / (2 + e) in (0, 1/3], whose odd series to s^15 is within float precision and keeps
+   the relative accuracy of tiny e (no 1 + e rounding). */
+static inline float vec_softplusf(float x) {
+  float e = vec_expf(x < 0.f ? x : -x);
+  float s = e / (2.f + e), s2 = s * s;
+  float p = 1.f / 15.f;
+  p = p * s2 + 1.f / 13.f;
+  p = p * s2 + 1.f / 11.f;
+  p = p * s2 + 1.f / 9.f;
+  p = p * s2 + 1.f / 7.f;
+  p = p * s2 + 1.f / 5.f;
+  p = p * s2 + 1.f / 3.f;
+  p = p * s2 + 1.f;
+  return (x > 0.f ? x : 0.f) + 2.f * s * p;
+}
+
+/* for the tests: y = softplus(x) elementwise */
+void softplus_array(const float* x, float* y, int64_t n) {
+#pragma omp simd
+  for (int64_t i = 0; i < n; i++) y[i] = vec_softplusf(x[i]);
+}
 
 #define LN2 0.69314718055994531f
 /* Channel-vectorised scan: every inner loop runs over a block of W channels (one or two
@@ -122,25 +156,50 @@ static void transposed_log2(const float* A, float* AT, int64_t D, int64_t N) {
     for (int64_t n = 0; n < N; n++) AT[n * D + d] = (float)((double)A[d * N + n] * 1.4426950408889634);
 }
 
-static void scan_forward_rows(const float* u, const float* dt, const float* A, const float* B, const float* C,
-                  const float* Dskip, const float* z, float* out,
-                  int64_t L, int64_t Bt, int64_t D, int64_t N, int64_t b0, int64_t b1) {
+/* Arguments of the scan kernels. Rows of (L, Bt, D) tensors are contiguous, D apart; the rows
+   of B, C, gB, gC are sBC apart and those of z, gz sz apart, so B and C can be column slices of
+   x_proj's output and z the second half of in_proj's, read and written in place.
+   Forward: out = (sum_n h_t C_t + Dskip u_t) * silu(z_t), h_t = exp(dt_t A) h_{t-1} + dt_t u_t B_t,
+   dt = softplus(delta + bias) (softplus, bias optional), written to dt when dt != delta.
+   Backward: gradients of sum(out * gout); gdt is that of delta; gA, gD, gbias are accumulated
+   into parts (threads, ...), one per slice of the batch, so the slices never race. */
+typedef struct {
+  const float *u, *delta, *bias, *A, *B, *C, *Dskip, *z, *gout;
+  float *dt, *out, *gu, *gdt, *gz, *gA_parts, *gD_parts, *gbias_parts, *gB, *gC;
+  int64_t softplus, L, Bt, D, N, sBC, sz, threads;
+} Scan;
+
+static void scan_forward_rows(const Scan* s, int64_t b0, int64_t b1) {
+  int64_t D = s->D, N = s->N, Bt = s->Bt;
   float* AT = thread_scratch(2 * D * N + 48);
   float* h = AT + D * N + 48;  /* padded: see S in scan_backward_rows */
-  transposed_log2(A, AT, D, N);
+  transposed_log2(s->A, AT, D, N);
   for (int64_t b = b0; b < b1; b++) {
     memset(h, 0, D * N * sizeof(float));
-    for (int64_t t = 0; t < L; t++) {
-      int64_t row = (t * Bt + b) * D;
-      const float* Bv = B + (t * Bt + b) * N;
-      const float* Cv = C + (t * Bt + b) * N;
-      int64_t d0 = 0;
-      for (; d0 + W <= D; d0 += W)
-        fwd_block(dt + row + d0, u + row + d0, AT + d0, Bv, Cv, Dskip ? Dskip + d0 : NULL,
-                  z ? z + row + d0 : NULL, h + d0, out + row + d0, D, N, W);
-      if (d0 < D)
-        fwd_block(dt + row + d0, u + row + d0, AT + d0, Bv, Cv, Dskip ? Dskip + d0 : NULL,
-                  z ? z + row + d0 : NULL, h + d0, out + row + d0, D, N, D - d0);
+    for (int64_t t = 0; t < s->L; t++) {
+      int64_t r = t * Bt + b, row = r * D;
+      const float* dtr = s->delta + row;
+      if (s->dt != s->delta) {
+        float* dto = s->dt + row;
+#pragma omp simd
+        for (int64_t d = 0; d < D; d++) {
+          float x = dtr[d] + (s->bias ? s->bias[d] : 0.f);
+          dto[d] = s->softplus ? vec_softplusf(x) : x;
+        }
+        dtr = dto;
+      }
+      const float* Bv = s->B + r * s->sBC;
+      const float* Cv = s->C + r * s->sBC;
+      const float* zr = s->z ? s->z + r * s->sz : NULL;
+      for (int64_t d0 = 0; d0 < D; d0 += W) {
+        int64_t w = D - d0 < W ? D - d0 : W;
+        if (w == W)
+          fwd_block(dtr + d0, s->u + row + d0, AT + d0, Bv, Cv, s->Dskip ? s->Dskip + d0 : NULL,
+                    zr ? zr + d0 : NULL, h + d0, s->out + row + d0, D, N, W);
+        else
+          fwd_block(dtr + d0, s->u + row + d0, AT + d0, Bv, Cv, s->Dskip ? s->Dskip + d0 : NULL,
+                    zr ? zr + d0 : NULL, h + d0, s->out + row + d0, D, N, w);
+      }
     }
   }
 }
@@ -198,13 +257,23 @@ static inline __attribute__((always_inline)) void adjoint_block(
   for (int64_t j = 0; j < w; j++) { gdt[j] = s_dt[j] * LN2 + ur[j] * s_g[j]; gu[j] = dtr[j] * s_g[j]; }
 }
 
-static void scan_backward_rows(const float* u, const float* dt, const float* A, const float* B, const float* C,
-                   const float* Dskip, const float* z, const float* gout, float* gu, float* gdt, float* gz,
-                   float* gA, float* gD, float* gB, float* gC, int64_t softplus,
-                   int64_t L, int64_t Bt, int64_t D, int64_t N, int64_t b0, int64_t b1) {
+/* recompute_block over a whole row, in blocks of W channels (the last one may be narrower) */
+static void recompute_row(const float* dtr, const float* ur, const float* AT, const float* Bv, const float* Cv,
+                          const float* prev, float* cur, float* a, float* y, int64_t D, int64_t N) {
+  for (int64_t d0 = 0; d0 < D; d0 += W) {
+    if (D - d0 >= W)
+      recompute_block(dtr + d0, ur + d0, AT + d0, Bv, Cv, prev ? prev + d0 : NULL, cur + d0, a + d0, y + d0, D, N, W);
+    else
+      recompute_block(dtr + d0, ur + d0, AT + d0, Bv, Cv, prev ? prev + d0 : NULL, cur + d0, a + d0, y + d0, D, N,
+                      D - d0);
+  }
+}
+
+static void scan_backward_rows(const Scan* s, int64_t k, int64_t b0, int64_t b1) {
   /* S: the stride of every (N, D) slot. DN alone is a multiple of 4 KiB (16 KiB at D 256, N
      16), so the slots the inner loop reads and writes together would share their L1 sets and
      stall on 4K aliasing; 3 cache lines of padding shift each one. */
+  int64_t L = s->L, Bt = s->Bt, D = s->D, N = s->N;
   int64_t n_chunks = (L + CK - 1) / CK, DN = D * N, S = DN + 48;
   float* AT = thread_scratch((4 + n_chunks + 2 * CK) * S + CK * D + 2 * N * W + D);
   float* gAT = AT + S;
@@ -217,98 +286,92 @@ static void scan_backward_rows(const float* u, const float* dt, const float* A, 
   float* gBacc = ybuf + CK * D;
   float* gCacc = gBacc + N * W;
   float* gyrow = gCacc + N * W;
-  transposed_log2(A, AT, D, N);
+  float* gA = s->gA_parts + k * DN;
+  float* gD = s->gD_parts ? s->gD_parts + k * D : NULL;
+  float* gbias = s->gbias_parts ? s->gbias_parts + k * D : NULL;
+  const float *u = s->u, *dt = s->dt, *Dskip = s->Dskip;
+  transposed_log2(s->A, AT, D, N);
   memset(gAT, 0, DN * sizeof(float));
   memset(zero, 0, DN * sizeof(float));
-#define ROWS(t, w_)                                                                            \
-  int64_t row = ((t) * Bt + b) * D;                                                            \
-  const float* Bv = B + ((t) * Bt + b) * N;                                                    \
-  const float* Cv = C + ((t) * Bt + b) * N;
   for (int64_t b = b0; b < b1; b++) {
-    /* forward up to the last chunk, keeping the chunk-start states (the last chunk's slot 0 of
-       buf doubles as scratch) */
+    /* forward up to the last chunk, keeping the chunk-start states (buf as scratch) */
     for (int64_t c = 1; c < n_chunks; c++) {
       for (int64_t t = (c - 1) * CK; t < c * CK; t++) {
-        ROWS(t, W)
+        int64_t r = t * Bt + b;
         const float* prev = t == 0 ? NULL : (t == (c - 1) * CK ? ckpt + (c - 1) * S : buf);
-        float* cur = t == c * CK - 1 ? ckpt + c * S : buf;
         /* in place: prev == cur == buf is safe, each element read before written */
-        int64_t d0 = 0;
-        for (; d0 + W <= D; d0 += W)
-          recompute_block(dt + row + d0, u + row + d0, AT + d0, Bv, Cv, prev ? prev + d0 : NULL,
-                          cur + d0, abuf + d0, ybuf + d0, D, N, W);
-        if (d0 < D)
-          recompute_block(dt + row + d0, u + row + d0, AT + d0, Bv, Cv, prev ? prev + d0 : NULL,
-                          cur + d0, abuf + d0, ybuf + d0, D, N, D - d0);
+        recompute_row(dt + r * D, u + r * D, AT, s->B + r * s->sBC, s->C + r * s->sBC, prev,
+                      t == c * CK - 1 ? ckpt + c * S : buf, abuf, ybuf, D, N);
       }
     }
     memset(G, 0, DN * sizeof(float));
     for (int64_t c = n_chunks - 1; c >= 0; c--) {
       int64_t t0 = c * CK, t1 = t0 + CK < L ? t0 + CK : L;
       for (int64_t t = t0; t < t1; t++) {
-        ROWS(t, W)
+        int64_t r = t * Bt + b;
         const float* prev = t == t0 ? (t ? ckpt + c * S : NULL) : buf + (t - t0 - 1) * S;
-        float* cur = buf + (t - t0) * S;
-        float* at = abuf + (t - t0) * S;
-        float* yt = ybuf + (t - t0) * D;
-        int64_t d0 = 0;
-        for (; d0 + W <= D; d0 += W)
-          recompute_block(dt + row + d0, u + row + d0, AT + d0, Bv, Cv, prev ? prev + d0 : NULL,
-                          cur + d0, at + d0, yt + d0, D, N, W);
-        if (d0 < D)
-          recompute_block(dt + row + d0, u + row + d0, AT + d0, Bv, Cv, prev ? prev + d0 : NULL,
-                          cur + d0, at + d0, yt + d0, D, N, D - d0);
+        recompute_row(dt + r * D, u + r * D, AT, s->B + r * s->sBC, s->C + r * s->sBC, prev,
+                      buf + (t - t0) * S, abuf + (t - t0) * S, ybuf + (t - t0) * D, D, N);
       }
       for (int64_t t = t1 - 1; t >= t0; t--) {
-        ROWS(t, W)
+        int64_t r = t * Bt + b, row = r * D;
+        const float* Bv = s->B + r * s->sBC;
+        const float* Cv = s->C + r * s->sBC;
+        const float* gout = s->gout + row;
         const float* hcur = buf + (t - t0) * S;
         const float* hprev = t > t0 ? buf + (t - t0 - 1) * S : (t ? ckpt + c * S : zero);
         const float* at = abuf + (t - t0) * S;
         const float* yt = ybuf + (t - t0) * D;
         /* gradient of y through out = (y + Dskip u) * silu(z) */
-        if (z) {
+        if (s->z) {
+          const float* zr = s->z + r * s->sz;
+          float* gzr = s->gz + r * s->sz;
 #pragma omp simd
           for (int64_t d = 0; d < D; d++) {
             float y = yt[d] + (Dskip ? Dskip[d] * u[row + d] : 0.f);
-            float zv = z[row + d], sz = sigmoidf_(zv), g = gout[row + d];
-            gz[row + d] = g * y * sz * (1.f + zv * (1.f - sz));
+            float zv = zr[d], sz = sigmoidf_(zv), g = gout[d];
+            gzr[d] = g * y * sz * (1.f + zv * (1.f - sz));
             gyrow[d] = g * zv * sz;
           }
         } else {
-          memcpy(gyrow, gout + row, D * sizeof(float));
+          memcpy(gyrow, gout, D * sizeof(float));
         }
         memset(gBacc, 0, N * W * sizeof(float));
         memset(gCacc, 0, N * W * sizeof(float));
-        int64_t d0 = 0;
-        for (; d0 + W <= D; d0 += W)
-          adjoint_block(dt + row + d0, u + row + d0, gyrow + d0, AT + d0, Bv, Cv, hcur + d0,
-                        hprev + d0, at + d0, G + d0, gAT + d0, gBacc, gCacc,
-                        gdt + row + d0, gu + row + d0, D, N, W);
-        if (d0 < D)
-          adjoint_block(dt + row + d0, u + row + d0, gyrow + d0, AT + d0, Bv, Cv, hcur + d0,
-                        hprev + d0, at + d0, G + d0, gAT + d0, gBacc, gCacc,
-                        gdt + row + d0, gu + row + d0, D, N, D - d0);
+        for (int64_t d0 = 0; d0 < D; d0 += W) {
+          if (D - d0 >= W)
+            adjoint_block(dt + row + d0, u + row + d0, gyrow + d0, AT + d0, Bv, Cv, hcur + d0, hprev + d0,
+                          at + d0, G + d0, gAT + d0, gBacc, gCacc, s->gdt + row + d0, s->gu + row + d0, D, N, W);
+          else
+            adjoint_block(dt + row + d0, u + row + d0, gyrow + d0, AT + d0, Bv, Cv, hcur + d0, hprev + d0,
+                          at + d0, G + d0, gAT + d0, gBacc, gCacc, s->gdt + row + d0, s->gu + row + d0, D, N,
+                          D - d0);
+        }
         for (int64_t n = 0; n < N; n++) {
           float sb = 0.f, sc = 0.f;
           for (int64_t j = 0; j < W; j++) { sb += gBacc[n * W + j]; sc += gCacc[n * W + j]; }
-          gB[(t * Bt + b) * N + n] = sb;
-          gC[(t * Bt + b) * N + n] = sc;
+          s->gB[r * s->sBC + n] = sb;
+          s->gC[r * s->sBC + n] = sc;
         }
-        if (softplus) {
+        float* gdt = s->gdt + row;
+        if (s->softplus) {  /* softplus'(x) = sigmoid(x) = 1 - exp(-softplus(x)) */
 #pragma omp simd
-          for (int64_t d = 0; d < D; d++) gdt[row + d] *= 1.f - vec_expf(-dt[row + d]);
+          for (int64_t d = 0; d < D; d++) gdt[d] *= 1.f - vec_expf(-dt[row + d]);
+        }
+        if (gbias) {
+#pragma omp simd
+          for (int64_t d = 0; d < D; d++) gbias[d] += gdt[d];
         }
         if (Dskip) {
 #pragma omp simd
           for (int64_t d = 0; d < D; d++) {
-            gu[row + d] += gyrow[d] * Dskip[d];
+            s->gu[row + d] += gyrow[d] * Dskip[d];
             gD[d] += gyrow[d] * u[row + d];
           }
         }
       }
     }
   }
-#undef ROWS
   for (int64_t d = 0; d < D; d++)
     for (int64_t n = 0; n < N; n++) gA[d * N + n] += gAT[n * D + d];
 }
@@ -317,59 +380,105 @@ static void scan_backward_rows(const float* u, const float* dt, const float* A, 
    library shares torch's OpenMP runtime (the same libgomp.so.1, already loaded), so the slices
    run on torch's own worker threads: a second pool would fight them for the cores while they
    spin between torch's ops. Without OpenMP the slices run one after another. */
-void scan_forward(const float* u, const float* dt, const float* A, const float* B, const float* C,
-                  const float* Dskip, const float* z, float* out,
-                  int64_t L, int64_t Bt, int64_t D, int64_t N, int64_t threads) {
-#pragma omp parallel for num_threads(threads) schedule(static, 1)
-  for (int64_t k = 0; k < threads; k++)
-    scan_forward_rows(u, dt, A, B, C, Dskip, z, out, L, Bt, D, N, Bt * k / threads, Bt * (k + 1) / threads);
+void scan_forward(const Scan* s) {
+#pragma omp parallel for num_threads(s->threads) schedule(static, 1)
+  for (int64_t k = 0; k < s->threads; k++)
+    scan_forward_rows(s, s->Bt * k / s->threads, s->Bt * (k + 1) / s->threads);
 }
 
-/* gA_parts (threads, D, N) and gD_parts (threads, D), zeroed: one accumulator per slice */
-void scan_backward(const float* u, const float* dt, const float* A, const float* B, const float* C,
-                   const float* Dskip, const float* z, const float* gout, float* gu, float* gdt, float* gz,
-                   float* gA_parts, float* gD_parts, float* gB, float* gC, int64_t softplus,
-                   int64_t L, int64_t Bt, int64_t D, int64_t N, int64_t threads) {
-#pragma omp parallel for num_threads(threads) schedule(static, 1)
-  for (int64_t k = 0; k < threads; k++)
-    scan_backward_rows(u, dt, A, B, C, Dskip, z, gout, gu, gdt, gz, gA_parts + k * D * N, gD_parts + k * D,
-                       gB, gC, softplus, L, Bt, D, N, Bt * k / threads, Bt * (k + 1) / threads);
+void scan_backward(const Scan* s) {
+#pragma omp parallel for num_threads(s->threads) schedule(static, 1)
+  for (int64_t k = 0; k < s->threads; k++)
+    scan_backward_rows(s, k, s->Bt * k / s->threads, s->Bt * (k + 1) / s->threads);
 }
 
-/* depthwise causal conv, time-major: x, out (L, Bt, D); wT (K, D) = weight transposed; bias (D) */
-void conv_forward(const float* x, const float* wT, const float* bias, float* out,
-                  int64_t L, int64_t Bt, int64_t D, int64_t K) {
-  for (int64_t t = 0; t < L; t++)
-    for (int64_t b = 0; b < Bt; b++) {
-      float* o = out + (t * Bt + b) * D;
-      for (int64_t d = 0; d < D; d++) o[d] = bias[d];
+/* Depthwise causal conv, time-major, out_t = bias + sum_s wT[K-1-s] x_{t-s}: x rows sx apart
+   (so x can be the first half of in_proj's output), wT (K, D) the weight transposed, out and
+   pre (L, Bt, D). With pre != NULL: pre = conv, out = silu(pre) (the block's activation).
+   Backward: g (L, Bt, D) the gradient of out; gx (rows sx apart) written, gwT and gbias
+   accumulated into parts (threads, ...), one per slice of the batch. */
+typedef struct {
+  const float *x, *wT, *bias, *g;
+  float *pre, *out, *gx, *gwT_parts, *gbias_parts;
+  int64_t sx, L, Bt, D, K, threads;
+} Conv;
+
+static void conv_forward_rows(const Conv* c, int64_t b0, int64_t b1) {
+  int64_t D = c->D, K = c->K;
+  for (int64_t t = 0; t < c->L; t++)
+    for (int64_t b = b0; b < b1; b++) {
+      int64_t r = t * c->Bt + b;
+      float* o = c->pre ? c->pre + r * D : c->out + r * D;
+#pragma omp simd
+      for (int64_t d = 0; d < D; d++) o[d] = c->bias[d];
       for (int64_t s = 0; s < K && s <= t; s++) {
-        const float* xs = x + ((t - s) * Bt + b) * D;
-        const float* w = wT + (K - 1 - s) * D;
+        const float* xs = c->x + (r - s * c->Bt) * c->sx;
+        const float* w = c->wT + (K - 1 - s) * D;
 #pragma omp simd
         for (int64_t d = 0; d < D; d++) o[d] += w[d] * xs[d];
       }
+      if (c->pre) {
+        float* u = c->out + r * D;
+#pragma omp simd
+        for (int64_t d = 0; d < D; d++) u[d] = o[d] * sigmoidf_(o[d]);
+      }
     }
 }
 
-/* g: (L, Bt, D) gradient of out; g_x (L, Bt, D) zeroed by the caller; g_wT (K, D) zeroed */
-void conv_backward(const float* x, const float* wT, const float* g, float* g_x, float* g_wT,
-                   int64_t L, int64_t Bt, int64_t D, int64_t K) {
-  for (int64_t t = 0; t < L; t++)
-    for (int64_t b = 0; b < Bt; b++) {
-      const float* gt = g + (t * Bt + b) * D;
-      for (int64_t s = 0; s < K && s <= t; s++) {
-        const float* xs = x + ((t - s) * Bt + b) * D;
-        float* gxs = g_x + ((t - s) * Bt + b) * D;
-        const float* w = wT + (K - 1 - s) * D;
-        float* gw = g_wT + (K - 1 - s) * D;
+static void conv_backward_rows(const Conv* c, int64_t k, int64_t b0, int64_t b1) {
+  int64_t L = c->L, Bt = c->Bt, D = c->D, K = c->K;
+  float* gc = thread_scratch(L * D);  /* gradient of the conv output, one batch row */
+  float* gw = c->gwT_parts + k * K * D;
+  float* gbias = c->gbias_parts + k * D;
+  for (int64_t b = b0; b < b1; b++) {
+    for (int64_t t = 0; t < L; t++) {
+      int64_t r = t * Bt + b;
+      const float* g = c->g + r * D;
+      float* gct = gc + t * D;
+      if (c->pre) {  /* silu'(p) = sigmoid(p) (1 + p (1 - sigmoid(p))) */
+        const float* p = c->pre + r * D;
 #pragma omp simd
         for (int64_t d = 0; d < D; d++) {
-          gxs[d] += w[d] * gt[d];
-          gw[d] += gt[d] * xs[d];
+          float sp = sigmoidf_(p[d]);
+          gct[d] = g[d] * sp * (1.f + p[d] * (1.f - sp));
+        }
+      } else {
+        memcpy(gct, g, D * sizeof(float));
+      }
+#pragma omp simd
+      for (int64_t d = 0; d < D; d++) gbias[d] += gct[d];
+    }
+    for (int64_t t = 0; t < L; t++) {
+      int64_t r = t * Bt + b;
+      const float* xt = c->x + r * c->sx;
+      float* gx = c->gx + r * c->sx;
+#pragma omp simd
+      for (int64_t d = 0; d < D; d++) gx[d] = 0.f;
+      /* x_t reaches out_{t+s} through tap K-1-s */
+      for (int64_t s = 0; s < K && t + s < L; s++) {
+        const float* gcs = gc + (t + s) * D;
+        const float* w = c->wT + (K - 1 - s) * D;
+        float* gws = gw + (K - 1 - s) * D;
+#pragma omp simd
+        for (int64_t d = 0; d < D; d++) {
+          gx[d] += w[d] * gcs[d];
+          gws[d] += gcs[d] * xt[d];
         }
       }
     }
+  }
+}
+
+void conv_forward(const Conv* c) {
+#pragma omp parallel for num_threads(c->threads) schedule(static, 1)
+  for (int64_t k = 0; k < c->threads; k++)
+    conv_forward_rows(c, c->Bt * k / c->threads, c->Bt * (k + 1) / c->threads);
+}
+
+void conv_backward(const Conv* c) {
+#pragma omp parallel for num_threads(c->threads) schedule(static, 1)
+  for (int64_t k = 0; k < c->threads; k++)
+    conv_backward_rows(c, k, c->Bt * k / c->threads, c->Bt * (k + 1) / c->threads);
 }
 """.replace("@CHECKPOINT@", str(CHECKPOINT))
 
@@ -424,7 +533,8 @@ def native_library() -> ctypes.CDLL | None:
             continue
     else:
         return None
-    for fn in (lib.scan_forward, lib.scan_backward, lib.conv_forward, lib.conv_backward, lib.exp2_array):
+    for fn in (lib.scan_forward, lib.scan_backward, lib.conv_forward, lib.conv_backward, lib.exp2_array,
+               lib.softplus_array):
         fn.restype = None
     return lib
 
@@ -435,9 +545,27 @@ def native_applies(*tensors: Tensor) -> bool:
             and native_library() is not None)
 
 
-def _args(*tensors: Tensor) -> list:
-    """Raw pointers for ctypes; the caller must keep every tensor alive during the call."""
-    return [ctypes.c_void_p(t.data_ptr()) for t in tensors]
+_POINTERS = ("u", "delta", "bias", "A", "B", "C", "Dskip", "z", "gout", "dt", "out", "gu", "gdt", "gz",
+             "gA_parts", "gD_parts", "gbias_parts", "gB", "gC")
+
+
+class _Scan(ctypes.Structure):
+    """The C struct ``Scan``: tensors by pointer (None = absent), then sizes and flags."""
+    _fields_ = [(name, ctypes.c_void_p) for name in _POINTERS] + \
+        [(name, ctypes.c_int64) for name in ("softplus", "L", "Bt", "D", "N", "sBC", "sz", "threads")]
+
+
+class _Conv(ctypes.Structure):
+    """The C struct ``Conv``."""
+    _fields_ = [(name, ctypes.c_void_p) for name in ("x", "wT", "bias", "g", "pre", "out", "gx", "gwT_parts",
+                                                     "gbias_parts")] + \
+        [(name, ctypes.c_int64) for name in ("sx", "L", "Bt", "D", "K", "threads")]
+
+
+def _struct(kind, **fields):
+    """A ``_Scan`` / ``_Conv`` from tensors (their data pointers; the caller keeps them alive
+    during the call), None and ints."""
+    return kind(**{k: v.data_ptr() if isinstance(v, Tensor) else v for k, v in fields.items()})
 
 
 def _threads(batch: int) -> int:
@@ -445,58 +573,111 @@ def _threads(batch: int) -> int:
     return max(1, min(torch.get_num_threads(), batch))
 
 
-def _pointer(t: Tensor | None) -> ctypes.c_void_p:
-    return ctypes.c_void_p(None if t is None else t.data_ptr())
+def row_stride(t: Tensor) -> int | None:
+    """For (L, b, n): the distance between consecutive rows ``l * b + i`` when every row is
+    contiguous and they are evenly spaced (a column slice of a wider tensor is), else None."""
+    L, b, n = t.shape
+    s = t.stride(1) if b > 1 else (t.stride(0) if L > 1 else n)
+    if (n > 1 and t.stride(2) != 1) or (L > 1 and b > 1 and t.stride(0) != b * s) or s < n:
+        return None
+    return s
 
 
-def scan_forward(u: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor | None,
-                 z: Tensor | None) -> Tensor:
-    """``(sum_n h_t C_t + D u_t) * silu(z_t)`` with ``h_t = exp(dt_t A) h_{t-1} + dt_t u_t B_t``;
-    contiguous time-major input, ``D`` / ``z`` None to leave that part out."""
+def _rows(*tensors: Tensor) -> tuple[list[Tensor], int]:
+    """The tensors with one common row stride (copied contiguous when they have none)."""
+    strides = {row_stride(t) for t in tensors}
+    if len(strides) == 1 and None not in strides:
+        return list(tensors), strides.pop()
+    return [t.contiguous() for t in tensors], tensors[0].shape[-1]
+
+
+def scan_forward(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor | None, z: Tensor | None,
+                 bias: Tensor | None, softplus: bool) -> tuple[Tensor, Tensor]:
+    """``out = (sum_n h_t C_t + D u_t) * silu(z_t)``, ``h_t = exp(dt_t A) h_{t-1} + dt_t u_t B_t``,
+    ``dt = softplus(delta + bias)`` (each part optional). ``u``, ``delta`` contiguous time-major;
+    ``B``, ``C`` and ``z`` may be column slices of wider tensors. Returns (out, dt)."""
     L, b, d = u.shape
+    (B, C), sBC = _rows(B, C)
+    z, sz = (None, 0) if z is None else ((zs := _rows(z))[0][0], zs[1])
     out = torch.empty_like(u)
-    native_library().scan_forward(*_args(u, dt, A, B, C), _pointer(D), _pointer(z), _pointer(out),
-                                  *map(ctypes.c_int64, (L, b, d, A.shape[1], _threads(b))))
-    return out
+    dt = delta if bias is None and not softplus else torch.empty_like(u)
+    args = _struct(_Scan, u=u, delta=delta, bias=bias, A=A, B=B, C=C, Dskip=D, z=z, dt=dt, out=out,
+                   softplus=int(softplus), L=L, Bt=b, D=d, N=A.shape[1], sBC=sBC, sz=sz, threads=_threads(b))
+    native_library().scan_forward(ctypes.byref(args))
+    return out, dt
 
 
 def scan_backward(u: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor | None, z: Tensor | None,
-                  g_out: Tensor, softplus: bool):
-    """Gradients (u, dt, A, B, C, D, z) of ``sum(scan_forward(...) * g_out)``; with ``softplus`` the
-    dt gradient is that of ``raw`` where ``dt = softplus(raw)``. None for an absent D or z."""
+                  g_out: Tensor, softplus: bool, with_bias: bool, g_B: Tensor | None = None,
+                  g_C: Tensor | None = None, g_z: Tensor | None = None):
+    """Gradients (u, delta, A, B, C, D, z, bias) of ``sum(out * g_out)`` for :func:`scan_forward`
+    given its ``dt``; None for an absent D, z or bias. ``g_B``, ``g_C``, ``g_z``: where to write
+    those gradients (views laid out like ``B``, ``C``, ``z``, e.g. column slices of one buffer)."""
     L, b, d = u.shape
-    g_u, g_dt, g_B, g_C = torch.empty_like(u), torch.empty_like(u), torch.empty_like(B), torch.empty_like(C)
-    g_z = torch.empty_like(u) if z is not None else None
+    (B, C), sBC = _rows(B, C)
+    if g_B is None:
+        g_B, g_C = (torch.empty_strided(t.shape, t.stride()) for t in (B, C))
+    sz = 0
+    if z is not None:
+        (z,), sz = _rows(z)
+        g_z = torch.empty_strided(z.shape, z.stride()) if g_z is None else g_z
+    assert row_stride(g_B) == row_stride(g_C) == sBC and (z is None or row_stride(g_z) == sz)
+    g_u, g_delta = torch.empty_like(u), torch.empty_like(u)
     n_threads = _threads(b)
     # one accumulator per slice of the batch: no write races
-    g_A_parts, g_D_parts = torch.zeros(n_threads, *A.shape, dtype=A.dtype), torch.zeros(n_threads, d, dtype=u.dtype)
-    native_library().scan_backward(*_args(u, dt, A, B, C), _pointer(D), _pointer(z), *_args(g_out, g_u, g_dt),
-                                   _pointer(g_z), *_args(g_A_parts, g_D_parts, g_B, g_C),
-                                   *map(ctypes.c_int64, (int(softplus), L, b, d, A.shape[1], n_threads)))
-    return g_u, g_dt, g_A_parts.sum(0), g_B, g_C, (g_D_parts.sum(0) if D is not None else None), g_z
+    g_A, g_D, g_bias = torch.zeros(n_threads, *A.shape), torch.zeros(n_threads, d), torch.zeros(n_threads, d)
+    args = _struct(_Scan, u=u, A=A, B=B, C=C, Dskip=D, z=z, gout=g_out, dt=dt, gu=g_u, gdt=g_delta, gz=g_z,
+                   gA_parts=g_A, gD_parts=g_D if D is not None else None,
+                   gbias_parts=g_bias if with_bias else None, gB=g_B, gC=g_C, softplus=int(softplus), L=L, Bt=b,
+                   D=d, N=A.shape[1], sBC=sBC, sz=sz, threads=n_threads)
+    native_library().scan_backward(ctypes.byref(args))
+    return (g_u, g_delta, g_A.sum(0), g_B, g_C, g_D.sum(0) if D is not None else None, g_z,
+            g_bias.sum(0) if with_bias else None)
 
 
 def exp2(x: Tensor) -> Tensor:
     """The kernel's own vectorised ``2 ** x`` on a contiguous float32 tensor (for the tests)."""
     out = torch.empty_like(x)
-    native_library().exp2_array(*_args(x, out), ctypes.c_int64(x.numel()))
+    native_library().exp2_array(ctypes.c_void_p(x.data_ptr()), ctypes.c_void_p(out.data_ptr()),
+                                ctypes.c_int64(x.numel()))
     return out
 
 
-def conv_forward(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
-    """Depthwise causal conv of contiguous time-major ``x`` (L, b, d) with ``weight`` (d, K)."""
-    L, b, d = x.shape
-    out, w_t = torch.empty_like(x), weight.t().contiguous()  # named: must outlive the C call
-    native_library().conv_forward(*_args(x, w_t, bias, out),
-                                  *map(ctypes.c_int64, (L, b, d, weight.shape[1])))
+def softplus(x: Tensor) -> Tensor:
+    """The kernel's own vectorised softplus on a contiguous float32 tensor (for the tests)."""
+    out = torch.empty_like(x)
+    native_library().softplus_array(ctypes.c_void_p(x.data_ptr()), ctypes.c_void_p(out.data_ptr()),
+                                    ctypes.c_int64(x.numel()))
     return out
 
 
-def conv_backward(x: Tensor, weight: Tensor, g: Tensor) -> tuple[Tensor, Tensor]:
-    """Gradients (x, weight) of ``sum(conv_forward(x, weight, bias) * g)``."""
+def conv_forward(x: Tensor, weight: Tensor, bias: Tensor, silu: bool) -> tuple[Tensor, Tensor | None]:
+    """Depthwise causal conv of time-major ``x`` (L, b, d; rows may be a column slice) with
+    ``weight`` (d, K): ``(silu(conv), conv)`` with ``silu``, else ``(conv, None)``."""
     L, b, d = x.shape
-    g_x, g_wT = torch.zeros_like(x), torch.zeros(weight.shape[1], d, dtype=x.dtype)
+    (x,), sx = _rows(x)
+    out = torch.empty(L, b, d)
+    pre = torch.empty(L, b, d) if silu else None
     w_t = weight.t().contiguous()  # named: must outlive the C call
-    native_library().conv_backward(*_args(x, w_t, g, g_x, g_wT),
-                                   *map(ctypes.c_int64, (L, b, d, weight.shape[1])))
-    return g_x, g_wT.t()
+    args = _struct(_Conv, x=x, wT=w_t, bias=bias, pre=pre, out=out, sx=sx, L=L, Bt=b, D=d, K=weight.shape[1],
+                   threads=_threads(b))
+    native_library().conv_forward(ctypes.byref(args))
+    return out, pre
+
+
+def conv_backward(x: Tensor, weight: Tensor, g: Tensor, pre: Tensor | None,
+                  g_x: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+    """Gradients (x, weight, bias) of ``sum(conv_forward(x, weight, bias, silu)[0] * g)``, ``pre``
+    the forward's pre-activation (None without SiLU); ``g_x``: where to write the x gradient
+    (laid out like ``x``)."""
+    L, b, d = x.shape
+    (x,), sx = _rows(x)
+    g_x = torch.empty_strided(x.shape, x.stride()) if g_x is None else g_x
+    assert row_stride(g_x) == sx
+    n_threads, K = _threads(b), weight.shape[1]
+    g_w, g_bias = torch.zeros(n_threads, K, d), torch.zeros(n_threads, d)
+    w_t = weight.t().contiguous()  # named: must outlive the C call
+    args = _struct(_Conv, x=x, wT=w_t, g=g, pre=pre, gx=g_x, gwT_parts=g_w, gbias_parts=g_bias, sx=sx, L=L, Bt=b,
+                   D=d, K=K, threads=n_threads)
+    native_library().conv_backward(ctypes.byref(args))
+    return g_x, g_w.sum(0).t(), g_bias.sum(0)

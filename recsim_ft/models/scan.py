@@ -124,23 +124,22 @@ def _scan_backward_torch(u, dt, A, B, C, g_y, g_u, kept, single_chunk, chunk_len
 class _SelectiveScanFn(torch.autograd.Function):
     """Selective scan on time-major tensors (see :func:`selective_scan` for the layout).
 
-    The C kernel takes the whole layer (D skip and SiLU gate included, and the softplus
-    derivative in the backward); the PyTorch path runs the recurrence and adds those around it.
+    The C kernel takes the whole layer (delta bias, softplus, D skip and SiLU gate included);
+    the PyTorch path runs the recurrence and adds those around it.
     """
 
     @staticmethod
     def forward(ctx, u, delta, A, B, C, D, z, delta_bias, delta_softplus, chunk_len):
-        raw = delta if delta_bias is None else delta + delta_bias
-        dt = F.softplus(raw) if delta_softplus else raw
-        ctx.native = native_scan.native_applies(*(t for t in (u, delta, A, B, C, D, z) if t is not None))
+        ctx.native = native_scan.native_applies(*(t for t in (u, delta, A, B, C, D, z, delta_bias) if t is not None))
         ctx.single_chunk, ctx.chunk_len, ctx.delta_softplus = u.shape[0] <= chunk_len, chunk_len, delta_softplus
         ctx.has_bias = delta_bias is not None
         if ctx.native:
-            dt, A = dt.contiguous(), A.contiguous()
-            D = None if D is None else D.contiguous()
-            z = None if z is None else z.contiguous()
+            A, D, delta_bias = (None if t is None else t.contiguous() for t in (A, D, delta_bias))
+            out, dt = native_scan.scan_forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
             ctx.save_for_backward(u, dt, A, B, C, D, z)
-            return native_scan.scan_forward(u, dt, A, B, C, D, z)
+            return out
+        raw = delta if delta_bias is None else delta + delta_bias
+        dt = F.softplus(raw) if delta_softplus else raw
         y, kept = _scan_forward_torch(u, dt, A, B, C, chunk_len)
         if D is not None:
             y = y + u * D
@@ -154,24 +153,24 @@ class _SelectiveScanFn(torch.autograd.Function):
         g_out = g_out.contiguous()  # may arrive in any layout; the kernels need a plain one
         if ctx.native:
             u, dt, A, B, C, D, z = ctx.saved_tensors
-            g_u, g_delta, g_A, g_B, g_C, g_D, g_z = native_scan.scan_backward(
-                u, dt, A, B, C, D, z, g_out, ctx.delta_softplus)
+            g_u, g_delta, g_A, g_B, g_C, g_D, g_z, g_bias = native_scan.scan_backward(
+                u, dt, A, B, C, D, z, g_out, ctx.delta_softplus, ctx.has_bias)
+            return g_u, g_delta, g_A, g_B, g_C, g_D, g_z, g_bias, None, None
+        u, dt, A, B, C, D, z, delta, delta_bias, y, *kept = ctx.saved_tensors
+        g_z = None
+        if z is not None:
+            sig_z = torch.sigmoid(z)
+            g_z = g_out * y * sig_z * (1 + z * (1 - sig_z))
+            g_y = g_out * (z * sig_z)
         else:
-            u, dt, A, B, C, D, z, delta, delta_bias, y, *kept = ctx.saved_tensors
-            g_z = None
-            if z is not None:
-                sig_z = torch.sigmoid(z)
-                g_z = g_out * y * sig_z * (1 + z * (1 - sig_z))
-                g_y = g_out * (z * sig_z)
-            else:
-                g_y = g_out
-            g_D = (g_y * u).sum((0, 1)) if D is not None else None
-            g_u = g_y * D if D is not None else torch.zeros_like(u)
-            g_dt, g_A, g_B, g_C = _scan_backward_torch(u, dt, A, B, C, g_y, g_u, kept, ctx.single_chunk,
-                                                       ctx.chunk_len)
-            g_delta = g_dt
-            if ctx.delta_softplus:
-                g_delta = g_dt * torch.sigmoid(delta if delta_bias is None else delta + delta_bias)
+            g_y = g_out
+        g_D = (g_y * u).sum((0, 1)) if D is not None else None
+        g_u = g_y * D if D is not None else torch.zeros_like(u)
+        g_dt, g_A, g_B, g_C = _scan_backward_torch(u, dt, A, B, C, g_y, g_u, kept, ctx.single_chunk,
+                                                   ctx.chunk_len)
+        g_delta = g_dt
+        if ctx.delta_softplus:
+            g_delta = g_dt * torch.sigmoid(delta if delta_bias is None else delta + delta_bias)
         g_bias = g_delta.sum((0, 1)) if ctx.has_bias else None
         return g_u, g_delta, g_A, g_B, g_C, g_D, g_z, g_bias, None, None
 
@@ -253,7 +252,7 @@ class _CausalConvFn(torch.autograd.Function):
         ctx.save_for_backward(x, weight)
         ctx.has_bias = bias is not None
         if ctx.native:
-            return native_scan.conv_forward(x.contiguous(), weight, bias)
+            return native_scan.conv_forward(x, weight.contiguous(), bias.contiguous(), silu=False)[0]
         L, K = x.shape[0], weight.shape[1]
         taps = min(K, L)  # taps reaching before t = 0 only ever see the zero padding
         out = bias.expand_as(x).clone() if bias is not None else torch.zeros_like(x)
@@ -264,10 +263,9 @@ class _CausalConvFn(torch.autograd.Function):
     @staticmethod
     def backward(ctx, g):
         x, weight = ctx.saved_tensors
-        g_bias = g.sum((0, 1)) if ctx.has_bias else None
         if ctx.native:
-            g_x, g_w = native_scan.conv_backward(x.contiguous(), weight, g.contiguous())
-            return g_x, g_w, g_bias
+            return native_scan.conv_backward(x, weight, g.contiguous(), pre=None)
+        g_bias = g.sum((0, 1)) if ctx.has_bias else None
         L, K = x.shape[0], weight.shape[1]
         g_x, g_w = torch.zeros_like(x), torch.zeros_like(weight)
         for shift in range(min(K, L)):
@@ -290,6 +288,61 @@ def causal_conv1d_time_major(x: Tensor, weight: Tensor, bias: Tensor | None = No
         True
     """
     return _CausalConvFn.apply(x, weight, bias)
+
+
+class _MambaInnerFn(torch.autograd.Function):
+    """Everything of a Mamba block between ``in_proj`` and ``out_proj`` on the C kernels, with
+    one hand-written backward: conv + SiLU, x_proj, dt_proj, and the scan with its softplus,
+    skip and gate (the CPU counterpart of mamba_ssm's ``mamba_inner_fn``).
+
+    Why: composed from separate ops, autograd records a dozen nodes per block, copies the two
+    halves of in_proj's output and the column slices of x_proj's to contiguous tensors, and
+    concatenates their gradients back. Here the kernels read and write those slices in place.
+    """
+
+    @staticmethod
+    def forward(ctx, xz, conv_weight, conv_bias, x_proj_weight, dt_proj_weight, dt_proj_bias, A, D):
+        d_inner, rank, n = conv_weight.shape[0], dt_proj_weight.shape[1], A.shape[1]
+        u, pre = native_scan.conv_forward(xz[..., :d_inner], conv_weight, conv_bias, silu=True)
+        x_dbl = F.linear(u, x_proj_weight)  # (L, b, rank + 2n): dt_low, B, C side by side
+        dt_low, B, C = x_dbl.split([rank, n, n], dim=-1)
+        y, dt = native_scan.scan_forward(u, F.linear(dt_low, dt_proj_weight), A, B, C, D, xz[..., d_inner:],
+                                         dt_proj_bias, softplus=True)
+        ctx.save_for_backward(xz, conv_weight, x_proj_weight, dt_proj_weight, A, D, pre, u, x_dbl, dt)
+        return y
+
+    @staticmethod
+    def backward(ctx, g_y):
+        xz, conv_weight, x_proj_weight, dt_proj_weight, A, D, pre, u, x_dbl, dt = ctx.saved_tensors
+        d_inner, rank, n = conv_weight.shape[0], dt_proj_weight.shape[1], A.shape[1]
+        g_xz, g_x_dbl = torch.empty_like(xz), torch.empty_like(x_dbl)
+        g_dt_low, g_B, g_C = g_x_dbl.split([rank, n, n], dim=-1)
+        dt_low, B, C = x_dbl.split([rank, n, n], dim=-1)
+        g_u, g_delta, g_A, _, _, g_D, _, g_dt_bias = native_scan.scan_backward(
+            u, dt, A, B, C, D, xz[..., d_inner:], g_y.contiguous(), softplus=True, with_bias=True,
+            g_B=g_B, g_C=g_C, g_z=g_xz[..., d_inner:])
+        g_dt_low.copy_(g_delta @ dt_proj_weight)
+        g_dt_proj_weight = g_delta.view(-1, d_inner).t() @ dt_low.reshape(-1, rank)
+        g_x_dbl_2d = g_x_dbl.view(-1, rank + 2 * n)
+        g_u.view(-1, d_inner).addmm_(g_x_dbl_2d, x_proj_weight)
+        g_x_proj_weight = g_x_dbl_2d.t() @ u.view(-1, d_inner)
+        _, g_conv_weight, g_conv_bias = native_scan.conv_backward(xz[..., :d_inner], conv_weight, g_u, pre,
+                                                                  g_x=g_xz[..., :d_inner])
+        return g_xz, g_conv_weight, g_conv_bias, g_x_proj_weight, g_dt_proj_weight, g_dt_bias, g_A, g_D
+
+
+def mamba_inner_time_major(xz: Tensor, conv_weight: Tensor, conv_bias: Tensor, x_proj_weight: Tensor,
+                           dt_proj_weight: Tensor, dt_proj_bias: Tensor, A: Tensor, D: Tensor) -> Tensor:
+    """A Mamba block from in_proj's output ``xz`` (L, b, 2 d_inner) to out_proj's input (L, b,
+    d_inner), fused on the C kernels (float32 CPU, where :func:`native_scan.native_applies`).
+
+    Shape:
+        conv_weight: (d_inner, K); x_proj_weight: (rank + 2 d_state, d_inner);
+        dt_proj_weight: (d_inner, rank); A: (d_inner, d_state); conv_bias, dt_proj_bias, D: (d_inner,).
+    """
+    return _MambaInnerFn.apply(xz.contiguous(), conv_weight.contiguous(), conv_bias.contiguous(),
+                               x_proj_weight.contiguous(), dt_proj_weight.contiguous(),
+                               dt_proj_bias.contiguous(), A.contiguous(), D.contiguous())
 
 
 def cuda_kernels_available() -> bool:
