@@ -5,8 +5,9 @@ the states of one batch row live in L1 cache, and every inner loop runs over a b
 channels (one AVX-512 register, two AVX2 ones), so no lane reduces across the others. The library is built with the system C compiler (no Python package, no
 torch headers, under a second) into the user's cache directory; without a compiler, or with
 ``RECSIM_FT_NATIVE_SCAN=0``, :mod:`recsim_ft.models.scan` uses its pure-PyTorch path. The
-backward recomputes states from checkpoints every ``CHECKPOINT`` steps, so nothing of size
-L x d_inner x d_state is kept between forward and backward.
+forward keeps the states only every ``CHECKPOINT`` steps and the backward recomputes those in
+between, one chunk at a time, so what is kept grows as L / CHECKPOINT x d_inner x d_state per
+sequence, not L x d_inner x d_state.
 """
 
 from __future__ import annotations
@@ -162,10 +163,13 @@ static void transposed_log2(const float* A, float* AT, int64_t D, int64_t N) {
    Forward: out = (sum_n h_t C_t + Dskip u_t) * silu(z_t), h_t = exp(dt_t A) h_{t-1} + dt_t u_t B_t,
    dt = softplus(delta + bias) (softplus, bias optional), written to dt when dt != delta.
    Backward: gradients of sum(out * gout); gdt is that of delta; gA, gD, gbias are accumulated
-   into parts (threads, ...), one per slice of the batch, so the slices never race. */
+   into parts (threads, ...), one per slice of the batch, so the slices never race.
+   ckpt (L > CK only): the states entering chunks 1, 2, ... of every batch row, ((L - 1) / CK,
+   Bt, N, D), written by the forward (where not NULL) for the backward, which recomputes the
+   states of one chunk at a time from them. */
 typedef struct {
   const float *u, *delta, *bias, *A, *B, *C, *Dskip, *z, *gout;
-  float *dt, *out, *gu, *gdt, *gz, *gA_parts, *gD_parts, *gbias_parts, *gB, *gC;
+  float *dt, *out, *gu, *gdt, *gz, *gA_parts, *gD_parts, *gbias_parts, *gB, *gC, *ckpt;
   int64_t softplus, L, Bt, D, N, sBC, sz, threads;
 } Scan;
 
@@ -200,6 +204,8 @@ static void scan_forward_rows(const Scan* s, int64_t b0, int64_t b1) {
           fwd_block(dtr + d0, s->u + row + d0, AT + d0, Bv, Cv, s->Dskip ? s->Dskip + d0 : NULL,
                     zr ? zr + d0 : NULL, h + d0, s->out + row + d0, D, N, w);
       }
+      if (s->ckpt && (t + 1) % CK == 0 && t + 1 < s->L)
+        memcpy(s->ckpt + ((t / CK) * Bt + b) * D * N, h, D * N * sizeof(float));
     }
   }
 }
@@ -275,12 +281,11 @@ static void scan_backward_rows(const Scan* s, int64_t k, int64_t b0, int64_t b1)
      stall on 4K aliasing; 3 cache lines of padding shift each one. */
   int64_t L = s->L, Bt = s->Bt, D = s->D, N = s->N;
   int64_t n_chunks = (L + CK - 1) / CK, DN = D * N, S = DN + 48;
-  float* AT = thread_scratch((4 + n_chunks + 2 * CK) * S + CK * D + 2 * N * W + D);
+  float* AT = thread_scratch((4 + 2 * CK) * S + CK * D + 2 * N * W + D);
   float* gAT = AT + S;
   float* G = gAT + S;                    /* dL/dh carried backwards */
   float* zero = G + S;
-  float* ckpt = zero + S;                /* state before each chunk */
-  float* buf = ckpt + n_chunks * S;      /* states of one chunk */
+  float* buf = zero + S;                 /* states of one chunk */
   float* abuf = buf + CK * S;            /* decays exp(dt * A) of one chunk */
   float* ybuf = abuf + CK * S;           /* scan outputs y of one chunk */
   float* gBacc = ybuf + CK * D;
@@ -294,22 +299,14 @@ static void scan_backward_rows(const Scan* s, int64_t k, int64_t b0, int64_t b1)
   memset(gAT, 0, DN * sizeof(float));
   memset(zero, 0, DN * sizeof(float));
   for (int64_t b = b0; b < b1; b++) {
-    /* forward up to the last chunk, keeping the chunk-start states (buf as scratch) */
-    for (int64_t c = 1; c < n_chunks; c++) {
-      for (int64_t t = (c - 1) * CK; t < c * CK; t++) {
-        int64_t r = t * Bt + b;
-        const float* prev = t == 0 ? NULL : (t == (c - 1) * CK ? ckpt + (c - 1) * S : buf);
-        /* in place: prev == cur == buf is safe, each element read before written */
-        recompute_row(dt + r * D, u + r * D, AT, s->B + r * s->sBC, s->C + r * s->sBC, prev,
-                      t == c * CK - 1 ? ckpt + c * S : buf, abuf, ybuf, D, N);
-      }
-    }
+    /* the states entering each chunk, from the forward */
+#define CHUNK_START(c) (s->ckpt + (((c) - 1) * Bt + b) * DN)
     memset(G, 0, DN * sizeof(float));
     for (int64_t c = n_chunks - 1; c >= 0; c--) {
       int64_t t0 = c * CK, t1 = t0 + CK < L ? t0 + CK : L;
       for (int64_t t = t0; t < t1; t++) {
         int64_t r = t * Bt + b;
-        const float* prev = t == t0 ? (t ? ckpt + c * S : NULL) : buf + (t - t0 - 1) * S;
+        const float* prev = t == t0 ? (t ? CHUNK_START(c) : NULL) : buf + (t - t0 - 1) * S;
         recompute_row(dt + r * D, u + r * D, AT, s->B + r * s->sBC, s->C + r * s->sBC, prev,
                       buf + (t - t0) * S, abuf + (t - t0) * S, ybuf + (t - t0) * D, D, N);
       }
@@ -319,7 +316,7 @@ static void scan_backward_rows(const Scan* s, int64_t k, int64_t b0, int64_t b1)
         const float* Cv = s->C + r * s->sBC;
         const float* gout = s->gout + row;
         const float* hcur = buf + (t - t0) * S;
-        const float* hprev = t > t0 ? buf + (t - t0 - 1) * S : (t ? ckpt + c * S : zero);
+        const float* hprev = t > t0 ? buf + (t - t0 - 1) * S : (t ? CHUNK_START(c) : zero);
         const float* at = abuf + (t - t0) * S;
         const float* yt = ybuf + (t - t0) * D;
         /* gradient of y through out = (y + Dskip u) * silu(z) */
@@ -372,6 +369,7 @@ static void scan_backward_rows(const Scan* s, int64_t k, int64_t b0, int64_t b1)
       }
     }
   }
+#undef CHUNK_START
   for (int64_t d = 0; d < D; d++)
     for (int64_t n = 0; n < N; n++) gA[d * N + n] += gAT[n * D + d];
 }
@@ -403,19 +401,37 @@ typedef struct {
   int64_t sx, L, Bt, D, K, threads;
 } Conv;
 
+/* out[j] = bias[j] + sum_s w_s[j] x_s[j] over `taps` taps for one block of w channels, summed in
+   registers: accumulating in memory would chain every tap through a store and a reload. x0 is
+   the row at t, `back` the distance to the row at t - 1, wT the transposed weight at this block. */
+static inline __attribute__((always_inline)) void conv_block(
+    const float* x0, int64_t back, const float* wT, const float* bias, int64_t taps, int64_t K, int64_t D,
+    float* out, int64_t w) {
+  float acc[W];
+#pragma omp simd
+  for (int64_t j = 0; j < w; j++) acc[j] = bias ? bias[j] : 0.f;
+  for (int64_t s = 0; s < taps; s++) {
+    const float* xs = x0 - s * back;
+    const float* ws = wT + (K - 1 - s) * D;
+#pragma omp simd
+    for (int64_t j = 0; j < w; j++) acc[j] += ws[j] * xs[j];
+  }
+#pragma omp simd
+  for (int64_t j = 0; j < w; j++) out[j] = acc[j];
+}
+
 static void conv_forward_rows(const Conv* c, int64_t b0, int64_t b1) {
-  int64_t D = c->D, K = c->K;
+  int64_t D = c->D, K = c->K, back = c->Bt * c->sx;
   for (int64_t t = 0; t < c->L; t++)
     for (int64_t b = b0; b < b1; b++) {
-      int64_t r = t * c->Bt + b;
+      int64_t r = t * c->Bt + b, taps = t + 1 < K ? t + 1 : K;
+      const float* x0 = c->x + r * c->sx;
       float* o = c->pre ? c->pre + r * D : c->out + r * D;
-#pragma omp simd
-      for (int64_t d = 0; d < D; d++) o[d] = c->bias[d];
-      for (int64_t s = 0; s < K && s <= t; s++) {
-        const float* xs = c->x + (r - s * c->Bt) * c->sx;
-        const float* w = c->wT + (K - 1 - s) * D;
-#pragma omp simd
-        for (int64_t d = 0; d < D; d++) o[d] += w[d] * xs[d];
+      for (int64_t d0 = 0; d0 < D; d0 += W) {
+        if (D - d0 >= W)
+          conv_block(x0 + d0, back, c->wT + d0, c->bias + d0, taps, K, D, o + d0, W);
+        else
+          conv_block(x0 + d0, back, c->wT + d0, c->bias + d0, taps, K, D, o + d0, D - d0);
       }
       if (c->pre) {
         float* u = c->out + r * D;
@@ -425,9 +441,20 @@ static void conv_forward_rows(const Conv* c, int64_t b0, int64_t b1) {
     }
 }
 
+/* The weight gradient of one block: gw_s[j] += gc_{t+s}[j] x_t[j] for the taps reaching forward */
+static inline __attribute__((always_inline)) void conv_weight_grad_block(
+    const float* gc0, const float* xt, float* gwT, int64_t taps, int64_t K, int64_t D, int64_t w) {
+  for (int64_t s = 0; s < taps; s++) {
+    const float* gcs = gc0 + s * D;
+    float* gws = gwT + (K - 1 - s) * D;
+#pragma omp simd
+    for (int64_t j = 0; j < w; j++) gws[j] += gcs[j] * xt[j];
+  }
+}
+
 static void conv_backward_rows(const Conv* c, int64_t k, int64_t b0, int64_t b1) {
   int64_t L = c->L, Bt = c->Bt, D = c->D, K = c->K;
-  float* gc = thread_scratch(L * D);  /* gradient of the conv output, one batch row */
+  float* gc = thread_scratch(L * D);  /* gradient of the conv output, one batch row, (L, D) */
   float* gw = c->gwT_parts + k * K * D;
   float* gbias = c->gbias_parts + k * D;
   for (int64_t b = b0; b < b1; b++) {
@@ -448,21 +475,19 @@ static void conv_backward_rows(const Conv* c, int64_t k, int64_t b0, int64_t b1)
 #pragma omp simd
       for (int64_t d = 0; d < D; d++) gbias[d] += gct[d];
     }
+    /* x_t reaches out_{t+s} through tap K-1-s: gx_t = sum_s wT[K-1-s] gc_{t+s}, the forward's
+       sum with time reversed (rows of gc are D apart, walking forward: back = -D) */
     for (int64_t t = 0; t < L; t++) {
-      int64_t r = t * Bt + b;
+      int64_t r = t * Bt + b, taps = L - t < K ? L - t : K;
       const float* xt = c->x + r * c->sx;
       float* gx = c->gx + r * c->sx;
-#pragma omp simd
-      for (int64_t d = 0; d < D; d++) gx[d] = 0.f;
-      /* x_t reaches out_{t+s} through tap K-1-s */
-      for (int64_t s = 0; s < K && t + s < L; s++) {
-        const float* gcs = gc + (t + s) * D;
-        const float* w = c->wT + (K - 1 - s) * D;
-        float* gws = gw + (K - 1 - s) * D;
-#pragma omp simd
-        for (int64_t d = 0; d < D; d++) {
-          gx[d] += w[d] * gcs[d];
-          gws[d] += gcs[d] * xt[d];
+      for (int64_t d0 = 0; d0 < D; d0 += W) {
+        if (D - d0 >= W) {
+          conv_block(gc + t * D + d0, -D, c->wT + d0, NULL, taps, K, D, gx + d0, W);
+          conv_weight_grad_block(gc + t * D + d0, xt + d0, gw + d0, taps, K, D, W);
+        } else {
+          conv_block(gc + t * D + d0, -D, c->wT + d0, NULL, taps, K, D, gx + d0, D - d0);
+          conv_weight_grad_block(gc + t * D + d0, xt + d0, gw + d0, taps, K, D, D - d0);
         }
       }
     }
@@ -546,7 +571,7 @@ def native_applies(*tensors: Tensor) -> bool:
 
 
 _POINTERS = ("u", "delta", "bias", "A", "B", "C", "Dskip", "z", "gout", "dt", "out", "gu", "gdt", "gz",
-             "gA_parts", "gD_parts", "gbias_parts", "gB", "gC")
+             "gA_parts", "gD_parts", "gbias_parts", "gB", "gC", "ckpt")
 
 
 class _Scan(ctypes.Structure):
@@ -592,28 +617,35 @@ def _rows(*tensors: Tensor) -> tuple[list[Tensor], int]:
 
 
 def scan_forward(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor | None, z: Tensor | None,
-                 bias: Tensor | None, softplus: bool) -> tuple[Tensor, Tensor]:
+                 bias: Tensor | None, softplus: bool,
+                 for_backward: bool = True) -> tuple[Tensor, Tensor, Tensor | None]:
     """``out = (sum_n h_t C_t + D u_t) * silu(z_t)``, ``h_t = exp(dt_t A) h_{t-1} + dt_t u_t B_t``,
     ``dt = softplus(delta + bias)`` (each part optional). ``u``, ``delta`` contiguous time-major;
-    ``B``, ``C`` and ``z`` may be column slices of wider tensors. Returns (out, dt)."""
+    ``B``, ``C`` and ``z`` may be column slices of wider tensors. Returns (out, dt, checkpoints):
+    with ``for_backward`` and L > CHECKPOINT, the states entering every chunk, which spare
+    :func:`scan_backward` a second forward pass; else None."""
     L, b, d = u.shape
+    n = A.shape[1]
+    ckpt = torch.empty((L - 1) // CHECKPOINT, b, n, d) if for_backward and L > CHECKPOINT else None
     (B, C), sBC = _rows(B, C)
     z, sz = (None, 0) if z is None else ((zs := _rows(z))[0][0], zs[1])
     out = torch.empty_like(u)
     dt = delta if bias is None and not softplus else torch.empty_like(u)
-    args = _struct(_Scan, u=u, delta=delta, bias=bias, A=A, B=B, C=C, Dskip=D, z=z, dt=dt, out=out,
-                   softplus=int(softplus), L=L, Bt=b, D=d, N=A.shape[1], sBC=sBC, sz=sz, threads=_threads(b))
+    args = _struct(_Scan, u=u, delta=delta, bias=bias, A=A, B=B, C=C, Dskip=D, z=z, dt=dt, out=out, ckpt=ckpt,
+                   softplus=int(softplus), L=L, Bt=b, D=d, N=n, sBC=sBC, sz=sz, threads=_threads(b))
     native_library().scan_forward(ctypes.byref(args))
-    return out, dt
+    return out, dt, ckpt
 
 
 def scan_backward(u: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor | None, z: Tensor | None,
-                  g_out: Tensor, softplus: bool, with_bias: bool, g_B: Tensor | None = None,
-                  g_C: Tensor | None = None, g_z: Tensor | None = None):
+                  g_out: Tensor, softplus: bool, with_bias: bool, checkpoints: Tensor | None = None,
+                  g_B: Tensor | None = None, g_C: Tensor | None = None, g_z: Tensor | None = None):
     """Gradients (u, delta, A, B, C, D, z, bias) of ``sum(out * g_out)`` for :func:`scan_forward`
-    given its ``dt``; None for an absent D, z or bias. ``g_B``, ``g_C``, ``g_z``: where to write
+    given its ``dt`` and ``checkpoints``; None for an absent D, z or bias. ``g_B``, ``g_C``, ``g_z``: where to write
     those gradients (views laid out like ``B``, ``C``, ``z``, e.g. column slices of one buffer)."""
     L, b, d = u.shape
+    if L > CHECKPOINT and checkpoints is None:
+        raise ValueError(f"a scan of {L} > {CHECKPOINT} steps needs the forward's checkpoints")
     (B, C), sBC = _rows(B, C)
     if g_B is None:
         g_B, g_C = (torch.empty_strided(t.shape, t.stride()) for t in (B, C))
@@ -626,7 +658,8 @@ def scan_backward(u: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Ten
     n_threads = _threads(b)
     # one accumulator per slice of the batch: no write races
     g_A, g_D, g_bias = torch.zeros(n_threads, *A.shape), torch.zeros(n_threads, d), torch.zeros(n_threads, d)
-    args = _struct(_Scan, u=u, A=A, B=B, C=C, Dskip=D, z=z, gout=g_out, dt=dt, gu=g_u, gdt=g_delta, gz=g_z,
+    args = _struct(_Scan, u=u, A=A, B=B, C=C, Dskip=D, z=z, gout=g_out, dt=dt, ckpt=checkpoints, gu=g_u,
+                   gdt=g_delta, gz=g_z,
                    gA_parts=g_A, gD_parts=g_D if D is not None else None,
                    gbias_parts=g_bias if with_bias else None, gB=g_B, gC=g_C, softplus=int(softplus), L=L, Bt=b,
                    D=d, N=A.shape[1], sBC=sBC, sz=sz, threads=n_threads)

@@ -135,8 +135,9 @@ class _SelectiveScanFn(torch.autograd.Function):
         ctx.has_bias = delta_bias is not None
         if ctx.native:
             A, D, delta_bias = (None if t is None else t.contiguous() for t in (A, D, delta_bias))
-            out, dt = native_scan.scan_forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
-            ctx.save_for_backward(u, dt, A, B, C, D, z)
+            out, dt, checkpoints = native_scan.scan_forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus,
+                                                            for_backward=any(ctx.needs_input_grad))
+            ctx.save_for_backward(u, dt, A, B, C, D, z, checkpoints)
             return out
         raw = delta if delta_bias is None else delta + delta_bias
         dt = F.softplus(raw) if delta_softplus else raw
@@ -152,9 +153,9 @@ class _SelectiveScanFn(torch.autograd.Function):
     def backward(ctx, g_out):
         g_out = g_out.contiguous()  # may arrive in any layout; the kernels need a plain one
         if ctx.native:
-            u, dt, A, B, C, D, z = ctx.saved_tensors
+            u, dt, A, B, C, D, z, checkpoints = ctx.saved_tensors
             g_u, g_delta, g_A, g_B, g_C, g_D, g_z, g_bias = native_scan.scan_backward(
-                u, dt, A, B, C, D, z, g_out, ctx.delta_softplus, ctx.has_bias)
+                u, dt, A, B, C, D, z, g_out, ctx.delta_softplus, ctx.has_bias, checkpoints)
             return g_u, g_delta, g_A, g_B, g_C, g_D, g_z, g_bias, None, None
         u, dt, A, B, C, D, z, delta, delta_bias, y, *kept = ctx.saved_tensors
         g_z = None
@@ -306,21 +307,22 @@ class _MambaInnerFn(torch.autograd.Function):
         u, pre = native_scan.conv_forward(xz[..., :d_inner], conv_weight, conv_bias, silu=True)
         x_dbl = F.linear(u, x_proj_weight)  # (L, b, rank + 2n): dt_low, B, C side by side
         dt_low, B, C = x_dbl.split([rank, n, n], dim=-1)
-        y, dt = native_scan.scan_forward(u, F.linear(dt_low, dt_proj_weight), A, B, C, D, xz[..., d_inner:],
-                                         dt_proj_bias, softplus=True)
-        ctx.save_for_backward(xz, conv_weight, x_proj_weight, dt_proj_weight, A, D, pre, u, x_dbl, dt)
+        y, dt, checkpoints = native_scan.scan_forward(u, F.linear(dt_low, dt_proj_weight), A, B, C, D,
+                                                      xz[..., d_inner:], dt_proj_bias, softplus=True,
+                                                      for_backward=any(ctx.needs_input_grad))
+        ctx.save_for_backward(xz, conv_weight, x_proj_weight, dt_proj_weight, A, D, pre, u, x_dbl, dt, checkpoints)
         return y
 
     @staticmethod
     def backward(ctx, g_y):
-        xz, conv_weight, x_proj_weight, dt_proj_weight, A, D, pre, u, x_dbl, dt = ctx.saved_tensors
+        xz, conv_weight, x_proj_weight, dt_proj_weight, A, D, pre, u, x_dbl, dt, checkpoints = ctx.saved_tensors
         d_inner, rank, n = conv_weight.shape[0], dt_proj_weight.shape[1], A.shape[1]
         g_xz, g_x_dbl = torch.empty_like(xz), torch.empty_like(x_dbl)
         g_dt_low, g_B, g_C = g_x_dbl.split([rank, n, n], dim=-1)
         dt_low, B, C = x_dbl.split([rank, n, n], dim=-1)
         g_u, g_delta, g_A, _, _, g_D, _, g_dt_bias = native_scan.scan_backward(
             u, dt, A, B, C, D, xz[..., d_inner:], g_y.contiguous(), softplus=True, with_bias=True,
-            g_B=g_B, g_C=g_C, g_z=g_xz[..., d_inner:])
+            checkpoints=checkpoints, g_B=g_B, g_C=g_C, g_z=g_xz[..., d_inner:])
         g_dt_low.copy_(g_delta @ dt_proj_weight)
         g_dt_proj_weight = g_delta.view(-1, d_inner).t() @ dt_low.reshape(-1, rank)
         g_x_dbl_2d = g_x_dbl.view(-1, rank + 2 * n)
