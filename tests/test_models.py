@@ -16,10 +16,10 @@ from recsim_ft.models import (
     MambaBlock,
     TwoTower,
     make_config,
+    native_scan,
     param_counts,
     params_report,
 )
-from recsim_ft.models import native_scan
 from recsim_ft.models.io import write_checkpoint
 from recsim_ft.models.scan import cuda_kernels_available
 
