@@ -184,6 +184,19 @@ def test_native_softplus_matches_torch():
 
 
 @pytest.mark.skipif(native_scan.native_library() is None, reason="no C compiler: the PyTorch path is used")
+def test_portable_build_for_the_compilers_default_target_is_right(monkeypatch):
+    """Where -march=native and -mcpu=native both fail, the kernel is built for the compiler's
+    default target (here plain x86-64: SSE2, no AVX): same results."""
+    monkeypatch.setattr(native_scan, "_TARGET_FLAGS", ((),))
+    native_scan.native_library.cache_clear()
+    try:
+        assert native_scan.native_library() is not None
+        _assert_float32_kernel_matches_reference(scan_inputs(2, 20, 16, 40, seed=9), softplus=True)
+    finally:
+        native_scan.native_library.cache_clear()  # the next use builds with the real flags again
+
+
+@pytest.mark.skipif(native_scan.native_library() is None, reason="no C compiler: the PyTorch path is used")
 def test_native_backward_scales_with_tiny_upstream_gradients():
     """The kernel flushes subnormals inside its own threads (a backward full of them ran 25x
     slower): gradients of 1e-30 x the loss are still 1e-30 x the gradients of the loss."""

@@ -562,7 +562,10 @@ def _cpu_signature() -> str:
 #: No -ffast-math (a shared library built with it switches the whole process to
 #: flush-subnormals-to-zero when it is loaded), and no -fassociative-math either: it would fold
 #: the exact f = y - round(y) of vec_exp2f. The loops run over channels, so they vectorise as written.
-_CFLAGS = ("-O3", "-march=native", "-fno-math-errno", "-fno-trapping-math", "-fopenmp-simd", "-shared", "-fPIC")
+_CFLAGS = ("-O3", "-fno-math-errno", "-fno-trapping-math", "-fopenmp-simd", "-shared", "-fPIC")
+#: Tried in this order: this CPU's vector units (gcc and x86 clang spell it -march, Apple's
+#: arm64 clang -mcpu), then the compiler's default target; each with OpenMP, then without.
+_TARGET_FLAGS = (("-march=native",), ("-mcpu=native",), ())
 
 
 def _build(flags: tuple[str, ...]) -> ctypes.CDLL:
@@ -588,7 +591,7 @@ def native_library() -> ctypes.CDLL | None:
     With OpenMP where the compiler has it (see scan_forward in the C source), else without."""
     if os.environ.get("RECSIM_FT_NATIVE_SCAN", "1") == "0":
         return None
-    for flags in ((*_CFLAGS, "-fopenmp"), _CFLAGS):
+    for flags in ((*_CFLAGS, *target, *openmp) for target in _TARGET_FLAGS for openmp in (("-fopenmp",), ())):
         try:
             lib = _build(flags)
             break
