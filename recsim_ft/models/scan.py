@@ -299,6 +299,8 @@ class _MambaInnerFn(torch.autograd.Function):
     Why: composed from separate ops, autograd records a dozen nodes per block, copies the two
     halves of in_proj's output and the column slices of x_proj's to contiguous tensors, and
     concatenates their gradients back. Here the kernels read and write those slices in place.
+    The conv output is recomputed in the backward rather than kept (as mamba_ssm's
+    ``checkpoint_lvl=1``): two (L, b, d_inner) tensors less per layer for one cheap conv.
     """
 
     @staticmethod
@@ -310,13 +312,15 @@ class _MambaInnerFn(torch.autograd.Function):
         y, dt, checkpoints = native_scan.scan_forward(u, F.linear(dt_low, dt_proj_weight), A, B, C, D,
                                                       xz[..., d_inner:], dt_proj_bias, softplus=True,
                                                       for_backward=any(ctx.needs_input_grad))
-        ctx.save_for_backward(xz, conv_weight, x_proj_weight, dt_proj_weight, A, D, pre, u, x_dbl, dt, checkpoints)
+        ctx.save_for_backward(xz, conv_weight, conv_bias, x_proj_weight, dt_proj_weight, A, D, x_dbl, dt,
+                              checkpoints)
         return y
 
     @staticmethod
     def backward(ctx, g_y):
-        xz, conv_weight, x_proj_weight, dt_proj_weight, A, D, pre, u, x_dbl, dt, checkpoints = ctx.saved_tensors
+        xz, conv_weight, conv_bias, x_proj_weight, dt_proj_weight, A, D, x_dbl, dt, checkpoints = ctx.saved_tensors
         d_inner, rank, n = conv_weight.shape[0], dt_proj_weight.shape[1], A.shape[1]
+        u, pre = native_scan.conv_forward(xz[..., :d_inner], conv_weight, conv_bias, silu=True)
         g_xz, g_x_dbl = torch.empty_like(xz), torch.empty_like(x_dbl)
         g_dt_low, g_B, g_C = g_x_dbl.split([rank, n, n], dim=-1)
         dt_low, B, C = x_dbl.split([rank, n, n], dim=-1)
