@@ -433,13 +433,15 @@ typedef struct {
   int64_t sx, L, Bt, D, K, threads;
 } Conv;
 
-/* out[j] = bias[j] + sum_s w_s[j] x_s[j] over `taps` taps for one block of w channels, summed in
-   registers: accumulating in memory would chain every tap through a store and a reload. x0 is
+/* out[j] = bias[j] + sum_s w_s[j] x_s[j] over `taps` taps for one block of w <= CW channels,
+   summed in registers: accumulating in memory would chain every tap through a store and a
+   reload. CW = 4 vector widths, so four independent sums hide the latency of each FMA. x0 is
    the row at t, `back` the distance to the row at t - 1, wT the transposed weight at this block. */
+#define CW (4 * W)
 static inline __attribute__((always_inline)) void conv_block(
     const float* x0, int64_t back, const float* wT, const float* bias, int64_t taps, int64_t K, int64_t D,
     float* out, int64_t w) {
-  float acc[W];
+  float acc[CW];
 #pragma omp simd
   for (int64_t j = 0; j < w; j++) acc[j] = bias ? bias[j] : 0.f;
   for (int64_t s = 0; s < taps; s++) {
@@ -459,9 +461,9 @@ static void conv_forward_rows(const Conv* c, int64_t b0, int64_t b1) {
       int64_t r = t * c->Bt + b, taps = t + 1 < K ? t + 1 : K;
       const float* x0 = c->x + r * c->sx;
       float* o = c->pre ? c->pre + r * D : c->out + r * D;
-      for (int64_t d0 = 0; d0 < D; d0 += W) {
-        if (D - d0 >= W)
-          conv_block(x0 + d0, back, c->wT + d0, c->bias + d0, taps, K, D, o + d0, W);
+      for (int64_t d0 = 0; d0 < D; d0 += CW) {
+        if (D - d0 >= CW)
+          conv_block(x0 + d0, back, c->wT + d0, c->bias + d0, taps, K, D, o + d0, CW);
         else
           conv_block(x0 + d0, back, c->wT + d0, c->bias + d0, taps, K, D, o + d0, D - d0);
       }
@@ -513,10 +515,10 @@ static void conv_backward_rows(const Conv* c, int64_t k, int64_t b0, int64_t b1)
       int64_t r = t * Bt + b, taps = L - t < K ? L - t : K;
       const float* xt = c->x + r * c->sx;
       float* gx = c->gx + r * c->sx;
-      for (int64_t d0 = 0; d0 < D; d0 += W) {
-        if (D - d0 >= W) {
-          conv_block(gc + t * D + d0, -D, c->wT + d0, NULL, taps, K, D, gx + d0, W);
-          conv_weight_grad_block(gc + t * D + d0, xt + d0, gw + d0, taps, K, D, W);
+      for (int64_t d0 = 0; d0 < D; d0 += CW) {
+        if (D - d0 >= CW) {
+          conv_block(gc + t * D + d0, -D, c->wT + d0, NULL, taps, K, D, gx + d0, CW);
+          conv_weight_grad_block(gc + t * D + d0, xt + d0, gw + d0, taps, K, D, CW);
         } else {
           conv_block(gc + t * D + d0, -D, c->wT + d0, NULL, taps, K, D, gx + d0, D - d0);
           conv_weight_grad_block(gc + t * D + d0, xt + d0, gw + d0, taps, K, D, D - d0);
