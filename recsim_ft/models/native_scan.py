@@ -199,7 +199,9 @@ typedef struct {
   int64_t softplus, L, Bt, D, N, sBC, sz, threads;
 } Scan;
 
-static void scan_forward_rows(const Scan* s, int64_t b0, int64_t b1) {
+static void scan_forward_rows(const void* args, int64_t k, int64_t b0, int64_t b1) {
+  const Scan* s = args;
+  (void)k;
   int64_t D = s->D, N = s->N, Bt = s->Bt;
   float* AT = thread_scratch(2 * D * N + 48);
   float* h = AT + D * N + 48;  /* padded: see S in scan_backward_rows */
@@ -301,7 +303,8 @@ static void recompute_row(const float* dtr, const float* ur, const float* AT, co
   }
 }
 
-static void scan_backward_rows(const Scan* s, int64_t k, int64_t b0, int64_t b1) {
+static void scan_backward_rows(const void* args, int64_t k, int64_t b0, int64_t b1) {
+  const Scan* s = args;
   /* S: the stride of every (N, D) slot. DN alone is a multiple of 4 KiB (16 KiB at D 256, N
      16), so the slots the inner loop reads and writes together would share their L1 sets and
      stall on 4K aliasing; 3 cache lines of padding shift each one. */
@@ -404,23 +407,20 @@ static void scan_backward_rows(const Scan* s, int64_t k, int64_t b0, int64_t b1)
    library shares torch's OpenMP runtime (the same libgomp.so.1, already loaded), so the slices
    run on torch's own worker threads: a second pool would fight them for the cores while they
    spin between torch's ops. Without OpenMP the slices run one after another. */
-void scan_forward(const Scan* s) {
-#pragma omp parallel for num_threads(s->threads) schedule(static, 1)
-  for (int64_t k = 0; k < s->threads; k++) {
+typedef void (*Rows)(const void* args, int64_t k, int64_t b0, int64_t b1);
+
+static void over_slices(Rows rows, const void* args, int64_t Bt, int64_t threads) {
+#pragma omp parallel for num_threads(threads) schedule(static, 1)
+  for (int64_t k = 0; k < threads; k++) {
     unsigned mode = flush_subnormals();
-    scan_forward_rows(s, s->Bt * k / s->threads, s->Bt * (k + 1) / s->threads);
+    rows(args, k, Bt * k / threads, Bt * (k + 1) / threads);
     restore_float_mode(mode);
   }
 }
 
-void scan_backward(const Scan* s) {
-#pragma omp parallel for num_threads(s->threads) schedule(static, 1)
-  for (int64_t k = 0; k < s->threads; k++) {
-    unsigned mode = flush_subnormals();
-    scan_backward_rows(s, k, s->Bt * k / s->threads, s->Bt * (k + 1) / s->threads);
-    restore_float_mode(mode);
-  }
-}
+void scan_forward(const Scan* s) { over_slices(scan_forward_rows, s, s->Bt, s->threads); }
+
+void scan_backward(const Scan* s) { over_slices(scan_backward_rows, s, s->Bt, s->threads); }
 
 /* Depthwise causal conv, time-major, out_t = bias + sum_s wT[K-1-s] x_{t-s}: x rows sx apart
    (so x can be the first half of in_proj's output), wT (K, D) the weight transposed, out and
@@ -454,7 +454,9 @@ static inline __attribute__((always_inline)) void conv_block(
   for (int64_t j = 0; j < w; j++) out[j] = acc[j];
 }
 
-static void conv_forward_rows(const Conv* c, int64_t b0, int64_t b1) {
+static void conv_forward_rows(const void* args, int64_t k, int64_t b0, int64_t b1) {
+  const Conv* c = args;
+  (void)k;
   int64_t D = c->D, K = c->K, back = c->Bt * c->sx;
   for (int64_t t = 0; t < c->L; t++)
     for (int64_t b = b0; b < b1; b++) {
@@ -486,7 +488,8 @@ static inline __attribute__((always_inline)) void conv_weight_grad_block(
   }
 }
 
-static void conv_backward_rows(const Conv* c, int64_t k, int64_t b0, int64_t b1) {
+static void conv_backward_rows(const void* args, int64_t k, int64_t b0, int64_t b1) {
+  const Conv* c = args;
   int64_t L = c->L, Bt = c->Bt, D = c->D, K = c->K;
   float* gc = thread_scratch(L * D);  /* gradient of the conv output, one batch row, (L, D) */
   float* gw = c->gwT_parts + k * K * D;
@@ -528,23 +531,9 @@ static void conv_backward_rows(const Conv* c, int64_t k, int64_t b0, int64_t b1)
   }
 }
 
-void conv_forward(const Conv* c) {
-#pragma omp parallel for num_threads(c->threads) schedule(static, 1)
-  for (int64_t k = 0; k < c->threads; k++) {
-    unsigned mode = flush_subnormals();
-    conv_forward_rows(c, c->Bt * k / c->threads, c->Bt * (k + 1) / c->threads);
-    restore_float_mode(mode);
-  }
-}
+void conv_forward(const Conv* c) { over_slices(conv_forward_rows, c, c->Bt, c->threads); }
 
-void conv_backward(const Conv* c) {
-#pragma omp parallel for num_threads(c->threads) schedule(static, 1)
-  for (int64_t k = 0; k < c->threads; k++) {
-    unsigned mode = flush_subnormals();
-    conv_backward_rows(c, k, c->Bt * k / c->threads, c->Bt * (k + 1) / c->threads);
-    restore_float_mode(mode);
-  }
-}
+void conv_backward(const Conv* c) { over_slices(conv_backward_rows, c, c->Bt, c->threads); }
 """.replace("@CHECKPOINT@", str(CHECKPOINT))
 
 
@@ -671,7 +660,9 @@ def scan_forward(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: T
     n = A.shape[1]
     ckpt = torch.empty((L - 1) // CHECKPOINT, b, n, d) if for_backward and L > CHECKPOINT else None
     (B, C), sBC = _rows(B, C)
-    z, sz = (None, 0) if z is None else ((zs := _rows(z))[0][0], zs[1])
+    sz = 0
+    if z is not None:
+        (z,), sz = _rows(z)
     out = torch.empty_like(u)
     dt = delta if bias is None and not softplus else torch.empty_like(u)
     args = _struct(_Scan, u=u, delta=delta, bias=bias, A=A, B=B, C=C, Dskip=D, z=z, dt=dt, out=out, ckpt=ckpt,
@@ -684,8 +675,9 @@ def scan_backward(u: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Ten
                   g_out: Tensor, softplus: bool, with_bias: bool, checkpoints: Tensor | None = None,
                   g_B: Tensor | None = None, g_C: Tensor | None = None, g_z: Tensor | None = None):
     """Gradients (u, delta, A, B, C, D, z, bias) of ``sum(out * g_out)`` for :func:`scan_forward`
-    given its ``dt`` and ``checkpoints``; None for an absent D, z or bias. ``g_B``, ``g_C``, ``g_z``: where to write
-    those gradients (views laid out like ``B``, ``C``, ``z``, e.g. column slices of one buffer)."""
+    given its ``dt`` and ``checkpoints``; None for an absent D, z or bias. ``g_B``, ``g_C``,
+    ``g_z``: where to write those gradients (views laid out like ``B``, ``C``, ``z``, e.g. column
+    slices of one buffer)."""
     L, b, d = u.shape
     if L > CHECKPOINT and checkpoints is None:
         raise ValueError(f"a scan of {L} > {CHECKPOINT} steps needs the forward's checkpoints")
@@ -702,29 +694,29 @@ def scan_backward(u: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Ten
     # one accumulator per slice of the batch: no write races
     g_A, g_D, g_bias = torch.zeros(n_threads, *A.shape), torch.zeros(n_threads, d), torch.zeros(n_threads, d)
     args = _struct(_Scan, u=u, A=A, B=B, C=C, Dskip=D, z=z, gout=g_out, dt=dt, ckpt=checkpoints, gu=g_u,
-                   gdt=g_delta, gz=g_z,
-                   gA_parts=g_A, gD_parts=g_D if D is not None else None,
-                   gbias_parts=g_bias if with_bias else None, gB=g_B, gC=g_C, softplus=int(softplus), L=L, Bt=b,
-                   D=d, N=A.shape[1], sBC=sBC, sz=sz, threads=n_threads)
+                   gdt=g_delta, gz=g_z, gA_parts=g_A, gD_parts=g_D if D is not None else None,
+                   gbias_parts=g_bias if with_bias else None, gB=g_B, gC=g_C, softplus=int(softplus),
+                   L=L, Bt=b, D=d, N=A.shape[1], sBC=sBC, sz=sz, threads=n_threads)
     native_library().scan_backward(ctypes.byref(args))
     return (g_u, g_delta, g_A.sum(0), g_B, g_C, g_D.sum(0) if D is not None else None, g_z,
             g_bias.sum(0) if with_bias else None)
 
 
+def _elementwise(name: str, x: Tensor) -> Tensor:
+    out = torch.empty_like(x)
+    getattr(native_library(), name)(ctypes.c_void_p(x.data_ptr()), ctypes.c_void_p(out.data_ptr()),
+                                    ctypes.c_int64(x.numel()))
+    return out
+
+
 def exp2(x: Tensor) -> Tensor:
     """The kernel's own vectorised ``2 ** x`` on a contiguous float32 tensor (for the tests)."""
-    out = torch.empty_like(x)
-    native_library().exp2_array(ctypes.c_void_p(x.data_ptr()), ctypes.c_void_p(out.data_ptr()),
-                                ctypes.c_int64(x.numel()))
-    return out
+    return _elementwise("exp2_array", x)
 
 
 def softplus(x: Tensor) -> Tensor:
     """The kernel's own vectorised softplus on a contiguous float32 tensor (for the tests)."""
-    out = torch.empty_like(x)
-    native_library().softplus_array(ctypes.c_void_p(x.data_ptr()), ctypes.c_void_p(out.data_ptr()),
-                                    ctypes.c_int64(x.numel()))
-    return out
+    return _elementwise("softplus_array", x)
 
 
 def conv_forward(x: Tensor, weight: Tensor, bias: Tensor, silu: bool) -> tuple[Tensor, Tensor | None]:
