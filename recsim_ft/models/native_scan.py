@@ -187,7 +187,7 @@ static void transposed_log2(const float* A, float* AT, int64_t D, int64_t N) {
    of B, C, gB, gC are sBC apart and those of z, gz sz apart, so B and C can be column slices of
    x_proj's output and z the second half of in_proj's, read and written in place.
    Forward: out = (sum_n h_t C_t + Dskip u_t) * silu(z_t), h_t = exp(dt_t A) h_{t-1} + dt_t u_t B_t,
-   dt = softplus(delta + bias) (softplus, bias optional), written to dt when dt != delta.
+   dt = softplus(delta + bias) (softplus, bias optional).
    Backward: gradients of sum(out * gout); gdt is that of delta; gA, gD, gbias are accumulated
    into parts (threads, ...), one per slice of the batch, so the slices never race.
    ckpt (L > CK only): the states entering chunks 1, 2, ... of every batch row, ((L - 1) / CK,
@@ -195,31 +195,36 @@ static void transposed_log2(const float* A, float* AT, int64_t D, int64_t N) {
    states of one chunk at a time from them. */
 typedef struct {
   const float *u, *delta, *bias, *A, *B, *C, *Dskip, *z, *gout;
-  float *dt, *out, *gu, *gdt, *gz, *gA_parts, *gD_parts, *gbias_parts, *gB, *gC, *ckpt;
+  float *out, *gu, *gdt, *gz, *gA_parts, *gD_parts, *gbias_parts, *gB, *gC, *ckpt;
   int64_t softplus, L, Bt, D, N, sBC, sz, threads;
 } Scan;
+
+/* The step sizes of one row, dt = softplus(delta + bias), into dt; or delta itself when there
+   is neither bias nor softplus. Forward and backward both derive them, so none are kept. */
+static inline const float* step_sizes(const Scan* s, int64_t row, float* dt) {
+  const float* delta = s->delta + row;
+  if (!s->bias && !s->softplus) return delta;
+#pragma omp simd
+  for (int64_t d = 0; d < s->D; d++) {
+    float x = delta[d] + (s->bias ? s->bias[d] : 0.f);
+    dt[d] = s->softplus ? vec_softplusf(x) : x;
+  }
+  return dt;
+}
 
 static void scan_forward_rows(const void* args, int64_t k, int64_t b0, int64_t b1) {
   const Scan* s = args;
   (void)k;
   int64_t D = s->D, N = s->N, Bt = s->Bt;
-  float* AT = thread_scratch(2 * D * N + 48);
+  float* AT = thread_scratch(2 * D * N + 96 + D);
   float* h = AT + D * N + 48;  /* padded: see S in scan_backward_rows */
+  float* dtrow = h + D * N + 48;
   transposed_log2(s->A, AT, D, N);
   for (int64_t b = b0; b < b1; b++) {
     memset(h, 0, D * N * sizeof(float));
     for (int64_t t = 0; t < s->L; t++) {
       int64_t r = t * Bt + b, row = r * D;
-      const float* dtr = s->delta + row;
-      if (s->dt != s->delta) {
-        float* dto = s->dt + row;
-#pragma omp simd
-        for (int64_t d = 0; d < D; d++) {
-          float x = dtr[d] + (s->bias ? s->bias[d] : 0.f);
-          dto[d] = s->softplus ? vec_softplusf(x) : x;
-        }
-        dtr = dto;
-      }
+      const float* dtr = step_sizes(s, row, dtrow);
       const float* Bv = s->B + r * s->sBC;
       const float* Cv = s->C + r * s->sBC;
       const float* zr = s->z ? s->z + r * s->sz : NULL;
@@ -310,20 +315,22 @@ static void scan_backward_rows(const void* args, int64_t k, int64_t b0, int64_t 
      stall on 4K aliasing; 3 cache lines of padding shift each one. */
   int64_t L = s->L, Bt = s->Bt, D = s->D, N = s->N;
   int64_t n_chunks = (L + CK - 1) / CK, DN = D * N, S = DN + 48;
-  float* AT = thread_scratch((4 + 2 * CK) * S + CK * D + 2 * N * W + D);
+  float* AT = thread_scratch((4 + 2 * CK) * S + 2 * CK * D + 2 * N * W + D);
   float* gAT = AT + S;
   float* G = gAT + S;                    /* dL/dh carried backwards */
   float* zero = G + S;
   float* buf = zero + S;                 /* states of one chunk */
   float* abuf = buf + CK * S;            /* decays exp(dt * A) of one chunk */
   float* ybuf = abuf + CK * S;           /* scan outputs y of one chunk */
-  float* gBacc = ybuf + CK * D;
+  float* dtbuf = ybuf + CK * D;          /* step sizes of one chunk */
+  float* gBacc = dtbuf + CK * D;
   float* gCacc = gBacc + N * W;
   float* gyrow = gCacc + N * W;
   float* gA = s->gA_parts + k * DN;
   float* gD = s->gD_parts ? s->gD_parts + k * D : NULL;
   float* gbias = s->gbias_parts ? s->gbias_parts + k * D : NULL;
-  const float *u = s->u, *dt = s->dt, *Dskip = s->Dskip;
+  const float *u = s->u, *Dskip = s->Dskip;
+  const float* dts[CK];                  /* the step sizes of each time step of the chunk */
   transposed_log2(s->A, AT, D, N);
   memset(gAT, 0, DN * sizeof(float));
   memset(zero, 0, DN * sizeof(float));
@@ -336,7 +343,8 @@ static void scan_backward_rows(const void* args, int64_t k, int64_t b0, int64_t 
       for (int64_t t = t0; t < t1; t++) {
         int64_t r = t * Bt + b;
         const float* prev = t == t0 ? (t ? CHUNK_START(c) : NULL) : buf + (t - t0 - 1) * S;
-        recompute_row(dt + r * D, u + r * D, AT, s->B + r * s->sBC, s->C + r * s->sBC, prev,
+        dts[t - t0] = step_sizes(s, r * D, dtbuf + (t - t0) * D);
+        recompute_row(dts[t - t0], u + r * D, AT, s->B + r * s->sBC, s->C + r * s->sBC, prev,
                       buf + (t - t0) * S, abuf + (t - t0) * S, ybuf + (t - t0) * D, D, N);
       }
       for (int64_t t = t1 - 1; t >= t0; t--) {
@@ -348,6 +356,7 @@ static void scan_backward_rows(const void* args, int64_t k, int64_t b0, int64_t 
         const float* hprev = t > t0 ? buf + (t - t0 - 1) * S : (t ? CHUNK_START(c) : zero);
         const float* at = abuf + (t - t0) * S;
         const float* yt = ybuf + (t - t0) * D;
+        const float* dt = dts[t - t0];
         /* gradient of y through out = (y + Dskip u) * silu(z) */
         if (s->z) {
           const float* zr = s->z + r * s->sz;
@@ -366,10 +375,10 @@ static void scan_backward_rows(const void* args, int64_t k, int64_t b0, int64_t 
         memset(gCacc, 0, N * W * sizeof(float));
         for (int64_t d0 = 0; d0 < D; d0 += W) {
           if (D - d0 >= W)
-            adjoint_block(dt + row + d0, u + row + d0, gyrow + d0, AT + d0, Bv, Cv, hcur + d0, hprev + d0,
+            adjoint_block(dt + d0, u + row + d0, gyrow + d0, AT + d0, Bv, Cv, hcur + d0, hprev + d0,
                           at + d0, G + d0, gAT + d0, gBacc, gCacc, s->gdt + row + d0, s->gu + row + d0, D, N, W);
           else
-            adjoint_block(dt + row + d0, u + row + d0, gyrow + d0, AT + d0, Bv, Cv, hcur + d0, hprev + d0,
+            adjoint_block(dt + d0, u + row + d0, gyrow + d0, AT + d0, Bv, Cv, hcur + d0, hprev + d0,
                           at + d0, G + d0, gAT + d0, gBacc, gCacc, s->gdt + row + d0, s->gu + row + d0, D, N,
                           D - d0);
         }
@@ -382,7 +391,7 @@ static void scan_backward_rows(const void* args, int64_t k, int64_t b0, int64_t 
         float* gdt = s->gdt + row;
         if (s->softplus) {  /* softplus'(x) = sigmoid(x) = 1 - exp(-softplus(x)) */
 #pragma omp simd
-          for (int64_t d = 0; d < D; d++) gdt[d] *= 1.f - vec_expf(-dt[row + d]);
+          for (int64_t d = 0; d < D; d++) gdt[d] *= 1.f - vec_expf(-dt[d]);
         }
         if (gbias) {
 #pragma omp simd
@@ -602,7 +611,7 @@ def native_applies(*tensors: Tensor) -> bool:
             and native_library() is not None)
 
 
-_POINTERS = ("u", "delta", "bias", "A", "B", "C", "Dskip", "z", "gout", "dt", "out", "gu", "gdt", "gz",
+_POINTERS = ("u", "delta", "bias", "A", "B", "C", "Dskip", "z", "gout", "out", "gu", "gdt", "gz",
              "gA_parts", "gD_parts", "gbias_parts", "gB", "gC", "ckpt")
 
 
@@ -649,11 +658,10 @@ def _rows(*tensors: Tensor) -> tuple[list[Tensor], int]:
 
 
 def scan_forward(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor | None, z: Tensor | None,
-                 bias: Tensor | None, softplus: bool,
-                 for_backward: bool = True) -> tuple[Tensor, Tensor, Tensor | None]:
+                 bias: Tensor | None, softplus: bool, for_backward: bool = True) -> tuple[Tensor, Tensor | None]:
     """``out = (sum_n h_t C_t + D u_t) * silu(z_t)``, ``h_t = exp(dt_t A) h_{t-1} + dt_t u_t B_t``,
     ``dt = softplus(delta + bias)`` (each part optional). ``u``, ``delta`` contiguous time-major;
-    ``B``, ``C`` and ``z`` may be column slices of wider tensors. Returns (out, dt, checkpoints):
+    ``B``, ``C`` and ``z`` may be column slices of wider tensors. Returns (out, checkpoints):
     with ``for_backward`` and L > CHECKPOINT, the states entering every chunk, which spare
     :func:`scan_backward` a second forward pass; else None."""
     L, b, d = u.shape
@@ -664,18 +672,17 @@ def scan_forward(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: T
     if z is not None:
         (z,), sz = _rows(z)
     out = torch.empty_like(u)
-    dt = delta if bias is None and not softplus else torch.empty_like(u)
-    args = _struct(_Scan, u=u, delta=delta, bias=bias, A=A, B=B, C=C, Dskip=D, z=z, dt=dt, out=out, ckpt=ckpt,
+    args = _struct(_Scan, u=u, delta=delta, bias=bias, A=A, B=B, C=C, Dskip=D, z=z, out=out, ckpt=ckpt,
                    softplus=int(softplus), L=L, Bt=b, D=d, N=n, sBC=sBC, sz=sz, threads=_threads(b))
     native_library().scan_forward(ctypes.byref(args))
-    return out, dt, ckpt
+    return out, ckpt
 
 
-def scan_backward(u: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor | None, z: Tensor | None,
-                  g_out: Tensor, softplus: bool, with_bias: bool, checkpoints: Tensor | None = None,
+def scan_backward(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor | None, z: Tensor | None,
+                  g_out: Tensor, bias: Tensor | None, softplus: bool, checkpoints: Tensor | None = None,
                   g_B: Tensor | None = None, g_C: Tensor | None = None, g_z: Tensor | None = None):
     """Gradients (u, delta, A, B, C, D, z, bias) of ``sum(out * g_out)`` for :func:`scan_forward`
-    given its ``dt`` and ``checkpoints``; None for an absent D, z or bias. ``g_B``, ``g_C``,
+    given its inputs and ``checkpoints``; None for an absent D, z or bias. ``g_B``, ``g_C``,
     ``g_z``: where to write those gradients (views laid out like ``B``, ``C``, ``z``, e.g. column
     slices of one buffer)."""
     L, b, d = u.shape
@@ -693,13 +700,13 @@ def scan_backward(u: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Ten
     n_threads = _threads(b)
     # one accumulator per slice of the batch: no write races
     g_A, g_D, g_bias = torch.zeros(n_threads, *A.shape), torch.zeros(n_threads, d), torch.zeros(n_threads, d)
-    args = _struct(_Scan, u=u, A=A, B=B, C=C, Dskip=D, z=z, gout=g_out, dt=dt, ckpt=checkpoints, gu=g_u,
-                   gdt=g_delta, gz=g_z, gA_parts=g_A, gD_parts=g_D if D is not None else None,
-                   gbias_parts=g_bias if with_bias else None, gB=g_B, gC=g_C, softplus=int(softplus),
+    args = _struct(_Scan, u=u, delta=delta, bias=bias, A=A, B=B, C=C, Dskip=D, z=z, gout=g_out, ckpt=checkpoints,
+                   gu=g_u, gdt=g_delta, gz=g_z, gA_parts=g_A, gD_parts=g_D if D is not None else None,
+                   gbias_parts=g_bias if bias is not None else None, gB=g_B, gC=g_C, softplus=int(softplus),
                    L=L, Bt=b, D=d, N=A.shape[1], sBC=sBC, sz=sz, threads=n_threads)
     native_library().scan_backward(ctypes.byref(args))
     return (g_u, g_delta, g_A.sum(0), g_B, g_C, g_D.sum(0) if D is not None else None, g_z,
-            g_bias.sum(0) if with_bias else None)
+            g_bias.sum(0) if bias is not None else None)
 
 
 def _elementwise(name: str, x: Tensor) -> Tensor:

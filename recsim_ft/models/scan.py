@@ -135,9 +135,9 @@ class _SelectiveScanFn(torch.autograd.Function):
         ctx.has_bias = delta_bias is not None
         if ctx.native:
             A, D, delta_bias = (None if t is None else t.contiguous() for t in (A, D, delta_bias))
-            out, dt, checkpoints = native_scan.scan_forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus,
-                                                            for_backward=any(ctx.needs_input_grad))
-            ctx.save_for_backward(u, dt, A, B, C, D, z, checkpoints)
+            out, checkpoints = native_scan.scan_forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus,
+                                                        for_backward=any(ctx.needs_input_grad))
+            ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, checkpoints)
             return out
         raw = delta if delta_bias is None else delta + delta_bias
         dt = F.softplus(raw) if delta_softplus else raw
@@ -153,9 +153,9 @@ class _SelectiveScanFn(torch.autograd.Function):
     def backward(ctx, g_out):
         g_out = g_out.contiguous()  # may arrive in any layout; the kernels need a plain one
         if ctx.native:
-            u, dt, A, B, C, D, z, checkpoints = ctx.saved_tensors
+            u, delta, A, B, C, D, z, delta_bias, checkpoints = ctx.saved_tensors
             g_u, g_delta, g_A, g_B, g_C, g_D, g_z, g_bias = native_scan.scan_backward(
-                u, dt, A, B, C, D, z, g_out, ctx.delta_softplus, ctx.has_bias, checkpoints)
+                u, delta, A, B, C, D, z, g_out, delta_bias, ctx.delta_softplus, checkpoints)
             return g_u, g_delta, g_A, g_B, g_C, g_D, g_z, g_bias, None, None
         u, dt, A, B, C, D, z, delta, delta_bias, y, *kept = ctx.saved_tensors
         g_z = None
@@ -299,8 +299,9 @@ class _MambaInnerFn(torch.autograd.Function):
     Why: composed from separate ops, autograd records a dozen nodes per block, copies the two
     halves of in_proj's output and the column slices of x_proj's to contiguous tensors, and
     concatenates their gradients back. Here the kernels read and write those slices in place.
-    The conv output is recomputed in the backward rather than kept (as mamba_ssm's
-    ``checkpoint_lvl=1``): two (L, b, d_inner) tensors less per layer for one cheap conv.
+    The conv output and the step sizes are recomputed in the backward rather than kept (as
+    mamba_ssm's ``checkpoint_lvl=1``): three (L, b, d_inner) tensors less per layer for one
+    cheap conv and one rank-8 matmul.
     """
 
     @staticmethod
@@ -309,24 +310,25 @@ class _MambaInnerFn(torch.autograd.Function):
         u, pre = native_scan.conv_forward(xz[..., :d_inner], conv_weight, conv_bias, silu=True)
         x_dbl = F.linear(u, x_proj_weight)  # (L, b, rank + 2n): dt_low, B, C side by side
         dt_low, B, C = x_dbl.split([rank, n, n], dim=-1)
-        y, dt, checkpoints = native_scan.scan_forward(u, F.linear(dt_low, dt_proj_weight), A, B, C, D,
-                                                      xz[..., d_inner:], dt_proj_bias, softplus=True,
-                                                      for_backward=any(ctx.needs_input_grad))
-        ctx.save_for_backward(xz, conv_weight, conv_bias, x_proj_weight, dt_proj_weight, A, D, x_dbl, dt,
+        y, checkpoints = native_scan.scan_forward(u, F.linear(dt_low, dt_proj_weight), A, B, C, D,
+                                                  xz[..., d_inner:], dt_proj_bias, softplus=True,
+                                                  for_backward=any(ctx.needs_input_grad))
+        ctx.save_for_backward(xz, conv_weight, conv_bias, x_proj_weight, dt_proj_weight, dt_proj_bias, A, D, x_dbl,
                               checkpoints)
         return y
 
     @staticmethod
     def backward(ctx, g_y):
-        xz, conv_weight, conv_bias, x_proj_weight, dt_proj_weight, A, D, x_dbl, dt, checkpoints = ctx.saved_tensors
+        xz, conv_weight, conv_bias, x_proj_weight, dt_proj_weight, dt_proj_bias, A, D, x_dbl, checkpoints = \
+            ctx.saved_tensors
         d_inner, rank, n = conv_weight.shape[0], dt_proj_weight.shape[1], A.shape[1]
         u, pre = native_scan.conv_forward(xz[..., :d_inner], conv_weight, conv_bias, silu=True)
         g_xz, g_x_dbl = torch.empty_like(xz), torch.empty_like(x_dbl)
         g_dt_low, g_B, g_C = g_x_dbl.split([rank, n, n], dim=-1)
         dt_low, B, C = x_dbl.split([rank, n, n], dim=-1)
         g_u, g_delta, g_A, _, _, g_D, _, g_dt_bias = native_scan.scan_backward(
-            u, dt, A, B, C, D, xz[..., d_inner:], g_y.contiguous(), softplus=True, with_bias=True,
-            checkpoints=checkpoints, g_B=g_B, g_C=g_C, g_z=g_xz[..., d_inner:])
+            u, F.linear(dt_low, dt_proj_weight), A, B, C, D, xz[..., d_inner:], g_y.contiguous(), dt_proj_bias,
+            softplus=True, checkpoints=checkpoints, g_B=g_B, g_C=g_C, g_z=g_xz[..., d_inner:])
         g_dt_low.copy_(g_delta @ dt_proj_weight)
         g_dt_proj_weight = g_delta.view(-1, d_inner).t() @ dt_low.reshape(-1, rank)
         g_x_dbl_2d = g_x_dbl.view(-1, rank + 2 * n)
