@@ -22,23 +22,28 @@ def scan_inputs(batch, d, n, L, seed, with_optional=True):
         return (scale * torch.randn(*shape, generator=g, dtype=torch.float64)).requires_grad_()
 
     inputs = {
-        "u": rand(batch, d, L), "delta": rand(batch, d, L, scale=0.5),
+        "u": rand(batch, d, L),
+        "delta": rand(batch, d, L, scale=0.5),
         "A": (-torch.rand(d, n, generator=g, dtype=torch.float64) * 2).requires_grad_(),
-        "B": rand(batch, n, L), "C": rand(batch, n, L),
+        "B": rand(batch, n, L),
+        "C": rand(batch, n, L),
     }
     if with_optional:
         inputs.update(D=rand(d), z=rand(batch, d, L), delta_bias=rand(d, scale=0.5))
     return inputs
 
 
-@pytest.mark.parametrize("batch,d,n,L,chunk_len", [
-    (1, 1, 1, 1, 128),      # a single step
-    (2, 3, 4, 1, 128),
-    (3, 5, 2, 7, 128),
-    (2, 4, 16, 21, 128),    # the Spotify user tower
-    (2, 3, 4, 37, 8),       # several chunks, the last one partial
-    (2, 3, 4, 300, 64),     # long sequence, recomputed chunks
-])
+@pytest.mark.parametrize(
+    "batch,d,n,L,chunk_len",
+    [
+        (1, 1, 1, 1, 128),  # a single step
+        (2, 3, 4, 1, 128),
+        (3, 5, 2, 7, 128),
+        (2, 4, 16, 21, 128),  # the Spotify user tower
+        (2, 3, 4, 37, 8),  # several chunks, the last one partial
+        (2, 3, 4, 300, 64),  # long sequence, recomputed chunks
+    ],
+)
 @pytest.mark.parametrize("softplus", [True, False])
 def test_fast_scan_matches_reference_values_and_gradients(batch, d, n, L, chunk_len, softplus):
     inputs = scan_inputs(batch, d, n, L, seed=L * 7 + d)
@@ -50,7 +55,9 @@ def test_fast_scan_matches_reference_values_and_gradients(batch, d, n, L, chunk_
     fast_grads = torch.autograd.grad(fast, list(inputs.values()), upstream)
     ref_grads = torch.autograd.grad(ref, list(inputs.values()), upstream)
     for name, gf, gr in zip(names, fast_grads, ref_grads, strict=True):
-        torch.testing.assert_close(gf, gr, rtol=1e-9, atol=1e-9, msg=lambda m, name=name: f"d/d{name}: {m}")
+        torch.testing.assert_close(
+            gf, gr, rtol=1e-9, atol=1e-9, msg=lambda m, name=name: f"d/d{name}: {m}"
+        )
 
 
 def test_scan_without_optional_inputs():
@@ -66,7 +73,9 @@ def test_scan_gradcheck(chunk_len):
     names = list(inputs)
 
     def fn(*args):
-        return selective_scan(**dict(zip(names, args, strict=True)), delta_softplus=True, chunk_len=chunk_len)
+        return selective_scan(
+            **dict(zip(names, args, strict=True)), delta_softplus=True, chunk_len=chunk_len
+        )
 
     assert torch.autograd.gradcheck(fn, tuple(inputs.values()))
 
@@ -78,11 +87,16 @@ def test_causal_conv_matches_conv1d(L, K):
     w = torch.randn(5, K, generator=g, dtype=torch.float64, requires_grad=True)
     b = torch.randn(5, generator=g, dtype=torch.float64, requires_grad=True)
     ours = causal_conv1d_time_major(x, w, b)
-    ref = F.conv1d(x.permute(1, 2, 0), w.unsqueeze(1), b, padding=K - 1, groups=5)[..., :L].permute(2, 0, 1)
+    ref = F.conv1d(x.permute(1, 2, 0), w.unsqueeze(1), b, padding=K - 1, groups=5)[..., :L].permute(
+        2, 0, 1
+    )
     torch.testing.assert_close(ours, ref)
     upstream = torch.randn_like(ref)
-    for go, gr in zip(torch.autograd.grad(ours, (x, w, b), upstream),
-                      torch.autograd.grad(ref, (x, w, b), upstream), strict=True):
+    for go, gr in zip(
+        torch.autograd.grad(ours, (x, w, b), upstream),
+        torch.autograd.grad(ref, (x, w, b), upstream),
+        strict=True,
+    ):
         torch.testing.assert_close(go, gr)
     assert torch.autograd.gradcheck(causal_conv1d_time_major, (x, w, b))
 
@@ -94,9 +108,12 @@ def test_scan_rejects_bad_shapes():
         selective_scan(**inputs)
 
 
-@pytest.mark.skipif(native_scan.native_library() is None, reason="no C compiler: the PyTorch path is used")
-@pytest.mark.parametrize("batch,d,n,L", [(1, 1, 1, 1), (2, 3, 16, 21), (3, 4, 5, 2), (2, 3, 4, 100),
-                                         (2, 37, 16, 70)])
+@pytest.mark.skipif(
+    native_scan.native_library() is None, reason="no C compiler: the PyTorch path is used"
+)
+@pytest.mark.parametrize(
+    "batch,d,n,L", [(1, 1, 1, 1), (2, 3, 16, 21), (3, 4, 5, 2), (2, 3, 4, 100), (2, 37, 16, 70)]
+)
 def test_native_float32_kernel_matches_float64_reference(batch, d, n, L):
     """float32 CPU inputs take the fused C kernel (checkpoints every 32 steps, so L = 100 crosses
     three chunk borders; d = 37 is two full 16-channel blocks and a tail); values and all
@@ -116,33 +133,55 @@ def _assert_float32_kernel_matches_reference(inputs, softplus):
     ref_grads = torch.autograd.grad(ref, list(inputs.values()), upstream)
     for name, gf, gr in zip(inputs, fast_grads, ref_grads, strict=True):
         scale = gr.abs().max().item() + 1
-        torch.testing.assert_close(gf.double(), gr, rtol=1e-4, atol=1e-4 * scale,
-                                   msg=lambda m, name=name: f"d/d{name}: {m}")
+        torch.testing.assert_close(
+            gf.double(),
+            gr,
+            rtol=1e-4,
+            atol=1e-4 * scale,
+            msg=lambda m, name=name: f"d/d{name}: {m}",
+        )
 
 
-@pytest.mark.skipif(native_scan.native_library() is None, reason="no C compiler: the PyTorch path is used")
+@pytest.mark.skipif(
+    native_scan.native_library() is None, reason="no C compiler: the PyTorch path is used"
+)
 @pytest.mark.parametrize("optional,softplus", [(False, True), (True, False), (False, False)])
 def test_native_kernel_without_gate_skip_or_softplus(optional, softplus):
     """The C kernel fuses the D skip, the SiLU gate and the softplus derivative: each one off."""
-    _assert_float32_kernel_matches_reference(scan_inputs(2, 3, 16, 21, seed=3, with_optional=optional), softplus)
+    _assert_float32_kernel_matches_reference(
+        scan_inputs(2, 3, 16, 21, seed=3, with_optional=optional), softplus
+    )
 
 
-@pytest.mark.skipif(native_scan.native_library() is None, reason="no C compiler: the PyTorch path is used")
+@pytest.mark.skipif(
+    native_scan.native_library() is None, reason="no C compiler: the PyTorch path is used"
+)
 @pytest.mark.parametrize("L,K", [(1, 4), (2, 16), (21, 16), (40, 4)])
 def test_native_float32_conv_matches_conv1d(L, K):
     g = torch.Generator().manual_seed(L * K)
-    x, w, b = torch.randn(L, 3, 5, generator=g), torch.randn(5, K, generator=g), torch.randn(5, generator=g)
+    x, w, b = (
+        torch.randn(L, 3, 5, generator=g),
+        torch.randn(5, K, generator=g),
+        torch.randn(5, generator=g),
+    )
     x, w, b = (t.requires_grad_() for t in (x, w, b))
     ours = causal_conv1d_time_major(x, w, b)
-    ref = F.conv1d(x.permute(1, 2, 0), w.unsqueeze(1), b, padding=K - 1, groups=5)[..., :L].permute(2, 0, 1)
+    ref = F.conv1d(x.permute(1, 2, 0), w.unsqueeze(1), b, padding=K - 1, groups=5)[..., :L].permute(
+        2, 0, 1
+    )
     torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-5)
     upstream = torch.randn_like(ref)
-    for go, gr in zip(torch.autograd.grad(ours, (x, w, b), upstream),
-                      torch.autograd.grad(ref, (x, w, b), upstream), strict=True):
+    for go, gr in zip(
+        torch.autograd.grad(ours, (x, w, b), upstream),
+        torch.autograd.grad(ref, (x, w, b), upstream),
+        strict=True,
+    ):
         torch.testing.assert_close(go, gr, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.skipif(native_scan.native_library() is None, reason="no C compiler: the PyTorch path is used")
+@pytest.mark.skipif(
+    native_scan.native_library() is None, reason="no C compiler: the PyTorch path is used"
+)
 def test_native_kernel_gives_the_same_result_on_any_number_of_threads():
     """The batch is split across threads (3 rows over 2 threads: uneven slices)."""
     inputs = {k: v.detach().float() for k, v in scan_inputs(3, 4, 16, 40, seed=5).items()}
@@ -160,7 +199,9 @@ def test_native_kernel_gives_the_same_result_on_any_number_of_threads():
         torch.testing.assert_close(one, two, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.skipif(native_scan.native_library() is None, reason="no C compiler: the PyTorch path is used")
+@pytest.mark.skipif(
+    native_scan.native_library() is None, reason="no C compiler: the PyTorch path is used"
+)
 def test_native_exp2_is_within_one_ulp_and_saturates():
     """The kernel's own vectorised 2^x (every decay of the scan goes through it)."""
     x = torch.linspace(-126, 127, 2_000_001)
@@ -173,7 +214,9 @@ def test_native_exp2_is_within_one_ulp_and_saturates():
     assert out[6].isnan()
 
 
-@pytest.mark.skipif(native_scan.native_library() is None, reason="no C compiler: the PyTorch path is used")
+@pytest.mark.skipif(
+    native_scan.native_library() is None, reason="no C compiler: the PyTorch path is used"
+)
 def test_native_softplus_matches_torch():
     """The kernel computes the step sizes softplus(delta + bias) itself."""
     x = torch.linspace(-87, 100, 2_000_001)
@@ -183,7 +226,9 @@ def test_native_softplus_matches_torch():
     assert edges[:3].tolist() == [0.0, 0.0, float("inf")] and edges[3].isnan()
 
 
-@pytest.mark.skipif(native_scan.native_library() is None, reason="no C compiler: the PyTorch path is used")
+@pytest.mark.skipif(
+    native_scan.native_library() is None, reason="no C compiler: the PyTorch path is used"
+)
 def test_portable_build_for_the_compilers_default_target_is_right(monkeypatch):
     """Where -march=native and -mcpu=native both fail, the kernel is built for the compiler's
     default target (here plain x86-64: SSE2, no AVX): same results."""
@@ -196,19 +241,29 @@ def test_portable_build_for_the_compilers_default_target_is_right(monkeypatch):
         native_scan.native_library.cache_clear()  # the next use builds with the real flags again
 
 
-@pytest.mark.skipif(native_scan.native_library() is None, reason="no C compiler: the PyTorch path is used")
+@pytest.mark.skipif(
+    native_scan.native_library() is None, reason="no C compiler: the PyTorch path is used"
+)
 def test_native_backward_scales_with_tiny_upstream_gradients():
     """The kernel flushes subnormals inside its own threads (a backward full of them ran 25x
     slower): gradients of 1e-30 x the loss are still 1e-30 x the gradients of the loss."""
-    inputs = {k: v.detach().float().requires_grad_() for k, v in scan_inputs(2, 20, 16, 40, seed=7).items()}
+    inputs = {
+        k: v.detach().float().requires_grad_()
+        for k, v in scan_inputs(2, 20, 16, 40, seed=7).items()
+    }
     out = selective_scan(**inputs, delta_softplus=True)
     upstream = torch.randn(out.shape, generator=torch.Generator().manual_seed(0))
     normal = torch.autograd.grad(out, list(inputs.values()), upstream, retain_graph=True)
     tiny = torch.autograd.grad(out, list(inputs.values()), upstream * 1e-30)
     for name, g, t in zip(inputs, normal, tiny, strict=True):
         # what is flushed is below 1e-38, i.e. below 1e-8 of these gradients, term by term
-        torch.testing.assert_close(t / 1e-30, g, rtol=1e-3, atol=1e-5 * (g.abs().max().item() + 1),
-                                   msg=lambda m, name=name: f"d/d{name}: {m}")
+        torch.testing.assert_close(
+            t / 1e-30,
+            g,
+            rtol=1e-3,
+            atol=1e-5 * (g.abs().max().item() + 1),
+            msg=lambda m, name=name: f"d/d{name}: {m}",
+        )
 
 
 def test_the_native_kernel_keeps_subnormal_floats_in_the_process():
