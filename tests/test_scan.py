@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import require
 
 from recsim_ft.models import native_scan
 from recsim_ft.models.scan import (
@@ -114,25 +115,6 @@ def test_scan_rejects_bad_shapes():
         selective_scan(**inputs)
 
 
-def require_native() -> None:
-    """Skip a test of the C kernel where the kernel is not built, but fail it under CI (``CI``
-    set), where it must build: a broken kernel must not pass as a green run of skipped tests.
-    ``RECSIM_FT_NATIVE_SCAN=0`` (the PyTorch path chosen) skips everywhere."""
-    built, detail = native_scan.native_status()
-    if built:
-        return
-    in_ci = os.environ.get("CI", "").lower() not in ("", "0", "false")
-    if in_ci and os.environ.get("RECSIM_FT_NATIVE_SCAN") != "0":
-        pytest.fail(f"the C kernel did not build under CI: {detail}")
-    pytest.skip(f"the C kernel is not built: {detail}")
-
-
-@pytest.fixture
-def native_kernel():
-    """For tests of the C kernel: see :func:`require_native`."""
-    require_native()
-
-
 @pytest.fixture
 def fresh_load():
     """A first use of the kernel within the test (after its own monkeypatching), and another
@@ -143,18 +125,15 @@ def fresh_load():
 
 
 def test_kernel_tests_fail_under_ci_and_skip_elsewhere_when_the_kernel_did_not_build(monkeypatch):
-    monkeypatch.setattr(native_scan, "native_status", lambda: (False, "`cc ...` exited with 1"))
-    monkeypatch.delenv("RECSIM_FT_NATIVE_SCAN", raising=False)
     monkeypatch.setenv("CI", "true")
-    with pytest.raises(pytest.fail.Exception, match="did not build under CI: `cc ...` exited"):
-        require_native()
-    monkeypatch.setenv("RECSIM_FT_NATIVE_SCAN", "0")
-    with pytest.raises(pytest.skip.Exception):
-        require_native()
-    monkeypatch.delenv("RECSIM_FT_NATIVE_SCAN")
+    with pytest.raises(pytest.fail.Exception, match="not available under CI: `cc ...` exited"):
+        require(False, "the C kernel", "`cc ...` exited with 1")
+    with pytest.raises(pytest.skip.Exception):  # switched off on purpose
+        require(False, "the C kernel", "disabled", chosen_off=True)
     monkeypatch.delenv("CI")
     with pytest.raises(pytest.skip.Exception, match="`cc ...` exited with 1"):
-        require_native()
+        require(False, "the C kernel", "`cc ...` exited with 1")
+    require(True, "the C kernel", "built")  # no exception
 
 
 def _float32_scan_matches_reference():

@@ -5,6 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, fields, replace
 
 EMBEDDERS = ("mamba", "transformer", "mlp")
+#: The Mamba block's compute paths (see ``recsim_ft.models.mamba.kernel_path``); all compute the
+#: same function, so this field never changes what a model is, only where it runs fast.
+KERNEL_PATHS = ("auto", "triton", "mamba_ssm", "native", "torch")
 FINAL_ACTIVATIONS = ("none", "relu")
 
 
@@ -46,18 +49,20 @@ class ModelConfig:
     head_dims: tuple[int, ...] = (64, 32)
     final_activation: str = "none"
     mamba_residual: bool = False
-    use_cuda_kernels: bool | None = None
+    kernels: str = "auto"
     seed: int = 0
 
     def __post_init__(self) -> None:
         if self.embedder not in EMBEDDERS:
             raise ValueError(f"embedder must be one of {EMBEDDERS}, got {self.embedder!r}")
+        if self.kernels not in KERNEL_PATHS:
+            raise ValueError(f"kernels must be one of {KERNEL_PATHS}, got {self.kernels!r}")
         if self.final_activation not in FINAL_ACTIVATIONS:
             raise ValueError(f"final_activation must be one of {FINAL_ACTIVATIONS}, got {self.final_activation!r}")
         object.__setattr__(self, "head_dims", tuple(int(d) for d in self.head_dims))
         for f in fields(self):
             value = getattr(self, f.name)
-            if f.name not in ("seed", "embedder", "head_dims", "final_activation", "use_cuda_kernels", "dt_rank",
+            if f.name not in ("seed", "embedder", "head_dims", "final_activation", "kernels", "dt_rank",
                               "mamba_residual") and value < 1:
                 raise ValueError(f"ModelConfig.{f.name} must be >= 1, got {value!r}")
         if not self.head_dims or min(self.head_dims) < 1:
@@ -84,7 +89,11 @@ LEGACY_DEFAULTS = {"mamba_residual": True}
 
 
 def config_from_dict(saved: dict) -> ModelConfig:
-    """A ``ModelConfig`` from its saved ``asdict`` form, older files included (``LEGACY_DEFAULTS``)."""
+    """A ``ModelConfig`` from its saved ``asdict`` form, older files included (``LEGACY_DEFAULTS``;
+    their ``use_cuda_kernels=True`` is ``kernels="mamba_ssm"``)."""
+    saved = dict(saved)
+    if saved.pop("use_cuda_kernels", None):
+        saved.setdefault("kernels", "mamba_ssm")
     return ModelConfig(**{**LEGACY_DEFAULTS, **saved})
 
 

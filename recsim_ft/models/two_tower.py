@@ -25,7 +25,7 @@ def build_embedder(config: ModelConfig, n_tokens: int) -> nn.Module:
     if config.embedder == "mamba":
         return MambaEmbedder(d_model=config.d_token, n_layers=config.mamba_layers, d_state=config.d_state,
                              d_conv=config.d_conv, expand=config.expand, dt_rank=config.dt_rank,
-                             residual=config.mamba_residual, use_cuda_kernels=config.use_cuda_kernels)
+                             residual=config.mamba_residual, kernels=config.kernels)
     if config.embedder == "transformer":
         return TransformerEmbedder(d_model=config.d_token, n_layers=config.transformer_layers,
                                    n_heads=config.n_heads, d_ffn=config.d_ffn)
