@@ -156,9 +156,12 @@ def test_unknown_categories_share_the_reserved_row_and_nan_is_an_error():
     assert torch.equal(tokens[0, 1], tokens[1, 1]) and torch.equal(tokens[0, 1], tokens[2, 1])
     assert not torch.equal(tokens[0, 1], tokens[3, 1])
     with pytest.raises(ValueError, match="'age'"):
-        tok(FeatureTensors(torch.tensor([[float("nan")]]), torch.tensor([[0]])))
+        tok.check_finite(FeatureTensors(torch.tensor([[float("nan")]]), torch.tensor([[0]])))
     with pytest.raises(ValueError, match="'age'"):
-        tok(FeatureTensors(torch.tensor([[float("inf")]]), torch.tensor([[0]])))
+        tok.check_finite(FeatureTensors(torch.tensor([[float("inf")]]), torch.tensor([[0]])))
+    model = TwoTower.from_schemas(schema, schema, "mlp", "quick")
+    with pytest.raises(ValueError, match="'age'"):  # where data enters a model
+        model.embed_users(FeatureTensors(torch.tensor([[float("nan")]]), torch.tensor([[0]])))
 
 
 def test_cls_token_is_last_and_is_the_constant_one_token():
