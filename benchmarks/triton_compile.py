@@ -34,15 +34,14 @@ def launches(L: int, d_inner: int, d_state: int = 16, rank: int = 8, d_conv: int
     shape = lambda *dims: SimpleNamespace(shape=dims)  # noqa: E731  (only shapes are read)
     s = tm._Shapes(shape(L, batch, 2 * d_inner), shape(d_inner, d_conv), shape(d_inner, rank),
                    shape(d_inner, d_state))
-    scan = dict(R=s.R, N=s.N, RP=s.RP, NP=s.NP, CHUNK=s.chunk)
+    scan = dict(R=s.R, N=s.N, RP=s.RP, NP=s.NP, CHUNK=tm.CHUNK, BLOCK_D=s.block_d)
     conv = dict(K=s.K, T=tm._CONV_T, BLOCK_C=s.block_c)
     return [
-        ("conv_xproj_fwd", tm._conv_xproj_fwd_kernel, dict(**conv, N_CBLOCKS=s.n_cblocks, XW=s.XW), tm._CONV_WARPS),
-        ("scan_fwd", tm._scan_fwd_kernel, dict(**scan, BLOCK_D=s.block_d, KEEP_STATES=s.n_chunks > 1),
-         tm._SCAN_WARPS),
-        ("scan_bwd", tm._scan_bwd_kernel, dict(**scan, BLOCK_D=s.block_d_bwd, SPLIT=s.split), tm._SCAN_WARPS),
-        ("conv_xproj_bwd", tm._conv_xproj_bwd_kernel, dict(**conv, N_CBLOCKS=s.n_cblocks, XW=s.XW), tm._CONV_WARPS),
-        ("conv_input_grad", tm._conv_input_grad_kernel, conv, tm._CONV_WARPS),
+        ("conv_fwd", tm._conv_fwd_kernel, conv, 4),
+        ("scan_fwd", tm._scan_fwd_kernel, dict(**scan, KEEP_STATES=s.n_chunks > 1), s.scan_warps),
+        ("scan_bwd", tm._scan_bwd_kernel, scan, s.scan_warps),
+        ("conv_bwd", tm._conv_bwd_kernel, conv, 4),
+        ("conv_input_grad", tm._conv_input_grad_kernel, conv, 4),
     ]
 
 
@@ -71,6 +70,7 @@ def main() -> int:
     parser.add_argument("--arch", type=int, default=90, help="compute capability, e.g. 90 for H100/H200")
     parser.add_argument("--shapes", nargs="+", default=["21x256", "6x256", "4096x256", "5x37"],
                         help="LxD_INNER pairs (d_state 16, rank 8, conv 16 unless D_INNER is not 256)")
+    parser.add_argument("--batch", type=int, default=32, help="batch size (it sets the scan's channel block)")
     args = parser.parse_args()
     if os.environ.get("TRITON_INTERPRET") == "1":
         parser.error("unset TRITON_INTERPRET: the interpreter compiles nothing")
@@ -79,7 +79,7 @@ def main() -> int:
     for pair in args.shapes:
         L, d_inner = map(int, pair.split("x"))
         small = {} if d_inner == 256 else dict(d_state=5, rank=3, d_conv=4)
-        for name, kernel, constexprs, warps in launches(L, d_inner, **small):
+        for name, kernel, constexprs, warps in launches(L, d_inner, batch=args.batch, **small):
             key = f"{name} L={L} d_inner={d_inner}"
             try:
                 compiled = compile_kernel(kernel, constexprs, warps, args.arch)

@@ -18,15 +18,15 @@ import triton.testing
 
 from recsim_ft.models import triton_mamba as tm
 
-#: (name, module constants): scan tiles (forward, backward), scan warps, conv channels and warps,
-#: programs the backward aims for.
+#: (name, module constants): the scan's channels per program (smallest, largest) and the
+#: programs it aims for; the backward's chunk; the conv's tile (steps, channels).
 SETTINGS = [
     ("default", {}),
-    ("scan tiles 2048/1024", {"_SCAN_TILE_FWD": 2048, "_SCAN_TILE_BWD": 1024}),
-    ("scan tiles 8192/4096", {"_SCAN_TILE_FWD": 8192, "_SCAN_TILE_BWD": 4096}),
-    ("scan warps 4", {"_SCAN_WARPS": 4}),
-    ("conv 64 channels", {"_CONV_C": 64}),
-    ("backward 2048 programs", {"_TARGET_PROGRAMS": 2048}),
+    ("scan 32-128 channels", {"_SCAN_BLOCK_D": (32, 128)}),
+    ("scan 8-32 channels", {"_SCAN_BLOCK_D": (8, 32)}),
+    ("scan aims 4096 programs", {"_TARGET_PROGRAMS": 4096}),
+    ("chunk 16", {"CHUNK": 16}),
+    ("conv 32x32", {"_CONV_T": 32, "_CONV_C": 32}),
 ]
 
 

@@ -1,21 +1,24 @@
 """Triton kernels for the Mamba block on CUDA, built for FT-Mamba's shapes: short sequences (a
 few dozen feature tokens) and large batches.
 
-mamba_ssm's kernels are written for sequences of thousands of steps and waste the GPU at
-L = 21; composed from PyTorch ops, the block is hundreds of small launches. Here everything of
-the block between ``in_proj`` and ``out_proj`` is two kernels forward and three backward:
+mamba_ssm's kernels are written for sequences of thousands of steps, with a block of threads
+scanning one channel in parallel over time: at L = 21 most of those threads idle. Here the
+parallelism is over batch rows and channels instead, as in a recurrent cell: one program per
+(batch row, block of channels) walks through time, each lane holding its channels' d_state
+states in registers, and the next step's inputs are loaded while this step computes. Between
+in_proj and out_proj the block is three kernels and one cuBLAS matmul forward, four kernels
+and two matmuls backward:
 
-    conv_xproj   u = silu(causal_conv(x) + conv_bias);   x_dbl = u @ x_proj.T = (dt_low, B, C)
-    scan         dt = softplus(dt_low @ dt_proj.T + dt_bias);  A = -exp(A_log)
-                 h_t = exp(dt_t A) h_{t-1} + dt_t u_t B_t;   out_t = (h_t . C_t + D u_t) silu(z_t)
+    conv        u = silu(causal_conv(x) + conv_bias)
+    (cuBLAS)    x_dbl = u @ x_proj.T = (dt_low, B, C)
+    scan        dt = softplus(dt_low @ dt_proj.T + dt_bias);  A = -exp(A_log)
+                h_t = exp(dt_t A) h_{t-1} + dt_t u_t B_t;   out_t = (h_t . C_t + D u_t) silu(z_t)
 
-One program per (batch row, channel block) keeps its states in registers and runs the
-recurrence over a chunk of up to ``MAX_CHUNK`` steps as a parallel associative scan; longer
-sequences loop over chunks, and the forward keeps the state entering each chunk for the
-backward (``L / MAX_CHUNK`` states per row, not ``L``). The backward runs the adjoint
-recurrence as a reverse scan and recomputes the rest. Gradients that sum over the batch are
-written as per-row (or per-program) partial sums and reduced by torch in a fixed order: no
-atomics, so a run is bit-identical to the next with the same seed.
+The backward walks each chunk of ``CHUNK`` steps twice: forward from the state the forward pass
+kept at the chunk's start, writing the states to a scratch buffer, then backward through the
+adjoint recurrence, reading them. Gradients that sum over channels or over the batch are
+written as per-program partial sums and reduced by torch in a fixed order: no atomics, so a
+run is bit-identical to the next with the same seed.
 
 The layout is the CPU block's: time-major rows ``(t, b)``. This module imports triton; import
 it only where triton is installed. Under ``TRITON_INTERPRET=1`` the same kernels run on CPU
@@ -25,22 +28,18 @@ tensors through Triton's interpreter, which is how the tests prove them correct 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 import triton
 import triton.language as tl
 from torch import Tensor
 
-#: Longest stretch of time one program scans in registers; longer sequences loop over chunks.
-MAX_CHUNK = 32
-#: Elements of one (chunk, channels, states) register tile of the forward and backward scans
-#: (the backward keeps about twice as many tiles live), and warps per program: chosen so that
-#: ptxas fits both in the register file without spilling at d_state 16.
-_SCAN_TILE_FWD, _SCAN_TILE_BWD, _SCAN_WARPS = 4096, 2048, 8
-#: Programs the backward scan aims for, so that small batches still fill the GPU.
-_TARGET_PROGRAMS = 512
-#: Time steps per program of the conv kernels (tl.dot needs at least 16 rows).
-_CONV_T = 16
-#: Channels per inner block of the conv kernels, and their warps per program (no spills).
-_CONV_C, _CONV_WARPS = 32, 8
+#: Steps per chunk of the backward (and between the states the forward keeps for it).
+CHUNK = 32
+#: Channels per scan program: the most that still gives about ``_TARGET_PROGRAMS`` programs.
+_SCAN_BLOCK_D = (16, 64)
+_TARGET_PROGRAMS = 1024
+#: Time steps and channels per conv program.
+_CONV_T, _CONV_C = 16, 64
 
 
 # -- elementwise helpers ---------------------------------------------------------------------------
@@ -55,96 +54,64 @@ def _softplus(x):
     return tl.where(x > 20.0, x, tl.where(x < -15.0, tl.exp(x), tl.log(1.0 + tl.exp(x))))
 
 
+# -- causal depthwise conv + SiLU ------------------------------------------------------------------
 @triton.jit
-def _linear_recurrence(a_left, b_left, a_right, b_right):
-    """Composition of the steps h -> a h + b (left first): the scan's associative operator."""
-    return a_left * a_right, b_left * a_right + b_right
-
-
-# -- causal depthwise conv + SiLU + x_proj -----------------------------------------------------------
-@triton.jit
-def _conv_tile(xz_ptr, conv_w_ptr, conv_b_ptr, t, L, row_b, batch, d_inner, stride_xz, cols,
-               K: tl.constexpr):
+def _conv_pre(xz_ptr, conv_w_ptr, conv_b_ptr, t, cols, L, batch, d_inner, stride_xz, K: tl.constexpr):
     """``conv_bias + sum_k w[:, k] x[t - (K - 1) + k]`` (zero before t = 0) of a (time, channel)
     tile, x read from the first d_inner columns of in_proj's output."""
     cmask = cols < d_inner
-    bias = tl.load(conv_b_ptr + cols, mask=cmask, other=0.0)
-    pre = tl.zeros([t.shape[0], cols.shape[0]], tl.float32) + bias[None, :]
+    pre = tl.zeros([t.shape[0], cols.shape[0]], tl.float32)
+    pre += tl.load(conv_b_ptr + cols, mask=cmask, other=0.0)[None, :]
     for k in tl.static_range(K):
         src = t - (K - 1) + k
         m = ((src >= 0) & (src < L))[:, None] & cmask[None, :]
-        rows = src.to(tl.int64) * batch + row_b
-        x = tl.load(xz_ptr + rows[:, None] * stride_xz + cols[None, :], mask=m, other=0.0)
-        w = tl.load(conv_w_ptr + cols * K + k, mask=cmask, other=0.0)
-        pre += x * w[None, :]
+        x = tl.load(xz_ptr + (src.to(tl.int64) * batch)[:, None] * stride_xz + cols[None, :], mask=m,
+                    other=0.0)
+        pre += x * tl.load(conv_w_ptr + cols * K + k, mask=cmask, other=0.0)[None, :]
     return pre
 
 
 @triton.jit
-def _conv_xproj_fwd_kernel(xz_ptr, conv_w_ptr, conv_b_ptr, x_proj_w_ptr, u_ptr, x_dbl_ptr,
-                           L, batch, d_inner, stride_xz, n_xdbl,
-                           K: tl.constexpr, T: tl.constexpr, BLOCK_C: tl.constexpr,
-                           N_CBLOCKS: tl.constexpr, XW: tl.constexpr):
-    """u = silu(conv(x)) for T steps of one batch row, all channels; x_dbl = u @ x_proj.T."""
+def _conv_fwd_kernel(xz_ptr, conv_w_ptr, conv_b_ptr, u_ptr, L, batch, d_inner, stride_xz,
+                     K: tl.constexpr, T: tl.constexpr, BLOCK_C: tl.constexpr):
+    """u = silu(conv(x)) on T steps x BLOCK_C channels of one batch row."""
     row_b = tl.program_id(0)
     t = tl.program_id(1) * T + tl.arange(0, T)
-    tmask = t < L
+    cols = tl.program_id(2) * BLOCK_C + tl.arange(0, BLOCK_C)
+    pre = _conv_pre(xz_ptr + row_b * stride_xz, conv_w_ptr, conv_b_ptr, t, cols, L, batch, d_inner,
+                    stride_xz, K)
     rows = t.to(tl.int64) * batch + row_b
-    j = tl.arange(0, XW)
-    jmask = j < n_xdbl
-    x_dbl = tl.zeros([T, XW], tl.float32)
-    for cb in tl.static_range(N_CBLOCKS):
-        cols = cb * BLOCK_C + tl.arange(0, BLOCK_C)
-        m = tmask[:, None] & (cols < d_inner)[None, :]
-        pre = _conv_tile(xz_ptr, conv_w_ptr, conv_b_ptr, t, L, row_b, batch, d_inner, stride_xz,
-                         cols, K)
-        u = tl.where(m, pre * _sigmoid(pre), 0.0)
-        tl.store(u_ptr + rows[:, None] * d_inner + cols[None, :], u, mask=m)
-        w_t = tl.load(x_proj_w_ptr + j[None, :] * d_inner + cols[:, None],
-                      mask=(cols < d_inner)[:, None] & jmask[None, :], other=0.0)
-        x_dbl += tl.dot(u, w_t, input_precision="ieee")
-    tl.store(x_dbl_ptr + rows[:, None] * n_xdbl + j[None, :], x_dbl,
-             mask=tmask[:, None] & jmask[None, :])
+    tl.store(u_ptr + rows[:, None] * d_inner + cols[None, :], pre * _sigmoid(pre),
+             mask=(t < L)[:, None] & (cols < d_inner)[None, :])
 
 
 @triton.jit
-def _conv_xproj_bwd_kernel(xz_ptr, conv_w_ptr, conv_b_ptr, x_proj_w_ptr, g_u_ptr, g_x_dbl_ptr,
-                           g_pre_ptr, parts_ptr,
-                           L, batch, d_inner, stride_xz, n_xdbl,
-                           K: tl.constexpr, T: tl.constexpr, BLOCK_C: tl.constexpr,
-                           N_CBLOCKS: tl.constexpr, XW: tl.constexpr):
-    """Through x_proj and the SiLU: g_pre = (g_u + g_x_dbl @ x_proj) * silu'(pre); and this
-    program's partial sums of the conv weight and bias gradients (parts[program] laid out as
-    weight (d_inner, K) then bias (d_inner,))."""
+def _conv_bwd_kernel(xz_ptr, conv_w_ptr, conv_b_ptr, g_u_ptr, g_pre_ptr, parts_ptr,
+                     L, batch, d_inner, stride_xz,
+                     K: tl.constexpr, T: tl.constexpr, BLOCK_C: tl.constexpr):
+    """Through the SiLU: g_pre = g_u silu'(pre); and this program's partial sums of the conv
+    weight and bias gradients (parts[program] laid out as weight (d_inner, K), bias (d_inner,))."""
     row_b = tl.program_id(0)
     t = tl.program_id(1) * T + tl.arange(0, T)
-    tmask = t < L
+    cols = tl.program_id(2) * BLOCK_C + tl.arange(0, BLOCK_C)
+    cmask = cols < d_inner
+    m = (t < L)[:, None] & cmask[None, :]
+    x_row = xz_ptr + row_b * stride_xz
+    pre = _conv_pre(x_row, conv_w_ptr, conv_b_ptr, t, cols, L, batch, d_inner, stride_xz, K)
     rows = t.to(tl.int64) * batch + row_b
-    j = tl.arange(0, XW)
-    jmask = j < n_xdbl
-    g_x_dbl = tl.load(g_x_dbl_ptr + rows[:, None] * n_xdbl + j[None, :],
-                      mask=tmask[:, None] & jmask[None, :], other=0.0)
-    parts = parts_ptr + (row_b * tl.num_programs(1) + tl.program_id(1)).to(tl.int64) * d_inner * (K + 1)
-    for cb in tl.static_range(N_CBLOCKS):
-        cols = cb * BLOCK_C + tl.arange(0, BLOCK_C)
-        cmask = cols < d_inner
-        m = tmask[:, None] & cmask[None, :]
-        w = tl.load(x_proj_w_ptr + j[:, None] * d_inner + cols[None, :],
-                    mask=jmask[:, None] & cmask[None, :], other=0.0)
-        g_u = tl.load(g_u_ptr + rows[:, None] * d_inner + cols[None, :], mask=m, other=0.0)
-        g_u += tl.dot(g_x_dbl, w, input_precision="ieee")
-        pre = _conv_tile(xz_ptr, conv_w_ptr, conv_b_ptr, t, L, row_b, batch, d_inner, stride_xz,
-                         cols, K)
-        s = _sigmoid(pre)
-        g_pre = tl.where(m, g_u * s * (1.0 + pre * (1.0 - s)), 0.0)
-        tl.store(g_pre_ptr + rows[:, None] * d_inner + cols[None, :], g_pre, mask=m)
-        tl.store(parts + d_inner * K + cols, tl.sum(g_pre, axis=0), mask=cmask)
-        for k in tl.static_range(K):
-            src = t - (K - 1) + k
-            ms = ((src >= 0) & (src < L))[:, None] & cmask[None, :]
-            x = tl.load(xz_ptr + (src.to(tl.int64) * batch + row_b)[:, None] * stride_xz
-                        + cols[None, :], mask=ms, other=0.0)
-            tl.store(parts + cols * K + k, tl.sum(g_pre * x, axis=0), mask=cmask)
+    g_u = tl.load(g_u_ptr + rows[:, None] * d_inner + cols[None, :], mask=m, other=0.0)
+    s = _sigmoid(pre)
+    g_pre = tl.where(m, g_u * s * (1.0 + pre * (1.0 - s)), 0.0)
+    tl.store(g_pre_ptr + rows[:, None] * d_inner + cols[None, :], g_pre, mask=m)
+    program = (row_b * tl.num_programs(1) + tl.program_id(1)).to(tl.int64)
+    parts = parts_ptr + program * d_inner * (K + 1)
+    tl.store(parts + d_inner * K + cols, tl.sum(g_pre, axis=0), mask=cmask)
+    for k in tl.static_range(K):
+        src = t - (K - 1) + k
+        ms = ((src >= 0) & (src < L))[:, None] & cmask[None, :]
+        x = tl.load(x_row + (src.to(tl.int64) * batch)[:, None] * stride_xz + cols[None, :], mask=ms,
+                    other=0.0)
+        tl.store(parts + cols * K + k, tl.sum(g_pre * x, axis=0), mask=cmask)
 
 
 @triton.jit
@@ -161,8 +128,7 @@ def _conv_input_grad_kernel(g_pre_ptr, conv_w_ptr, g_xz_ptr, L, batch, d_inner, 
         m = (src < L)[:, None] & cmask[None, :]
         g = tl.load(g_pre_ptr + (src.to(tl.int64) * batch + row_b)[:, None] * d_inner + cols[None, :],
                     mask=m, other=0.0)
-        w = tl.load(conv_w_ptr + cols * K + k, mask=cmask, other=0.0)
-        g_x += g * w[None, :]
+        g_x += g * tl.load(conv_w_ptr + cols * K + k, mask=cmask, other=0.0)[None, :]
     rows = t.to(tl.int64) * batch + row_b
     tl.store(g_xz_ptr + rows[:, None] * stride_xz + cols[None, :], g_x,
              mask=(t < L)[:, None] & cmask[None, :])
@@ -170,30 +136,56 @@ def _conv_input_grad_kernel(g_pre_ptr, conv_w_ptr, g_xz_ptr, L, batch, d_inner, 
 
 # -- selective scan -----------------------------------------------------------------------------------
 @triton.jit
-def _scan_chunk(u_ptr, x_dbl_ptr, rows, tmask, cols, cmask, n_idx, n_mask, r_idx, r_mask, dt_w, dt_b,
-                A, h0, d_inner, n_xdbl, R: tl.constexpr, N: tl.constexpr):
-    """Inputs and states of one chunk: u, dt_low, B, C, delta (pre-softplus), dt, the decays
-    a = exp(dt A), the inputs bx = dt u B, and the states h (entering state ``h0``)."""
-    m = tmask[:, None] & cmask[None, :]
-    u = tl.load(u_ptr + rows[:, None] * d_inner + cols[None, :], mask=m, other=0.0)
-    xrow = x_dbl_ptr + rows[:, None] * n_xdbl
-    dt_low = tl.load(xrow + r_idx[None, :], mask=tmask[:, None] & r_mask[None, :], other=0.0)
-    B = tl.load(xrow + R + n_idx[None, :], mask=tmask[:, None] & n_mask[None, :], other=0.0)
-    C = tl.load(xrow + R + N + n_idx[None, :], mask=tmask[:, None] & n_mask[None, :], other=0.0)
-    delta = tl.sum(dt_low[:, None, :] * dt_w[None, :, :], axis=2) + dt_b[None, :]
-    dt = tl.where(m, _softplus(delta), 0.0)  # padding: a = 1, bx = 0 carries the state through
-    a = tl.exp(dt[:, :, None] * A[None, :, :])
-    bx = (dt * u)[:, :, None] * B[:, None, :]
-    a_cum, h = tl.associative_scan((a, bx), 0, _linear_recurrence)
-    h += a_cum * h0[None, :, :]
-    return u, dt_low, B, C, delta, dt, a, bx, h
+def _inside(idx, t, lo, hi):
+    """``lo <= t < hi`` as a mask shaped like ``idx`` (t may be a plain int)."""
+    steps = idx * 0 + t
+    return (steps >= lo) & (steps < hi)
+
+
+@triton.jit
+def _step_inputs(u_ptr, x_dbl_ptr, z_ptr, t, lo, hi, row_b, batch, d_inner, n_xdbl, stride_z, cols, cmask,
+                 n_idx, n_mask, r_idx, r_mask, R: tl.constexpr, N: tl.constexpr):
+    """u, z (channels), dt_low (rank), B, C (states) of step t; zeros unless lo <= t < hi."""
+    row = (t * batch + row_b).to(tl.int64)
+    m = cmask & _inside(cols, t, lo, hi)
+    u = tl.load(u_ptr + row * d_inner + cols, mask=m, other=0.0)
+    z = tl.load(z_ptr + row * stride_z + cols, mask=m, other=0.0)
+    xrow = x_dbl_ptr + row * n_xdbl
+    dt_low = tl.load(xrow + r_idx, mask=r_mask & _inside(r_idx, t, lo, hi), other=0.0)
+    B = tl.load(xrow + R + n_idx, mask=n_mask & _inside(n_idx, t, lo, hi), other=0.0)
+    C = tl.load(xrow + R + N + n_idx, mask=n_mask & _inside(n_idx, t, lo, hi), other=0.0)
+    return u, z, dt_low, B, C
+
+
+@triton.jit
+def _discretise(u, dt_low, B, dt_w, dt_b, A, cmask):
+    """delta (before softplus), dt, the decays a = exp(dt A) and the inputs bx = dt u B."""
+    delta = tl.sum(dt_w * dt_low[None, :], axis=1) + dt_b
+    dt = tl.where(cmask, _softplus(delta), 0.0)
+    a = tl.exp(dt[:, None] * A)
+    bx = (dt * u)[:, None] * B[None, :]
+    return delta, dt, a, bx
+
+
+@triton.jit
+def _scan_params(dt_w_ptr, dt_b_ptr, a_log_ptr, d_skip_ptr, cols, cmask, n_idx, n_mask, r_idx, r_mask,
+                 R: tl.constexpr, N: tl.constexpr):
+    dn_mask = cmask[:, None] & n_mask[None, :]
+    A = -tl.exp(tl.load(a_log_ptr + cols[:, None] * N + n_idx[None, :], mask=dn_mask, other=0.0))
+    dt_w = tl.load(dt_w_ptr + cols[:, None] * R + r_idx[None, :], mask=cmask[:, None] & r_mask[None, :],
+                   other=0.0)
+    dt_b = tl.load(dt_b_ptr + cols, mask=cmask, other=0.0)
+    d_skip = tl.load(d_skip_ptr + cols, mask=cmask, other=0.0)
+    return A, dt_w, dt_b, d_skip
 
 
 @triton.jit
 def _scan_fwd_kernel(u_ptr, x_dbl_ptr, z_ptr, dt_w_ptr, dt_b_ptr, a_log_ptr, d_skip_ptr, out_ptr,
-                     ckpt_ptr, L, batch, d_inner, n_xdbl, stride_z,
+                     chunk_starts_ptr, L, batch, d_inner, n_xdbl, stride_z,
                      R: tl.constexpr, N: tl.constexpr, RP: tl.constexpr, NP: tl.constexpr,
                      CHUNK: tl.constexpr, BLOCK_D: tl.constexpr, KEEP_STATES: tl.constexpr):
+    """The recurrence for one batch row and BLOCK_D channels, step by step; with KEEP_STATES the
+    state entering every chunk after the first goes to chunk_starts (n_chunks - 1, b, d, N)."""
     row_b = tl.program_id(0)
     cols = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
     cmask = cols < d_inner
@@ -201,131 +193,121 @@ def _scan_fwd_kernel(u_ptr, x_dbl_ptr, z_ptr, dt_w_ptr, dt_b_ptr, a_log_ptr, d_s
     n_mask = n_idx < N
     r_idx = tl.arange(0, RP)
     r_mask = r_idx < R
-    dn_mask = cmask[:, None] & n_mask[None, :]
-    A = -tl.exp(tl.load(a_log_ptr + cols[:, None] * N + n_idx[None, :], mask=dn_mask, other=0.0))
-    dt_w = tl.load(dt_w_ptr + cols[:, None] * R + r_idx[None, :],
-                   mask=cmask[:, None] & r_mask[None, :], other=0.0)
-    dt_b = tl.load(dt_b_ptr + cols, mask=cmask, other=0.0)
-    d_skip = tl.load(d_skip_ptr + cols, mask=cmask, other=0.0)
-    steps = tl.arange(0, CHUNK)
+    A, dt_w, dt_b, d_skip = _scan_params(dt_w_ptr, dt_b_ptr, a_log_ptr, d_skip_ptr, cols, cmask, n_idx,
+                                         n_mask, r_idx, r_mask, R, N)
     h = tl.zeros([BLOCK_D, NP], tl.float32)
-    for c in range(0, tl.cdiv(L, CHUNK)):
+    u, z, dt_low, B, C = _step_inputs(u_ptr, x_dbl_ptr, z_ptr, 0, 0, L, row_b, batch, d_inner, n_xdbl,
+                                      stride_z, cols, cmask, n_idx, n_mask, r_idx, r_mask, R, N)
+    for t in range(0, L):
+        # the next step's loads go out before this step's arithmetic
+        u_next, z_next, dt_low_next, B_next, C_next = _step_inputs(
+            u_ptr, x_dbl_ptr, z_ptr, t + 1, 0, L, row_b, batch, d_inner, n_xdbl, stride_z, cols, cmask, n_idx,
+            n_mask, r_idx, r_mask, R, N)
         if KEEP_STATES:
-            if c > 0:
-                ckpt = ckpt_ptr + ((c - 1) * batch + row_b).to(tl.int64) * d_inner * N
-                tl.store(ckpt + cols[:, None] * N + n_idx[None, :], h, mask=dn_mask)
-        t = c * CHUNK + steps
-        tmask = t < L
-        rows = t.to(tl.int64) * batch + row_b
-        u, dt_low, B, C, delta, dt, a, bx, hs = _scan_chunk(
-            u_ptr, x_dbl_ptr, rows, tmask, cols, cmask, n_idx, n_mask, r_idx, r_mask, dt_w, dt_b, A,
-            h, d_inner, n_xdbl, R, N)
-        m = tmask[:, None] & cmask[None, :]
-        z = tl.load(z_ptr + rows[:, None] * stride_z + cols[None, :], mask=m, other=0.0)
-        y = tl.sum(hs * C[:, None, :], axis=2) + d_skip[None, :] * u
-        tl.store(out_ptr + rows[:, None] * d_inner + cols[None, :], y * z * _sigmoid(z), mask=m)
-        h = tl.sum(tl.where((steps == CHUNK - 1)[:, None, None], hs, 0.0), axis=0)
+            if (t % CHUNK == 0) & (t > 0):
+                start = chunk_starts_ptr + ((t // CHUNK - 1) * batch + row_b).to(tl.int64) * d_inner * N
+                tl.store(start + cols[:, None] * N + n_idx[None, :], h, mask=cmask[:, None] & n_mask[None, :])
+        delta, dt, a, bx = _discretise(u, dt_low, B, dt_w, dt_b, A, cmask)
+        h = a * h + bx
+        y = tl.sum(h * C[None, :], axis=1) + d_skip * u
+        row = (t * batch + row_b).to(tl.int64)
+        tl.store(out_ptr + row * d_inner + cols, y * z * _sigmoid(z), mask=cmask)
+        u, z, dt_low, B, C = u_next, z_next, dt_low_next, B_next, C_next
 
 
 @triton.jit
 def _scan_bwd_kernel(u_ptr, x_dbl_ptr, z_ptr, dt_w_ptr, dt_b_ptr, a_log_ptr, d_skip_ptr, g_out_ptr,
-                     ckpt_ptr, g_u_ptr, g_z_ptr, g_x_dbl_ptr, parts_ptr,
-                     L, batch, d_inner, n_xdbl, stride_z, n_dblocks,
+                     chunk_starts_ptr, states_ptr, g_u_ptr, g_z_ptr, g_x_dbl_ptr, parts_ptr,
+                     L, batch, d_inner, n_xdbl, stride_z,
                      R: tl.constexpr, N: tl.constexpr, RP: tl.constexpr, NP: tl.constexpr,
-                     CHUNK: tl.constexpr, BLOCK_D: tl.constexpr, SPLIT: tl.constexpr):
-    """Gradients of the scan for one batch row and every SPLIT-th channel block: g_u, g_z in
-    place; (dt_low, B, C) gradients summed over this program's channels into its split's slice
-    of g_x_dbl; the parameter gradients of this row into parts[row] laid out as A_log (d, N),
-    dt_proj.weight (d, R), D (d), dt_proj.bias (d)."""
+                     CHUNK: tl.constexpr, BLOCK_D: tl.constexpr):
+    """Gradients of the scan for one batch row and BLOCK_D channels: g_u and g_z in place; the
+    (dt_low, B, C) gradients summed over this program's channels into g_x_dbl[channel block];
+    the parameter gradients of this row into parts[row], laid out as A_log (d, N),
+    dt_proj.weight (d, R), D (d), dt_proj.bias (d). ``states``: scratch (CHUNK, b, d, N)."""
     row_b = tl.program_id(0)
-    split = tl.program_id(1)
+    block = tl.program_id(1)
+    cols = block * BLOCK_D + tl.arange(0, BLOCK_D)
+    cmask = cols < d_inner
     n_idx = tl.arange(0, NP)
     n_mask = n_idx < N
     r_idx = tl.arange(0, RP)
     r_mask = r_idx < R
-    steps = tl.arange(0, CHUNK)
+    dn_mask = cmask[:, None] & n_mask[None, :]
+    dn_offsets = cols[:, None] * N + n_idx[None, :]
+    A, dt_w, dt_b, d_skip = _scan_params(dt_w_ptr, dt_b_ptr, a_log_ptr, d_skip_ptr, cols, cmask, n_idx,
+                                         n_mask, r_idx, r_mask, R, N)
+    g_x_dbl = g_x_dbl_ptr + block.to(tl.int64) * L * batch * n_xdbl
+    g_A = tl.zeros([BLOCK_D, NP], tl.float32)
+    g_dt_w = tl.zeros([BLOCK_D, RP], tl.float32)
+    g_d_skip = tl.zeros([BLOCK_D], tl.float32)
+    g_dt_b = tl.zeros([BLOCK_D], tl.float32)
+    carry = tl.zeros([BLOCK_D, NP], tl.float32)  # a_{t+1} dL/dh_{t+1}
     n_chunks = tl.cdiv(L, CHUNK)
-    g_x_dbl = g_x_dbl_ptr + split.to(tl.int64) * L * batch * n_xdbl
-    parts = parts_ptr + row_b.to(tl.int64) * d_inner * (N + R + 2)
-    for blk in range(split, n_dblocks, SPLIT):
-        # the previous block's partial sums of g_x_dbl, stored by other threads, are read below
-        tl.debug_barrier()
-        cols = blk * BLOCK_D + tl.arange(0, BLOCK_D)
-        cmask = cols < d_inner
-        dn_mask = cmask[:, None] & n_mask[None, :]
-        dr_mask = cmask[:, None] & r_mask[None, :]
-        A = -tl.exp(tl.load(a_log_ptr + cols[:, None] * N + n_idx[None, :], mask=dn_mask, other=0.0))
-        dt_w = tl.load(dt_w_ptr + cols[:, None] * R + r_idx[None, :], mask=dr_mask, other=0.0)
-        dt_b = tl.load(dt_b_ptr + cols, mask=cmask, other=0.0)
-        d_skip = tl.load(d_skip_ptr + cols, mask=cmask, other=0.0)
-        g_A = tl.zeros([BLOCK_D, NP], tl.float32)
-        g_dt_w = tl.zeros([BLOCK_D, RP], tl.float32)
-        g_d_skip = tl.zeros([BLOCK_D], tl.float32)
-        g_dt_b = tl.zeros([BLOCK_D], tl.float32)
-        carry = tl.zeros([BLOCK_D, NP], tl.float32)  # a_{t+1} dL/dh_{t+1} from the next chunk
-        for i in range(0, n_chunks):
-            c = n_chunks - 1 - i
-            t = c * CHUNK + steps
-            tmask = t < L
-            m = tmask[:, None] & cmask[None, :]
-            rows = t.to(tl.int64) * batch + row_b
-            h0 = tl.zeros([BLOCK_D, NP], tl.float32)
-            if c > 0:
-                ckpt = ckpt_ptr + ((c - 1) * batch + row_b).to(tl.int64) * d_inner * N
-                h0 = tl.load(ckpt + cols[:, None] * N + n_idx[None, :], mask=dn_mask, other=0.0)
-            u, dt_low, B, C, delta, dt, a, bx, h = _scan_chunk(
-                u_ptr, x_dbl_ptr, rows, tmask, cols, cmask, n_idx, n_mask, r_idx, r_mask, dt_w, dt_b,
-                A, h0, d_inner, n_xdbl, R, N)
+    for i in range(0, n_chunks):
+        c = n_chunks - 1 - i
+        t0 = c * CHUNK
+        t1 = tl.minimum(t0 + CHUNK, L)
+        h = tl.zeros([BLOCK_D, NP], tl.float32)
+        if c > 0:
+            start = chunk_starts_ptr + ((c - 1) * batch + row_b).to(tl.int64) * d_inner * N
+            h = tl.load(start + dn_offsets, mask=dn_mask, other=0.0)
+        # forward through the chunk, keeping its states
+        u, z, dt_low, B, C = _step_inputs(u_ptr, x_dbl_ptr, z_ptr, t0, t0, t1, row_b, batch, d_inner,
+                                          n_xdbl, stride_z, cols, cmask, n_idx, n_mask, r_idx, r_mask, R, N)
+        for t in range(t0, t1):
+            u_next, z_next, dt_low_next, B_next, C_next = _step_inputs(
+                u_ptr, x_dbl_ptr, z_ptr, t + 1, t0, t1, row_b, batch, d_inner, n_xdbl, stride_z, cols, cmask,
+                n_idx, n_mask, r_idx, r_mask, R, N)
+            delta, dt, a, bx = _discretise(u, dt_low, B, dt_w, dt_b, A, cmask)
+            h = a * h + bx
+            state = states_ptr + ((t - t0) * batch + row_b).to(tl.int64) * d_inner * N
+            tl.store(state + dn_offsets, h, mask=dn_mask)
+            u, z, dt_low, B, C = u_next, z_next, dt_low_next, B_next, C_next
+        tl.debug_barrier()  # the states are read back below, in the same layout
+        # backward through the chunk: G_t = C_t g_y_t + a_{t+1} G_{t+1}
+        t = t1 - 1
+        u, z, dt_low, B, C = _step_inputs(u_ptr, x_dbl_ptr, z_ptr, t, t0, t1, row_b, batch, d_inner,
+                                          n_xdbl, stride_z, cols, cmask, n_idx, n_mask, r_idx, r_mask, R, N)
+        for j in range(0, t1 - t0):
+            t = t1 - 1 - j
+            u_prev, z_prev, dt_low_prev, B_prev, C_prev = _step_inputs(
+                u_ptr, x_dbl_ptr, z_ptr, t - 1, t0, t1, row_b, batch, d_inner, n_xdbl, stride_z, cols, cmask,
+                n_idx, n_mask, r_idx, r_mask, R, N)
+            row = (t * batch + row_b).to(tl.int64)
+            state = states_ptr + ((t - t0) * batch + row_b).to(tl.int64) * d_inner * N
+            h = tl.load(state + dn_offsets, mask=dn_mask, other=0.0)
+            g_out = tl.load(g_out_ptr + row * d_inner + cols, mask=cmask, other=0.0)
+            delta, dt, a, bx = _discretise(u, dt_low, B, dt_w, dt_b, A, cmask)
             # through the gate: out = y silu(z)
-            z = tl.load(z_ptr + rows[:, None] * stride_z + cols[None, :], mask=m, other=0.0)
-            g_out = tl.load(g_out_ptr + rows[:, None] * d_inner + cols[None, :], mask=m, other=0.0)
             s_z = _sigmoid(z)
-            y = tl.sum(h * C[:, None, :], axis=2) + d_skip[None, :] * u
-            tl.store(g_z_ptr + rows[:, None] * stride_z + cols[None, :],
-                     g_out * y * s_z * (1.0 + z * (1.0 - s_z)), mask=m)
+            y = tl.sum(h * C[None, :], axis=1) + d_skip * u
+            tl.store(g_z_ptr + row * stride_z + cols, g_out * y * s_z * (1.0 + z * (1.0 - s_z)), mask=cmask)
             g_y = g_out * z * s_z
-            # adjoint recurrence G_t = C_t g_y_t + a_{t+1} G_{t+1}, as a reverse scan
-            nxt = t + 1
-            nrows = nxt.to(tl.int64) * batch + row_b
-            dt_low_next = tl.load(x_dbl_ptr + nrows[:, None] * n_xdbl + r_idx[None, :],
-                                  mask=(nxt < L)[:, None] & r_mask[None, :], other=0.0)
-            dt_next = _softplus(tl.sum(dt_low_next[:, None, :] * dt_w[None, :, :], axis=2) + dt_b[None, :])
-            a_next = tl.where(((nxt < L) & (steps < CHUNK - 1))[:, None, None],
-                              tl.exp(dt_next[:, :, None] * A[None, :, :]),
-                              tl.where((steps == CHUNK - 1)[:, None, None], 1.0, 0.0))
-            a_rev, G = tl.associative_scan((a_next, g_y[:, :, None] * C[:, None, :]), 0,
-                                           _linear_recurrence, reverse=True)
-            G += a_rev * carry[None, :, :]
-            carry = tl.sum(tl.where((steps == 0)[:, None, None], a * G, 0.0), axis=0)
+            G = g_y[:, None] * C[None, :] + carry
+            carry = a * G
             # through h_t = a_t h_{t-1} + dt_t u_t B_t, with a_t h_{t-1} = h_t - bx_t
-            GB = tl.sum(G * B[:, None, :], axis=2)
-            tl.store(g_u_ptr + rows[:, None] * d_inner + cols[None, :],
-                     GB * dt + d_skip[None, :] * g_y, mask=m)
+            GB = tl.sum(G * B[None, :], axis=1)
+            tl.store(g_u_ptr + row * d_inner + cols, GB * dt + d_skip * g_y, mask=cmask)
             G_ah = G * (h - bx)
-            g_A += tl.sum(G_ah * dt[:, :, None], axis=0)
-            g_dt = GB * u + tl.sum(G_ah * A[None, :, :], axis=2)
-            g_delta = tl.where(m, g_dt * _sigmoid(delta), 0.0)
-            g_dt_b += tl.sum(g_delta, axis=0)
-            g_d_skip += tl.sum(g_y * u, axis=0)
-            g_dt_w += tl.sum(g_delta[:, :, None] * dt_low[:, None, :], axis=0)
-            # (dt_low, B, C) gradients: this block's channels added to the split's running sums
-            g_dt_low = tl.sum(g_delta[:, :, None] * dt_w[None, :, :], axis=1)
-            g_B = tl.sum(G * (dt * u)[:, :, None], axis=1)
-            g_C = tl.sum(h * g_y[:, :, None], axis=1)
-            xrow = g_x_dbl + rows[:, None] * n_xdbl
-            mr = tmask[:, None] & r_mask[None, :]
-            mn = tmask[:, None] & n_mask[None, :]
-            if blk != split:  # the split's first block writes, the others add
-                g_dt_low += tl.load(xrow + r_idx[None, :], mask=mr, other=0.0)
-                g_B += tl.load(xrow + R + n_idx[None, :], mask=mn, other=0.0)
-                g_C += tl.load(xrow + R + N + n_idx[None, :], mask=mn, other=0.0)
-            tl.store(xrow + r_idx[None, :], g_dt_low, mask=mr)
-            tl.store(xrow + R + n_idx[None, :], g_B, mask=mn)
-            tl.store(xrow + R + N + n_idx[None, :], g_C, mask=mn)
-        tl.store(parts + cols[:, None] * N + n_idx[None, :], g_A * A, mask=dn_mask)  # dA/dA_log = A
-        tl.store(parts + d_inner * N + cols[:, None] * R + r_idx[None, :], g_dt_w, mask=dr_mask)
-        tl.store(parts + d_inner * (N + R) + cols, g_d_skip, mask=cmask)
-        tl.store(parts + d_inner * (N + R + 1) + cols, g_dt_b, mask=cmask)
+            g_A += G_ah * dt[:, None]
+            g_dt = GB * u + tl.sum(G_ah * A, axis=1)
+            g_delta = tl.where(cmask, g_dt * _sigmoid(delta), 0.0)
+            g_dt_b += g_delta
+            g_d_skip += g_y * u
+            g_dt_w += g_delta[:, None] * dt_low[None, :]
+            g_row = g_x_dbl + row * n_xdbl
+            tl.store(g_row + r_idx, tl.sum(g_delta[:, None] * dt_w, axis=0), mask=r_mask)
+            tl.store(g_row + R + n_idx, tl.sum(G * (dt * u)[:, None], axis=0), mask=n_mask)
+            tl.store(g_row + R + N + n_idx, tl.sum(h * g_y[:, None], axis=0), mask=n_mask)
+            u, z, dt_low, B, C = u_prev, z_prev, dt_low_prev, B_prev, C_prev
+        tl.debug_barrier()  # the next chunk's forward overwrites the scratch states
+    parts = parts_ptr + row_b.to(tl.int64) * d_inner * (N + R + 2)
+    tl.store(parts + dn_offsets, g_A * A, mask=dn_mask)  # dA/dA_log = A
+    tl.store(parts + d_inner * N + cols[:, None] * R + r_idx[None, :], g_dt_w,
+             mask=cmask[:, None] & r_mask[None, :])
+    tl.store(parts + d_inner * (N + R) + cols, g_d_skip, mask=cmask)
+    tl.store(parts + d_inner * (N + R + 1) + cols, g_dt_b, mask=cmask)
 
 
 # -- launch ------------------------------------------------------------------------------------------
@@ -343,29 +325,17 @@ class _Shapes:
         self.R, self.N = dt_proj_weight.shape[1], a_log.shape[1]
         self.n_xdbl = self.R + 2 * self.N
         assert two_d == 2 * self.d_inner, f"xz has {two_d} columns for d_inner {self.d_inner}"
-        self.RP, self.NP, self.XW = _pow2(self.R), _pow2(self.N), _pow2(self.n_xdbl, 16)
-        self.chunk = min(_pow2(self.L, 2), MAX_CHUNK)
-        self.n_chunks = triton.cdiv(self.L, self.chunk)
-        self.block_d = self._block_d(_SCAN_TILE_FWD)
-        self.block_d_bwd = self._block_d(_SCAN_TILE_BWD)
-        self.n_dblocks_bwd = triton.cdiv(self.d_inner, self.block_d_bwd)
-        self.split = max(1, min(triton.cdiv(_TARGET_PROGRAMS, self.batch), self.n_dblocks_bwd))
+        self.RP, self.NP = _pow2(self.R), _pow2(self.N)
+        self.chunk = min(CHUNK, self.L)
+        self.n_chunks = triton.cdiv(self.L, CHUNK)
+        smallest, largest = _SCAN_BLOCK_D
+        block_d = min(largest, _pow2(self.d_inner))
+        while block_d > smallest and self.batch * triton.cdiv(self.d_inner, block_d) < _TARGET_PROGRAMS:
+            block_d //= 2
+        self.block_d, self.n_dblocks = block_d, triton.cdiv(self.d_inner, block_d)
+        self.scan_warps = max(1, min(8, block_d * self.NP // 128))  # 4 elements per lane: no spills
         self.block_c = min(_CONV_C, _pow2(self.d_inner, 16))
-        self.n_cblocks = triton.cdiv(self.d_inner, self.block_c)
-        self.n_tchunks = triton.cdiv(self.L, _CONV_T)
-
-    def _block_d(self, tile: int) -> int:
-        return max(1, min(tile // (self.chunk * self.NP), _pow2(self.d_inner)))
-
-
-def _conv_xproj_forward(xz, conv_weight, conv_bias, x_proj_weight, s: _Shapes) -> tuple[Tensor, Tensor]:
-    u = xz.new_empty(s.L, s.batch, s.d_inner)
-    x_dbl = xz.new_empty(s.L, s.batch, s.n_xdbl)
-    _conv_xproj_fwd_kernel[(s.batch, s.n_tchunks)](
-        xz, conv_weight, conv_bias, x_proj_weight, u, x_dbl, s.L, s.batch, s.d_inner, 2 * s.d_inner,
-        s.n_xdbl, K=s.K, T=_CONV_T, BLOCK_C=s.block_c,
-        N_CBLOCKS=s.n_cblocks, XW=s.XW, num_warps=_CONV_WARPS)
-    return u, x_dbl
+        self.conv_grid = (self.batch, triton.cdiv(self.L, _CONV_T), triton.cdiv(self.d_inner, self.block_c))
 
 
 class MambaInnerFn(torch.autograd.Function):
@@ -375,48 +345,51 @@ class MambaInnerFn(torch.autograd.Function):
     @staticmethod
     def forward(ctx, xz, conv_weight, conv_bias, x_proj_weight, dt_proj_weight, dt_proj_bias, a_log, d_skip):
         s = _Shapes(xz, conv_weight, dt_proj_weight, a_log)
-        u, x_dbl = _conv_xproj_forward(xz, conv_weight, conv_bias, x_proj_weight, s)
+        u = xz.new_empty(s.L, s.batch, s.d_inner)
+        _conv_fwd_kernel[s.conv_grid](xz, conv_weight, conv_bias, u, s.L, s.batch, s.d_inner, 2 * s.d_inner,
+                                      K=s.K, T=_CONV_T, BLOCK_C=s.block_c, num_warps=4)
+        x_dbl = F.linear(u, x_proj_weight)
         keep = any(ctx.needs_input_grad) and s.n_chunks > 1
-        ckpt = xz.new_empty(max(s.n_chunks - 1, 0) if keep else 0, s.batch, s.d_inner, s.N)
-        out = xz.new_empty(s.L, s.batch, s.d_inner)
-        _scan_fwd_kernel[(s.batch, triton.cdiv(s.d_inner, s.block_d))](
-            u, x_dbl, xz[..., s.d_inner:], dt_proj_weight, dt_proj_bias, a_log, d_skip, out, ckpt,
+        chunk_starts = xz.new_empty(s.n_chunks - 1 if keep else 0, s.batch, s.d_inner, s.N)
+        out = torch.empty_like(u)
+        _scan_fwd_kernel[(s.batch, s.n_dblocks)](
+            u, x_dbl, xz[..., s.d_inner:], dt_proj_weight, dt_proj_bias, a_log, d_skip, out, chunk_starts,
             s.L, s.batch, s.d_inner, s.n_xdbl, 2 * s.d_inner, R=s.R, N=s.N, RP=s.RP, NP=s.NP,
-            CHUNK=s.chunk, BLOCK_D=s.block_d, KEEP_STATES=keep, num_warps=_SCAN_WARPS)
+            CHUNK=CHUNK, BLOCK_D=s.block_d, KEEP_STATES=keep, num_warps=s.scan_warps)
         ctx.save_for_backward(xz, conv_weight, conv_bias, x_proj_weight, dt_proj_weight, dt_proj_bias, a_log,
-                              d_skip, u, x_dbl, ckpt)
+                              d_skip, u, x_dbl, chunk_starts)
         ctx.shapes = s
         return out
 
     @staticmethod
     def backward(ctx, g_out):
-        xz, conv_weight, conv_bias, x_proj_weight, dt_proj_weight, dt_proj_bias, a_log, d_skip, u, x_dbl, ckpt = \
-            ctx.saved_tensors
+        xz, conv_weight, conv_bias, x_proj_weight, dt_proj_weight, dt_proj_bias, a_log, d_skip, u, x_dbl, \
+            chunk_starts = ctx.saved_tensors
         s: _Shapes = ctx.shapes
         g_out = g_out.contiguous()
         g_xz = torch.empty_like(xz)
         g_u = torch.empty_like(u)
-        g_x_dbl_parts = xz.new_empty(s.split, s.L, s.batch, s.n_xdbl)
+        states = xz.new_empty(s.chunk, s.batch, s.d_inner, s.N)
+        g_x_dbl_parts = xz.new_empty(s.n_dblocks, s.L, s.batch, s.n_xdbl)
         scan_parts = xz.new_empty(s.batch, s.d_inner * (s.N + s.R + 2))
-        _scan_bwd_kernel[(s.batch, s.split)](
-            u, x_dbl, xz[..., s.d_inner:], dt_proj_weight, dt_proj_bias, a_log, d_skip, g_out, ckpt,
-            g_u, g_xz[..., s.d_inner:], g_x_dbl_parts, scan_parts,
-            s.L, s.batch, s.d_inner, s.n_xdbl, 2 * s.d_inner, s.n_dblocks_bwd,
-            R=s.R, N=s.N, RP=s.RP, NP=s.NP, CHUNK=s.chunk, BLOCK_D=s.block_d_bwd, SPLIT=s.split,
-            num_warps=_SCAN_WARPS)
-        g_x_dbl = g_x_dbl_parts[0] if s.split == 1 else g_x_dbl_parts.sum(0)
+        _scan_bwd_kernel[(s.batch, s.n_dblocks)](
+            u, x_dbl, xz[..., s.d_inner:], dt_proj_weight, dt_proj_bias, a_log, d_skip, g_out, chunk_starts,
+            states, g_u, g_xz[..., s.d_inner:], g_x_dbl_parts, scan_parts,
+            s.L, s.batch, s.d_inner, s.n_xdbl, 2 * s.d_inner,
+            R=s.R, N=s.N, RP=s.RP, NP=s.NP, CHUNK=CHUNK, BLOCK_D=s.block_d, num_warps=s.scan_warps)
+        g_x_dbl = g_x_dbl_parts[0] if s.n_dblocks == 1 else g_x_dbl_parts.sum(0)
         g_a_log, g_dt_w, g_d_skip, g_dt_b = scan_parts.sum(0).split(
             [s.d_inner * s.N, s.d_inner * s.R, s.d_inner, s.d_inner])
-        g_x_proj_w = g_x_dbl.view(-1, s.n_xdbl).t() @ u.view(-1, s.d_inner)
+        g_x_dbl_2d = g_x_dbl.view(-1, s.n_xdbl)
+        g_x_proj_w = g_x_dbl_2d.t() @ u.view(-1, s.d_inner)
+        g_u.view(-1, s.d_inner).addmm_(g_x_dbl_2d, x_proj_weight)
         g_pre = torch.empty_like(u)
-        conv_parts = xz.new_empty(s.batch * s.n_tchunks, s.d_inner * (s.K + 1))
-        _conv_xproj_bwd_kernel[(s.batch, s.n_tchunks)](
-            xz, conv_weight, conv_bias, x_proj_weight, g_u, g_x_dbl, g_pre, conv_parts,
-            s.L, s.batch, s.d_inner, 2 * s.d_inner, s.n_xdbl, K=s.K, T=_CONV_T, BLOCK_C=s.block_c,
-            N_CBLOCKS=s.n_cblocks, XW=s.XW, num_warps=_CONV_WARPS)
-        _conv_input_grad_kernel[(s.batch, s.n_tchunks, s.n_cblocks)](
-            g_pre, conv_weight, g_xz, s.L, s.batch, s.d_inner, 2 * s.d_inner, K=s.K, T=_CONV_T,
-            BLOCK_C=s.block_c, num_warps=_CONV_WARPS)
+        conv_parts = xz.new_empty(s.conv_grid[0] * s.conv_grid[1], s.d_inner * (s.K + 1))
+        _conv_bwd_kernel[s.conv_grid](xz, conv_weight, conv_bias, g_u, g_pre, conv_parts, s.L, s.batch,
+                                      s.d_inner, 2 * s.d_inner, K=s.K, T=_CONV_T, BLOCK_C=s.block_c,
+                                      num_warps=4)
+        _conv_input_grad_kernel[s.conv_grid](g_pre, conv_weight, g_xz, s.L, s.batch, s.d_inner, 2 * s.d_inner,
+                                             K=s.K, T=_CONV_T, BLOCK_C=s.block_c, num_warps=4)
         g_conv_w, g_conv_b = conv_parts.sum(0).split([s.d_inner * s.K, s.d_inner])
         return (g_xz, g_conv_w.view(s.d_inner, s.K), g_conv_b, g_x_proj_w, g_dt_w.view(s.d_inner, s.R), g_dt_b,
                 g_a_log.view(s.d_inner, s.N), g_d_skip)
