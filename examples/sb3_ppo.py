@@ -43,6 +43,7 @@ from recsim_ft.agents.sb3 import FTFeaturesExtractor, SB3Agent
 from recsim_ft.data import collect
 from recsim_ft.envs import ENV_IDS
 from recsim_ft.evaluate import evaluate
+from recsim_ft.models import EMBEDDERS
 
 
 def check_auto_reset(vec_env) -> None:
@@ -62,7 +63,7 @@ def main() -> None:
     parser = example_parser(__doc__)
     parser.add_argument("--env", default="Spotify-v0", choices=ENV_IDS)
     parser.add_argument("--algos", nargs="+", default=["ppo", "dqn"], choices=["ppo", "dqn"])
-    parser.add_argument("--embedder", default="mamba", choices=["mamba", "transformer", "mlp"])
+    parser.add_argument("--embedder", default="mamba", choices=EMBEDDERS)
     parser.add_argument("--timesteps", type=int, default=20_000, help="environment steps per algorithm")
     parser.add_argument("--n-envs", type=int, default=8)
     args = parser.parse_args()

@@ -24,13 +24,14 @@ from recsim_ft.agents import PopularityAgent, TwoTowerAgent
 from recsim_ft.data import collect
 from recsim_ft.evaluate import evaluate
 from recsim_ft.experiments import table_settings
+from recsim_ft.models import EMBEDDERS
 from recsim_ft.paper_results import paper_value
 from recsim_ft.train import TrainConfig
 
 
 def main() -> None:
     parser = example_parser(__doc__)
-    parser.add_argument("--embedder", default="mamba", choices=["mamba", "transformer", "mlp"])
+    parser.add_argument("--embedder", default="mamba", choices=EMBEDDERS)
     parser.add_argument("--preset", default="quick", help="model preset: quick or paper")
     parser.add_argument("--samples", type=int, default=160_000, help="logged events per setting (paper: 160000)")
     parser.add_argument("--lr", type=float, default=None, help="learning rate (default: the paper's, 1e-5)")

@@ -22,8 +22,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from recsim_ft import experiments
+from recsim_ft.checks import check_int
+from recsim_ft.data import InteractionLog, collect
+from recsim_ft.envs import make_env
 from recsim_ft.experiments import RunSpec
+from recsim_ft.models import PRESETS, params_report
 
 
 class UsageError(Exception):
@@ -62,15 +68,15 @@ def parse_env_kwargs(values: Sequence[str] | None, option: str = "--env-kwargs")
 
 
 def _make_env(env_id: str, kwargs: dict[str, Any]):
+    """The env, or a usage error naming the bad id or the bad ``--env-kwargs`` argument (the env's
+    own argument checks name it, e.g. ``clusters must be a positive integer, got 'abc' (str)``)."""
     try:
-        return experiments.make_env(env_id, kwargs)
+        return make_env(env_id, kwargs)
     except ValueError as err:
         raise UsageError(str(err)) from None
 
 
-def _load_log(path: str):
-    from recsim_ft.data import InteractionLog
-
+def _load_log(path: str) -> InteractionLog:
     try:
         return InteractionLog.load(path)
     except (FileNotFoundError, ValueError) as err:
@@ -79,8 +85,6 @@ def _load_log(path: str):
 
 # -- commands -----------------------------------------------------------------------------------
 def cmd_collect(args: argparse.Namespace) -> int:
-    from recsim_ft.data import collect
-
     out = Path(args.out)
     if out.exists() and not args.overwrite:
         raise UsageError(f"{out} already exists; pass --overwrite to replace it")
@@ -92,8 +96,6 @@ def cmd_collect(args: argparse.Namespace) -> int:
 
 
 def cmd_params(args: argparse.Namespace) -> int:
-    from recsim_ft.models import params_report
-
     print(params_report(args.preset))
     return 0
 
@@ -131,11 +133,8 @@ def cmd_train(args: argparse.Namespace) -> int:
                        device=args.device, data=None if args.data is None else str(Path(args.data).resolve()))
     except ValueError as err:
         raise UsageError(str(err)) from None
-    if args.device.startswith("cuda"):
-        import torch
-
-        if not torch.cuda.is_available():
-            raise UsageError(f"--device {args.device}: CUDA is not available on this machine")
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise UsageError(f"--device {args.device}: CUDA is not available on this machine")
     try:
         metrics = experiments.run(spec, run_dir, resume=args.resume, progress=not args.quiet)
     except ValueError as err:  # e.g. --resume with other settings than the checkpoint's
@@ -150,7 +149,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if not (run_dir / "config.json").is_file():
         raise UsageError(f"{run_dir} is not a recsim-ft run directory (no config.json)")
     try:
-        metrics = experiments.evaluate_run(run_dir, n_users=args.n_users, seed=args.seed)
+        metrics = experiments.evaluate_saved_model(run_dir, n_users=args.n_users, seed=args.seed)
     except (FileNotFoundError, ValueError) as err:  # no model file, or not a model file
         raise UsageError(str(err)) from None
     print(_format_metrics(metrics))
@@ -217,10 +216,11 @@ def _format_metrics(metrics: dict[str, float]) -> str:
 
 # -- parser -------------------------------------------------------------------------------------
 def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
-    return value
+    """argparse type of the count options: the text as an integer, checked like every count."""
+    try:
+        return check_int("the value", int(text), low=1)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -241,13 +241,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_collect)
 
     p = sub.add_parser("params", help="print the trainable parameters of each embedder and tower")
-    p.add_argument("--preset", choices=("paper", "quick"), default="paper")
+    p.add_argument("--preset", choices=tuple(PRESETS), default="paper")
     p.set_defaults(func=cmd_params)
 
     def run_options(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--preset", choices=("paper", "quick"), default="paper", help="model size (default: paper)")
+        p.add_argument("--preset", choices=tuple(PRESETS), default="paper", help="model size (default: paper)")
         p.add_argument("--n", type=_positive_int, default=None,
-                       help="logged events to collect per run (default: the env's, 160000)")
+                       help="logged events to collect per run (default: the paper's, 160000)")
         p.add_argument("--steps", type=_positive_int, default=None,
                        help="training steps (default: one pass over the log, 5000 for 160000 events)")
         p.add_argument("--eval-every", type=_positive_int, default=None,
@@ -263,7 +263,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, help="run directory to write")
     p.add_argument("--data", help="train on this logged-interaction file instead of collecting")
-    p.add_argument("--lr", type=float, default=None, help="learning rate (default: the env's)")
+    p.add_argument("--lr", type=float, default=None,
+                   help="learning rate (default: the paper's for the env, see recsim_ft.protocol)")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
     p.add_argument("--overwrite", action="store_true", help="replace the run in --out")

@@ -35,6 +35,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from recsim_ft.checks import check_int
+
 METRICS = ("P", "R", "MRR", "HR", "NDCG", "MAP")
 _METRIC_AT_K = re.compile(r"^([A-Z]+)@(\d+)$")
 
@@ -50,8 +52,7 @@ def parse_metrics(metrics: Sequence[str], ks: Sequence[int]) -> list[tuple[str, 
         metrics = (metrics,)
     ks = tuple(ks)
     for k in ks:
-        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-            raise ValueError(f"every k must be a positive integer, got {k!r} in ks={ks!r}")
+        check_int(f"every k of ks={ks!r}", k, low=1)
     pairs: list[tuple[str, int]] = []
     for metric in metrics:
         match = _METRIC_AT_K.match(metric)
@@ -76,8 +77,7 @@ def top_k(scores: np.ndarray, k: int) -> np.ndarray:
     """
     scores = check_scores(scores)
     n_items = scores.shape[1]
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= n_items:
-        raise ValueError(f"k must be an integer in [1, n_items={n_items}], got {k!r}")
+    check_int("k", k, low=1, high=n_items)
     # A stable sort of the negated scores keeps equal scores in index order.
     negated = -scores
     if k == n_items:

@@ -32,9 +32,9 @@ import numpy as np
 from scipy import stats
 
 from recsim_ft.data import InteractionLog
-from recsim_ft.envs.base import Batch
 from recsim_ft.evaluate import agent_scores
 from recsim_ft.metrics import top_k
+from recsim_ft.schema import Batch
 
 #: Users scored per call of the agent, so a long log does not need one huge score matrix.
 CHUNK = 8192

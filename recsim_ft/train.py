@@ -1,11 +1,12 @@
 """Train a two-tower model on an interaction log with the paper's protocol.
 
 Defaults follow the paper: MSE between the predicted score and the logged reward, Adam, batch 32,
-one pass over the log (160,000 samples = 5,000 steps) and the env's learning rate (1e-4 for
-Spotify and H&M, 1e-5 for vaccine). Ranking metrics on the env's test users are recorded every
-``eval_every`` steps as a curve. With ``out_dir`` the run checkpoints every ``checkpoint_every``
-steps, and ``resume=True`` continues from the last checkpoint to the same final weights and
-metrics, bit for bit, as an uninterrupted run with the same seed.
+one pass over the log (160,000 samples = 5,000 steps) and the paper's learning rate for the env
+(``recsim_ft.protocol``: 1e-4 for Spotify and H&M, 1e-5 for vaccine). Ranking metrics on the
+env's test users (``recsim_ft.evaluate.evaluate``) are recorded every ``eval_every`` steps as a
+curve. With ``out_dir`` the run saves its resume state (a *checkpoint*: weights, optimizer, RNG
+and curve) every ``checkpoint_every`` steps, and ``resume=True`` continues from the last one to
+the same final weights and metrics, bit for bit, as an uninterrupted run with the same seed.
 
 >>> import gymnasium as gym
 >>> from recsim_ft.data import collect
@@ -35,13 +36,15 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from recsim_ft.checks import check_choice, check_float, check_int
 from recsim_ft.data import InteractionLog
-from recsim_ft.envs.base import SPLITS
+from recsim_ft.evaluate import evaluate
 from recsim_ft.fileio import atomic_path
-from recsim_ft.metrics import METRICS, ranking_metrics
 from recsim_ft.models import FeatureTensors
+from recsim_ft.protocol import DEFAULT_PROTOCOL, SPLITS, Protocol, protocol_for
+from recsim_ft.schema import Batch
 
-#: File name of the checkpoint inside ``out_dir``.
+#: File name of the checkpoint (the resume state) inside ``out_dir``.
 CHECKPOINT_NAME = "checkpoint.pt"
 _CHECKPOINT_VERSION = 2
 #: Settings that must match for a checkpoint to be resumed (the rest only changes speed or logging).
@@ -51,16 +54,15 @@ _RESUME_KEYS = ("lr", "batch_size", "steps", "seed", "eval_every", "eval_users",
 
 @dataclass
 class TrainConfig:
-    """Every setting of a training run; ``None`` means "the paper's protocol for this env".
+    """Every setting of a training run; ``None`` means "the paper's protocol for this env"
+    (``recsim_ft.protocol``).
 
-    ``lr=None`` takes the env's default for the model's embedder
-    (``env.train_defaults.learning_rate(embedder)``); ``steps=None`` makes one pass over the log
+    ``lr=None`` takes the protocol's learning rate; ``steps=None`` makes one pass over the log
     (longer runs reshuffle every pass). ``eval_every=None`` / ``checkpoint_every=None`` evaluate /
     checkpoint only at the end. ``metrics`` and ``ks`` go to ``recsim_ft.metrics.ranking_metrics``;
-    ``metrics=None`` is all of them plus the env's own ``MAP@m`` when it sets
-    ``train_defaults.extra["map_k"]`` (H&M: the Kaggle MAP@12), as ``recsim_ft.evaluate`` does.
-    ``eval_split="validation"`` evaluates on ``env.validation_users`` instead of the test users
-    (for choosing hyperparameters, as ``recsim-ft tune`` does).
+    ``metrics=None`` is the protocol's (every family, plus H&M's Kaggle MAP@12), as
+    ``recsim_ft.evaluate`` uses. ``eval_split="validation"`` evaluates on ``env.validation_users``
+    instead of the test users (for choosing hyperparameters, as ``recsim-ft tune`` does).
     """
 
     lr: float | None = None
@@ -76,27 +78,25 @@ class TrainConfig:
     checkpoint_every: int | None = 1000
     device: str = "cpu"
 
-    def resolve(self, env: gym.Env, n_samples: int, embedder: str | None = None) -> TrainConfig:
-        """A copy with the env defaults (for ``embedder``) filled in, after checking every value."""
-        lr = env.unwrapped.train_defaults.learning_rate(embedder) if self.lr is None else self.lr
-        if self.eval_split not in SPLITS:
-            raise ValueError(f"eval_split must be one of {SPLITS}, got {self.eval_split!r}")
-        if not lr > 0:
-            raise ValueError(f"lr must be positive, got {lr!r}")
-        for name in ("batch_size", "eval_users") + (("steps",) if self.steps is not None else ()):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
-        for name in ("eval_every", "checkpoint_every"):
-            if getattr(self, name) is not None and int(getattr(self, name)) < 1:
-                raise ValueError(f"{name} must be a positive integer or None, got {getattr(self, name)!r}")
-        if n_samples < self.batch_size:
-            raise ValueError(f"the log has {n_samples} rows, fewer than batch_size={self.batch_size}")
-        steps = n_samples // self.batch_size if self.steps is None else int(self.steps)
-        metrics = self.metrics
-        if metrics is None:
-            map_k = env.unwrapped.train_defaults.extra.get("map_k")
-            metrics = METRICS if map_k is None else (*METRICS, f"MAP@{map_k}")
-        return replace(self, lr=float(lr), steps=steps, ks=tuple(self.ks), metrics=tuple(metrics))
+    def resolve(self, n_samples: int, protocol: Protocol = DEFAULT_PROTOCOL) -> TrainConfig:
+        """A copy with every ``None`` default taken from ``protocol`` (and ``steps`` from the
+        log's ``n_samples``), after checking every value."""
+        check_choice("eval_split", self.eval_split, SPLITS)
+        batch_size = check_int("batch_size", self.batch_size, low=1)
+        steps = check_int("steps", self.steps, low=1, allow_none=True)
+        if n_samples < batch_size:
+            raise ValueError(f"the log has {n_samples} rows, fewer than batch_size={batch_size}")
+        return replace(
+            self,
+            lr=check_float("lr", protocol.lr if self.lr is None else self.lr, low=0, low_open=True),
+            batch_size=batch_size,
+            steps=n_samples // batch_size if steps is None else steps,
+            eval_every=check_int("eval_every", self.eval_every, low=1, allow_none=True),
+            eval_users=check_int("eval_users", self.eval_users, low=1),
+            ks=tuple(self.ks),
+            metrics=tuple(protocol.metrics if self.metrics is None else self.metrics),
+            checkpoint_every=check_int("checkpoint_every", self.checkpoint_every, low=1, allow_none=True),
+        )
 
 
 @dataclass
@@ -114,8 +114,8 @@ class TrainResult:
 
 
 def make_optimizer(model: nn.Module, lr: float) -> torch.optim.Optimizer:
-    """The trainer's Adam: torch's fused implementation (one kernel for all parameters, about 3x
-    faster than the per-parameter loop on CPU for these models; same update rule)."""
+    """The trainer's Adam: torch's fused implementation (one kernel for all parameters instead of
+    a loop over them, so small models spend less time in the optimizer; same update rule)."""
     return torch.optim.Adam(model.parameters(), lr=lr, fused=True)
 
 
@@ -134,6 +134,18 @@ def _permutation(n: int, seed: int, epoch: int) -> torch.Tensor:
 
 def _rows(features: FeatureTensors, index: torch.Tensor) -> FeatureTensors:
     return FeatureTensors(*(t[index] for t in features))
+
+
+class _ModelScorer:
+    """The model in training as an agent for ``recsim_ft.evaluate.evaluate``: it scores every
+    item of the log's item table."""
+
+    def __init__(self, model: nn.Module, item_table: FeatureTensors) -> None:
+        self.model, self.item_table = model, item_table
+
+    def score_items(self, users: Batch) -> np.ndarray:
+        with torch.no_grad():
+            return self.model.score_all(users, self.item_table).float().cpu().numpy()
 
 
 def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
@@ -186,27 +198,23 @@ def train(model: nn.Module, log: InteractionLog, env: gym.Env, config: TrainConf
     from ``config.seed`` only; the caller's global torch RNG is left untouched. The model's
     initial weights are the caller's business (``TwoTowerAgent`` seeds them from ``config.seed``).
     """
-    embedder = getattr(getattr(model, "config", None), "embedder", None)
-    config = (config or TrainConfig()).resolve(env, len(log), embedder)
+    config = (config or TrainConfig()).resolve(len(log), protocol_for(env))
     device = _device(config.device)
     model.to(device)
     users = FeatureTensors.from_batch(log.users, device)
     item_table = FeatureTensors.from_batch(log.item_table, device)
     actions = torch.as_tensor(log.actions, device=device)
     rewards = torch.as_tensor(log.rewards, device=device)
-    test_users = env.unwrapped.eval_users(config.eval_split, config.eval_users, config.eval_seed)
-    test_relevant = env.unwrapped.relevant(test_users)
-    test_users = FeatureTensors.from_batch(test_users, device)
+    scorer = _ModelScorer(model, item_table)
     optimizer = make_optimizer(model, config.lr)
     batch_size, steps_per_pass = config.batch_size, len(log) // config.batch_size
 
-    def evaluate() -> dict[str, float]:
+    def evaluate_model() -> dict[str, float]:
         model.eval()
-        with torch.no_grad():
-            scores = model.score_all(test_users, item_table).float().cpu().numpy()
+        metrics = evaluate(scorer, env, config.eval_users, config.eval_seed, config.ks, config.metrics,
+                           config.eval_split)
         model.train()
-        metrics = ranking_metrics(scores, test_relevant, ks=config.ks, metrics=config.metrics)
-        return {k: v.item() if isinstance(v, np.generic) else v for k, v in metrics.items()}
+        return metrics
 
     checkpoint = Path(out_dir) / CHECKPOINT_NAME if out_dir is not None else None
     log_digest = _log_digest(log) if checkpoint is not None else ""
@@ -234,7 +242,7 @@ def train(model: nn.Module, log: InteractionLog, env: gym.Env, config: TrainConf
             if device.type == "cuda":
                 torch.cuda.set_rng_state(rng_states["cuda"], device)
         if not curve:
-            curve.append({"step": 0, "loss": math.nan, **evaluate()})
+            curve.append({"step": 0, "loss": math.nan, **evaluate_model()})
         model.train()
         order = _permutation(len(log), config.seed, start // steps_per_pass).to(device)
         bar = tqdm(total=config.steps, initial=start, disable=not progress, desc="train", unit="step")
@@ -255,7 +263,7 @@ def train(model: nn.Module, log: InteractionLog, env: gym.Env, config: TrainConf
                 rate = (step - first_step) * batch_size / (time.perf_counter() - started)
                 bar.set_postfix(loss=f"{loss_sum.item() / loss_count:.4f}", samples_per_s=f"{rate:,.0f}")
             if step == config.steps or (config.eval_every and step % config.eval_every == 0):
-                curve.append({"step": step, "loss": loss_sum.item() / loss_count, **evaluate()})
+                curve.append({"step": step, "loss": loss_sum.item() / loss_count, **evaluate_model()})
                 loss_sum, loss_count = torch.zeros((), device=device), 0
             if checkpoint is not None and (step == config.steps or (config.checkpoint_every
                                                                     and step % config.checkpoint_every == 0)):

@@ -8,9 +8,10 @@ from toy_env import ToyEnv
 from recsim_ft import ENV_IDS
 from recsim_ft.agents import Agent, OracleAgent, PopularityAgent, RandomAgent
 from recsim_ft.data import collect
-from recsim_ft.envs.base import Batch, TrainDefaults
 from recsim_ft.evaluate import evaluate, recommended_minus_liked
 from recsim_ft.metrics import ranking_metrics
+from recsim_ft.protocol import PROTOCOLS, Protocol
+from recsim_ft.schema import Batch
 
 
 @pytest.fixture(scope="module")
@@ -113,7 +114,7 @@ def test_recommend_is_top_k_with_ties_to_lower_index(env):
     assert Constant(env).fit(None) is not None and Constant(env).update({}, 0, 1.0) is None
     assert repr(Constant(env)) == "Constant(env=ToyRec-v0)"
     assert repr(Constant(ToyEnv())) == "Constant(env=ToyEnv)"
-    with pytest.raises(ValueError, match=r"k must be an integer in \[1, n_items=10\], got 11"):
+    with pytest.raises(ValueError, match=r"k must be an integer in \[1, 10\], got 11"):
         Constant(env).recommend(users, 11)
 
 
@@ -152,11 +153,14 @@ def test_any_object_with_score_items_can_be_evaluated(env):
     assert evaluate(DuckTyped(), env, ks=(1,))["HR@1"] == 1.0
 
 
-def test_env_extra_metrics_and_explicit_metrics():
-    class ToyWithMap12(ToyEnv):
-        train_defaults = TrainDefaults(extra={"map_k": 12})
-
-    env = ToyWithMap12(n_items=12)
+def test_protocol_extra_metrics_and_explicit_metrics(monkeypatch):
+    """The env's protocol adds its own metrics (H&M: MAP@12); explicit ``metrics`` replace them."""
+    if "ToyRecMap12-v0" not in gym.registry:
+        gym.register(id="ToyRecMap12-v0", entry_point=ToyEnv)
+    monkeypatch.setitem(PROTOCOLS, "ToyRecMap12-v0", Protocol(extra_metrics=("MAP@12",)))
+    env = gym.make("ToyRecMap12-v0", n_items=12)
+    plain = gym.make("ToyRec-v0", n_items=12)
+    assert "MAP@12" not in evaluate(OracleAgent(plain), plain, ks=(1, 5))
     metrics = evaluate(OracleAgent(env), env, ks=(1, 5))
     assert metrics["MAP@12"] == pytest.approx(1.0) and "NDCG@5" in metrics
     only = evaluate(OracleAgent(env), env, ks=(3,), metrics=("HR",))
@@ -198,8 +202,9 @@ def test_baselines_in_every_env(env_id):
 
 
 def test_spotify_reference_points():
-    """PAPER.md: a perfect ranker gets P@5 0.983, R@10 0.706; ranking by how many users like a
-    song gets HR@1 0.41, HR@5 0.96 (measured on 100,000 users; 3,000 here, so a wide tolerance)."""
+    """Reference points of the Spotify rule: a perfect ranker gets P@5 0.983, R@10 0.706; ranking
+    by how many users like a song gets HR@1 0.41, HR@5 0.96 (measured on 100,000 users; 3,000
+    here, so a wide tolerance)."""
     env = make_or_skip("Spotify-v0")
     oracle = evaluate(OracleAgent(env), env, n_users=3_000, seed=11)
     assert oracle["HR@1"] == 1.0

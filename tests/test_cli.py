@@ -56,6 +56,10 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys):
                            str(tmp_path / "x.parquet")], "not valid JSON")
     fails_cleanly(capsys, ["collect", "--env", TOY, "--env-kwargs", "n_groups=0", "--out",
                            str(tmp_path / "x.parquet")], "n_groups=0")
+    fails_cleanly(capsys, ["collect", "--env", "VaccineMessaging-v0", "--env-kwargs", "clusters=abc", "--out",
+                           str(tmp_path / "x.parquet")], "clusters must be a positive integer, got 'abc' (str)")
+    fails_cleanly(capsys, ["collect", "--env", "VaccineMessaging-v0", "--env-kwargs", "clusters=2.5", "--out",
+                           str(tmp_path / "x.parquet")], "clusters must be a positive integer, got 2.5 (float)")
     fails_cleanly(capsys, ["evaluate", "--run", str(tmp_path / "missing")], "missing", "not a recsim-ft run")
     fails_cleanly(capsys, ["train", "--data", str(tmp_path / "nope.parquet"), "--out", str(tmp_path / "r")],
                   "nope.parquet")

@@ -89,7 +89,7 @@ def test_custom_policy_with_and_without_propensities(env):
     log = collect(env, n=200, policy=coin, seed=0)
     assert set(np.unique(log.actions)) == {0, 1} and (log.propensities == 0.5).all()
 
-    with pytest.raises(ValueError, match="200 integer actions"):
+    with pytest.raises(ValueError, match="policy's actions must be 200 integers"):
         collect(env, n=200, policy=lambda users, rng: np.zeros(3, dtype=np.int64), seed=0)
     with pytest.raises(ValueError, match=r"\[0, 12\)"):
         collect(env, n=200, policy=lambda users, rng: np.full(len(users), 12), seed=0)
@@ -141,7 +141,7 @@ def test_load_rejects_files_that_are_not_logs(log, tmp_path):
         InteractionLog.load(_rewrite(path, tmp_path / "texty.parquet", texty))
 
     out_of_range = table.set_column(table.column_names.index("action"), "action", pa.array(log.actions + 100))
-    with pytest.raises(ValueError, match=r"out_of_range.parquet.*actions must lie in \[0, 12\)"):
+    with pytest.raises(ValueError, match=r"out_of_range.parquet.*actions must be item indices in \[0, 12\)"):
         InteractionLog.load(_rewrite(path, tmp_path / "out_of_range.parquet", out_of_range))
 
 

@@ -21,7 +21,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import recsim_ft
-from recsim_ft.envs.base import Batch, RecEnv
+from recsim_ft.envs import RecEnv
+from recsim_ft.protocol import protocol_for
+from recsim_ft.schema import Batch
 
 # a few settings per env id, each cheap to construct
 SETTINGS: dict[str, list[dict]] = {
@@ -117,7 +119,7 @@ def test_episodes_stay_in_their_spaces_and_end_after_horizon(case):
             assert _within(np.array([info["expected_reward"]]), env.reward_bounds)
             assert terminated == (t == horizon) and truncated is False
     env.reset(seed=0)
-    with pytest.raises(ValueError, match="outside"):
+    with pytest.raises(ValueError, match=rf"action must be an integer item index in \[0, {env.n_items}\)"):
         env.step(env.n_items)
 
 
@@ -196,7 +198,7 @@ def test_rewards_and_relevance_have_the_agreed_shapes(case):
     items = rng.integers(0, env.n_items, size=40)
     rewards = env.sample_reward(users, items, rng)
     assert rewards.shape == (40,) and rewards.dtype == np.float32 and _within(rewards, env.reward_bounds)
-    assert env.train_defaults.lr > 0 and env.reward_bounds[0] < env.reward_bounds[1]
+    assert protocol_for(env).lr > 0 and env.reward_bounds[0] < env.reward_bounds[1]
 
 
 def test_sample_log_is_the_behaviour_policy(case):

@@ -13,6 +13,7 @@ import pytest
 from scipy import stats
 
 from recsim_ft import experiments
+from recsim_ft.envs import make_env
 from recsim_ft.experiments import RunSpec, Setting, mean_ci, paired_test
 from recsim_ft.paper_results import METRICS, TABLE_1, TABLE_2
 
@@ -246,7 +247,7 @@ def test_tune_chooses_the_best_lr_on_validation_users_only(tmp_path):
         config = json.loads((o.run_dir / "config.json").read_text())
         assert config["spec"]["split"] == "validation" and config["train"]["eval_split"] == "validation"
         assert o.run_dir.parent.name == f"mlp-lr{o.spec.lr:g}"
-        env = experiments.make_env(TOY, {"n_items": 12, "n_groups": 3})
+        env = make_env(TOY, {"n_items": 12, "n_groups": 3})
         from recsim_ft.agents import TwoTowerAgent
         from recsim_ft.evaluate import evaluate
 
@@ -267,7 +268,7 @@ def test_tune_chooses_the_best_lr_on_validation_users_only(tmp_path):
 def test_run_spec_rejects_bad_split_and_lr():
     with pytest.raises(ValueError, match="split must be one of"):
         RunSpec(TOY, "mamba", split="train")
-    with pytest.raises(ValueError, match="lr must be positive"):
+    with pytest.raises(ValueError, match="lr must be a positive number or None"):
         RunSpec(TOY, "mamba", lr=0.0)
     with pytest.raises(ValueError, match="unknown model option.*'bogus'"):
         RunSpec(TOY, "mamba", model={"bogus": 1})

@@ -16,10 +16,10 @@ import pytest
 from scipy import stats
 
 from recsim_ft.envs import hm_data
-from recsim_ft.envs.base import Batch
 from recsim_ft.envs.hm import HMFashionEnv
 from recsim_ft.envs.hm_data import HMDataError, load_kaggle
 from recsim_ft.envs.hm_synthetic import generate_frames, load_calibration, write_kaggle_files
+from recsim_ft.schema import Batch
 
 SAMPLE_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "hm_sample"
 

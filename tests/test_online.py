@@ -10,14 +10,14 @@ from toy_env import ToyEnv
 
 import recsim_ft
 from recsim_ft.agents import OracleAgent, RandomAgent
-from recsim_ft.agents.base import Agent
-from recsim_ft.agents.online import (
+from recsim_ft.agents.bandits import (
     EpsilonGreedyAgent,
     LinUCBAgent,
     OnlineTwoTowerAgent,
     ThompsonSamplingAgent,
     user_context,
 )
+from recsim_ft.agents.base import Agent
 from recsim_ft.online import run_online
 
 
@@ -158,7 +158,7 @@ def test_bad_arguments_are_named(spotify):
         def act_batch(self, users):
             return np.full(len(users), 99)
 
-    with pytest.raises(ValueError, match=r"outside \[0, 50\)"):
+    with pytest.raises(ValueError, match=r"actions Wild chose must be item indices in \[0, 50\)"):
         run_online(Wild(spotify), spotify, 10, progress=False)
 
 

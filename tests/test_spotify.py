@@ -15,8 +15,9 @@ import pandas as pd
 import pytest
 
 import recsim_ft  # noqa: F401  (registers the env ids)
-from recsim_ft.envs.base import Batch
 from recsim_ft.envs.spotify import SpotifyEnv, load_spotify_asset
+from recsim_ft.protocol import protocol_for
+from recsim_ft.schema import Batch
 
 REPO = Path(__file__).resolve().parents[1]
 RAW = REPO.parent / "shared" / "data" / "spotify"
@@ -202,7 +203,7 @@ def test_user_schema_names_the_genres(env):
     assert [f.name for f in env.user_schema.features] == list(env.genres)
     assert env.genres == tuple(sorted(env.genres)) and len(env.genres) == 20
     assert env.user_schema.n_categorical == 0
-    assert env.train_defaults.lr == 1e-4 and env.reward_bounds == (-1.0, 1.0)
+    assert protocol_for(env).lr == 1e-4 and env.reward_bounds == (-1.0, 1.0)
 
 
 # -- seeding ---------------------------------------------------------------------------------------
@@ -255,9 +256,9 @@ def test_bad_users_and_actions_raise(env):
         env.sample_reward(users, np.array([0, 1]), np.random.default_rng(0))
 
 
-def test_reference_rankers_reach_the_figures_in_paper_md(env):
-    """PAPER.md's reference points on 100,000 users: the perfect ranker and ranking by how many
-    users like each song (both exclude users who like nothing)."""
+def test_reference_rankers_reach_the_reference_figures(env):
+    """The Spotify rule's reference points on 100,000 users: the perfect ranker and ranking by how
+    many users like each song (both exclude users who like nothing)."""
     from recsim_ft.metrics import ranking_metrics
 
     users = env.sample_users(100_000, np.random.default_rng(0))

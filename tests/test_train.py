@@ -9,7 +9,6 @@ import sys
 import textwrap
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 import gymnasium as gym
 import numpy as np
@@ -19,10 +18,8 @@ from toy_env import ToyEnv  # noqa: F401  (registers ToyRec-v0)
 
 from recsim_ft.agents import TwoTowerAgent
 from recsim_ft.data import collect
-from recsim_ft.envs.base import TrainDefaults
-from recsim_ft.envs.hm import HMFashionEnv
-from recsim_ft.envs.vaccine import VaccineMessagingEnv
 from recsim_ft.models import TwoTower
+from recsim_ft.protocol import PROTOCOLS, Protocol, protocol_for
 from recsim_ft.train import CHECKPOINT_NAME, TrainConfig, train
 
 TESTS_DIR = Path(__file__).resolve().parent
@@ -50,27 +47,22 @@ def _assert_same_weights(a: torch.nn.Module, b: torch.nn.Module) -> None:
 
 def test_paper_protocol_defaults():
     spotify = gym.make("Spotify-v0")
-    config = TrainConfig().resolve(spotify, 160_000)
+    config = TrainConfig().resolve(160_000, protocol_for(spotify))
     assert (config.lr, config.batch_size, config.steps) == (1e-4, 32, 5_000)
-    # resolve reads only env.unwrapped.train_defaults, so the env classes stand in for built envs
-    vaccine, hm = SimpleNamespace(unwrapped=VaccineMessagingEnv), SimpleNamespace(unwrapped=HMFashionEnv)
-    assert TrainConfig().resolve(vaccine, 160_000).lr == 1e-5
-    assert TrainConfig(lr=3e-4, steps=7, batch_size=8).resolve(spotify, 100).lr == 3e-4
-    assert "MAP@12" in TrainConfig().resolve(hm, 160_000).metrics  # the H&M Kaggle metric
+    assert TrainConfig().resolve(160_000, PROTOCOLS["VaccineMessaging-v0"]).lr == 1e-5
+    assert TrainConfig(lr=3e-4, steps=7, batch_size=8).resolve(100, protocol_for(spotify)).lr == 3e-4
+    assert "MAP@12" in TrainConfig().resolve(160_000, PROTOCOLS["HMFashion-v0"]).metrics  # the Kaggle metric
     assert "MAP@12" not in config.metrics
 
 
-
-def test_validation_chosen_lr_per_embedder_is_the_default(log):
-    env = gym.make("ToyRec-v0")
-    env.unwrapped.train_defaults = TrainDefaults(lr=1e-2, n_samples=2_000, lr_by_embedder={"mlp": 3e-3})
-    assert TrainConfig().resolve(env, 2_000, "mlp").lr == 3e-3
-    assert TrainConfig().resolve(env, 2_000, "mamba").lr == 1e-2
-    assert TrainConfig(lr=5e-4).resolve(env, 2_000, "mlp").lr == 5e-4  # an explicit lr wins
+def test_the_env_protocol_gives_the_default_lr_and_an_explicit_lr_wins(env, log, monkeypatch):
+    monkeypatch.setitem(PROTOCOLS, "ToyRec-v0", Protocol(lr=3e-3))
+    assert TrainConfig().resolve(2_000, protocol_for(env)).lr == 3e-3
+    assert TrainConfig(lr=5e-4).resolve(2_000, protocol_for(env)).lr == 5e-4
     result = TwoTowerAgent(env, "mlp", "quick", TrainConfig(steps=2, eval_every=None)).fit(log).result_
-    assert result.config.lr == 3e-3  # train() asks for the model's own embedder
+    assert result.config.lr == 3e-3  # train() takes the protocol of its env
     with pytest.raises(ValueError, match="eval_split must be one of"):
-        TrainConfig(eval_split="train").resolve(env, 2_000)
+        TrainConfig(eval_split="train").resolve(2_000)
 
 
 @pytest.mark.parametrize("overrides, message", [
@@ -79,7 +71,7 @@ def test_validation_chosen_lr_per_embedder_is_the_default(log):
 ])
 def test_bad_settings_are_named(env, log, overrides, message):
     with pytest.raises(ValueError, match=message):
-        TrainConfig(**overrides).resolve(env, len(log))
+        TrainConfig(**overrides).resolve(len(log))
 
 
 def test_curve_metrics_and_untouched_global_rng(env, log):

@@ -18,6 +18,7 @@ from recsim_ft.envs.vaccine import (
     load_builtin_messages,
     messages_sha256,
 )
+from recsim_ft.protocol import protocol_for
 
 TABLE_II = [(25, 25), (25, 50), (25, 100), (50, 50), (50, 100), (100, 100)]
 
@@ -212,7 +213,7 @@ def test_defaults_follow_the_paper():
     env = gym.make("VaccineMessaging-v0").unwrapped
     assert (env.clusters, env.n_items, env.n_users) == (25, 100, 50_000)
     assert (env.p_match, env.p_mismatch, env.horizon) == (1.0, 0.0, 1)
-    assert env.train_defaults.lr == 1e-5
+    assert protocol_for(env).lr == 1e-5
 
 
 def test_embedding_asset_matches_the_messages():

@@ -12,8 +12,8 @@ from gymnasium.vector import AutoresetMode, SyncVectorEnv
 from toy_env import ToyEnv
 
 import recsim_ft  # noqa: F401  (registers the env ids)
-from recsim_ft.envs.base import Batch
 from recsim_ft.envs.vector import RecVectorEnv, SpotifyVectorEnv
+from recsim_ft.schema import Batch
 
 N = 5
 SMALL_KWARGS = {

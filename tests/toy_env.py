@@ -20,13 +20,13 @@ from __future__ import annotations
 import gymnasium as gym
 import numpy as np
 
-from recsim_ft.envs.base import Batch, Feature, RecEnv, Schema, TrainDefaults
+from recsim_ft.envs import RecEnv
+from recsim_ft.protocol import PROTOCOLS, Protocol
+from recsim_ft.schema import Batch, Feature, Schema
 
 
 class ToyEnv(RecEnv):
     """Contextual bandit with ``n_items`` items and ``n_groups`` user groups (see module docstring)."""
-
-    train_defaults = TrainDefaults(lr=1e-2, n_samples=2_000, batch_size=32)
 
     def __init__(self, n_items: int = 10, n_groups: int = 4, p_none: float = 0.1, horizon: int = 1):
         if n_items < n_groups or n_groups < 1:
@@ -63,3 +63,5 @@ class ToyEnv(RecEnv):
 
 if "ToyRec-v0" not in gym.registry:
     gym.register(id="ToyRec-v0", entry_point=ToyEnv)
+#: small and fast: a large learning rate, and a log of 2,000 events by default
+PROTOCOLS["ToyRec-v0"] = Protocol(lr=1e-2, n_samples=2_000)

@@ -42,8 +42,8 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from recsim_ft.envs.base import Batch, RecEnv
 from recsim_ft.metrics import check_scores, top_k
+from recsim_ft.schema import Batch
 
 
 class Agent:
@@ -57,8 +57,9 @@ class Agent:
         self.env = env
 
     @property
-    def rec_env(self) -> RecEnv:
-        """The unwrapped environment, whose vectorised API (schemas, ``n_items``) agents use."""
+    def rec_env(self) -> gym.Env:
+        """The unwrapped environment (a ``recsim_ft.envs.RecEnv``), whose vectorised API
+        (schemas, ``n_items``, ``item_table``) agents use."""
         return self.env.unwrapped
 
     @property

@@ -10,7 +10,8 @@ import gymnasium as gym
 import numpy as np
 
 from recsim_ft.agents.base import Agent
-from recsim_ft.envs.base import Batch
+from recsim_ft.checks import check_actions, check_choice
+from recsim_ft.schema import Batch
 
 
 class RandomAgent(Agent):
@@ -44,8 +45,7 @@ class PopularityAgent(Agent):
             prediction under the MSE the two-tower models train with; or ``"positive_rate"``, the
             share of an item's logged rewards that are positive. The two agree for 0/1 rewards;
             with Spotify's -1/0/+1 rewards ``"positive_rate"`` ranks by how many users like a song
-            (the "overall popularity" reference of PAPER.md), ``"mean_reward"`` by likes minus
-            dislikes.
+            (overall popularity), ``"mean_reward"`` by likes minus dislikes.
 
     ``fit(log)`` sets ``item_popularity_`` (items never logged get the overall value, so they rank
     neither first nor last for lack of data) and ``item_counts_``.
@@ -62,9 +62,7 @@ class PopularityAgent(Agent):
 
     def __init__(self, env: gym.Env, by: str = "mean_reward") -> None:
         super().__init__(env)
-        if by not in self.RULES:
-            raise ValueError(f"by must be one of {self.RULES}, got {by!r}")
-        self.by = by
+        self.by = check_choice("by", by, self.RULES)
 
     def fit(self, log: Any) -> PopularityAgent:
         if len(log) == 0:
@@ -73,10 +71,7 @@ class PopularityAgent(Agent):
         if item_schema is not None and item_schema != self.rec_env.item_schema:
             raise ValueError(f"the log's items ({getattr(log, 'env_id', '?')}, {getattr(log, 'n_items', '?')} "
                              f"items) are not this env's ({self.n_items} items): item schemas differ")
-        actions = np.asarray(log.actions, dtype=np.int64)
-        if actions.min() < 0 or actions.max() >= self.n_items:
-            raise ValueError(f"log actions must lie in [0, {self.n_items}), got min {actions.min()} "
-                             f"max {actions.max()}")
+        actions = check_actions(log.actions, self.n_items, len(log), "the log's actions")
         rewards = np.asarray(log.rewards, dtype=np.float64)
         values = rewards if self.by == "mean_reward" else (rewards > 0).astype(np.float64)
         self.item_counts_ = np.bincount(actions, minlength=self.n_items)

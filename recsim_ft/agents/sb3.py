@@ -31,9 +31,9 @@ from torch import Tensor
 
 from recsim_ft.agents.base import Agent
 from recsim_ft.data import user_observations
-from recsim_ft.envs.base import Batch, Feature, Schema
 from recsim_ft.models import FeatureTensors, FeatureTokenizer, make_config
 from recsim_ft.models.two_tower import build_embedder
+from recsim_ft.schema import Batch, Feature, Schema
 
 try:
     from stable_baselines3.common.base_class import BaseAlgorithm

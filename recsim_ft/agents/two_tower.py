@@ -12,8 +12,8 @@ import torch
 
 from recsim_ft.agents.base import Agent
 from recsim_ft.data import InteractionLog
-from recsim_ft.envs.base import Batch
 from recsim_ft.models import TwoTower
+from recsim_ft.schema import Batch
 from recsim_ft.train import TrainConfig, TrainResult, train
 
 

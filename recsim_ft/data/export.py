@@ -24,7 +24,7 @@ import pandas as pd
 from gymnasium import spaces
 
 from recsim_ft.data.log import InteractionLog
-from recsim_ft.envs.base import Batch, Schema
+from recsim_ft.schema import Batch, Schema
 
 if TYPE_CHECKING:
     from stable_baselines3.common.buffers import ReplayBuffer
@@ -39,13 +39,8 @@ def user_observations(users: Batch, schema: Schema, flatten: bool = False) -> di
     a (n, flatdim) float64 array for ``MlpPolicy``.
     """
     schema.validate(users, "users")
-    observation: dict[str, np.ndarray] = {}
-    if schema.n_numeric:
-        observation["numeric"] = users.numeric
-    if schema.n_categorical:
-        observation["categorical"] = users.categorical
     if not flatten:
-        return observation
+        return users.observations(schema)
     parts = []
     for key in schema.space().spaces:  # the Dict space's own key order, as spaces.flatten uses
         if key == "numeric":

@@ -14,13 +14,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from recsim_ft.envs.base import Batch, Schema
+from recsim_ft.checks import check_actions
 from recsim_ft.fileio import atomic_path
+from recsim_ft.schema import Batch, Schema
 
 #: Key of the recsim-ft entry in the parquet schema metadata.
 METADATA_KEY = b"recsim_ft"
@@ -60,23 +62,29 @@ class InteractionLog:
     item_table: Batch = field(repr=False)
 
     def __post_init__(self) -> None:
-        self.actions = np.asarray(self.actions, dtype=np.int64)
+        n = len(self.users)
+        self.actions = check_actions(self.actions, len(self.item_table), n, "InteractionLog: actions")
         self.rewards = np.asarray(self.rewards, dtype=np.float32)
         self.propensities = np.asarray(self.propensities, dtype=np.float64)
-        n = len(self.users)
-        for name in ("actions", "rewards", "propensities"):
+        for name in ("rewards", "propensities"):
             if getattr(self, name).shape != (n,):
                 raise ValueError(f"InteractionLog: {name} must have shape ({n},), got {getattr(self, name).shape}")
         self.user_schema.validate(self.users, "InteractionLog users")
         self.item_schema.validate(self.item_table, "InteractionLog item_table")
-        n_items = len(self.item_table)
-        if n and (self.actions.min() < 0 or self.actions.max() >= n_items):
-            raise ValueError(
-                f"InteractionLog: actions must lie in [0, {n_items}), got min {self.actions.min()} "
-                f"max {self.actions.max()}"
-            )
         if not np.isfinite(self.rewards).all():
             raise ValueError("InteractionLog: rewards contain NaN or inf")
+
+    @classmethod
+    def from_env(cls, env: gym.Env, users: Batch, actions: np.ndarray, rewards: np.ndarray,
+                 propensities: np.ndarray, seed: int | None) -> InteractionLog:
+        """A log of events in ``env`` (or a wrapper of it), recording the env's id, kwargs, schemas
+        and item table so the log can rebuild and check against the env later."""
+        base = env.unwrapped
+        spec = env.spec or base.spec
+        return cls(users=users, actions=actions, rewards=rewards, propensities=propensities,
+                   env_id=spec.id if spec is not None else type(base).__name__,
+                   env_kwargs=base.spec_kwargs, seed=seed, user_schema=base.user_schema,
+                   item_schema=base.item_schema, item_table=base.item_table())
 
     def __len__(self) -> int:
         return len(self.actions)

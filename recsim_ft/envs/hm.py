@@ -8,9 +8,11 @@ import os
 import numpy as np
 from scipy import sparse
 
-from recsim_ft.envs.base import VALIDATION_STREAM, Batch, Feature, RecEnv, Schema, TrainDefaults
+from recsim_ft.checks import check_actions, check_float, check_int
+from recsim_ft.envs.base import VALIDATION_STREAM, RecEnv
 from recsim_ft.envs.hm_data import USER_CATEGORICAL, load_kaggle, process
 from recsim_ft.envs.hm_synthetic import generate_frames
+from recsim_ft.schema import Batch, Feature, Schema
 
 
 class HMFashionEnv(RecEnv):
@@ -109,23 +111,21 @@ class HMFashionEnv(RecEnv):
     * v0: initial version.
     """
 
-    train_defaults = TrainDefaults(lr=1e-4, eval_ks=(1, 5, 10), extra={"map_k": 12})
-
     def __init__(self, data_dir: str | os.PathLike | None = None, *, n_items: int = 100,
                  item_feature: str = "prod_name", min_test_purchases: int = 5, test_fraction: float = 0.5,
                  seed: int = 0, n_customers: int = 50_000, cache: bool = True,
-                 cache_dir: str | os.PathLike | None = None, horizon: int = 1):
-        if int(min_test_purchases) < 1:
-            raise ValueError(f"min_test_purchases must be >= 1, got {min_test_purchases!r}")
-        if not 0.0 < test_fraction < 1.0:
-            raise ValueError(f"test_fraction must lie in (0, 1), got {test_fraction!r}")
+                 cache_dir: str | os.PathLike | None = None, horizon: int = 1) -> None:
+        n_items = check_int("n_items", n_items, low=1)
+        self.min_test_purchases = check_int("min_test_purchases", min_test_purchases, low=1)
+        test_fraction = check_float("test_fraction", test_fraction, low=0, high=1, low_open=True, high_open=True)
+        seed = check_int("seed", seed, low=0)
+        n_customers = check_int("n_customers", n_customers, low=1)
         self.synthetic = data_dir is None
         if self.synthetic:
             data = process(generate_frames(n_customers, seed), n_items, item_feature)
         else:
             data = load_kaggle(data_dir, n_items, item_feature, cache=cache, cache_dir=cache_dir)
         self.n_items = data.n_items
-        self.min_test_purchases = int(min_test_purchases)
         self.article_ids = data.article_ids
         self.item_names = np.array(data.item_categories, dtype=object)[data.item_codes]
         self._item_codes = data.item_codes
@@ -145,7 +145,7 @@ class HMFashionEnv(RecEnv):
                                          shape=(data.n_customers, self.n_items))
         self._n_bought = np.bincount(customers, minlength=data.n_customers)
         eligible = np.flatnonzero(self._n_bought >= self.min_test_purchases)
-        split = np.random.default_rng([int(seed), 2]).permutation(eligible)
+        split = np.random.default_rng([seed, 2]).permutation(eligible)
         self._test_pool = np.sort(split[: int(np.ceil(test_fraction * len(eligible)))])
         in_test = np.isin(customers, self._test_pool)
         self._train_purchases = data.purchases[~in_test]
@@ -187,7 +187,7 @@ class HMFashionEnv(RecEnv):
         return self._bought[self._user_ids(users)].toarray()
 
     def sample_reward(self, users: Batch, items: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        items = self._check_actions(items, len(users))
+        items = check_actions(items, self.n_items, len(users))
         return np.asarray(self._bought[self._user_ids(users), items], dtype=np.float32).ravel()
 
     def test_users(self, n: int = 100, seed: int = 0) -> Batch:

@@ -34,6 +34,8 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from recsim_ft.checks import check_int
+
 #: Kaggle file stems, by table
 KAGGLE_FILES = {"customers": "customers", "articles": "articles", "transactions": "transactions_train"}
 #: accepted file formats, in the order they are looked for
@@ -267,8 +269,7 @@ def _encode_transactions(source: TableSource, customer_index: pd.Index,
 
 def process(sources: dict[str, TableSource], n_items: int = 100, item_feature: str = "prod_name") -> HMData:
     """Build :class:`HMData` from the three tables (Kaggle files or frames with their columns)."""
-    if int(n_items) < 1:
-        raise ValueError(f"n_items must be >= 1, got {n_items!r}")
+    n_items = check_int("n_items", n_items, low=1)
     customer_index, age, user_codes, user_categories = _read_customers(sources["customers"])
     article_index, feature_values = _read_articles(sources["articles"], item_feature)
     customer_rows, article_rows = _encode_transactions(sources["transactions"], customer_index, article_index)

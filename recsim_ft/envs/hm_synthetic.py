@@ -44,6 +44,8 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from recsim_ft.checks import check_int
+
 #: customers in the full Kaggle data
 FULL_N_CUSTOMERS = 1_371_980
 #: the top articles whose purchases depend on the customer
@@ -238,8 +240,7 @@ def _transactions(rng: np.random.Generator, world: _World, customer_ids: pa.Arra
 
 def iter_chunks(n_customers: int, seed: int = 0, chunk_customers: int = 100_000) -> Iterator[tuple[pa.Table, pa.Table]]:
     """(customers, transactions) tables of successive chunks of ``n_customers`` customers."""
-    if int(n_customers) < 1:
-        raise ValueError(f"n_customers must be >= 1, got {n_customers!r}")
+    n_customers = check_int("n_customers", n_customers, low=1)
     world = _world(int(seed))
     for k, start in enumerate(range(0, n_customers, chunk_customers)):
         rng = np.random.default_rng([int(seed), 1, k])

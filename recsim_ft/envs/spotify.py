@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import json
-import numbers
 from functools import lru_cache
 from importlib import resources
 from typing import Any
 
 import numpy as np
 
-from recsim_ft.envs.base import Batch, Feature, RecEnv, Schema, TrainDefaults
+from recsim_ft.checks import check_actions, check_choice, check_float
+from recsim_ft.envs.base import RecEnv
+from recsim_ft.schema import Batch, Feature, Schema
 
 ITEM_FEATURE_OPTIONS = ("rank", "audio", "both")
 
@@ -112,9 +113,8 @@ class SpotifyEnv(RecEnv):
     ``assets/spotify_PROVENANCE.md``). G is recomputed from the genre playlists and equals the
     source's ``spotify_features.csv``.
 
-    Our choices: the training log of the paper is 160,000 events with uniformly random songs
-    (``sample_log``), learning rate 1e-4 (``train_defaults``); the id of a user is its genre
-    mask; songs are labelled by title and artist.
+    Our choices: the behaviour policy of the paper's training log draws songs uniformly at random
+    (``sample_log``); the id of a user is its genre mask; songs are labelled by title and artist.
 
     ## Version History
 
@@ -131,7 +131,6 @@ class SpotifyEnv(RecEnv):
     """
 
     reward_bounds = (-1.0, 1.0)
-    train_defaults = TrainDefaults(lr=1e-4)
 
     def __init__(
         self,
@@ -140,19 +139,15 @@ class SpotifyEnv(RecEnv):
         item_features: str = "rank",
         horizon: int = 1,
     ) -> None:
-        if not (isinstance(threshold, numbers.Real) and np.isfinite(threshold) and threshold >= 0):
-            raise ValueError(f"threshold must be a finite number >= 0, got {threshold!r}")
+        self.threshold = check_float("threshold", threshold, low=0)
         try:
-            low, high = (float(x) for x in genre_fraction)
+            low, high = (check_float("genre_fraction", x) for x in genre_fraction)
         except (TypeError, ValueError):
-            raise ValueError(f"genre_fraction must be a pair (low, high), got {genre_fraction!r}") from None
+            raise ValueError(f"genre_fraction must be a pair (low, high) of numbers, got {genre_fraction!r}") from None
         if not 0.0 <= low <= high <= 1.0:
             raise ValueError(f"genre_fraction must satisfy 0 <= low <= high <= 1, got {genre_fraction!r}")
-        if item_features not in ITEM_FEATURE_OPTIONS:
-            raise ValueError(f"item_features must be one of {ITEM_FEATURE_OPTIONS}, got {item_features!r}")
-        self.threshold = float(threshold)
         self.genre_fraction = (low, high)
-        self.item_features = item_features
+        self.item_features = check_choice("item_features", item_features, ITEM_FEATURE_OPTIONS)
 
         asset = load_spotify_asset()
         self.genres: tuple[str, ...] = tuple(asset["genres"])
@@ -201,7 +196,7 @@ class SpotifyEnv(RecEnv):
     def sample_reward(self, users: Batch, items: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """The label itself: the rule is deterministic, so ``rng`` is not used."""
         self.user_schema.validate(users, "users")
-        items = self._check_actions(items, len(users))
+        items = check_actions(items, self.n_items, len(users))
         preference = np.einsum("ng,gn->n", users.numeric.astype(np.float64), self.affinity[:, items])
         return self._label(preference).astype(np.float32)
 

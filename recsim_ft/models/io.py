@@ -12,13 +12,19 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
+from recsim_ft._deprecation import moved_names
 from recsim_ft.fileio import atomic_path
+
+#: The functions were named ``*_checkpoint`` before version 0.2 ("checkpoint" now means only the
+#: trainer's resume state).
+__getattr__ = moved_names(__name__, {"write_checkpoint": f"{__name__}.write_model_file",
+                                     "read_checkpoint": f"{__name__}.read_model_file"})
 
 FORMAT = "recsim-ft.two-tower"
 VERSION = 1
 
 
-def write_checkpoint(path: str | os.PathLike, tensors: dict[str, torch.Tensor], meta: dict[str, Any],
+def write_model_file(path: str | os.PathLike, tensors: dict[str, torch.Tensor], meta: dict[str, Any],
                      overwrite: bool = False) -> Path:
     """Write ``tensors`` and JSON ``meta``; refuse to replace an existing file unless ``overwrite``."""
     path = Path(path)
@@ -30,9 +36,9 @@ def write_checkpoint(path: str | os.PathLike, tensors: dict[str, torch.Tensor], 
     return path
 
 
-def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu"
+def read_model_file(path: str | os.PathLike, map_location: str | torch.device = "cpu"
                     ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Tensors and metadata of a file written by :func:`write_checkpoint`, with clear errors for
+    """Tensors and metadata of a file written by :func:`write_model_file`, with clear errors for
     a missing file, another kind of file, another format version or a damaged file."""
     path = Path(path)
     if not path.is_file():

@@ -8,11 +8,11 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
-from recsim_ft.envs.base import Batch, Schema
+from recsim_ft.schema import Batch, Schema
 
 
 class FeatureTensors(NamedTuple):
-    """The torch view of a :class:`~recsim_ft.envs.base.Batch`: numeric float32 (n, n_numeric)
+    """The torch view of a :class:`~recsim_ft.schema.Batch`: numeric float32 (n, n_numeric)
     and categorical int64 (n, n_categorical)."""
 
     numeric: Tensor
@@ -54,7 +54,7 @@ class FeatureTokenizer(nn.Module):
         output: (n, n_numeric + n_categorical + 1, d_token).
 
     Examples:
-        >>> from recsim_ft.envs.base import Feature
+        >>> from recsim_ft.schema import Feature
         >>> schema = Schema((Feature("age", "numeric"), Feature("sex", "categorical", ("f", "m"))))
         >>> tok = FeatureTokenizer(schema, d_token=8)
         >>> x = FeatureTensors(torch.tensor([[30.0], [41.0]]), torch.tensor([[1], [7]]))

@@ -5,17 +5,19 @@ from __future__ import annotations
 
 import os
 from dataclasses import asdict
+from pathlib import Path
 
+import gymnasium as gym
 import torch
 from torch import Tensor, nn
 
-from recsim_ft.envs.base import Batch, Feature, Schema
-from recsim_ft.models.io import read_checkpoint, write_checkpoint
+from recsim_ft.models.io import read_model_file, write_model_file
 from recsim_ft.models.mamba import MambaEmbedder
 from recsim_ft.models.mlp import MLPEmbedder
 from recsim_ft.models.presets import EMBEDDERS, ModelConfig, config_from_dict, make_config
 from recsim_ft.models.tokenizer import FeatureTensors, FeatureTokenizer
 from recsim_ft.models.transformer import TransformerEmbedder
+from recsim_ft.schema import Batch, Feature, Schema
 
 Rows = Batch | FeatureTensors
 
@@ -104,7 +106,7 @@ class TwoTower(nn.Module):
         return cls(user_schema, item_schema, make_config(preset, embedder, **overrides))
 
     @classmethod
-    def from_env(cls, env, embedder: str = "mamba", preset: str | ModelConfig = "paper",
+    def from_env(cls, env: gym.Env, embedder: str = "mamba", preset: str | ModelConfig = "paper",
                  **overrides) -> TwoTower:
         """A model for ``env``'s user and item schemas (``env`` may be wrapped)."""
         env = getattr(env, "unwrapped", env)
@@ -155,7 +157,7 @@ class TwoTower(nn.Module):
         return self.embed_users(users) @ item_embeddings.T
 
     # -- compatibility and files ----------------------------------------------------------------
-    def check_compatible(self, env) -> None:
+    def check_compatible(self, env: gym.Env) -> None:
         """Raise ValueError when ``env``'s feature schemas differ from the ones this model was built for."""
         env = getattr(env, "unwrapped", env)
         for side, mine, theirs in (("user", self.user_schema, env.user_schema),
@@ -169,15 +171,15 @@ class TwoTower(nn.Module):
                                  f"defined differently in the env: {differing}; only in the env: {extra}"
                                  + ("" if differing or extra else "; the feature order differs"))
 
-    def save(self, path: str | os.PathLike, overwrite: bool = False):
+    def save(self, path: str | os.PathLike, overwrite: bool = False) -> Path:
         """One safetensors file with the weights, config and both schemas."""
         meta = {"config": asdict(self.config), "user_schema": self.user_schema.to_dict(),
                 "item_schema": self.item_schema.to_dict()}
-        return write_checkpoint(path, self.state_dict(), meta, overwrite=overwrite)
+        return write_model_file(path, self.state_dict(), meta, overwrite=overwrite)
 
     @classmethod
     def load(cls, path: str | os.PathLike, map_location: str | torch.device = "cpu") -> TwoTower:
-        tensors, meta = read_checkpoint(path, map_location)
+        tensors, meta = read_model_file(path, map_location)
         try:
             config = config_from_dict(meta["config"])
             model = cls(Schema.from_dict(meta["user_schema"]), Schema.from_dict(meta["item_schema"]), config)
