@@ -1,4 +1,5 @@
-"""Train FT-Mamba, FT-Transformer and MLP two-tower models on one env; compare them with the baselines.
+"""Train FT-Mamba, FT-Transformer and MLP two-tower models on one env; compare them with the
+baselines.
 
     python examples/compare_embedders.py --env Spotify-v0          # quick preset, minutes on CPU
     python examples/compare_embedders.py --env VaccineMessaging-v0 --preset paper
@@ -35,8 +36,15 @@ def main() -> None:
     parser.add_argument("--env", default="Spotify-v0", choices=ENV_IDS)
     parser.add_argument("--embedders", nargs="+", default=list(EMBEDDERS))
     parser.add_argument("--preset", default="quick", help="model preset: quick or paper")
-    parser.add_argument("--samples", type=int, default=160_000, help="logged events, one pass of batch 32 (paper: 160000)")
-    parser.add_argument("--lr", type=float, default=None, help="learning rate (default: the paper's for the env)")
+    parser.add_argument(
+        "--samples",
+        type=int,
+        default=160_000,
+        help="logged events, one pass of batch 32 (paper: 160000)",
+    )
+    parser.add_argument(
+        "--lr", type=float, default=None, help="learning rate (default: the paper's for the env)"
+    )
     parser.add_argument("--users", type=int, default=100, help="test users (paper: 100)")
     args = parser.parse_args()
     if args.smoke:
@@ -47,9 +55,15 @@ def main() -> None:
     env = gym.make(args.env)
     log = collect(env, n=args.samples, seed=args.seed)
     config = TrainConfig(lr=args.lr, seed=args.seed, eval_every=None, checkpoint_every=None)
-    agents = {"random": RandomAgent(env, seed=args.seed), "popularity": PopularityAgent(env), "oracle": OracleAgent(env)}
-    agents |= {f"FT-{name}": TwoTowerAgent(env, embedder=name, preset=args.preset, train_config=config)
-               for name in args.embedders}
+    agents = {
+        "random": RandomAgent(env, seed=args.seed),
+        "popularity": PopularityAgent(env),
+        "oracle": OracleAgent(env),
+    }
+    agents |= {
+        f"FT-{name}": TwoTowerAgent(env, embedder=name, preset=args.preset, train_config=config)
+        for name in args.embedders
+    }
 
     rows = {}
     for name, agent in agents.items():
@@ -59,7 +73,10 @@ def main() -> None:
         rows[name] = {**evaluate(agent, env, n_users=args.users, seed=args.seed), "fit_s": fit_s}
     extra_metrics = list(protocol_for(env).extra_metrics)  # H&M: Kaggle's MAP@12
     table = pd.DataFrame(rows).T[COLUMNS[:-1] + extra_metrics + ["fit_s"]]
-    print_table(f"{args.env}: {len(log)} logged events, preset {args.preset!r}, {args.users} test users", table)
+    print_table(
+        f"{args.env}: {len(log)} logged events, preset {args.preset!r}, {args.users} test users",
+        table,
+    )
 
     if paths:
         table.to_csv(paths[f"{stem}.csv"], index_label="agent")

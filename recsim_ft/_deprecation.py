@@ -26,7 +26,11 @@ def moved_names(old_module: str, new_paths: dict[str, str]) -> Callable[[str], A
         if name not in new_paths:
             raise AttributeError(f"module {old_module!r} has no attribute {name!r}")
         module, _, new_name = new_paths[name].rpartition(".")
-        warnings.warn(f"{old_module}.{name} is deprecated: use {new_paths[name]}", DeprecationWarning, stacklevel=2)
+        warnings.warn(
+            f"{old_module}.{name} is deprecated: use {new_paths[name]}",
+            DeprecationWarning,
+            stacklevel=2,
+        )
         return getattr(importlib.import_module(module), new_name)
 
     return __getattr__

@@ -57,8 +57,13 @@ def _as_real(value: Any) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def _allowed(kind: str, low: float | None, high: float | None, low_open: bool = False,
-             high_open: bool = False) -> str:
+def _allowed(
+    kind: str,
+    low: float | None,
+    high: float | None,
+    low_open: bool = False,
+    high_open: bool = False,
+) -> str:
     """``"an integer in [1, 10]"``, ``"a number > 0"``, ...: what a check accepts, in words."""
     if low is not None and high is not None:
         return f"{kind} in {'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
@@ -69,8 +74,14 @@ def _allowed(kind: str, low: float | None, high: float | None, low_open: bool = 
     return kind
 
 
-def check_int(name: str, value: Any, *, low: int | None = None, high: int | None = None,
-              allow_none: bool = False) -> int | None:
+def check_int(
+    name: str,
+    value: Any,
+    *,
+    low: int | None = None,
+    high: int | None = None,
+    allow_none: bool = False,
+) -> int | None:
     """``value`` as a Python int in ``[low, high]`` (either bound optional), else a ValueError.
 
     Accepts Python ints, numpy integer scalars and 0-d integer arrays; refuses bools, floats
@@ -80,13 +91,23 @@ def check_int(name: str, value: Any, *, low: int | None = None, high: int | None
         return None
     number = _as_int(value)
     if number is None or (low is not None and number < low) or (high is not None and number > high):
-        what = "a positive integer" if (low, high) == (1, None) else _allowed("an integer", low, high)
+        what = (
+            "a positive integer" if (low, high) == (1, None) else _allowed("an integer", low, high)
+        )
         raise ValueError(f"{name} must be {what}{' or None' if allow_none else ''}, {_got(value)}")
     return number
 
 
-def check_float(name: str, value: Any, *, low: float | None = None, high: float | None = None,
-                low_open: bool = False, high_open: bool = False, allow_none: bool = False) -> float | None:
+def check_float(
+    name: str,
+    value: Any,
+    *,
+    low: float | None = None,
+    high: float | None = None,
+    low_open: bool = False,
+    high_open: bool = False,
+    allow_none: bool = False,
+) -> float | None:
     """``value`` as a finite Python float within the bounds (closed unless ``*_open``), else a
     ValueError. Accepts ints and floats of Python or numpy; refuses bools, strings, NaN and inf.
 
@@ -96,8 +117,11 @@ def check_float(name: str, value: Any, *, low: float | None = None, high: float 
     if value is None and allow_none:
         return None
     number = _as_real(value)
-    if (number is None or (low is not None and (number <= low if low_open else number < low))
-            or (high is not None and (number >= high if high_open else number > high))):
+    if (
+        number is None
+        or (low is not None and (number <= low if low_open else number < low))
+        or (high is not None and (number >= high if high_open else number > high))
+    ):
         if (low, high, low_open) == (0, None, True):
             what = "a positive number"
         else:
@@ -107,7 +131,8 @@ def check_float(name: str, value: Any, *, low: float | None = None, high: float 
 
 
 def check_choice(name: str, value: Any, choices: Sequence[T]) -> T:
-    """``value`` when it is one of ``choices`` (same type and equal), else a ValueError listing them.
+    """``value`` when it is one of ``choices`` (same type and equal), else a ValueError listing
+    them.
 
     >>> check_choice("split", "test", ("test", "validation"))
     'test'
@@ -130,11 +155,15 @@ def check_actions(actions: Any, n_items: int, n: int, name: str = "actions") -> 
     array of shape ``(n,)``."""
     array = np.asarray(actions)
     if array.shape != (n,) or (array.size and not np.issubdtype(array.dtype, np.integer)):
-        raise ValueError(f"{name} must be {n} integers, one item per user, got a {array.dtype} array "
-                         f"of shape {array.shape}")
+        raise ValueError(
+            f"{name} must be {n} integers, one item per user, got a {array.dtype} array "
+            f"of shape {array.shape}"
+        )
     outside = (array < 0) | (array >= n_items)
     if outside.any():
         first = int(np.argmax(outside))
-        raise ValueError(f"{name} must be item indices in [0, {n_items}), got {array[first]} at position "
-                         f"{first} ({int(outside.sum())} of {n} outside)")
+        raise ValueError(
+            f"{name} must be item indices in [0, {n_items}), got {array[first]} at position "
+            f"{first} ({int(outside.sum())} of {n} outside)"
+        )
     return array.astype(np.int64)

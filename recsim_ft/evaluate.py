@@ -25,13 +25,21 @@ from recsim_ft.protocol import protocol_for
 from recsim_ft.schema import Batch
 
 
-def evaluate(agent: Any, env: gym.Env, n_users: int = 100, seed: int = 0, ks: Sequence[int] = (1, 5, 10),
-             metrics: Sequence[str] | None = None, split: str = "test") -> dict[str, float | int]:
+def evaluate(
+    agent: Any,
+    env: gym.Env,
+    n_users: int = 100,
+    seed: int = 0,
+    ks: Sequence[int] = (1, 5, 10),
+    metrics: Sequence[str] | None = None,
+    split: str = "test",
+) -> dict[str, float | int]:
     """Ranking metrics of ``agent`` on ``env.test_users(n_users, seed)``
     (``split="validation"``: on ``env.validation_users``, for choosing hyperparameters).
 
     Args:
-        agent: anything with ``score_items(users) -> (n_users, n_items)`` (see ``recsim_ft.agents``).
+        agent: anything with ``score_items(users) -> (n_users, n_items)`` (see
+            ``recsim_ft.agents``).
         env: the environment (or a Gymnasium wrapper of it) the agent recommends in.
         ks: cut-offs of every metric.
         metrics: metric names for ``ranking_metrics``; ``None`` means those of the env's protocol
@@ -45,12 +53,14 @@ def evaluate(agent: Any, env: gym.Env, n_users: int = 100, seed: int = 0, ks: Se
     if metrics is None:
         metrics = protocol_for(env).metrics
     users = rec_env.eval_users(split, n_users, seed)
-    return ranking_metrics(agent_scores(agent, users, rec_env.n_items), rec_env.relevant(users),
-                           ks=ks, metrics=metrics)
+    return ranking_metrics(
+        agent_scores(agent, users, rec_env.n_items), rec_env.relevant(users), ks=ks, metrics=metrics
+    )
 
 
-def recommended_minus_liked(agent: Any, env: gym.Env, n_users: int = 100, seed: int = 0,
-                            split: str = "test") -> np.ndarray:
+def recommended_minus_liked(
+    agent: Any, env: gym.Env, n_users: int = 100, seed: int = 0, split: str = "test"
+) -> np.ndarray:
     """(n_items,) int64: per item, how often it is recommended minus how often it is liked.
 
     The data of the paper's Fig. 5: each test user gets as many recommendations (the top of the
@@ -69,4 +79,6 @@ def recommended_minus_liked(agent: Any, env: gym.Env, n_users: int = 100, seed: 
 
 def agent_scores(agent: Any, users: Batch, n_items: int) -> np.ndarray:
     """``agent.score_items(users)``, checked to be (n_users, n_items) real scores without NaN."""
-    return check_scores(agent.score_items(users), (len(users), n_items), f"{type(agent).__name__}.score_items")
+    return check_scores(
+        agent.score_items(users), (len(users), n_items), f"{type(agent).__name__}.score_items"
+    )

@@ -82,7 +82,7 @@ class _UserStream:
             if self.buffer is None or self.position == len(self.buffer):
                 self.buffer, self.position = self.env.sample_users(USER_BLOCK, self.rng), 0
             m = min(n, len(self.buffer) - self.position)
-            parts.append(self.buffer[self.position:self.position + m])
+            parts.append(self.buffer[self.position : self.position + m])
             self.position += m
             n -= m
         return parts[0] if len(parts) == 1 else Batch.concat(parts)
@@ -106,9 +106,19 @@ def _learn(agent: Any, env: RecEnv, users: Batch, actions: np.ndarray, rewards: 
         agent.update(users.observation(i, env.user_schema), int(actions[i]), float(rewards[i]))
 
 
-def run_online(agent: Any, env: gym.Env, steps: int, *, seed: int = 0, batch_size: int = 1,
-               eval_every: int | None = None, eval_users: int = 100, eval_seed: int = 0,
-               ks: Sequence[int] = (1, 5, 10), progress: bool = True) -> OnlineResult:
+def run_online(
+    agent: Any,
+    env: gym.Env,
+    steps: int,
+    *,
+    seed: int = 0,
+    batch_size: int = 1,
+    eval_every: int | None = None,
+    eval_users: int = 100,
+    eval_seed: int = 0,
+    ks: Sequence[int] = (1, 5, 10),
+    progress: bool = True,
+) -> OnlineResult:
     """Let ``agent`` learn online in ``env`` for ``steps`` interactions (one user each).
 
     Each round draws ``batch_size`` fresh users, the agent chooses one item for each with the
@@ -141,7 +151,10 @@ def run_online(agent: Any, env: gym.Env, steps: int, *, seed: int = 0, batch_siz
     eval_every = check_int("eval_every", eval_every, low=1, allow_none=True)
     eval_users = check_int("eval_users", eval_users, low=1)
     if not hasattr(agent, "score_items"):
-        raise TypeError(f"agent must follow the recsim_ft Agent protocol (score_items), got {type(agent).__name__}")
+        raise TypeError(
+            "agent must follow the recsim_ft Agent protocol (score_items), "
+            f"got {type(agent).__name__}"
+        )
     user_rng, reward_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(2))
     users_of = _UserStream(rec_env, user_rng)
     eval_steps = sorted({*range(eval_every or steps, steps + 1, eval_every or steps), steps})
@@ -169,17 +182,26 @@ def run_online(agent: Any, env: gym.Env, steps: int, *, seed: int = 0, batch_siz
             done += n
             if done == eval_at:
                 result = evaluate(agent, env, n_users=eval_users, seed=eval_seed, ks=ks)
-                evaluations[done] = {k: v for k, v in result.items() if k not in ("n_users", "n_excluded")}
+                evaluations[done] = {
+                    k: v for k, v in result.items() if k not in ("n_users", "n_excluded")
+                }
                 eval_at = next(next_eval, steps)
             bar.update(n)
             if progress and done * 100 // steps != (done - n) * 100 // steps:  # every 1%
                 bar.set_postfix(cum_regret=f"{regret[:done].sum():.1f}")
 
-    history = pd.DataFrame({
-        "step": np.arange(1, steps + 1), "user_id": user_ids, "action": actions, "reward": rewards,
-        "expected_reward": expected, "cum_reward": np.cumsum(rewards), "regret": regret,
-        "cum_regret": np.cumsum(regret),
-    })
+    history = pd.DataFrame(
+        {
+            "step": np.arange(1, steps + 1),
+            "user_id": user_ids,
+            "action": actions,
+            "reward": rewards,
+            "expected_reward": expected,
+            "cum_reward": np.cumsum(rewards),
+            "regret": regret,
+            "cum_regret": np.cumsum(regret),
+        }
+    )
     metrics = pd.DataFrame.from_dict(evaluations, orient="index").reindex(history["step"])
     history = pd.concat([history, metrics.reset_index(drop=True)], axis=1)
     return OnlineResult(history, tuple(metrics.columns), tuple(sorted(evaluations)), agent)

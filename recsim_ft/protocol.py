@@ -61,7 +61,9 @@ def registered_id(env: gym.Env) -> str | None:
         return spec.id
     cls = type(env.unwrapped)
     entry_point = f"{cls.__module__}:{cls.__qualname__}"
-    return next((env_id for env_id, spec in gym.registry.items() if spec.entry_point == entry_point), None)
+    return next(
+        (env_id for env_id, spec in gym.registry.items() if spec.entry_point == entry_point), None
+    )
 
 
 def protocol_for(env: gym.Env) -> Protocol:

@@ -35,7 +35,9 @@ class Feature:
 
     def __post_init__(self) -> None:
         if self.kind not in ("numeric", "categorical"):
-            raise ValueError(f"feature {self.name!r}: kind must be 'numeric' or 'categorical', got {self.kind!r}")
+            raise ValueError(
+                f"feature {self.name!r}: kind must be 'numeric' or 'categorical', got {self.kind!r}"
+            )
         if self.kind == "categorical" and len(self.categories) < 1:
             raise ValueError(f"categorical feature {self.name!r} needs at least one category")
         if self.kind == "numeric" and self.categories:
@@ -71,7 +73,8 @@ class Schema:
     Numeric features fill the columns of ``Batch.numeric`` in schema order, categorical ones the
     columns of ``Batch.categorical``.
 
-    >>> s = Schema((Feature("age", "numeric", low=0, high=99), Feature("sex", "categorical", ("f", "m"))))
+    >>> age = Feature("age", "numeric", low=0, high=99)
+    >>> s = Schema((age, Feature("sex", "categorical", ("f", "m"))))
     >>> s.n_numeric, s.cardinalities
     (1, (2,))
     """
@@ -124,27 +127,35 @@ class Schema:
         return cls.from_dict(json.loads(text))
 
     def space(self) -> spaces.Dict:
-        """The observation space of one row: ``"numeric"`` Box and/or ``"categorical"`` MultiDiscrete."""
+        """The observation space of one row: a ``"numeric"`` Box and/or a ``"categorical"``
+        MultiDiscrete."""
         parts: dict[str, spaces.Space] = {}
         if self.n_numeric:
             low = np.array([f.low for f in self.numeric], dtype=np.float32)
             high = np.array([f.high for f in self.numeric], dtype=np.float32)
             parts["numeric"] = spaces.Box(low, high, dtype=np.float32)
         if self.n_categorical:
-            parts["categorical"] = spaces.MultiDiscrete(np.array(self.cardinalities, dtype=np.int64))
+            parts["categorical"] = spaces.MultiDiscrete(
+                np.array(self.cardinalities, dtype=np.int64)
+            )
         return spaces.Dict(parts)
 
     def validate(self, batch: Batch, what: str = "batch") -> None:
         """Raise a ValueError naming the column when ``batch`` does not fit this schema."""
         if batch.numeric.shape[1] != self.n_numeric:
-            raise ValueError(f"{what}: expected {self.n_numeric} numeric columns, got {batch.numeric.shape[1]}")
+            raise ValueError(
+                f"{what}: expected {self.n_numeric} numeric columns, got {batch.numeric.shape[1]}"
+            )
         if batch.categorical.shape[1] != self.n_categorical:
             raise ValueError(
-                f"{what}: expected {self.n_categorical} categorical columns, got {batch.categorical.shape[1]}"
+                f"{what}: expected {self.n_categorical} categorical columns, "
+                f"got {batch.categorical.shape[1]}"
             )
         if self.n_numeric and not np.isfinite(batch.numeric).all():
             col = int(np.where(~np.isfinite(batch.numeric).all(axis=0))[0][0])
-            raise ValueError(f"{what}: numeric feature {self.numeric[col].name!r} has NaN or inf values")
+            raise ValueError(
+                f"{what}: numeric feature {self.numeric[col].name!r} has NaN or inf values"
+            )
         for j, f in enumerate(self.categorical):
             codes = batch.categorical[:, j]
             if codes.size and (codes.min() < 0 or codes.max() >= f.cardinality):
@@ -207,18 +218,30 @@ class Batch:
         return {key: rows[0] for key, rows in self[[i]].observations(schema).items()}
 
     @classmethod
-    def from_observations(cls, observations: dict[str, np.ndarray] | Sequence[dict[str, np.ndarray]],
-                          schema: Schema, ids: np.ndarray | None = None) -> Batch:
+    def from_observations(
+        cls,
+        observations: dict[str, np.ndarray] | Sequence[dict[str, np.ndarray]],
+        schema: Schema,
+        ids: np.ndarray | None = None,
+    ) -> Batch:
         """Stack one observation (or a list, or a batched Dict observation of a vector env)."""
         if isinstance(observations, dict):
-            num = np.asarray(observations.get("numeric", np.zeros((0,), np.float32)), dtype=np.float32)
-            cat = np.asarray(observations.get("categorical", np.zeros((0,), np.int64)), dtype=np.int64)
+            num = np.asarray(
+                observations.get("numeric", np.zeros((0,), np.float32)), dtype=np.float32
+            )
+            cat = np.asarray(
+                observations.get("categorical", np.zeros((0,), np.int64)), dtype=np.int64
+            )
             n = max(num.shape[0] if num.ndim == 2 else 1, cat.shape[0] if cat.ndim == 2 else 1)
             num = num.reshape(n, schema.n_numeric)
             cat = cat.reshape(n, schema.n_categorical)
         else:
-            num = np.stack([np.asarray(o.get("numeric", np.zeros(0)), np.float32) for o in observations])
-            cat = np.stack([np.asarray(o.get("categorical", np.zeros(0)), np.int64) for o in observations])
+            num = np.stack(
+                [np.asarray(o.get("numeric", np.zeros(0)), np.float32) for o in observations]
+            )
+            cat = np.stack(
+                [np.asarray(o.get("categorical", np.zeros(0)), np.int64) for o in observations]
+            )
             n = len(observations)
             num, cat = num.reshape(n, schema.n_numeric), cat.reshape(n, schema.n_categorical)
         return cls(num, cat, np.full(n, -1, np.int64) if ids is None else ids)

@@ -13,7 +13,8 @@ the same final weights and metrics, bit for bit, as an uninterrupted run with th
 >>> from recsim_ft.models import TwoTower
 >>> env = gym.make("Spotify-v0")
 >>> log = collect(env, n=640, seed=0)  # 640 rows = 20 steps of 32
->>> result = train(TwoTower.from_env(env, "mlp", "quick"), log, env, TrainConfig(eval_every=10), progress=False)
+>>> model = TwoTower.from_env(env, "mlp", "quick")
+>>> result = train(model, log, env, TrainConfig(eval_every=10), progress=False)
 >>> result.curve[["step", "HR@1"]].shape, result.config.lr
 ((3, 2), 0.0001)
 """
@@ -48,8 +49,18 @@ from recsim_ft.schema import Batch
 CHECKPOINT_NAME = "checkpoint.pt"
 _CHECKPOINT_VERSION = 2
 #: Settings that must match for a checkpoint to be resumed (the rest only changes speed or logging).
-_RESUME_KEYS = ("lr", "batch_size", "steps", "seed", "eval_every", "eval_users", "eval_seed", "eval_split", "ks",
-                "metrics")
+_RESUME_KEYS = (
+    "lr",
+    "batch_size",
+    "steps",
+    "seed",
+    "eval_every",
+    "eval_users",
+    "eval_seed",
+    "eval_split",
+    "ks",
+    "metrics",
+)
 
 
 @dataclass
@@ -95,7 +106,9 @@ class TrainConfig:
             eval_users=check_int("eval_users", self.eval_users, low=1),
             ks=tuple(self.ks),
             metrics=tuple(protocol.metrics if self.metrics is None else self.metrics),
-            checkpoint_every=check_int("checkpoint_every", self.checkpoint_every, low=1, allow_none=True),
+            checkpoint_every=check_int(
+                "checkpoint_every", self.checkpoint_every, low=1, allow_none=True
+            ),
         )
 
 
@@ -122,13 +135,18 @@ def make_optimizer(model: nn.Module, lr: float) -> torch.optim.Optimizer:
 def _device(name: str) -> torch.device:
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device={name!r} was asked for but CUDA is not available; use device='cpu'")
+        raise RuntimeError(
+            f"device={name!r} was asked for but CUDA is not available; use device='cpu'"
+        )
     return device
 
 
 def _permutation(n: int, seed: int, epoch: int) -> torch.Tensor:
-    """The sample order of one pass, a pure function of (seed, epoch) so a resumed run needs no state."""
-    generator = torch.Generator().manual_seed(int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0]))
+    """The sample order of one pass, a pure function of (seed, epoch), so a resumed run needs no
+    state."""
+    generator = torch.Generator().manual_seed(
+        int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0])
+    )
     return torch.randperm(n, generator=generator)
 
 
@@ -158,8 +176,14 @@ def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
 def _log_digest(log: InteractionLog) -> str:
     """A fingerprint of the training data, so a checkpoint is never resumed on another log."""
     digest = hashlib.sha256()
-    for array in (log.users.numeric, log.users.categorical, log.actions, log.rewards, log.item_table.numeric,
-                  log.item_table.categorical):
+    for array in (
+        log.users.numeric,
+        log.users.categorical,
+        log.actions,
+        log.rewards,
+        log.item_table.numeric,
+        log.item_table.categorical,
+    ):
         digest.update(np.ascontiguousarray(array).tobytes())
     return digest.hexdigest()
 
@@ -169,18 +193,24 @@ def _load_checkpoint(path: Path, config: TrainConfig, log_digest: str) -> dict[s
         state = torch.load(path, map_location="cpu", weights_only=True)
         version = state["version"]
     except Exception as err:  # torch raises many kinds for a damaged file; all mean the same here
-        raise ValueError(f"checkpoint {path} is corrupted or not a recsim-ft checkpoint ({err}); "
-                         "delete it to train from scratch") from err
+        raise ValueError(
+            f"checkpoint {path} is corrupted or not a recsim-ft checkpoint ({err}); "
+            "delete it to train from scratch"
+        ) from err
     if version != _CHECKPOINT_VERSION:
-        raise ValueError(f"checkpoint {path} has version {version}, this recsim-ft reads {_CHECKPOINT_VERSION}")
+        raise ValueError(
+            f"checkpoint {path} has version {version}, this recsim-ft reads {_CHECKPOINT_VERSION}"
+        )
     saved, wanted = state["config"], asdict(config)
     saved.setdefault("eval_split", "test")  # checkpoints written before validation splits existed
     changed = [k for k in _RESUME_KEYS if _plain(saved[k]) != _plain(wanted[k])]
     if state["log_digest"] != log_digest:
         changed.append("the training log")
     if changed:
-        raise ValueError(f"cannot resume from {path}: the run settings differ in {changed}; "
-                         "use another out_dir or the original settings")
+        raise ValueError(
+            f"cannot resume from {path}: the run settings differ in {changed}; "
+            "use another out_dir or the original settings"
+        )
     return state
 
 
@@ -188,8 +218,15 @@ def _plain(value: Any) -> Any:
     return list(value) if isinstance(value, (tuple, list)) else value
 
 
-def train(model: nn.Module, log: InteractionLog, env: gym.Env, config: TrainConfig | None = None,
-          out_dir: str | os.PathLike | None = None, resume: bool = False, progress: bool = True) -> TrainResult:
+def train(
+    model: nn.Module,
+    log: InteractionLog,
+    env: gym.Env,
+    config: TrainConfig | None = None,
+    out_dir: str | os.PathLike | None = None,
+    resume: bool = False,
+    progress: bool = True,
+) -> TrainResult:
     """Fit ``model`` to ``log`` by MSE on the logged rewards; evaluate on ``env``'s test users.
 
     ``resume=True`` continues from ``out_dir/checkpoint.pt`` when it exists (a finished run
@@ -211,8 +248,15 @@ def train(model: nn.Module, log: InteractionLog, env: gym.Env, config: TrainConf
 
     def evaluate_model() -> dict[str, float]:
         model.eval()
-        metrics = evaluate(scorer, env, config.eval_users, config.eval_seed, config.ks, config.metrics,
-                           config.eval_split)
+        metrics = evaluate(
+            scorer,
+            env,
+            config.eval_users,
+            config.eval_seed,
+            config.ks,
+            config.metrics,
+            config.eval_split,
+        )
         model.train()
         return metrics
 
@@ -221,14 +265,18 @@ def train(model: nn.Module, log: InteractionLog, env: gym.Env, config: TrainConf
     start, curve, loss_sum, loss_count = 0, [], torch.zeros((), device=device), 0
     rng_states = {}
     if not resume and checkpoint is not None and checkpoint.exists():
-        raise FileExistsError(f"{checkpoint} already exists; pass resume=True to continue that run, "
-                              "or use another out_dir")
+        raise FileExistsError(
+            f"{checkpoint} already exists; pass resume=True to continue that run, "
+            "or use another out_dir"
+        )
     if resume and checkpoint is not None and checkpoint.exists():
         state = _load_checkpoint(checkpoint, config, log_digest)
         try:
             model.load_state_dict(state["model"])
         except RuntimeError as err:
-            raise ValueError(f"checkpoint {checkpoint} holds weights of another model: {err}") from err
+            raise ValueError(
+                f"checkpoint {checkpoint} holds weights of another model: {err}"
+            ) from err
         optimizer.load_state_dict(state["optimizer"])
         start, curve, loss_count = state["step"], state["curve"], state["loss_count"]
         loss_sum = state["loss_sum"].to(device)
@@ -245,12 +293,14 @@ def train(model: nn.Module, log: InteractionLog, env: gym.Env, config: TrainConf
             curve.append({"step": 0, "loss": math.nan, **evaluate_model()})
         model.train()
         order = _permutation(len(log), config.seed, start // steps_per_pass).to(device)
-        bar = tqdm(total=config.steps, initial=start, disable=not progress, desc="train", unit="step")
+        bar = tqdm(
+            total=config.steps, initial=start, disable=not progress, desc="train", unit="step"
+        )
         for step in range(start + 1, config.steps + 1):
             epoch, position = divmod(step - 1, steps_per_pass)
             if position == 0 and step > 1:
                 order = _permutation(len(log), config.seed, epoch).to(device)
-            batch = order[position * batch_size:(position + 1) * batch_size]
+            batch = order[position * batch_size : (position + 1) * batch_size]
             predicted = model(_rows(users, batch), _rows(item_table, actions[batch]))
             loss = F.mse_loss(predicted, rewards[batch])
             optimizer.zero_grad(set_to_none=True)
@@ -261,26 +311,48 @@ def train(model: nn.Module, log: InteractionLog, env: gym.Env, config: TrainConf
             bar.update()
             if progress and (step % 50 == 0 or step == config.steps):
                 rate = (step - first_step) * batch_size / (time.perf_counter() - started)
-                bar.set_postfix(loss=f"{loss_sum.item() / loss_count:.4f}", samples_per_s=f"{rate:,.0f}")
+                bar.set_postfix(
+                    loss=f"{loss_sum.item() / loss_count:.4f}", samples_per_s=f"{rate:,.0f}"
+                )
             if step == config.steps or (config.eval_every and step % config.eval_every == 0):
-                curve.append({"step": step, "loss": loss_sum.item() / loss_count, **evaluate_model()})
+                curve.append(
+                    {"step": step, "loss": loss_sum.item() / loss_count, **evaluate_model()}
+                )
                 loss_sum, loss_count = torch.zeros((), device=device), 0
-            if checkpoint is not None and (step == config.steps or (config.checkpoint_every
-                                                                    and step % config.checkpoint_every == 0)):
+            if checkpoint is not None and (
+                step == config.steps
+                or (config.checkpoint_every and step % config.checkpoint_every == 0)
+            ):
                 rng = {"cpu": torch.get_rng_state()}
                 if device.type == "cuda":
                     rng["cuda"] = torch.cuda.get_rng_state(device)
                 checkpoint.parent.mkdir(parents=True, exist_ok=True)
-                _save_checkpoint(checkpoint, {
-                    "version": _CHECKPOINT_VERSION, "step": step, "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(), "rng": rng, "curve": curve,
-                    "loss_sum": loss_sum.cpu(), "loss_count": loss_count,
-                    "config": {k: _plain(v) for k, v in asdict(config).items()}, "log_digest": log_digest,
-                })
+                _save_checkpoint(
+                    checkpoint,
+                    {
+                        "version": _CHECKPOINT_VERSION,
+                        "step": step,
+                        "model": model.state_dict(),
+                        "optimizer": optimizer.state_dict(),
+                        "rng": rng,
+                        "curve": curve,
+                        "loss_sum": loss_sum.cpu(),
+                        "loss_count": loss_count,
+                        "config": {k: _plain(v) for k, v in asdict(config).items()},
+                        "log_digest": log_digest,
+                    },
+                )
         bar.close()
     model.eval()
     wall = time.perf_counter() - started
     frame = pd.DataFrame(curve)
     final = {k: v for k, v in curve[-1].items() if k not in ("step", "loss")}
-    return TrainResult(model, frame, final, config, wall, (config.steps - first_step) / wall if wall > 0 else math.nan,
-                       checkpoint)
+    return TrainResult(
+        model,
+        frame,
+        final,
+        config,
+        wall,
+        (config.steps - first_step) / wall if wall > 0 else math.nan,
+        checkpoint,
+    )

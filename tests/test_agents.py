@@ -56,9 +56,13 @@ def test_random_agent_is_reproducible_and_at_chance(env):
 def test_popularity_learns_the_mean_reward_per_item(env, log):
     agent = PopularityAgent(env).fit(log)
     for item in range(env.unwrapped.n_items):
-        assert agent.item_popularity_[item] == pytest.approx(log.rewards[log.actions == item].mean())
+        assert agent.item_popularity_[item] == pytest.approx(
+            log.rewards[log.actions == item].mean()
+        )
     # and that estimates the env's mean expected reward per item
-    truth = env.unwrapped.expected_reward(env.unwrapped.sample_users(20_000, np.random.default_rng(0))).mean(0)
+    truth = env.unwrapped.expected_reward(
+        env.unwrapped.sample_users(20_000, np.random.default_rng(0))
+    ).mean(0)
     assert np.abs(agent.item_popularity_ - truth).max() < 0.1
     users = env.unwrapped.test_users(4, seed=0)
     ranking = agent.recommend(users, 10)
@@ -74,7 +78,9 @@ def test_popularity_rules_and_unlogged_items(env, log):
     assert agent.item_counts_[9] == 0
     assert agent.item_popularity_[9] == pytest.approx((partial.rewards > 0).mean())
     # ToyEnv's rewards are 0/1: both rules agree
-    assert np.allclose(agent.item_popularity_[:9], PopularityAgent(env).fit(partial).item_popularity_[:9])
+    assert np.allclose(
+        agent.item_popularity_[:9], PopularityAgent(env).fit(partial).item_popularity_[:9]
+    )
 
 
 def test_popularity_errors(env, log):
@@ -130,7 +136,10 @@ def test_bad_agents_get_clear_errors(env):
     users = env.unwrapped.test_users(2)
     with pytest.raises(NotImplementedError, match="Agent must implement score_items"):
         Agent(env).recommend(users, 1)
-    with pytest.raises(ValueError, match=r"WrongShape.score_items: expected shape .* = \(2, 10\), got shape \(2, 3\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"WrongShape.score_items: expected shape .* = \(2, 10\), got shape \(2, 3\)",
+    ):
         WrongShape(env).recommend(users, 1)
     with pytest.raises(ValueError, match="WrongShape.score_items"):
         evaluate(WrongShape(env), env)
@@ -192,8 +201,10 @@ def make_or_skip(env_id):
 def test_baselines_in_every_env(env_id):
     env = make_or_skip(env_id)
     log = collect(env, n=2_000, seed=0)
-    results = {type(agent).__name__: evaluate(agent, env, n_users=300, seed=0)
-               for agent in (RandomAgent(env), PopularityAgent(env).fit(log), OracleAgent(env))}
+    results = {
+        type(agent).__name__: evaluate(agent, env, n_users=300, seed=0)
+        for agent in (RandomAgent(env), PopularityAgent(env).fit(log), OracleAgent(env))
+    }
     for metrics in results.values():
         assert all(0.0 <= v <= 1.0 for k, v in metrics.items() if "@" in k)
     assert results["OracleAgent"]["NDCG@10"] > results["RandomAgent"]["NDCG@10"]
@@ -210,7 +221,9 @@ def test_spotify_reference_points():
     assert oracle["HR@1"] == 1.0
     assert oracle["P@5"] == pytest.approx(0.983, abs=0.01)
     assert oracle["R@10"] == pytest.approx(0.706, abs=0.03)
-    log = collect(env, n=160_000, seed=0)  # the paper's log size: close songs need it to be told apart
+    log = collect(
+        env, n=160_000, seed=0
+    )  # the paper's log size: close songs need it to be told apart
     liked = evaluate(PopularityAgent(env, by="positive_rate").fit(log), env, n_users=3_000, seed=11)
     assert liked["HR@1"] == pytest.approx(0.41, abs=0.04)
     assert liked["HR@5"] == pytest.approx(0.96, abs=0.03)

@@ -27,10 +27,14 @@ MOVED = [
 ]
 
 
-@pytest.mark.parametrize(("old_module", "name", "new"), MOVED, ids=lambda x: getattr(x, "__name__", x))
+@pytest.mark.parametrize(
+    ("old_module", "name", "new"), MOVED, ids=lambda x: getattr(x, "__name__", x)
+)
 def test_an_old_import_path_warns_and_gives_the_same_object(old_module, name, new):
     module = importlib.import_module(old_module)
-    with pytest.warns(DeprecationWarning, match=f"{old_module}.{name} is deprecated: use recsim_ft"):
+    with pytest.warns(
+        DeprecationWarning, match=f"{old_module}.{name} is deprecated: use recsim_ft"
+    ):
         assert getattr(module, name) is new
 
 
@@ -42,7 +46,10 @@ def test_unknown_names_are_still_attribute_errors():
 def test_public_names_need_no_warning():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        assert (recsim_ft.Batch, recsim_ft.Feature, recsim_ft.Schema) == (schema.Batch, schema.Feature,
-                                                                          schema.Schema)
+        assert (recsim_ft.Batch, recsim_ft.Feature, recsim_ft.Schema) == (
+            schema.Batch,
+            schema.Feature,
+            schema.Schema,
+        )
         from recsim_ft.agents import LinUCBAgent, TwoTowerAgent  # noqa: F401
         from recsim_ft.experiments import RunSpec, reproduce, run, tune  # noqa: F401

@@ -13,8 +13,14 @@ import pytest
 import recsim_ft
 
 PACKAGE = Path(recsim_ft.__file__).parent
-GROUND_FLOOR = ("recsim_ft._deprecation", "recsim_ft.checks", "recsim_ft.fileio", "recsim_ft.metrics",
-                "recsim_ft.protocol", "recsim_ft.schema")
+GROUND_FLOOR = (
+    "recsim_ft._deprecation",
+    "recsim_ft.checks",
+    "recsim_ft.fileio",
+    "recsim_ft.metrics",
+    "recsim_ft.protocol",
+    "recsim_ft.schema",
+)
 
 
 def module_file(name: str) -> Path | None:
@@ -55,12 +61,21 @@ def import_chains(start: str) -> dict[str, list[str]]:
 
 
 def modules_under(folder: str) -> list[str]:
-    return sorted(f"recsim_ft.{folder}.{p.stem}".removesuffix(".__init__") for p in (PACKAGE / folder).glob("*.py"))
+    return sorted(
+        f"recsim_ft.{folder}.{p.stem}".removesuffix(".__init__")
+        for p in (PACKAGE / folder).glob("*.py")
+    )
 
 
-@pytest.mark.parametrize("module", [m for folder in ("models", "data", "agents") for m in modules_under(folder)])
+@pytest.mark.parametrize(
+    "module", [m for folder in ("models", "data", "agents") for m in modules_under(folder)]
+)
 def test_models_data_and_agents_never_reach_an_env_module(module):
-    reached = {name: chain for name, chain in import_chains(module).items() if name.startswith("recsim_ft.envs")}
+    reached = {
+        name: chain
+        for name, chain in import_chains(module).items()
+        if name.startswith("recsim_ft.envs")
+    }
     assert not reached, "\n".join(" -> ".join(chain) for chain in reached.values())
 
 

@@ -16,8 +16,18 @@ from recsim_ft.agents.bandits import (
 from recsim_ft.agents.base import Agent
 from recsim_ft.agents.baselines import OracleAgent, PopularityAgent, RandomAgent
 
-__all__ = ["Agent", "EpsilonGreedyAgent", "LinUCBAgent", "OnlineAgent", "OnlineTwoTowerAgent", "OracleAgent",
-           "PopularityAgent", "RandomAgent", "ThompsonSamplingAgent", "TwoTowerAgent"]
+__all__ = [
+    "Agent",
+    "EpsilonGreedyAgent",
+    "LinUCBAgent",
+    "OnlineAgent",
+    "OnlineTwoTowerAgent",
+    "OracleAgent",
+    "PopularityAgent",
+    "RandomAgent",
+    "ThompsonSamplingAgent",
+    "TwoTowerAgent",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -40,7 +40,9 @@ class OnlineAgent(Agent):
 
     def update_batch(self, users: Batch, actions: np.ndarray, rewards: np.ndarray) -> None:
         """Learn from ``rewards[i]`` of showing item ``actions[i]`` to user ``i``."""
-        raise NotImplementedError(f"{type(self).__name__} must implement update_batch(users, actions, rewards)")
+        raise NotImplementedError(
+            f"{type(self).__name__} must implement update_batch(users, actions, rewards)"
+        )
 
     def act(self, observation: dict[str, np.ndarray]) -> int:
         """The exploring choice for one Gymnasium observation (``Agent.act`` is greedy)."""
@@ -52,14 +54,20 @@ class OnlineAgent(Agent):
     def _one_user(self, observation: dict[str, np.ndarray]) -> Batch:
         users = Batch.from_observations(observation, self.rec_env.user_schema)
         if len(users) != 1:
-            raise ValueError(f"act()/update() take one observation, got {len(users)}; use act_batch/update_batch")
+            raise ValueError(
+                f"act()/update() take one observation, got {len(users)}; use act_batch/update_batch"
+            )
         return users
 
-    def _checked_feedback(self, users: Batch, actions: np.ndarray, rewards: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _checked_feedback(
+        self, users: Batch, actions: np.ndarray, rewards: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
         actions, rewards = np.asarray(actions), np.asarray(rewards, dtype=np.float64)
         if actions.shape != (len(users),) or rewards.shape != (len(users),):
-            raise ValueError(f"update_batch needs one action and one reward per user ({len(users)}), "
-                             f"got actions {actions.shape} and rewards {rewards.shape}")
+            raise ValueError(
+                f"update_batch needs one action and one reward per user ({len(users)}), "
+                f"got actions {actions.shape} and rewards {rewards.shape}"
+            )
         if not np.isfinite(rewards).all():
             raise ValueError("rewards contain NaN or inf")
         return check_actions(actions, self.n_items, len(users)), rewards
@@ -78,7 +86,8 @@ class EpsilonGreedyAgent(OnlineAgent):
         epsilon: exploration probability in [0, 1].
         seed: seed of the agent's own generator (exploration and tie-breaks).
 
-    Attributes: ``counts_`` (n_items,) interactions per item, ``means_`` (n_items,) their mean reward.
+    Attributes: ``counts_`` (n_items,) interactions per item, ``means_`` (n_items,) their mean
+    reward.
 
     >>> import gymnasium as gym
     >>> env = gym.make("Spotify-v0")
@@ -118,7 +127,9 @@ class EpsilonGreedyAgent(OnlineAgent):
             best = np.flatnonzero(means == means.max())
             greedy = self.rng.choice(best, size=n)
         explore = self.rng.random(n) < self.epsilon
-        return np.where(explore, self.rng.integers(0, self.n_items, size=n), greedy).astype(np.int64)
+        return np.where(explore, self.rng.integers(0, self.n_items, size=n), greedy).astype(
+            np.int64
+        )
 
     def update_batch(self, users: Batch, actions: np.ndarray, rewards: np.ndarray) -> None:
         actions, rewards = self._checked_feedback(users, actions, rewards)
@@ -132,7 +143,8 @@ def user_context(users: Batch, schema: Schema) -> np.ndarray:
     feature, and a constant 1 (the per-item intercept).
 
     >>> from recsim_ft.schema import Feature
-    >>> schema = Schema((Feature("age", "numeric", low=18, high=90), Feature("sex", "categorical", ("f", "m"))))
+    >>> age = Feature("age", "numeric", low=18, high=90)
+    >>> schema = Schema((age, Feature("sex", "categorical", ("f", "m"))))
     >>> user_context(Batch([[54.0]], [[1]], [7]), schema).tolist()
     [[0.5, 0.0, 1.0, 1.0]]
     """
@@ -140,7 +152,11 @@ def user_context(users: Batch, schema: Schema) -> np.ndarray:
     high = np.array([f.high for f in schema.numeric], dtype=np.float64)
     bounded = np.isfinite(low) & np.isfinite(high) & (high > low)
     numeric = users.numeric.astype(np.float64)
-    numeric = np.where(bounded, (numeric - np.where(bounded, low, 0.0)) / np.where(bounded, high - low, 1.0), numeric)
+    numeric = np.where(
+        bounded,
+        (numeric - np.where(bounded, low, 0.0)) / np.where(bounded, high - low, 1.0),
+        numeric,
+    )
     blocks = [numeric]
     for j, cardinality in enumerate(schema.cardinalities):
         blocks.append(np.eye(cardinality)[users.categorical[:, j]])
@@ -311,8 +327,17 @@ class OnlineTwoTowerAgent(OnlineAgent):
     ``TwoTowerAgent``, after the first refit).
     """
 
-    def __init__(self, env: gym.Env, embedder: str = "mamba", preset: Any = "quick", refit_every: int = 1000,
-                 epsilon: float = 0.1, seed: int = 0, train_config: Any = None, **model_overrides: Any) -> None:
+    def __init__(
+        self,
+        env: gym.Env,
+        embedder: str = "mamba",
+        preset: Any = "quick",
+        refit_every: int = 1000,
+        epsilon: float = 0.1,
+        seed: int = 0,
+        train_config: Any = None,
+        **model_overrides: Any,
+    ) -> None:
         super().__init__(env)
         self.embedder, self.preset = embedder, preset
         self.refit_every = check_int("refit_every", refit_every, low=1)
@@ -340,8 +365,9 @@ class OnlineTwoTowerAgent(OnlineAgent):
         greedy = self.recommend(users, 1)[:, 0]
         explore = self.rng.random(n) < self.epsilon
         actions = np.where(explore, self.rng.integers(0, self.n_items, size=n), greedy)
-        self._last_propensities = np.where(actions == greedy, 1 - self.epsilon + self.epsilon * uniform,
-                                           self.epsilon * uniform)
+        self._last_propensities = np.where(
+            actions == greedy, 1 - self.epsilon + self.epsilon * uniform, self.epsilon * uniform
+        )
         return actions.astype(np.int64)
 
     def update_batch(self, users: Batch, actions: np.ndarray, rewards: np.ndarray) -> None:
@@ -360,21 +386,39 @@ class OnlineTwoTowerAgent(OnlineAgent):
         if not self._seen:
             raise RuntimeError("the agent has not seen any interaction yet")
         users, actions, rewards, propensities = zip(*self._seen, strict=True)
-        return InteractionLog.from_env(self.env, Batch.concat(users), np.concatenate(actions),
-                                       np.concatenate(rewards), np.concatenate(propensities), self.seed)
+        return InteractionLog.from_env(
+            self.env,
+            Batch.concat(users),
+            np.concatenate(actions),
+            np.concatenate(rewards),
+            np.concatenate(propensities),
+            self.seed,
+        )
 
     def refit(self) -> OnlineTwoTowerAgent:
         """Train a fresh two-tower model on ``log()`` (``update_batch`` calls it every
-        ``refit_every`` interactions). Torch is imported here, so the bandits above load without it."""
+        ``refit_every`` interactions). The trainer is imported here, so the bandits above load
+        without torch."""
         from recsim_ft.agents.two_tower import TwoTowerAgent
         from recsim_ft.train import TrainConfig
 
-        config = self.train_config or TrainConfig(seed=self.seed, eval_every=None, checkpoint_every=None)
-        agent = TwoTowerAgent(self.env, self.embedder, self.preset, train_config=config, **self.model_overrides)
+        config = self.train_config or TrainConfig(
+            seed=self.seed, eval_every=None, checkpoint_every=None
+        )
+        agent = TwoTowerAgent(
+            self.env, self.embedder, self.preset, train_config=config, **self.model_overrides
+        )
         self.model_agent_ = agent.fit(self.log())
         self.fits_ += 1
         return self
 
 
-__all__ = ["EpsilonGreedyAgent", "LinUCBAgent", "LinearBanditAgent", "OnlineAgent", "OnlineTwoTowerAgent",
-           "ThompsonSamplingAgent", "user_context"]
+__all__ = [
+    "EpsilonGreedyAgent",
+    "LinUCBAgent",
+    "LinearBanditAgent",
+    "OnlineAgent",
+    "OnlineTwoTowerAgent",
+    "ThompsonSamplingAgent",
+    "user_context",
+]

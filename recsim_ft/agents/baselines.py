@@ -23,7 +23,8 @@ class RandomAgent(Agent):
     >>> import gymnasium as gym
     >>> env = gym.make("Spotify-v0")
     >>> users = env.unwrapped.test_users(3, seed=0)
-    >>> RandomAgent(env, seed=1).recommend(users, 2).tolist() == RandomAgent(env, seed=1).recommend(users, 2).tolist()
+    >>> first, second = RandomAgent(env, seed=1), RandomAgent(env, seed=1)
+    >>> first.recommend(users, 2).tolist() == second.recommend(users, 2).tolist()
     True
     """
 
@@ -69,15 +70,18 @@ class PopularityAgent(Agent):
             raise ValueError("cannot fit PopularityAgent on an empty log")
         item_schema = getattr(log, "item_schema", None)
         if item_schema is not None and item_schema != self.rec_env.item_schema:
-            raise ValueError(f"the log's items ({getattr(log, 'env_id', '?')}, {getattr(log, 'n_items', '?')} "
-                             f"items) are not this env's ({self.n_items} items): item schemas differ")
+            raise ValueError(
+                f"the log's items ({getattr(log, 'env_id', '?')}, {getattr(log, 'n_items', '?')} "
+                f"items) are not this env's ({self.n_items} items): item schemas differ"
+            )
         actions = check_actions(log.actions, self.n_items, len(log), "the log's actions")
         rewards = np.asarray(log.rewards, dtype=np.float64)
         values = rewards if self.by == "mean_reward" else (rewards > 0).astype(np.float64)
         self.item_counts_ = np.bincount(actions, minlength=self.n_items)
         totals = np.bincount(actions, weights=values, minlength=self.n_items)
-        self.item_popularity_ = np.where(self.item_counts_ > 0, totals / np.maximum(self.item_counts_, 1),
-                                         values.mean())
+        self.item_popularity_ = np.where(
+            self.item_counts_ > 0, totals / np.maximum(self.item_counts_, 1), values.mean()
+        )
         return self
 
     def score_items(self, users: Batch) -> np.ndarray:

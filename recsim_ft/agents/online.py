@@ -4,4 +4,6 @@ online loop itself is ``recsim_ft.online.run_online``)."""
 from recsim_ft._deprecation import moved_names
 from recsim_ft.agents import bandits
 
-__getattr__ = moved_names(__name__, {name: f"{bandits.__name__}.{name}" for name in bandits.__all__})
+__getattr__ = moved_names(
+    __name__, {name: f"{bandits.__name__}.{name}" for name in bandits.__all__}
+)

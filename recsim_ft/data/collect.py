@@ -15,7 +15,9 @@ from recsim_ft.schema import Batch
 Policy = Callable[[Batch, np.random.Generator], "np.ndarray | tuple[np.ndarray, np.ndarray]"]
 
 
-def collect(env: gym.Env, n: int = 160_000, policy: Policy | None = None, seed: int | None = 0) -> InteractionLog:
+def collect(
+    env: gym.Env, n: int = 160_000, policy: Policy | None = None, seed: int | None = 0
+) -> InteractionLog:
     """Log ``n`` events of a behaviour policy in ``env`` (the paper's 160,000 by default).
 
     ``policy=None`` uses the env's own behaviour policy ``env.sample_log`` (uniform for Spotify
@@ -31,13 +33,17 @@ def collect(env: gym.Env, n: int = 160_000, policy: Policy | None = None, seed: 
     """
     base = env.unwrapped
     n = check_int("n", n, low=1)
-    behaviour_rng, reward_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(2))
+    behaviour_rng, reward_rng = (
+        np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(2)
+    )
     if policy is None:
         users, actions, propensities = base.sample_log(n, behaviour_rng)
     else:
         users = base.sample_users(n, behaviour_rng)
         chosen = policy(users, behaviour_rng)
-        actions, propensities = chosen if isinstance(chosen, tuple) else (chosen, np.full(n, np.nan))
+        actions, propensities = (
+            chosen if isinstance(chosen, tuple) else (chosen, np.full(n, np.nan))
+        )
     actions = check_actions(actions, base.n_items, n, "the policy's actions")
     rewards = base.sample_reward(users, actions, reward_rng)
     return InteractionLog.from_env(env, users, actions, rewards, propensities, seed)

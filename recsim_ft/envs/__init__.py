@@ -11,7 +11,9 @@ from recsim_ft._deprecation import moved_names
 from recsim_ft.envs.base import RecEnv
 
 #: ``Batch``, ``Feature`` and ``Schema`` were exported here before version 0.2.
-__getattr__ = moved_names(__name__, {name: f"recsim_ft.schema.{name}" for name in ("Batch", "Feature", "Schema")})
+__getattr__ = moved_names(
+    __name__, {name: f"recsim_ft.schema.{name}" for name in ("Batch", "Feature", "Schema")}
+)
 
 ENV_IDS = ("Spotify-v0", "HMFashion-v0", "VaccineMessaging-v0")
 
@@ -33,8 +35,12 @@ def register_envs() -> None:
     """Register every env id with Gymnasium (idempotent)."""
     for env_id, entry_point in _ENTRY_POINTS.items():
         if env_id not in registry:
-            register(id=env_id, entry_point=entry_point, vector_entry_point=_VECTOR_ENTRY_POINTS[env_id],
-                     disable_env_checker=False)
+            register(
+                id=env_id,
+                entry_point=entry_point,
+                vector_entry_point=_VECTOR_ENTRY_POINTS[env_id],
+                disable_env_checker=False,
+            )
 
 
 def make_env(env_id: str, env_kwargs: dict[str, Any] | None = None) -> RecEnv:
@@ -47,7 +53,9 @@ def make_env(env_id: str, env_kwargs: dict[str, Any] | None = None) -> RecEnv:
     try:
         return gym.make(env_id, **(env_kwargs or {})).unwrapped
     except (gym.error.Error, ModuleNotFoundError) as err:
-        raise ValueError(f"unknown env id {env_id!r} ({err}); recsim-ft envs: {', '.join(ENV_IDS)}") from None
+        raise ValueError(
+            f"unknown env id {env_id!r} ({err}); recsim-ft envs: {', '.join(ENV_IDS)}"
+        ) from None
     except TypeError as err:  # an argument the env does not take
         raise ValueError(f"bad kwargs {env_kwargs!r} for {env_id}: {err}") from None
 

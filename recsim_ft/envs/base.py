@@ -21,8 +21,10 @@ from recsim_ft.checks import check_action, check_actions, check_choice, check_in
 from recsim_ft.protocol import SPLITS
 
 #: The feature vocabulary lived here before version 0.2; it is ``recsim_ft.schema`` now.
-__getattr__ = moved_names(__name__, {name: f"recsim_ft.schema.{name}"
-                                     for name in ("Batch", "Feature", "FeatureKind", "Schema")})
+__getattr__ = moved_names(
+    __name__,
+    {name: f"recsim_ft.schema.{name}" for name in ("Batch", "Feature", "FeatureKind", "Schema")},
+)
 
 #: spawn key of the validation users' random stream (independent of the test users' stream)
 VALIDATION_STREAM = 0x7A11D
@@ -62,7 +64,9 @@ class RecEnv(gym.Env):
         """(n_users, n_items) bool: the items that count as hits in evaluation."""
         raise NotImplementedError
 
-    def sample_reward(self, users: schema.Batch, items: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    def sample_reward(
+        self, users: schema.Batch, items: np.ndarray, rng: np.random.Generator
+    ) -> np.ndarray:
         """Reward of recommending ``items[i]`` to user ``i``; default Bernoulli(expected)."""
         items = check_actions(items, self.n_items, len(users))
         p = self.expected_reward(users)[np.arange(len(users)), items]
@@ -83,7 +87,9 @@ class RecEnv(gym.Env):
         check_choice("split", split, SPLITS)
         return self.test_users(n, seed) if split == "test" else self.validation_users(n, seed)
 
-    def sample_log(self, n: int, rng: np.random.Generator) -> tuple[schema.Batch, np.ndarray, np.ndarray]:
+    def sample_log(
+        self, n: int, rng: np.random.Generator
+    ) -> tuple[schema.Batch, np.ndarray, np.ndarray]:
         """The default behaviour policy: users, actions and propensities of ``n`` logged events.
 
         Default: fresh users, uniform actions (propensity 1 / n_items).
@@ -101,8 +107,9 @@ class RecEnv(gym.Env):
         self._user: schema.Batch | None = None
         self._t = 0
 
-    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None
-              ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         super().reset(seed=seed)
         self._user = self.sample_users(1, self.np_random)
         self._t = 0

@@ -18,8 +18,11 @@ ITEM_FEATURE_OPTIONS = ("rank", "audio", "both")
 
 @lru_cache(maxsize=1)
 def load_spotify_asset() -> dict[str, Any]:
-    """The packaged asset (built by ``scripts/build_spotify_asset.py``): matrices as float64 arrays."""
-    text = resources.files("recsim_ft").joinpath("assets", "spotify.json").read_text(encoding="utf-8")
+    """The packaged asset (built by ``scripts/build_spotify_asset.py``), matrices as float64
+    arrays."""
+    text = (
+        resources.files("recsim_ft").joinpath("assets", "spotify.json").read_text(encoding="utf-8")
+    )
     asset = json.loads(text)
     asset["genre_matrix"] = np.asarray(asset["genre_matrix"], dtype=np.float64)
     asset["top50_matrix"] = np.asarray(asset["top50_matrix"], dtype=np.float64)
@@ -143,9 +146,13 @@ class SpotifyEnv(RecEnv):
         try:
             low, high = (check_float("genre_fraction", x) for x in genre_fraction)
         except (TypeError, ValueError):
-            raise ValueError(f"genre_fraction must be a pair (low, high) of numbers, got {genre_fraction!r}") from None
+            raise ValueError(
+                f"genre_fraction must be a pair (low, high) of numbers, got {genre_fraction!r}"
+            ) from None
         if not 0.0 <= low <= high <= 1.0:
-            raise ValueError(f"genre_fraction must satisfy 0 <= low <= high <= 1, got {genre_fraction!r}")
+            raise ValueError(
+                f"genre_fraction must satisfy 0 <= low <= high <= 1, got {genre_fraction!r}"
+            )
         self.genre_fraction = (low, high)
         self.item_features = check_choice("item_features", item_features, ITEM_FEATURE_OPTIONS)
 
@@ -157,19 +164,27 @@ class SpotifyEnv(RecEnv):
         self.artists: tuple[str, ...] = tuple(asset["artists"])
         genre_matrix, top50_matrix = asset["genre_matrix"], asset["top50_matrix"]
         #: R, (n_genres, n_items): a user's preference for each song is ``u @ affinity``
-        self.affinity = (genre_matrix - genre_matrix.mean(axis=0)) @ (top50_matrix - top50_matrix.mean(axis=0)).T
+        self.affinity = (genre_matrix - genre_matrix.mean(axis=0)) @ (
+            top50_matrix - top50_matrix.mean(axis=0)
+        ).T
         self._audio = top50_matrix.astype(np.float32)
 
         self.n_items = len(self.track_ids)
-        self.user_schema = Schema(tuple(Feature(g, "numeric", low=0.0, high=1.0) for g in self.genres))
+        self.user_schema = Schema(
+            tuple(Feature(g, "numeric", low=0.0, high=1.0) for g in self.genres)
+        )
         rank = Feature(
-            "rank", "categorical", tuple(f"{t} - {a}" for t, a in zip(self.titles, self.artists, strict=True))
+            "rank",
+            "categorical",
+            tuple(f"{t} - {a}" for t, a in zip(self.titles, self.artists, strict=True)),
         )
         audio = tuple(
             Feature(name, "numeric", low=float(column.min()), high=float(column.max()))
             for name, column in zip(self.audio_features, top50_matrix.T, strict=True)
         )
-        self.item_schema = Schema({"rank": (rank,), "audio": audio, "both": (rank, *audio)}[item_features])
+        self.item_schema = Schema(
+            {"rank": (rank,), "audio": audio, "both": (rank, *audio)}[item_features]
+        )
         self._init_spaces(horizon)
 
     # -- vectorized API -------------------------------------------------------------------------
@@ -185,19 +200,31 @@ class SpotifyEnv(RecEnv):
 
     def item_table(self) -> Batch:
         ranks = np.arange(self.n_items, dtype=np.int64)
-        numeric = self._audio.copy() if self.item_features != "rank" else np.zeros((self.n_items, 0), np.float32)
-        categorical = ranks[:, None] if self.item_features != "audio" else np.zeros((self.n_items, 0), np.int64)
+        numeric = (
+            self._audio.copy()
+            if self.item_features != "rank"
+            else np.zeros((self.n_items, 0), np.float32)
+        )
+        categorical = (
+            ranks[:, None]
+            if self.item_features != "audio"
+            else np.zeros((self.n_items, 0), np.int64)
+        )
         return Batch(numeric, categorical, ranks)
 
     def expected_reward(self, users: Batch) -> np.ndarray:
         self.user_schema.validate(users, "users")
         return self._label(users.numeric.astype(np.float64) @ self.affinity)
 
-    def sample_reward(self, users: Batch, items: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    def sample_reward(
+        self, users: Batch, items: np.ndarray, rng: np.random.Generator
+    ) -> np.ndarray:
         """The label itself: the rule is deterministic, so ``rng`` is not used."""
         self.user_schema.validate(users, "users")
         items = check_actions(items, self.n_items, len(users))
-        preference = np.einsum("ng,gn->n", users.numeric.astype(np.float64), self.affinity[:, items])
+        preference = np.einsum(
+            "ng,gn->n", users.numeric.astype(np.float64), self.affinity[:, items]
+        )
         return self._label(preference).astype(np.float32)
 
     def relevant(self, users: Batch) -> np.ndarray:
@@ -205,4 +232,6 @@ class SpotifyEnv(RecEnv):
 
     def _label(self, preference: np.ndarray) -> np.ndarray:
         """+1 above the indifference band, -1 below it, 0 inside (float64)."""
-        return np.where(preference > self.threshold, 1.0, np.where(preference < -self.threshold, -1.0, 0.0))
+        return np.where(
+            preference > self.threshold, 1.0, np.where(preference < -self.threshold, -1.0, 0.0)
+        )

@@ -3,10 +3,11 @@
 ``gym.make_vec("Spotify-v0", num_envs=N)`` returns a ``RecVectorEnv`` (Gymnasium uses a registered
 ``vector_entry_point`` by default; ``vectorization_mode="sync"`` still gives the generic
 ``SyncVectorEnv`` of N separate env copies, and is needed for ``make_vec(..., wrappers=...)``,
-which Gymnasium refuses for a vector entry point). Every step is two calls of the env's vectorized API
-(``expected_reward`` and ``sample_reward`` on all N users at once) instead of N Python-level
-``step`` calls, and the N slots share one env object, so an env that is costly to build (H&M,
-vaccine with its k-means) is built once. ``benchmarks/vector_env.py`` measures the speed-up.
+which Gymnasium refuses for a vector entry point). Every step is two calls of the env's
+vectorized API (``expected_reward`` and ``sample_reward`` on all N users at once) instead of N
+Python-level ``step`` calls, and the N slots share one env object, so an env that is costly to
+build (H&M, vaccine with its k-means) is built once. ``benchmarks/vector_env.py`` measures the
+speed-up.
 """
 
 from __future__ import annotations
@@ -87,24 +88,36 @@ class RecVectorEnv(VectorEnv):
     #: The env id the subclasses registered as ``vector_entry_point`` build.
     env_id: str | None = None
 
-    def __init__(self, env: str | gym.Env | None = None, num_envs: int = 1, *,
-                 autoreset_mode: AutoresetMode | str = AutoresetMode.NEXT_STEP, **env_kwargs: Any) -> None:
+    def __init__(
+        self,
+        env: str | gym.Env | None = None,
+        num_envs: int = 1,
+        *,
+        autoreset_mode: AutoresetMode | str = AutoresetMode.NEXT_STEP,
+        **env_kwargs: Any,
+    ) -> None:
         num_envs = check_int("num_envs", num_envs, low=1)
         try:
             mode = AutoresetMode(autoreset_mode)
         except ValueError:
             mode = None
         if mode not in _MODES:
-            raise ValueError(f"autoreset_mode must be one of {[m.value for m in _MODES]}, got {autoreset_mode!r}")
+            raise ValueError(
+                f"autoreset_mode must be one of {[m.value for m in _MODES]}, got {autoreset_mode!r}"
+            )
         env = self.env_id if env is None else env
         if env is None:
             raise ValueError("RecVectorEnv needs an env id or an env object")
         if isinstance(env, str):
             env = gym.make(env, **env_kwargs)
         elif env_kwargs:
-            raise ValueError(f"env kwargs {sorted(env_kwargs)} only apply when env is an id, not an env object")
+            raise ValueError(
+                f"env kwargs {sorted(env_kwargs)} only apply when env is an id, not an env object"
+            )
         if not isinstance(env.unwrapped, RecEnv):
-            raise TypeError(f"RecVectorEnv needs a recsim-ft env (a RecEnv), got {type(env.unwrapped).__name__}")
+            raise TypeError(
+                f"RecVectorEnv needs a recsim-ft env (a RecEnv), got {type(env.unwrapped).__name__}"
+            )
         self.env: RecEnv = env.unwrapped
         self.num_envs = num_envs
         self.autoreset_mode = mode
@@ -117,29 +130,39 @@ class RecVectorEnv(VectorEnv):
         self._t = np.zeros(self.num_envs, np.int64)
         self._ended = np.zeros(self.num_envs, bool)
 
-    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None
-              ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         """New users for every slot, or only for ``options["reset_mask"]`` (bool (N,)) as in
         ``SyncVectorEnv``. ``seed`` (an int) reseeds the one generator of all slots."""
         if seed is not None:  # one seed for all slots
-            self._np_random, self._np_random_seed = seeding.np_random(check_int("seed", seed, low=0))
+            self._np_random, self._np_random_seed = seeding.np_random(
+                check_int("seed", seed, low=0)
+            )
         mask = np.ones(self.num_envs, bool)
         if options is not None and "reset_mask" in options:
             mask = np.asarray(options["reset_mask"])
             if mask.dtype != np.bool_ or mask.shape != (self.num_envs,) or not mask.any():
-                raise ValueError(f"options['reset_mask'] must be a bool array of shape ({self.num_envs},) "
-                                 f"with at least one True, got {mask!r}")
+                raise ValueError(
+                    f"options['reset_mask'] must be a bool array of shape ({self.num_envs},) "
+                    f"with at least one True, got {mask!r}"
+                )
         if self._users is None and not mask.all():
             raise RuntimeError("the first reset must reset every slot (no reset_mask)")
         self._new_users(mask)
         return self._observations(), _stacked({"user_id": self._users.ids}, mask)
 
-    def step(self, actions: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, np.ndarray,
-                                                 dict[str, Any]]:
+    def step(
+        self, actions: np.ndarray
+    ) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
         if self._users is None:
             raise RuntimeError("call reset() before step()")
         actions = check_actions(actions, self.env.n_items, self.num_envs)
-        stepping = ~self._ended if self.autoreset_mode == AutoresetMode.NEXT_STEP else np.ones(self.num_envs, bool)
+        stepping = (
+            ~self._ended
+            if self.autoreset_mode == AutoresetMode.NEXT_STEP
+            else np.ones(self.num_envs, bool)
+        )
         rewards = np.zeros(self.num_envs, np.float64)
         expected = np.zeros(self.num_envs, np.float64)
         if stepping.any():
@@ -159,7 +182,9 @@ class RecVectorEnv(VectorEnv):
             for i in np.flatnonzero(terminated):
                 final_obs[i] = self._users.observation(i, self.env.user_schema)
             infos["final_obs"], infos["_final_obs"] = final_obs, terminated.copy()
-            infos["final_info"] = _stacked({"user_id": self._users.ids, "expected_reward": expected}, terminated)
+            infos["final_info"] = _stacked(
+                {"user_id": self._users.ids, "expected_reward": expected}, terminated
+            )
             infos["_final_info"] = terminated.copy()
             self._new_users(terminated)
             reported = stepping & ~terminated

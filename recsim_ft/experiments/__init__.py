@@ -43,12 +43,42 @@ from recsim_ft.experiments.stats import mean_ci, paired_test, paired_tests, runs
 from recsim_ft.experiments.tuning import TuneReport, tune
 
 #: Names that moved in version 0.2: ``make_env`` to the env layer, ``evaluate_run`` renamed.
-__getattr__ = moved_names(__name__, {"make_env": "recsim_ft.envs.make_env",
-                                     "evaluate_run": f"{__name__}.evaluate_saved_model"})
+__getattr__ = moved_names(
+    __name__,
+    {"make_env": "recsim_ft.envs.make_env", "evaluate_run": f"{__name__}.evaluate_saved_model"},
+)
 
 __all__ = [
-    "AGENTS", "AGENT_LABELS", "BASELINES", "DONE_MARKER", "EMBEDDERS", "ERROR_FILE", "MODEL_FILE", "TABLE_AGENTS",
-    "TUNE_AGENTS", "VACCINE_SETTINGS", "Report", "RunOutcome", "RunSpec", "Setting", "TuneReport", "derived_seeds",
-    "evaluate_saved_model", "finished", "markdown_table", "mean_ci", "paired_test", "paired_tests", "report",
-    "reproduce", "run", "run_safely", "runs_frame", "summarize", "sweep", "table_settings", "table_specs", "tune",
+    "AGENTS",
+    "AGENT_LABELS",
+    "BASELINES",
+    "DONE_MARKER",
+    "EMBEDDERS",
+    "ERROR_FILE",
+    "MODEL_FILE",
+    "TABLE_AGENTS",
+    "TUNE_AGENTS",
+    "VACCINE_SETTINGS",
+    "Report",
+    "RunOutcome",
+    "RunSpec",
+    "Setting",
+    "TuneReport",
+    "derived_seeds",
+    "evaluate_saved_model",
+    "finished",
+    "markdown_table",
+    "mean_ci",
+    "paired_test",
+    "paired_tests",
+    "report",
+    "reproduce",
+    "run",
+    "run_safely",
+    "runs_frame",
+    "summarize",
+    "sweep",
+    "table_settings",
+    "table_specs",
+    "tune",
 ]

@@ -47,7 +47,8 @@ class RunOutcome:
 
 
 def run_safely(spec: RunSpec, run_dir: Path, threads: int | None = None) -> RunOutcome:
-    """Run ``spec`` into ``run_dir``; an exception is saved to ``error.txt`` and returned, not raised.
+    """Run ``spec`` into ``run_dir``; an exception is saved to ``error.txt`` and returned, not
+    raised.
 
     The sweep workers call this (``threads`` caps torch's intra-op threads per worker).
     """
@@ -61,7 +62,9 @@ def run_safely(spec: RunSpec, run_dir: Path, threads: int | None = None) -> RunO
     except Exception as err:  # one failing run must not stop the sweep
         write_atomic(run_dir / ERROR_FILE, traceback.format_exc())
         message = f"{type(err).__name__}: {err}".splitlines()[0]
-        return RunOutcome(spec, run_dir, "failed", error=message, seconds=time.perf_counter() - start)
+        return RunOutcome(
+            spec, run_dir, "failed", error=message, seconds=time.perf_counter() - start
+        )
     return RunOutcome(spec, run_dir, "done", metrics, seconds=time.perf_counter() - start)
 
 
@@ -108,8 +111,14 @@ def _run_ray(pending: list[tuple[RunSpec, Path]], address: str | None) -> Iterat
         yield replace(outcome, run_dir=run_dir)
 
 
-def sweep(specs: Sequence[RunSpec], out: str | os.PathLike, jobs: int = 1, executor: str = "local",
-          address: str | None = None, progress: bool = True) -> list[RunOutcome]:
+def sweep(
+    specs: Sequence[RunSpec],
+    out: str | os.PathLike,
+    jobs: int = 1,
+    executor: str = "local",
+    address: str | None = None,
+    progress: bool = True,
+) -> list[RunOutcome]:
     """Run every spec into ``out/runs/<setting>/<agent>/seed<k>``, reusing finished runs.
 
     Failed runs are returned with their error (the traceback is in their ``error.txt``); the
@@ -127,9 +136,13 @@ def sweep(specs: Sequence[RunSpec], out: str | os.PathLike, jobs: int = 1, execu
             run_dir.mkdir(parents=True, exist_ok=True)
             pending.append((spec, run_dir))
     results = _run_ray(pending, address) if executor == "ray" else _run_local(pending, jobs)
-    bar = tqdm(results, total=len(pending), desc="runs", unit="run", disable=not progress or not pending)
+    bar = tqdm(
+        results, total=len(pending), desc="runs", unit="run", disable=not progress or not pending
+    )
     for outcome in bar:
         outcomes.append(outcome)
-        bar.set_postfix_str(f"{outcome.spec.setting}/{outcome.spec.agent}/seed{outcome.spec.seed} {outcome.status}")
+        bar.set_postfix_str(
+            f"{outcome.spec.setting}/{outcome.spec.agent}/seed{outcome.spec.seed} {outcome.status}"
+        )
     order = {spec: i for i, spec in enumerate(specs)}
     return sorted(outcomes, key=lambda o: order[o.spec])

@@ -50,14 +50,21 @@ def to_json(obj: Any) -> str:
     return json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n"
 
 
-def _metrics_for_json(agent: Any, env: Any, spec: RunSpec, n_users: int, test_seed: int) -> dict[str, float]:
+def _metrics_for_json(
+    agent: Any, env: Any, spec: RunSpec, n_users: int, test_seed: int
+) -> dict[str, float]:
     """``evaluate``'s metrics as floats, as ``metrics.json`` stores them."""
     metrics = evaluate(agent, env, n_users=n_users, seed=test_seed, ks=spec.ks, split=spec.split)
     return {name: float(value) for name, value in metrics.items()}
 
 
-def run(spec: RunSpec, run_dir: str | os.PathLike, resume: bool = False, progress: bool = False,
-        keep_checkpoint: bool = True) -> dict[str, float]:
+def run(
+    spec: RunSpec,
+    run_dir: str | os.PathLike,
+    resume: bool = False,
+    progress: bool = False,
+    keep_checkpoint: bool = True,
+) -> dict[str, float]:
     """Fit and evaluate the agent of ``spec``, writing the run directory; returns the metrics.
 
     ``resume`` continues an interrupted two-tower training from its checkpoint (resume state)
@@ -69,8 +76,10 @@ def run(spec: RunSpec, run_dir: str | os.PathLike, resume: bool = False, progres
     data_seed, train_seed, test_seed = derived_seeds(spec.seed)
     env = make_env(spec.env_id, spec.env_kwargs)
     protocol = protocol_for(env)
-    config: dict[str, Any] = {"spec": spec.to_dict(),
-                              "seeds": {"data": data_seed, "train": train_seed, "test": test_seed}}
+    config: dict[str, Any] = {
+        "spec": spec.to_dict(),
+        "seeds": {"data": data_seed, "train": train_seed, "test": test_seed},
+    }
     write_atomic(run_dir / "config.json", to_json(config))
 
     def logged_data() -> InteractionLog:
@@ -83,10 +92,17 @@ def run(spec: RunSpec, run_dir: str | os.PathLike, resume: bool = False, progres
     agent: Agent
     if spec.agent in EMBEDDERS:
         # the train seed also seeds the initial weights
-        train_config = TrainConfig(lr=protocol.lr if spec.lr is None else spec.lr, steps=spec.steps,
-                                   seed=train_seed, eval_users=spec.eval_users, eval_seed=test_seed,
-                                   eval_split=spec.split, ks=spec.ks, device=spec.device,
-                                   **({} if spec.eval_every is None else {"eval_every": spec.eval_every}))
+        train_config = TrainConfig(
+            lr=protocol.lr if spec.lr is None else spec.lr,
+            steps=spec.steps,
+            seed=train_seed,
+            eval_users=spec.eval_users,
+            eval_seed=test_seed,
+            eval_split=spec.split,
+            ks=spec.ks,
+            device=spec.device,
+            **({} if spec.eval_every is None else {"eval_every": spec.eval_every}),
+        )
         agent = TwoTowerAgent(env, spec.agent, spec.preset, train_config, **spec.model)
         agent.fit(logged_data(), out_dir=run_dir, resume=resume, progress=progress)
         result = agent.result_
@@ -108,19 +124,28 @@ def run(spec: RunSpec, run_dir: str | os.PathLike, resume: bool = False, progres
 
     metrics = _metrics_for_json(agent, env, spec, spec.eval_users, test_seed)
     users = env.eval_users(spec.split, spec.eval_users, test_seed)
-    items = pd.DataFrame({"item": np.arange(env.n_items), "liked": env.relevant(users).sum(axis=0),
-                          "recommended_minus_liked": recommended_minus_liked(agent, env, spec.eval_users,
-                                                                            test_seed, spec.split)})
+    items = pd.DataFrame(
+        {
+            "item": np.arange(env.n_items),
+            "liked": env.relevant(users).sum(axis=0),
+            "recommended_minus_liked": recommended_minus_liked(
+                agent, env, spec.eval_users, test_seed, spec.split
+            ),
+        }
+    )
     write_atomic(run_dir / "items.csv", items.to_csv(index=False))
-    write_atomic(run_dir / "metrics.json", to_json({"metrics": metrics, "fit_seconds": fit_seconds, **extra}))
+    write_atomic(
+        run_dir / "metrics.json", to_json({"metrics": metrics, "fit_seconds": fit_seconds, **extra})
+    )
     write_atomic(run_dir / DONE_MARKER, to_json({"finished": time.strftime("%Y-%m-%dT%H:%M:%S")}))
     if spec.agent in EMBEDDERS and not keep_checkpoint:
         (run_dir / CHECKPOINT_NAME).unlink(missing_ok=True)
     return metrics
 
 
-def evaluate_saved_model(run_dir: str | os.PathLike, n_users: int | None = None,
-                         seed: int | None = None) -> dict[str, float]:
+def evaluate_saved_model(
+    run_dir: str | os.PathLike, n_users: int | None = None, seed: int | None = None
+) -> dict[str, float]:
     """Evaluate the model file of a finished two-tower run again, on ``n_users`` test users
     drawn with ``seed`` (default: the run's own test users)."""
     run_dir = Path(run_dir)
@@ -128,8 +153,10 @@ def evaluate_saved_model(run_dir: str | os.PathLike, n_users: int | None = None,
     spec = RunSpec.from_dict(config["spec"])
     model_path = run_dir / MODEL_FILE
     if not model_path.is_file():
-        raise FileNotFoundError(f"{run_dir} has no model file ({MODEL_FILE}); is the run finished "
-                                f"and a two-tower run (agent {spec.agent!r})?")
+        raise FileNotFoundError(
+            f"{run_dir} has no model file ({MODEL_FILE}); is the run finished "
+            f"and a two-tower run (agent {spec.agent!r})?"
+        )
     env = make_env(spec.env_id, spec.env_kwargs)
     agent = TwoTowerAgent.load(model_path, env)
     test_seed = config["seeds"]["test"] if seed is None else seed
@@ -142,15 +169,19 @@ def finished(spec: RunSpec, run_dir: Path) -> bool:
         return False
     config = json.loads((run_dir / "config.json").read_text())
     saved = RunSpec.from_dict(config["spec"]).to_dict()
-    changed = sorted(k for k in saved.keys() | spec.to_dict().keys() if saved.get(k) != spec.to_dict().get(k))
+    changed = sorted(
+        k for k in saved.keys() | spec.to_dict().keys() if saved.get(k) != spec.to_dict().get(k)
+    )
     if spec.agent in EMBEDDERS and "model" in config:
         # the same spec builds another model when a default changed between versions
         built = asdict(config_from_dict(config["model"]))
         wanted = asdict(make_config(spec.preset, spec.agent, **spec.model))
         changed += sorted(f"model.{k}" for k in wanted if k != "seed" and built.get(k) != wanted[k])
     if changed:
-        raise ValueError(f"{run_dir} holds a finished run with different settings ({', '.join(changed)}); "
-                         "write the sweep to another --out directory")
+        raise ValueError(
+            f"{run_dir} holds a finished run with different settings ({', '.join(changed)}); "
+            "write the sweep to another --out directory"
+        )
     return True
 
 

@@ -65,8 +65,13 @@ def table_settings(table: int, hm_data: str | os.PathLike | None = None) -> list
         ]
     if table == 2:
         return [
-            Setting(f"k{k}_m{m}", f"Vaccine k={k}, messages={m}", "VaccineMessaging-v0",
-                    {"clusters": k, "messages": m}, seed_kwarg="seed")
+            Setting(
+                f"k{k}_m{m}",
+                f"Vaccine k={k}, messages={m}",
+                "VaccineMessaging-v0",
+                {"clusters": k, "messages": m},
+                seed_kwarg="seed",
+            )
             for k, m in VACCINE_SETTINGS
         ]
     raise ValueError(f"table must be 1 or 2, got {table!r}")
@@ -133,8 +138,12 @@ def derived_seeds(seed: int) -> tuple[int, int, int]:
     return int(data), int(train), int(test)
 
 
-def table_specs(settings: Sequence[Setting], seeds: Iterable[int], agents: Sequence[str] = TABLE_AGENTS,
-                **options: Any) -> list[RunSpec]:
+def table_specs(
+    settings: Sequence[Setting],
+    seeds: Iterable[int],
+    agents: Sequence[str] = TABLE_AGENTS,
+    **options: Any,
+) -> list[RunSpec]:
     """Every (setting, agent, seed) run of a table; ``options`` are RunSpec fields (steps, ...)."""
     specs = []
     for setting in settings:
@@ -143,5 +152,9 @@ def table_specs(settings: Sequence[Setting], seeds: Iterable[int], agents: Seque
             if setting.seed_kwarg is not None:
                 kwargs[setting.seed_kwarg] = seed
             for agent in agents:
-                specs.append(RunSpec(setting.env_id, agent, seed, kwargs, setting.name, ks=setting.ks, **options))
+                specs.append(
+                    RunSpec(
+                        setting.env_id, agent, seed, kwargs, setting.name, ks=setting.ks, **options
+                    )
+                )
     return specs

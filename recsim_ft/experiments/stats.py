@@ -17,7 +17,8 @@ from recsim_ft.paper_results import paper_value
 
 
 def mean_ci(values: Sequence[float], confidence: float = 0.95) -> tuple[float, float, float]:
-    """Mean and the t-based ``confidence`` interval of the mean (NaN bounds for fewer than 2 values).
+    """Mean and the t-based ``confidence`` interval of the mean (NaN bounds for fewer than 2
+    values).
 
     >>> m, lo, hi = mean_ci([1.0, 2.0, 3.0])
     >>> m, round(lo, 3), round(hi, 3)
@@ -44,8 +45,14 @@ def paired_test(a: Sequence[float], b: Sequence[float]) -> dict[str, float]:
     if a.shape != b.shape:
         raise ValueError(f"paired samples need equal lengths, got {a.size} and {b.size}")
     diff = a - b
-    result = {"n_pairs": int(a.size), "mean_diff": float(diff.mean()) if a.size else math.nan,
-              "t_stat": math.nan, "t_pvalue": math.nan, "wilcoxon_stat": math.nan, "wilcoxon_pvalue": math.nan}
+    result = {
+        "n_pairs": int(a.size),
+        "mean_diff": float(diff.mean()) if a.size else math.nan,
+        "t_stat": math.nan,
+        "t_pvalue": math.nan,
+        "wilcoxon_stat": math.nan,
+        "wilcoxon_pvalue": math.nan,
+    }
     if a.size < 2 or not np.any(diff != 0):
         return result
     t = stats.ttest_rel(a, b)
@@ -60,16 +67,28 @@ def _metric_order(name: str) -> tuple[int, int]:
     metrics come in this order, but a reused run's come back key-sorted from its metrics.json; one
     order keeps a continued sweep's tables identical to an uninterrupted one's."""
     family, _, k = name.partition("@")
-    return (METRIC_FAMILIES.index(family) if family in METRIC_FAMILIES else len(METRIC_FAMILIES), int(k))
+    return (
+        METRIC_FAMILIES.index(family) if family in METRIC_FAMILIES else len(METRIC_FAMILIES),
+        int(k),
+    )
 
 
 def runs_frame(outcomes: Iterable[RunOutcome]) -> pd.DataFrame:
     """One row per (run, metric) of the successful runs: setting, agent, seed, metric, value."""
     rows = [
-        {"setting": o.spec.setting, "agent": o.spec.agent, "seed": o.spec.seed, "metric": metric, "value": value}
-        for o in outcomes if o.status != "failed"
-        for metric, value in sorted(((m, v) for m, v in o.metrics.items() if "@" in m),
-                                    key=lambda item: _metric_order(item[0]))
+        {
+            "setting": o.spec.setting,
+            "agent": o.spec.agent,
+            "seed": o.spec.seed,
+            "metric": metric,
+            "value": value,
+        }
+        for o in outcomes
+        if o.status != "failed"
+        for metric, value in sorted(
+            ((m, v) for m, v in o.metrics.items() if "@" in m),
+            key=lambda item: _metric_order(item[0]),
+        )
     ]
     return pd.DataFrame(rows, columns=["setting", "agent", "seed", "metric", "value"])
 
@@ -79,9 +98,21 @@ def summarize(runs: pd.DataFrame, confidence: float = 0.95) -> pd.DataFrame:
     rows = []
     for (setting, agent, metric), group in runs.groupby(["setting", "agent", "metric"], sort=False):
         mean, low, high = mean_ci(group["value"].to_numpy(), confidence)
-        rows.append({"setting": setting, "agent": agent, "metric": metric, "n": len(group), "mean": mean,
-                     "ci_low": low, "ci_high": high, "paper": paper_value(setting, agent, metric)})
-    return pd.DataFrame(rows, columns=["setting", "agent", "metric", "n", "mean", "ci_low", "ci_high", "paper"])
+        rows.append(
+            {
+                "setting": setting,
+                "agent": agent,
+                "metric": metric,
+                "n": len(group),
+                "mean": mean,
+                "ci_low": low,
+                "ci_high": high,
+                "paper": paper_value(setting, agent, metric),
+            }
+        )
+    return pd.DataFrame(
+        rows, columns=["setting", "agent", "metric", "n", "mean", "ci_low", "ci_high", "paper"]
+    )
 
 
 def paired_tests(runs: pd.DataFrame, a: str = "mamba", b: str = "transformer") -> pd.DataFrame:

@@ -10,8 +10,18 @@ from recsim_ft.checks import check_choice, check_int
 EMBEDDERS = ("mamba", "transformer", "mlp")
 FINAL_ACTIVATIONS = ("none", "relu")
 #: The ``ModelConfig`` fields that are sizes (widths, depths, counts): positive integers.
-_SIZES = ("d_token", "mamba_layers", "d_state", "d_conv", "expand", "transformer_layers", "n_heads",
-          "d_ffn", "mlp_layers", "mlp_hidden")
+_SIZES = (
+    "d_token",
+    "mamba_layers",
+    "d_state",
+    "d_conv",
+    "expand",
+    "transformer_layers",
+    "n_heads",
+    "d_ffn",
+    "mlp_layers",
+    "mlp_hidden",
+)
 
 
 @dataclass(frozen=True)
@@ -63,8 +73,11 @@ class ModelConfig:
         check_int("ModelConfig.dt_rank", self.dt_rank, low=1, allow_none=True)
         if not self.head_dims:
             raise ValueError("ModelConfig.head_dims must hold at least one width, got ()")
-        object.__setattr__(self, "head_dims", tuple(check_int("ModelConfig.head_dims", d, low=1)
-                                                    for d in self.head_dims))
+        object.__setattr__(
+            self,
+            "head_dims",
+            tuple(check_int("ModelConfig.head_dims", d, low=1) for d in self.head_dims),
+        )
         if self.d_token % self.n_heads:
             raise ValueError(f"d_token {self.d_token} is not divisible by n_heads {self.n_heads}")
 
@@ -76,8 +89,15 @@ class ModelConfig:
 
 PRESETS: dict[str, ModelConfig] = {
     "paper": ModelConfig(),
-    "quick": ModelConfig(d_token=32, mamba_layers=2, d_state=8, d_conv=4, transformer_layers=1,
-                         d_ffn=64, mlp_hidden=64),
+    "quick": ModelConfig(
+        d_token=32,
+        mamba_layers=2,
+        d_state=8,
+        d_conv=4,
+        transformer_layers=1,
+        d_ffn=64,
+        mlp_hidden=64,
+    ),
 }
 
 
@@ -87,11 +107,14 @@ LEGACY_DEFAULTS = {"mamba_residual": True}
 
 
 def config_from_dict(saved: dict) -> ModelConfig:
-    """A ``ModelConfig`` from its saved ``asdict`` form, older files included (``LEGACY_DEFAULTS``)."""
+    """A ``ModelConfig`` from its saved ``asdict`` form, older files included
+    (``LEGACY_DEFAULTS``)."""
     return ModelConfig(**{**LEGACY_DEFAULTS, **saved})
 
 
-def make_config(preset: str | ModelConfig = "paper", embedder: str | None = None, **overrides) -> ModelConfig:
+def make_config(
+    preset: str | ModelConfig = "paper", embedder: str | None = None, **overrides
+) -> ModelConfig:
     """A preset (by name) with ``embedder`` and any ``ModelConfig`` field overridden.
 
     >>> make_config("paper", "transformer", d_token=192).d_token
