@@ -31,6 +31,7 @@ import gymnasium as gym
 import numpy as np
 from scipy import stats
 
+from recsim_ft.checks import check_float
 from recsim_ft.data import InteractionLog
 from recsim_ft.evaluate import agent_scores
 from recsim_ft.metrics import top_k
@@ -61,8 +62,7 @@ class Estimate:
 def _estimate(
     estimator: str, value: float, std_error: float, level: float, n: int, ess: float
 ) -> Estimate:
-    if not 0 < level < 1:
-        raise ValueError(f"level must lie in (0, 1), got {level!r}")
+    level = check_float("level", level, low=0, high=1, low_open=True, high_open=True)
     half = float(stats.norm.ppf(0.5 + level / 2)) * std_error
     return Estimate(
         estimator,

@@ -208,9 +208,8 @@ class VaccineMessagingEnv(RecEnv):
     k-means (scikit-learn ``KMeans``, k-means++ init, ``n_init=1``): on users it is fitted on the
     first ``KMEANS_FIT_USERS`` = 20,000 pool users (an i.i.d. sample) and every pool user is then
     assigned with ``predict``; since the fitted users are in the pool, no user cluster is empty.
-    Construction runs k-means on one thread (``threadpoolctl``): faster for problems this small.
-    Each Table II setting (k, messages) constructs in under 1.5 s on a busy 2-core machine
-    (``benchmarks/vaccine_construction.py`` prints the figures).
+    Construction runs k-means on one thread (``threadpoolctl``): faster for problems this small
+    (``benchmarks/vaccine_construction.py`` measures the construction of every Table II setting).
 
     Messages: written by the recsim-ft authors (no text copied from anywhere; MIT, like the
     package), in ``recsim_ft/assets/vaccine_messages.json`` with a theme tag each (family,
