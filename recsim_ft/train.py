@@ -41,7 +41,7 @@ from recsim_ft.checks import check_choice, check_float, check_int
 from recsim_ft.data import InteractionLog
 from recsim_ft.evaluate import evaluate
 from recsim_ft.fileio import atomic_path
-from recsim_ft.models import FeatureTensors
+from recsim_ft.models import FeatureTensors, TwoTower
 from recsim_ft.protocol import DEFAULT_PROTOCOL, SPLITS, Protocol, protocol_for
 from recsim_ft.schema import Batch
 
@@ -74,6 +74,8 @@ class TrainConfig:
     ``metrics=None`` is the protocol's (every family, plus H&M's Kaggle MAP@12), as
     ``recsim_ft.evaluate`` uses. ``eval_split="validation"`` evaluates on ``env.validation_users``
     instead of the test users (for choosing hyperparameters, as ``recsim-ft tune`` does).
+    ``cuda_graph``: on CUDA, replay
+    each training step as a captured CUDA graph (see :class:`TrainStep`); no effect on CPU.
     """
 
     lr: float | None = None
@@ -88,6 +90,7 @@ class TrainConfig:
     metrics: tuple[str, ...] | None = None
     checkpoint_every: int | None = 1000
     device: str = "cpu"
+    cuda_graph: bool = True
 
     def resolve(self, n_samples: int, protocol: Protocol = DEFAULT_PROTOCOL) -> TrainConfig:
         """A copy with every ``None`` default taken from ``protocol`` (and ``steps`` from the
@@ -126,10 +129,78 @@ class TrainResult:
     checkpoint: Path | None = field(default=None)
 
 
-def make_optimizer(model: nn.Module, lr: float) -> torch.optim.Optimizer:
+def make_optimizer(model: nn.Module, lr: float, capturable: bool = False) -> torch.optim.Optimizer:
     """The trainer's Adam: torch's fused implementation (one kernel for all parameters instead of
-    a loop over them, so small models spend less time in the optimizer; same update rule)."""
-    return torch.optim.Adam(model.parameters(), lr=lr, fused=True)
+    a loop over them, so small models spend less time in the optimizer; same update rule).
+    ``capturable``: its step count lives on the device, so a CUDA graph can capture the step."""
+    return torch.optim.Adam(model.parameters(), lr=lr, fused=True, capturable=capturable)
+
+
+class TrainStep:
+    """One optimisation step on log rows ``index``: scores of the logged pairs, MSE against the
+    logged rewards, backward, Adam; returns the loss as a device tensor (no wait for a GPU).
+
+    With ``cuda_graph=True`` the first ``EAGER_STEPS`` steps run as usual (on a side stream, as
+    CUDA graph capture requires), then one step is captured as a CUDA graph and every later step
+    replays it: the same kernels on the same memory, without Python or launch overhead. The
+    batch enters through a fixed index buffer, so the graph reads each new batch.
+    """
+
+    EAGER_STEPS = 3
+
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        users: FeatureTensors,
+        item_table: FeatureTensors,
+        actions: torch.Tensor,
+        rewards: torch.Tensor,
+        batch_size: int,
+        cuda_graph: bool = False,
+    ) -> None:
+        self.model, self.optimizer = model, optimizer
+        self.users, self.item_table, self.actions, self.rewards = (
+            users,
+            item_table,
+            actions,
+            rewards,
+        )
+        self.index = torch.zeros(batch_size, dtype=torch.int64, device=actions.device)
+        self.cuda_graph, self.eager_steps = cuda_graph, 0
+        self.graph: torch.cuda.CUDAGraph | None = None
+        self.loss = torch.zeros((), device=actions.device)
+
+    def _step(self) -> torch.Tensor:
+        index = self.index
+        predicted = self.model.score_logged(
+            _rows(self.users, index), self.actions[index], self.item_table
+        )
+        loss = F.mse_loss(predicted, self.rewards[index])
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        return loss.detach()
+
+    def __call__(self, index: torch.Tensor) -> torch.Tensor:
+        self.index.copy_(index)
+        if self.graph is not None:
+            self.graph.replay()
+            return self.loss
+        if not self.cuda_graph:
+            return self._step()
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            loss = self._step()
+        torch.cuda.current_stream().wait_stream(side)
+        self.eager_steps += 1
+        if self.eager_steps == self.EAGER_STEPS:
+            self.optimizer.zero_grad(set_to_none=True)  # the graph owns the gradients it writes
+            self.graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(self.graph):
+                self.loss = self._step()
+        return loss
 
 
 def _device(name: str) -> torch.device:
@@ -158,7 +229,7 @@ class _ModelScorer:
     """The model in training as an agent for ``recsim_ft.evaluate.evaluate``: it scores every
     item of the log's item table."""
 
-    def __init__(self, model: nn.Module, item_table: FeatureTensors) -> None:
+    def __init__(self, model: TwoTower, item_table: FeatureTensors) -> None:
         self.model, self.item_table = model, item_table
 
     def score_items(self, users: Batch) -> np.ndarray:
@@ -219,7 +290,7 @@ def _plain(value: Any) -> Any:
 
 
 def train(
-    model: nn.Module,
+    model: TwoTower,
     log: InteractionLog,
     env: gym.Env,
     config: TrainConfig | None = None,
@@ -243,7 +314,10 @@ def train(
     actions = torch.as_tensor(log.actions, device=device)
     rewards = torch.as_tensor(log.rewards, device=device)
     scorer = _ModelScorer(model, item_table)
-    optimizer = make_optimizer(model, config.lr)
+    for tower, rows in ((model.user_tower, users), (model.item_tower, item_table)):
+        tower.tokenizer.check_finite(rows)  # once here, never inside a step
+    cuda_graph = device.type == "cuda" and config.cuda_graph
+    optimizer = make_optimizer(model, config.lr, capturable=cuda_graph)
     batch_size, steps_per_pass = config.batch_size, len(log) // config.batch_size
 
     def evaluate_model() -> dict[str, float]:
@@ -293,6 +367,9 @@ def train(
             curve.append({"step": 0, "loss": math.nan, **evaluate_model()})
         model.train()
         order = _permutation(len(log), config.seed, start // steps_per_pass).to(device)
+        step_once = TrainStep(
+            model, optimizer, users, item_table, actions, rewards, batch_size, cuda_graph
+        )
         bar = tqdm(
             total=config.steps, initial=start, disable=not progress, desc="train", unit="step"
         )
@@ -300,13 +377,8 @@ def train(
             epoch, position = divmod(step - 1, steps_per_pass)
             if position == 0 and step > 1:
                 order = _permutation(len(log), config.seed, epoch).to(device)
-            batch = order[position * batch_size : (position + 1) * batch_size]
-            predicted = model(_rows(users, batch), _rows(item_table, actions[batch]))
-            loss = F.mse_loss(predicted, rewards[batch])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            loss_sum, loss_count = loss_sum + loss.detach(), loss_count + 1
+            loss = step_once(order[position * batch_size : (position + 1) * batch_size])
+            loss_sum, loss_count = loss_sum + loss, loss_count + 1
 
             bar.update()
             if progress and (step % 50 == 0 or step == config.steps):

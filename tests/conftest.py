@@ -1,7 +1,47 @@
 """Shared fixtures."""
 
+import os
+
 import pytest
 import torch
+
+if not torch.cuda.is_available():
+    # The Triton kernels run on CPU tensors through Triton's interpreter: how CI, which has no
+    # GPU, proves them correct. Set before anything imports them (jit reads it then).
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+from recsim_ft.models import mamba, native_scan  # noqa: E402  (after TRITON_INTERPRET)
+
+
+def _in_ci() -> bool:
+    return os.environ.get("CI", "").lower() not in ("", "0", "false")
+
+
+def require(available: bool, what: str, detail: str, chosen_off: bool = False) -> None:
+    """Skip a test of ``what`` where it is unavailable, but fail it under CI (``CI`` set), where
+    it must work: a broken kernel must not pass as a green run of skipped tests. ``chosen_off``
+    (the user switched it off on purpose) skips everywhere."""
+    if available:
+        return
+    if _in_ci() and not chosen_off:
+        pytest.fail(f"{what} is not available under CI: {detail}")
+    pytest.skip(f"{what} is not available: {detail}")
+
+
+@pytest.fixture
+def native_kernel():
+    """For tests of the C kernel: it must be built (``RECSIM_FT_NATIVE_SCAN=0`` skips them)."""
+    built, detail = native_scan.native_status()
+    require(built, "the C kernel", detail, os.environ.get("RECSIM_FT_NATIVE_SCAN") == "0")
+
+
+@pytest.fixture
+def triton_device() -> str:
+    """For tests of the Triton kernels: the device they run on, "cuda", or "cpu" through the
+    interpreter (triton must be installed: the ``gpu`` extra, which ``dev`` includes)."""
+    usable, detail = mamba.triton_status()
+    require(usable, "triton", detail)
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 @pytest.fixture(scope="module")

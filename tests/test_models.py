@@ -16,7 +16,6 @@ from recsim_ft.models import (
     MambaBlock,
     TwoTower,
     make_config,
-    native_scan,
     param_counts,
     params_report,
 )
@@ -77,7 +76,7 @@ def _autograd_node_names(t: torch.Tensor) -> set[str]:
     return names
 
 
-@pytest.mark.skipif(native_scan.native_library() is None, reason="no C compiler: no fused CPU block")
+@pytest.mark.usefixtures("native_kernel")
 @pytest.mark.parametrize("d_model,d_state,d_conv,L,batch", [(8, 4, 4, 6, 3), (24, 16, 16, 21, 5), (24, 16, 16, 1, 2),
                                                             (16, 16, 4, 70, 2)])
 def test_fused_cpu_block_matches_the_composed_float64_block(d_model, d_state, d_conv, L, batch):
@@ -107,8 +106,8 @@ def test_fused_cpu_block_matches_the_composed_float64_block(d_model, d_state, d_
 
 @pytest.mark.skipif(cuda_kernels_available(), reason="checks the error when the kernels are missing")
 def test_forcing_cuda_kernels_without_them_is_a_clear_error():
-    block = MambaBlock(d_model=8, d_state=4, d_conv=4, use_cuda_kernels=True)
-    with pytest.raises(RuntimeError, match="cuda"):
+    block = MambaBlock(d_model=8, d_state=4, d_conv=4, kernels="mamba_ssm")
+    with pytest.raises(RuntimeError, match="kernels='mamba_ssm' needs CUDA tensors and the 'cuda' extra"):
         block(torch.randn(1, 3, 8))
 
 
@@ -119,8 +118,8 @@ def test_cuda_kernels_match_the_pure_pytorch_path(d_conv):
     """The same weights through mamba_ssm's kernels and through our pure path, on the GPU:
     values and every parameter gradient agree (float32)."""
     torch.manual_seed(0)
-    pure = MambaBlock(d_model=128, d_state=16, d_conv=d_conv, use_cuda_kernels=False).cuda()
-    fused = MambaBlock(d_model=128, d_state=16, d_conv=d_conv, use_cuda_kernels=True).cuda()
+    pure = MambaBlock(d_model=128, d_state=16, d_conv=d_conv, kernels="torch").cuda()
+    fused = MambaBlock(d_model=128, d_state=16, d_conv=d_conv, kernels="mamba_ssm").cuda()
     fused.load_state_dict(pure.state_dict())
     x = torch.randn(32, 21, 128, device="cuda")
     out_pure, out_fused = pure(x), fused(x)
@@ -157,9 +156,12 @@ def test_unknown_categories_share_the_reserved_row_and_nan_is_an_error():
     assert torch.equal(tokens[0, 1], tokens[1, 1]) and torch.equal(tokens[0, 1], tokens[2, 1])
     assert not torch.equal(tokens[0, 1], tokens[3, 1])
     with pytest.raises(ValueError, match="'age'"):
-        tok(FeatureTensors(torch.tensor([[float("nan")]]), torch.tensor([[0]])))
+        tok.check_finite(FeatureTensors(torch.tensor([[float("nan")]]), torch.tensor([[0]])))
     with pytest.raises(ValueError, match="'age'"):
-        tok(FeatureTensors(torch.tensor([[float("inf")]]), torch.tensor([[0]])))
+        tok.check_finite(FeatureTensors(torch.tensor([[float("inf")]]), torch.tensor([[0]])))
+    model = TwoTower.from_schemas(schema, schema, "mlp", "quick")
+    with pytest.raises(ValueError, match="'age'"):  # where data enters a model
+        model.embed_users(FeatureTensors(torch.tensor([[float("nan")]]), torch.tensor([[0]])))
 
 
 def test_cls_token_is_last_and_is_the_constant_one_token():

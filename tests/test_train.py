@@ -20,7 +20,7 @@ from recsim_ft.agents import TwoTowerAgent
 from recsim_ft.data import collect
 from recsim_ft.models import TwoTower
 from recsim_ft.protocol import PROTOCOLS, Protocol, protocol_for
-from recsim_ft.train import CHECKPOINT_NAME, TrainConfig, train
+from recsim_ft.train import CHECKPOINT_NAME, TrainConfig, TrainStep, train
 
 TESTS_DIR = Path(__file__).resolve().parent
 
@@ -119,7 +119,7 @@ def test_same_seed_same_weights_and_metrics(env, log):
     )
 
 
-def test_resume_after_interrupt_is_bit_identical(env, tmp_path):
+def test_resume_after_interrupt_is_bit_identical(env, tmp_path, monkeypatch):
     log = collect(
         env, n=640, seed=0
     )  # 20 steps per pass: the run reshuffles at step 20, resumes at 30
@@ -128,20 +128,18 @@ def test_resume_after_interrupt_is_bit_identical(env, tmp_path):
 
     interrupted = TwoTowerAgent(env, "mamba", "quick", config)
     calls = []
+    step = TrainStep.__call__
 
-    def interrupt_at_step_35(module, inputs):
-        if module.training and isinstance(module, TwoTower):
-            calls.append(1)
-            if len(calls) == 35:
-                raise KeyboardInterrupt
+    def interrupt_at_step_35(self, index):
+        calls.append(1)
+        if len(calls) == 35:
+            raise KeyboardInterrupt
+        return step(self, index)
 
-    # a global hook, because fit builds the model inside
-    handle = torch.nn.modules.module.register_module_forward_pre_hook(interrupt_at_step_35)
-    try:
+    with monkeypatch.context() as patch:
+        patch.setattr(TrainStep, "__call__", interrupt_at_step_35)
         with pytest.raises(KeyboardInterrupt):
             interrupted.fit(log, out_dir=tmp_path)
-    finally:
-        handle.remove()
     assert torch.load(tmp_path / CHECKPOINT_NAME, weights_only=True)["step"] == 30
 
     resumed = TwoTowerAgent(env, "mamba", "quick", config).fit(log, out_dir=tmp_path, resume=True)
@@ -167,7 +165,7 @@ _CHILD = textwrap.dedent("""
     from recsim_ft.train import TrainConfig
 
     def slow_down(module, inputs):  # leaves time to kill the run between checkpoints
-        if module.training and type(module).__name__ == "TwoTower":
+        if module.training and type(module).__name__ == "Tower":
             time.sleep(0.02)
 
     torch.nn.modules.module.register_module_forward_pre_hook(slow_down)

@@ -1,23 +1,32 @@
 """The Mamba block (``mamba_ssm.modules.mamba_simple.Mamba`` layout) and the FT-Mamba embedder.
 
 The block's parameters have exactly mamba_simple's names, shapes and initialisation, so a state
-dict moves between this pure-PyTorch block and the CUDA kernels of the ``cuda`` extra.
+dict moves between this block and ``mamba_ssm``. What runs between ``in_proj`` and
+``out_proj`` is chosen in one place, :func:`kernel_path`:
 
-The CUDA path (``mamba_ssm.selective_scan_fn``, plus ``causal_conv1d_fn`` for conv widths 2-4,
-imported only when used) follows mamba_simple's own non-fused path; it has not been run in this
-repository's CI, which has no GPU (``tests/test_models.py`` checks it against the pure path
-wherever CUDA and the kernels exist). On CPU the scan and conv run in :mod:`recsim_ft.models.scan`.
+- ``"triton"``: CUDA, float32: the fused kernels of :mod:`recsim_ft.models.triton_mamba`
+  (the ``gpu`` extra), built for short sequences and large batches;
+- ``"mamba_ssm"``: CUDA: ``mamba_ssm``'s selective scan (the ``cuda`` extra), as
+  mamba_simple's non-fused path;
+- ``"native"``: CPU, float32: the fused C kernels of :mod:`recsim_ft.models.native_scan`;
+- ``"torch"``: anywhere: the block composed of separate ops, with the hand-written scan and
+  conv of :mod:`.scan` (which use the C kernels for float32 CPU tensors where built); in
+  float64 it is the reference the other paths are tested against.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import math
+import os
+from functools import lru_cache
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from recsim_ft.models import native_scan
+from recsim_ft.models.presets import KERNEL_PATHS
 from recsim_ft.models.scan import (
     causal_conv1d_kernel,
     causal_conv1d_time_major,
@@ -25,6 +34,54 @@ from recsim_ft.models.scan import (
     mamba_inner_time_major,
     selective_scan_time_major,
 )
+
+
+@lru_cache(maxsize=1)
+def triton_status() -> tuple[bool, str]:
+    """Whether the Triton kernels import here, and the triton version or why not."""
+    if importlib.util.find_spec("triton") is None:
+        return False, "triton is not installed (pip install 'recsim-ft[gpu]')"
+    try:
+        import triton
+
+        from recsim_ft.models import triton_mamba  # noqa: F401  (compiles nothing yet)
+    except Exception as err:  # a broken triton install fails in many ways; all mean "not usable"
+        return False, f"triton does not import: {type(err).__name__}: {err}"
+    return True, f"triton {triton.__version__}"
+
+
+def _interpreting() -> bool:
+    return os.environ.get("TRITON_INTERPRET") == "1"
+
+
+def kernel_path(x: Tensor, requested: str = "auto") -> str:
+    """The path a block input ``x`` takes (see the module docstring); ``requested`` other than
+    "auto" is checked and returned, or refused with the reason. ``RECSIM_FT_KERNELS`` in the
+    environment replaces "auto" (e.g. ``torch`` to debug against the reference)."""
+    if requested == "auto":
+        requested = os.environ.get("RECSIM_FT_KERNELS", "auto")
+    if requested not in KERNEL_PATHS:
+        raise ValueError(f"kernels must be one of {KERNEL_PATHS}, got {requested!r}")
+    float32 = x.dtype == torch.float32
+    if requested == "auto":
+        if x.is_cuda and float32 and triton_status()[0]:
+            return "triton"
+        if x.is_cuda and cuda_kernels_available():
+            return "mamba_ssm"
+        if not x.is_cuda and float32 and native_scan.native_library() is not None:
+            return "native"
+        return "torch"
+    why_not = {
+        "triton": None if float32 and (x.is_cuda or _interpreting()) and triton_status()[0] else
+        f"needs float32 CUDA tensors (or TRITON_INTERPRET=1) and triton ({triton_status()[1]})",
+        "mamba_ssm": None if x.is_cuda and cuda_kernels_available() else
+        "needs CUDA tensors and the 'cuda' extra (mamba-ssm, causal-conv1d) built with its kernels",
+        "native": None if not x.is_cuda and float32 and native_scan.native_library() is not None else
+        f"needs float32 CPU tensors and the C kernel ({native_scan.native_status()[1]})",
+    }.get(requested)
+    if why_not:
+        raise RuntimeError(f"kernels={requested!r} {why_not}; got a {x.dtype} tensor on {x.device}")
+    return requested
 
 
 def _at_least_float32(t: Tensor) -> Tensor:
@@ -44,8 +101,8 @@ class MambaBlock(nn.Module):
         d_model: token width. d_state: SSM state size per channel. d_conv: causal conv width.
         expand: d_inner = expand * d_model. dt_rank: rank of the dt projection (None: ceil(d/16)).
         dt_min, dt_max, dt_init_floor: range of the initial step sizes softplus(dt_proj.bias).
-        use_cuda_kernels: True = mamba_ssm / causal_conv1d kernels (error if missing), False =
-            pure PyTorch, None = kernels only when importable and the input is on CUDA.
+        kernels: the compute path, one of ``KERNEL_PATHS`` (see :func:`kernel_path`); every path
+            computes the same function and takes the same state dict.
 
     Shape:
         input and output: (batch, L, d_model).
@@ -60,12 +117,14 @@ class MambaBlock(nn.Module):
 
     def __init__(self, *, d_model: int, d_state: int = 16, d_conv: int = 4, expand: int = 2,
                  dt_rank: int | None = None, dt_min: float = 0.001, dt_max: float = 0.1,
-                 dt_init_floor: float = 1e-4, use_cuda_kernels: bool | None = None) -> None:
+                 dt_init_floor: float = 1e-4, kernels: str = "auto") -> None:
         super().__init__()
         self.d_model, self.d_state, self.d_conv = d_model, d_state, d_conv
         self.d_inner = expand * d_model
         self.dt_rank = math.ceil(d_model / 16) if dt_rank is None else dt_rank
-        self.use_cuda_kernels = use_cuda_kernels
+        if kernels not in KERNEL_PATHS:
+            raise ValueError(f"kernels must be one of {KERNEL_PATHS}, got {kernels!r}")
+        self.kernels = kernels
         self.in_proj = nn.Linear(d_model, 2 * self.d_inner, bias=False)
         self.conv1d = nn.Conv1d(self.d_inner, self.d_inner, kernel_size=d_conv, groups=self.d_inner,
                                 padding=d_conv - 1, bias=True)
@@ -90,38 +149,37 @@ class MambaBlock(nn.Module):
             self.A_log.copy_(torch.log(torch.arange(1, self.d_state + 1, dtype=torch.float32)).repeat(self.d_inner, 1))
             self.D.fill_(1.0)
 
-    def _use_kernels(self, x: Tensor) -> bool:
-        if self.use_cuda_kernels is None:
-            return x.is_cuda and cuda_kernels_available()
-        if self.use_cuda_kernels and not cuda_kernels_available():
-            raise RuntimeError("use_cuda_kernels=True needs the 'cuda' extra (mamba-ssm, causal-conv1d) "
-                               "built with its CUDA kernels; see pyproject.toml")
-        return self.use_cuda_kernels
-
     def forward(self, x: Tensor) -> Tensor:
         assert x.dim() == 3, f"expected (batch, L, d_model), got {tuple(x.shape)}"
         return self.forward_time_major(x.transpose(0, 1)).transpose(0, 1)
 
     def forward_time_major(self, x: Tensor) -> Tensor:
-        """The same block on (L, batch, d_model) input: the pure-PyTorch path computes in this
-        layout end to end, so stacked blocks never copy their activations to transpose them."""
+        """The same block on (L, batch, d_model) input: every path computes in this layout, so
+        stacked blocks never copy their activations to transpose them."""
         xz = self.in_proj(x)  # (L, b, 2 d_inner): x and z side by side
-        if self._use_kernels(x):
-            return self._forward_kernels(*xz.chunk(2, dim=-1))
+        path = kernel_path(xz, self.kernels)
+        if path == "mamba_ssm":
+            return self._forward_mamba_ssm(*xz.chunk(2, dim=-1))
+        conv_weight = self.conv1d.weight.squeeze(1)
+        if path == "triton":
+            from recsim_ft.models.triton_mamba import mamba_inner  # imports triton: only here
+
+            return self.out_proj(mamba_inner(xz, conv_weight, self.conv1d.bias, self.x_proj.weight,
+                                             self.dt_proj.weight, self.dt_proj.bias, self.A_log, self.D))
         A = -torch.exp(_at_least_float32(self.A_log))
-        if native_scan.native_applies(xz, *self.parameters()):
+        if path == "native":
             return self.out_proj(mamba_inner_time_major(
-                xz, self.conv1d.weight.squeeze(1), self.conv1d.bias, self.x_proj.weight, self.dt_proj.weight,
+                xz, conv_weight, self.conv1d.bias, self.x_proj.weight, self.dt_proj.weight,
                 self.dt_proj.bias, A, self.D))
         xs, z = xz.chunk(2, dim=-1)
-        u = F.silu(causal_conv1d_time_major(xs, self.conv1d.weight.squeeze(1), self.conv1d.bias))
+        u = F.silu(causal_conv1d_time_major(xs, conv_weight, self.conv1d.bias))
         dt, B, C = self.x_proj(u).split([self.dt_rank, self.d_state, self.d_state], dim=-1)
         delta = F.linear(dt, self.dt_proj.weight)  # the bias goes into the scan, as in mamba_simple
         y = selective_scan_time_major(u, delta, A, B, C, _at_least_float32(self.D), z=z,
                                       delta_bias=_at_least_float32(self.dt_proj.bias), delta_softplus=True)
         return self.out_proj(y)
 
-    def _forward_kernels(self, xs: Tensor, z: Tensor) -> Tensor:
+    def _forward_mamba_ssm(self, xs: Tensor, z: Tensor) -> Tensor:
         """mamba_ssm's CUDA selective scan (imported only here), in its (batch, d, L) layout. The
         conv uses causal_conv1d's kernel where it exists (widths 2-4 only); wider convs, such
         as the paper's width 16, use cuDNN's depthwise conv1d, as mamba_simple does without it."""

@@ -1,13 +1,27 @@
-"""An optional fused C kernel for the float32 CPU selective scan, compiled on first use.
+"""The fused float32 CPU kernels of a Mamba block (selective scan and causal conv), compiled
+from ``csrc/scan.c`` on first use, and their ctypes bindings.
 
-Why: in eager PyTorch the scan is a dozen passes over (L, batch, d_inner, d_state) tensors; here
-the states of one batch row live in L1 cache, and every inner loop runs over a block of 16
-channels (one AVX-512 register, two AVX2 ones), so no lane reduces across the others. The library is built with the system C compiler (no Python package, no
-torch headers, under a second) into the user's cache directory; without a compiler, or with
-``RECSIM_FT_NATIVE_SCAN=0``, :mod:`recsim_ft.models.scan` uses its pure-PyTorch path. The
-forward keeps the states only every ``CHECKPOINT`` steps and the backward recomputes those in
-between, one chunk at a time, so what is kept grows as L / CHECKPOINT x d_inner x d_state per
-sequence, not L x d_inner x d_state.
+Why a C kernel: in eager PyTorch the scan is a dozen passes over (L, batch, d_inner, d_state)
+tensors; here the states of one batch row live in L1 cache, and every inner loop runs over a
+block of 16 channels (one AVX-512 register, two AVX2 ones), so no lane reduces across the
+others. The forward keeps the states entering every chunk of ``CHUNK_LEN`` steps and the
+backward recomputes the states of one chunk at a time, so what is kept grows as L / CHUNK_LEN x
+d_inner x d_state per sequence, not L x d_inner x d_state.
+
+The build: the system C compiler (``$CC``, else ``cc``; no Python package, no torch headers)
+compiles the library in a few seconds into ``$XDG_CACHE_HOME/recsim_ft`` (else
+``~/.cache/recsim_ft``), named by a hash of the sources, the compiler, the flags and the CPU, and
+written atomically, so concurrent first uses and several machines sharing one home directory
+are safe. Where it cannot be built, :mod:`recsim_ft.models.scan` runs its pure-PyTorch path,
+slower, and a :class:`NativeKernelWarning` says why, once per process; ``RECSIM_FT_NATIVE_SCAN=0``
+chooses that path without a warning. :func:`native_status` tells which path runs.
+
+Why at first use rather than at install: the library is built for the CPU that runs it
+(``-march=native``), which an install-time build cannot know when the environment is built on
+one machine (a wheel, a container image, a cluster's login node) and used on another. Building
+at first use also keeps the package pure Python, so ``pip install`` and ``pip install -e .``
+need no compiler and never fail for the lack of one. The price, a few seconds once per machine
+and CPU, is paid by the first Mamba block that runs in float32 on the CPU.
 """
 
 from __future__ import annotations
@@ -16,534 +30,34 @@ import ctypes
 import hashlib
 import os
 import platform
+import shlex
 import subprocess
 import tempfile
+import warnings
 from functools import lru_cache
+from itertools import zip_longest
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
-CHECKPOINT = 32
+#: The scan's chunk length: the forward keeps the states entering each chunk of this many steps
+#: for the backward, which recomputes the states in between (``chunk_len`` in
+#: :mod:`recsim_ft.models.scan`, compiled into the kernel).
+CHUNK_LEN = 32
+#: The former name of :data:`CHUNK_LEN`, kept for code that imports it.
+CHECKPOINT = CHUNK_LEN
 
-_SOURCE = r"""
-#include <math.h>
-#include <stdint.h>
-#include <stdlib.h>
-#include <string.h>
-#if defined(__SSE2__)
-#include <xmmintrin.h>
-#endif
+#: The C sources: ``scan.c`` and the header of the structs mirrored below, ``scan.h``.
+_SOURCES = Path(__file__).with_name("csrc")
 
-/* Every entry point runs with subnormals flushed to zero in its own threads, restoring their
-   floating-point mode on the way out (the process keeps subnormals; see _CFLAGS). Why: deep in
-   a backward the gradients reach 1e-38, and on x86 each subnormal operand costs a microcode
-   assist of ~100 cycles: a scan at L 1,024 went from 40 ms to a second. x86 only (MXCSR FTZ and
-   DAZ bits); elsewhere a no-op. */
-static inline unsigned flush_subnormals(void) {
-#if defined(__SSE2__)
-  unsigned mode = _mm_getcsr();
-  _mm_setcsr(mode | 0x8040);
-  return mode;
-#else
-  return 0;
-#endif
-}
 
-static inline void restore_float_mode(unsigned mode) {
-#if defined(__SSE2__)
-  _mm_setcsr(mode);
-#else
-  (void)mode;
-#endif
-}
-#define CK @CHECKPOINT@
+class NativeKernelWarning(RuntimeWarning):
+    """The fused C kernel could not be built; the slower pure-PyTorch path runs instead."""
 
-/* 2^y written so `omp simd` loops vectorise it (the decays exp(dt * A) = 2^(dt * A log2 e)):
-   libm's exp2f stays a scalar call unless the whole library is built with -ffast-math, which
-   we refuse (see _CFLAGS). k = round(y), f = y - k in [-1/2, 1/2] (exact), 2^f = 1 + f P(f)
-   with Cephes' exp2f polynomial, times 2^k built in the exponent bits. Within 1 ulp of exp2
-   over [-126, 127]; 0 below -127 (flushing what would be subnormal), inf from 127.5, NaN stays
-   NaN. The clamps are plain compares, so they vectorise (fminf / fmaxf do not). */
-static inline float exp2_split(float k, float f) {
-  float p = 1.535336188319500e-4f;
-  p = p * f + 1.339887440266574e-3f;
-  p = p * f + 9.618437357674640e-3f;
-  p = p * f + 5.550332471162809e-2f;
-  p = p * f + 2.402264791363012e-1f;
-  p = p * f + 6.931472028550421e-1f;
-  p = p * f + 1.0f;
-  int32_t ki = (int32_t)k;
-  ki = ki < -127 ? -127 : ki;
-  ki = ki > 128 ? 128 : ki;
-  union { int32_t i; float f; } scale;
-  scale.i = (ki + 127) << 23;
-  return p * scale.f;
-}
 
-static inline float vec_exp2f(float y) {
-  y = y > 130.0f ? 130.0f : y;
-  y = y < -130.0f ? -130.0f : y;
-  float k = floorf(y + 0.5f);
-  return exp2_split(k, y - k);
-}
-
-/* exp(x) = 2^(x log2 e) with the product carried to about 2^-48 (fma for its rounding error,
-   plus the tail of log2 e), so large |x| loses no accuracy to it */
-#define LOG2E 1.44269504088896341f
-#define LOG2E_TAIL 1.925963033500011e-8f
-static inline float vec_expf(float x) {
-  x = x > 90.0f ? 90.0f : x;
-  x = x < -90.0f ? -90.0f : x;
-  float k = floorf(x * LOG2E + 0.5f);
-  return exp2_split(k, fmaf(x, LOG2E, -k) + x * LOG2E_TAIL);
-}
-
-/* for the tests: y = 2^x elementwise */
-void exp2_array(const float* x, float* y, int64_t n) {
-#pragma omp simd
-  for (int64_t i = 0; i < n; i++) y[i] = vec_exp2f(x[i]);
-}
-
-static inline float sigmoidf_(float x) { return 1.0f / (1.0f + vec_expf(-x)); }
-
-/* softplus(x) = max(x, 0) + log1p(e), e = exp(-|x|) in (0, 1]: log1p(e) = 2 atanh(s) with
-   s = e / (2 + e) in (0, 1/3], whose odd series to s^15 is within float precision and keeps
-   the relative accuracy of tiny e (no 1 + e rounding). */
-static inline float vec_softplusf(float x) {
-  float e = vec_expf(x < 0.f ? x : -x);
-  float s = e / (2.f + e), s2 = s * s;
-  float p = 1.f / 15.f;
-  p = p * s2 + 1.f / 13.f;
-  p = p * s2 + 1.f / 11.f;
-  p = p * s2 + 1.f / 9.f;
-  p = p * s2 + 1.f / 7.f;
-  p = p * s2 + 1.f / 5.f;
-  p = p * s2 + 1.f / 3.f;
-  p = p * s2 + 1.f;
-  return (x > 0.f ? x : 0.f) + 2.f * s * p;
-}
-
-/* for the tests: y = softplus(x) elementwise */
-void softplus_array(const float* x, float* y, int64_t n) {
-#pragma omp simd
-  for (int64_t i = 0; i < n; i++) y[i] = vec_softplusf(x[i]);
-}
-
-#define LN2 0.69314718055994531f
-/* Channel-vectorised scan: every inner loop runs over a block of W channels (one or two
-   vector registers), the state index n outside it, so nothing reduces across lanes per
-   element. h is kept as (N, D): row n holds state n of every channel. */
-#define W 16
-
-static inline __attribute__((always_inline)) void fwd_block(
-    const float* dtr, const float* ur, const float* AT, const float* Bv, const float* Cv,
-    const float* Dskip, const float* zr, float* h, float* o, int64_t D, int64_t N, int64_t w) {
-  float dtu[W], acc[W];
-#pragma omp simd
-  for (int64_t j = 0; j < w; j++) { dtu[j] = dtr[j] * ur[j]; acc[j] = Dskip ? Dskip[j] * ur[j] : 0.f; }
-  for (int64_t n = 0; n < N; n++) {
-    float bn = Bv[n], cn = Cv[n];
-    float* hn = h + n * D;
-    const float* an = AT + n * D;
-#pragma omp simd
-    for (int64_t j = 0; j < w; j++) {
-      float hv = vec_exp2f(dtr[j] * an[j]) * hn[j] + dtu[j] * bn;
-      hn[j] = hv;
-      acc[j] += hv * cn;
-    }
-  }
-  if (zr) {
-#pragma omp simd
-    for (int64_t j = 0; j < w; j++) o[j] = acc[j] * zr[j] * sigmoidf_(zr[j]);
-  } else {
-#pragma omp simd
-    for (int64_t j = 0; j < w; j++) o[j] = acc[j];
-  }
-}
-
-/* Scratch memory of the calling thread, kept between calls: a fresh malloc of this size is a
-   fresh mmap each call, and its page faults serialise the threads on the kernel's mm lock. */
-static __thread float* scratch = NULL;
-static __thread int64_t scratch_floats = 0;
-
-static float* thread_scratch(int64_t floats) {
-  if (floats > scratch_floats) {
-    free(scratch);
-    /* cache-line aligned: the slots below keep 64-byte alignment, so no vector load splits a line */
-    scratch = aligned_alloc(64, ((floats * sizeof(float) + 63) / 64) * 64);
-    scratch_floats = scratch ? floats : 0;
-  }
-  return scratch;
-}
-
-/* A (D, N) as (N, D) and times log2 e into AT, so the decays are exp2(dt * AT) */
-static void transposed_log2(const float* A, float* AT, int64_t D, int64_t N) {
-  for (int64_t d = 0; d < D; d++)
-    for (int64_t n = 0; n < N; n++) AT[n * D + d] = (float)((double)A[d * N + n] * 1.4426950408889634);
-}
-
-/* Arguments of the scan kernels. Rows of (L, Bt, D) tensors are contiguous, D apart; the rows
-   of B, C, gB, gC are sBC apart and those of z, gz sz apart, so B and C can be column slices of
-   x_proj's output and z the second half of in_proj's, read and written in place.
-   Forward: out = (sum_n h_t C_t + Dskip u_t) * silu(z_t), h_t = exp(dt_t A) h_{t-1} + dt_t u_t B_t,
-   dt = softplus(delta + bias) (softplus, bias optional).
-   Backward: gradients of sum(out * gout); gdt is that of delta; gA, gD, gbias are accumulated
-   into parts (threads, ...), one per slice of the batch, so the slices never race.
-   ckpt (L > CK only): the states entering chunks 1, 2, ... of every batch row, ((L - 1) / CK,
-   Bt, N, D), written by the forward (where not NULL) for the backward, which recomputes the
-   states of one chunk at a time from them. */
-typedef struct {
-  const float *u, *delta, *bias, *A, *B, *C, *Dskip, *z, *gout;
-  float *out, *gu, *gdt, *gz, *gA_parts, *gD_parts, *gbias_parts, *gB, *gC, *ckpt;
-  int64_t softplus, L, Bt, D, N, sBC, sz, threads;
-} Scan;
-
-/* The step sizes of one row, dt = softplus(delta + bias), into dt; or delta itself when there
-   is neither bias nor softplus. Forward and backward both derive them, so none are kept. */
-static inline const float* step_sizes(const Scan* s, int64_t row, float* dt) {
-  const float* delta = s->delta + row;
-  if (!s->bias && !s->softplus) return delta;
-#pragma omp simd
-  for (int64_t d = 0; d < s->D; d++) {
-    float x = delta[d] + (s->bias ? s->bias[d] : 0.f);
-    dt[d] = s->softplus ? vec_softplusf(x) : x;
-  }
-  return dt;
-}
-
-static void scan_forward_rows(const void* args, int64_t k, int64_t b0, int64_t b1) {
-  const Scan* s = args;
-  (void)k;
-  int64_t D = s->D, N = s->N, Bt = s->Bt;
-  float* AT = thread_scratch(2 * D * N + 96 + D);
-  float* h = AT + D * N + 48;  /* padded: see S in scan_backward_rows */
-  float* dtrow = h + D * N + 48;
-  transposed_log2(s->A, AT, D, N);
-  for (int64_t b = b0; b < b1; b++) {
-    memset(h, 0, D * N * sizeof(float));
-    for (int64_t t = 0; t < s->L; t++) {
-      int64_t r = t * Bt + b, row = r * D;
-      const float* dtr = step_sizes(s, row, dtrow);
-      const float* Bv = s->B + r * s->sBC;
-      const float* Cv = s->C + r * s->sBC;
-      const float* zr = s->z ? s->z + r * s->sz : NULL;
-      for (int64_t d0 = 0; d0 < D; d0 += W) {
-        int64_t w = D - d0 < W ? D - d0 : W;
-        if (w == W)
-          fwd_block(dtr + d0, s->u + row + d0, AT + d0, Bv, Cv, s->Dskip ? s->Dskip + d0 : NULL,
-                    zr ? zr + d0 : NULL, h + d0, s->out + row + d0, D, N, W);
-        else
-          fwd_block(dtr + d0, s->u + row + d0, AT + d0, Bv, Cv, s->Dskip ? s->Dskip + d0 : NULL,
-                    zr ? zr + d0 : NULL, h + d0, s->out + row + d0, D, N, w);
-      }
-      if (s->ckpt && (t + 1) % CK == 0 && t + 1 < s->L)
-        memcpy(s->ckpt + ((t / CK) * Bt + b) * D * N, h, D * N * sizeof(float));
-    }
-  }
-}
-
-/* One (t, b) row of the states recomputation: cur = a * prev + dt u B, a = exp(dt A) kept,
-   y = sum_n cur C (the scan output before the skip, for the gate's gradient). */
-static inline __attribute__((always_inline)) void recompute_block(
-    const float* dtr, const float* ur, const float* AT, const float* Bv, const float* Cv,
-    const float* prev, float* cur, float* a, float* y, int64_t D, int64_t N, int64_t w) {
-  float dtu[W], acc[W];
-#pragma omp simd
-  for (int64_t j = 0; j < w; j++) { dtu[j] = dtr[j] * ur[j]; acc[j] = 0.f; }
-  for (int64_t n = 0; n < N; n++) {
-    float bn = Bv[n], cn = Cv[n];
-#pragma omp simd
-    for (int64_t j = 0; j < w; j++) {
-      float av = vec_exp2f(dtr[j] * AT[n * D + j]);
-      float hv = av * (prev ? prev[n * D + j] : 0.f) + dtu[j] * bn;
-      a[n * D + j] = av;
-      cur[n * D + j] = hv;
-      acc[j] += hv * cn;
-    }
-  }
-#pragma omp simd
-  for (int64_t j = 0; j < w; j++) y[j] = acc[j];
-}
-
-/* One (t, b) row of the adjoint: gy = dL/dy (after the gate), G = dL/dh_t from t + 1
-   (updated to dL/dh_{t-1} a_t... i.e. a_t * g), gBacc / gCacc (N, W) lane-wise partial sums. */
-static inline __attribute__((always_inline)) void adjoint_block(
-    const float* dtr, const float* ur, const float* gyr, const float* AT, const float* Bv, const float* Cv,
-    const float* restrict hcur, const float* restrict hprev, const float* restrict a, float* restrict G, float* restrict gA,
-    float* restrict gBacc, float* restrict gCacc, float* restrict gdt, float* restrict gu, int64_t D, int64_t N, int64_t w) {
-  float s_dt[W], s_g[W];
-#pragma omp simd
-  for (int64_t j = 0; j < w; j++) { s_dt[j] = 0.f; s_g[j] = 0.f; }
-  for (int64_t n = 0; n < N; n++) {
-    float bn = Bv[n], cn = Cv[n];
-    float* gBn = gBacc + n * W;
-    float* gCn = gCacc + n * W;
-#pragma omp simd
-    for (int64_t j = 0; j < w; j++) {
-      int64_t k = n * D + j;
-      float g = G[k] + gyr[j] * cn;
-      float gah = g * a[k] * hprev[k];
-      gCn[j] += gyr[j] * hcur[k];
-      gBn[j] += g * dtr[j] * ur[j];
-      s_dt[j] += gah * AT[k]; /* A log2 e: times ln 2 below */
-      s_g[j] += g * bn;
-      gA[k] += gah * dtr[j];
-      G[k] = a[k] * g;
-    }
-  }
-#pragma omp simd
-  for (int64_t j = 0; j < w; j++) { gdt[j] = s_dt[j] * LN2 + ur[j] * s_g[j]; gu[j] = dtr[j] * s_g[j]; }
-}
-
-/* recompute_block over a whole row, in blocks of W channels (the last one may be narrower) */
-static void recompute_row(const float* dtr, const float* ur, const float* AT, const float* Bv, const float* Cv,
-                          const float* prev, float* cur, float* a, float* y, int64_t D, int64_t N) {
-  for (int64_t d0 = 0; d0 < D; d0 += W) {
-    if (D - d0 >= W)
-      recompute_block(dtr + d0, ur + d0, AT + d0, Bv, Cv, prev ? prev + d0 : NULL, cur + d0, a + d0, y + d0, D, N, W);
-    else
-      recompute_block(dtr + d0, ur + d0, AT + d0, Bv, Cv, prev ? prev + d0 : NULL, cur + d0, a + d0, y + d0, D, N,
-                      D - d0);
-  }
-}
-
-static void scan_backward_rows(const void* args, int64_t k, int64_t b0, int64_t b1) {
-  const Scan* s = args;
-  /* S: the stride of every (N, D) slot. DN alone is a multiple of 4 KiB (16 KiB at D 256, N
-     16), so the slots the inner loop reads and writes together would share their L1 sets and
-     stall on 4K aliasing; 3 cache lines of padding shift each one. */
-  int64_t L = s->L, Bt = s->Bt, D = s->D, N = s->N;
-  int64_t n_chunks = (L + CK - 1) / CK, DN = D * N, S = DN + 48;
-  float* AT = thread_scratch((4 + 2 * CK) * S + 2 * CK * D + 2 * N * W + D);
-  float* gAT = AT + S;
-  float* G = gAT + S;                    /* dL/dh carried backwards */
-  float* zero = G + S;
-  float* buf = zero + S;                 /* states of one chunk */
-  float* abuf = buf + CK * S;            /* decays exp(dt * A) of one chunk */
-  float* ybuf = abuf + CK * S;           /* scan outputs y of one chunk */
-  float* dtbuf = ybuf + CK * D;          /* step sizes of one chunk */
-  float* gBacc = dtbuf + CK * D;
-  float* gCacc = gBacc + N * W;
-  float* gyrow = gCacc + N * W;
-  float* gA = s->gA_parts + k * DN;
-  float* gD = s->gD_parts ? s->gD_parts + k * D : NULL;
-  float* gbias = s->gbias_parts ? s->gbias_parts + k * D : NULL;
-  const float *u = s->u, *Dskip = s->Dskip;
-  const float* dts[CK];                  /* the step sizes of each time step of the chunk */
-  transposed_log2(s->A, AT, D, N);
-  memset(gAT, 0, DN * sizeof(float));
-  memset(zero, 0, DN * sizeof(float));
-  for (int64_t b = b0; b < b1; b++) {
-    /* the states entering each chunk, from the forward */
-#define CHUNK_START(c) (s->ckpt + (((c) - 1) * Bt + b) * DN)
-    memset(G, 0, DN * sizeof(float));
-    for (int64_t c = n_chunks - 1; c >= 0; c--) {
-      int64_t t0 = c * CK, t1 = t0 + CK < L ? t0 + CK : L;
-      for (int64_t t = t0; t < t1; t++) {
-        int64_t r = t * Bt + b;
-        const float* prev = t == t0 ? (t ? CHUNK_START(c) : NULL) : buf + (t - t0 - 1) * S;
-        dts[t - t0] = step_sizes(s, r * D, dtbuf + (t - t0) * D);
-        recompute_row(dts[t - t0], u + r * D, AT, s->B + r * s->sBC, s->C + r * s->sBC, prev,
-                      buf + (t - t0) * S, abuf + (t - t0) * S, ybuf + (t - t0) * D, D, N);
-      }
-      for (int64_t t = t1 - 1; t >= t0; t--) {
-        int64_t r = t * Bt + b, row = r * D;
-        const float* Bv = s->B + r * s->sBC;
-        const float* Cv = s->C + r * s->sBC;
-        const float* gout = s->gout + row;
-        const float* hcur = buf + (t - t0) * S;
-        const float* hprev = t > t0 ? buf + (t - t0 - 1) * S : (t ? CHUNK_START(c) : zero);
-        const float* at = abuf + (t - t0) * S;
-        const float* yt = ybuf + (t - t0) * D;
-        const float* dt = dts[t - t0];
-        /* gradient of y through out = (y + Dskip u) * silu(z) */
-        if (s->z) {
-          const float* zr = s->z + r * s->sz;
-          float* gzr = s->gz + r * s->sz;
-#pragma omp simd
-          for (int64_t d = 0; d < D; d++) {
-            float y = yt[d] + (Dskip ? Dskip[d] * u[row + d] : 0.f);
-            float zv = zr[d], sz = sigmoidf_(zv), g = gout[d];
-            gzr[d] = g * y * sz * (1.f + zv * (1.f - sz));
-            gyrow[d] = g * zv * sz;
-          }
-        } else {
-          memcpy(gyrow, gout, D * sizeof(float));
-        }
-        memset(gBacc, 0, N * W * sizeof(float));
-        memset(gCacc, 0, N * W * sizeof(float));
-        for (int64_t d0 = 0; d0 < D; d0 += W) {
-          if (D - d0 >= W)
-            adjoint_block(dt + d0, u + row + d0, gyrow + d0, AT + d0, Bv, Cv, hcur + d0, hprev + d0,
-                          at + d0, G + d0, gAT + d0, gBacc, gCacc, s->gdt + row + d0, s->gu + row + d0, D, N, W);
-          else
-            adjoint_block(dt + d0, u + row + d0, gyrow + d0, AT + d0, Bv, Cv, hcur + d0, hprev + d0,
-                          at + d0, G + d0, gAT + d0, gBacc, gCacc, s->gdt + row + d0, s->gu + row + d0, D, N,
-                          D - d0);
-        }
-        for (int64_t n = 0; n < N; n++) {
-          float sb = 0.f, sc = 0.f;
-          for (int64_t j = 0; j < W; j++) { sb += gBacc[n * W + j]; sc += gCacc[n * W + j]; }
-          s->gB[r * s->sBC + n] = sb;
-          s->gC[r * s->sBC + n] = sc;
-        }
-        float* gdt = s->gdt + row;
-        if (s->softplus) {  /* softplus'(x) = sigmoid(x) = 1 - exp(-softplus(x)) */
-#pragma omp simd
-          for (int64_t d = 0; d < D; d++) gdt[d] *= 1.f - vec_expf(-dt[d]);
-        }
-        if (gbias) {
-#pragma omp simd
-          for (int64_t d = 0; d < D; d++) gbias[d] += gdt[d];
-        }
-        if (Dskip) {
-#pragma omp simd
-          for (int64_t d = 0; d < D; d++) {
-            s->gu[row + d] += gyrow[d] * Dskip[d];
-            gD[d] += gyrow[d] * u[row + d];
-          }
-        }
-      }
-    }
-  }
-#undef CHUNK_START
-  for (int64_t d = 0; d < D; d++)
-    for (int64_t n = 0; n < N; n++) gA[d * N + n] += gAT[n * D + d];
-}
-
-/* The entry points split the batch rows into `threads` slices. Built with -fopenmp, the
-   library shares torch's OpenMP runtime (the same libgomp.so.1, already loaded), so the slices
-   run on torch's own worker threads: a second pool would fight them for the cores while they
-   spin between torch's ops. Without OpenMP the slices run one after another. */
-typedef void (*Rows)(const void* args, int64_t k, int64_t b0, int64_t b1);
-
-static void over_slices(Rows rows, const void* args, int64_t Bt, int64_t threads) {
-#pragma omp parallel for num_threads(threads) schedule(static, 1)
-  for (int64_t k = 0; k < threads; k++) {
-    unsigned mode = flush_subnormals();
-    rows(args, k, Bt * k / threads, Bt * (k + 1) / threads);
-    restore_float_mode(mode);
-  }
-}
-
-void scan_forward(const Scan* s) { over_slices(scan_forward_rows, s, s->Bt, s->threads); }
-
-void scan_backward(const Scan* s) { over_slices(scan_backward_rows, s, s->Bt, s->threads); }
-
-/* Depthwise causal conv, time-major, out_t = bias + sum_s wT[K-1-s] x_{t-s}: x rows sx apart
-   (so x can be the first half of in_proj's output), wT (K, D) the weight transposed, out and
-   pre (L, Bt, D). With pre != NULL: pre = conv, out = silu(pre) (the block's activation).
-   Backward: g (L, Bt, D) the gradient of out; gx (rows sx apart) written, gwT and gbias
-   accumulated into parts (threads, ...), one per slice of the batch. */
-typedef struct {
-  const float *x, *wT, *bias, *g;
-  float *pre, *out, *gx, *gwT_parts, *gbias_parts;
-  int64_t sx, L, Bt, D, K, threads;
-} Conv;
-
-/* out[j] = bias[j] + sum_s w_s[j] x_s[j] over `taps` taps for one block of w <= CW channels,
-   summed in registers: accumulating in memory would chain every tap through a store and a
-   reload. CW = 4 vector widths, so four independent sums hide the latency of each FMA. x0 is
-   the row at t, `back` the distance to the row at t - 1, wT the transposed weight at this block. */
-#define CW (4 * W)
-static inline __attribute__((always_inline)) void conv_block(
-    const float* x0, int64_t back, const float* wT, const float* bias, int64_t taps, int64_t K, int64_t D,
-    float* out, int64_t w) {
-  float acc[CW];
-#pragma omp simd
-  for (int64_t j = 0; j < w; j++) acc[j] = bias ? bias[j] : 0.f;
-  for (int64_t s = 0; s < taps; s++) {
-    const float* xs = x0 - s * back;
-    const float* ws = wT + (K - 1 - s) * D;
-#pragma omp simd
-    for (int64_t j = 0; j < w; j++) acc[j] += ws[j] * xs[j];
-  }
-#pragma omp simd
-  for (int64_t j = 0; j < w; j++) out[j] = acc[j];
-}
-
-static void conv_forward_rows(const void* args, int64_t k, int64_t b0, int64_t b1) {
-  const Conv* c = args;
-  (void)k;
-  int64_t D = c->D, K = c->K, back = c->Bt * c->sx;
-  for (int64_t t = 0; t < c->L; t++)
-    for (int64_t b = b0; b < b1; b++) {
-      int64_t r = t * c->Bt + b, taps = t + 1 < K ? t + 1 : K;
-      const float* x0 = c->x + r * c->sx;
-      float* o = c->pre ? c->pre + r * D : c->out + r * D;
-      for (int64_t d0 = 0; d0 < D; d0 += CW) {
-        if (D - d0 >= CW)
-          conv_block(x0 + d0, back, c->wT + d0, c->bias + d0, taps, K, D, o + d0, CW);
-        else
-          conv_block(x0 + d0, back, c->wT + d0, c->bias + d0, taps, K, D, o + d0, D - d0);
-      }
-      if (c->pre) {
-        float* u = c->out + r * D;
-#pragma omp simd
-        for (int64_t d = 0; d < D; d++) u[d] = o[d] * sigmoidf_(o[d]);
-      }
-    }
-}
-
-/* The weight gradient of one block: gw_s[j] += gc_{t+s}[j] x_t[j] for the taps reaching forward */
-static inline __attribute__((always_inline)) void conv_weight_grad_block(
-    const float* gc0, const float* xt, float* gwT, int64_t taps, int64_t K, int64_t D, int64_t w) {
-  for (int64_t s = 0; s < taps; s++) {
-    const float* gcs = gc0 + s * D;
-    float* gws = gwT + (K - 1 - s) * D;
-#pragma omp simd
-    for (int64_t j = 0; j < w; j++) gws[j] += gcs[j] * xt[j];
-  }
-}
-
-static void conv_backward_rows(const void* args, int64_t k, int64_t b0, int64_t b1) {
-  const Conv* c = args;
-  int64_t L = c->L, Bt = c->Bt, D = c->D, K = c->K;
-  float* gc = thread_scratch(L * D);  /* gradient of the conv output, one batch row, (L, D) */
-  float* gw = c->gwT_parts + k * K * D;
-  float* gbias = c->gbias_parts + k * D;
-  for (int64_t b = b0; b < b1; b++) {
-    for (int64_t t = 0; t < L; t++) {
-      int64_t r = t * Bt + b;
-      const float* g = c->g + r * D;
-      float* gct = gc + t * D;
-      if (c->pre) {  /* silu'(p) = sigmoid(p) (1 + p (1 - sigmoid(p))) */
-        const float* p = c->pre + r * D;
-#pragma omp simd
-        for (int64_t d = 0; d < D; d++) {
-          float sp = sigmoidf_(p[d]);
-          gct[d] = g[d] * sp * (1.f + p[d] * (1.f - sp));
-        }
-      } else {
-        memcpy(gct, g, D * sizeof(float));
-      }
-#pragma omp simd
-      for (int64_t d = 0; d < D; d++) gbias[d] += gct[d];
-    }
-    /* x_t reaches out_{t+s} through tap K-1-s: gx_t = sum_s wT[K-1-s] gc_{t+s}, the forward's
-       sum with time reversed (rows of gc are D apart, walking forward: back = -D) */
-    for (int64_t t = 0; t < L; t++) {
-      int64_t r = t * Bt + b, taps = L - t < K ? L - t : K;
-      const float* xt = c->x + r * c->sx;
-      float* gx = c->gx + r * c->sx;
-      for (int64_t d0 = 0; d0 < D; d0 += CW) {
-        if (D - d0 >= CW) {
-          conv_block(gc + t * D + d0, -D, c->wT + d0, NULL, taps, K, D, gx + d0, CW);
-          conv_weight_grad_block(gc + t * D + d0, xt + d0, gw + d0, taps, K, D, CW);
-        } else {
-          conv_block(gc + t * D + d0, -D, c->wT + d0, NULL, taps, K, D, gx + d0, D - d0);
-          conv_weight_grad_block(gc + t * D + d0, xt + d0, gw + d0, taps, K, D, D - d0);
-        }
-      }
-    }
-  }
-}
-
-void conv_forward(const Conv* c) { over_slices(conv_forward_rows, c, c->Bt, c->threads); }
-
-void conv_backward(const Conv* c) { over_slices(conv_backward_rows, c, c->Bt, c->threads); }
-""".replace("@CHECKPOINT@", str(CHECKPOINT))
+class _BuildError(Exception):
+    """A compiler command that failed, with the end of what it reported."""
 
 
 def _cache_dir() -> Path:
@@ -556,76 +70,216 @@ def _cpu_signature() -> str:
         lines = Path("/proc/cpuinfo").read_text().splitlines()
     except OSError:
         return platform.platform() + platform.processor()
-    return next((line for line in lines if line.startswith(("flags", "Features"))), platform.processor())
+    return next(
+        (line for line in lines if line.startswith(("flags", "Features"))), platform.processor()
+    )
 
 
 #: No -ffast-math (a shared library built with it switches the whole process to
 #: flush-subnormals-to-zero when it is loaded), and no -fassociative-math either: it would fold
-#: the exact f = y - round(y) of vec_exp2f. The loops run over channels, so they vectorise as written.
-_CFLAGS = ("-O3", "-fno-math-errno", "-fno-trapping-math", "-fopenmp-simd", "-shared", "-fPIC")
+#: the exact f = y - round(y) of vec_exp2f. The loops run over channels, so they vectorise as
+#: written. -Wfatal-errors stops at the first error, so the end of the compiler's output that a
+#: failed build reports is its cause.
+_CFLAGS = (
+    "-O3",
+    "-fno-math-errno",
+    "-fno-trapping-math",
+    "-fopenmp-simd",
+    "-shared",
+    "-fPIC",
+    "-Wall",
+    "-Wextra",
+    "-Wfatal-errors",
+    f"-DCHUNK_LEN={CHUNK_LEN}",
+)
 #: Tried in this order: this CPU's vector units (gcc and x86 clang spell it -march, Apple's
-#: arm64 clang -mcpu), then the compiler's default target; each with OpenMP, then without.
+#: arm64 clang -mcpu), then the compiler's default target.
 _TARGET_FLAGS = (("-march=native",), ("-mcpu=native",), ())
+#: Each target with OpenMP (the batch slices run on torch's threads: see over_slices in
+#: csrc/scan.c), then without (they run one after another).
+_OPENMP_FLAGS = (("-fopenmp",), ())
+#: Lines of the compiler's error output that a failed build reports
+_STDERR_LINES = 8
 
 
-def _build(flags: tuple[str, ...]) -> ctypes.CDLL:
-    """Compile the kernel with these flags into the cache (once) and load it."""
-    # -march=native code must not run on another CPU sharing this cache: key it by the CPU too
-    digest = hashlib.sha256((_SOURCE + " ".join(flags) + _cpu_signature()).encode()).hexdigest()[:16]
-    lib_path = _cache_dir() / f"scan_{digest}.so"
-    if not lib_path.exists():
+def _compiler() -> list[str]:
+    """The C compiler command: ``$CC`` (which may carry arguments, as ``ccache gcc``), else cc."""
+    return shlex.split(os.environ.get("CC", "cc"))
+
+
+def _flag_candidates() -> list[tuple[str, ...]]:
+    """The compiler flags to try, best first."""
+    return [(*_CFLAGS, *target, *openmp) for target in _TARGET_FLAGS for openmp in _OPENMP_FLAGS]
+
+
+def _compile(flags: tuple[str, ...], out: Path) -> None:
+    """Compile the kernel with these flags into the library ``out``; raise :class:`_BuildError`
+    naming the command and the end of its error output when that fails."""
+    command = [*_compiler(), *flags, str(_SOURCES / "scan.c"), "-o", str(out), "-lm"]
+    try:
+        subprocess.run(command, check=True, capture_output=True, text=True, timeout=120)
+    except FileNotFoundError:
+        raise _BuildError(f"`{shlex.join(command)}`: no program {command[0]!r}") from None
+    except subprocess.TimeoutExpired:
+        raise _BuildError(f"`{shlex.join(command)}` ran over 120 s") from None
+    except subprocess.CalledProcessError as error:
+        tail = "\n".join(error.stderr.strip().splitlines()[-_STDERR_LINES:])
+        raise _BuildError(
+            f"`{shlex.join(command)}` exited with {error.returncode}:\n{tail}"
+        ) from None
+
+
+def _build_library() -> Path:
+    """The path of the kernel library, compiling it into the cache unless it is there.
+
+    The first of :func:`_flag_candidates` that compiles is kept. The file is named by a hash of
+    the sources, the compiler, the candidates and the CPU (``-march=native`` code must not run
+    on another CPU sharing this cache), and written under a temporary name and renamed, so a
+    concurrent first use never loads half a file. Raises :class:`_BuildError` for the last
+    candidate when none compiles.
+    """
+    candidates = _flag_candidates()
+    digest = hashlib.sha256()
+    for source in sorted(_SOURCES.glob("*.[ch]")):
+        digest.update(source.name.encode() + source.read_bytes())
+    digest.update(repr((_compiler(), candidates, _cpu_signature())).encode())
+    lib_path = _cache_dir() / f"scan_{digest.hexdigest()[:16]}.so"
+    if lib_path.exists():
+        return lib_path
+    try:
         lib_path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory() as tmp:
-            src, out = Path(tmp) / "scan.c", Path(tmp) / "scan.so"
-            src.write_text(_SOURCE)
-            cc = os.environ.get("CC", "cc")
-            subprocess.run([cc, *flags, str(src), "-o", str(out), "-lm"], check=True, capture_output=True,
-                           timeout=120)
-            os.replace(out, lib_path)  # atomic: concurrent first uses never see half a file
-    return ctypes.CDLL(str(lib_path))
+        fd, tmp_name = tempfile.mkstemp(dir=lib_path.parent, prefix=".scan_", suffix=".so")
+        os.close(fd)
+    except OSError as error:
+        raise _BuildError(f"no cache directory to build in: {error}") from None
+    tmp = Path(tmp_name)
+    try:
+        for flags in candidates:
+            try:
+                _compile(flags, tmp)
+            except _BuildError as error:
+                failure = error
+            else:
+                os.replace(tmp, lib_path)
+                return lib_path
+        raise failure
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+class _FieldLayout(ctypes.Structure):
+    """The C struct ``FieldLayout``: one field of a struct as the compiler laid it out."""
+
+    _fields_ = [("name", ctypes.c_char_p), ("offset", ctypes.c_int64), ("size", ctypes.c_int64)]
+
+
+def _fields(pointers: str, integers: str) -> list[tuple[str, type]]:
+    """ctypes ``_fields_``: the pointers, then the int64s, named in space-separated strings."""
+    return [(name, ctypes.c_void_p) for name in pointers.split()] + [
+        (name, ctypes.c_int64) for name in integers.split()
+    ]
+
+
+class _Scan(ctypes.Structure):
+    """The C struct ``Scan`` (csrc/scan.h): tensors by pointer (None = absent), then sizes and
+    flags."""
+
+    _fields_ = _fields(
+        "u delta bias A B C Dskip z gout out gu gdt gz gA_parts gD_parts gbias_parts gB gC "
+        "chunk_starts",
+        "softplus L Bt D N sBC sz threads",
+    )
+
+
+class _Conv(ctypes.Structure):
+    """The C struct ``Conv`` (csrc/scan.h)."""
+
+    _fields_ = _fields("x wT bias g pre out gx gwT_parts gbias_parts", "sx L Bt D K threads")
+
+
+#: The ctypes mirrors by the name of the C struct they copy
+_MIRRORS: dict[str, type[ctypes.Structure]] = {"Scan": _Scan, "Conv": _Conv}
+
+
+def _check_layout(lib: ctypes.CDLL) -> None:
+    """Raise RuntimeError unless every ctypes mirror has the fields of its C struct as the
+    library was compiled: the same names in the same order at the same offsets and sizes."""
+    lib.struct_layout.restype = ctypes.c_int64
+    for c_name, mirror in _MIRRORS.items():
+        size, table = ctypes.c_int64(), ctypes.POINTER(_FieldLayout)()
+        count = lib.struct_layout(c_name.encode(), ctypes.byref(size), ctypes.byref(table))
+        if count < 0:
+            raise RuntimeError(f"the C kernel has no struct {c_name}")
+        in_c = [(f.name.decode(), f.offset, f.size) for f in table[:count]]
+        in_python = [
+            (name, getattr(mirror, name).offset, getattr(mirror, name).size)
+            for name, _ in mirror._fields_
+        ]
+        for c_field, py_field in zip_longest(in_c, in_python):
+            if c_field != py_field:
+                raise RuntimeError(
+                    f"struct {c_name} in csrc/scan.h has {_describe(c_field)} where its ctypes "
+                    f"mirror {mirror.__name__} in native_scan.py has {_describe(py_field)}"
+                )
+        if size.value != ctypes.sizeof(mirror):
+            raise RuntimeError(
+                f"struct {c_name} in csrc/scan.h has {size.value} bytes, its ctypes mirror "
+                f"{mirror.__name__} in native_scan.py {ctypes.sizeof(mirror)}"
+            )
+
+
+def _describe(field: tuple[str, int, int] | None) -> str:
+    if field is None:
+        return "no field"
+    name, offset, size = field
+    return f"field {name!r} at offset {offset} ({size} bytes)"
+
+
+#: The library's entry points that return nothing (ctypes would read an int)
+_VOID_FUNCTIONS = "scan_forward scan_backward conv_forward conv_backward exp2_array softplus_array"
 
 
 @lru_cache(maxsize=1)
-def native_library() -> ctypes.CDLL | None:
-    """The compiled kernel, building it on first use; None when disabled or not buildable.
-    With OpenMP where the compiler has it (see scan_forward in the C source), else without."""
+def _load() -> tuple[ctypes.CDLL | None, str]:
+    """The library and the path it was loaded from, or None and why not (warned once)."""
     if os.environ.get("RECSIM_FT_NATIVE_SCAN", "1") == "0":
-        return None
-    for flags in ((*_CFLAGS, *target, *openmp) for target in _TARGET_FLAGS for openmp in (("-fopenmp",), ())):
-        try:
-            lib = _build(flags)
-            break
-        except (OSError, subprocess.SubprocessError):
-            continue
-    else:
-        return None
-    for fn in (lib.scan_forward, lib.scan_backward, lib.conv_forward, lib.conv_backward, lib.exp2_array,
-               lib.softplus_array):
-        fn.restype = None
-    return lib
+        return None, "disabled by RECSIM_FT_NATIVE_SCAN=0"
+    try:
+        path = _build_library()
+        lib = ctypes.CDLL(str(path))
+    except (_BuildError, OSError) as error:
+        warnings.warn(
+            f"recsim-ft could not build or load its C kernel for the CPU Mamba block, so the "
+            f"pure-PyTorch path runs instead, slower ({error}). Set RECSIM_FT_NATIVE_SCAN=0 to "
+            f"choose that path without this warning.",
+            NativeKernelWarning,
+            stacklevel=2,
+        )
+        return None, str(error)
+    _check_layout(lib)
+    for name in _VOID_FUNCTIONS.split():
+        getattr(lib, name).restype = None
+    return lib, str(path)
+
+
+def native_library() -> ctypes.CDLL | None:
+    """The compiled kernel, building it on first use; None when disabled or not buildable."""
+    return _load()[0]
+
+
+def native_status() -> tuple[bool, str]:
+    """Whether the kernel is built, with the path of its library, or else why not (the
+    compiler command that failed and the end of its error output, or that it is disabled)."""
+    lib, detail = _load()
+    return lib is not None, detail
 
 
 def native_applies(*tensors: Tensor) -> bool:
     """Whether the kernel can take these tensors: float32 on CPU, and the library is built."""
-    return (all(t.dtype == torch.float32 and t.device.type == "cpu" for t in tensors)
-            and native_library() is not None)
-
-
-_POINTERS = ("u", "delta", "bias", "A", "B", "C", "Dskip", "z", "gout", "out", "gu", "gdt", "gz",
-             "gA_parts", "gD_parts", "gbias_parts", "gB", "gC", "ckpt")
-
-
-class _Scan(ctypes.Structure):
-    """The C struct ``Scan``: tensors by pointer (None = absent), then sizes and flags."""
-    _fields_ = [(name, ctypes.c_void_p) for name in _POINTERS] + \
-        [(name, ctypes.c_int64) for name in ("softplus", "L", "Bt", "D", "N", "sBC", "sz", "threads")]
-
-
-class _Conv(ctypes.Structure):
-    """The C struct ``Conv``."""
-    _fields_ = [(name, ctypes.c_void_p) for name in ("x", "wT", "bias", "g", "pre", "out", "gx", "gwT_parts",
-                                                     "gbias_parts")] + \
-        [(name, ctypes.c_int64) for name in ("sx", "L", "Bt", "D", "K", "threads")]
+    return (
+        all(t.dtype == torch.float32 and t.device.type == "cpu" for t in tensors)
+        and native_library() is not None
+    )
 
 
 def _struct(kind, **fields):
@@ -657,37 +311,79 @@ def _rows(*tensors: Tensor) -> tuple[list[Tensor], int]:
     return [t.contiguous() for t in tensors], tensors[0].shape[-1]
 
 
-def scan_forward(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor | None, z: Tensor | None,
-                 bias: Tensor | None, softplus: bool, for_backward: bool = True) -> tuple[Tensor, Tensor | None]:
+def scan_forward(
+    u: Tensor,
+    delta: Tensor,
+    A: Tensor,
+    B: Tensor,
+    C: Tensor,
+    D: Tensor | None,
+    z: Tensor | None,
+    bias: Tensor | None,
+    softplus: bool,
+    for_backward: bool = True,
+) -> tuple[Tensor, Tensor | None]:
     """``out = (sum_n h_t C_t + D u_t) * silu(z_t)``, ``h_t = exp(dt_t A) h_{t-1} + dt_t u_t B_t``,
     ``dt = softplus(delta + bias)`` (each part optional). ``u``, ``delta`` contiguous time-major;
     ``B``, ``C`` and ``z`` may be column slices of wider tensors. Returns (out, checkpoints):
-    with ``for_backward`` and L > CHECKPOINT, the states entering every chunk, which spare
-    :func:`scan_backward` a second forward pass; else None."""
+    with ``for_backward`` and L > CHUNK_LEN, the states entering chunks 1, 2, ... of
+    :data:`CHUNK_LEN` steps, which spare :func:`scan_backward` a second forward pass; else None."""
     L, b, d = u.shape
     n = A.shape[1]
-    ckpt = torch.empty((L - 1) // CHECKPOINT, b, n, d) if for_backward and L > CHECKPOINT else None
+    starts = torch.empty((L - 1) // CHUNK_LEN, b, n, d) if for_backward and L > CHUNK_LEN else None
     (B, C), sBC = _rows(B, C)
     sz = 0
     if z is not None:
         (z,), sz = _rows(z)
     out = torch.empty_like(u)
-    args = _struct(_Scan, u=u, delta=delta, bias=bias, A=A, B=B, C=C, Dskip=D, z=z, out=out, ckpt=ckpt,
-                   softplus=int(softplus), L=L, Bt=b, D=d, N=n, sBC=sBC, sz=sz, threads=_threads(b))
+    args = _struct(
+        _Scan,
+        u=u,
+        delta=delta,
+        bias=bias,
+        A=A,
+        B=B,
+        C=C,
+        Dskip=D,
+        z=z,
+        out=out,
+        chunk_starts=starts,
+        softplus=int(softplus),
+        L=L,
+        Bt=b,
+        D=d,
+        N=n,
+        sBC=sBC,
+        sz=sz,
+        threads=_threads(b),
+    )
     native_library().scan_forward(ctypes.byref(args))
-    return out, ckpt
+    return out, starts
 
 
-def scan_backward(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor | None, z: Tensor | None,
-                  g_out: Tensor, bias: Tensor | None, softplus: bool, checkpoints: Tensor | None = None,
-                  g_B: Tensor | None = None, g_C: Tensor | None = None, g_z: Tensor | None = None):
+def scan_backward(
+    u: Tensor,
+    delta: Tensor,
+    A: Tensor,
+    B: Tensor,
+    C: Tensor,
+    D: Tensor | None,
+    z: Tensor | None,
+    g_out: Tensor,
+    bias: Tensor | None,
+    softplus: bool,
+    checkpoints: Tensor | None = None,
+    g_B: Tensor | None = None,
+    g_C: Tensor | None = None,
+    g_z: Tensor | None = None,
+):
     """Gradients (u, delta, A, B, C, D, z, bias) of ``sum(out * g_out)`` for :func:`scan_forward`
     given its inputs and ``checkpoints``; None for an absent D, z or bias. ``g_B``, ``g_C``,
     ``g_z``: where to write those gradients (views laid out like ``B``, ``C``, ``z``, e.g. column
     slices of one buffer)."""
     L, b, d = u.shape
-    if L > CHECKPOINT and checkpoints is None:
-        raise ValueError(f"a scan of {L} > {CHECKPOINT} steps needs the forward's checkpoints")
+    if L > CHUNK_LEN and checkpoints is None:
+        raise ValueError(f"a scan of {L} > {CHUNK_LEN} steps needs the forward's checkpoints")
     (B, C), sBC = _rows(B, C)
     if g_B is None:
         g_B, g_C = (torch.empty_strided(t.shape, t.stride()) for t in (B, C))
@@ -699,20 +395,58 @@ def scan_backward(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: 
     g_u, g_delta = torch.empty_like(u), torch.empty_like(u)
     n_threads = _threads(b)
     # one accumulator per slice of the batch: no write races
-    g_A, g_D, g_bias = torch.zeros(n_threads, *A.shape), torch.zeros(n_threads, d), torch.zeros(n_threads, d)
-    args = _struct(_Scan, u=u, delta=delta, bias=bias, A=A, B=B, C=C, Dskip=D, z=z, gout=g_out, ckpt=checkpoints,
-                   gu=g_u, gdt=g_delta, gz=g_z, gA_parts=g_A, gD_parts=g_D if D is not None else None,
-                   gbias_parts=g_bias if bias is not None else None, gB=g_B, gC=g_C, softplus=int(softplus),
-                   L=L, Bt=b, D=d, N=A.shape[1], sBC=sBC, sz=sz, threads=n_threads)
+    g_A, g_D, g_bias = (
+        torch.zeros(n_threads, *A.shape),
+        torch.zeros(n_threads, d),
+        torch.zeros(n_threads, d),
+    )
+    args = _struct(
+        _Scan,
+        u=u,
+        delta=delta,
+        bias=bias,
+        A=A,
+        B=B,
+        C=C,
+        Dskip=D,
+        z=z,
+        gout=g_out,
+        chunk_starts=checkpoints,
+        gu=g_u,
+        gdt=g_delta,
+        gz=g_z,
+        gA_parts=g_A,
+        gD_parts=g_D if D is not None else None,
+        gbias_parts=g_bias if bias is not None else None,
+        gB=g_B,
+        gC=g_C,
+        softplus=int(softplus),
+        L=L,
+        Bt=b,
+        D=d,
+        N=A.shape[1],
+        sBC=sBC,
+        sz=sz,
+        threads=n_threads,
+    )
     native_library().scan_backward(ctypes.byref(args))
-    return (g_u, g_delta, g_A.sum(0), g_B, g_C, g_D.sum(0) if D is not None else None, g_z,
-            g_bias.sum(0) if bias is not None else None)
+    return (
+        g_u,
+        g_delta,
+        g_A.sum(0),
+        g_B,
+        g_C,
+        g_D.sum(0) if D is not None else None,
+        g_z,
+        g_bias.sum(0) if bias is not None else None,
+    )
 
 
 def _elementwise(name: str, x: Tensor) -> Tensor:
     out = torch.empty_like(x)
-    getattr(native_library(), name)(ctypes.c_void_p(x.data_ptr()), ctypes.c_void_p(out.data_ptr()),
-                                    ctypes.c_int64(x.numel()))
+    getattr(native_library(), name)(
+        ctypes.c_void_p(x.data_ptr()), ctypes.c_void_p(out.data_ptr()), ctypes.c_int64(x.numel())
+    )
     return out
 
 
@@ -726,7 +460,9 @@ def softplus(x: Tensor) -> Tensor:
     return _elementwise("softplus_array", x)
 
 
-def conv_forward(x: Tensor, weight: Tensor, bias: Tensor, silu: bool) -> tuple[Tensor, Tensor | None]:
+def conv_forward(
+    x: Tensor, weight: Tensor, bias: Tensor, silu: bool
+) -> tuple[Tensor, Tensor | None]:
     """Depthwise causal conv of time-major ``x`` (L, b, d; rows may be a column slice) with
     ``weight`` (d, K): ``(silu(conv), conv)`` with ``silu``, else ``(conv, None)``."""
     L, b, d = x.shape
@@ -734,14 +470,27 @@ def conv_forward(x: Tensor, weight: Tensor, bias: Tensor, silu: bool) -> tuple[T
     out = torch.empty(L, b, d)
     pre = torch.empty(L, b, d) if silu else None
     w_t = weight.t().contiguous()  # named: must outlive the C call
-    args = _struct(_Conv, x=x, wT=w_t, bias=bias, pre=pre, out=out, sx=sx, L=L, Bt=b, D=d, K=weight.shape[1],
-                   threads=_threads(b))
+    args = _struct(
+        _Conv,
+        x=x,
+        wT=w_t,
+        bias=bias,
+        pre=pre,
+        out=out,
+        sx=sx,
+        L=L,
+        Bt=b,
+        D=d,
+        K=weight.shape[1],
+        threads=_threads(b),
+    )
     native_library().conv_forward(ctypes.byref(args))
     return out, pre
 
 
-def conv_backward(x: Tensor, weight: Tensor, g: Tensor, pre: Tensor | None,
-                  g_x: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+def conv_backward(
+    x: Tensor, weight: Tensor, g: Tensor, pre: Tensor | None, g_x: Tensor | None = None
+) -> tuple[Tensor, Tensor, Tensor]:
     """Gradients (x, weight, bias) of ``sum(conv_forward(x, weight, bias, silu)[0] * g)``, ``pre``
     the forward's pre-activation (None without SiLU); ``g_x``: where to write the x gradient
     (laid out like ``x``)."""
@@ -752,7 +501,21 @@ def conv_backward(x: Tensor, weight: Tensor, g: Tensor, pre: Tensor | None,
     n_threads, K = _threads(b), weight.shape[1]
     g_w, g_bias = torch.zeros(n_threads, K, d), torch.zeros(n_threads, d)
     w_t = weight.t().contiguous()  # named: must outlive the C call
-    args = _struct(_Conv, x=x, wT=w_t, g=g, pre=pre, gx=g_x, gwT_parts=g_w, gbias_parts=g_bias, sx=sx, L=L, Bt=b,
-                   D=d, K=K, threads=n_threads)
+    args = _struct(
+        _Conv,
+        x=x,
+        wT=w_t,
+        g=g,
+        pre=pre,
+        gx=g_x,
+        gwT_parts=g_w,
+        gbias_parts=g_bias,
+        sx=sx,
+        L=L,
+        Bt=b,
+        D=d,
+        K=K,
+        threads=n_threads,
+    )
     native_library().conv_backward(ctypes.byref(args))
     return g_x, g_w.sum(0).t(), g_bias.sum(0)

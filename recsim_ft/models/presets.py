@@ -8,6 +8,9 @@ from recsim_ft.checks import check_choice, check_int
 
 #: The encoders a tower can use: FT-Mamba, FT-Transformer, or an MLP over the flattened tokens.
 EMBEDDERS = ("mamba", "transformer", "mlp")
+#: The Mamba block's compute paths (see ``recsim_ft.models.mamba.kernel_path``); all compute the
+#: same function, so this field never changes what a model is, only where it runs fast.
+KERNEL_PATHS = ("auto", "triton", "mamba_ssm", "native", "torch")
 FINAL_ACTIVATIONS = ("none", "relu")
 #: The ``ModelConfig`` fields that are sizes (widths, depths, counts): positive integers.
 _SIZES = (
@@ -62,11 +65,12 @@ class ModelConfig:
     head_dims: tuple[int, ...] = (64, 32)
     final_activation: str = "none"
     mamba_residual: bool = False
-    use_cuda_kernels: bool | None = None
+    kernels: str = "auto"
     seed: int = 0
 
     def __post_init__(self) -> None:
         check_choice("ModelConfig.embedder", self.embedder, EMBEDDERS)
+        check_choice("ModelConfig.kernels", self.kernels, KERNEL_PATHS)
         check_choice("ModelConfig.final_activation", self.final_activation, FINAL_ACTIVATIONS)
         for name in _SIZES:
             check_int(f"ModelConfig.{name}", getattr(self, name), low=1)
@@ -107,8 +111,11 @@ LEGACY_DEFAULTS = {"mamba_residual": True}
 
 
 def config_from_dict(saved: dict) -> ModelConfig:
-    """A ``ModelConfig`` from its saved ``asdict`` form, older files included
-    (``LEGACY_DEFAULTS``)."""
+    """A ``ModelConfig`` from its saved ``asdict`` form, older files included (``LEGACY_DEFAULTS``;
+    their ``use_cuda_kernels=True`` is ``kernels="mamba_ssm"``)."""
+    saved = dict(saved)
+    if saved.pop("use_cuda_kernels", None):
+        saved.setdefault("kernels", "mamba_ssm")
     return ModelConfig(**{**LEGACY_DEFAULTS, **saved})
 
 

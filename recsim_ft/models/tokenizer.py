@@ -53,7 +53,7 @@ class FeatureTokenizer(nn.Module):
 
     Token order: numeric features, categorical features (schema order), [CLS]. The unknown row
     lets a model serve users with categories never seen in training; a NaN or infinite numeric
-    value is an error because no token could represent it honestly.
+    value has no honest token (see :meth:`check_finite`).
 
     Shape:
         input: FeatureTensors with (n, n_numeric) and (n, n_categorical);
@@ -90,6 +90,15 @@ class FeatureTokenizer(nn.Module):
         for p in self.parameters():
             nn.init.uniform_(p, -bound, bound)
 
+    def check_finite(self, x: FeatureTensors) -> None:
+        """Raise ValueError naming the first numeric feature with a NaN or infinite value. Called
+        where data enters a model (``TwoTower``'s methods, the trainer once per log), not in
+        ``forward``: on a GPU the check waits for the device, which a training step must not."""
+        bad = ~torch.isfinite(x.numeric)
+        if bad.any():
+            name = self.schema.numeric[int(bad.any(0).nonzero()[0])].name
+            raise ValueError(f"numeric feature {name!r} has NaN or infinite values")
+
     @property
     def n_tokens(self) -> int:
         return len(self.schema) + 1
@@ -105,10 +114,6 @@ class FeatureTokenizer(nn.Module):
                 f"expected {self.schema.n_numeric} numeric and {self.schema.n_categorical} "
                 f"categorical columns, got {numeric.shape[1]} and {categorical.shape[1]}"
             )
-        bad = ~torch.isfinite(numeric)
-        if bad.any():
-            name = self.schema.numeric[int(bad.any(0).nonzero()[0])].name
-            raise ValueError(f"numeric feature {name!r} has NaN or infinite values")
         ones = torch.ones(numeric.shape[0], 1, dtype=numeric.dtype, device=numeric.device)
         with_cls = torch.cat([numeric, ones], dim=1)
         numeric_tokens = with_cls.unsqueeze(-1) * self.numeric_weight + self.numeric_bias

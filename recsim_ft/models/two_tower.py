@@ -33,7 +33,7 @@ def build_embedder(config: ModelConfig, n_tokens: int) -> nn.Module:
             expand=config.expand,
             dt_rank=config.dt_rank,
             residual=config.mamba_residual,
-            use_cuda_kernels=config.use_cuda_kernels,
+            kernels=config.kernels,
         )
     if config.embedder == "transformer":
         return TransformerEmbedder(
@@ -54,8 +54,9 @@ class Tower(nn.Module):
     """tokenizer -> embedder -> head (Linear + ReLU per ``head_dims``, the last ReLU only with
     ``config.final_activation="relu"``), for one side.
 
-    With ``dedupe=True`` only the distinct rows of a batch go through the tower (item batches
-    repeat the same few items a lot), and the result is gathered back.
+    With ``dedupe=True`` only the distinct rows of a CPU batch go through the tower (item batches
+    repeat the same few items a lot), and the result is gathered back. On a GPU the search for
+    distinct rows would wait for the device; ``TwoTower.score_logged`` avoids it there.
 
     Shape:
         input: FeatureTensors of n rows; output: (n, config.d_out).
@@ -75,7 +76,7 @@ class Tower(nn.Module):
         self.dedupe = dedupe
 
     def forward(self, x: FeatureTensors) -> Tensor:
-        if self.dedupe and x.n_rows > 1:
+        if self.dedupe and x.n_rows > 1 and not x.numeric.is_cuda:  # torch.unique syncs a GPU
             rows = torch.cat([x.numeric.double(), x.categorical.double()], dim=1)
             distinct, inverse = torch.unique(rows, dim=0, return_inverse=True)
             if len(distinct) < x.n_rows:
@@ -140,10 +141,15 @@ class TwoTower(nn.Module):
 
     # -- scoring --------------------------------------------------------------------------------
     def embed_users(self, users: Rows) -> Tensor:
-        return self.user_tower(FeatureTensors.coerce(users, self.device))
+        return self._embed(self.user_tower, users)
 
     def embed_items(self, items: Rows) -> Tensor:
-        return self.item_tower(FeatureTensors.coerce(items, self.device))
+        return self._embed(self.item_tower, items)
+
+    def _embed(self, tower: Tower, rows: Rows) -> Tensor:
+        rows = FeatureTensors.coerce(rows, self.device)
+        tower.tokenizer.check_finite(rows)
+        return tower(rows)
 
     def forward(self, users: Rows, items: Rows) -> Tensor:
         u, i = self.embed_users(users), self.embed_items(items)
@@ -151,6 +157,27 @@ class TwoTower(nn.Module):
             raise ValueError(
                 f"forward scores paired rows: got {u.shape[0]} users and {i.shape[0]} items"
             )
+        return (u * i).sum(-1)
+
+    def score_logged(
+        self, users: FeatureTensors, item_ids: Tensor, item_table: FeatureTensors
+    ) -> Tensor:
+        """(n,) scores of logged pairs: user row i with item ``item_ids[i]`` of ``item_table``;
+        the trainer's call, on inputs it checked once (see ``FeatureTokenizer.check_finite``).
+
+        On a GPU, when the table has no more rows than the batch, the item tower embeds the whole
+        table and each pair picks its row by a one-hot product: fixed shapes, no wait for the
+        device, a deterministic backward, and fewer item rows than a large batch has, which a
+        captured CUDA graph needs. Elsewhere the item tower embeds the batch's item rows.
+        """
+        u = self.user_tower(users)
+        if users.numeric.is_cuda and item_table.n_rows <= len(item_ids):
+            one_hot = (
+                item_ids[:, None] == torch.arange(item_table.n_rows, device=item_ids.device)
+            ).to(u.dtype)
+            i = one_hot @ self.item_tower(item_table)
+        else:
+            i = self.item_tower(FeatureTensors(*(t[item_ids] for t in item_table)))
         return (u * i).sum(-1)
 
     def _parameter_version(self) -> int:
