@@ -16,20 +16,8 @@ from recsim_ft.data import InteractionLog
 
 # "toy_env:" makes Gymnasium import tests/toy_env.py (pytest puts tests/ on sys.path)
 TOY = "toy_env:ToyRec-v0"
-TOY_KWARGS = ["--env-kwargs", "n_items=12", "n_groups=3"]
-QUICK = [
-    "--preset",
-    "quick",
-    "--n",
-    "320",
-    "--steps",
-    "10",
-    "--eval-every",
-    "5",
-    "--eval-users",
-    "40",
-    "--quiet",
-]
+TOY_KWARGS = "--env-kwargs n_items=12 n_groups=3".split()
+QUICK = "--preset quick --n 320 --steps 10 --eval-every 5 --eval-users 40 --quiet".split()
 
 
 def fails_cleanly(capsys, argv: list[str], *fragments: str) -> None:
@@ -58,10 +46,8 @@ def test_env_kwargs_parsing():
 
 def test_collect_writes_a_log_and_never_overwrites_silently(tmp_path, capsys):
     out = tmp_path / "toy.parquet"
-    assert (
-        main(["collect", "--env", TOY, *TOY_KWARGS, "--n", "300", "--seed", "3", "--out", str(out)])
-        == 0
-    )
+    collect = ["collect", "--env", TOY, *TOY_KWARGS, "--n", "300", "--seed", "3", "--out", str(out)]
+    assert main(collect) == 0
     log = InteractionLog.load(out)
     assert len(log) == 300 and log.env_kwargs == {"n_items": 12, "n_groups": 3} and log.seed == 3
     first = out.read_bytes()
@@ -69,84 +55,33 @@ def test_collect_writes_a_log_and_never_overwrites_silently(tmp_path, capsys):
         capsys, ["collect", "--env", TOY, "--n", "10", "--out", str(out)], str(out), "--overwrite"
     )
     assert out.read_bytes() == first
-    assert (
-        main(
-            [
-                "collect",
-                "--env",
-                TOY,
-                *TOY_KWARGS,
-                "--n",
-                "300",
-                "--seed",
-                "3",
-                "--out",
-                str(out),
-                "--overwrite",
-            ]
-        )
-        == 0
-    )
+    assert main([*collect, "--overwrite"]) == 0
     assert out.read_bytes() == first  # same seed, same file
 
 
 def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys):
+    out = str(tmp_path / "x.parquet")
+
+    def collect_with(env_id: str, env_kwargs: str) -> list[str]:
+        return ["collect", "--env", env_id, "--env-kwargs", env_kwargs, "--out", out]
+
     fails_cleanly(
         capsys,
-        ["collect", "--env", "NoSuchEnv-v0", "--out", str(tmp_path / "x.parquet")],
+        ["collect", "--env", "NoSuchEnv-v0", "--out", out],
         "NoSuchEnv-v0",
         "Spotify-v0",
     )
+    fails_cleanly(capsys, collect_with(TOY, '{"n_items": 12,'), "not valid JSON")
+    fails_cleanly(capsys, collect_with(TOY, "n_groups=0"), "n_groups=0")
+    vaccine = "VaccineMessaging-v0"
     fails_cleanly(
         capsys,
-        [
-            "collect",
-            "--env",
-            TOY,
-            "--env-kwargs",
-            '{"n_items": 12,',
-            "--out",
-            str(tmp_path / "x.parquet"),
-        ],
-        "not valid JSON",
-    )
-    fails_cleanly(
-        capsys,
-        [
-            "collect",
-            "--env",
-            TOY,
-            "--env-kwargs",
-            "n_groups=0",
-            "--out",
-            str(tmp_path / "x.parquet"),
-        ],
-        "n_groups=0",
-    )
-    fails_cleanly(
-        capsys,
-        [
-            "collect",
-            "--env",
-            "VaccineMessaging-v0",
-            "--env-kwargs",
-            "clusters=abc",
-            "--out",
-            str(tmp_path / "x.parquet"),
-        ],
+        collect_with(vaccine, "clusters=abc"),
         "clusters must be a positive integer, got 'abc' (str)",
     )
     fails_cleanly(
         capsys,
-        [
-            "collect",
-            "--env",
-            "VaccineMessaging-v0",
-            "--env-kwargs",
-            "clusters=2.5",
-            "--out",
-            str(tmp_path / "x.parquet"),
-        ],
+        collect_with(vaccine, "clusters=2.5"),
         "clusters must be a positive integer, got 2.5 (float)",
     )
     fails_cleanly(
@@ -177,24 +112,19 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys):
 
 def test_train_then_evaluate(tmp_path, capsys):
     run = tmp_path / "run"
-    assert (
-        main(
-            [
-                "train",
-                "--env",
-                TOY,
-                *TOY_KWARGS,
-                "--embedder",
-                "transformer",
-                "--seed",
-                "1",
-                "--out",
-                str(run),
-                *QUICK,
-            ]
-        )
-        == 0
-    )
+    train = [
+        "train",
+        "--env",
+        TOY,
+        *TOY_KWARGS,
+        "--embedder",
+        "transformer",
+        "--seed",
+        "1",
+        "--out",
+        str(run),
+    ]
+    assert main([*train, *QUICK]) == 0
     for name in ("config.json", "metrics.json", "curve.csv", "model.safetensors", "DONE"):
         assert (run / name).is_file(), name
     config = json.loads((run / "config.json").read_text())
@@ -224,22 +154,7 @@ def test_train_then_evaluate(tmp_path, capsys):
     assert (run / "model.safetensors").stat().st_mtime_ns == stamp
     fails_cleanly(
         capsys,
-        [
-            "train",
-            "--env",
-            TOY,
-            *TOY_KWARGS,
-            "--embedder",
-            "transformer",
-            "--seed",
-            "1",
-            "--out",
-            str(run),
-            "--resume",
-            *QUICK[:5],
-            "12",
-            *QUICK[6:],
-        ],
+        [*train, "--resume", *QUICK[:5], "12", *QUICK[6:]],
         "cannot resume",
         "steps",
     )
@@ -273,23 +188,8 @@ def test_train_on_a_collected_file_matches_collecting(tmp_path, capsys):
 
 def test_reproduce_baselines_on_spotify(tmp_path, capsys):
     out = tmp_path / "results"
-    argv = [
-        "reproduce",
-        "--table",
-        "1",
-        "--envs",
-        "spotify",
-        "--agents",
-        "oracle",
-        "random",
-        "--seeds",
-        "2",
-        "--eval-users",
-        "50",
-        "--quiet",
-        "--out",
-        str(out),
-    ]
+    argv = "reproduce --table 1 --envs spotify --agents oracle random --seeds 2 --eval-users 50"
+    argv = [*argv.split(), "--quiet", "--out", str(out)]
     assert main(argv) == 0
     printed = capsys.readouterr().out
     assert "| oracle | " in printed and "| random | " in printed and "P@5 | P@10" in printed

@@ -26,50 +26,14 @@ from recsim_ft.train import CHECKPOINT_NAME, TrainConfig
 TESTS_DIR = Path(__file__).resolve().parent
 # the trainer checkpoints every 1000 steps (its default); 1500 steps leave a window after the first
 STEPS, FIRST_CHECKPOINT = 1500, 1000
-TRAIN = [
-    "train",
-    "--env",
-    "toy_env:ToyRec-v0",
-    "--env-kwargs",
-    "n_items=12",
-    "n_groups=3",
-    "--embedder",
-    "mlp",
-    "--seed",
-    "3",
-    "--preset",
-    "quick",
-    "--n",
-    "320",
-    "--steps",
-    str(STEPS),
-    "--eval-every",
-    "250",
-    "--eval-users",
-    "40",
-    "--quiet",
-]
-REPRODUCE = [
-    "reproduce",
-    "--table",
-    "1",
-    "--settings",
-    "spotify",
-    "--agents",
-    "oracle",
-    "mlp",
-    "--seeds",
-    "2",
-    "--preset",
-    "quick",
-    "--n",
-    "320",
-    "--steps",
-    "10",
-    "--eval-users",
-    "40",
-    "--quiet",
-]
+TRAIN = (
+    "train --env toy_env:ToyRec-v0 --env-kwargs n_items=12 n_groups=3 --embedder mlp --seed 3 "
+    f"--preset quick --n 320 --steps {STEPS} --eval-every 250 --eval-users 40 --quiet"
+).split()
+REPRODUCE = (
+    "reproduce --table 1 --settings spotify --agents oracle mlp --seeds 2 "
+    "--preset quick --n 320 --steps 10 --eval-users 40 --quiet"
+).split()
 
 
 def _default_sigint() -> None:
