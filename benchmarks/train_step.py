@@ -1,12 +1,17 @@
-"""Train-step time of the whole two-tower model: our FT-Mamba, our FT-Transformer and mambapy's
-Mamba in the same towers, paper config, batch 32, forward + backward + Adam step.
+"""Train-step time of the whole two-tower model, paper config: our FT-Mamba, our FT-Transformer
+and, where asked, the same FT-Mamba on other kernel paths and mambapy's Mamba in the same towers.
 
-    python benchmarks/train_step.py [--steps 30] [--threads N]
+    python benchmarks/train_step.py [--threads N] [--steps 30]                  # CPU, batch 32
+    python benchmarks/train_step.py --device cuda --batch-sizes 32 2048         # GPU, CUDA graphs
 
-Candidates are interleaved step by step (so background load hits them alike) and the median
-step time is reported. Last line: one JSON object with ``mamba_over_transformer`` (step-time
-ratio, worst shape set; target <= 0.5) and ``mambapy_over_mamba`` (speed-up, worst shape set;
-target >= 6), plus the figures per shape set.
+Every candidate runs the trainer's own step (``recsim_ft.train.TrainStep``: scores of logged
+pairs, MSE, backward, fused Adam; on CUDA captured once as a CUDA graph and replayed, unless
+``--no-cuda-graph``). Candidates take turns, a block of ``--block`` steps each, for ``--steps``
+rounds, so background load hits them alike; the figure is the median over rounds of the block's
+wall time per step (on CUDA, between two device synchronisations: the throughput a training run
+sees). Last line: one JSON object with ``mamba_over_transformer`` (step-time ratio, worst shape
+set and batch; target <= 0.5), ``mambapy_over_mamba`` where mambapy ran (target >= 6), and the
+figures per shape set and batch size.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from torch import nn
 
 from recsim_ft.envs.base import Batch, Feature, Schema
 from recsim_ft.models import FeatureTensors, TwoTower
-from recsim_ft.train import make_optimizer
+from recsim_ft.train import TrainStep, make_optimizer
 
 
 def shape_sets() -> dict[str, tuple[Schema, Schema, Batch]]:
@@ -68,66 +73,118 @@ class MambapyEmbedder(nn.Module):
         return self.mamba(tokens)[:, -1]
 
 
-def build_models(user_schema: Schema, item_schema: Schema) -> dict[str, TwoTower]:
-    models = {kind: TwoTower.from_schemas(user_schema, item_schema, kind, "paper")
-              for kind in ("mamba", "transformer")}
-    mambapy = TwoTower.from_schemas(user_schema, item_schema, "mamba", "paper")
-    c = mambapy.config
-    for tower in (mambapy.user_tower, mambapy.item_tower):
-        tower.embedder = MambapyEmbedder(c.d_token, c.mamba_layers, c.d_state, c.d_conv, c.expand)
-    models["mambapy"] = mambapy
-    return models
+def build_model(candidate: str, user_schema: Schema, item_schema: Schema) -> TwoTower:
+    """``transformer``, ``mamba`` (the automatic kernel path), ``mamba-<path>`` (a forced path of
+    ``recsim_ft.models.mamba.KERNEL_PATHS``) or ``mambapy``."""
+    if candidate == "transformer":
+        return TwoTower.from_schemas(user_schema, item_schema, "transformer", "paper")
+    if candidate.startswith("mamba-"):
+        return TwoTower.from_schemas(user_schema, item_schema, "mamba", "paper", kernels=candidate[6:])
+    model = TwoTower.from_schemas(user_schema, item_schema, "mamba", "paper")
+    if candidate == "mambapy":
+        c = model.config
+        for tower in (model.user_tower, model.item_tower):
+            tower.embedder = MambapyEmbedder(c.d_token, c.mamba_layers, c.d_state, c.d_conv, c.expand)
+    return model
 
 
-def time_steps(models: dict[str, TwoTower], users: list[FeatureTensors], items: list[FeatureTensors],
-               targets: list[torch.Tensor], warmup: int) -> dict[str, float]:
-    """Median seconds per train step of each model, the models interleaved step by step."""
-    optimizers = {k: make_optimizer(m, lr=1e-4) for k, m in models.items()}  # the trainer's Adam
-    times: dict[str, list[float]] = {k: [] for k in models}
-    for step, (u, i, y) in enumerate(zip(users, items, targets, strict=True)):
-        for kind, model in models.items():
+def time_steps(steps: dict[str, TrainStep], n_rows: int, batch_size: int, rounds: int, block: int,
+               warmup: int, device: torch.device) -> dict[str, float]:
+    """Median seconds per step of each candidate, candidates taking turns a block at a time."""
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    generator = torch.Generator().manual_seed(0)
+    times: dict[str, list[float]] = {k: [] for k in steps}
+    for round_ in range(warmup + rounds):
+        indices = [torch.randint(0, n_rows, (batch_size,), generator=generator).to(device) for _ in range(block)]
+        for name, step in steps.items():
+            sync()
             start = time.perf_counter()
-            loss = nn.functional.mse_loss(model(u, i), y)
-            optimizers[kind].zero_grad()
-            loss.backward()
-            optimizers[kind].step()
-            if step >= warmup:
-                times[kind].append(time.perf_counter() - start)
+            for index in indices:
+                step(index)
+            sync()
+            if round_ >= warmup:
+                times[name].append((time.perf_counter() - start) / block)
     return {k: statistics.median(v) for k, v in times.items()}
+
+
+def profile_steps(step: TrainStep, n_rows: int, batch_size: int, n: int, device: torch.device) -> str:
+    """torch.profiler's table of the ops and kernels of ``n`` eager steps (a graph's replay hides
+    its kernels), sorted by device time on CUDA."""
+    from torch.profiler import ProfilerActivity, profile
+
+    eager = TrainStep(step.model, step.optimizer, step.users, step.item_table, step.actions, step.rewards,
+                      batch_size)
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=activities) as prof:
+        for _ in range(n):
+            eager(torch.randint(0, n_rows, (batch_size,), device=device))
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+    key = "cuda_time_total" if device.type == "cuda" else "cpu_time_total"
+    return prof.key_averages().table(sort_by=key, row_limit=15)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=30, help="timed steps per model and shape set")
-    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--steps", type=int, default=30, help="timed rounds per candidate")
+    parser.add_argument("--block", type=int, default=None, help="steps per turn (default: 1 on CPU, 20 on CUDA)")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed rounds first (CUDA graphs are captured then)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[32])
+    parser.add_argument("--candidates", nargs="+", default=None,
+                        help="transformer, mamba, mamba-<kernel path>, mambapy (default: transformer mamba "
+                             "mambapy on CPU; transformer mamba mamba-torch on CUDA)")
+    parser.add_argument("--no-cuda-graph", action="store_true", help="eager steps on CUDA")
+    parser.add_argument("--profile", type=int, default=0, metavar="N",
+                        help="after timing, profile N eager steps of each candidate and print its top kernels")
     args = parser.parse_args()
+    device = torch.device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
+    candidates = args.candidates or (["transformer", "mamba", "mamba-torch"] if device.type == "cuda"
+                                     else ["transformer", "mamba", "mambapy"])
+    block = args.block or (20 if device.type == "cuda" else 1)
+    graphs = device.type == "cuda" and not args.no_cuda_graph
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch_size}, "
-          f"median of {args.steps} steps after {args.warmup} warm-up")
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{torch.get_num_threads()} threads"
+    print(f"torch {torch.__version__}, {where}, CUDA graphs {'on' if graphs else 'off'}, median of "
+          f"{args.steps} rounds of {block} step(s) after {args.warmup} warm-up rounds")
     report: dict[str, dict[str, float]] = {}
     for name, (user_schema, item_schema, item_table) in shape_sets().items():
-        models = build_models(user_schema, item_schema)
-        n = args.steps + args.warmup
-        users = [FeatureTensors.from_batch(random_users(user_schema, args.batch_size, rng)) for _ in range(n)]
-        items = [FeatureTensors.from_batch(item_table[rng.integers(0, len(item_table), args.batch_size)])
-                 for _ in range(n)]
-        targets = [torch.as_tensor(rng.integers(-1, 2, args.batch_size), dtype=torch.float32) for _ in range(n)]
-        t = time_steps(models, users, items, targets, args.warmup)
-        report[name] = {f"{k}_ms": round(v * 1e3, 2) for k, v in t.items()}
-        report[name]["mamba_over_transformer"] = round(t["mamba"] / t["transformer"], 3)
-        report[name]["mambapy_over_mamba"] = round(t["mambapy"] / t["mamba"], 2)
-        print(f"{name:8s} " + "  ".join(f"{k} {v}" for k, v in report[name].items()))
-    summary = {
-        "mamba_over_transformer": max(r["mamba_over_transformer"] for r in report.values()),
-        "mambapy_over_mamba": min(r["mambapy_over_mamba"] for r in report.values()),
-        **report,
-    }
-    print(json.dumps(summary))
+        for batch_size in args.batch_sizes:
+            n_rows = max(4096, 4 * batch_size)
+            users = FeatureTensors.from_batch(random_users(user_schema, n_rows, rng), device)
+            items = FeatureTensors.from_batch(item_table, device)
+            actions = torch.as_tensor(rng.integers(0, len(item_table), n_rows), device=device)
+            rewards = torch.as_tensor(rng.integers(-1, 2, n_rows), dtype=torch.float32, device=device)
+            steps = {}
+            for candidate in candidates:
+                model = build_model(candidate, user_schema, item_schema).to(device)
+                optimizer = make_optimizer(model, lr=1e-4, capturable=graphs)
+                steps[candidate] = TrainStep(model, optimizer, users, items, actions, rewards, batch_size, graphs)
+            t = time_steps(steps, n_rows, batch_size, args.steps, block, args.warmup, device)
+            if args.profile:
+                for candidate, step in steps.items():
+                    print(f"-- profile: {name}, batch {batch_size}, {candidate}\n"
+                          + profile_steps(step, n_rows, batch_size, args.profile, device))
+            key = f"{name}_b{batch_size}"
+            report[key] = {f"{k}_ms": round(v * 1e3, 3) for k, v in t.items()}
+            if "transformer" in t and "mamba" in t:
+                report[key]["mamba_over_transformer"] = round(t["mamba"] / t["transformer"], 3)
+            if "mambapy" in t and "mamba" in t:
+                report[key]["mambapy_over_mamba"] = round(t["mambapy"] / t["mamba"], 2)
+            print(f"{key:14s} " + "  ".join(f"{k} {v}" for k, v in report[key].items()), flush=True)
+    summary: dict[str, object] = {"device": where, "cuda_graphs": graphs}
+    for ratio, worst in (("mamba_over_transformer", max), ("mambapy_over_mamba", min)):
+        values = [r[ratio] for r in report.values() if ratio in r]
+        if values:
+            summary[ratio] = worst(values)
+    print(json.dumps({**summary, **report}))
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@
     recsim-ft evaluate  --run runs/spotify-mamba
     recsim-ft reproduce --table 1 --settings spotify --seeds 2 --steps 1500 --out results/quick
     recsim-ft tune      --table 2 --settings k25_m25 --lrs 1e-5 1e-4 --seeds 2 --out results/tune
+    recsim-ft info
 
 Bad input (unknown env id, malformed kwargs, a missing file or run directory, an output that
 already exists) ends with a one-line ``recsim-ft: error: ...`` and exit status 2.
@@ -276,6 +277,13 @@ def _positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
 
 
+def cmd_info(args: argparse.Namespace) -> int:
+    from recsim_ft.info import system_report  # imports the kernels' modules: only for this command
+
+    print(system_report())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="recsim-ft", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -304,6 +312,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="parquet file to write")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     p.set_defaults(func=cmd_collect)
+
+    p = sub.add_parser(
+        "info", help="print what this machine runs: devices, threads, the Mamba block's kernels"
+    )
+    p.set_defaults(func=cmd_info)
 
     p = sub.add_parser("params", help="print the trainable parameters of each embedder and tower")
     p.add_argument("--preset", choices=tuple(PRESETS), default="paper")

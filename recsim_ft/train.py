@@ -138,7 +138,8 @@ def make_optimizer(model: nn.Module, lr: float, capturable: bool = False) -> tor
 
 class TrainStep:
     """One optimisation step on log rows ``index``: scores of the logged pairs, MSE against the
-    logged rewards, backward, Adam; returns the loss as a device tensor (no wait for a GPU).
+    logged rewards, backward, Adam. Returns the loss as a device tensor, without waiting for a
+    GPU; on CUDA it is one buffer that the next step overwrites.
 
     With ``cuda_graph=True`` the first ``EAGER_STEPS`` steps run as usual (on a side stream, as
     CUDA graph capture requires), then one step is captured as a CUDA graph and every later step
@@ -150,7 +151,7 @@ class TrainStep:
 
     def __init__(
         self,
-        model: nn.Module,
+        model: TwoTower,
         optimizer: torch.optim.Optimizer,
         users: FeatureTensors,
         item_table: FeatureTensors,
@@ -166,10 +167,12 @@ class TrainStep:
             actions,
             rewards,
         )
-        self.index = torch.zeros(batch_size, dtype=torch.int64, device=actions.device)
+        device = actions.device
+        self.index = torch.zeros(batch_size, dtype=torch.int64, device=device)
+        self.loss = torch.zeros((), device=device)
         self.cuda_graph, self.eager_steps = cuda_graph, 0
+        self.side_stream = torch.cuda.Stream(device) if cuda_graph else None
         self.graph: torch.cuda.CUDAGraph | None = None
-        self.loss = torch.zeros((), device=actions.device)
 
     def _step(self) -> torch.Tensor:
         index = self.index
@@ -183,24 +186,24 @@ class TrainStep:
         return loss.detach()
 
     def __call__(self, index: torch.Tensor) -> torch.Tensor:
-        self.index.copy_(index)
-        if self.graph is not None:
-            self.graph.replay()
-            return self.loss
         if not self.cuda_graph:
+            self.index = index
             return self._step()
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):
-            loss = self._step()
-        torch.cuda.current_stream().wait_stream(side)
-        self.eager_steps += 1
-        if self.eager_steps == self.EAGER_STEPS:
-            self.optimizer.zero_grad(set_to_none=True)  # the graph owns the gradients it writes
-            self.graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(self.graph):
-                self.loss = self._step()
-        return loss
+        self.index.copy_(index)
+        if self.graph is None:
+            self.side_stream.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(self.side_stream):
+                self.loss.copy_(self._step())
+            torch.cuda.current_stream().wait_stream(self.side_stream)
+            self.eager_steps += 1
+            if self.eager_steps == self.EAGER_STEPS:
+                self.optimizer.zero_grad(set_to_none=True)  # the graph owns the gradients it writes
+                self.graph = torch.cuda.CUDAGraph()
+                with torch.cuda.graph(self.graph):
+                    self.loss.copy_(self._step())
+        else:
+            self.graph.replay()
+        return self.loss
 
 
 def _device(name: str) -> torch.device:

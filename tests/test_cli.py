@@ -216,3 +216,20 @@ def test_params_and_help_in_a_real_process():
         pytest.skip("the recsim-ft console script is not installed")
     done = subprocess.run([exe, "--help"], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0 and "reproduce" in done.stdout
+
+
+def test_info_says_which_kernels_run_here(capsys, monkeypatch):
+    from recsim_ft.models import native_scan
+
+    assert main(["info"]) == 0
+    out = capsys.readouterr().out
+    built, detail = native_scan.native_status()
+    assert f"native (C, CPU)   {'built' if built else 'not built'}: {detail}" in out
+    assert f"float32 on cpu   -> {'native' if built else 'torch'}" in out
+    assert "float64 on cpu   -> torch" in out
+    monkeypatch.setenv("RECSIM_FT_KERNELS", "mamba_ssm")  # forced: refused here, and said why
+    assert main(["info"]) == 0
+    assert (
+        "float32 on cpu   -> refused: kernels='mamba_ssm' needs CUDA tensors"
+        in capsys.readouterr().out
+    )

@@ -4,6 +4,12 @@ conftest.py), so CI proves them correct without a GPU."""
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -84,3 +90,15 @@ def test_kernel_path_is_chosen_in_one_place_and_refuses_what_cannot_run(monkeypa
         kernel_path(x.double(), "native")
     with pytest.raises(ValueError, match="kernels must be one of"):
         MambaBlock(d_model=8, kernels="fast")
+
+
+def test_kernels_compile_for_hopper(triton_device):
+    """The interpreter never compiles: compile every launch for sm_90 as a GPU run would
+    (paper shapes; odd widths over two chunks), so compiler-only errors fail CI too."""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    script = Path(__file__).parents[1] / "benchmarks" / "triton_compile.py"
+    out = subprocess.run([sys.executable, str(script), "--shapes", "21x256", "40x37"], env=env,
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    report = json.loads(out.stdout.strip().splitlines()[-1])
+    assert len(report) == 10 and all("error" not in r for r in report.values())

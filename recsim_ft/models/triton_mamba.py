@@ -248,6 +248,8 @@ def _scan_bwd_kernel(u_ptr, x_dbl_ptr, z_ptr, dt_w_ptr, dt_b_ptr, a_log_ptr, d_s
     g_x_dbl = g_x_dbl_ptr + split.to(tl.int64) * L * batch * n_xdbl
     parts = parts_ptr + row_b.to(tl.int64) * d_inner * (N + R + 2)
     for blk in range(split, n_dblocks, SPLIT):
+        # the previous block's partial sums of g_x_dbl, stored by other threads, are read below
+        tl.debug_barrier()
         cols = blk * BLOCK_D + tl.arange(0, BLOCK_D)
         cmask = cols < d_inner
         dn_mask = cmask[:, None] & n_mask[None, :]
