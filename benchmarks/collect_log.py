@@ -19,7 +19,11 @@ import gymnasium as gym
 import recsim_ft  # noqa: F401  (registers the envs)
 from recsim_ft.data import InteractionLog, collect
 
-SETTINGS = (("Spotify-v0", {}), ("HMFashion-v0", {}), ("VaccineMessaging-v0", {"clusters": 25, "messages": 25}))
+SETTINGS = (
+    ("Spotify-v0", {}),
+    ("HMFashion-v0", {}),
+    ("VaccineMessaging-v0", {"clusters": 25, "messages": 25}),
+)
 
 
 def best_of(repeats: int, fn, *args, **kwargs) -> tuple[float, object]:
@@ -44,9 +48,12 @@ def main() -> None:
             path = Path(tmp) / f"{env_id}.parquet"
             save_s, _ = best_of(args.repeats, log.save, path, overwrite=True)
             load_s, _ = best_of(args.repeats, InteractionLog.load, path)
-            print(f"{env_id:22s} n={args.n:,}  make {make_s:6.2f} s  collect {collect_s:6.2f} s  "
-                  f"save {save_s:5.2f} s  load {load_s:5.2f} s  file {path.stat().st_size / 1e6:5.1f} MB",
-                  flush=True)
+            print(
+                f"{env_id:22s} n={args.n:,}  make {make_s:6.2f} s  collect {collect_s:6.2f} s  "
+                f"save {save_s:5.2f} s  load {load_s:5.2f} s  "
+                f"file {path.stat().st_size / 1e6:5.1f} MB",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

@@ -19,5 +19,7 @@ if __name__ == "__main__":
             start = time.perf_counter()
             VaccineMessagingEnv(clusters=clusters, messages=messages, seed=seed)
             times.append(time.perf_counter() - start)
-        print(f"clusters={clusters:3d} messages={messages:3d}: max {max(times):.2f} s, "
-              f"mean {sum(times) / len(times):.2f} s over {len(times)} seeds")
+        print(
+            f"clusters={clusters:3d} messages={messages:3d}: max {max(times):.2f} s, "
+            f"mean {sum(times) / len(times):.2f} s over {len(times)} seeds"
+        )

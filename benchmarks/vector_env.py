@@ -18,7 +18,11 @@ import numpy as np
 
 import recsim_ft
 
-SMALL = {"Spotify-v0": {}, "VaccineMessaging-v0": {"n_users": 2_000}, "HMFashion-v0": {"n_customers": 5_000}}
+SMALL = {
+    "Spotify-v0": {},
+    "VaccineMessaging-v0": {"n_users": 2_000},
+    "HMFashion-v0": {"n_customers": 5_000},
+}
 
 
 def steps_per_second(envs: gym.vector.VectorEnv, seconds: float) -> float:
@@ -39,20 +43,27 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=2.0)
     parser.add_argument("--envs", nargs="+", default=list(SMALL), choices=recsim_ft.ENV_IDS)
     args = parser.parse_args()
-    print(f"{'env':<22}{'num_envs':>9}{'native steps/s':>16}{'sync steps/s':>14}{'speed-up':>10}"
-          f"{'build native':>14}{'build sync':>12}")
+    print(
+        f"{'env':<22}{'num_envs':>9}{'native steps/s':>16}{'sync steps/s':>14}{'speed-up':>10}"
+        f"{'build native':>14}{'build sync':>12}"
+    )
     for env_id in args.envs:
         for num_envs in args.num_envs:
             rates, builds = {}, {}
             for mode in ("vector_entry_point", "sync"):
                 start = time.perf_counter()
-                envs = gym.make_vec(env_id, num_envs=num_envs, vectorization_mode=mode, **SMALL[env_id])
+                envs = gym.make_vec(
+                    env_id, num_envs=num_envs, vectorization_mode=mode, **SMALL[env_id]
+                )
                 builds[mode] = time.perf_counter() - start
                 rates[mode] = steps_per_second(envs, args.seconds)
                 envs.close()
-            print(f"{env_id:<22}{num_envs:>9}{rates['vector_entry_point']:>16,.0f}{rates['sync']:>14,.0f}"
-                  f"{rates['vector_entry_point'] / rates['sync']:>9.1f}x"
-                  f"{builds['vector_entry_point']:>13.2f}s{builds['sync']:>11.2f}s", flush=True)
+            print(
+                f"{env_id:<22}{num_envs:>9}{rates['vector_entry_point']:>16,.0f}{rates['sync']:>14,.0f}"
+                f"{rates['vector_entry_point'] / rates['sync']:>9.1f}x"
+                f"{builds['vector_entry_point']:>13.2f}s{builds['sync']:>11.2f}s",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

@@ -12,11 +12,20 @@ import pandas as pd
 
 
 def example_parser(doc: str) -> argparse.ArgumentParser:
-    """A parser with the flags of every example: ``--smoke``, ``--seed``, ``--out``, ``--overwrite``."""
-    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--smoke", action="store_true", help="tiny settings that run in seconds (a wiring check)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the data, the weights and the test users")
-    parser.add_argument("--out", type=Path, help="directory for the results table (CSV) and figures")
+    """A parser with the flags of every example: ``--smoke``, ``--seed``, ``--out``,
+    ``--overwrite``."""
+    parser = argparse.ArgumentParser(
+        description=doc, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--smoke", action="store_true", help="tiny settings that run in seconds (a wiring check)"
+    )
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seed of the data, the weights and the test users"
+    )
+    parser.add_argument(
+        "--out", type=Path, help="directory for the results table (CSV) and figures"
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace existing files in --out")
     return parser
 
@@ -29,7 +38,9 @@ def output_paths(out: Path | None, names: list[str], overwrite: bool) -> dict[st
     paths = {name: out / name for name in names}
     existing = [str(p) for p in paths.values() if p.exists()]
     if existing:
-        raise SystemExit(f"refusing to overwrite {existing}; pass --overwrite or choose another --out")
+        raise SystemExit(
+            f"refusing to overwrite {existing}; pass --overwrite or choose another --out"
+        )
     out.mkdir(parents=True, exist_ok=True)
     return paths
 

@@ -41,8 +41,12 @@ class PerItemRidgeAgent(Agent):
 
     def fit(self, log) -> PerItemRidgeAgent:
         features = self._features(log.users)
-        self.models_ = [Ridge(alpha=self.alpha).fit(features[log.actions == item], log.rewards[log.actions == item])
-                        for item in range(self.n_items)]  # needs every item in the log (true of uniform logs)
+        self.models_ = [
+            Ridge(alpha=self.alpha).fit(
+                features[log.actions == item], log.rewards[log.actions == item]
+            )
+            for item in range(self.n_items)
+        ]  # needs every item in the log (true of uniform logs)
         return self
 
     def score_items(self, users) -> np.ndarray:
@@ -52,8 +56,12 @@ class PerItemRidgeAgent(Agent):
 
 def main() -> None:
     parser = example_parser(__doc__)
-    parser.add_argument("--env", default="Spotify-v0", choices=[e for e in ENV_IDS if e != "HMFashion-v0"],
-                        help="an env with a uniform behaviour policy, so every item is logged")
+    parser.add_argument(
+        "--env",
+        default="Spotify-v0",
+        choices=[e for e in ENV_IDS if e != "HMFashion-v0"],
+        help="an env with a uniform behaviour policy, so every item is logged",
+    )
     parser.add_argument("--samples", type=int, default=20_000)
     args = parser.parse_args()
     if args.smoke:
@@ -62,16 +70,26 @@ def main() -> None:
 
     env = gym.make(args.env)
     log = collect(env, n=args.samples, seed=args.seed)
-    agents = {"random": RandomAgent(env, seed=args.seed), "popularity": PopularityAgent(env),
-              "per-item ridge (ours)": PerItemRidgeAgent(env), "oracle": OracleAgent(env)}
-    table = pd.DataFrame({name: evaluate(agent.fit(log), env, seed=args.seed) for name, agent in agents.items()}).T
+    agents = {
+        "random": RandomAgent(env, seed=args.seed),
+        "popularity": PopularityAgent(env),
+        "per-item ridge (ours)": PerItemRidgeAgent(env),
+        "oracle": OracleAgent(env),
+    }
+    table = pd.DataFrame(
+        {name: evaluate(agent.fit(log), env, seed=args.seed) for name, agent in agents.items()}
+    ).T
     table = table[["HR@1", "HR@5", "HR@10", "P@5", "MRR@10"]]
-    held_out = collect(env, n=args.samples, seed=args.seed + 1)  # on the training log, estimates flatter
+    held_out = collect(
+        env, n=args.samples, seed=args.seed + 1
+    )  # on the training log, estimates flatter
     for name, agent in agents.items():
         estimate = snips(held_out, agent)
         table.loc[name, ["SNIPS value", "s.e."]] = estimate.value, estimate.std_error
         table.loc[name, "true value"] = policy_value(agent, env, seed=args.seed).value
-    print_table(f"{args.env}: a custom agent beside the baselines ({len(log)} logged events)", table)
+    print_table(
+        f"{args.env}: a custom agent beside the baselines ({len(log)} logged events)", table
+    )
     if paths:
         table.to_csv(paths["custom_agent.csv"], index_label="agent")
         print(f"wrote {paths['custom_agent.csv']}")

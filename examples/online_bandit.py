@@ -27,9 +27,13 @@ def main() -> None:
     parser = example_parser(__doc__)
     parser.add_argument("--env", default="Spotify-v0", choices=ENV_IDS)
     parser.add_argument("--steps", type=int, default=5_000, help="users served online")
-    parser.add_argument("--batch-size", type=int, default=1, help="users per round (1: fully sequential)")
+    parser.add_argument(
+        "--batch-size", type=int, default=1, help="users per round (1: fully sequential)"
+    )
     parser.add_argument("--alpha", type=float, default=1.0, help="LinUCB exploration bonus")
-    parser.add_argument("--epsilon", type=float, default=0.1, help="epsilon-greedy exploration rate")
+    parser.add_argument(
+        "--epsilon", type=float, default=0.1, help="epsilon-greedy exploration rate"
+    )
     args = parser.parse_args()
     if args.smoke:
         args.steps, args.batch_size = 200, 10
@@ -37,22 +41,51 @@ def main() -> None:
     paths = output_paths(args.out, [f"{stem}.csv", f"{stem}.png"], args.overwrite)
 
     env = gym.make(args.env)
-    agents = {"LinUCB": LinUCBAgent(env, alpha=args.alpha),
-              f"epsilon-greedy ({args.epsilon})": EpsilonGreedyAgent(env, epsilon=args.epsilon, seed=args.seed),
-              "random": RandomAgent(env, seed=args.seed)}
-    results = {name: run_online(agent, env, args.steps, seed=args.seed, batch_size=args.batch_size,
-                                eval_every=max(args.steps // 10, 1), progress=False)
-               for name, agent in agents.items()}
-    table = pd.DataFrame({name: {"mean reward": r.history["reward"].mean(), "cum regret": r.cum_regret,
-                                 "HR@1": r.metrics["HR@1"], "HR@5": r.metrics["HR@5"], "P@5": r.metrics["P@5"]}
-                          for name, r in results.items()}).T
-    print_table(f"{args.env}: {args.steps} users online (batches of {args.batch_size}), seed {args.seed}", table)
+    agents = {
+        "LinUCB": LinUCBAgent(env, alpha=args.alpha),
+        f"epsilon-greedy ({args.epsilon})": EpsilonGreedyAgent(
+            env, epsilon=args.epsilon, seed=args.seed
+        ),
+        "random": RandomAgent(env, seed=args.seed),
+    }
+    results = {
+        name: run_online(
+            agent,
+            env,
+            args.steps,
+            seed=args.seed,
+            batch_size=args.batch_size,
+            eval_every=max(args.steps // 10, 1),
+            progress=False,
+        )
+        for name, agent in agents.items()
+    }
+    table = pd.DataFrame(
+        {
+            name: {
+                "mean reward": r.history["reward"].mean(),
+                "cum regret": r.cum_regret,
+                "HR@1": r.metrics["HR@1"],
+                "HR@5": r.metrics["HR@5"],
+                "P@5": r.metrics["P@5"],
+            }
+            for name, r in results.items()
+        }
+    ).T
+    print_table(
+        f"{args.env}: {args.steps} users online (batches of {args.batch_size}), seed {args.seed}",
+        table,
+    )
 
     if paths:
         table.to_csv(paths[f"{stem}.csv"], index_label="agent")
-        curves = pd.DataFrame({name: r.history.set_index("step")["cum_regret"] for name, r in results.items()})
+        curves = pd.DataFrame(
+            {name: r.history.set_index("step")["cum_regret"] for name, r in results.items()}
+        )
         # pandas draws with matplotlib (the ``plot`` extra)
-        ax = curves.plot(figsize=(6, 3.5), title=f"{args.env}: cumulative regret against the oracle")
+        ax = curves.plot(
+            figsize=(6, 3.5), title=f"{args.env}: cumulative regret against the oracle"
+        )
         ax.set_xlabel("users served")
         ax.set_ylabel("cumulative regret")
         ax.figure.tight_layout()

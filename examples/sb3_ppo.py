@@ -43,27 +43,36 @@ from recsim_ft.agents.sb3 import FTFeaturesExtractor, SB3Agent
 from recsim_ft.data import collect
 from recsim_ft.envs import ENV_IDS
 from recsim_ft.evaluate import evaluate
+from recsim_ft.models import EMBEDDERS
 
 
 def check_auto_reset(vec_env) -> None:
-    """Pitfall 3, shown: the reward of step t belongs to the observation the action was chosen for."""
+    """Pitfall 3, shown: the reward of step t belongs to the observation the action was chosen
+    for."""
     before = vec_env.reset()
     after, _, dones, infos = vec_env.step(np.zeros(vec_env.num_envs, dtype=np.int64))
     terminal = infos[0]["terminal_observation"]
     assert dones.all(), "every step of a one-step episode is terminal"
-    assert all(np.array_equal(terminal[k], before[k][0]) for k in terminal), "terminal_observation is the served user"
+    assert all(np.array_equal(terminal[k], before[k][0]) for k in terminal), (
+        "terminal_observation is the served user"
+    )
     vec_env.reset()
     same = all(np.array_equal(after[k][0], before[k][0]) for k in terminal)
-    print(f"auto-reset check: the served user is infos[0]['terminal_observation']; the returned observation "
-          f"is {'the same features (a look-alike user)' if same else 'another user'}")
+    returned = "the same features (a look-alike user)" if same else "another user"
+    print(
+        "auto-reset check: the served user is infos[0]['terminal_observation']; "
+        f"the returned observation is {returned}"
+    )
 
 
 def main() -> None:
     parser = example_parser(__doc__)
     parser.add_argument("--env", default="Spotify-v0", choices=ENV_IDS)
     parser.add_argument("--algos", nargs="+", default=["ppo", "dqn"], choices=["ppo", "dqn"])
-    parser.add_argument("--embedder", default="mamba", choices=["mamba", "transformer", "mlp"])
-    parser.add_argument("--timesteps", type=int, default=20_000, help="environment steps per algorithm")
+    parser.add_argument("--embedder", default="mamba", choices=EMBEDDERS)
+    parser.add_argument(
+        "--timesteps", type=int, default=20_000, help="environment steps per algorithm"
+    )
     parser.add_argument("--n-envs", type=int, default=8)
     args = parser.parse_args()
     if args.smoke:
@@ -71,30 +80,56 @@ def main() -> None:
     paths = output_paths(args.out, [f"sb3_{args.env.removesuffix('-v0')}.csv"], args.overwrite)
 
     env = gym.make(args.env)
-    # a factory, not the id: given an id, SB3 asks for render_mode='rgb_array', which these envs lack
+    # a factory, not the id: given an id, SB3 asks for render_mode='rgb_array' (these envs lack it)
     vec_env = make_vec_env(lambda: gym.make(args.env), n_envs=args.n_envs, seed=args.seed)
     check_auto_reset(vec_env)
-    policy_kwargs = dict(features_extractor_class=FTFeaturesExtractor,
-                         features_extractor_kwargs=dict(embedder=args.embedder, preset="quick"))
+    policy_kwargs = dict(
+        features_extractor_class=FTFeaturesExtractor,
+        features_extractor_kwargs=dict(embedder=args.embedder, preset="quick"),
+    )
     n_steps = max(16, min(128, args.timesteps // args.n_envs))
     algorithms = {
-        "ppo": lambda: PPO("MultiInputPolicy", vec_env, gamma=0.0, n_steps=n_steps, batch_size=64, n_epochs=4,
-                           ent_coef=0.01, policy_kwargs=policy_kwargs, seed=args.seed),
-        "dqn": lambda: DQN("MultiInputPolicy", vec_env, gamma=0.0, learning_rate=1e-3, buffer_size=args.timesteps,
-                           learning_starts=min(1_000, args.timesteps // 4), batch_size=64, train_freq=4,
-                           target_update_interval=500, exploration_fraction=0.5, policy_kwargs=policy_kwargs,
-                           seed=args.seed),
+        "ppo": lambda: PPO(
+            "MultiInputPolicy",
+            vec_env,
+            gamma=0.0,
+            n_steps=n_steps,
+            batch_size=64,
+            n_epochs=4,
+            ent_coef=0.01,
+            policy_kwargs=policy_kwargs,
+            seed=args.seed,
+        ),
+        "dqn": lambda: DQN(
+            "MultiInputPolicy",
+            vec_env,
+            gamma=0.0,
+            learning_rate=1e-3,
+            buffer_size=args.timesteps,
+            learning_starts=min(1_000, args.timesteps // 4),
+            batch_size=64,
+            train_freq=4,
+            target_update_interval=500,
+            exploration_fraction=0.5,
+            policy_kwargs=policy_kwargs,
+            seed=args.seed,
+        ),
     }
 
     rows = {}
     for name in args.algos:
         start = time.perf_counter()
         model = algorithms[name]().learn(total_timesteps=args.timesteps)
-        rows[f"{name.upper()} + FT-{args.embedder}"] = {**evaluate(SB3Agent(env, model), env, seed=args.seed),
-                                                        "train_s": time.perf_counter() - start}
+        rows[f"{name.upper()} + FT-{args.embedder}"] = {
+            **evaluate(SB3Agent(env, model), env, seed=args.seed),
+            "train_s": time.perf_counter() - start,
+        }
     log = collect(env, n=args.timesteps, seed=args.seed)
-    for name, agent in {"random": RandomAgent(env, seed=args.seed), "popularity": PopularityAgent(env).fit(log),
-                        "oracle": OracleAgent(env)}.items():
+    for name, agent in {
+        "random": RandomAgent(env, seed=args.seed),
+        "popularity": PopularityAgent(env).fit(log),
+        "oracle": OracleAgent(env),
+    }.items():
         rows[name] = {**evaluate(agent, env, seed=args.seed), "train_s": 0.0}
     table = pd.DataFrame(rows).T[["HR@1", "HR@5", "HR@10", "P@5", "MRR@10", "train_s"]]
     print_table(f"{args.env}: SB3 agents after {args.timesteps} steps, beside the baselines", table)

@@ -2,7 +2,7 @@
 settings, from 25 clusters of 25 messages to 100 clusters of 100 messages.
 
     python examples/vaccine_sweep.py --embedder transformer        # paper protocol, quick model
-    python examples/vaccine_sweep.py --embedder mamba --preset paper   # the paper's model (slow on CPU)
+    python examples/vaccine_sweep.py --embedder mamba --preset paper   # paper's model, slow on CPU
     python examples/vaccine_sweep.py --smoke
 
 Each setting builds its own env (the messages are re-drawn with the seed, as in the paper),
@@ -24,17 +24,24 @@ from recsim_ft.agents import PopularityAgent, TwoTowerAgent
 from recsim_ft.data import collect
 from recsim_ft.evaluate import evaluate
 from recsim_ft.experiments import table_settings
+from recsim_ft.models import EMBEDDERS
 from recsim_ft.paper_results import paper_value
 from recsim_ft.train import TrainConfig
 
 
 def main() -> None:
     parser = example_parser(__doc__)
-    parser.add_argument("--embedder", default="mamba", choices=["mamba", "transformer", "mlp"])
+    parser.add_argument("--embedder", default="mamba", choices=EMBEDDERS)
     parser.add_argument("--preset", default="quick", help="model preset: quick or paper")
-    parser.add_argument("--samples", type=int, default=160_000, help="logged events per setting (paper: 160000)")
-    parser.add_argument("--lr", type=float, default=None, help="learning rate (default: the paper's, 1e-5)")
-    parser.add_argument("--pool", type=int, default=50_000, help="people in each env's population (paper: 50000)")
+    parser.add_argument(
+        "--samples", type=int, default=160_000, help="logged events per setting (paper: 160000)"
+    )
+    parser.add_argument(
+        "--lr", type=float, default=None, help="learning rate (default: the paper's, 1e-5)"
+    )
+    parser.add_argument(
+        "--pool", type=int, default=50_000, help="people in each env's population (paper: 50000)"
+    )
     args = parser.parse_args()
     if args.smoke:
         args.samples, args.pool = 160, 500
@@ -45,17 +52,25 @@ def main() -> None:
     for setting in table_settings(2):
         env = gym.make(setting.env_id, **setting.env_kwargs, n_users=args.pool, seed=args.seed)
         log = collect(env, n=args.samples, seed=args.seed)
-        model = evaluate(TwoTowerAgent(env, args.embedder, args.preset, train_config=config).fit(log), env,
-                         seed=args.seed)
+        model = evaluate(
+            TwoTowerAgent(env, args.embedder, args.preset, train_config=config).fit(log),
+            env,
+            seed=args.seed,
+        )
         popularity = evaluate(PopularityAgent(env).fit(log), env, seed=args.seed)
         rows[setting.label.removeprefix("Vaccine ")] = {
-            "HR@1": model["HR@1"], "HR@10": model["HR@10"], "popularity HR@10": popularity["HR@10"],
+            "HR@1": model["HR@1"],
+            "HR@10": model["HR@10"],
+            "popularity HR@10": popularity["HR@10"],
             "paper HR@1": paper_value(setting.name, args.embedder, "HR@1"),
             "paper HR@10": paper_value(setting.name, args.embedder, "HR@10"),
         }
     table = pd.DataFrame(rows).T
-    print_table(f"vaccine sweep, FT-{args.embedder} ({args.preset} preset, {args.samples} logged events per "
-                f"setting, seed {args.seed}); paper: means over 100 seeds", table)
+    print_table(
+        f"vaccine sweep, FT-{args.embedder} ({args.preset} preset, {args.samples} logged events "
+        f"per setting, seed {args.seed}); paper: means over 100 seeds",
+        table,
+    )
 
     if paths:
         table.to_csv(paths["vaccine_sweep.csv"], index_label="setting")

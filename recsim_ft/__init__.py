@@ -3,11 +3,12 @@ recommenders evaluated back inside the same environments."""
 
 from typing import Any
 
-from recsim_ft.envs import ENV_IDS, Batch, Feature, RecEnv, Schema, register_envs
+from recsim_ft.envs import ENV_IDS, RecEnv, register_envs
+from recsim_ft.schema import Batch, Feature, Schema
 
 register_envs()
 
-__version__ = "0.1.0"
+__version__ = "0.2.0.dev0"
 __all__ = ["ENV_IDS", "Batch", "Feature", "RecEnv", "Schema", "__version__", "run_online"]
 
 

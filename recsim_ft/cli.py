@@ -23,8 +23,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from recsim_ft import experiments
+from recsim_ft.checks import check_int
+from recsim_ft.data import InteractionLog, collect
+from recsim_ft.envs import make_env
 from recsim_ft.experiments import RunSpec
+from recsim_ft.models import PRESETS, params_report
 
 
 class UsageError(Exception):
@@ -46,7 +52,9 @@ def parse_env_kwargs(values: Sequence[str] | None, option: str = "--env-kwargs")
         try:
             kwargs = json.loads(values[0])
         except json.JSONDecodeError as err:
-            raise UsageError(f"{option} is not valid JSON ({err.msg} at column {err.colno}): {values[0]}") from None
+            raise UsageError(
+                f"{option} is not valid JSON ({err.msg} at column {err.colno}): {values[0]}"
+            ) from None
         if not isinstance(kwargs, dict):
             raise UsageError(f"{option} must be a JSON object, got {values[0]}")
         return kwargs
@@ -63,15 +71,15 @@ def parse_env_kwargs(values: Sequence[str] | None, option: str = "--env-kwargs")
 
 
 def _make_env(env_id: str, kwargs: dict[str, Any]):
+    """The env, or a usage error naming the bad id or the bad ``--env-kwargs`` argument (the env's
+    own argument checks name it, e.g. ``clusters must be a positive integer, got 'abc' (str)``)."""
     try:
-        return experiments.make_env(env_id, kwargs)
+        return make_env(env_id, kwargs)
     except ValueError as err:
         raise UsageError(str(err)) from None
 
 
-def _load_log(path: str):
-    from recsim_ft.data import InteractionLog
-
+def _load_log(path: str) -> InteractionLog:
     try:
         return InteractionLog.load(path)
     except (FileNotFoundError, ValueError) as err:
@@ -80,8 +88,6 @@ def _load_log(path: str):
 
 # -- commands -----------------------------------------------------------------------------------
 def cmd_collect(args: argparse.Namespace) -> int:
-    from recsim_ft.data import collect
-
     out = Path(args.out)
     if out.exists() and not args.overwrite:
         raise UsageError(f"{out} already exists; pass --overwrite to replace it")
@@ -93,8 +99,6 @@ def cmd_collect(args: argparse.Namespace) -> int:
 
 
 def cmd_params(args: argparse.Namespace) -> int:
-    from recsim_ft.models import params_report
-
     print(params_report(args.preset))
     return 0
 
@@ -104,10 +108,14 @@ def _prepare_run_dir(run_dir: Path, overwrite: bool, resume: bool) -> None:
     if not run_dir.exists() or not any(run_dir.iterdir()) or resume:
         return
     if not overwrite:
-        raise UsageError(f"run directory {run_dir} is not empty; pass --overwrite to replace it "
-                         "or --resume to continue it")
+        raise UsageError(
+            f"run directory {run_dir} is not empty; pass --overwrite to replace it "
+            "or --resume to continue it"
+        )
     if not (run_dir / "config.json").exists():
-        raise UsageError(f"{run_dir} is not a recsim-ft run directory (no config.json); refusing to delete it")
+        raise UsageError(
+            f"{run_dir} is not a recsim-ft run directory (no config.json); refusing to delete it"
+        )
     shutil.rmtree(run_dir)
 
 
@@ -116,9 +124,14 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.data is not None:
         log = _load_log(args.data)
         if env_id is not None and env_id != log.env_id:
-            raise UsageError(f"--env {env_id} does not match the env of --data {args.data} ({log.env_id})")
+            raise UsageError(
+                f"--env {env_id} does not match the env of --data {args.data} ({log.env_id})"
+            )
         if env_kwargs and env_kwargs != log.env_kwargs:
-            raise UsageError(f"--env-kwargs {env_kwargs} do not match those of --data {args.data} ({log.env_kwargs})")
+            raise UsageError(
+                f"--env-kwargs {env_kwargs} do not match those of --data {args.data} "
+                f"({log.env_kwargs})"
+            )
         env_id, env_kwargs = log.env_id, log.env_kwargs
     elif env_id is None:
         raise UsageError("give --env (and optionally --env-kwargs) or --data FILE")
@@ -126,17 +139,25 @@ def cmd_train(args: argparse.Namespace) -> int:
     run_dir = Path(args.out)
     _prepare_run_dir(run_dir, args.overwrite, args.resume)
     try:
-        spec = RunSpec(env_id, args.embedder, args.seed, env_kwargs, preset=args.preset, n_samples=args.n,
-                       steps=args.steps, lr=args.lr, eval_every=args.eval_every, eval_users=args.eval_users,
-                       model=parse_env_kwargs(args.model, "--model"),
-                       device=args.device, data=None if args.data is None else str(Path(args.data).resolve()))
+        spec = RunSpec(
+            env_id,
+            args.embedder,
+            args.seed,
+            env_kwargs,
+            preset=args.preset,
+            n_samples=args.n,
+            steps=args.steps,
+            lr=args.lr,
+            eval_every=args.eval_every,
+            eval_users=args.eval_users,
+            model=parse_env_kwargs(args.model, "--model"),
+            device=args.device,
+            data=None if args.data is None else str(Path(args.data).resolve()),
+        )
     except ValueError as err:
         raise UsageError(str(err)) from None
-    if args.device.startswith("cuda"):
-        import torch
-
-        if not torch.cuda.is_available():
-            raise UsageError(f"--device {args.device}: CUDA is not available on this machine")
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise UsageError(f"--device {args.device}: CUDA is not available on this machine")
     try:
         metrics = experiments.run(spec, run_dir, resume=args.resume, progress=not args.quiet)
     except ValueError as err:  # e.g. --resume with other settings than the checkpoint's
@@ -151,22 +172,25 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if not (run_dir / "config.json").is_file():
         raise UsageError(f"{run_dir} is not a recsim-ft run directory (no config.json)")
     try:
-        metrics = experiments.evaluate_run(run_dir, n_users=args.n_users, seed=args.seed)
+        metrics = experiments.evaluate_saved_model(run_dir, n_users=args.n_users, seed=args.seed)
     except (FileNotFoundError, ValueError) as err:  # no model file, or not a model file
         raise UsageError(str(err)) from None
     print(_format_metrics(metrics))
     return 0
 
 
-def _settings_and_agents(args: argparse.Namespace, default_agents: Sequence[str],
-                         allowed_agents: Sequence[str]) -> tuple[list, Sequence[str]]:
+def _settings_and_agents(
+    args: argparse.Namespace, default_agents: Sequence[str], allowed_agents: Sequence[str]
+) -> tuple[list, Sequence[str]]:
     """The table's settings (only ``--settings`` when given) and the agents, checked."""
     settings = experiments.table_settings(args.table, hm_data=args.hm_data)
     if args.settings:
         known = {s.name: s for s in settings}
         unknown = [name for name in args.settings if name not in known]
         if unknown:
-            raise UsageError(f"unknown setting(s) {unknown} for table {args.table}; choose from {sorted(known)}")
+            raise UsageError(
+                f"unknown setting(s) {unknown} for table {args.table}; choose from {sorted(known)}"
+            )
         settings = [known[name] for name in args.settings]
     agents = args.agents or default_agents
     bad = [a for a in agents if a not in allowed_agents]
@@ -177,16 +201,31 @@ def _settings_and_agents(args: argparse.Namespace, default_agents: Sequence[str]
 
 def _run_options(args: argparse.Namespace) -> dict[str, Any]:
     """The ``RunSpec`` fields every sweep command takes from ``run_options``."""
-    return dict(preset=args.preset, steps=args.steps, n_samples=args.n, eval_every=args.eval_every,
-                eval_users=args.eval_users, model=parse_env_kwargs(args.model, "--model"))
+    return dict(
+        preset=args.preset,
+        steps=args.steps,
+        n_samples=args.n,
+        eval_every=args.eval_every,
+        eval_users=args.eval_users,
+        model=parse_env_kwargs(args.model, "--model"),
+    )
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
     settings, agents = _settings_and_agents(args, experiments.TABLE_AGENTS, experiments.AGENTS)
     try:
         result = experiments.reproduce(
-            args.table, args.out, seeds=args.seeds, settings=settings, agents=agents, jobs=args.jobs,
-            executor=args.executor, address=args.address, progress=not args.quiet, **_run_options(args))
+            args.table,
+            args.out,
+            seeds=args.seeds,
+            settings=settings,
+            agents=agents,
+            jobs=args.jobs,
+            executor=args.executor,
+            address=args.address,
+            progress=not args.quiet,
+            **_run_options(args),
+        )
     except (ValueError, RuntimeError) as err:  # bad options, a clashing earlier sweep, missing ray
         raise UsageError(str(err)) from None
     print(result.markdown)
@@ -200,9 +239,19 @@ def cmd_tune(args: argparse.Namespace) -> int:
     settings, agents = _settings_and_agents(args, experiments.TUNE_AGENTS, experiments.EMBEDDERS)
     try:
         result = experiments.tune(
-            settings, args.out, lrs=args.lrs, agents=agents, seeds=args.seeds, first_seed=args.first_seed,
-            metric=args.metric, jobs=args.jobs, executor=args.executor, address=args.address,
-            progress=not args.quiet, **_run_options(args))
+            settings,
+            args.out,
+            lrs=args.lrs,
+            agents=agents,
+            seeds=args.seeds,
+            first_seed=args.first_seed,
+            metric=args.metric,
+            jobs=args.jobs,
+            executor=args.executor,
+            address=args.address,
+            progress=not args.quiet,
+            **_run_options(args),
+        )
     except (ValueError, RuntimeError) as err:
         raise UsageError(str(err)) from None
     print(result.markdown)
@@ -213,15 +262,19 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
 
 def _format_metrics(metrics: dict[str, float]) -> str:
-    return "\n".join(f"{k:>10s}  {v:.4f}" if isinstance(v, float) else f"{k:>10s}  {v}" for k, v in metrics.items())
+    return "\n".join(
+        f"{k:>10s}  {v:.4f}" if isinstance(v, float) else f"{k:>10s}  {v}"
+        for k, v in metrics.items()
+    )
 
 
 # -- parser -------------------------------------------------------------------------------------
 def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
-    return value
+    """argparse type of the count options: the text as an integer, checked like every count."""
+    try:
+        return check_int("the value", int(text), low=1)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
 
 
 def cmd_info(args: argparse.Namespace) -> int:
@@ -236,45 +289,86 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     def env_options(p: argparse.ArgumentParser, required: bool) -> None:
-        p.add_argument("--env", required=required, help="env id, e.g. Spotify-v0, HMFashion-v0, VaccineMessaging-v0")
-        p.add_argument("--env-kwargs", nargs="+", metavar="KWARGS",
-                       help='env kwargs as a JSON object (\'{"clusters": 25}\') or key=value pairs')
+        p.add_argument(
+            "--env",
+            required=required,
+            help="env id, e.g. Spotify-v0, HMFashion-v0, VaccineMessaging-v0",
+        )
+        p.add_argument(
+            "--env-kwargs",
+            nargs="+",
+            metavar="KWARGS",
+            help="env kwargs as a JSON object ('{\"clusters\": 25}') or key=value pairs",
+        )
 
-    p = sub.add_parser("collect", help="log interactions of the env's behaviour policy to a parquet file")
+    p = sub.add_parser(
+        "collect", help="log interactions of the env's behaviour policy to a parquet file"
+    )
     env_options(p, required=True)
-    p.add_argument("--n", type=_positive_int, default=160_000, help="events to log (default: 160000)")
+    p.add_argument(
+        "--n", type=_positive_int, default=160_000, help="events to log (default: 160000)"
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, help="parquet file to write")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     p.set_defaults(func=cmd_collect)
 
-    p = sub.add_parser("info", help="print what this machine runs: devices, threads, the Mamba block's kernels")
+    p = sub.add_parser(
+        "info", help="print what this machine runs: devices, threads, the Mamba block's kernels"
+    )
     p.set_defaults(func=cmd_info)
 
     p = sub.add_parser("params", help="print the trainable parameters of each embedder and tower")
-    p.add_argument("--preset", choices=("paper", "quick"), default="paper")
+    p.add_argument("--preset", choices=tuple(PRESETS), default="paper")
     p.set_defaults(func=cmd_params)
 
     def run_options(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--preset", choices=("paper", "quick"), default="paper", help="model size (default: paper)")
-        p.add_argument("--n", type=_positive_int, default=None,
-                       help="logged events to collect per run (default: the env's, 160000)")
-        p.add_argument("--steps", type=_positive_int, default=None,
-                       help="training steps (default: one pass over the log, 5000 for 160000 events)")
-        p.add_argument("--eval-every", type=_positive_int, default=None,
-                       help="evaluate on the test users every N steps (default: the trainer's)")
-        p.add_argument("--eval-users", type=_positive_int, default=100, help="test users (default: 100)")
-        p.add_argument("--model", nargs="+", metavar="KWARGS",
-                       help="model options over the preset, JSON or key=value (e.g. mamba_residual=true)")
+        p.add_argument(
+            "--preset", choices=tuple(PRESETS), default="paper", help="model size (default: paper)"
+        )
+        p.add_argument(
+            "--n",
+            type=_positive_int,
+            default=None,
+            help="logged events to collect per run (default: the paper's, 160000)",
+        )
+        p.add_argument(
+            "--steps",
+            type=_positive_int,
+            default=None,
+            help="training steps (default: one pass over the log, 5000 for 160000 events)",
+        )
+        p.add_argument(
+            "--eval-every",
+            type=_positive_int,
+            default=None,
+            help="evaluate on the test users every N steps (default: the trainer's)",
+        )
+        p.add_argument(
+            "--eval-users", type=_positive_int, default=100, help="test users (default: 100)"
+        )
+        p.add_argument(
+            "--model",
+            nargs="+",
+            metavar="KWARGS",
+            help="model options over the preset, JSON or key=value (e.g. mamba_residual=true)",
+        )
         p.add_argument("--quiet", action="store_true", help="no progress bars")
 
-    p = sub.add_parser("train", help="train and evaluate one two-tower model, saved to a run directory")
+    p = sub.add_parser(
+        "train", help="train and evaluate one two-tower model, saved to a run directory"
+    )
     env_options(p, required=False)
     p.add_argument("--embedder", choices=experiments.EMBEDDERS, default="mamba")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, help="run directory to write")
     p.add_argument("--data", help="train on this logged-interaction file instead of collecting")
-    p.add_argument("--lr", type=float, default=None, help="learning rate (default: the env's)")
+    p.add_argument(
+        "--lr",
+        type=float,
+        default=None,
+        help="learning rate (default: the paper's for the env, see recsim_ft.protocol)",
+    )
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
     p.add_argument("--overwrite", action="store_true", help="replace the run in --out")
@@ -283,34 +377,73 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("evaluate", help="re-evaluate the saved model of a run directory")
     p.add_argument("--run", required=True, help="run directory written by 'recsim-ft train'")
-    p.add_argument("--n-users", type=_positive_int, default=None, help="test users (default: as trained)")
+    p.add_argument(
+        "--n-users", type=_positive_int, default=None, help="test users (default: as trained)"
+    )
     p.add_argument("--seed", type=int, default=None, help="test-user seed (default: as trained)")
     p.set_defaults(func=cmd_evaluate)
 
     def sweep_options(p: argparse.ArgumentParser, agents: Sequence[str], seeds: int) -> None:
         p.add_argument("--table", type=int, choices=(1, 2), required=True)
-        p.add_argument("--settings", "--envs", nargs="+", metavar="NAME",
-                       help="only these settings (table 1: spotify hm; table 2: k25_m25 k25_m50 ...)")
-        p.add_argument("--agents", nargs="+", metavar="AGENT", help=f"only these agents (default: {' '.join(agents)})")
-        p.add_argument("--seeds", type=_positive_int, default=seeds, help=f"seeds per setting (default: {seeds})")
-        p.add_argument("--hm-data", help="directory of the Kaggle H&M files (default: the synthetic stand-in)")
-        p.add_argument("--jobs", type=_positive_int, default=1, help="parallel processes (local executor)")
+        p.add_argument(
+            "--settings",
+            "--envs",
+            nargs="+",
+            metavar="NAME",
+            help="only these settings (table 1: spotify hm; table 2: k25_m25 k25_m50 ...)",
+        )
+        p.add_argument(
+            "--agents",
+            nargs="+",
+            metavar="AGENT",
+            help=f"only these agents (default: {' '.join(agents)})",
+        )
+        p.add_argument(
+            "--seeds",
+            type=_positive_int,
+            default=seeds,
+            help=f"seeds per setting (default: {seeds})",
+        )
+        p.add_argument(
+            "--hm-data", help="directory of the Kaggle H&M files (default: the synthetic stand-in)"
+        )
+        p.add_argument(
+            "--jobs", type=_positive_int, default=1, help="parallel processes (local executor)"
+        )
         p.add_argument("--executor", choices=("local", "ray"), default="local")
         p.add_argument("--address", help="Ray cluster address (default: start a local Ray runtime)")
-        p.add_argument("--out", required=True, help="results directory (re-running continues the sweep)")
+        p.add_argument(
+            "--out", required=True, help="results directory (re-running continues the sweep)"
+        )
         run_options(p)
 
-    p = sub.add_parser("reproduce", help="run a paper table: every setting, embedder and seed, plus baselines")
+    p = sub.add_parser(
+        "reproduce", help="run a paper table: every setting, embedder and seed, plus baselines"
+    )
     sweep_options(p, experiments.TABLE_AGENTS, seeds=5)
     p.set_defaults(func=cmd_reproduce)
 
-    p = sub.add_parser("tune", help="choose each embedder's learning rate on validation users (never the test users)")
+    p = sub.add_parser(
+        "tune",
+        help="choose each embedder's learning rate on validation users (never the test users)",
+    )
     sweep_options(p, experiments.TUNE_AGENTS, seeds=2)
-    p.add_argument("--lrs", nargs="+", type=float, default=[1e-5, 3e-5, 1e-4, 3e-4, 1e-3],
-                   help="learning rates to try (default: 1e-5 3e-5 1e-4 3e-4 1e-3)")
-    p.add_argument("--first-seed", type=int, default=1000,
-                   help="seeds first_seed.. (default 1000: not the seeds reproduce reports)")
-    p.add_argument("--metric", default="NDCG@10", help="validation metric to maximise (default: NDCG@10)")
+    p.add_argument(
+        "--lrs",
+        nargs="+",
+        type=float,
+        default=[1e-5, 3e-5, 1e-4, 3e-4, 1e-3],
+        help="learning rates to try (default: 1e-5 3e-5 1e-4 3e-4 1e-3)",
+    )
+    p.add_argument(
+        "--first-seed",
+        type=int,
+        default=1000,
+        help="seeds first_seed.. (default 1000: not the seeds reproduce reports)",
+    )
+    p.add_argument(
+        "--metric", default="NDCG@10", help="validation metric to maximise (default: NDCG@10)"
+    )
     p.set_defaults(func=cmd_tune)
     return parser
 

@@ -20,37 +20,47 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from recsim_ft.envs.base import Batch
-from recsim_ft.metrics import METRICS, check_scores, ranking_metrics, top_k
+from recsim_ft.metrics import check_scores, ranking_metrics, top_k
+from recsim_ft.protocol import protocol_for
+from recsim_ft.schema import Batch
 
 
-def evaluate(agent: Any, env: gym.Env, n_users: int = 100, seed: int = 0, ks: Sequence[int] = (1, 5, 10),
-             metrics: Sequence[str] | None = None, split: str = "test") -> dict[str, float | int]:
+def evaluate(
+    agent: Any,
+    env: gym.Env,
+    n_users: int = 100,
+    seed: int = 0,
+    ks: Sequence[int] = (1, 5, 10),
+    metrics: Sequence[str] | None = None,
+    split: str = "test",
+) -> dict[str, float | int]:
     """Ranking metrics of ``agent`` on ``env.test_users(n_users, seed)``
     (``split="validation"``: on ``env.validation_users``, for choosing hyperparameters).
 
     Args:
-        agent: anything with ``score_items(users) -> (n_users, n_items)`` (see ``recsim_ft.agents``).
+        agent: anything with ``score_items(users) -> (n_users, n_items)`` (see
+            ``recsim_ft.agents``).
         env: the environment (or a Gymnasium wrapper of it) the agent recommends in.
         ks: cut-offs of every metric.
-        metrics: metric names for ``ranking_metrics``; ``None`` means all of ``METRICS``, plus
-            ``MAP@m`` when the env asks for it with ``train_defaults.extra["map_k"] = m`` (H&M:
-            Kaggle's MAP@12).
+        metrics: metric names for ``ranking_metrics``; ``None`` means those of the env's protocol
+            (``recsim_ft.protocol``): every family of ``recsim_ft.metrics.METRICS``, plus H&M's
+            Kaggle MAP@12.
 
     Returns:
         ``{"P@1": ..., "n_users": ..., "n_excluded": ...}`` as ``ranking_metrics`` returns it.
     """
     rec_env = env.unwrapped
     if metrics is None:
-        map_k = rec_env.train_defaults.extra.get("map_k")
-        metrics = METRICS if map_k is None else (*METRICS, f"MAP@{map_k}")
+        metrics = protocol_for(env).metrics
     users = rec_env.eval_users(split, n_users, seed)
-    return ranking_metrics(agent_scores(agent, users, rec_env.n_items), rec_env.relevant(users),
-                           ks=ks, metrics=metrics)
+    return ranking_metrics(
+        agent_scores(agent, users, rec_env.n_items), rec_env.relevant(users), ks=ks, metrics=metrics
+    )
 
 
-def recommended_minus_liked(agent: Any, env: gym.Env, n_users: int = 100, seed: int = 0,
-                            split: str = "test") -> np.ndarray:
+def recommended_minus_liked(
+    agent: Any, env: gym.Env, n_users: int = 100, seed: int = 0, split: str = "test"
+) -> np.ndarray:
     """(n_items,) int64: per item, how often it is recommended minus how often it is liked.
 
     The data of the paper's Fig. 5: each test user gets as many recommendations (the top of the
@@ -67,7 +77,8 @@ def recommended_minus_liked(agent: Any, env: gym.Env, n_users: int = 100, seed: 
     return recommended.sum(axis=0).astype(np.int64) - liked.sum(axis=0).astype(np.int64)
 
 
-
 def agent_scores(agent: Any, users: Batch, n_items: int) -> np.ndarray:
     """``agent.score_items(users)``, checked to be (n_users, n_items) real scores without NaN."""
-    return check_scores(agent.score_items(users), (len(users), n_items), f"{type(agent).__name__}.score_items")
+    return check_scores(
+        agent.score_items(users), (len(users), n_items), f"{type(agent).__name__}.score_items"
+    )

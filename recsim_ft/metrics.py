@@ -4,14 +4,14 @@ Every user ranks all items by score; the metrics compare the top ``k`` of that r
 user's relevant items. For user ``u`` with relevant set ``Rel`` (``n_rel = |Rel|``) and hits
 ``h_j = [j-th ranked item in Rel]``, ``j = 1..k``:
 
-======  ==========================================================================
+======  =====================================================================================
 P@k     ``sum(h) / k``
 R@k     ``sum(h) / n_rel``
 HR@k    ``1`` if any ``h_j``, else ``0``
 MRR@k   ``1 / j`` of the first hit within the top ``k``, else ``0``
-NDCG@k  ``sum(h_j / log2(j + 1))`` divided by its best value, ``sum_{j <= min(k, n_rel)} 1 / log2(j + 1)``
+NDCG@k  ``sum(h_j / log2(j + 1))`` over its best value ``sum_{j <= min(k, n_rel)} 1 / log2(j + 1)``
 MAP@k   ``sum(P@j * h_j) / min(k, n_rel)`` (the Kaggle H&M MAP@12 definition)
-======  ==========================================================================
+======  =====================================================================================
 
 each averaged over users. Users without any relevant item have no defined recall or NDCG, so they
 are left out of every average and counted in ``n_excluded``.
@@ -35,13 +35,15 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from recsim_ft.checks import check_int
+
 METRICS = ("P", "R", "MRR", "HR", "NDCG", "MAP")
 _METRIC_AT_K = re.compile(r"^([A-Z]+)@(\d+)$")
 
 
 def parse_metrics(metrics: Sequence[str], ks: Sequence[int]) -> list[tuple[str, int]]:
-    """``(name, k)`` pairs of ``metrics``: a bare name (``"P"``) expands to every k in ``ks``, a name
-    with its own k (``"MAP@12"``) stands for that one k only.
+    """``(name, k)`` pairs of ``metrics``: a bare name (``"P"``) expands to every k in ``ks``, a
+    name with its own k (``"MAP@12"``) stands for that one k only.
 
     >>> parse_metrics(("P", "MAP@12"), ks=(1, 5))
     [('P', 1), ('P', 5), ('MAP', 12)]
@@ -50,14 +52,15 @@ def parse_metrics(metrics: Sequence[str], ks: Sequence[int]) -> list[tuple[str, 
         metrics = (metrics,)
     ks = tuple(ks)
     for k in ks:
-        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-            raise ValueError(f"every k must be a positive integer, got {k!r} in ks={ks!r}")
+        check_int(f"every k of ks={ks!r}", k, low=1)
     pairs: list[tuple[str, int]] = []
     for metric in metrics:
         match = _METRIC_AT_K.match(metric)
         name, own_k = (match.group(1), int(match.group(2))) if match else (metric, None)
         if name not in METRICS:
-            raise ValueError(f"unknown metric {metric!r}; choose from {METRICS} (optionally with '@k')")
+            raise ValueError(
+                f"unknown metric {metric!r}; choose from {METRICS} (optionally with '@k')"
+            )
         if own_k == 0:
             raise ValueError(f"metric {metric!r}: k must be a positive integer")
         for k in ks if own_k is None else (own_k,):
@@ -76,8 +79,7 @@ def top_k(scores: np.ndarray, k: int) -> np.ndarray:
     """
     scores = check_scores(scores)
     n_items = scores.shape[1]
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= n_items:
-        raise ValueError(f"k must be an integer in [1, n_items={n_items}], got {k!r}")
+    check_int("k", k, low=1, high=n_items)
     # A stable sort of the negated scores keeps equal scores in index order.
     negated = -scores
     if k == n_items:
@@ -87,7 +89,9 @@ def top_k(scores: np.ndarray, k: int) -> np.ndarray:
     # those rows get the full stable sort.
     chosen = np.sort(np.argpartition(negated, k - 1, axis=1)[:, :k], axis=1)
     chosen_scores = np.take_along_axis(negated, chosen, axis=1)
-    best_first = np.take_along_axis(chosen, np.argsort(chosen_scores, axis=1, kind="stable"), axis=1)
+    best_first = np.take_along_axis(
+        chosen, np.argsort(chosen_scores, axis=1, kind="stable"), axis=1
+    )
     kth = chosen_scores.max(axis=1, keepdims=True)
     ambiguous = (negated == kth).sum(axis=1) > (chosen_scores == kth).sum(axis=1)
     if ambiguous.any():
@@ -95,12 +99,22 @@ def top_k(scores: np.ndarray, k: int) -> np.ndarray:
     return best_first.astype(np.int64)
 
 
-def check_scores(scores: np.ndarray, shape: tuple[int, int] | None = None, what: str = "scores") -> np.ndarray:
+def check_scores(
+    scores: np.ndarray, shape: tuple[int, int] | None = None, what: str = "scores"
+) -> np.ndarray:
     """``scores`` as a 2-D real array (of ``shape`` when given); a ValueError names ``what`` and,
     for NaN scores, the first user that has one."""
     scores = np.asarray(scores)
-    if scores.ndim != 2 or scores.shape[1] == 0 or (shape is not None and scores.shape != tuple(shape)):
-        expected = "a 2-D (n_users, n_items) array" if shape is None else f"shape (n_users, n_items) = {tuple(shape)}"
+    if (
+        scores.ndim != 2
+        or scores.shape[1] == 0
+        or (shape is not None and scores.shape != tuple(shape))
+    ):
+        expected = (
+            "a 2-D (n_users, n_items) array"
+            if shape is None
+            else f"shape (n_users, n_items) = {tuple(shape)}"
+        )
         raise ValueError(f"{what}: expected {expected}, got shape {scores.shape}")
     if scores.dtype.kind not in "biuf":
         raise ValueError(f"{what} must be real numbers, got dtype {scores.dtype}")
@@ -108,13 +122,19 @@ def check_scores(scores: np.ndarray, shape: tuple[int, int] | None = None, what:
         scores = scores.astype(np.float64)
     nan_rows = np.isnan(scores).any(axis=1)
     if nan_rows.any():
-        raise ValueError(f"{what} contain NaN for {int(nan_rows.sum())} user(s), first at row "
-                         f"{int(np.argmax(nan_rows))}")
+        raise ValueError(
+            f"{what} contain NaN for {int(nan_rows.sum())} user(s), first at row "
+            f"{int(np.argmax(nan_rows))}"
+        )
     return scores
 
 
-def ranking_metrics(scores: np.ndarray, relevant: np.ndarray, ks: Sequence[int] = (1, 5, 10),
-                    metrics: Sequence[str] = METRICS) -> dict[str, float | int]:
+def ranking_metrics(
+    scores: np.ndarray,
+    relevant: np.ndarray,
+    ks: Sequence[int] = (1, 5, 10),
+    metrics: Sequence[str] = METRICS,
+) -> dict[str, float | int]:
     """Mean top-k ranking metrics over the users that have at least one relevant item.
 
     Args:
@@ -125,8 +145,8 @@ def ranking_metrics(scores: np.ndarray, relevant: np.ndarray, ks: Sequence[int] 
             one extra cut-off (e.g. ``"MAP@12"``).
 
     Returns:
-        ``{"P@1": ..., ..., "n_users": evaluated users, "n_excluded": users with no relevant item}``,
-        metric keys in the order of ``metrics`` then ``ks``.
+        ``{"P@1": ..., ..., "n_users": evaluated users, "n_excluded": users with no relevant
+        item}``, metric keys in the order of ``metrics`` then ``ks``.
     """
     scores = check_scores(scores)
     relevant = np.asarray(relevant)
@@ -135,8 +155,10 @@ def ranking_metrics(scores: np.ndarray, relevant: np.ndarray, ks: Sequence[int] 
     if relevant.dtype != bool:
         bad = ~np.isin(relevant, (0, 1))
         if bad.any():
-            raise ValueError(f"relevant must be boolean or 0/1, got {relevant[bad][0]!r} at "
-                             f"(user, item) {tuple(int(i) for i in np.argwhere(bad)[0])}")
+            raise ValueError(
+                f"relevant must be boolean or 0/1, got {relevant[bad][0]!r} at "
+                f"(user, item) {tuple(int(i) for i in np.argwhere(bad)[0])}"
+            )
         relevant = relevant.astype(bool)
     pairs = parse_metrics(metrics, ks)
     n_items = scores.shape[1]
@@ -147,11 +169,13 @@ def ranking_metrics(scores: np.ndarray, relevant: np.ndarray, ks: Sequence[int] 
     n_relevant = relevant.sum(axis=1)
     keep = n_relevant > 0
     if not keep.any():
-        raise ValueError(f"none of the {len(scores)} users has a relevant item; the metrics are undefined")
+        raise ValueError(
+            f"none of the {len(scores)} users has a relevant item; the metrics are undefined"
+        )
     scores, relevant, n_relevant = scores[keep], relevant[keep], n_relevant[keep]
 
-    hits = np.take_along_axis(relevant, top_k(scores, k_max), axis=1)     # (n, k_max) bool
-    n_hits = np.cumsum(hits, axis=1)                                        # hits within top j
+    hits = np.take_along_axis(relevant, top_k(scores, k_max), axis=1)  # (n, k_max) bool
+    n_hits = np.cumsum(hits, axis=1)  # hits within top j
     position = np.arange(1, k_max + 1)
     first_hit = np.where(hits.any(axis=1), np.argmax(hits, axis=1) + 1, k_max + 1)
     discount = 1.0 / np.log2(position + 1)
@@ -172,7 +196,7 @@ def ranking_metrics(scores: np.ndarray, relevant: np.ndarray, ks: Sequence[int] 
             return np.where(first_hit <= k, 1.0 / first_hit, 0.0)
         if name == "NDCG":
             return dcg[:, k - 1] / ideal_dcg[n_best - 1]
-        return precision_sum[:, k - 1] / n_best                           # MAP
+        return precision_sum[:, k - 1] / n_best  # MAP
 
     out: dict[str, float | int] = {f"{name}@{k}": float(np.mean(at(name, k))) for name, k in pairs}
     out["n_users"] = int(keep.sum())

@@ -8,7 +8,7 @@ same ranking metrics on the env's test users as offline training (``recsim_ft.ev
 online and offline agents are compared on one scale.
 
 >>> import gymnasium as gym
->>> from recsim_ft.agents.online import LinUCBAgent
+>>> from recsim_ft.agents.bandits import LinUCBAgent
 >>> env = gym.make("Spotify-v0")
 >>> result = run_online(LinUCBAgent(env), env, steps=300, eval_every=100, progress=False)
 >>> result.history.columns[:8].tolist()
@@ -28,8 +28,10 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from recsim_ft.envs.base import Batch, RecEnv
+from recsim_ft.checks import check_actions, check_int
+from recsim_ft.envs.base import RecEnv
 from recsim_ft.evaluate import evaluate
+from recsim_ft.schema import Batch
 
 #: Users are drawn in blocks of this many, whatever ``batch_size``, so the user sequence of a
 #: seed does not depend on how the agent batches its decisions.
@@ -80,33 +82,19 @@ class _UserStream:
             if self.buffer is None or self.position == len(self.buffer):
                 self.buffer, self.position = self.env.sample_users(USER_BLOCK, self.rng), 0
             m = min(n, len(self.buffer) - self.position)
-            parts.append(self.buffer[self.position:self.position + m])
+            parts.append(self.buffer[self.position : self.position + m])
             self.position += m
             n -= m
         return parts[0] if len(parts) == 1 else Batch.concat(parts)
 
 
-def _check_count(name: str, value: Any, allow_none: bool = False) -> int | None:
-    if value is None and allow_none:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be a positive integer{' or None' if allow_none else ''}, got {value!r}")
-    return int(value)
-
-
 def _choose(agent: Any, users: Batch, n_items: int) -> np.ndarray:
     """The agent's choices: ``act_batch`` when it explores, else its top-ranked item."""
     if hasattr(agent, "act_batch"):
-        actions = np.asarray(agent.act_batch(users))
+        actions = agent.act_batch(users)
     else:
         actions = np.asarray(agent.recommend(users, 1))[:, 0]
-    if actions.shape != (len(users),) or not np.issubdtype(actions.dtype, np.integer):
-        raise ValueError(f"{type(agent).__name__} must choose one integer item per user ({len(users)}), "
-                         f"got a {actions.dtype} array of shape {actions.shape}")
-    if actions.min() < 0 or actions.max() >= n_items:
-        raise ValueError(f"{type(agent).__name__} chose items outside [0, {n_items}): "
-                         f"min {actions.min()}, max {actions.max()}")
-    return actions.astype(np.int64)
+    return check_actions(actions, n_items, len(users), f"the actions {type(agent).__name__} chose")
 
 
 def _learn(agent: Any, env: RecEnv, users: Batch, actions: np.ndarray, rewards: np.ndarray) -> None:
@@ -118,14 +106,24 @@ def _learn(agent: Any, env: RecEnv, users: Batch, actions: np.ndarray, rewards: 
         agent.update(users.observation(i, env.user_schema), int(actions[i]), float(rewards[i]))
 
 
-def run_online(agent: Any, env: gym.Env, steps: int, *, seed: int = 0, batch_size: int = 1,
-               eval_every: int | None = None, eval_users: int = 100, eval_seed: int = 0,
-               ks: Sequence[int] = (1, 5, 10), progress: bool = True) -> OnlineResult:
+def run_online(
+    agent: Any,
+    env: gym.Env,
+    steps: int,
+    *,
+    seed: int = 0,
+    batch_size: int = 1,
+    eval_every: int | None = None,
+    eval_users: int = 100,
+    eval_seed: int = 0,
+    ks: Sequence[int] = (1, 5, 10),
+    progress: bool = True,
+) -> OnlineResult:
     """Let ``agent`` learn online in ``env`` for ``steps`` interactions (one user each).
 
     Each round draws ``batch_size`` fresh users, the agent chooses one item for each with the
     same knowledge (``act_batch(users)`` if it has one, e.g. the agents of
-    ``recsim_ft.agents.online``, else the top item of ``recommend``), the env draws the rewards
+    ``recsim_ft.agents.bandits``, else the top item of ``recommend``), the env draws the rewards
     (``sample_reward``), and the agent learns from them (``update_batch(users, actions,
     rewards)`` if it has one, else ``update(observation, action, reward)`` per interaction).
     ``batch_size=1`` is the fully sequential bandit; larger batches model delayed feedback and
@@ -148,12 +146,15 @@ def run_online(agent: Any, env: gym.Env, steps: int, *, seed: int = 0, batch_siz
         An ``OnlineResult`` (``history`` DataFrame, ``evaluations``, ``metrics``, ``cum_regret``).
     """
     rec_env: RecEnv = env.unwrapped
-    steps = _check_count("steps", steps)
-    batch_size = _check_count("batch_size", batch_size)
-    eval_every = _check_count("eval_every", eval_every, allow_none=True)
-    eval_users = _check_count("eval_users", eval_users)
+    steps = check_int("steps", steps, low=1)
+    batch_size = check_int("batch_size", batch_size, low=1)
+    eval_every = check_int("eval_every", eval_every, low=1, allow_none=True)
+    eval_users = check_int("eval_users", eval_users, low=1)
     if not hasattr(agent, "score_items"):
-        raise TypeError(f"agent must follow the recsim_ft Agent protocol (score_items), got {type(agent).__name__}")
+        raise TypeError(
+            "agent must follow the recsim_ft Agent protocol (score_items), "
+            f"got {type(agent).__name__}"
+        )
     user_rng, reward_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(2))
     users_of = _UserStream(rec_env, user_rng)
     eval_steps = sorted({*range(eval_every or steps, steps + 1, eval_every or steps), steps})
@@ -181,17 +182,26 @@ def run_online(agent: Any, env: gym.Env, steps: int, *, seed: int = 0, batch_siz
             done += n
             if done == eval_at:
                 result = evaluate(agent, env, n_users=eval_users, seed=eval_seed, ks=ks)
-                evaluations[done] = {k: v for k, v in result.items() if k not in ("n_users", "n_excluded")}
+                evaluations[done] = {
+                    k: v for k, v in result.items() if k not in ("n_users", "n_excluded")
+                }
                 eval_at = next(next_eval, steps)
             bar.update(n)
             if progress and done * 100 // steps != (done - n) * 100 // steps:  # every 1%
                 bar.set_postfix(cum_regret=f"{regret[:done].sum():.1f}")
 
-    history = pd.DataFrame({
-        "step": np.arange(1, steps + 1), "user_id": user_ids, "action": actions, "reward": rewards,
-        "expected_reward": expected, "cum_reward": np.cumsum(rewards), "regret": regret,
-        "cum_regret": np.cumsum(regret),
-    })
+    history = pd.DataFrame(
+        {
+            "step": np.arange(1, steps + 1),
+            "user_id": user_ids,
+            "action": actions,
+            "reward": rewards,
+            "expected_reward": expected,
+            "cum_reward": np.cumsum(rewards),
+            "regret": regret,
+            "cum_regret": np.cumsum(regret),
+        }
+    )
     metrics = pd.DataFrame.from_dict(evaluations, orient="index").reindex(history["step"])
     history = pd.concat([history, metrics.reset_index(drop=True)], axis=1)
     return OnlineResult(history, tuple(metrics.columns), tuple(sorted(evaluations)), agent)

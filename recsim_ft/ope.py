@@ -31,10 +31,11 @@ import gymnasium as gym
 import numpy as np
 from scipy import stats
 
+from recsim_ft.checks import check_float
 from recsim_ft.data import InteractionLog
-from recsim_ft.envs.base import Batch
 from recsim_ft.evaluate import agent_scores
 from recsim_ft.metrics import top_k
+from recsim_ft.schema import Batch
 
 #: Users scored per call of the agent, so a long log does not need one huge score matrix.
 CHUNK = 8192
@@ -58,18 +59,29 @@ class Estimate:
     effective_sample_size: float
 
 
-def _estimate(estimator: str, value: float, std_error: float, level: float, n: int, ess: float) -> Estimate:
-    if not 0 < level < 1:
-        raise ValueError(f"level must lie in (0, 1), got {level!r}")
+def _estimate(
+    estimator: str, value: float, std_error: float, level: float, n: int, ess: float
+) -> Estimate:
+    level = check_float("level", level, low=0, high=1, low_open=True, high_open=True)
     half = float(stats.norm.ppf(0.5 + level / 2)) * std_error
-    return Estimate(estimator, float(value), float(std_error), float(value - half), float(value + half), level, n,
-                    float(ess))
+    return Estimate(
+        estimator,
+        float(value),
+        float(std_error),
+        float(value - half),
+        float(value + half),
+        level,
+        n,
+        float(ess),
+    )
 
 
 def greedy_actions(agent: Any, users: Batch, n_items: int) -> np.ndarray:
     """(n_users,) int64: each user's top-scored item (ties to the lower index), scored in chunks."""
-    chunks = [top_k(agent_scores(agent, users[start:start + CHUNK], n_items), 1)[:, 0]
-              for start in range(0, len(users), CHUNK)]
+    chunks = [
+        top_k(agent_scores(agent, users[start : start + CHUNK], n_items), 1)[:, 0]
+        for start in range(0, len(users), CHUNK)
+    ]
     return np.concatenate(chunks) if chunks else np.zeros(0, np.int64)
 
 
@@ -83,14 +95,18 @@ def target_probabilities(log: InteractionLog, target: Any) -> np.ndarray:
         return (greedy_actions(target, log.users, log.n_items) == log.actions).astype(np.float64)
     probabilities = np.asarray(target, dtype=np.float64)
     if probabilities.shape != (len(log), log.n_items):
-        raise ValueError(f"target probabilities must have shape ({len(log)}, {log.n_items}) (events, items), "
-                         f"got {probabilities.shape}")
+        raise ValueError(
+            f"target probabilities must have shape ({len(log)}, {log.n_items}) (events, items), "
+            f"got {probabilities.shape}"
+        )
     bad = ~np.isfinite(probabilities).all(axis=1) | (probabilities < 0).any(axis=1)
     bad |= ~np.isclose(probabilities.sum(axis=1), 1.0, atol=1e-6)
     if bad.any():
         row = int(np.flatnonzero(bad)[0])
-        raise ValueError(f"target probabilities: {int(bad.sum())} rows are not distributions (non-negative, "
-                         f"finite, summing to 1); first: row {row}, sum {probabilities[row].sum()!r}")
+        raise ValueError(
+            f"target probabilities: {int(bad.sum())} rows are not distributions (non-negative, "
+            f"finite, summing to 1); first: row {row}, sum {probabilities[row].sum()!r}"
+        )
     return probabilities[np.arange(len(log)), log.actions]
 
 
@@ -99,14 +115,20 @@ def importance_weights(log: InteractionLog, target: Any) -> np.ndarray:
     if len(log) == 0:
         raise ValueError("cannot estimate a policy value from an empty log")
     propensities = log.propensities
-    problems = {"NaN": np.isnan(propensities), "zero or negative": propensities <= 0, "above 1": propensities > 1}
+    problems = {
+        "NaN": np.isnan(propensities),
+        "zero or negative": propensities <= 0,
+        "above 1": propensities > 1,
+    }
     for what, mask in problems.items():
         if mask.any():
             row = int(np.flatnonzero(mask)[0])
             raise ValueError(
-                f"{log.env_id} log: {int(mask.sum())} propensities are {what} (first: row {row}, value "
-                f"{propensities[row]!r}); off-policy estimates need the behaviour policy's probability of "
-                "every logged action, in (0, 1] (collect with a policy that returns (actions, propensities))")
+                f"{log.env_id} log: {int(mask.sum())} propensities are {what} "
+                f"(first: row {row}, value {propensities[row]!r}); off-policy estimates need the "
+                "behaviour policy's probability of every logged action, in (0, 1] "
+                "(collect with a policy that returns (actions, propensities))"
+            )
     return target_probabilities(log, target) / propensities
 
 
@@ -127,7 +149,9 @@ def snips(log: InteractionLog, target: Any, level: float = 0.95) -> Estimate:
     weights = importance_weights(log, target)
     total = weights.sum()
     if total == 0:
-        raise ValueError("SNIPS is undefined: the target policy gives probability 0 to every logged action")
+        raise ValueError(
+            "SNIPS is undefined: the target policy gives probability 0 to every logged action"
+        )
     rewards = log.rewards.astype(np.float64)
     value = (weights * rewards).sum() / total
     std_error = np.sqrt((weights**2 * (rewards - value) ** 2).sum()) / total
@@ -139,13 +163,23 @@ def _kish(weights: np.ndarray) -> float:
     return float(weights.sum() ** 2 / squares) if squares > 0 else 0.0
 
 
-def policy_value(agent: Any, env: gym.Env, n_users: int = 10_000, seed: int = 0, level: float = 0.95) -> Estimate:
+def policy_value(
+    agent: Any, env: gym.Env, n_users: int = 10_000, seed: int = 0, level: float = 0.95
+) -> Estimate:
     """The agent's true value: mean expected reward of its top-1 item over ``n_users`` fresh users
     (``env.sample_users`` with ``seed``); the standard error is that of the user sample."""
     rec_env = env.unwrapped
     if int(n_users) < 2:
         raise ValueError(f"n_users must be at least 2, got {n_users!r}")
     users = rec_env.sample_users(int(n_users), np.random.default_rng(seed))
-    values = rec_env.expected_reward(users)[np.arange(len(users)), greedy_actions(agent, users, rec_env.n_items)]
-    return _estimate("on-policy", values.mean(), values.std(ddof=1) / np.sqrt(len(values)), level,
-                     len(values), len(values))
+    values = rec_env.expected_reward(users)[
+        np.arange(len(users)), greedy_actions(agent, users, rec_env.n_items)
+    ]
+    return _estimate(
+        "on-policy",
+        values.mean(),
+        values.std(ddof=1) / np.sqrt(len(values)),
+        level,
+        len(values),
+        len(values),
+    )

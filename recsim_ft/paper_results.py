@@ -1,7 +1,7 @@
 """The numbers the paper reports (Starnes & Webster, Tables I and II), as data.
 
-Means over the paper's 100 seeds, transcribed from ``shared/paper/*.txt``. ``recsim-ft
-reproduce`` prints them beside ours. Keys: setting name (see ``recsim_ft.experiments.SETTINGS``)
+Means over the paper's 100 seeds, transcribed from its Tables I and II. ``recsim-ft reproduce``
+prints them beside ours. Keys: setting name (see ``recsim_ft.experiments.table_settings``)
 -> embedder -> metric. ``P@1`` and ``MRR@1`` equal ``HR@1`` by definition (one recommendation:
 precision, reciprocal rank and hit are the same 0/1 value), so they are filled in from it.
 

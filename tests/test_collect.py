@@ -27,13 +27,21 @@ def log(env):
 
 def test_log_holds_users_actions_rewards_and_provenance(env, log):
     assert len(log) == 5_000
-    assert log.env_id == "ToyRec-v0" and log.env_kwargs == {"n_items": 12, "n_groups": 3} and log.seed == 3
-    assert log.user_schema == env.unwrapped.user_schema and log.item_schema == env.unwrapped.item_schema
+    assert (
+        log.env_id == "ToyRec-v0"
+        and log.env_kwargs == {"n_items": 12, "n_groups": 3}
+        and log.seed == 3
+    )
+    assert (
+        log.user_schema == env.unwrapped.user_schema
+        and log.item_schema == env.unwrapped.item_schema
+    )
     assert log.actions.dtype == np.int64 and log.rewards.dtype == np.float32
-    np.testing.assert_array_equal(log.items.categorical[:, 0], log.actions)  # toy item feature = index
+    # the toy env's item feature is the item index
+    np.testing.assert_array_equal(log.items.categorical[:, 0], log.actions)
     np.testing.assert_allclose(log.propensities, 1 / 12)  # the default behaviour policy is uniform
     assert np.bincount(log.actions, minlength=12).min() > 300
-    # rewards follow the env's reward model: their mean matches the expected reward of the logged pairs
+    # rewards follow the env's reward model: their mean is the expected reward of the logged pairs
     expected = env.unwrapped.expected_reward(log.users)[np.arange(len(log)), log.actions]
     assert abs(log.rewards.mean() - expected.mean()) < 0.02
     # the log rebuilds its env
@@ -42,7 +50,15 @@ def test_log_holds_users_actions_rewards_and_provenance(env, log):
 
 def test_to_pandas_has_one_column_per_feature(log):
     df = log.to_pandas()
-    assert list(df.columns) == ["user.activity", "user.group", "item.item", "action", "reward", "propensity", "user_id"]
+    assert list(df.columns) == [
+        "user.activity",
+        "user.group",
+        "item.item",
+        "action",
+        "reward",
+        "propensity",
+        "user_id",
+    ]
     assert len(df) == len(log)
     np.testing.assert_array_equal(df["user.group"], log.users.categorical[:, 0])
     np.testing.assert_array_equal(df["user_id"], log.users.ids)
@@ -63,7 +79,9 @@ def test_save_load_round_trip(log, tmp_path):
     for name in ("env_id", "env_kwargs", "seed", "user_schema", "item_schema"):
         assert getattr(loaded, name) == getattr(log, name)
     np.testing.assert_array_equal(loaded.item_table.categorical, log.item_table.categorical)
-    assert [p.name for p in path.parent.iterdir()] == ["log.parquet"]  # no temporary file left behind
+    assert [p.name for p in path.parent.iterdir()] == [
+        "log.parquet"
+    ]  # no temporary file left behind
 
 
 def test_save_refuses_to_overwrite(env, log, tmp_path):
@@ -89,7 +107,7 @@ def test_custom_policy_with_and_without_propensities(env):
     log = collect(env, n=200, policy=coin, seed=0)
     assert set(np.unique(log.actions)) == {0, 1} and (log.propensities == 0.5).all()
 
-    with pytest.raises(ValueError, match="200 integer actions"):
+    with pytest.raises(ValueError, match="policy's actions must be 200 integers"):
         collect(env, n=200, policy=lambda users, rng: np.zeros(3, dtype=np.int64), seed=0)
     with pytest.raises(ValueError, match=r"\[0, 12\)"):
         collect(env, n=200, policy=lambda users, rng: np.full(len(users), 12), seed=0)
@@ -135,20 +153,31 @@ def test_load_rejects_files_that_are_not_logs(log, tmp_path):
     with pytest.raises(ValueError, match="no_reward.parquet.*missing columns \\['reward'\\]"):
         InteractionLog.load(no_reward)
 
-    texty = table.set_column(table.column_names.index("action"), "action",
-                             pa.array([str(a) for a in log.actions]))
+    texty = table.set_column(
+        table.column_names.index("action"), "action", pa.array([str(a) for a in log.actions])
+    )
     with pytest.raises(ValueError, match="'action' has type string"):
         InteractionLog.load(_rewrite(path, tmp_path / "texty.parquet", texty))
 
-    out_of_range = table.set_column(table.column_names.index("action"), "action", pa.array(log.actions + 100))
-    with pytest.raises(ValueError, match=r"out_of_range.parquet.*actions must lie in \[0, 12\)"):
+    out_of_range = table.set_column(
+        table.column_names.index("action"), "action", pa.array(log.actions + 100)
+    )
+    with pytest.raises(
+        ValueError, match=r"out_of_range.parquet.*actions must be item indices in \[0, 12\)"
+    ):
         InteractionLog.load(_rewrite(path, tmp_path / "out_of_range.parquet", out_of_range))
 
 
-@pytest.mark.parametrize("env_id, kwargs", [
-    ("Spotify-v0", {}),
-    ("VaccineMessaging-v0", {"clusters": 5, "messages": 20, "n_users": 2_000, "item_features": "embedding"}),
-])
+@pytest.mark.parametrize(
+    "env_id, kwargs",
+    [
+        ("Spotify-v0", {}),
+        (
+            "VaccineMessaging-v0",
+            {"clusters": 5, "messages": 20, "n_users": 2_000, "item_features": "embedding"},
+        ),
+    ],
+)
 def test_real_envs_round_trip(env_id, kwargs, tmp_path):
     env = gym.make(env_id, **kwargs)
     log = collect(env, n=1_000, seed=0)

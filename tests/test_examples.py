@@ -1,5 +1,5 @@
-"""Every example runs, in a real subprocess, in its ``--smoke`` mode, prints its table and writes its
-outputs; outputs already saved are not overwritten."""
+"""Every example runs, in a real subprocess, in its ``--smoke`` mode, prints its table and writes
+its outputs; outputs already saved are not overwritten."""
 
 import os
 import subprocess
@@ -12,9 +12,17 @@ EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 #: script -> (arguments, a line of the printed table, the files written to --out)
 CASES = {
-    "compare_embedders.py": (["--env", "Spotify-v0"], "FT-transformer", ["compare_Spotify.csv", "compare_Spotify.png"]),
+    "compare_embedders.py": (
+        ["--env", "Spotify-v0"],
+        "FT-transformer",
+        ["compare_Spotify.csv", "compare_Spotify.png"],
+    ),
     "custom_agent.py": ([], "per-item ridge (ours)", ["custom_agent.csv"]),
-    "vaccine_sweep.py": (["--embedder", "transformer"], "k=100, messages=100", ["vaccine_sweep.csv", "vaccine_sweep.png"]),
+    "vaccine_sweep.py": (
+        ["--embedder", "transformer"],
+        "k=100, messages=100",
+        ["vaccine_sweep.csv", "vaccine_sweep.png"],
+    ),
     "sb3_ppo.py": ([], "PPO + FT-mamba", ["sb3_Spotify.csv"]),
     "online_bandit.py": ([], "LinUCB", ["online_Spotify.csv", "online_Spotify.png"]),
 }
@@ -23,8 +31,13 @@ CASES = {
 def start_example(script: str, *args: str) -> subprocess.Popen:
     # one torch / BLAS thread: tiny smoke models run faster than with threads fighting for 2 cores
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "MPLBACKEND": "Agg"}
-    return subprocess.Popen([sys.executable, str(EXAMPLES / script), "--smoke", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env)
+    return subprocess.Popen(
+        [sys.executable, str(EXAMPLES / script), "--smoke", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
 
 
 def finish(process: subprocess.Popen) -> tuple[int, str, str]:
@@ -40,7 +53,10 @@ def finish(process: subprocess.Popen) -> tuple[int, str, str]:
 def smoke_runs(tmp_path_factory):
     """All examples at once (most of each run is importing torch, sklearn and SB3)."""
     out = {script: tmp_path_factory.mktemp(script.removesuffix(".py")) for script in CASES}
-    started = {script: start_example(script, *CASES[script][0], "--out", str(out[script])) for script in CASES}
+    started = {
+        script: start_example(script, *CASES[script][0], "--out", str(out[script]))
+        for script in CASES
+    }
     return {script: (*finish(process), out[script]) for script, process in started.items()}
 
 

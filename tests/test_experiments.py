@@ -13,6 +13,7 @@ import pytest
 from scipy import stats
 
 from recsim_ft import experiments
+from recsim_ft.envs import make_env
 from recsim_ft.experiments import RunSpec, Setting, mean_ci, paired_test
 from recsim_ft.paper_results import METRICS, TABLE_1, TABLE_2
 
@@ -51,7 +52,11 @@ def test_paired_test_matches_scipy_and_known_values():
 def test_paired_test_is_nan_when_undefined():
     assert math.isnan(paired_test([0.5], [0.4])["t_pvalue"])
     same = paired_test([0.5, 0.6], [0.5, 0.6])
-    assert same["mean_diff"] == 0 and math.isnan(same["t_pvalue"]) and math.isnan(same["wilcoxon_pvalue"])
+    assert (
+        same["mean_diff"] == 0
+        and math.isnan(same["t_pvalue"])
+        and math.isnan(same["wilcoxon_pvalue"])
+    )
     with pytest.raises(ValueError, match="equal lengths"):
         paired_test([1, 2], [1])
 
@@ -72,7 +77,10 @@ def test_paper_numbers_match_the_paper_text():
     assert len(found) == 2 * (len(TABLE_1) + len(TABLE_2))
     for (setting, embedder), values in found.items():
         row = {**TABLE_1, **TABLE_2}[setting][embedder]
-        assert [row[metric] for metric in METRICS] == [float(v) for v in values], (setting, embedder)
+        assert [row[metric] for metric in METRICS] == [float(v) for v in values], (
+            setting,
+            embedder,
+        )
 
 
 def test_table_settings():
@@ -87,10 +95,17 @@ def test_table_settings():
 
 
 def test_markdown_shows_the_paper_beside_ours():
-    runs = pd.DataFrame([{"setting": "spotify", "agent": agent, "seed": seed, "metric": "HR@1", "value": v}
-                         for agent, values in (("mamba", (0.96, 0.98)), ("transformer", (0.80, 0.90)),
-                                               ("oracle", (1.0, 1.0)))
-                         for seed, v in enumerate(values)])
+    runs = pd.DataFrame(
+        [
+            {"setting": "spotify", "agent": agent, "seed": seed, "metric": "HR@1", "value": v}
+            for agent, values in (
+                ("mamba", (0.96, 0.98)),
+                ("transformer", (0.80, 0.90)),
+                ("oracle", (1.0, 1.0)),
+            )
+            for seed, v in enumerate(values)
+        ]
+    )
     summary = experiments.summarize(runs)
     mamba = summary[summary.agent == "mamba"].iloc[0]
     assert (mamba["mean"], mamba["paper"]) == pytest.approx((0.97, 0.977))
@@ -104,15 +119,19 @@ def test_markdown_shows_the_paper_beside_ours():
 
 # -- sweeps ---------------------------------------------------------------------------------------
 def _toy_settings() -> list[Setting]:
-    return [Setting("toy", "Toy", TOY, {"n_items": 12, "n_groups": 3}),
-            Setting("broken", "Broken", TOY, {"n_items": 12, "n_groups": 0})]  # the env refuses it
+    return [
+        Setting("toy", "Toy", TOY, {"n_items": 12, "n_groups": 3}),
+        Setting("broken", "Broken", TOY, {"n_items": 12, "n_groups": 0}),
+    ]  # the env refuses it
 
 
 @pytest.fixture(scope="module")
 def toy_sweep(tmp_path_factory):
     out = tmp_path_factory.mktemp("sweep")
     options = dict(preset="quick", steps=10, n_samples=320, eval_every=5, eval_users=40)
-    report = experiments.reproduce(1, out, seeds=2, settings=_toy_settings(), progress=False, **options)
+    report = experiments.reproduce(
+        1, out, seeds=2, settings=_toy_settings(), progress=False, **options
+    )
     return out, report, options
 
 
@@ -137,7 +156,14 @@ def test_sweep_writes_the_table_and_reports_the_failure(toy_sweep):
     assert (paired["n_pairs"] == 2).all()
 
     run_dir = out / "runs" / "toy" / "mamba" / "seed1"
-    for name in ("config.json", "metrics.json", "curve.csv", "items.csv", "model.safetensors", "DONE"):
+    for name in (
+        "config.json",
+        "metrics.json",
+        "curve.csv",
+        "items.csv",
+        "model.safetensors",
+        "DONE",
+    ):
         assert (run_dir / name).is_file(), name
     assert not (run_dir / "checkpoint.pt").exists()
     curve = pd.read_csv(run_dir / "curve.csv")
@@ -157,14 +183,22 @@ def test_rerunning_a_sweep_reuses_finished_runs(toy_sweep):
     out, first, options = toy_sweep
     done = out / "runs" / "toy" / "mamba" / "seed0" / "DONE"
     stamp = done.stat().st_mtime_ns
-    again = experiments.reproduce(1, out, seeds=2, settings=_toy_settings()[:1], progress=False, **options)
+    again = experiments.reproduce(
+        1, out, seeds=2, settings=_toy_settings()[:1], progress=False, **options
+    )
     assert [o.status for o in again.outcomes] == ["reused"] * 10
     assert done.stat().st_mtime_ns == stamp
     ours = {(o.spec.agent, o.spec.seed): o.metrics for o in first.outcomes if o.status == "done"}
     assert {(o.spec.agent, o.spec.seed): o.metrics for o in again.outcomes} == ours
     with pytest.raises(ValueError, match="different settings.*steps"):
-        experiments.reproduce(1, out, seeds=1, settings=_toy_settings()[:1], progress=False,
-                              **{**options, "steps": 11})
+        experiments.reproduce(
+            1,
+            out,
+            seeds=1,
+            settings=_toy_settings()[:1],
+            progress=False,
+            **{**options, "steps": 11},
+        )
 
 
 def test_a_run_built_with_an_older_default_is_not_reused(toy_sweep, tmp_path):
@@ -193,15 +227,21 @@ def test_same_seed_same_metrics_and_interrupted_run_is_redone(toy_sweep, tmp_pat
     partial = tmp_path / "sweep" / "runs" / "toy" / "oracle" / "seed0"
     partial.mkdir(parents=True)
     (partial / "config.json").write_text("{}")
-    outcome, = experiments.sweep([RunSpec(TOY, "oracle", 0, {"n_items": 12, "n_groups": 3}, "toy", **options)],
-                                 tmp_path / "sweep", progress=False)
+    (outcome,) = experiments.sweep(
+        [RunSpec(TOY, "oracle", 0, {"n_items": 12, "n_groups": 3}, "toy", **options)],
+        tmp_path / "sweep",
+        progress=False,
+    )
     assert outcome.status == "done" and (partial / "DONE").is_file()
 
 
 def test_parallel_sweep_gives_the_same_files(toy_sweep, tmp_path):
     out, first, options = toy_sweep
-    specs = [RunSpec(TOY, agent, seed, {"n_items": 12, "n_groups": 3}, "toy", **options)
-             for agent in ("popularity", "random") for seed in (0, 1)]
+    specs = [
+        RunSpec(TOY, agent, seed, {"n_items": 12, "n_groups": 3}, "toy", **options)
+        for agent in ("popularity", "random")
+        for seed in (0, 1)
+    ]
     outcomes = experiments.sweep(specs, tmp_path, jobs=2, progress=False)
     assert [o.status for o in outcomes] == ["done"] * 4
     for o in outcomes:
@@ -212,11 +252,25 @@ def test_parallel_sweep_gives_the_same_files(toy_sweep, tmp_path):
 
 def test_ray_executor(tmp_path):
     ray = pytest.importorskip("ray")
-    specs = [RunSpec(TOY, "popularity", seed, {"n_items": 12, "n_groups": 3}, "toy", n_samples=640,
-                     eval_users=40) for seed in (0, 1)]
+    specs = [
+        RunSpec(
+            TOY,
+            "popularity",
+            seed,
+            {"n_items": 12, "n_groups": 3},
+            "toy",
+            n_samples=640,
+            eval_users=40,
+        )
+        for seed in (0, 1)
+    ]
     # Ray workers do not inherit sys.path: point them at tests/ for toy_env
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
-             runtime_env={"env_vars": {"PYTHONPATH": str(Path(__file__).resolve().parent)}})
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        log_to_driver=False,
+        runtime_env={"env_vars": {"PYTHONPATH": str(Path(__file__).resolve().parent)}},
+    )
     try:
         outcomes = experiments.sweep(specs, tmp_path / "ray", executor="ray", progress=False)
     finally:
@@ -230,11 +284,18 @@ def test_ray_executor(tmp_path):
         assert (o.run_dir / "items.csv").read_text() == (expected.run_dir / "items.csv").read_text()
 
 
-# -- learning-rate search ---------------------------------------------------------------------------
+# -- learning-rate search --------------------------------------------------------------------------
 def test_tune_chooses_the_best_lr_on_validation_users_only(tmp_path):
     options = dict(preset="quick", steps=20, n_samples=640, eval_users=40)
-    report = experiments.tune(_toy_settings()[:1], tmp_path, lrs=[1e-4, 1e-2], agents=["mlp"], seeds=2,
-                              progress=False, **options)
+    report = experiments.tune(
+        _toy_settings()[:1],
+        tmp_path,
+        lrs=[1e-4, 1e-2],
+        agents=["mlp"],
+        seeds=2,
+        progress=False,
+        **options,
+    )
     assert [o.status for o in report.outcomes] == ["done"] * 4
     assert {o.spec.seed for o in report.outcomes} == {1000, 1001}  # not the seeds reproduce reports
     table = report.table
@@ -244,9 +305,12 @@ def test_tune_chooses_the_best_lr_on_validation_users_only(tmp_path):
     for o in report.outcomes:
         # every run was scored on validation users: its metrics are those of the saved model on them
         config = json.loads((o.run_dir / "config.json").read_text())
-        assert config["spec"]["split"] == "validation" and config["train"]["eval_split"] == "validation"
+        assert (
+            config["spec"]["split"] == "validation"
+            and config["train"]["eval_split"] == "validation"
+        )
         assert o.run_dir.parent.name == f"mlp-lr{o.spec.lr:g}"
-        env = experiments.make_env(TOY, {"n_items": 12, "n_groups": 3})
+        env = make_env(TOY, {"n_items": 12, "n_groups": 3})
         from recsim_ft.agents import TwoTowerAgent
         from recsim_ft.evaluate import evaluate
 
@@ -255,19 +319,28 @@ def test_tune_chooses_the_best_lr_on_validation_users_only(tmp_path):
         on_validation = evaluate(agent, env, 40, test_seed, split="validation")
         assert on_validation["NDCG@10"] == pytest.approx(o.metrics["NDCG@10"])
     assert json.loads((tmp_path / "tune.json").read_text())["best"] == [
-        {"setting": "toy", "agent": "mlp", "lr": best}]
+        {"setting": "toy", "agent": "mlp", "lr": best}
+    ]
     assert "validation users" in (tmp_path / "tune.md").read_text()
     with pytest.raises(ValueError, match="only two-tower agents"):
         experiments.tune(_toy_settings()[:1], tmp_path / "x", lrs=[1e-3], agents=["popularity"])
     with pytest.raises(ValueError, match="metric 'NDCG@99' was not measured"):
-        experiments.tune(_toy_settings()[:1], tmp_path, lrs=[1e-4, 1e-2], agents=["mlp"], seeds=2,
-                         metric="NDCG@99", progress=False, **options)
+        experiments.tune(
+            _toy_settings()[:1],
+            tmp_path,
+            lrs=[1e-4, 1e-2],
+            agents=["mlp"],
+            seeds=2,
+            metric="NDCG@99",
+            progress=False,
+            **options,
+        )
 
 
 def test_run_spec_rejects_bad_split_and_lr():
     with pytest.raises(ValueError, match="split must be one of"):
         RunSpec(TOY, "mamba", split="train")
-    with pytest.raises(ValueError, match="lr must be positive"):
+    with pytest.raises(ValueError, match="lr must be a positive number or None"):
         RunSpec(TOY, "mamba", lr=0.0)
     with pytest.raises(ValueError, match="unknown model option.*'bogus'"):
         RunSpec(TOY, "mamba", model={"bogus": 1})

@@ -16,10 +16,10 @@ import pytest
 from scipy import stats
 
 from recsim_ft.envs import hm_data
-from recsim_ft.envs.base import Batch
 from recsim_ft.envs.hm import HMFashionEnv
 from recsim_ft.envs.hm_data import HMDataError, load_kaggle
 from recsim_ft.envs.hm_synthetic import generate_frames, load_calibration, write_kaggle_files
+from recsim_ft.schema import Batch
 
 SAMPLE_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "hm_sample"
 
@@ -37,11 +37,16 @@ def _same_data(a: HMFashionEnv, b: HMFashionEnv) -> None:
     np.testing.assert_array_equal(a._user_codes, b._user_codes)
 
 
-# -- the paper's setting on the synthetic stand-in --------------------------------------------------
+# -- the paper's setting on the synthetic stand-in -------------------------------------------------
 def test_synthetic_env_says_so_and_has_the_paper_schema(env):
     assert env.synthetic and "synthetic" in HMFashionEnv.__doc__
     assert [f.name for f in env.user_schema.features] == [
-        "age", "FN", "Active", "club_member_status", "fashion_news_frequency"]
+        "age",
+        "FN",
+        "Active",
+        "club_member_status",
+        "fashion_news_frequency",
+    ]
     assert env.user_schema.features[0].kind == "numeric"
     assert [f.name for f in env.item_schema.features] == ["prod_name"]
     assert env.n_items == 100 and env.action_space.n == 100
@@ -65,8 +70,12 @@ def test_synthetic_customers_match_the_calibration():
     club = customers["club_member_status"].fillna("missing").value_counts(normalize=True)
     for label, share in cal["customer_shares"]["club_member_status"].items():
         assert club.get(label, 0.0) == pytest.approx(share, abs=0.01)
-    assert customers["FN"].notna().mean() == pytest.approx(cal["customer_shares"]["FN"]["1"], abs=0.015)
-    assert customers["age"].isna().mean() == pytest.approx(cal["age_bucket_shares"]["missing"], abs=0.005)
+    assert customers["FN"].notna().mean() == pytest.approx(
+        cal["customer_shares"]["FN"]["1"], abs=0.015
+    )
+    assert customers["age"].isna().mean() == pytest.approx(
+        cal["age_bucket_shares"]["missing"], abs=0.005
+    )
     age = customers["age"].dropna()
     assert age.mean() == pytest.approx(36.4, abs=1.0)
     counts = age.value_counts()
@@ -74,7 +83,8 @@ def test_synthetic_customers_match_the_calibration():
 
 
 def test_purchases_depend_on_user_features(env):
-    """Young and older customers buy the top items in different proportions (as on the real data)."""
+    """Young and older customers buy the top items in different proportions (as on the real
+    data)."""
     users = env._users(np.arange(len(env._age)))
     bought = env.relevant(users)
     young, older = users.numeric[:, 0] < 30, users.numeric[:, 0] >= 45
@@ -98,7 +108,9 @@ def test_test_users_are_held_out_and_have_enough_purchases(env):
     np.testing.assert_array_equal(env.test_users(100, seed=3).ids, test.ids)
     assert not np.array_equal(env.test_users(100, seed=4).ids, test.ids)
     rng = np.random.default_rng(0)
-    trained = set(env.sample_users(50_000, rng).ids.tolist()) | set(env.sample_log(50_000, rng)[0].ids.tolist())
+    trained = set(env.sample_users(50_000, rng).ids.tolist()) | set(
+        env.sample_log(50_000, rng)[0].ids.tolist()
+    )
     assert not trained & set(env._test_pool.tolist())
     with pytest.raises(ValueError, match="test pool holds"):
         env.test_users(len(env._test_pool) + 1)
@@ -113,7 +125,9 @@ def test_rewards_and_relevance_are_the_purchase_indicator(env):
     rewards = env.sample_reward(users[rows], items, np.random.default_rng(0))
     assert rewards.dtype == np.float32 and (rewards == 1).all()
     with pytest.raises(ValueError, match="unknown user id -1"):
-        env.expected_reward(Batch.from_observations(users.observation(0, env.user_schema), env.user_schema))
+        env.expected_reward(
+            Batch.from_observations(users.observation(0, env.user_schema), env.user_schema)
+        )
 
 
 def test_training_log_is_half_purchases_with_documented_propensities(env):
@@ -121,7 +135,9 @@ def test_training_log_is_half_purchases_with_documented_propensities(env):
     rewards = env.sample_reward(users, actions, np.random.default_rng(0))
     assert rewards.mean() == pytest.approx(0.5, abs=0.02)
     bought = env._n_bought[users.ids]
-    np.testing.assert_allclose(propensities, np.where(rewards == 1, 1 / (2 * bought), 1 / (2 * (100 - bought))))
+    np.testing.assert_allclose(
+        propensities, np.where(rewards == 1, 1 / (2 * bought), 1 / (2 * (100 - bought)))
+    )
     again = env.sample_log(40_000, np.random.default_rng(1))
     np.testing.assert_array_equal(again[1], actions)
     np.testing.assert_array_equal(again[0].ids, users.ids)
@@ -141,7 +157,11 @@ def sample_dir(tmp_path_factory) -> Path:
     if not SAMPLE_DIR.is_dir():
         pytest.skip(f"real H&M sample rows not found at {SAMPLE_DIR}")
     out = tmp_path_factory.mktemp("hm_sample")
-    for source, name in (("customers", "customers"), ("articles", "articles"), ("transactions", "transactions_train")):
+    for source, name in (
+        ("customers", "customers"),
+        ("articles", "articles"),
+        ("transactions", "transactions_train"),
+    ):
         shutil.copy(SAMPLE_DIR / f"{source}_sample.parquet", out / f"{name}.parquet")
     return out
 
@@ -162,7 +182,11 @@ def test_real_sample_rows_load(sample_dir):
 def _write_kaggle_csv(frames: dict[str, pd.DataFrame], out: Path, suffix: str = ".csv") -> Path:
     """Frames as Kaggle writes them: article ids zero-padded to 10 digits."""
     out.mkdir(parents=True, exist_ok=True)
-    for table, stem in (("customers", "customers"), ("articles", "articles"), ("transactions", "transactions_train")):
+    for table, stem in (
+        ("customers", "customers"),
+        ("articles", "articles"),
+        ("transactions", "transactions_train"),
+    ):
         frame = frames[table].copy()
         if "article_id" in frame:
             frame["article_id"] = frame["article_id"].map("{:010d}".format)
@@ -172,7 +196,10 @@ def _write_kaggle_csv(frames: dict[str, pd.DataFrame], out: Path, suffix: str = 
 
 @pytest.mark.parametrize("suffix", [".csv", ".csv.gz"])
 def test_csv_and_parquet_give_the_same_env(sample_dir, tmp_path, suffix):
-    frames = {t: pd.read_parquet(SAMPLE_DIR / f"{t}_sample.parquet") for t in ("customers", "articles", "transactions")}
+    frames = {
+        t: pd.read_parquet(SAMPLE_DIR / f"{t}_sample.parquet")
+        for t in ("customers", "articles", "transactions")
+    }
     csv_dir = _write_kaggle_csv(frames, tmp_path / "csv", suffix)
     kwargs = {"min_test_purchases": 1, "cache": False}
     _same_data(HMFashionEnv(csv_dir, **kwargs), HMFashionEnv(sample_dir, **kwargs))
@@ -204,7 +231,10 @@ def test_cache_is_reused_and_invalidated(sample_dir, tmp_path, monkeypatch):
     cached = load_kaggle(data_dir)
     np.testing.assert_array_equal(cached.purchases, first.purchases)
     np.testing.assert_array_equal(cached.user_codes, first.user_codes)
-    assert cached.user_categories == first.user_categories and cached.item_categories == first.item_categories
+    assert (
+        cached.user_categories == first.user_categories
+        and cached.item_categories == first.item_categories
+    )
     with pytest.raises(AssertionError, match="processed again"):
         load_kaggle(data_dir, n_items=50)  # other parameters: other key
     monkeypatch.undo()
@@ -224,12 +254,12 @@ def test_unwritable_cache_warns_and_loads(sample_dir, tmp_path):
 # -- bad input -----------------------------------------------------------------------------------
 TINY = {
     "customers": "customer_id,FN,Active,club_member_status,fashion_news_frequency,age,postal_code\n"
-                 "c1,1.0,1.0,ACTIVE,Regularly,25,p\nc2,,,ACTIVE,NONE,,p\nc3,,,,,61,p\n",
+    "c1,1.0,1.0,ACTIVE,Regularly,25,p\nc2,,,ACTIVE,NONE,,p\nc3,,,,,61,p\n",
     "articles": "article_id,product_code,prod_name\n0100000001,100000,Tee\n0100000002,100000,Tee\n"
-                "0200000001,200000,Jeans\n",
+    "0200000001,200000,Jeans\n",
     "transactions_train": "t_dat,customer_id,article_id,price,sales_channel_id\n"
-                          "2020-01-01,c1,0100000001,0.1,2\n2020-01-01,c1,0200000001,0.1,2\n"
-                          "2020-01-02,c2,0100000001,0.1,1\n2020-01-02,c3,0100000002,0.1,1\n",
+    "2020-01-01,c1,0100000001,0.1,2\n2020-01-01,c1,0200000001,0.1,2\n"
+    "2020-01-02,c2,0100000001,0.1,1\n2020-01-02,c3,0100000002,0.1,1\n",
 }
 
 
@@ -240,32 +270,69 @@ def _tiny(tmp_path: Path, **changes: str) -> Path:
 
 
 def test_tiny_valid_files(tmp_path):
-    env = HMFashionEnv(_tiny(tmp_path), n_items=3, min_test_purchases=2, test_fraction=0.5, cache=False)
+    env = HMFashionEnv(
+        _tiny(tmp_path), n_items=3, min_test_purchases=2, test_fraction=0.5, cache=False
+    )
     assert env.article_ids.tolist() == [100000001, 100000002, 200000001]  # 2 buys, then ties by id
     assert env.user_schema.features[1].categories == ("missing", "1")
     assert env.data_summary["age_imputed"] == 1 and env._age[1] == 43.0  # median of 25 and 61
-    np.testing.assert_array_equal(env.relevant(env._users(np.arange(3))).astype(int),
-                                  [[1, 0, 1], [1, 0, 0], [0, 1, 0]])
+    np.testing.assert_array_equal(
+        env.relevant(env._users(np.arange(3))).astype(int), [[1, 0, 1], [1, 0, 0], [0, 1, 0]]
+    )
 
 
-@pytest.mark.parametrize("changes, file, pattern", [
-    ({"customers": TINY["customers"].replace("age,", "years,")}, "customers.csv", "no column 'age'"),
-    ({"customers": TINY["customers"].replace(",25,", ",young,")}, "customers.csv", "column 'age'"),
-    ({"transactions_train": TINY["transactions_train"].replace("0200000001", "x2")}, "transactions_train.csv",
-     "column 'article_id'"),
-    ({"customers": TINY["customers"].replace("c3,", "c1,")}, "customers.csv", "column 'customer_id': duplicate id 'c1'"),
-    ({"articles": TINY["articles"].replace("0200000001", "0100000002")}, "articles.csv",
-     "column 'article_id': duplicate id 100000002"),
-    ({"transactions_train": TINY["transactions_train"].replace(",c3,", ",c9,")}, "transactions_train.csv",
-     "column 'customer_id': 'c9' is not in the customers file"),
-    ({"transactions_train": TINY["transactions_train"].replace("0100000002", "0300000001")}, "transactions_train.csv",
-     "column 'article_id': 300000001 is not in the articles file"),
-    ({"customers": ""}, "customers.csv", "is empty"),
-    ({"articles": "article_id,product_code,prod_name\n"}, "articles.csv", "has no rows"),
-    ({"transactions_train": TINY["transactions_train"][:-12]}, "transactions_train.csv", "truncated"),
-    ({"transactions_train": TINY["transactions_train"].replace("0100000002", "0100000001")}, "transactions_train.csv",
-     "n_items=3 but only 2 articles were ever bought"),
-])
+@pytest.mark.parametrize(
+    "changes, file, pattern",
+    [
+        (
+            {"customers": TINY["customers"].replace("age,", "years,")},
+            "customers.csv",
+            "no column 'age'",
+        ),
+        (
+            {"customers": TINY["customers"].replace(",25,", ",young,")},
+            "customers.csv",
+            "column 'age'",
+        ),
+        (
+            {"transactions_train": TINY["transactions_train"].replace("0200000001", "x2")},
+            "transactions_train.csv",
+            "column 'article_id'",
+        ),
+        (
+            {"customers": TINY["customers"].replace("c3,", "c1,")},
+            "customers.csv",
+            "column 'customer_id': duplicate id 'c1'",
+        ),
+        (
+            {"articles": TINY["articles"].replace("0200000001", "0100000002")},
+            "articles.csv",
+            "column 'article_id': duplicate id 100000002",
+        ),
+        (
+            {"transactions_train": TINY["transactions_train"].replace(",c3,", ",c9,")},
+            "transactions_train.csv",
+            "column 'customer_id': 'c9' is not in the customers file",
+        ),
+        (
+            {"transactions_train": TINY["transactions_train"].replace("0100000002", "0300000001")},
+            "transactions_train.csv",
+            "column 'article_id': 300000001 is not in the articles file",
+        ),
+        ({"customers": ""}, "customers.csv", "is empty"),
+        ({"articles": "article_id,product_code,prod_name\n"}, "articles.csv", "has no rows"),
+        (
+            {"transactions_train": TINY["transactions_train"][:-12]},
+            "transactions_train.csv",
+            "truncated",
+        ),
+        (
+            {"transactions_train": TINY["transactions_train"].replace("0100000002", "0100000001")},
+            "transactions_train.csv",
+            "n_items=3 but only 2 articles were ever bought",
+        ),
+    ],
+)
 def test_bad_csv_input_names_file_and_column(tmp_path, changes, file, pattern):
     with pytest.raises(HMDataError, match=pattern) as error:
         HMFashionEnv(_tiny(tmp_path, **changes), n_items=3, cache=False)
@@ -275,7 +342,9 @@ def test_bad_csv_input_names_file_and_column(tmp_path, changes, file, pattern):
 def test_missing_file_is_named(tmp_path):
     _tiny(tmp_path)
     (tmp_path / "articles.csv").unlink()
-    with pytest.raises(HMDataError, match="no articles file.*articles.parquet, articles.csv, articles.csv.gz"):
+    with pytest.raises(
+        HMDataError, match="no articles file.*articles.parquet, articles.csv, articles.csv.gz"
+    ):
         HMFashionEnv(tmp_path, cache=False)
     with pytest.raises(HMDataError, match="not a directory"):
         HMFashionEnv(tmp_path / "nowhere", cache=False)
@@ -312,7 +381,11 @@ def test_map_at_12_is_computable(env):
     from recsim_ft.evaluate import evaluate
 
     oracle = evaluate(OracleAgent(env), env, n_users=100, seed=0)
-    assert oracle["MAP@12"] == pytest.approx(1.0) and oracle["HR@1"] == 1.0 and oracle["n_excluded"] == 0
+    assert (
+        oracle["MAP@12"] == pytest.approx(1.0)
+        and oracle["HR@1"] == 1.0
+        and oracle["n_excluded"] == 0
+    )
     random = evaluate(RandomAgent(env, seed=0), env, n_users=100, seed=0)
     assert 0.0 < random["MAP@12"] < 0.5
 
@@ -323,7 +396,11 @@ def test_user_features_predict_held_out_purchases(env):
     from recsim_ft.metrics import ranking_metrics
 
     def segment(users: Batch) -> np.ndarray:
-        return np.minimum(users.numeric[:, 0] // 10, 6).astype(int) * 100 + users.categorical[:, 2] * 10 + users.categorical[:, 0]
+        return (
+            np.minimum(users.numeric[:, 0] // 10, 6).astype(int) * 100
+            + users.categorical[:, 2] * 10
+            + users.categorical[:, 0]
+        )
 
     train = env.sample_users(100_000, np.random.default_rng(0))
     test = env.test_users(env.data_summary["test_pool"])
@@ -332,6 +409,8 @@ def test_user_features_predict_held_out_purchases(env):
     by_segment = {s: bought[segment(train) == s].mean(axis=0) for s in np.unique(segment(train))}
     segment_scores = np.stack([by_segment.get(s, popularity) for s in segment(test)])
     relevant = env.relevant(test)
-    overall = ranking_metrics(np.tile(popularity, (len(test), 1)), relevant, ks=(5,), metrics=("P",))["P@5"]
+    overall = ranking_metrics(
+        np.tile(popularity, (len(test), 1)), relevant, ks=(5,), metrics=("P",)
+    )["P@5"]
     personal = ranking_metrics(segment_scores, relevant, ks=(5,), metrics=("P",))["P@5"]
     assert personal > overall + 0.05

@@ -26,25 +26,38 @@ from recsim_ft.train import CHECKPOINT_NAME, TrainConfig
 TESTS_DIR = Path(__file__).resolve().parent
 # the trainer checkpoints every 1000 steps (its default); 1500 steps leave a window after the first
 STEPS, FIRST_CHECKPOINT = 1500, 1000
-TRAIN = ["train", "--env", "toy_env:ToyRec-v0", "--env-kwargs", "n_items=12", "n_groups=3", "--embedder", "mlp",
-         "--seed", "3", "--preset", "quick", "--n", "320", "--steps", str(STEPS), "--eval-every", "250",
-         "--eval-users", "40", "--quiet"]
-REPRODUCE = ["reproduce", "--table", "1", "--settings", "spotify", "--agents", "oracle", "mlp", "--seeds", "2",
-             "--preset", "quick", "--n", "320", "--steps", "10", "--eval-users", "40", "--quiet"]
+TRAIN = (
+    "train --env toy_env:ToyRec-v0 --env-kwargs n_items=12 n_groups=3 --embedder mlp --seed 3 "
+    f"--preset quick --n 320 --steps {STEPS} --eval-every 250 --eval-users 40 --quiet"
+).split()
+REPRODUCE = (
+    "reproduce --table 1 --settings spotify --agents oracle mlp --seeds 2 "
+    "--preset quick --n 320 --steps 10 --eval-users 40 --quiet"
+).split()
 
 
 def _default_sigint() -> None:
-    """A child started from a non-interactive shell may inherit SIGINT ignored; Ctrl-C must reach it."""
+    """A child started from a non-interactive shell may inherit SIGINT ignored; Ctrl-C must reach
+    it."""
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def start(argv: list[str], out: Path) -> subprocess.Popen:
     """``python -m recsim_ft ARGV --out OUT`` on one torch thread (bit-identical results need the
     same thread count everywhere), with ``tests/`` importable for the toy env."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1",
-           "PYTHONPATH": os.pathsep.join(filter(None, [str(TESTS_DIR), os.environ.get("PYTHONPATH")]))}
-    return subprocess.Popen([sys.executable, "-m", "recsim_ft", *argv, "--out", str(out)], env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=_default_sigint)
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(TESTS_DIR), os.environ.get("PYTHONPATH")])),
+    }
+    return subprocess.Popen(
+        [sys.executable, "-m", "recsim_ft", *argv, "--out", str(out)],
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        preexec_fn=_default_sigint,
+    )
 
 
 def finish(child: subprocess.Popen, timeout: float = 300) -> tuple[int, str]:
@@ -57,12 +70,16 @@ def run_to_end(argv: list[str], out: Path) -> None:
     assert code == 0, err
 
 
-def interrupt_when(child: subprocess.Popen, ready, sig: signal.Signals, timeout: float = 180) -> tuple[int, str]:
+def interrupt_when(
+    child: subprocess.Popen, ready, sig: signal.Signals, timeout: float = 180
+) -> tuple[int, str]:
     """Send ``sig`` to ``child`` as soon as ``ready()`` holds; fails if the child ends first."""
     deadline = time.monotonic() + timeout
     while not ready():
         if child.poll() is not None:
-            pytest.fail(f"the process ended before it could be interrupted: {child.communicate()[1]}")
+            pytest.fail(
+                f"the process ended before it could be interrupted: {child.communicate()[1]}"
+            )
         if time.monotonic() > deadline:
             child.kill()
             pytest.fail(f"not ready to interrupt after {timeout} s")
@@ -77,7 +94,10 @@ def assert_same_run(run: Path, reference: Path) -> None:
     assert metrics["metrics"] == expected["metrics"] and metrics["n_params"] == expected["n_params"]
     for name in ("curve.csv", "items.csv"):
         assert (run / name).read_bytes() == (reference / name).read_bytes(), name
-    weights, reference_weights = load_file(run / "model.safetensors"), load_file(reference / "model.safetensors")
+    weights, reference_weights = (
+        load_file(run / "model.safetensors"),
+        load_file(reference / "model.safetensors"),
+    )
     assert weights.keys() == reference_weights.keys()
     for name, tensor in weights.items():
         assert torch.equal(tensor, reference_weights[name]), name
@@ -112,7 +132,9 @@ def test_ctrl_c_says_how_to_resume_and_resuming_matches(tmp_path, uninterrupted_
     code, err = interrupt_when(start(TRAIN, run), (run / CHECKPOINT_NAME).exists, signal.SIGINT)
     assert code == 130
     assert "Traceback" not in err and err.strip().splitlines() == [
-        "recsim-ft: interrupted; run the same command with --resume to continue from the last checkpoint"]
+        "recsim-ft: interrupted; run the same command with --resume to continue from the last "
+        "checkpoint"
+    ]
     assert not (run / "DONE").exists() and _checkpoint_step(run) == FIRST_CHECKPOINT
     run_to_end([*TRAIN, "--resume"], run)
     assert_same_run(run, uninterrupted_run)
@@ -146,8 +168,10 @@ def test_reproduce_killed_then_rerun_reuses_finished_runs_and_matches(tmp_path):
     assert {run: stamps[run] for run in finished} == finished  # finished runs were not redone
     for name in ("table1.csv", "table1_runs.csv", "table1_paired.csv"):
         assert (out / name).read_bytes() == (reference / name).read_bytes(), name
-    assert json.loads((half / "metrics.json").read_text())["metrics"] == json.loads(
-        (reference / "runs/spotify/mlp/seed1/metrics.json").read_text())["metrics"]
+    assert (
+        json.loads((half / "metrics.json").read_text())["metrics"]
+        == json.loads((reference / "runs/spotify/mlp/seed1/metrics.json").read_text())["metrics"]
+    )
 
 
 @pytest.mark.usefixtures("one_torch_thread")

@@ -39,7 +39,11 @@ def naive_metrics(scores, relevant, k):
 
 def random_case(seed, n_users=200, n_items=30, tied=False):
     rng = np.random.default_rng(seed)
-    scores = rng.integers(0, 4, (n_users, n_items)).astype(float) if tied else rng.normal(size=(n_users, n_items))
+    scores = (
+        rng.integers(0, 4, (n_users, n_items)).astype(float)
+        if tied
+        else rng.normal(size=(n_users, n_items))
+    )
     relevant = rng.random((n_users, n_items)) < rng.uniform(0.0, 0.3, (n_users, 1))
     return scores, relevant
 
@@ -67,9 +71,13 @@ def test_matches_torchmetrics_retrieval():
     target = torch.tensor(relevant[keep]).flatten()
     indexes = torch.arange(int(keep.sum())).repeat_interleave(scores.shape[1])
     got = ranking_metrics(scores, relevant, ks=(1, 5, 10))
-    reference = {"P": retrieval.RetrievalPrecision, "R": retrieval.RetrievalRecall,
-                 "HR": retrieval.RetrievalHitRate, "MRR": retrieval.RetrievalMRR,
-                 "NDCG": retrieval.RetrievalNormalizedDCG}
+    reference = {
+        "P": retrieval.RetrievalPrecision,
+        "R": retrieval.RetrievalRecall,
+        "HR": retrieval.RetrievalHitRate,
+        "MRR": retrieval.RetrievalMRR,
+        "NDCG": retrieval.RetrievalNormalizedDCG,
+    }
     for k in (1, 5, 10):
         for name, metric in reference.items():
             expected = metric(top_k=k)(preds, target, indexes=indexes).item()
@@ -90,7 +98,9 @@ def test_kaggle_map12_worked_example():
     relevant = np.zeros((1, 12), bool)
     relevant[0, [0, 3]] = True
     # hits at positions 1 and 3: AP@12 = (1/1 + 2/3) / min(12, 2)
-    assert ranking_metrics(scores, relevant, ks=(), metrics=("MAP@12",))["MAP@12"] == pytest.approx(5 / 6)
+    assert ranking_metrics(scores, relevant, ks=(), metrics=("MAP@12",))["MAP@12"] == pytest.approx(
+        5 / 6
+    )
 
 
 def test_ties_go_to_lower_index():
@@ -153,8 +163,11 @@ def test_bad_inputs_are_named():
 
 cases = st.integers(1, 12).flatmap(
     lambda n_items: st.tuples(
-        arrays(np.float64, st.tuples(st.integers(1, 8), st.just(n_items)),
-               elements=st.floats(-1e6, 1e6, allow_nan=False) | st.sampled_from([0.0, 1.0])),
+        arrays(
+            np.float64,
+            st.tuples(st.integers(1, 8), st.just(n_items)),
+            elements=st.floats(-1e6, 1e6, allow_nan=False) | st.sampled_from([0.0, 1.0]),
+        ),
         st.integers(0, 2**32 - 1),
     )
 )

@@ -1,4 +1,5 @@
-"""Stable-Baselines3 plug-in: replay-buffer export, the FT features extractor, SB3 models as agents."""
+"""Stable-Baselines3 plug-in: replay-buffer export, the FT features extractor, SB3 models as
+agents."""
 
 import gymnasium as gym
 import numpy as np
@@ -33,7 +34,7 @@ def log(vaccine):
     return collect(vaccine, n=40, seed=0)
 
 
-# -- replay-buffer export ---------------------------------------------------------------------------
+# -- replay-buffer export --------------------------------------------------------------------------
 def test_dict_buffer_holds_the_log_as_one_step_episodes(log):
     buffer = to_replay_buffer(log)
     assert isinstance(buffer, DictReplayBuffer) and buffer.full and buffer.size() == len(log)
@@ -54,11 +55,20 @@ def test_export_equals_filling_with_sb3_add(log):
     by_hand = DictReplayBuffer(len(log), schema.space(), spaces.Discrete(log.n_items))
     for i in range(len(log)):
         observation = {k: v[None] for k, v in log.users.observation(i, schema).items()}
-        by_hand.add(observation, observation, log.actions[i:i + 1], log.rewards[i:i + 1], np.ones(1), [{}])
+        by_hand.add(
+            observation,
+            observation,
+            log.actions[i : i + 1],
+            log.rewards[i : i + 1],
+            np.ones(1),
+            [{}],
+        )
     exported = to_replay_buffer(log)
     for key in ("numeric", "categorical"):
         np.testing.assert_array_equal(exported.observations[key], by_hand.observations[key])
-        np.testing.assert_array_equal(exported.next_observations[key], by_hand.next_observations[key])
+        np.testing.assert_array_equal(
+            exported.next_observations[key], by_hand.next_observations[key]
+        )
     for name in ("actions", "rewards", "dones", "timeouts"):
         np.testing.assert_array_equal(getattr(exported, name), getattr(by_hand, name))
     assert (exported.pos, exported.full) == (by_hand.pos, by_hand.full)
@@ -67,7 +77,9 @@ def test_export_equals_filling_with_sb3_add(log):
 def test_flat_buffer_matches_gymnasium_flatten(log):
     buffer = to_replay_buffer(log, flatten=True)
     space = log.user_schema.space()
-    expected = np.stack([spaces.flatten(space, log.users.observation(i, log.user_schema)) for i in range(len(log))])
+    expected = np.stack(
+        [spaces.flatten(space, log.users.observation(i, log.user_schema)) for i in range(len(log))]
+    )
     np.testing.assert_array_equal(buffer.observations[:, 0], expected)
     np.testing.assert_array_equal(buffer.next_observations[:, 0], expected)
 
@@ -86,17 +98,24 @@ def test_export_appends_and_refuses_to_overrun(log):
 def test_export_refuses_a_buffer_of_another_env(log):
     spotify = gym.make("Spotify-v0")
     with pytest.raises(ValueError, match="observation space"):
-        to_replay_buffer(log, DictReplayBuffer(100, spotify.observation_space, spotify.action_space))
+        to_replay_buffer(
+            log, DictReplayBuffer(100, spotify.observation_space, spotify.action_space)
+        )
 
 
-# -- features extractor -----------------------------------------------------------------------------
+# -- features extractor ----------------------------------------------------------------------------
 @pytest.mark.parametrize("embedder", ["mamba", "transformer", "mlp"])
 def test_extractor_reads_sb3_one_hot_observations_as_category_codes(vaccine, log, embedder):
     extractor = FTFeaturesExtractor(vaccine.observation_space, embedder=embedder, d_token=16)
-    raw = {"numeric": torch.as_tensor(log.users.numeric), "categorical": torch.as_tensor(log.users.categorical)}
+    raw = {
+        "numeric": torch.as_tensor(log.users.numeric),
+        "categorical": torch.as_tensor(log.users.categorical),
+    }
     features = extractor(preprocess_obs(raw, vaccine.observation_space))
     assert features.shape == (len(log), extractor.features_dim)
-    direct = extractor.embedder(extractor.tokenizer(FeatureTensors(raw["numeric"], raw["categorical"])))
+    direct = extractor.embedder(
+        extractor.tokenizer(FeatureTensors(raw["numeric"], raw["categorical"]))
+    )
     torch.testing.assert_close(features, direct)
 
 
@@ -112,12 +131,22 @@ def test_extractor_refuses_a_flattened_space():
         FTFeaturesExtractor(spaces.Box(0, 1, (20,)))
 
 
-# -- SB3 models as agents ---------------------------------------------------------------------------
+# -- SB3 models as agents --------------------------------------------------------------------------
 def test_tiny_ppo_with_ft_mamba_is_scored_by_evaluate():
     env = gym.make("Spotify-v0")
-    ppo = PPO("MultiInputPolicy", env, n_steps=64, batch_size=32, n_epochs=1, gamma=0.0, seed=0,
-              policy_kwargs=dict(features_extractor_class=FTFeaturesExtractor,
-                                 features_extractor_kwargs=dict(embedder="mamba", d_token=16)))
+    ppo = PPO(
+        "MultiInputPolicy",
+        env,
+        n_steps=64,
+        batch_size=32,
+        n_epochs=1,
+        gamma=0.0,
+        seed=0,
+        policy_kwargs=dict(
+            features_extractor_class=FTFeaturesExtractor,
+            features_extractor_kwargs=dict(embedder="mamba", d_token=16),
+        ),
+    )
     ppo.learn(total_timesteps=64)
     agent = SB3Agent(env, ppo)
     users = env.unwrapped.test_users(20, seed=0)
@@ -131,11 +160,22 @@ def test_tiny_ppo_with_ft_mamba_is_scored_by_evaluate():
 
 
 def test_dqn_pretrained_on_an_exported_log_learns_the_rewards():
-    """DQN with gamma 0 regresses Q on the logged rewards: its greedy ranking must beat popularity."""
+    """DQN with gamma 0 regresses Q on the logged rewards: its greedy ranking must beat
+    popularity."""
     env = gym.make("Spotify-v0")
     log = collect(env, n=20_000, seed=0)
-    dqn = DQN("MultiInputPolicy", env, gamma=0.0, buffer_size=len(log) + 1, learning_starts=0, train_freq=1,
-              gradient_steps=300, batch_size=64, learning_rate=1e-3, seed=0)
+    dqn = DQN(
+        "MultiInputPolicy",
+        env,
+        gamma=0.0,
+        buffer_size=len(log) + 1,
+        learning_starts=0,
+        train_freq=1,
+        gradient_steps=300,
+        batch_size=64,
+        learning_rate=1e-3,
+        seed=0,
+    )
     to_replay_buffer(log, dqn.replay_buffer)
     dqn.learn(total_timesteps=1)  # one env step, then 300 gradient steps on the logged transitions
     agent = SB3Agent(env, dqn)

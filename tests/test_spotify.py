@@ -15,16 +15,29 @@ import pandas as pd
 import pytest
 
 import recsim_ft  # noqa: F401  (registers the env ids)
-from recsim_ft.envs.base import Batch
 from recsim_ft.envs.spotify import SpotifyEnv, load_spotify_asset
+from recsim_ft.protocol import protocol_for
+from recsim_ft.schema import Batch
 
 REPO = Path(__file__).resolve().parents[1]
 RAW = REPO.parent / "shared" / "data" / "spotify"
 ASSETS = REPO / "recsim_ft" / "assets"
-AUDIO = ["acousticness", "danceability", "energy", "instrumentalness", "liveness",
-         "loudness", "mode", "speechiness", "tempo", "valence"]
+AUDIO = [
+    "acousticness",
+    "danceability",
+    "energy",
+    "instrumentalness",
+    "liveness",
+    "loudness",
+    "mode",
+    "speechiness",
+    "tempo",
+    "valence",
+]
 
-needs_raw = pytest.mark.skipif(not RAW.is_dir(), reason="raw Spotify data (../shared/data/spotify) absent")
+needs_raw = pytest.mark.skipif(
+    not RAW.is_dir(), reason="raw Spotify data (../shared/data/spotify) absent"
+)
 
 
 @pytest.fixture(scope="module")
@@ -36,13 +49,17 @@ def env() -> SpotifyEnv:
 def raw_affinity() -> np.ndarray:
     """R recomputed from the raw CSVs exactly as the data README states it, without the package."""
     genres = sorted(pd.read_csv(RAW / "spotify_genres.csv")["genre"])
-    genre_matrix = np.stack([pd.read_csv(RAW / "playlists" / f"{g}.csv")[AUDIO].mean() for g in genres])
+    genre_matrix = np.stack(
+        [pd.read_csv(RAW / "playlists" / f"{g}.csv")[AUDIO].mean() for g in genres]
+    )
     songs = pd.read_csv(RAW / "playlists" / "top50.csv")[AUDIO].to_numpy()
     return (genre_matrix - genre_matrix.mean(axis=0)) @ (songs - songs.mean(axis=0)).T
 
 
 def _build_script():
-    spec = importlib.util.spec_from_file_location("build_spotify_asset", REPO / "scripts" / "build_spotify_asset.py")
+    spec = importlib.util.spec_from_file_location(
+        "build_spotify_asset", REPO / "scripts" / "build_spotify_asset.py"
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -74,7 +91,9 @@ def test_packaged_asset_equals_what_the_raw_csvs_give():
         np.testing.assert_array_equal(np.asarray(asset[key]), np.asarray(value), err_msg=key)
     # G is the playlist means and spotify_features.csv states the same numbers
     stated = pd.read_csv(RAW / "spotify_features.csv", index_col=0)
-    np.testing.assert_allclose(asset["genre_matrix"], stated.loc[asset["genres"]].to_numpy(), atol=1e-12)
+    np.testing.assert_allclose(
+        asset["genre_matrix"], stated.loc[asset["genres"]].to_numpy(), atol=1e-12
+    )
     top50 = pd.read_csv(RAW / "spotify_top50.csv")
     assert asset["titles"] == list(top50["name"]) and asset["artists"] == list(top50["artist"])
     assert (ASSETS / "spotify_LICENSE.txt").read_text() == (RAW / "LICENSE").read_text()
@@ -86,7 +105,9 @@ def test_packaged_asset_equals_what_the_raw_csvs_give():
 def test_build_script_writes_the_asset_and_refuses_to_overwrite(tmp_path):
     script = _build_script()
     script.main(["--src", str(RAW), "--out", str(tmp_path)])
-    assert json.loads((tmp_path / "spotify.json").read_text()) == json.loads((ASSETS / "spotify.json").read_text())
+    assert json.loads((tmp_path / "spotify.json").read_text()) == json.loads(
+        (ASSETS / "spotify.json").read_text()
+    )
     before = (tmp_path / "spotify.json").read_bytes()
     with pytest.raises(FileExistsError, match="overwrite"):
         script.main(["--src", str(RAW), "--out", str(tmp_path)])
@@ -140,7 +161,11 @@ def test_genre_fraction_sets_the_number_of_liked_genres():
     nobody = nobody_env.sample_users(10, np.random.default_rng(0))
     assert (nobody.numeric == 0).all()
     assert (nobody_env.expected_reward(nobody) == 0).all() and not nobody_env.relevant(nobody).any()
-    counts = SpotifyEnv(genre_fraction=(0.5, 0.6)).sample_users(1000, np.random.default_rng(0)).numeric.sum(axis=1)
+    counts = (
+        SpotifyEnv(genre_fraction=(0.5, 0.6))
+        .sample_users(1000, np.random.default_rng(0))
+        .numeric.sum(axis=1)
+    )
     assert counts.min() >= 10 and counts.max() <= 12
 
 
@@ -162,7 +187,9 @@ def test_reward_is_the_deterministic_label(env):
     rewards = env.sample_reward(users, items, np.random.default_rng(0))
     assert rewards.dtype == np.float32
     np.testing.assert_array_equal(rewards, env.expected_reward(users)[np.arange(len(users)), items])
-    np.testing.assert_array_equal(rewards, env.sample_reward(users, items, np.random.default_rng(99)))
+    np.testing.assert_array_equal(
+        rewards, env.sample_reward(users, items, np.random.default_rng(99))
+    )
     np.testing.assert_array_equal(env.relevant(users), env.expected_reward(users) == 1)
 
 
@@ -202,7 +229,7 @@ def test_user_schema_names_the_genres(env):
     assert [f.name for f in env.user_schema.features] == list(env.genres)
     assert env.genres == tuple(sorted(env.genres)) and len(env.genres) == 20
     assert env.user_schema.n_categorical == 0
-    assert env.train_defaults.lr == 1e-4 and env.reward_bounds == (-1.0, 1.0)
+    assert protocol_for(env).lr == 1e-4 and env.reward_bounds == (-1.0, 1.0)
 
 
 # -- seeding ---------------------------------------------------------------------------------------
@@ -215,8 +242,14 @@ def test_same_seed_same_users_and_episodes(env):
     np.testing.assert_array_equal(env.test_users(100, seed=3).ids, env.test_users(100, seed=3).ids)
 
     first, second = gym.make("Spotify-v0"), gym.make("Spotify-v0")
-    trajectory = [first.reset(seed=11)[1]["user_id"], *[first.reset()[1]["user_id"] for _ in range(5)]]
-    replay = [second.reset(seed=11)[1]["user_id"], *[second.reset()[1]["user_id"] for _ in range(5)]]
+    trajectory = [
+        first.reset(seed=11)[1]["user_id"],
+        *[first.reset()[1]["user_id"] for _ in range(5)],
+    ]
+    replay = [
+        second.reset(seed=11)[1]["user_id"],
+        *[second.reset()[1]["user_id"] for _ in range(5)],
+    ]
     assert trajectory == replay and len(set(trajectory)) > 1
 
 
@@ -255,16 +288,22 @@ def test_bad_users_and_actions_raise(env):
         env.sample_reward(users, np.array([0, 1]), np.random.default_rng(0))
 
 
-def test_reference_rankers_reach_the_figures_in_paper_md(env):
-    """PAPER.md's reference points on 100,000 users: the perfect ranker and ranking by how many
-    users like each song (both exclude users who like nothing)."""
+def test_reference_rankers_reach_the_reference_figures(env):
+    """The Spotify rule's reference points on 100,000 users: the perfect ranker and ranking by how
+    many users like each song (both exclude users who like nothing)."""
     from recsim_ft.metrics import ranking_metrics
 
     users = env.sample_users(100_000, np.random.default_rng(0))
     relevant = env.relevant(users)
     perfect = ranking_metrics(env.expected_reward(users), relevant, metrics=("P", "R", "HR"))
     assert abs(perfect["n_excluded"] / len(users) - 0.034) <= 0.005
-    for key, value in {"P@5": 0.983, "R@5": 0.404, "P@10": 0.933, "R@10": 0.706, "HR@1": 1.0}.items():
+    for key, value in {
+        "P@5": 0.983,
+        "R@5": 0.404,
+        "P@10": 0.933,
+        "R@10": 0.706,
+        "HR@1": 1.0,
+    }.items():
         assert abs(perfect[key] - value) <= 0.01, key
     popularity = np.broadcast_to(relevant.mean(axis=0), relevant.shape)
     popular = ranking_metrics(popularity, relevant, metrics=("P", "HR"))

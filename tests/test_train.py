@@ -9,7 +9,6 @@ import sys
 import textwrap
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 import gymnasium as gym
 import numpy as np
@@ -19,10 +18,8 @@ from toy_env import ToyEnv  # noqa: F401  (registers ToyRec-v0)
 
 from recsim_ft.agents import TwoTowerAgent
 from recsim_ft.data import collect
-from recsim_ft.envs.base import TrainDefaults
-from recsim_ft.envs.hm import HMFashionEnv
-from recsim_ft.envs.vaccine import VaccineMessagingEnv
 from recsim_ft.models import TwoTower
+from recsim_ft.protocol import PROTOCOLS, Protocol, protocol_for
 from recsim_ft.train import CHECKPOINT_NAME, TrainConfig, TrainStep, train
 
 TESTS_DIR = Path(__file__).resolve().parent
@@ -50,36 +47,43 @@ def _assert_same_weights(a: torch.nn.Module, b: torch.nn.Module) -> None:
 
 def test_paper_protocol_defaults():
     spotify = gym.make("Spotify-v0")
-    config = TrainConfig().resolve(spotify, 160_000)
+    config = TrainConfig().resolve(160_000, protocol_for(spotify))
     assert (config.lr, config.batch_size, config.steps) == (1e-4, 32, 5_000)
-    # resolve reads only env.unwrapped.train_defaults, so the env classes stand in for built envs
-    vaccine, hm = SimpleNamespace(unwrapped=VaccineMessagingEnv), SimpleNamespace(unwrapped=HMFashionEnv)
-    assert TrainConfig().resolve(vaccine, 160_000).lr == 1e-5
-    assert TrainConfig(lr=3e-4, steps=7, batch_size=8).resolve(spotify, 100).lr == 3e-4
-    assert "MAP@12" in TrainConfig().resolve(hm, 160_000).metrics  # the H&M Kaggle metric
+    assert TrainConfig().resolve(160_000, PROTOCOLS["VaccineMessaging-v0"]).lr == 1e-5
+    assert (
+        TrainConfig(lr=3e-4, steps=7, batch_size=8).resolve(100, protocol_for(spotify)).lr == 3e-4
+    )
+    assert (
+        "MAP@12" in TrainConfig().resolve(160_000, PROTOCOLS["HMFashion-v0"]).metrics
+    )  # the Kaggle metric
     assert "MAP@12" not in config.metrics
 
 
-
-def test_validation_chosen_lr_per_embedder_is_the_default(log):
-    env = gym.make("ToyRec-v0")
-    env.unwrapped.train_defaults = TrainDefaults(lr=1e-2, n_samples=2_000, lr_by_embedder={"mlp": 3e-3})
-    assert TrainConfig().resolve(env, 2_000, "mlp").lr == 3e-3
-    assert TrainConfig().resolve(env, 2_000, "mamba").lr == 1e-2
-    assert TrainConfig(lr=5e-4).resolve(env, 2_000, "mlp").lr == 5e-4  # an explicit lr wins
-    result = TwoTowerAgent(env, "mlp", "quick", TrainConfig(steps=2, eval_every=None)).fit(log).result_
-    assert result.config.lr == 3e-3  # train() asks for the model's own embedder
+def test_the_env_protocol_gives_the_default_lr_and_an_explicit_lr_wins(env, log, monkeypatch):
+    monkeypatch.setitem(PROTOCOLS, "ToyRec-v0", Protocol(lr=3e-3))
+    assert TrainConfig().resolve(2_000, protocol_for(env)).lr == 3e-3
+    assert TrainConfig(lr=5e-4).resolve(2_000, protocol_for(env)).lr == 5e-4
+    result = (
+        TwoTowerAgent(env, "mlp", "quick", TrainConfig(steps=2, eval_every=None)).fit(log).result_
+    )
+    assert result.config.lr == 3e-3  # train() takes the protocol of its env
     with pytest.raises(ValueError, match="eval_split must be one of"):
-        TrainConfig(eval_split="train").resolve(env, 2_000)
+        TrainConfig(eval_split="train").resolve(2_000)
 
 
-@pytest.mark.parametrize("overrides, message", [
-    ({"batch_size": 0}, "batch_size"), ({"lr": -1.0}, "lr"), ({"eval_every": 0}, "eval_every"),
-    ({"steps": 0}, "steps"), ({"batch_size": 5_000}, "fewer than batch_size=5000"),
-])
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"batch_size": 0}, "batch_size"),
+        ({"lr": -1.0}, "lr"),
+        ({"eval_every": 0}, "eval_every"),
+        ({"steps": 0}, "steps"),
+        ({"batch_size": 5_000}, "fewer than batch_size=5000"),
+    ],
+)
 def test_bad_settings_are_named(env, log, overrides, message):
     with pytest.raises(ValueError, match=message):
-        TrainConfig(**overrides).resolve(env, len(log))
+        TrainConfig(**overrides).resolve(len(log))
 
 
 def test_curve_metrics_and_untouched_global_rng(env, log):
@@ -101,18 +105,24 @@ def test_curve_metrics_and_untouched_global_rng(env, log):
 
 def test_same_seed_same_weights_and_metrics(env, log):
     def fit(seed):
-        return TwoTowerAgent(env, "mamba", "quick", TrainConfig(steps=30, eval_every=10, seed=seed)).fit(log)
+        return TwoTowerAgent(
+            env, "mamba", "quick", TrainConfig(steps=30, eval_every=10, seed=seed)
+        ).fit(log)
 
     a, b = fit(0), fit(0)
     _assert_same_weights(a.model_, b.model_)
     assert a.result_.curve.equals(b.result_.curve)
     c = fit(1)
-    assert not torch.equal(a.model_.state_dict()["user_tower.head.0.weight"],
-                           c.model_.state_dict()["user_tower.head.0.weight"])
+    assert not torch.equal(
+        a.model_.state_dict()["user_tower.head.0.weight"],
+        c.model_.state_dict()["user_tower.head.0.weight"],
+    )
 
 
 def test_resume_after_interrupt_is_bit_identical(env, tmp_path, monkeypatch):
-    log = collect(env, n=640, seed=0)  # 20 steps per pass: the run reshuffles at step 20, resumes at 30
+    log = collect(
+        env, n=640, seed=0
+    )  # 20 steps per pass: the run reshuffles at step 20, resumes at 30
     config = TrainConfig(steps=40, eval_every=15, checkpoint_every=10)
     reference = TwoTowerAgent(env, "mamba", "quick", config).fit(log)
 
@@ -160,8 +170,9 @@ _CHILD = textwrap.dedent("""
 
     torch.nn.modules.module.register_module_forward_pre_hook(slow_down)
     env = gym.make("ToyRec-v0")
-    TwoTowerAgent(env, "mlp", "quick", TrainConfig(steps=150, eval_every=50, checkpoint_every=7)).fit(
-        collect(env, n=2_000, seed=0), out_dir=sys.argv[1], resume=True)
+    config = TrainConfig(steps=150, eval_every=50, checkpoint_every=7)
+    log = collect(env, n=2_000, seed=0)
+    TwoTowerAgent(env, "mlp", "quick", config).fit(log, out_dir=sys.argv[1], resume=True)
 """)
 
 
@@ -192,24 +203,32 @@ def test_resume_after_sigkill_of_a_training_process(env, log, tmp_path):
 
 
 def test_checkpoint_guards(env, log, tmp_path):
-    TwoTowerAgent(env, "mlp", "quick", TrainConfig(steps=10, eval_every=None)).fit(log, out_dir=tmp_path)
+    TwoTowerAgent(env, "mlp", "quick", TrainConfig(steps=10, eval_every=None)).fit(
+        log, out_dir=tmp_path
+    )
     with pytest.raises(FileExistsError, match="pass resume=True"):
-        TwoTowerAgent(env, "mlp", "quick", TrainConfig(steps=10, eval_every=None)).fit(log, out_dir=tmp_path)
+        TwoTowerAgent(env, "mlp", "quick", TrainConfig(steps=10, eval_every=None)).fit(
+            log, out_dir=tmp_path
+        )
     with pytest.raises(ValueError, match=r"cannot resume .*\['lr', 'steps'\]"):
         TwoTowerAgent(env, "mlp", "quick", TrainConfig(steps=20, lr=0.5, eval_every=None)).fit(
-            log, out_dir=tmp_path, resume=True)
+            log, out_dir=tmp_path, resume=True
+        )
     with pytest.raises(ValueError, match="differ in \\['the training log'\\]"):
         TwoTowerAgent(env, "mlp", "quick", TrainConfig(steps=10, eval_every=None)).fit(
-            collect(env, n=len(log), seed=1), out_dir=tmp_path, resume=True)
+            collect(env, n=len(log), seed=1), out_dir=tmp_path, resume=True
+        )
     with pytest.raises(ValueError, match="holds weights of another model"):
         TwoTowerAgent(env, "transformer", "quick", TrainConfig(steps=10, eval_every=None)).fit(
-            log, out_dir=tmp_path, resume=True)
+            log, out_dir=tmp_path, resume=True
+        )
 
     checkpoint = tmp_path / CHECKPOINT_NAME
     checkpoint.write_bytes(checkpoint.read_bytes()[:1_000])
     with pytest.raises(ValueError, match=f"checkpoint {checkpoint} is corrupted"):
         TwoTowerAgent(env, "mlp", "quick", TrainConfig(steps=10, eval_every=None)).fit(
-            log, out_dir=tmp_path, resume=True)
+            log, out_dir=tmp_path, resume=True
+        )
 
 
 def test_cuda_request_without_cuda_is_a_clear_error(env, log):
@@ -244,7 +263,9 @@ def test_agent_scores_saves_and_loads(env, log, tmp_path):
 # -- CUDA: captured steps ------------------------------------------------------------------------
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
 @pytest.mark.parametrize("embedder", ["mamba", "transformer"])
-def test_cuda_graph_training_is_reproducible_and_resumes_bit_identically(env, embedder, tmp_path, monkeypatch):
+def test_cuda_graph_training_is_reproducible_and_resumes_bit_identically(
+    env, embedder, tmp_path, monkeypatch
+):
     """On CUDA every step after the first few replays one captured graph: two runs with the
     same seed give the same weights, a run resumed from its checkpoint too, and the metrics
     match an eager run's."""
@@ -267,7 +288,11 @@ def test_cuda_graph_training_is_reproducible_and_resumes_bit_identically(env, em
             TwoTowerAgent(env, embedder, "quick", config).fit(log, out_dir=tmp_path)
     resumed = TwoTowerAgent(env, embedder, "quick", config).fit(log, out_dir=tmp_path, resume=True)
     _assert_same_weights(resumed.model_, runs[0].model_)
-    eager = TwoTowerAgent(env, embedder, "quick", TrainConfig(steps=40, eval_every=20, device="cuda",
-                                                              cuda_graph=False)).fit(log)
+    eager = TwoTowerAgent(
+        env,
+        embedder,
+        "quick",
+        TrainConfig(steps=40, eval_every=20, device="cuda", cuda_graph=False),
+    ).fit(log)
     for name, value in runs[0].result_.metrics.items():
         assert eager.result_.metrics[name] == pytest.approx(value, abs=1e-6), name

@@ -18,6 +18,7 @@ from recsim_ft.envs.vaccine import (
     load_builtin_messages,
     messages_sha256,
 )
+from recsim_ft.protocol import protocol_for
 
 TABLE_II = [(25, 25), (25, 50), (25, 100), (50, 50), (50, 100), (100, 100)]
 
@@ -31,7 +32,9 @@ def test_registered_and_passes_gymnasium_and_sb3_checkers():
     from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
     for item_features in ("index", "embedding"):
-        env = gym.make("VaccineMessaging-v0", clusters=5, messages=10, n_users=500, item_features=item_features)
+        env = gym.make(
+            "VaccineMessaging-v0", clusters=5, messages=10, n_users=500, item_features=item_features
+        )
         check_env(env.unwrapped)
         sb3_check_env(env.unwrapped)
         obs, info = env.reset(seed=0)
@@ -53,7 +56,9 @@ def test_reward_is_one_exactly_for_matched_clusters(env):
 
 
 def test_noisy_response_probabilities():
-    env = VaccineMessagingEnv(clusters=4, messages=8, n_users=1_000, p_match=0.7, p_mismatch=0.2, seed=0)
+    env = VaccineMessagingEnv(
+        clusters=4, messages=8, n_users=1_000, p_match=0.7, p_mismatch=0.2, seed=0
+    )
     users = env.sample_users(40_000, np.random.default_rng(0))
     items = np.random.default_rng(1).integers(0, env.n_items, len(users))
     rewards = env.sample_reward(users, items, np.random.default_rng(2))
@@ -81,7 +86,9 @@ def test_user_clusters_are_nearest_kmeans_centre_of_onehot_and_standardised_age(
     fitted = env.pool[:KMEANS_FIT_USERS]
     mean, std = fitted.numeric[:, 0].astype(float).mean(), fitted.numeric[:, 0].astype(float).std()
     users = env.test_users(200, seed=5)
-    onehots = [np.eye(c)[users.categorical[:, j]] for j, c in enumerate(env.user_schema.cardinalities)]
+    onehots = [
+        np.eye(c)[users.categorical[:, j]] for j, c in enumerate(env.user_schema.cardinalities)
+    ]
     x = np.hstack([(users.numeric[:, :1] - mean) / std, *onehots])
     centres = env.user_clusterer.named_steps["kmeans"].cluster_centers_
     nearest = ((x[:, None, :] - centres[None]) ** 2).sum(-1).argmin(1)
@@ -160,7 +167,9 @@ def test_item_features_index_and_embedding(env):
     np.testing.assert_array_equal(table.ids, np.arange(env.n_items))
     env.item_schema.validate(table, "item_table")
 
-    emb = VaccineMessagingEnv(clusters=10, messages=40, n_users=5_000, seed=3, item_features="embedding")
+    emb = VaccineMessagingEnv(
+        clusters=10, messages=40, n_users=5_000, seed=3, item_features="embedding"
+    )
     table = emb.item_table()
     embeddings, _ = load_builtin_embeddings()
     assert emb.item_schema.n_numeric == 384 and emb.item_schema.n_categorical == 0
@@ -176,7 +185,9 @@ def test_user_given_messages_cluster_by_their_embeddings():
     embeddings = np.zeros((6, 3), np.float32)
     embeddings[:3, 0], embeddings[3:, 1] = 1.0, 1.0
     embeddings += np.random.default_rng(0).normal(0, 0.01, embeddings.shape)
-    env = gym.make("VaccineMessaging-v0", clusters=2, messages=texts, embeddings=embeddings, n_users=300).unwrapped
+    env = gym.make(
+        "VaccineMessaging-v0", clusters=2, messages=texts, embeddings=embeddings, n_users=300
+    ).unwrapped
     assert env.message_texts == tuple(texts) and (env.message_ids == -1).all()
     assert len(set(env.message_clusters[:3])) == 1 and len(set(env.message_clusters[3:])) == 1
     assert env.message_clusters[0] != env.message_clusters[3]
@@ -212,14 +223,16 @@ def test_defaults_follow_the_paper():
     env = gym.make("VaccineMessaging-v0").unwrapped
     assert (env.clusters, env.n_items, env.n_users) == (25, 100, 50_000)
     assert (env.p_match, env.p_mismatch, env.horizon) == (1.0, 0.0, 1)
-    assert env.train_defaults.lr == 1e-5
+    assert protocol_for(env).lr == 1e-5
 
 
 def test_embedding_asset_matches_the_messages():
     messages = load_builtin_messages()
     texts = [m["text"] for m in messages]
     assert len(texts) == 100 == len(set(texts))
-    assert all("vaccin" in t.lower() or "shot" in t.lower() or "booster" in t.lower() for t in texts)
+    assert all(
+        "vaccin" in t.lower() or "shot" in t.lower() or "booster" in t.lower() for t in texts
+    )
     embeddings, provenance = load_builtin_embeddings()
     assert embeddings.shape == (100, 384)
     np.testing.assert_allclose(np.linalg.norm(embeddings, axis=1), 1.0, atol=1e-3)
@@ -229,7 +242,9 @@ def test_embedding_asset_matches_the_messages():
 
 def test_stale_embedding_file_is_refused(tmp_path, monkeypatch):
     stale = tmp_path / "stale.npz"
-    np.savez(stale, embeddings=np.zeros((100, 384), np.float32), provenance="test", texts_sha256="0" * 64)
+    np.savez(
+        stale, embeddings=np.zeros((100, 384), np.float32), provenance="test", texts_sha256="0" * 64
+    )
     monkeypatch.setattr(vaccine, "EMBEDDINGS_FILE", stale)
     with pytest.raises(ValueError, match="stale.npz does not match"):
         vaccine.load_builtin_embeddings.__wrapped__()

@@ -12,8 +12,8 @@ from gymnasium.vector import AutoresetMode, SyncVectorEnv
 from toy_env import ToyEnv
 
 import recsim_ft  # noqa: F401  (registers the env ids)
-from recsim_ft.envs.base import Batch
 from recsim_ft.envs.vector import RecVectorEnv, SpotifyVectorEnv
+from recsim_ft.schema import Batch
 
 N = 5
 SMALL_KWARGS = {
@@ -24,10 +24,16 @@ SMALL_KWARGS = {
 
 
 def _pair(env_id, mode=AutoresetMode.NEXT_STEP, **kwargs):
-    native = gym.make_vec(env_id, num_envs=N, vectorization_mode="vector_entry_point",
-                          autoreset_mode=mode, **kwargs)
-    sync = gym.make_vec(env_id, num_envs=N, vectorization_mode="sync",
-                        vector_kwargs={"autoreset_mode": mode}, **kwargs)
+    native = gym.make_vec(
+        env_id, num_envs=N, vectorization_mode="vector_entry_point", autoreset_mode=mode, **kwargs
+    )
+    sync = gym.make_vec(
+        env_id,
+        num_envs=N,
+        vectorization_mode="sync",
+        vector_kwargs={"autoreset_mode": mode},
+        **kwargs,
+    )
     return native, sync
 
 
@@ -66,7 +72,9 @@ def test_make_vec_uses_the_native_env_by_default(env_id):
     observations, _ = envs.reset(seed=0)
     assert envs.observation_space.contains(observations)
     observations, rewards, terminated, truncated, _ = envs.step(envs.action_space.sample())
-    assert envs.observation_space.contains(observations) and terminated.all() and not truncated.any()
+    assert (
+        envs.observation_space.contains(observations) and terminated.all() and not truncated.any()
+    )
     envs.close()
     sync = gym.make_vec(env_id, num_envs=2, vectorization_mode="sync", **SMALL_KWARGS[env_id])
     assert isinstance(sync, SyncVectorEnv)
@@ -76,7 +84,12 @@ def test_make_vec_uses_the_native_env_by_default(env_id):
 @pytest.mark.parametrize("mode", [AutoresetMode.NEXT_STEP, AutoresetMode.SAME_STEP])
 def test_semantics_match_sync_vector_env(horizon, mode):
     native, sync = _pair("Spotify-v0", mode, horizon=horizon)
-    for space in ("single_observation_space", "single_action_space", "observation_space", "action_space"):
+    for space in (
+        "single_observation_space",
+        "single_action_space",
+        "observation_space",
+        "action_space",
+    ):
         assert getattr(native, space) == getattr(sync, space), space
     assert native.metadata["autoreset_mode"] == sync.metadata["autoreset_mode"] == mode
 
@@ -87,7 +100,10 @@ def test_semantics_match_sync_vector_env(horizon, mode):
     for _ in range(3 * horizon + 1):
         actions = rng.integers(0, 50, size=N)
         steps = [envs.step(actions) for envs in (native, sync)]
-        (obs, rewards, terminated, truncated, infos), (s_obs, s_rewards, s_terminated, s_truncated, s_infos) = steps
+        (
+            (obs, rewards, terminated, truncated, infos),
+            (s_obs, s_rewards, s_terminated, s_truncated, s_infos),
+        ) = steps
         _same_structure(steps[0], steps[1])
         _same_masks(infos, s_infos)
         np.testing.assert_array_equal(terminated, s_terminated)
@@ -96,7 +112,9 @@ def test_semantics_match_sync_vector_env(horizon, mode):
             stepped = infos.get("_expected_reward", np.zeros(N, bool))
             assert (rewards[~stepped] == 0).all() and (s_rewards[~stepped] == 0).all()
         if "final_obs" in infos:
-            assert all(native.single_observation_space.contains(o) for o in infos["final_obs"][terminated])
+            assert all(
+                native.single_observation_space.contains(o) for o in infos["final_obs"][terminated]
+            )
 
 
 def test_next_step_autoreset_keeps_the_finished_user_then_ignores_the_action():
@@ -107,17 +125,23 @@ def test_next_step_autoreset_keeps_the_finished_user_then_ignores_the_action():
     users = Batch.from_observations(observations, spotify.user_schema)
     after, rewards, terminated, _, infos = envs.step(actions)
     assert terminated.all()
-    np.testing.assert_array_equal(after["numeric"], observations["numeric"])  # still the finished user
+    np.testing.assert_array_equal(
+        after["numeric"], observations["numeric"]
+    )  # still the finished user
     labels = spotify.expected_reward(users)[np.arange(N), actions]
     np.testing.assert_array_equal(rewards, labels)  # the Spotify reward is the user's label
     np.testing.assert_array_equal(infos["expected_reward"], labels)
 
     reset_obs, rewards, terminated, truncated, infos = envs.step(np.full(N, 49))  # reset step
     assert not terminated.any() and not truncated.any() and (rewards == 0).all()
-    assert "expected_reward" not in infos and infos["_user_id"].all()  # as SyncVectorEnv: no slot stepped
+    assert (
+        "expected_reward" not in infos and infos["_user_id"].all()
+    )  # as SyncVectorEnv: no slot stepped
     new_users = Batch.from_observations(reset_obs, spotify.user_schema)
     assert not np.array_equal(reset_obs["numeric"], observations["numeric"])
-    genre_mask = new_users.numeric.astype(np.int64) @ (np.int64(1) << np.arange(20))  # Spotify user ids
+    genre_mask = new_users.numeric.astype(np.int64) @ (
+        np.int64(1) << np.arange(20)
+    )  # Spotify user ids
     np.testing.assert_array_equal(infos["user_id"], genre_mask)
 
 
@@ -146,6 +170,7 @@ def test_horizon_keeps_the_user_for_the_whole_episode():
 
 def test_seeding_and_rewards_follow_the_env():
     """Same seed, same episodes; the mean reward of many slots matches the env's expected reward."""
+
     def rollout(seed):
         envs = RecVectorEnv(ToyEnv(horizon=5), num_envs=512)  # every step of 4 is a recommendation
         obs, _ = envs.reset(seed=seed)

@@ -20,24 +20,33 @@ from __future__ import annotations
 import gymnasium as gym
 import numpy as np
 
-from recsim_ft.envs.base import Batch, Feature, RecEnv, Schema, TrainDefaults
+from recsim_ft.envs import RecEnv
+from recsim_ft.protocol import PROTOCOLS, Protocol
+from recsim_ft.schema import Batch, Feature, Schema
 
 
 class ToyEnv(RecEnv):
-    """Contextual bandit with ``n_items`` items and ``n_groups`` user groups (see module docstring)."""
-
-    train_defaults = TrainDefaults(lr=1e-2, n_samples=2_000, batch_size=32)
+    """Contextual bandit with ``n_items`` items and ``n_groups`` user groups (see the module
+    docstring)."""
 
     def __init__(self, n_items: int = 10, n_groups: int = 4, p_none: float = 0.1, horizon: int = 1):
         if n_items < n_groups or n_groups < 1:
-            raise ValueError(f"need 1 <= n_groups <= n_items, got n_groups={n_groups}, n_items={n_items}")
+            raise ValueError(
+                f"need 1 <= n_groups <= n_items, got n_groups={n_groups}, n_items={n_items}"
+            )
         if not 0.0 <= p_none < 1.0:
             raise ValueError(f"p_none must lie in [0, 1), got {p_none!r}")
         self.n_items, self.n_groups, self.p_none = int(n_items), int(n_groups), float(p_none)
         groups = tuple(f"g{g}" for g in range(n_groups)) + ("none",)
-        self.user_schema = Schema((Feature("activity", "numeric", low=0.0, high=1.0),
-                                   Feature("group", "categorical", groups)))
-        self.item_schema = Schema((Feature("item", "categorical", tuple(str(i) for i in range(n_items))),))
+        self.user_schema = Schema(
+            (
+                Feature("activity", "numeric", low=0.0, high=1.0),
+                Feature("group", "categorical", groups),
+            )
+        )
+        self.item_schema = Schema(
+            (Feature("item", "categorical", tuple(str(i) for i in range(n_items))),)
+        )
         self.base = 0.1 + 0.3 * np.arange(n_items) / max(n_items - 1, 1)
         self._init_spaces(horizon)
 
@@ -48,7 +57,9 @@ class ToyEnv(RecEnv):
         return Batch(activity, group, rng.integers(0, 2**31, size=n))
 
     def item_table(self) -> Batch:
-        return Batch(np.zeros((self.n_items, 0)), np.arange(self.n_items)[:, None], np.arange(self.n_items))
+        return Batch(
+            np.zeros((self.n_items, 0)), np.arange(self.n_items)[:, None], np.arange(self.n_items)
+        )
 
     def _match(self, users: Batch) -> np.ndarray:
         return (np.arange(self.n_items)[None, :] % self.n_groups) == users.categorical[:, :1]
@@ -63,3 +74,5 @@ class ToyEnv(RecEnv):
 
 if "ToyRec-v0" not in gym.registry:
     gym.register(id="ToyRec-v0", entry_point=ToyEnv)
+#: small and fast: a large learning rate, and a log of 2,000 events by default
+PROTOCOLS["ToyRec-v0"] = Protocol(lr=1e-2, n_samples=2_000)

@@ -1,22 +1,33 @@
-"""Recommenders behind one protocol (``Agent``): the two-tower models and the baselines.
+"""Recommenders behind one protocol (``Agent``): the two-tower models, the baselines and the
+bandits that learn online.
 
 ``TwoTowerAgent`` is imported on first use, so the baselines work without loading torch models.
 """
 
 from typing import Any
 
-from recsim_ft.agents.base import Agent
-from recsim_ft.agents.baselines import OracleAgent, PopularityAgent, RandomAgent
-from recsim_ft.agents.online import (
+from recsim_ft.agents.bandits import (
     EpsilonGreedyAgent,
     LinUCBAgent,
     OnlineAgent,
     OnlineTwoTowerAgent,
     ThompsonSamplingAgent,
 )
+from recsim_ft.agents.base import Agent
+from recsim_ft.agents.baselines import OracleAgent, PopularityAgent, RandomAgent
 
-__all__ = ["Agent", "EpsilonGreedyAgent", "LinUCBAgent", "OnlineAgent", "OnlineTwoTowerAgent", "OracleAgent",
-           "PopularityAgent", "RandomAgent", "ThompsonSamplingAgent", "TwoTowerAgent"]
+__all__ = [
+    "Agent",
+    "EpsilonGreedyAgent",
+    "LinUCBAgent",
+    "OnlineAgent",
+    "OnlineTwoTowerAgent",
+    "OracleAgent",
+    "PopularityAgent",
+    "RandomAgent",
+    "ThompsonSamplingAgent",
+    "TwoTowerAgent",
+]
 
 
 def __getattr__(name: str) -> Any:

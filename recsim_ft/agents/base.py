@@ -42,8 +42,8 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from recsim_ft.envs.base import Batch, RecEnv
 from recsim_ft.metrics import check_scores, top_k
+from recsim_ft.schema import Batch
 
 
 class Agent:
@@ -57,8 +57,9 @@ class Agent:
         self.env = env
 
     @property
-    def rec_env(self) -> RecEnv:
-        """The unwrapped environment, whose vectorised API (schemas, ``n_items``) agents use."""
+    def rec_env(self) -> gym.Env:
+        """The unwrapped environment (a ``recsim_ft.envs.RecEnv``), whose vectorised API
+        (schemas, ``n_items``, ``item_table``) agents use."""
         return self.env.unwrapped
 
     @property
@@ -78,11 +79,14 @@ class Agent:
         """The best item for one Gymnasium observation of ``env.observation_space``."""
         users = Batch.from_observations(observation, self.rec_env.user_schema)
         if len(users) != 1:
-            raise ValueError(f"act() takes one observation, got {len(users)}; use recommend() for a batch")
+            raise ValueError(
+                f"act() takes one observation, got {len(users)}; use recommend() for a batch"
+            )
         return int(self.recommend(users, 1)[0, 0])
 
     def fit(self, log: Any) -> Agent:
-        """Learn from a logged ``InteractionLog``; agents that do not learn offline return ``self``."""
+        """Learn from a logged ``InteractionLog``; agents that do not learn offline return
+        ``self``."""
         return self
 
     def update(self, observation: dict[str, np.ndarray], action: int, reward: float) -> None:
@@ -91,9 +95,13 @@ class Agent:
     def checked_scores(self, users: Batch) -> np.ndarray:
         """``score_items(users)``, with a clear error when they are not (n_users, n_items) real
         numbers without NaN."""
-        return check_scores(self.score_items(users), (len(users), self.n_items),
-                            f"{type(self).__name__}.score_items")
+        return check_scores(
+            self.score_items(users),
+            (len(users), self.n_items),
+            f"{type(self).__name__}.score_items",
+        )
 
     def __repr__(self) -> str:
         spec = self.env.spec
-        return f"{type(self).__name__}(env={spec.id if spec is not None else type(self.rec_env).__name__})"
+        env_name = spec.id if spec is not None else type(self.rec_env).__name__
+        return f"{type(self).__name__}(env={env_name})"

@@ -10,7 +10,8 @@ import gymnasium as gym
 import numpy as np
 
 from recsim_ft.agents.base import Agent
-from recsim_ft.envs.base import Batch
+from recsim_ft.checks import check_actions, check_choice
+from recsim_ft.schema import Batch
 
 
 class RandomAgent(Agent):
@@ -22,7 +23,8 @@ class RandomAgent(Agent):
     >>> import gymnasium as gym
     >>> env = gym.make("Spotify-v0")
     >>> users = env.unwrapped.test_users(3, seed=0)
-    >>> RandomAgent(env, seed=1).recommend(users, 2).tolist() == RandomAgent(env, seed=1).recommend(users, 2).tolist()
+    >>> first, second = RandomAgent(env, seed=1), RandomAgent(env, seed=1)
+    >>> first.recommend(users, 2).tolist() == second.recommend(users, 2).tolist()
     True
     """
 
@@ -44,8 +46,7 @@ class PopularityAgent(Agent):
             prediction under the MSE the two-tower models train with; or ``"positive_rate"``, the
             share of an item's logged rewards that are positive. The two agree for 0/1 rewards;
             with Spotify's -1/0/+1 rewards ``"positive_rate"`` ranks by how many users like a song
-            (the "overall popularity" reference of PAPER.md), ``"mean_reward"`` by likes minus
-            dislikes.
+            (overall popularity), ``"mean_reward"`` by likes minus dislikes.
 
     ``fit(log)`` sets ``item_popularity_`` (items never logged get the overall value, so they rank
     neither first nor last for lack of data) and ``item_counts_``.
@@ -62,27 +63,25 @@ class PopularityAgent(Agent):
 
     def __init__(self, env: gym.Env, by: str = "mean_reward") -> None:
         super().__init__(env)
-        if by not in self.RULES:
-            raise ValueError(f"by must be one of {self.RULES}, got {by!r}")
-        self.by = by
+        self.by = check_choice("by", by, self.RULES)
 
     def fit(self, log: Any) -> PopularityAgent:
         if len(log) == 0:
             raise ValueError("cannot fit PopularityAgent on an empty log")
         item_schema = getattr(log, "item_schema", None)
         if item_schema is not None and item_schema != self.rec_env.item_schema:
-            raise ValueError(f"the log's items ({getattr(log, 'env_id', '?')}, {getattr(log, 'n_items', '?')} "
-                             f"items) are not this env's ({self.n_items} items): item schemas differ")
-        actions = np.asarray(log.actions, dtype=np.int64)
-        if actions.min() < 0 or actions.max() >= self.n_items:
-            raise ValueError(f"log actions must lie in [0, {self.n_items}), got min {actions.min()} "
-                             f"max {actions.max()}")
+            raise ValueError(
+                f"the log's items ({getattr(log, 'env_id', '?')}, {getattr(log, 'n_items', '?')} "
+                f"items) are not this env's ({self.n_items} items): item schemas differ"
+            )
+        actions = check_actions(log.actions, self.n_items, len(log), "the log's actions")
         rewards = np.asarray(log.rewards, dtype=np.float64)
         values = rewards if self.by == "mean_reward" else (rewards > 0).astype(np.float64)
         self.item_counts_ = np.bincount(actions, minlength=self.n_items)
         totals = np.bincount(actions, weights=values, minlength=self.n_items)
-        self.item_popularity_ = np.where(self.item_counts_ > 0, totals / np.maximum(self.item_counts_, 1),
-                                         values.mean())
+        self.item_popularity_ = np.where(
+            self.item_counts_ > 0, totals / np.maximum(self.item_counts_, 1), values.mean()
+        )
         return self
 
     def score_items(self, users: Batch) -> np.ndarray:

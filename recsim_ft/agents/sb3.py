@@ -12,8 +12,10 @@ only place that needs it.
 >>> from stable_baselines3 import PPO
 >>> from recsim_ft.evaluate import evaluate
 >>> env = gym.make("Spotify-v0")
->>> ppo = PPO("MultiInputPolicy", env, n_steps=16, batch_size=16, n_epochs=1, gamma=0.0, seed=0, policy_kwargs=dict(
-...     features_extractor_class=FTFeaturesExtractor, features_extractor_kwargs=dict(embedder="mamba")))
+>>> policy_kwargs = dict(features_extractor_class=FTFeaturesExtractor,
+...                      features_extractor_kwargs=dict(embedder="mamba"))
+>>> ppo = PPO("MultiInputPolicy", env, n_steps=16, batch_size=16, n_epochs=1, gamma=0.0, seed=0,
+...           policy_kwargs=policy_kwargs)
 >>> metrics = evaluate(SB3Agent(env, ppo.learn(total_timesteps=16)), env, n_users=50)
 >>> sorted(k for k in metrics if k.startswith("HR@"))
 ['HR@1', 'HR@10', 'HR@5']
@@ -31,41 +33,53 @@ from torch import Tensor
 
 from recsim_ft.agents.base import Agent
 from recsim_ft.data import user_observations
-from recsim_ft.envs.base import Batch, Feature, Schema
 from recsim_ft.models import FeatureTensors, FeatureTokenizer, make_config
 from recsim_ft.models.two_tower import build_embedder
+from recsim_ft.schema import Batch, Feature, Schema
 
 try:
     from stable_baselines3.common.base_class import BaseAlgorithm
     from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 except ImportError as err:  # pragma: no cover - depends on the installed extras
-    raise ImportError("recsim_ft.agents.sb3 needs Stable-Baselines3: pip install 'recsim-ft[rl]'") from err
+    raise ImportError(
+        "recsim_ft.agents.sb3 needs Stable-Baselines3: pip install 'recsim-ft[rl]'"
+    ) from err
 
 
 def schema_of_space(observation_space: gym.Space) -> Schema:
-    """The feature schema behind a recsim-ft observation space (``Dict`` of a ``"numeric"`` Box and/or
-    a ``"categorical"`` MultiDiscrete), with generic feature names."""
-    if not isinstance(observation_space, spaces.Dict) or not set(observation_space.spaces) <= {"numeric",
-                                                                                               "categorical"}:
-        raise ValueError(f"expected a recsim-ft Dict observation space with 'numeric' and/or 'categorical' "
-                         f"entries (use MultiInputPolicy on the unwrapped observation, not FlattenObservation); "
-                         f"got {observation_space}")
+    """The feature schema behind a recsim-ft observation space (``Dict`` of a ``"numeric"`` Box
+    and/or a ``"categorical"`` MultiDiscrete), with generic feature names."""
+    if not isinstance(observation_space, spaces.Dict) or not set(observation_space.spaces) <= {
+        "numeric",
+        "categorical",
+    }:
+        raise ValueError(
+            f"expected a recsim-ft Dict observation space with 'numeric' and/or 'categorical' "
+            f"entries (use MultiInputPolicy on the unwrapped observation, not FlattenObservation); "
+            f"got {observation_space}"
+        )
     features: list[Feature] = []
     numeric = observation_space.spaces.get("numeric")
     if numeric is not None:
-        features += [Feature(f"numeric_{j}", "numeric", low=float(lo), high=float(hi))
-                     for j, (lo, hi) in enumerate(zip(numeric.low, numeric.high, strict=True))]
+        features += [
+            Feature(f"numeric_{j}", "numeric", low=float(lo), high=float(hi))
+            for j, (lo, hi) in enumerate(zip(numeric.low, numeric.high, strict=True))
+        ]
     categorical = observation_space.spaces.get("categorical")
     if categorical is not None:
-        features += [Feature(f"categorical_{j}", "categorical", tuple(str(c) for c in range(int(card))))
-                     for j, card in enumerate(categorical.nvec)]
+        features += [
+            Feature(f"categorical_{j}", "categorical", tuple(str(c) for c in range(int(card))))
+            for j, card in enumerate(categorical.nvec)
+        ]
     return Schema(tuple(features))
 
 
 class FTFeaturesExtractor(BaseFeaturesExtractor):
-    """Feature tokenizer -> embedder (FT-Mamba, FT-Transformer or MLP), as an SB3 features extractor::
+    """Feature tokenizer -> embedder (FT-Mamba, FT-Transformer or MLP), as an SB3 features
+    extractor::
 
-        {"numeric": x, "categorical": one-hot} -> codes -> FeatureTokenizer -> embedder -> (n, features_dim)
+        {"numeric": x, "categorical": one-hot} -> codes -> FeatureTokenizer -> embedder
+                                                                            -> (n, features_dim)
 
     SB3 one-hot encodes ``MultiDiscrete`` observations before the extractor sees them; the
     extractor turns them back into category codes for the tokenizer's lookup tables. The initial
@@ -80,20 +94,28 @@ class FTFeaturesExtractor(BaseFeaturesExtractor):
         **overrides: any ``ModelConfig`` field (``d_token=64``, ...).
 
     Shape:
-        input: ``{"numeric": (n, n_numeric) float, "categorical": (n, sum(cardinalities)) one-hot}``;
+        input: ``{"numeric": (n, n_numeric) float,
+        "categorical": (n, sum(cardinalities)) one-hot}``;
         output: (n, features_dim), ``features_dim`` = the embedder's output width.
 
     Examples:
         >>> env = gym.make("VaccineMessaging-v0", clusters=3, messages=6, n_users=300)
         >>> extractor = FTFeaturesExtractor(env.observation_space, embedder="transformer")
         >>> from stable_baselines3.common.preprocessing import preprocess_obs
-        >>> observation = {k: torch.as_tensor(v[None]) for k, v in env.observation_space.sample().items()}
-        >>> extractor(preprocess_obs(observation, env.observation_space)).shape == (1, extractor.features_dim)
+        >>> sample = env.observation_space.sample()
+        >>> observation = {k: torch.as_tensor(v[None]) for k, v in sample.items()}
+        >>> features = extractor(preprocess_obs(observation, env.observation_space))
+        >>> features.shape == (1, extractor.features_dim)
         True
     """
 
-    def __init__(self, observation_space: spaces.Dict, embedder: str = "mamba", preset: Any = "quick",
-                 **overrides: Any) -> None:
+    def __init__(
+        self,
+        observation_space: spaces.Dict,
+        embedder: str = "mamba",
+        preset: Any = "quick",
+        **overrides: Any,
+    ) -> None:
         schema = schema_of_space(observation_space)
         config = make_config(preset, embedder, **overrides)
         tokenizer = FeatureTokenizer(schema, d_token=config.d_token)
@@ -134,27 +156,37 @@ class SB3Agent(Agent):
         super().__init__(env)
         schema = self.rec_env.user_schema
         if model.action_space != spaces.Discrete(self.n_items):
-            raise ValueError(f"the model acts in {model.action_space}, the env has Discrete({self.n_items}) items")
+            raise ValueError(
+                f"the model acts in {model.action_space}, "
+                f"the env has Discrete({self.n_items}) items"
+            )
         if model.observation_space == schema.space():
             self.flatten = False
         elif model.observation_space == spaces.flatten_space(schema.space()):
             self.flatten = True
         else:
-            raise ValueError(f"the model observes {model.observation_space}, which is neither the env's "
-                             f"{schema.space()} nor its flattened form")
+            raise ValueError(
+                f"the model observes {model.observation_space}, which is neither the env's "
+                f"{schema.space()} nor its flattened form"
+            )
         self.model = model
 
     def score_items(self, users: Batch) -> np.ndarray:
         policy = self.model.policy
         policy.set_training_mode(False)
-        observation, _ = policy.obs_to_tensor(user_observations(users, self.rec_env.user_schema, self.flatten))
+        observation, _ = policy.obs_to_tensor(
+            user_observations(users, self.rec_env.user_schema, self.flatten)
+        )
         with torch.no_grad():
             if hasattr(policy, "get_distribution"):
                 scores = policy.get_distribution(observation).distribution.probs
             elif hasattr(policy, "q_net"):
                 scores = policy.q_net(observation)
             else:
-                raise TypeError(f"{type(policy).__name__} has neither an action distribution nor Q-values to rank by")
+                raise TypeError(
+                    f"{type(policy).__name__} has neither an action distribution "
+                    "nor Q-values to rank by"
+                )
         return scores.cpu().numpy().astype(np.float64)
 
     def __repr__(self) -> str:

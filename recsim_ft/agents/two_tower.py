@@ -12,8 +12,8 @@ import torch
 
 from recsim_ft.agents.base import Agent
 from recsim_ft.data import InteractionLog
-from recsim_ft.envs.base import Batch
 from recsim_ft.models import TwoTower
+from recsim_ft.schema import Batch
 from recsim_ft.train import TrainConfig, TrainResult, train
 
 
@@ -36,22 +36,36 @@ class TwoTowerAgent(Agent):
     ``TrainResult`` with the training curve).
     """
 
-    def __init__(self, env: gym.Env, embedder: str = "mamba", preset: Any = "paper",
-                 train_config: TrainConfig | None = None, **model_overrides: Any) -> None:
+    def __init__(
+        self,
+        env: gym.Env,
+        embedder: str = "mamba",
+        preset: Any = "paper",
+        train_config: TrainConfig | None = None,
+        **model_overrides: Any,
+    ) -> None:
         super().__init__(env)
         self.embedder, self.preset = embedder, preset
         self.train_config = train_config
         self.model_overrides = model_overrides
 
-    def fit(self, log: InteractionLog, out_dir: str | os.PathLike | None = None, resume: bool = False,
-            progress: bool = False) -> TwoTowerAgent:
+    def fit(
+        self,
+        log: InteractionLog,
+        out_dir: str | os.PathLike | None = None,
+        resume: bool = False,
+        progress: bool = False,
+    ) -> TwoTowerAgent:
         """Train a new model on ``log`` (checkpoints in ``out_dir``; ``resume`` continues them)."""
         config = self.train_config or TrainConfig()
         overrides = {"seed": config.seed, **self.model_overrides}
-        model = TwoTower.from_schemas(log.user_schema, log.item_schema, self.embedder, self.preset, **overrides)
+        model = TwoTower.from_schemas(
+            log.user_schema, log.item_schema, self.embedder, self.preset, **overrides
+        )
         model.check_compatible(self.env)
-        self.result_: TrainResult = train(model, log, self.env, config, out_dir=out_dir,
-                                          resume=resume, progress=progress)
+        self.result_: TrainResult = train(
+            model, log, self.env, config, out_dir=out_dir, resume=resume, progress=progress
+        )
         self.model_ = self.result_.model
         return self
 
@@ -67,11 +81,14 @@ class TwoTowerAgent(Agent):
         return scores.float().cpu().numpy()
 
     def save(self, path: str | os.PathLike, overwrite: bool = False) -> Path:
-        """Write the fitted model (weights, config, schemas); refuses to overwrite unless told to."""
+        """Write the fitted model's model file (weights, config, schemas); refuses to overwrite
+        unless told to."""
         return self._fitted_model().save(path, overwrite=overwrite)
 
     @classmethod
-    def load(cls, path: str | os.PathLike, env: gym.Env, map_location: str = "cpu") -> TwoTowerAgent:
+    def load(
+        cls, path: str | os.PathLike, env: gym.Env, map_location: str = "cpu"
+    ) -> TwoTowerAgent:
         """An agent around a saved model; a model built for another env's schemas is refused."""
         model = TwoTower.load(path, map_location=map_location)
         try:
@@ -84,5 +101,7 @@ class TwoTowerAgent(Agent):
 
     def _fitted_model(self) -> TwoTower:
         if not hasattr(self, "model_"):
-            raise RuntimeError(f"{type(self).__name__} is not fitted: call fit(log) or load(path, env) first")
+            raise RuntimeError(
+                f"{type(self).__name__} is not fitted: call fit(log) or load(path, env) first"
+            )
         return self.model_

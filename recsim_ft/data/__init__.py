@@ -4,4 +4,11 @@ from recsim_ft.data.collect import Policy, collect
 from recsim_ft.data.export import to_bandit_table, to_replay_buffer, user_observations
 from recsim_ft.data.log import InteractionLog
 
-__all__ = ["InteractionLog", "Policy", "collect", "to_bandit_table", "to_replay_buffer", "user_observations"]
+__all__ = [
+    "InteractionLog",
+    "Policy",
+    "collect",
+    "to_bandit_table",
+    "to_replay_buffer",
+    "user_observations",
+]

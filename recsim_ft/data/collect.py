@@ -7,14 +7,17 @@ from collections.abc import Callable
 import gymnasium as gym
 import numpy as np
 
+from recsim_ft.checks import check_actions, check_int
 from recsim_ft.data.log import InteractionLog
-from recsim_ft.envs.base import Batch
+from recsim_ft.schema import Batch
 
 #: ``policy(users, rng)`` returns the actions, or ``(actions, propensities)``.
 Policy = Callable[[Batch, np.random.Generator], "np.ndarray | tuple[np.ndarray, np.ndarray]"]
 
 
-def collect(env: gym.Env, n: int = 160_000, policy: Policy | None = None, seed: int | None = 0) -> InteractionLog:
+def collect(
+    env: gym.Env, n: int = 160_000, policy: Policy | None = None, seed: int | None = 0
+) -> InteractionLog:
     """Log ``n`` events of a behaviour policy in ``env`` (the paper's 160,000 by default).
 
     ``policy=None`` uses the env's own behaviour policy ``env.sample_log`` (uniform for Spotify
@@ -29,30 +32,18 @@ def collect(env: gym.Env, n: int = 160_000, policy: Policy | None = None, seed: 
     (1000, 'Spotify-v0', ['item.rank', 'action', 'reward', 'propensity', 'user_id'])
     """
     base = env.unwrapped
-    if int(n) != n or n < 1:
-        raise ValueError(f"n must be a positive integer, got {n!r}")
-    n = int(n)
-    behaviour_rng, reward_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(2))
+    n = check_int("n", n, low=1)
+    behaviour_rng, reward_rng = (
+        np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(2)
+    )
     if policy is None:
         users, actions, propensities = base.sample_log(n, behaviour_rng)
     else:
         users = base.sample_users(n, behaviour_rng)
         chosen = policy(users, behaviour_rng)
-        actions, propensities = chosen if isinstance(chosen, tuple) else (chosen, np.full(n, np.nan))
-    actions = np.asarray(actions)
-    if actions.shape != (len(users),) or not np.issubdtype(actions.dtype, np.integer):
-        raise ValueError(f"the policy must return {len(users)} integer actions, got {actions.dtype} array of shape {actions.shape}")
+        actions, propensities = (
+            chosen if isinstance(chosen, tuple) else (chosen, np.full(n, np.nan))
+        )
+    actions = check_actions(actions, base.n_items, n, "the policy's actions")
     rewards = base.sample_reward(users, actions, reward_rng)
-    spec = env.spec if env.spec is not None else base.spec
-    return InteractionLog(
-        users=users,
-        actions=actions,
-        rewards=rewards,
-        propensities=propensities,
-        env_id=spec.id if spec is not None else type(base).__name__,
-        env_kwargs=base.spec_kwargs,
-        seed=seed,
-        user_schema=base.user_schema,
-        item_schema=base.item_schema,
-        item_table=base.item_table(),
-    )
+    return InteractionLog.from_env(env, users, actions, rewards, propensities, seed)

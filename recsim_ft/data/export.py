@@ -24,13 +24,15 @@ import pandas as pd
 from gymnasium import spaces
 
 from recsim_ft.data.log import InteractionLog
-from recsim_ft.envs.base import Batch, Schema
+from recsim_ft.schema import Batch, Schema
 
 if TYPE_CHECKING:
     from stable_baselines3.common.buffers import ReplayBuffer
 
 
-def user_observations(users: Batch, schema: Schema, flatten: bool = False) -> dict[str, np.ndarray] | np.ndarray:
+def user_observations(
+    users: Batch, schema: Schema, flatten: bool = False
+) -> dict[str, np.ndarray] | np.ndarray:
     """The observations of ``users`` as a vector env would return them, one row per user.
 
     ``flatten=False``: a dict of ``schema.space()`` with one leading row axis (what
@@ -39,20 +41,17 @@ def user_observations(users: Batch, schema: Schema, flatten: bool = False) -> di
     a (n, flatdim) float64 array for ``MlpPolicy``.
     """
     schema.validate(users, "users")
-    observation: dict[str, np.ndarray] = {}
-    if schema.n_numeric:
-        observation["numeric"] = users.numeric
-    if schema.n_categorical:
-        observation["categorical"] = users.categorical
     if not flatten:
-        return observation
+        return users.observations(schema)
     parts = []
     for key in schema.space().spaces:  # the Dict space's own key order, as spaces.flatten uses
         if key == "numeric":
             parts.append(users.numeric.astype(np.float64))
         else:
-            parts += [np.eye(card, dtype=np.float64)[codes] for card, codes in
-                      zip(schema.cardinalities, users.categorical.T, strict=True)]
+            parts += [
+                np.eye(card, dtype=np.float64)[codes]
+                for card, codes in zip(schema.cardinalities, users.categorical.T, strict=True)
+            ]
     return np.concatenate(parts, axis=1)
 
 
@@ -62,13 +61,25 @@ def to_bandit_table(log: InteractionLog) -> pd.DataFrame:
 
     Propensities are NaN where the behaviour policy did not report them.
     """
-    columns = {f"user.{f.name}": log.users.numeric[:, j] for j, f in enumerate(log.user_schema.numeric)}
-    columns |= {f"user.{f.name}": log.users.categorical[:, j] for j, f in enumerate(log.user_schema.categorical)}
-    return pd.DataFrame({**columns, "action": log.actions, "reward": log.rewards, "propensity": log.propensities})
+    columns = {
+        f"user.{f.name}": log.users.numeric[:, j] for j, f in enumerate(log.user_schema.numeric)
+    }
+    columns |= {
+        f"user.{f.name}": log.users.categorical[:, j]
+        for j, f in enumerate(log.user_schema.categorical)
+    }
+    return pd.DataFrame(
+        {**columns, "action": log.actions, "reward": log.rewards, "propensity": log.propensities}
+    )
 
 
-def to_replay_buffer(log: InteractionLog, buffer: ReplayBuffer | None = None, *, flatten: bool = False,
-                     device: Any = "cpu") -> ReplayBuffer:
+def to_replay_buffer(
+    log: InteractionLog,
+    buffer: ReplayBuffer | None = None,
+    *,
+    flatten: bool = False,
+    device: Any = "cpu",
+) -> ReplayBuffer:
     """Write ``log`` into a Stable-Baselines3 replay buffer, one one-step episode per event.
 
     Args:
@@ -90,25 +101,37 @@ def to_replay_buffer(log: InteractionLog, buffer: ReplayBuffer | None = None, *,
     action_space = spaces.Discrete(log.n_items)
     if buffer is None:
         if flatten:
-            buffer = ReplayBuffer(len(log), spaces.flatten_space(dict_space), action_space, device=device)
+            buffer = ReplayBuffer(
+                len(log), spaces.flatten_space(dict_space), action_space, device=device
+            )
         else:
             buffer = DictReplayBuffer(len(log), dict_space, action_space, device=device)
     flatten = not isinstance(buffer, DictReplayBuffer)
     expected_space = spaces.flatten_space(dict_space) if flatten else dict_space
     if buffer.observation_space != expected_space:
-        raise ValueError(f"the buffer's observation space {buffer.observation_space} is not the log's "
-                         f"({log.env_id}: {expected_space})")
+        raise ValueError(
+            f"the buffer's observation space {buffer.observation_space} is not the log's "
+            f"({log.env_id}: {expected_space})"
+        )
     if buffer.action_space != action_space:
-        raise ValueError(f"the buffer's action space {buffer.action_space} is not the log's {action_space}")
+        raise ValueError(
+            f"the buffer's action space {buffer.action_space} is not the log's {action_space}"
+        )
     if buffer.n_envs != 1:
-        raise ValueError(f"the buffer has n_envs={buffer.n_envs}; logged events fill a buffer with n_envs=1")
+        raise ValueError(
+            f"the buffer has n_envs={buffer.n_envs}; logged events fill a buffer with n_envs=1"
+        )
     if getattr(buffer, "optimize_memory_usage", False):
-        raise ValueError("the buffer has optimize_memory_usage=True, which stores no next observation; "
-                         "make one with optimize_memory_usage=False")
+        raise ValueError(
+            "the buffer has optimize_memory_usage=True, which stores no next observation; "
+            "make one with optimize_memory_usage=False"
+        )
     room = buffer.buffer_size - buffer.size()
     if len(log) > room:
-        raise ValueError(f"the buffer has room for {room} more transitions, the log has {len(log)} events; "
-                         "nothing was written")
+        raise ValueError(
+            f"the buffer has room for {room} more transitions, the log has {len(log)} events; "
+            "nothing was written"
+        )
 
     rows = slice(buffer.pos, buffer.pos + len(log))
     observation = user_observations(log.users, log.user_schema, flatten=flatten)

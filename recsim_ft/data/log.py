@@ -14,13 +14,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from recsim_ft.envs.base import Batch, Schema
+from recsim_ft.checks import check_actions
 from recsim_ft.fileio import atomic_path
+from recsim_ft.schema import Batch, Schema
 
 #: Key of the recsim-ft entry in the parquet schema metadata.
 METADATA_KEY = b"recsim_ft"
@@ -35,7 +37,9 @@ def _jsonable(value: Any) -> Any:
         return os.fspath(value)
     if isinstance(value, (np.ndarray, np.generic)):
         return value.tolist()
-    raise TypeError(f"env kwarg value {value!r} of type {type(value).__name__} cannot be stored in a log")
+    raise TypeError(
+        f"env kwarg value {value!r} of type {type(value).__name__} cannot be stored in a log"
+    )
 
 
 @dataclass
@@ -60,23 +64,49 @@ class InteractionLog:
     item_table: Batch = field(repr=False)
 
     def __post_init__(self) -> None:
-        self.actions = np.asarray(self.actions, dtype=np.int64)
+        n = len(self.users)
+        self.actions = check_actions(
+            self.actions, len(self.item_table), n, "InteractionLog: actions"
+        )
         self.rewards = np.asarray(self.rewards, dtype=np.float32)
         self.propensities = np.asarray(self.propensities, dtype=np.float64)
-        n = len(self.users)
-        for name in ("actions", "rewards", "propensities"):
+        for name in ("rewards", "propensities"):
             if getattr(self, name).shape != (n,):
-                raise ValueError(f"InteractionLog: {name} must have shape ({n},), got {getattr(self, name).shape}")
+                raise ValueError(
+                    f"InteractionLog: {name} must have shape ({n},), "
+                    f"got {getattr(self, name).shape}"
+                )
         self.user_schema.validate(self.users, "InteractionLog users")
         self.item_schema.validate(self.item_table, "InteractionLog item_table")
-        n_items = len(self.item_table)
-        if n and (self.actions.min() < 0 or self.actions.max() >= n_items):
-            raise ValueError(
-                f"InteractionLog: actions must lie in [0, {n_items}), got min {self.actions.min()} "
-                f"max {self.actions.max()}"
-            )
         if not np.isfinite(self.rewards).all():
             raise ValueError("InteractionLog: rewards contain NaN or inf")
+
+    @classmethod
+    def from_env(
+        cls,
+        env: gym.Env,
+        users: Batch,
+        actions: np.ndarray,
+        rewards: np.ndarray,
+        propensities: np.ndarray,
+        seed: int | None,
+    ) -> InteractionLog:
+        """A log of events in ``env`` (or a wrapper of it), recording the env's id, kwargs, schemas
+        and item table so the log can rebuild and check against the env later."""
+        base = env.unwrapped
+        spec = env.spec or base.spec
+        return cls(
+            users=users,
+            actions=actions,
+            rewards=rewards,
+            propensities=propensities,
+            env_id=spec.id if spec is not None else type(base).__name__,
+            env_kwargs=base.spec_kwargs,
+            seed=seed,
+            user_schema=base.user_schema,
+            item_schema=base.item_schema,
+            item_table=base.item_table(),
+        )
 
     def __len__(self) -> int:
         return len(self.actions)
@@ -101,8 +131,12 @@ class InteractionLog:
                 columns[f"{side}.{feature.name}"] = batch.numeric[:, j]
             for j, feature in enumerate(schema.categorical):
                 columns[f"{side}.{feature.name}"] = batch.categorical[:, j]
-        columns.update(action=self.actions, reward=self.rewards, propensity=self.propensities,
-                       user_id=self.users.ids)
+        columns.update(
+            action=self.actions,
+            reward=self.rewards,
+            propensity=self.propensities,
+            user_id=self.users.ids,
+        )
         return columns
 
     def to_pandas(self) -> pd.DataFrame:
@@ -140,7 +174,9 @@ class InteractionLog:
         if path.exists() and not overwrite:
             raise FileExistsError(f"{path} already exists; pass overwrite=True to replace it")
         metadata = json.dumps(self._metadata(), default=_jsonable, sort_keys=True)
-        table = pa.table(self._columns(with_items=False)).replace_schema_metadata({METADATA_KEY: metadata.encode()})
+        table = pa.table(self._columns(with_items=False)).replace_schema_metadata(
+            {METADATA_KEY: metadata.encode()}
+        )
         with atomic_path(path) as tmp:
             pq.write_table(table, tmp)
         return path
@@ -157,19 +193,28 @@ class InteractionLog:
             raise ValueError(f"{path} is not a readable parquet file: {err}") from err
         raw = (table.schema.metadata or {}).get(METADATA_KEY)
         if raw is None:
-            raise ValueError(f"{path} is a parquet file but not a recsim-ft interaction log (no {METADATA_KEY.decode()!r} metadata)")
+            raise ValueError(
+                f"{path} is a parquet file but not a recsim-ft interaction log "
+                f"(no {METADATA_KEY.decode()!r} metadata)"
+            )
         try:
             meta = json.loads(raw)
         except json.JSONDecodeError as err:
             raise ValueError(f"{path}: the recsim-ft metadata is corrupted ({err})") from err
         if meta.get("format") != _FORMAT or meta.get("version") != FORMAT_VERSION:
             raise ValueError(
-                f"{path}: unsupported log format {meta.get('format')!r} version {meta.get('version')!r} "
+                f"{path}: unsupported log format {meta.get('format')!r} "
+                f"version {meta.get('version')!r} "
                 f"(this recsim-ft reads {_FORMAT!r} version {FORMAT_VERSION})"
             )
         user_schema = Schema.from_dict(meta["user_schema"])
         item_schema = Schema.from_dict(meta["item_schema"])
-        needed = [f"user.{f.name}" for f in user_schema.features] + ["action", "reward", "propensity", "user_id"]
+        needed = [f"user.{f.name}" for f in user_schema.features] + [
+            "action",
+            "reward",
+            "propensity",
+            "user_id",
+        ]
         missing = [c for c in needed if c not in table.column_names]
         if missing:
             raise ValueError(f"{path}: missing columns {missing}")
@@ -181,22 +226,38 @@ class InteractionLog:
             try:
                 return values.to_numpy().astype(dtype, casting="same_kind")
             except TypeError as err:
-                raise ValueError(f"{path}: column {name!r} has type {values.type}, expected {np.dtype(dtype)}") from err
+                raise ValueError(
+                    f"{path}: column {name!r} has type {values.type}, expected {np.dtype(dtype)}"
+                ) from err
 
         def features(schema: Schema, kind: str, dtype: type) -> np.ndarray:
             cols = [column(f"user.{f.name}", dtype) for f in getattr(schema, kind)]
             return np.stack(cols, axis=1) if cols else np.zeros((table.num_rows, 0), dtype)
 
-        users = Batch(features(user_schema, "numeric", np.float32), features(user_schema, "categorical", np.int64),
-                      column("user_id", np.int64))
+        users = Batch(
+            features(user_schema, "numeric", np.float32),
+            features(user_schema, "categorical", np.int64),
+            column("user_id", np.int64),
+        )
         items = meta["item_table"]
         n_items = len(items["ids"])
-        item_table = Batch(np.asarray(items["numeric"], np.float32).reshape(n_items, item_schema.n_numeric),
-                           np.asarray(items["categorical"], np.int64).reshape(n_items, item_schema.n_categorical),
-                           np.asarray(items["ids"], np.int64))
+        item_table = Batch(
+            np.asarray(items["numeric"], np.float32).reshape(n_items, item_schema.n_numeric),
+            np.asarray(items["categorical"], np.int64).reshape(n_items, item_schema.n_categorical),
+            np.asarray(items["ids"], np.int64),
+        )
         try:
-            return cls(users, column("action", np.int64), column("reward", np.float32),
-                       column("propensity", np.float64), meta["env_id"], meta["env_kwargs"], meta["seed"],
-                       user_schema, item_schema, item_table)
+            return cls(
+                users,
+                column("action", np.int64),
+                column("reward", np.float32),
+                column("propensity", np.float64),
+                meta["env_id"],
+                meta["env_kwargs"],
+                meta["seed"],
+                user_schema,
+                item_schema,
+                item_table,
+            )
         except ValueError as err:
             raise ValueError(f"{path}: {err}") from err

@@ -1,8 +1,19 @@
-"""Gymnasium environments of recsim-ft, registered on ``import recsim_ft``."""
+"""Gymnasium environments of recsim-ft, registered on ``import recsim_ft``, and ``make_env``."""
 
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
 from gymnasium.envs.registration import register, registry
 
-from recsim_ft.envs.base import Batch, Feature, RecEnv, Schema, TrainDefaults
+from recsim_ft._deprecation import moved_names
+from recsim_ft.envs.base import RecEnv
+
+#: ``Batch``, ``Feature`` and ``Schema`` were exported here before version 0.2.
+__getattr__ = moved_names(
+    __name__, {name: f"recsim_ft.schema.{name}" for name in ("Batch", "Feature", "Schema")}
+)
 
 ENV_IDS = ("Spotify-v0", "HMFashion-v0", "VaccineMessaging-v0")
 
@@ -24,8 +35,29 @@ def register_envs() -> None:
     """Register every env id with Gymnasium (idempotent)."""
     for env_id, entry_point in _ENTRY_POINTS.items():
         if env_id not in registry:
-            register(id=env_id, entry_point=entry_point, vector_entry_point=_VECTOR_ENTRY_POINTS[env_id],
-                     disable_env_checker=False)
+            register(
+                id=env_id,
+                entry_point=entry_point,
+                vector_entry_point=_VECTOR_ENTRY_POINTS[env_id],
+                disable_env_checker=False,
+            )
 
 
-__all__ = ["Batch", "ENV_IDS", "Feature", "RecEnv", "Schema", "TrainDefaults", "register_envs"]
+def make_env(env_id: str, env_kwargs: dict[str, Any] | None = None) -> RecEnv:
+    """``gym.make(env_id, **env_kwargs).unwrapped``, with errors that name the bad id or kwarg.
+
+    ``env_id`` may be ``"module:EnvId"`` (Gymnasium imports the module first), which lets sweep
+    workers build envs registered outside recsim-ft. A bad kwarg value is refused by the env's
+    own argument checks (a ValueError naming the argument).
+    """
+    try:
+        return gym.make(env_id, **(env_kwargs or {})).unwrapped
+    except (gym.error.Error, ModuleNotFoundError) as err:
+        raise ValueError(
+            f"unknown env id {env_id!r} ({err}); recsim-ft envs: {', '.join(ENV_IDS)}"
+        ) from None
+    except TypeError as err:  # an argument the env does not take
+        raise ValueError(f"bad kwargs {env_kwargs!r} for {env_id}: {err}") from None
+
+
+__all__ = ["ENV_IDS", "RecEnv", "make_env", "register_envs"]

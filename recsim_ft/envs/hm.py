@@ -8,9 +8,11 @@ import os
 import numpy as np
 from scipy import sparse
 
-from recsim_ft.envs.base import VALIDATION_STREAM, Batch, Feature, RecEnv, Schema, TrainDefaults
+from recsim_ft.checks import check_actions, check_float, check_int
+from recsim_ft.envs.base import VALIDATION_STREAM, RecEnv
 from recsim_ft.envs.hm_data import USER_CATEGORICAL, load_kaggle, process
 from recsim_ft.envs.hm_synthetic import generate_frames
+from recsim_ft.schema import Batch, Feature, Schema
 
 
 class HMFashionEnv(RecEnv):
@@ -55,8 +57,9 @@ class HMFashionEnv(RecEnv):
     ``"categorical"``: ``MultiDiscrete`` of ``FN``, ``Active``, ``club_member_status`` and
     ``fashion_news_frequency``. Category 0 of each is ``"missing"``; the others are the values
     seen in the data, sorted (a whole number is labelled ``"1"`` whether the file holds the
-    text ``1.0`` (CSV) or the float 1.0 (parquet)). Missing ages (1.2% of the full data) are replaced by the median age of all
-    customers; how many were imputed is in ``env.data_summary["age_imputed"]``.
+    text ``1.0`` (CSV) or the float 1.0 (parquet)). Missing ages (1.2% of the full data) are
+    replaced by the median age of all customers; how many were imputed is in
+    ``env.data_summary["age_imputed"]``.
 
     ## Rewards
 
@@ -73,10 +76,11 @@ class HMFashionEnv(RecEnv):
     the items are never drawn (they hold no signal); ``data_summary`` counts them.
 
     **Test users.** Customers with at least ``min_test_purchases`` (5) distinct purchased items
-    are eligible; a ``test_fraction`` (0.5, rounded up) of them, chosen with ``seed``, form the test pool,
-    held out from ``sample_users``, ``reset`` and ``sample_log``. ``test_users(n, seed)`` draws
-    ``n`` of them without replacement. If no customer qualifies (e.g. on a small sample of the
-    data) ``test_users`` raises an error saying so; lower ``min_test_purchases``.
+    are eligible; a ``test_fraction`` (0.5, rounded up) of them, chosen with ``seed``, form the
+    test pool, held out from ``sample_users``, ``reset`` and ``sample_log``.
+    ``test_users(n, seed)`` draws ``n`` of them without replacement. If no customer qualifies
+    (e.g. on a small sample of the data) ``test_users`` raises an error saying so; lower
+    ``min_test_purchases``.
 
     **Training log** (``sample_log``, the behaviour policy of the paper): the pool of events is
     every distinct (training customer, item bought) pair with target 1, plus one per purchase
@@ -109,23 +113,33 @@ class HMFashionEnv(RecEnv):
     * v0: initial version.
     """
 
-    train_defaults = TrainDefaults(lr=1e-4, eval_ks=(1, 5, 10), extra={"map_k": 12})
-
-    def __init__(self, data_dir: str | os.PathLike | None = None, *, n_items: int = 100,
-                 item_feature: str = "prod_name", min_test_purchases: int = 5, test_fraction: float = 0.5,
-                 seed: int = 0, n_customers: int = 50_000, cache: bool = True,
-                 cache_dir: str | os.PathLike | None = None, horizon: int = 1):
-        if int(min_test_purchases) < 1:
-            raise ValueError(f"min_test_purchases must be >= 1, got {min_test_purchases!r}")
-        if not 0.0 < test_fraction < 1.0:
-            raise ValueError(f"test_fraction must lie in (0, 1), got {test_fraction!r}")
+    def __init__(
+        self,
+        data_dir: str | os.PathLike | None = None,
+        *,
+        n_items: int = 100,
+        item_feature: str = "prod_name",
+        min_test_purchases: int = 5,
+        test_fraction: float = 0.5,
+        seed: int = 0,
+        n_customers: int = 50_000,
+        cache: bool = True,
+        cache_dir: str | os.PathLike | None = None,
+        horizon: int = 1,
+    ) -> None:
+        n_items = check_int("n_items", n_items, low=1)
+        self.min_test_purchases = check_int("min_test_purchases", min_test_purchases, low=1)
+        test_fraction = check_float(
+            "test_fraction", test_fraction, low=0, high=1, low_open=True, high_open=True
+        )
+        seed = check_int("seed", seed, low=0)
+        n_customers = check_int("n_customers", n_customers, low=1)
         self.synthetic = data_dir is None
         if self.synthetic:
             data = process(generate_frames(n_customers, seed), n_items, item_feature)
         else:
             data = load_kaggle(data_dir, n_items, item_feature, cache=cache, cache_dir=cache_dir)
         self.n_items = data.n_items
-        self.min_test_purchases = int(min_test_purchases)
         self.article_ids = data.article_ids
         self.item_names = np.array(data.item_categories, dtype=object)[data.item_codes]
         self._item_codes = data.item_codes
@@ -134,18 +148,29 @@ class HMFashionEnv(RecEnv):
         median_age = float(np.median(data.age[~missing_age])) if (~missing_age).any() else 0.0
         self._age = np.where(missing_age, median_age, data.age).astype(np.float32)
         self._user_codes = data.user_codes
-        self.user_schema = Schema((
-            Feature("age", "numeric", low=min(0.0, float(self._age.min())), high=max(120.0, float(self._age.max()))),
-            *(Feature(f, "categorical", data.user_categories[f]) for f in USER_CATEGORICAL),
-        ))
-        self.item_schema = Schema((Feature(data.item_feature, "categorical", data.item_categories),))
+        self.user_schema = Schema(
+            (
+                Feature(
+                    "age",
+                    "numeric",
+                    low=min(0.0, float(self._age.min())),
+                    high=max(120.0, float(self._age.max())),
+                ),
+                *(Feature(f, "categorical", data.user_categories[f]) for f in USER_CATEGORICAL),
+            )
+        )
+        self.item_schema = Schema(
+            (Feature(data.item_feature, "categorical", data.item_categories),)
+        )
 
         customers, items = data.purchases[:, 0], data.purchases[:, 1]
-        self._bought = sparse.csr_matrix((np.ones(len(customers), bool), (customers, items)),
-                                         shape=(data.n_customers, self.n_items))
+        self._bought = sparse.csr_matrix(
+            (np.ones(len(customers), bool), (customers, items)),
+            shape=(data.n_customers, self.n_items),
+        )
         self._n_bought = np.bincount(customers, minlength=data.n_customers)
         eligible = np.flatnonzero(self._n_bought >= self.min_test_purchases)
-        split = np.random.default_rng([int(seed), 2]).permutation(eligible)
+        split = np.random.default_rng([seed, 2]).permutation(eligible)
         self._test_pool = np.sort(split[: int(np.ceil(test_fraction * len(eligible)))])
         in_test = np.isin(customers, self._test_pool)
         self._train_purchases = data.purchases[~in_test]
@@ -153,11 +178,17 @@ class HMFashionEnv(RecEnv):
         with_negative = self._n_bought[self._train_purchases[:, 0]] < self.n_items
         self._negative_slots = np.flatnonzero(with_negative)
         self.data_summary = {
-            "synthetic": self.synthetic, "customers": data.n_customers, "transactions": data.n_transactions,
-            "age_imputed": int(missing_age.sum()), "median_age": median_age,
-            "purchases": len(data.purchases), "buyers": int((self._n_bought > 0).sum()),
-            "non_buyers": int((self._n_bought == 0).sum()), "eligible_test_users": len(eligible),
-            "test_pool": len(self._test_pool), "train_users": len(self._train_users),
+            "synthetic": self.synthetic,
+            "customers": data.n_customers,
+            "transactions": data.n_transactions,
+            "age_imputed": int(missing_age.sum()),
+            "median_age": median_age,
+            "purchases": len(data.purchases),
+            "buyers": int((self._n_bought > 0).sum()),
+            "non_buyers": int((self._n_bought == 0).sum()),
+            "eligible_test_users": len(eligible),
+            "test_pool": len(self._test_pool),
+            "train_users": len(self._train_users),
             "train_events": len(self._train_purchases) + len(self._negative_slots),
         }
         self._init_spaces(horizon)
@@ -170,15 +201,21 @@ class HMFashionEnv(RecEnv):
         ids = users.ids
         bad = (ids < 0) | (ids >= len(self._age))
         if bad.any():
-            raise ValueError(f"unknown user id {int(ids[bad][0])}: HMFashion-v0 looks rewards up by customer "
-                             f"index in [0, {len(self._age)}); use users from sample_users or test_users")
+            raise ValueError(
+                f"unknown user id {int(ids[bad][0])}: HMFashion-v0 looks rewards up by customer "
+                f"index in [0, {len(self._age)}); use users from sample_users or test_users"
+            )
         return ids
 
     def sample_users(self, n: int, rng: np.random.Generator) -> Batch:
         return self._users(rng.choice(self._train_users, size=int(n)))
 
     def item_table(self) -> Batch:
-        return Batch(np.zeros((self.n_items, 0), np.float32), self._item_codes[:, None], np.arange(self.n_items))
+        return Batch(
+            np.zeros((self.n_items, 0), np.float32),
+            self._item_codes[:, None],
+            np.arange(self.n_items),
+        )
 
     def expected_reward(self, users: Batch) -> np.ndarray:
         return self._bought[self._user_ids(users)].toarray().astype(np.float64)
@@ -186,8 +223,10 @@ class HMFashionEnv(RecEnv):
     def relevant(self, users: Batch) -> np.ndarray:
         return self._bought[self._user_ids(users)].toarray()
 
-    def sample_reward(self, users: Batch, items: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        items = self._check_actions(items, len(users))
+    def sample_reward(
+        self, users: Batch, items: np.ndarray, rng: np.random.Generator
+    ) -> np.ndarray:
+        items = check_actions(items, self.n_items, len(users))
         return np.asarray(self._bought[self._user_ids(users), items], dtype=np.float32).ravel()
 
     def test_users(self, n: int = 100, seed: int = 0) -> Batch:
@@ -197,36 +236,51 @@ class HMFashionEnv(RecEnv):
         """Held-out customers like ``test_users``, but never one of ``test_users(n, seed)``."""
         rest = np.setdiff1d(self._test_pool, self._test_ids(n, seed))
         if int(n) > len(rest):
-            raise ValueError(f"asked for {n} validation users besides {n} test users, but the test pool holds "
-                             f"{len(self._test_pool)} customers; ask for fewer users")
+            raise ValueError(
+                f"asked for {n} validation users besides {n} test users, but the test pool holds "
+                f"{len(self._test_pool)} customers; ask for fewer users"
+            )
         rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(VALIDATION_STREAM,)))
         return self._users(rng.choice(rest, size=int(n), replace=False))
 
     def _test_ids(self, n: int, seed: int) -> np.ndarray:
         if len(self._test_pool) == 0:
             most = int(self._n_bought.max()) if len(self._n_bought) else 0
-            raise ValueError(f"no test users: no customer bought >= min_test_purchases={self.min_test_purchases} "
-                             f"distinct items among the {self.n_items} (the most any customer bought is {most}); "
-                             "pass a lower min_test_purchases")
+            raise ValueError(
+                "no test users: no customer bought >= "
+                f"min_test_purchases={self.min_test_purchases} distinct items among the "
+                f"{self.n_items} (the most any customer bought is {most}); "
+                "pass a lower min_test_purchases"
+            )
         if int(n) > len(self._test_pool):
-            raise ValueError(f"asked for {n} test users but the test pool holds {len(self._test_pool)} "
-                             f"(customers with >= {self.min_test_purchases} purchases, times test_fraction)")
+            raise ValueError(
+                f"asked for {n} test users but the test pool holds {len(self._test_pool)} "
+                f"(customers with >= {self.min_test_purchases} purchases, times test_fraction)"
+            )
         return np.random.default_rng(seed).choice(self._test_pool, size=int(n), replace=False)
 
     def sample_log(self, n: int, rng: np.random.Generator) -> tuple[Batch, np.ndarray, np.ndarray]:
         n_positive = len(self._train_purchases)
         if n_positive == 0:
-            raise ValueError("no training purchases: every buyer is in the test pool; lower test_fraction")
+            raise ValueError(
+                "no training purchases: every buyer is in the test pool; lower test_fraction"
+            )
         events = rng.integers(0, n_positive + len(self._negative_slots), size=int(n))
         negative = events >= n_positive
         purchase = events.copy()
         purchase[negative] = self._negative_slots[events[negative] - n_positive]
-        customers, actions = self._train_purchases[purchase, 0], self._train_purchases[purchase, 1].copy()
+        customers, actions = (
+            self._train_purchases[purchase, 0],
+            self._train_purchases[purchase, 1].copy(),
+        )
         todo = np.flatnonzero(negative)
         while todo.size:  # rejection: a uniform item the customer did not buy
             actions[todo] = rng.integers(0, self.n_items, size=todo.size)
             todo = todo[np.asarray(self._bought[customers[todo], actions[todo]]).ravel()]
         bought = self._n_bought[customers]
-        propensity = np.where(negative, 1 / (2 * np.maximum(self.n_items - bought, 1)),
-                              np.where(bought < self.n_items, 1 / (2 * bought), 1 / bought))
+        propensity = np.where(
+            negative,
+            1 / (2 * np.maximum(self.n_items - bought, 1)),
+            np.where(bought < self.n_items, 1 / (2 * bought), 1 / bought),
+        )
         return self._users(customers), actions, propensity.astype(np.float64)

@@ -34,8 +34,14 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from recsim_ft.checks import check_int
+
 #: Kaggle file stems, by table
-KAGGLE_FILES = {"customers": "customers", "articles": "articles", "transactions": "transactions_train"}
+KAGGLE_FILES = {
+    "customers": "customers",
+    "articles": "articles",
+    "transactions": "transactions_train",
+}
 #: accepted file formats, in the order they are looked for
 SUFFIXES = (".parquet", ".csv", ".csv.gz")
 #: the paper's categorical user features (age is the numeric one)
@@ -45,7 +51,9 @@ MISSING = "missing"
 #: bump when the processed format changes, so old caches are not read
 CACHE_VERSION = 1
 
-_BLOCK_BYTES = 16 << 20  # the reader keeps several blocks in flight: larger blocks cost memory, not speed
+_BLOCK_BYTES = (
+    16 << 20
+)  # the reader keeps several blocks in flight: larger blocks cost memory, not speed
 _PARQUET_BATCH_ROWS = 1 << 18
 
 #: a table is a Kaggle file or an in-memory frame with the same columns
@@ -93,7 +101,8 @@ class HMData:
 
 # -- finding and reading tables ------------------------------------------------------------------
 def find_kaggle_files(data_dir: str | os.PathLike) -> dict[str, Path]:
-    """Paths of customers, articles and transactions_train in ``data_dir`` (.parquet/.csv/.csv.gz)."""
+    """Paths of customers, articles and transactions_train in ``data_dir``
+    (.parquet/.csv/.csv.gz)."""
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
         raise HMDataError(f"H&M data_dir {str(data_dir)!r} is not a directory")
@@ -103,7 +112,9 @@ def find_kaggle_files(data_dir: str | os.PathLike) -> dict[str, Path]:
         existing = [p for p in candidates if p.is_file()]
         if not existing:
             names = ", ".join(p.name for p in candidates)
-            raise HMDataError(f"H&M data_dir {str(data_dir)!r} has no {table} file (looked for {names})")
+            raise HMDataError(
+                f"H&M data_dir {str(data_dir)!r} has no {table} file (looked for {names})"
+            )
         found[table] = existing[0]
     return found
 
@@ -137,11 +148,15 @@ def _cast(batch: pa.RecordBatch, name: str, columns: dict[str, pa.DataType]) -> 
         try:
             arrays.append(values.cast(dtype))
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:
-            raise HMDataError(f"{name}, column {col!r}: cannot read {values.type} values as {dtype} ({e})") from e
+            raise HMDataError(
+                f"{name}, column {col!r}: cannot read {values.type} values as {dtype} ({e})"
+            ) from e
     return pa.RecordBatch.from_arrays(arrays, names=list(columns))
 
 
-def read_batches(source: TableSource, table: str, columns: dict[str, pa.DataType]) -> Iterator[pa.RecordBatch]:
+def read_batches(
+    source: TableSource, table: str, columns: dict[str, pa.DataType]
+) -> Iterator[pa.RecordBatch]:
     """Stream ``columns`` (name -> pyarrow type) of a Kaggle file or frame in record batches."""
     name = _source_name(source, table)
     if isinstance(source, pd.DataFrame):
@@ -154,26 +169,41 @@ def read_batches(source: TableSource, table: str, columns: dict[str, pa.DataType
         try:
             parquet = pq.ParquetFile(source)
         except (pa.ArrowInvalid, OSError) as e:
-            raise HMDataError(f"cannot read {source}: not a valid parquet file, empty or truncated? ({e})") from e
+            raise HMDataError(
+                f"cannot read {source}: not a valid parquet file, empty or truncated? ({e})"
+            ) from e
         _check_columns(name, parquet.schema_arrow.names, columns)
         try:
-            for batch in parquet.iter_batches(batch_size=_PARQUET_BATCH_ROWS, columns=list(columns)):
+            for batch in parquet.iter_batches(
+                batch_size=_PARQUET_BATCH_ROWS, columns=list(columns)
+            ):
                 yield _cast(batch, name, columns)
         except (pa.ArrowInvalid, OSError) as e:
-            raise HMDataError(f"cannot read {source}: corrupt or truncated parquet data ({e})") from e
+            raise HMDataError(
+                f"cannot read {source}: corrupt or truncated parquet data ({e})"
+            ) from e
         return
     header = _csv_header(source)
     _check_columns(name, header, columns)
-    convert = pacsv.ConvertOptions(include_columns=list(columns), column_types=columns, strings_can_be_null=True)
+    convert = pacsv.ConvertOptions(
+        include_columns=list(columns), column_types=columns, strings_can_be_null=True
+    )
     try:
-        reader = pacsv.open_csv(source, read_options=pacsv.ReadOptions(block_size=_BLOCK_BYTES),
-                                convert_options=convert)
+        reader = pacsv.open_csv(
+            source, read_options=pacsv.ReadOptions(block_size=_BLOCK_BYTES), convert_options=convert
+        )
         yield from reader
     except pa.ArrowInvalid as e:
         message = str(e)
         column = re.search(r"column #(\d+)", message)
-        where = f", column {header[int(column.group(1))]!r}" if column and int(column.group(1)) < len(header) else ""
-        raise HMDataError(f"{source}{where}: {message} (wrong column type, or a truncated file?)") from e
+        where = (
+            f", column {header[int(column.group(1))]!r}"
+            if column and int(column.group(1)) < len(header)
+            else ""
+        )
+        raise HMDataError(
+            f"{source}{where}: {message} (wrong column type, or a truncated file?)"
+        ) from e
 
 
 def read_table(source: TableSource, table: str, columns: dict[str, pa.DataType]) -> pa.Table:
@@ -221,9 +251,15 @@ def encode_categorical(values: pa.ChunkedArray) -> tuple[np.ndarray, tuple[str, 
     return codes.to_numpy().astype(np.int64), categories
 
 
-def _read_customers(source: TableSource) -> tuple[pd.Index, np.ndarray, np.ndarray, dict[str, tuple[str, ...]]]:
+def _read_customers(
+    source: TableSource,
+) -> tuple[pd.Index, np.ndarray, np.ndarray, dict[str, tuple[str, ...]]]:
     name = _source_name(source, "customers")
-    columns = {"customer_id": pa.string(), "age": pa.float32(), **dict.fromkeys(USER_CATEGORICAL, pa.string())}
+    columns = {
+        "customer_id": pa.string(),
+        "age": pa.float32(),
+        **dict.fromkeys(USER_CATEGORICAL, pa.string()),
+    }
     table = read_table(source, "customers", columns)
     _check_ids(table["customer_id"], name, "customer_id")
     codes, categories = [], {}
@@ -244,42 +280,54 @@ def _read_articles(source: TableSource, item_feature: str) -> tuple[pd.Index, pa
     return pd.Index(table["article_id"].to_numpy()), table[item_feature]
 
 
-def _encode_transactions(source: TableSource, customer_index: pd.Index,
-                         article_index: pd.Index) -> tuple[np.ndarray, np.ndarray]:
+def _encode_transactions(
+    source: TableSource, customer_index: pd.Index, article_index: pd.Index
+) -> tuple[np.ndarray, np.ndarray]:
     """(customer row, article row) int32 of every transaction, streamed block by block."""
     name = _source_name(source, "transactions")
     customers, articles = [], []
-    for batch in read_batches(source, "transactions", {"customer_id": pa.string(), "article_id": pa.int64()}):
-        for column, index, other_file in (("customer_id", customer_index, "customers"),
-                                          ("article_id", article_index, "articles")):
+    for batch in read_batches(
+        source, "transactions", {"customer_id": pa.string(), "article_id": pa.int64()}
+    ):
+        for column, index, other_file in (
+            ("customer_id", customer_index, "customers"),
+            ("article_id", article_index, "articles"),
+        ):
             values = batch.column(column)
             if values.null_count:
                 raise HMDataError(f"{name}, column {column!r}: missing values")
             rows = index.get_indexer(values.to_pandas())
             if (rows < 0).any():
                 unknown = values[int(np.argmax(rows < 0))].as_py()
-                raise HMDataError(f"{name}, column {column!r}: {unknown!r} is not in the {other_file} file")
+                raise HMDataError(
+                    f"{name}, column {column!r}: {unknown!r} is not in the {other_file} file"
+                )
             (customers if column == "customer_id" else articles).append(rows.astype(np.int32))
     if sum(len(c) for c in customers) == 0:
         raise HMDataError(f"{name} has no rows")
     return np.concatenate(customers), np.concatenate(articles)
 
 
-def process(sources: dict[str, TableSource], n_items: int = 100, item_feature: str = "prod_name") -> HMData:
+def process(
+    sources: dict[str, TableSource], n_items: int = 100, item_feature: str = "prod_name"
+) -> HMData:
     """Build :class:`HMData` from the three tables (Kaggle files or frames with their columns)."""
-    if int(n_items) < 1:
-        raise ValueError(f"n_items must be >= 1, got {n_items!r}")
+    n_items = check_int("n_items", n_items, low=1)
     customer_index, age, user_codes, user_categories = _read_customers(sources["customers"])
     article_index, feature_values = _read_articles(sources["articles"], item_feature)
-    customer_rows, article_rows = _encode_transactions(sources["transactions"], customer_index, article_index)
+    customer_rows, article_rows = _encode_transactions(
+        sources["transactions"], customer_index, article_index
+    )
     del customer_index
     article_ids = article_index.to_numpy()
 
     counts = np.bincount(article_rows, minlength=len(article_ids))
     n_bought = int((counts > 0).sum())
     if n_items > n_bought:
-        raise HMDataError(f"n_items={n_items} but only {n_bought} articles were ever bought in "
-                          f"{_source_name(sources['transactions'], 'transactions')}")
+        raise HMDataError(
+            f"n_items={n_items} but only {n_bought} articles were ever bought in "
+            f"{_source_name(sources['transactions'], 'transactions')}"
+        )
     top = np.lexsort((article_ids, -counts))[:n_items]  # most bought first, ties: lower id
     item_of_article = np.full(len(article_ids), -1, np.int32)
     item_of_article[top] = np.arange(n_items)
@@ -289,33 +337,58 @@ def process(sources: dict[str, TableSource], n_items: int = 100, item_feature: s
     purchases = np.stack([keys // n_items, keys % n_items], axis=1)
 
     item_codes, item_categories = encode_categorical(feature_values.take(pa.array(top)))
-    return HMData(age=age, user_codes=user_codes, user_categories=user_categories,
-                  article_ids=article_ids[top].astype(np.int64), purchase_counts=counts[top].astype(np.int64),
-                  item_feature=item_feature, item_codes=item_codes, item_categories=item_categories,
-                  purchases=purchases, n_transactions=len(article_rows))
+    return HMData(
+        age=age,
+        user_codes=user_codes,
+        user_categories=user_categories,
+        article_ids=article_ids[top].astype(np.int64),
+        purchase_counts=counts[top].astype(np.int64),
+        item_feature=item_feature,
+        item_codes=item_codes,
+        item_categories=item_categories,
+        purchases=purchases,
+        n_transactions=len(article_rows),
+    )
 
 
 # -- cache ---------------------------------------------------------------------------------------
 def cache_key(files: dict[str, Path], n_items: int, item_feature: str) -> str:
     """Hash of the processing parameters and the source files' names, sizes and mtimes."""
-    stats = {table: [p.name, p.stat().st_size, p.stat().st_mtime_ns] for table, p in sorted(files.items())}
+    stats = {
+        table: [p.name, p.stat().st_size, p.stat().st_mtime_ns]
+        for table, p in sorted(files.items())
+    }
     text = json.dumps([CACHE_VERSION, int(n_items), item_feature, stats])
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def save_processed(data: HMData, directory: Path) -> None:
-    """Write ``data`` as parquet files into a fresh ``directory`` (atomically: temp dir + rename)."""
+    """Write ``data`` as parquet files into a fresh ``directory`` (atomically: a temporary
+    directory, then a rename)."""
     directory.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=directory.name + ".tmp", dir=directory.parent))
     try:
-        users = {"age": data.age, **{f: data.user_codes[:, j] for j, f in enumerate(USER_CATEGORICAL)}}
+        users = {
+            "age": data.age,
+            **{f: data.user_codes[:, j] for j, f in enumerate(USER_CATEGORICAL)},
+        }
         pq.write_table(pa.table(users), tmp / "users.parquet")
-        items = {"article_id": data.article_ids, "purchase_count": data.purchase_counts, "code": data.item_codes}
+        items = {
+            "article_id": data.article_ids,
+            "purchase_count": data.purchase_counts,
+            "code": data.item_codes,
+        }
         pq.write_table(pa.table(items), tmp / "items.parquet")
-        pq.write_table(pa.table({"customer": data.purchases[:, 0], "item": data.purchases[:, 1]}),
-                       tmp / "purchases.parquet")
-        meta = {"user_categories": data.user_categories, "item_feature": data.item_feature,
-                "item_categories": data.item_categories, "n_transactions": data.n_transactions}
+        pq.write_table(
+            pa.table({"customer": data.purchases[:, 0], "item": data.purchases[:, 1]}),
+            tmp / "purchases.parquet",
+        )
+        meta = {
+            "user_categories": data.user_categories,
+            "item_feature": data.item_feature,
+            "item_categories": data.item_categories,
+            "n_transactions": data.n_transactions,
+        }
         (tmp / "meta.json").write_text(json.dumps(meta))
         tmp.rename(directory)
     except BaseException:
@@ -330,19 +403,31 @@ def load_processed(directory: Path) -> HMData:
     meta = json.loads((directory / "meta.json").read_text())
     return HMData(
         age=users["age"].to_numpy().astype(np.float32),
-        user_codes=np.stack([users[f].to_numpy() for f in USER_CATEGORICAL], axis=1).astype(np.int64),
+        user_codes=np.stack([users[f].to_numpy() for f in USER_CATEGORICAL], axis=1).astype(
+            np.int64
+        ),
         user_categories={f: tuple(c) for f, c in meta["user_categories"].items()},
-        article_ids=items["article_id"].to_numpy(), purchase_counts=items["purchase_count"].to_numpy(),
-        item_feature=meta["item_feature"], item_codes=items["code"].to_numpy(),
+        article_ids=items["article_id"].to_numpy(),
+        purchase_counts=items["purchase_count"].to_numpy(),
+        item_feature=meta["item_feature"],
+        item_codes=items["code"].to_numpy(),
         item_categories=tuple(meta["item_categories"]),
-        purchases=np.stack([purchases["customer"].to_numpy(), purchases["item"].to_numpy()], axis=1),
+        purchases=np.stack(
+            [purchases["customer"].to_numpy(), purchases["item"].to_numpy()], axis=1
+        ),
         n_transactions=int(meta["n_transactions"]),
     )
 
 
-def load_kaggle(data_dir: str | os.PathLike, n_items: int = 100, item_feature: str = "prod_name",
-                cache: bool = True, cache_dir: str | os.PathLike | None = None) -> HMData:
-    """Process the Kaggle files in ``data_dir``, reusing a cached result when the files are unchanged.
+def load_kaggle(
+    data_dir: str | os.PathLike,
+    n_items: int = 100,
+    item_feature: str = "prod_name",
+    cache: bool = True,
+    cache_dir: str | os.PathLike | None = None,
+) -> HMData:
+    """Process the Kaggle files in ``data_dir``, reusing a cached result when the files are
+    unchanged.
 
     The cache lives in ``cache_dir`` (default: ``data_dir/.recsim_ft_cache``), one folder per
     parameters-and-files key; if that folder cannot be written, the data is processed without
@@ -357,13 +442,17 @@ def load_kaggle(data_dir: str | os.PathLike, n_items: int = 100, item_feature: s
         try:
             return load_processed(directory)
         except (OSError, KeyError, ValueError, pa.ArrowInvalid) as e:
-            warnings.warn(f"ignoring unreadable H&M cache {directory} ({e}); processing the files again",
-                          stacklevel=2)
+            warnings.warn(
+                f"ignoring unreadable H&M cache {directory} ({e}); processing the files again",
+                stacklevel=2,
+            )
     data = process(files, n_items, item_feature)
     try:
         if not directory.exists():
             save_processed(data, directory)
     except OSError as e:
-        warnings.warn(f"could not write the H&M cache to {root} ({e}); pass cache_dir= to cache elsewhere",
-                      stacklevel=2)
+        warnings.warn(
+            f"could not write the H&M cache to {root} ({e}); pass cache_dir= to cache elsewhere",
+            stacklevel=2,
+        )
     return data

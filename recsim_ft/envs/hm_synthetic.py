@@ -44,6 +44,8 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from recsim_ft.checks import check_int
+
 #: customers in the full Kaggle data
 FULL_N_CUSTOMERS = 1_371_980
 #: the top articles whose purchases depend on the customer
@@ -67,7 +69,9 @@ def _hex_ids(rng: np.random.Generator, n: int) -> pa.Array:
     return pa.array(text.view("S64").ravel(), type=pa.binary()).cast(pa.string())
 
 
-def _choice(rng: np.random.Generator, shares: dict[str, float], n: int) -> tuple[np.ndarray, list[str]]:
+def _choice(
+    rng: np.random.Generator, shares: dict[str, float], n: int
+) -> tuple[np.ndarray, list[str]]:
     labels = list(shares)
     p = np.array([shares[k] for k in labels])
     return rng.choice(len(labels), size=n, p=p / p.sum()), labels
@@ -94,17 +98,23 @@ def _catalogue(rng: np.random.Generator, cal: dict) -> tuple[pa.Table, np.ndarra
     codes = rng.choice(np.arange(108_000, 960_000), size=n_articles, replace=False)
     codes = codes[~np.isin(codes, list(head_codes))][: n_articles - len(head_ids)]
     article_ids = np.concatenate([head_ids, codes * 1000 + 1])
-    unnamed = pa.array(article_ids[len(cal["top_article_names"]):] // 1000).cast(pa.string())
-    names = pa.concat_arrays([pa.array(cal["top_article_names"]),
-                              pc.binary_join_element_wise("Synthetic article ", unnamed, "")])
+    unnamed = pa.array(article_ids[len(cal["top_article_names"]) :] // 1000).cast(pa.string())
+    names = pa.concat_arrays(
+        [
+            pa.array(cal["top_article_names"]),
+            pc.binary_join_element_wise("Synthetic article ", unnamed, ""),
+        ]
+    )
     groups, labels = _choice(rng, cal["product_group_shares"], n_articles)
     price = rng.lognormal(np.log(cal["avg_price"]) - 0.5 * 0.6**2, 0.6, size=n_articles)
-    table = pa.table({
-        "article_id": article_ids,
-        "product_code": article_ids // 1000,
-        "prod_name": names,
-        "product_group_name": np.array(labels, dtype=object)[groups],
-    })
+    table = pa.table(
+        {
+            "article_id": article_ids,
+            "product_code": article_ids // 1000,
+            "prod_name": names,
+            "product_group_name": np.array(labels, dtype=object)[groups],
+        }
+    )
     return table, price
 
 
@@ -129,7 +139,12 @@ def _segment_probabilities(cal: dict) -> np.ndarray:
     """Population share of every (age bucket, FN, Active, club, news) segment, flattened."""
     (age, fn, active_given_fn, club, news), shape = _segment_shares(cal)
     fn_active = np.array([[fn[0], 0.0], [fn[1] * active_given_fn[0], fn[1] * active_given_fn[1]]])
-    joint = age[:, None, None, None, None] * fn_active[None, :, :, None, None] * club[None, None, None, :, None] * news[None, None, None, None, :]
+    joint = (
+        age[:, None, None, None, None]
+        * fn_active[None, :, :, None, None]
+        * club[None, None, None, :, None]
+        * news[None, None, None, None, :]
+    )
     return (joint / joint.sum()).ravel()
 
 
@@ -139,13 +154,20 @@ def _head_preferences(rng: np.random.Generator, cal: dict, shape: tuple[int, ...
     edges = np.array(list(cal["age_bucket_edges"].values()), dtype=float)
     z = (edges.mean(axis=1) - 36.4) / 14.0
     slope, curve = rng.normal(0, 1.0, N_HEAD), rng.normal(0, 0.5, N_HEAD)
-    age = np.vstack([slope * z[:, None] + curve * (z[:, None] ** 2 - 1), rng.normal(0, 0.5, (1, N_HEAD))])
+    age = np.vstack(
+        [slope * z[:, None] + curve * (z[:, None] ** 2 - 1), rng.normal(0, 0.5, (1, N_HEAD))]
+    )
     fn = np.vstack([np.zeros(N_HEAD), rng.normal(0, 0.3, N_HEAD)])
     active = np.vstack([np.zeros(N_HEAD), rng.normal(0, 0.3, N_HEAD)])
     club = rng.normal(0, 0.5, (n_club, N_HEAD))
     news = rng.normal(0, 0.5, (n_news, N_HEAD))
-    total = (age[:, None, None, None, None] + fn[None, :, None, None, None] + active[None, None, :, None, None]
-             + club[None, None, None, :, None] + news[None, None, None, None, :])
+    total = (
+        age[:, None, None, None, None]
+        + fn[None, :, None, None, None]
+        + active[None, None, :, None, None]
+        + club[None, None, None, :, None]
+        + news[None, None, None, None, :]
+    )
     return total.reshape(-1, N_HEAD)
 
 
@@ -165,16 +187,25 @@ def _world(seed: int) -> _World:
     counts = np.array(cal["top_article_counts"], dtype=float)
     target = counts / counts.sum()
     log_weight = np.log(target)
-    for _ in range(20):  # fixed point (relative error ~1e-4 after 20 steps): each article's expected share over the population = its real share
+    # fixed point (relative error ~1e-4 after 20 steps): each article's expected share over the
+    # population = its real share
+    for _ in range(20):
         log_weight += np.log(target) - np.log(population @ _softmax(log_weight + preference))
     cdf = np.cumsum(_softmax(log_weight + preference), axis=1)
     cdf /= cdf[:, -1:]
     tail_ranks = np.arange(N_HEAD + 1, cal["n_bought_articles"] + 1, dtype=float)
     tail = np.cumsum((tail_ranks / N_HEAD) ** -cal["tail_exponent"])
     padded = pc.utf8_lpad(articles["article_id"].combine_chunks().cast(pa.string()), 10, "0")
-    return _World(articles=articles, padded_ids=padded,
-                  head_cdf_flat=(np.arange(len(cdf))[:, None] + cdf).ravel(), tail_cdf=tail / tail[-1],
-                  segment_shape=shape, head_share=counts.sum() / cal["n_transactions"], price=price, calibration=cal)
+    return _World(
+        articles=articles,
+        padded_ids=padded,
+        head_cdf_flat=(np.arange(len(cdf))[:, None] + cdf).ravel(),
+        tail_cdf=tail / tail[-1],
+        segment_shape=shape,
+        head_share=counts.sum() / cal["n_transactions"],
+        price=price,
+        calibration=cal,
+    )
 
 
 def _customers(rng: np.random.Generator, world: _World, n: int) -> tuple[pa.Table, np.ndarray]:
@@ -182,7 +213,11 @@ def _customers(rng: np.random.Generator, world: _World, n: int) -> tuple[pa.Tabl
     cal = world.calibration
     mix = cal["age_mixture"]
     young = rng.random(n) < mix["weight_young"]
-    age = np.where(young, rng.normal(mix["mean_young"], mix["sd_young"], n), rng.normal(mix["mean_old"], mix["sd_old"], n))
+    age = np.where(
+        young,
+        rng.normal(mix["mean_young"], mix["sd_young"], n),
+        rng.normal(mix["mean_old"], mix["sd_old"], n),
+    )
     age = np.clip(np.round(age), mix["min"], mix["max"])
     edges = np.array([e[0] for e in cal["age_bucket_edges"].values()][1:], dtype=float)
     age_bucket = np.searchsorted(edges, age, side="right")
@@ -195,11 +230,15 @@ def _customers(rng: np.random.Generator, world: _World, n: int) -> tuple[pa.Tabl
     labels = {}
     for column in ("club_member_status", "fashion_news_frequency"):
         codes[column], labels[column] = _choice(rng, cal["customer_shares"][column], n)
-    table = {"customer_id": _hex_ids(rng, n),
-             "FN": pa.array(np.where(fn == 1, 1.0, np.nan), from_pandas=True),
-             "Active": pa.array(np.where(active == 1, 1.0, np.nan), from_pandas=True)}
+    table = {
+        "customer_id": _hex_ids(rng, n),
+        "FN": pa.array(np.where(fn == 1, 1.0, np.nan), from_pandas=True),
+        "Active": pa.array(np.where(active == 1, 1.0, np.nan), from_pandas=True),
+    }
     for column, names in labels.items():
-        values = np.array([None if k == "missing" else k for k in names], dtype=object)[codes[column]]
+        values = np.array([None if k == "missing" else k for k in names], dtype=object)[
+            codes[column]
+        ]
         table[column] = pa.array(values, type=pa.string())
     table["age"] = pa.array(np.where(missing_age, np.nan, age), from_pandas=True)
     postal_pool = _hex_ids(rng, max(1, n // 4))
@@ -208,7 +247,9 @@ def _customers(rng: np.random.Generator, world: _World, n: int) -> tuple[pa.Tabl
     return pa.table(table), segment
 
 
-def _transactions(rng: np.random.Generator, world: _World, customer_ids: pa.Array, segment: np.ndarray) -> pa.Table:
+def _transactions(
+    rng: np.random.Generator, world: _World, customer_ids: pa.Array, segment: np.ndarray
+) -> pa.Table:
     """The transactions of a chunk of customers (article_id as int64)."""
     cal = world.calibration
     n = len(segment)
@@ -223,28 +264,38 @@ def _transactions(rng: np.random.Generator, world: _World, customer_ids: pa.Arra
     head_segment = segment[customer[head]]
     flat = np.searchsorted(world.head_cdf_flat, head_segment + rng.random(head.sum()), side="right")
     article[head] = flat - head_segment * N_HEAD
-    article[~head] = N_HEAD + np.searchsorted(world.tail_cdf, rng.random(rows - head.sum()), side="right")
+    article[~head] = N_HEAD + np.searchsorted(
+        world.tail_cdf, rng.random(rows - head.sum()), side="right"
+    )
     first = np.datetime64(cal["first_day"])
     days = int((np.datetime64(cal["last_day"]) - first).astype(int)) + 1
     channel, channel_labels = _choice(rng, cal["sales_channel_shares"], rows)
-    return pa.table({
-        "t_dat": pa.array(first + rng.integers(0, days, rows).astype("timedelta64[D]")).cast(pa.date32()),
-        "customer_id": customer_ids.take(pa.array(customer)),
-        "article_id": world.articles["article_id"].take(pa.array(article)),
-        "price": world.price[article],
-        "sales_channel_id": np.array(channel_labels, dtype=np.int64)[channel],
-    })
+    return pa.table(
+        {
+            "t_dat": pa.array(first + rng.integers(0, days, rows).astype("timedelta64[D]")).cast(
+                pa.date32()
+            ),
+            "customer_id": customer_ids.take(pa.array(customer)),
+            "article_id": world.articles["article_id"].take(pa.array(article)),
+            "price": world.price[article],
+            "sales_channel_id": np.array(channel_labels, dtype=np.int64)[channel],
+        }
+    )
 
 
-def iter_chunks(n_customers: int, seed: int = 0, chunk_customers: int = 100_000) -> Iterator[tuple[pa.Table, pa.Table]]:
+def iter_chunks(
+    n_customers: int, seed: int = 0, chunk_customers: int = 100_000
+) -> Iterator[tuple[pa.Table, pa.Table]]:
     """(customers, transactions) tables of successive chunks of ``n_customers`` customers."""
-    if int(n_customers) < 1:
-        raise ValueError(f"n_customers must be >= 1, got {n_customers!r}")
+    n_customers = check_int("n_customers", n_customers, low=1)
     world = _world(int(seed))
     for k, start in enumerate(range(0, n_customers, chunk_customers)):
         rng = np.random.default_rng([int(seed), 1, k])
         customers, segment = _customers(rng, world, min(chunk_customers, n_customers - start))
-        yield customers, _transactions(rng, world, customers["customer_id"].combine_chunks(), segment)
+        yield (
+            customers,
+            _transactions(rng, world, customers["customer_id"].combine_chunks(), segment),
+        )
 
 
 def generate_frames(n_customers: int = 50_000, seed: int = 0) -> dict[str, pd.DataFrame]:
@@ -253,14 +304,21 @@ def generate_frames(n_customers: int = 50_000, seed: int = 0) -> dict[str, pd.Da
     chunks = list(iter_chunks(n_customers, seed))
     transactions = pa.concat_tables([t for _, t in chunks])
     transactions = transactions.set_column(0, "t_dat", transactions["t_dat"].cast(pa.string()))
-    return {"customers": pa.concat_tables([c for c, _ in chunks]).to_pandas(),
-            "articles": _world(int(seed)).articles.to_pandas(),
-            "transactions": transactions.to_pandas()}
+    return {
+        "customers": pa.concat_tables([c for c, _ in chunks]).to_pandas(),
+        "articles": _world(int(seed)).articles.to_pandas(),
+        "transactions": transactions.to_pandas(),
+    }
 
 
-def write_kaggle_files(out_dir: str | os.PathLike, n_customers: int = FULL_N_CUSTOMERS,
-                       fmt: Literal["csv", "parquet"] = "csv", seed: int = 0, chunk_customers: int = 100_000,
-                       overwrite: bool = False) -> dict[str, Path]:
+def write_kaggle_files(
+    out_dir: str | os.PathLike,
+    n_customers: int = FULL_N_CUSTOMERS,
+    fmt: Literal["csv", "parquet"] = "csv",
+    seed: int = 0,
+    chunk_customers: int = 100_000,
+    overwrite: bool = False,
+) -> dict[str, Path]:
     """Write customers, articles and transactions_train as Kaggle-format CSV (zero-padded
     article ids, unquoted ids and dates) or parquet, chunk by chunk; returns the paths.
 
@@ -271,8 +329,14 @@ def write_kaggle_files(out_dir: str | os.PathLike, n_customers: int = FULL_N_CUS
         raise ValueError(f"fmt must be 'csv' or 'parquet', got {fmt!r}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    paths = {t: out_dir / f"{stem}.{fmt}" for t, stem in
-             (("customers", "customers"), ("articles", "articles"), ("transactions", "transactions_train"))}
+    paths = {
+        t: out_dir / f"{stem}.{fmt}"
+        for t, stem in (
+            ("customers", "customers"),
+            ("articles", "articles"),
+            ("transactions", "transactions_train"),
+        )
+    }
     existing = [str(p) for p in paths.values() if p.exists()]
     if existing and not overwrite:
         raise FileExistsError(f"{existing[0]} exists; pass overwrite=True to replace it")
@@ -284,24 +348,33 @@ def write_kaggle_files(out_dir: str | os.PathLike, n_customers: int = FULL_N_CUS
     def as_written(transactions: pa.Table) -> pa.Table:
         if fmt == "parquet":
             return transactions
-        rows = order[np.searchsorted(article_ids, transactions["article_id"].to_numpy(), sorter=order)]
+        rows = order[
+            np.searchsorted(article_ids, transactions["article_id"].to_numpy(), sorter=order)
+        ]
         column = transactions.column_names.index("article_id")
         return transactions.set_column(column, "article_id", world.padded_ids.take(pa.array(rows)))
 
     def open_writer(path: Path, schema: pa.Schema):
         if fmt == "csv":
-            return pacsv.CSVWriter(path, schema, write_options=pacsv.WriteOptions(quoting_style="none"))
+            return pacsv.CSVWriter(
+                path, schema, write_options=pacsv.WriteOptions(quoting_style="none")
+            )
         return pq.ParquetWriter(path, schema)
 
     tmp = {t: p.with_name(p.name + ".tmp") for t, p in paths.items()}
     writers = {}
     try:
         if fmt == "csv":
-            pacsv.write_csv(world.articles.set_column(0, "article_id", world.padded_ids), tmp["articles"])
+            pacsv.write_csv(
+                world.articles.set_column(0, "article_id", world.padded_ids), tmp["articles"]
+            )
         else:
             pq.write_table(world.articles, tmp["articles"])
         for customers, transactions in iter_chunks(n_customers, seed, chunk_customers):
-            for table, data in (("customers", customers), ("transactions", as_written(transactions))):
+            for table, data in (
+                ("customers", customers),
+                ("transactions", as_written(transactions)),
+            ):
                 if table not in writers:
                     writers[table] = open_writer(tmp[table], data.schema)
                 writers[table].write_table(data)

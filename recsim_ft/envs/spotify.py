@@ -3,22 +3,26 @@
 from __future__ import annotations
 
 import json
-import numbers
 from functools import lru_cache
 from importlib import resources
 from typing import Any
 
 import numpy as np
 
-from recsim_ft.envs.base import Batch, Feature, RecEnv, Schema, TrainDefaults
+from recsim_ft.checks import check_actions, check_choice, check_float
+from recsim_ft.envs.base import RecEnv
+from recsim_ft.schema import Batch, Feature, Schema
 
 ITEM_FEATURE_OPTIONS = ("rank", "audio", "both")
 
 
 @lru_cache(maxsize=1)
 def load_spotify_asset() -> dict[str, Any]:
-    """The packaged asset (built by ``scripts/build_spotify_asset.py``): matrices as float64 arrays."""
-    text = resources.files("recsim_ft").joinpath("assets", "spotify.json").read_text(encoding="utf-8")
+    """The packaged asset (built by ``scripts/build_spotify_asset.py``), matrices as float64
+    arrays."""
+    text = (
+        resources.files("recsim_ft").joinpath("assets", "spotify.json").read_text(encoding="utf-8")
+    )
     asset = json.loads(text)
     asset["genre_matrix"] = np.asarray(asset["genre_matrix"], dtype=np.float64)
     asset["top50_matrix"] = np.asarray(asset["top50_matrix"], dtype=np.float64)
@@ -112,9 +116,8 @@ class SpotifyEnv(RecEnv):
     ``assets/spotify_PROVENANCE.md``). G is recomputed from the genre playlists and equals the
     source's ``spotify_features.csv``.
 
-    Our choices: the training log of the paper is 160,000 events with uniformly random songs
-    (``sample_log``), learning rate 1e-4 (``train_defaults``); the id of a user is its genre
-    mask; songs are labelled by title and artist.
+    Our choices: the behaviour policy of the paper's training log draws songs uniformly at random
+    (``sample_log``); the id of a user is its genre mask; songs are labelled by title and artist.
 
     ## Version History
 
@@ -131,7 +134,6 @@ class SpotifyEnv(RecEnv):
     """
 
     reward_bounds = (-1.0, 1.0)
-    train_defaults = TrainDefaults(lr=1e-4)
 
     def __init__(
         self,
@@ -140,19 +142,19 @@ class SpotifyEnv(RecEnv):
         item_features: str = "rank",
         horizon: int = 1,
     ) -> None:
-        if not (isinstance(threshold, numbers.Real) and np.isfinite(threshold) and threshold >= 0):
-            raise ValueError(f"threshold must be a finite number >= 0, got {threshold!r}")
+        self.threshold = check_float("threshold", threshold, low=0)
         try:
-            low, high = (float(x) for x in genre_fraction)
+            low, high = (check_float("genre_fraction", x) for x in genre_fraction)
         except (TypeError, ValueError):
-            raise ValueError(f"genre_fraction must be a pair (low, high), got {genre_fraction!r}") from None
+            raise ValueError(
+                f"genre_fraction must be a pair (low, high) of numbers, got {genre_fraction!r}"
+            ) from None
         if not 0.0 <= low <= high <= 1.0:
-            raise ValueError(f"genre_fraction must satisfy 0 <= low <= high <= 1, got {genre_fraction!r}")
-        if item_features not in ITEM_FEATURE_OPTIONS:
-            raise ValueError(f"item_features must be one of {ITEM_FEATURE_OPTIONS}, got {item_features!r}")
-        self.threshold = float(threshold)
+            raise ValueError(
+                f"genre_fraction must satisfy 0 <= low <= high <= 1, got {genre_fraction!r}"
+            )
         self.genre_fraction = (low, high)
-        self.item_features = item_features
+        self.item_features = check_choice("item_features", item_features, ITEM_FEATURE_OPTIONS)
 
         asset = load_spotify_asset()
         self.genres: tuple[str, ...] = tuple(asset["genres"])
@@ -162,19 +164,27 @@ class SpotifyEnv(RecEnv):
         self.artists: tuple[str, ...] = tuple(asset["artists"])
         genre_matrix, top50_matrix = asset["genre_matrix"], asset["top50_matrix"]
         #: R, (n_genres, n_items): a user's preference for each song is ``u @ affinity``
-        self.affinity = (genre_matrix - genre_matrix.mean(axis=0)) @ (top50_matrix - top50_matrix.mean(axis=0)).T
+        self.affinity = (genre_matrix - genre_matrix.mean(axis=0)) @ (
+            top50_matrix - top50_matrix.mean(axis=0)
+        ).T
         self._audio = top50_matrix.astype(np.float32)
 
         self.n_items = len(self.track_ids)
-        self.user_schema = Schema(tuple(Feature(g, "numeric", low=0.0, high=1.0) for g in self.genres))
+        self.user_schema = Schema(
+            tuple(Feature(g, "numeric", low=0.0, high=1.0) for g in self.genres)
+        )
         rank = Feature(
-            "rank", "categorical", tuple(f"{t} - {a}" for t, a in zip(self.titles, self.artists, strict=True))
+            "rank",
+            "categorical",
+            tuple(f"{t} - {a}" for t, a in zip(self.titles, self.artists, strict=True)),
         )
         audio = tuple(
             Feature(name, "numeric", low=float(column.min()), high=float(column.max()))
             for name, column in zip(self.audio_features, top50_matrix.T, strict=True)
         )
-        self.item_schema = Schema({"rank": (rank,), "audio": audio, "both": (rank, *audio)}[item_features])
+        self.item_schema = Schema(
+            {"rank": (rank,), "audio": audio, "both": (rank, *audio)}[item_features]
+        )
         self._init_spaces(horizon)
 
     # -- vectorized API -------------------------------------------------------------------------
@@ -190,19 +200,31 @@ class SpotifyEnv(RecEnv):
 
     def item_table(self) -> Batch:
         ranks = np.arange(self.n_items, dtype=np.int64)
-        numeric = self._audio.copy() if self.item_features != "rank" else np.zeros((self.n_items, 0), np.float32)
-        categorical = ranks[:, None] if self.item_features != "audio" else np.zeros((self.n_items, 0), np.int64)
+        numeric = (
+            self._audio.copy()
+            if self.item_features != "rank"
+            else np.zeros((self.n_items, 0), np.float32)
+        )
+        categorical = (
+            ranks[:, None]
+            if self.item_features != "audio"
+            else np.zeros((self.n_items, 0), np.int64)
+        )
         return Batch(numeric, categorical, ranks)
 
     def expected_reward(self, users: Batch) -> np.ndarray:
         self.user_schema.validate(users, "users")
         return self._label(users.numeric.astype(np.float64) @ self.affinity)
 
-    def sample_reward(self, users: Batch, items: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    def sample_reward(
+        self, users: Batch, items: np.ndarray, rng: np.random.Generator
+    ) -> np.ndarray:
         """The label itself: the rule is deterministic, so ``rng`` is not used."""
         self.user_schema.validate(users, "users")
-        items = self._check_actions(items, len(users))
-        preference = np.einsum("ng,gn->n", users.numeric.astype(np.float64), self.affinity[:, items])
+        items = check_actions(items, self.n_items, len(users))
+        preference = np.einsum(
+            "ng,gn->n", users.numeric.astype(np.float64), self.affinity[:, items]
+        )
         return self._label(preference).astype(np.float32)
 
     def relevant(self, users: Batch) -> np.ndarray:
@@ -210,4 +232,6 @@ class SpotifyEnv(RecEnv):
 
     def _label(self, preference: np.ndarray) -> np.ndarray:
         """+1 above the indifference band, -1 below it, 0 inside (float64)."""
-        return np.where(preference > self.threshold, 1.0, np.where(preference < -self.threshold, -1.0, 0.0))
+        return np.where(
+            preference > self.threshold, 1.0, np.where(preference < -self.threshold, -1.0, 0.0)
+        )

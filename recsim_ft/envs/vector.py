@@ -3,10 +3,11 @@
 ``gym.make_vec("Spotify-v0", num_envs=N)`` returns a ``RecVectorEnv`` (Gymnasium uses a registered
 ``vector_entry_point`` by default; ``vectorization_mode="sync"`` still gives the generic
 ``SyncVectorEnv`` of N separate env copies, and is needed for ``make_vec(..., wrappers=...)``,
-which Gymnasium refuses for a vector entry point). Every step is two calls of the env's vectorized API
-(``expected_reward`` and ``sample_reward`` on all N users at once) instead of N Python-level
-``step`` calls, and the N slots share one env object, so an env that is costly to build (H&M,
-vaccine with its k-means) is built once. ``benchmarks/vector_env.py`` measures the speed-up.
+which Gymnasium refuses for a vector entry point). Every step is two calls of the env's
+vectorized API (``expected_reward`` and ``sample_reward`` on all N users at once) instead of N
+Python-level ``step`` calls, and the N slots share one env object, so an env that is costly to
+build (H&M, vaccine with its k-means) is built once. ``benchmarks/vector_env.py`` measures the
+speed-up.
 """
 
 from __future__ import annotations
@@ -19,7 +20,9 @@ from gymnasium.utils import seeding
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
-from recsim_ft.envs.base import Batch, RecEnv
+from recsim_ft.checks import check_actions, check_int
+from recsim_ft.envs.base import RecEnv
+from recsim_ft.schema import Batch
 
 _MODES = (AutoresetMode.NEXT_STEP, AutoresetMode.SAME_STEP)
 
@@ -85,27 +88,38 @@ class RecVectorEnv(VectorEnv):
     #: The env id the subclasses registered as ``vector_entry_point`` build.
     env_id: str | None = None
 
-    def __init__(self, env: str | gym.Env | None = None, num_envs: int = 1, *,
-                 autoreset_mode: AutoresetMode | str = AutoresetMode.NEXT_STEP, **env_kwargs: Any) -> None:
-        if isinstance(num_envs, bool) or not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
-            raise ValueError(f"num_envs must be a positive integer, got {num_envs!r}")
+    def __init__(
+        self,
+        env: str | gym.Env | None = None,
+        num_envs: int = 1,
+        *,
+        autoreset_mode: AutoresetMode | str = AutoresetMode.NEXT_STEP,
+        **env_kwargs: Any,
+    ) -> None:
+        num_envs = check_int("num_envs", num_envs, low=1)
         try:
             mode = AutoresetMode(autoreset_mode)
         except ValueError:
             mode = None
         if mode not in _MODES:
-            raise ValueError(f"autoreset_mode must be one of {[m.value for m in _MODES]}, got {autoreset_mode!r}")
+            raise ValueError(
+                f"autoreset_mode must be one of {[m.value for m in _MODES]}, got {autoreset_mode!r}"
+            )
         env = self.env_id if env is None else env
         if env is None:
             raise ValueError("RecVectorEnv needs an env id or an env object")
         if isinstance(env, str):
             env = gym.make(env, **env_kwargs)
         elif env_kwargs:
-            raise ValueError(f"env kwargs {sorted(env_kwargs)} only apply when env is an id, not an env object")
+            raise ValueError(
+                f"env kwargs {sorted(env_kwargs)} only apply when env is an id, not an env object"
+            )
         if not isinstance(env.unwrapped, RecEnv):
-            raise TypeError(f"RecVectorEnv needs a recsim-ft env (a RecEnv), got {type(env.unwrapped).__name__}")
+            raise TypeError(
+                f"RecVectorEnv needs a recsim-ft env (a RecEnv), got {type(env.unwrapped).__name__}"
+            )
         self.env: RecEnv = env.unwrapped
-        self.num_envs = int(num_envs)
+        self.num_envs = num_envs
         self.autoreset_mode = mode
         self.metadata = {**self.env.metadata, "autoreset_mode": mode}
         self.single_observation_space = self.env.observation_space
@@ -116,37 +130,43 @@ class RecVectorEnv(VectorEnv):
         self._t = np.zeros(self.num_envs, np.int64)
         self._ended = np.zeros(self.num_envs, bool)
 
-    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         """New users for every slot, or only for ``options["reset_mask"]`` (bool (N,)) as in
         ``SyncVectorEnv``. ``seed`` (an int) reseeds the one generator of all slots."""
-        if seed is not None:
-            if not isinstance(seed, (int, np.integer)):
-                raise ValueError(f"RecVectorEnv.reset takes one int seed for all slots, got {seed!r}")
-            self._np_random, self._np_random_seed = seeding.np_random(int(seed))
+        if seed is not None:  # one seed for all slots
+            self._np_random, self._np_random_seed = seeding.np_random(
+                check_int("seed", seed, low=0)
+            )
         mask = np.ones(self.num_envs, bool)
         if options is not None and "reset_mask" in options:
             mask = np.asarray(options["reset_mask"])
             if mask.dtype != np.bool_ or mask.shape != (self.num_envs,) or not mask.any():
-                raise ValueError(f"options['reset_mask'] must be a bool array of shape ({self.num_envs},) "
-                                 f"with at least one True, got {mask!r}")
+                raise ValueError(
+                    f"options['reset_mask'] must be a bool array of shape ({self.num_envs},) "
+                    f"with at least one True, got {mask!r}"
+                )
         if self._users is None and not mask.all():
             raise RuntimeError("the first reset must reset every slot (no reset_mask)")
         self._new_users(mask)
         return self._observations(), _stacked({"user_id": self._users.ids}, mask)
 
-    def step(self, actions):
+    def step(
+        self, actions: np.ndarray
+    ) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
         if self._users is None:
             raise RuntimeError("call reset() before step()")
-        actions = np.asarray(actions)
-        if actions.shape != (self.num_envs,) or not np.issubdtype(actions.dtype, np.integer):
-            raise ValueError(f"actions must be {self.num_envs} integers, got a {actions.dtype} array of shape {actions.shape}")
-        stepping = ~self._ended if self.autoreset_mode == AutoresetMode.NEXT_STEP else np.ones(self.num_envs, bool)
+        actions = check_actions(actions, self.env.n_items, self.num_envs)
+        stepping = (
+            ~self._ended
+            if self.autoreset_mode == AutoresetMode.NEXT_STEP
+            else np.ones(self.num_envs, bool)
+        )
         rewards = np.zeros(self.num_envs, np.float64)
         expected = np.zeros(self.num_envs, np.float64)
         if stepping.any():
             items, users = actions[stepping], self._users[stepping]
-            if items.min() < 0 or items.max() >= self.env.n_items:
-                raise ValueError(f"actions must lie in [0, {self.env.n_items}), got min {items.min()} max {items.max()}")
             expected[stepping] = self.env.expected_reward(users)[np.arange(len(items)), items]
             rewards[stepping] = self.env.sample_reward(users, items, self.np_random)
         self._t[stepping] += 1
@@ -162,7 +182,9 @@ class RecVectorEnv(VectorEnv):
             for i in np.flatnonzero(terminated):
                 final_obs[i] = self._users.observation(i, self.env.user_schema)
             infos["final_obs"], infos["_final_obs"] = final_obs, terminated.copy()
-            infos["final_info"] = _stacked({"user_id": self._users.ids, "expected_reward": expected}, terminated)
+            infos["final_info"] = _stacked(
+                {"user_id": self._users.ids, "expected_reward": expected}, terminated
+            )
             infos["_final_info"] = terminated.copy()
             self._new_users(terminated)
             reported = stepping & ~terminated
@@ -183,12 +205,7 @@ class RecVectorEnv(VectorEnv):
         self._ended[mask] = False
 
     def _observations(self) -> dict[str, np.ndarray]:
-        observations = {}
-        if self.env.user_schema.n_numeric:
-            observations["numeric"] = self._users.numeric.copy()
-        if self.env.user_schema.n_categorical:
-            observations["categorical"] = self._users.categorical.copy()
-        return observations
+        return self._users.observations(self.env.user_schema)
 
     def close_extras(self, **kwargs: Any) -> None:
         self.env.close()

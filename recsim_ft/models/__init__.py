@@ -9,7 +9,19 @@ from recsim_ft.models.transformer import TransformerEmbedder
 from recsim_ft.models.two_tower import TwoTower, param_counts, params_report
 
 __all__ = [
-    "EMBEDDERS", "PRESETS", "FeatureTensors", "FeatureTokenizer", "MLPEmbedder", "MambaBlock",
-    "MambaEmbedder", "ModelConfig", "TransformerEmbedder", "TwoTower", "make_config", "param_counts",
-    "params_report", "selective_scan", "selective_scan_reference",
+    "EMBEDDERS",
+    "PRESETS",
+    "FeatureTensors",
+    "FeatureTokenizer",
+    "MLPEmbedder",
+    "MambaBlock",
+    "MambaEmbedder",
+    "ModelConfig",
+    "TransformerEmbedder",
+    "TwoTower",
+    "make_config",
+    "param_counts",
+    "params_report",
+    "selective_scan",
+    "selective_scan_reference",
 ]

@@ -12,27 +12,48 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
+from recsim_ft._deprecation import moved_names
 from recsim_ft.fileio import atomic_path
+
+#: The functions were named ``*_checkpoint`` before version 0.2 ("checkpoint" now means only the
+#: trainer's resume state).
+__getattr__ = moved_names(
+    __name__,
+    {
+        "write_checkpoint": f"{__name__}.write_model_file",
+        "read_checkpoint": f"{__name__}.read_model_file",
+    },
+)
 
 FORMAT = "recsim-ft.two-tower"
 VERSION = 1
 
 
-def write_checkpoint(path: str | os.PathLike, tensors: dict[str, torch.Tensor], meta: dict[str, Any],
-                     overwrite: bool = False) -> Path:
-    """Write ``tensors`` and JSON ``meta``; refuse to replace an existing file unless ``overwrite``."""
+def write_model_file(
+    path: str | os.PathLike,
+    tensors: dict[str, torch.Tensor],
+    meta: dict[str, Any],
+    overwrite: bool = False,
+) -> Path:
+    """Write ``tensors`` and JSON ``meta`` as a model file; refuse to replace an existing file
+    unless ``overwrite``."""
     path = Path(path)
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
     header = {"format": FORMAT, "version": str(VERSION), "meta": json.dumps(meta)}
     with atomic_path(path) as tmp:
-        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp), metadata=header)
+        save_file(
+            {k: v.detach().cpu().contiguous() for k, v in tensors.items()},
+            str(tmp),
+            metadata=header,
+        )
     return path
 
 
-def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu"
-                    ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Tensors and metadata of a file written by :func:`write_checkpoint`, with clear errors for
+def read_model_file(
+    path: str | os.PathLike, map_location: str | torch.device = "cpu"
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Tensors and metadata of a file written by :func:`write_model_file`, with clear errors for
     a missing file, another kind of file, another format version or a damaged file."""
     path = Path(path)
     if not path.is_file():
@@ -41,14 +62,20 @@ def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         with safe_open(str(path), framework="pt", device="cpu") as f:
             header = f.metadata() or {}
             if header.get("format") != FORMAT:
-                raise ValueError(f"{path} is not a recsim-ft two-tower model "
-                                 f"(format {header.get('format')!r}, expected {FORMAT!r})")
+                raise ValueError(
+                    f"{path} is not a recsim-ft two-tower model "
+                    f"(format {header.get('format')!r}, expected {FORMAT!r})"
+                )
             if header.get("version") != str(VERSION):
-                raise ValueError(f"{path} is a version {header.get('version')} model file; "
-                                 f"this recsim-ft reads version {VERSION}")
+                raise ValueError(
+                    f"{path} is a version {header.get('version')} model file; "
+                    f"this recsim-ft reads version {VERSION}"
+                )
             tensors = {k: f.get_tensor(k).to(map_location) for k in f.keys()}
         meta = json.loads(header["meta"])
     except (SafetensorError, json.JSONDecodeError, KeyError, OSError) as err:
-        raise ValueError(f"{path} is not a readable recsim-ft model file (damaged or another "
-                         f"kind of file): {err}") from err
+        raise ValueError(
+            f"{path} is not a readable recsim-ft model file (damaged or another "
+            f"kind of file): {err}"
+        ) from err
     return tensors, meta

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from recsim_ft.checks import check_int
+
 
 class MLPEmbedder(nn.Module):
     """Flatten the tokens, then ``n_layers`` x (Linear -> ReLU) of width ``d_hidden``.
@@ -19,8 +21,7 @@ class MLPEmbedder(nn.Module):
 
     def __init__(self, *, n_tokens: int, d_token: int, d_hidden: int, n_layers: int) -> None:
         super().__init__()
-        if n_layers < 1:
-            raise ValueError(f"n_layers must be >= 1, got {n_layers}")
+        check_int("n_layers", n_layers, low=1)
         widths = [n_tokens * d_token] + [d_hidden] * n_layers
         layers: list[nn.Module] = [nn.Flatten()]
         for d_in, d_out in zip(widths[:-1], widths[1:], strict=True):

@@ -4,11 +4,27 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields, replace
 
+from recsim_ft.checks import check_choice, check_int
+
+#: The encoders a tower can use: FT-Mamba, FT-Transformer, or an MLP over the flattened tokens.
 EMBEDDERS = ("mamba", "transformer", "mlp")
 #: The Mamba block's compute paths (see ``recsim_ft.models.mamba.kernel_path``); all compute the
 #: same function, so this field never changes what a model is, only where it runs fast.
 KERNEL_PATHS = ("auto", "triton", "mamba_ssm", "native", "torch")
 FINAL_ACTIVATIONS = ("none", "relu")
+#: The ``ModelConfig`` fields that are sizes (widths, depths, counts): positive integers.
+_SIZES = (
+    "d_token",
+    "mamba_layers",
+    "d_state",
+    "d_conv",
+    "expand",
+    "transformer_layers",
+    "n_heads",
+    "d_ffn",
+    "mlp_layers",
+    "mlp_hidden",
+)
 
 
 @dataclass(frozen=True)
@@ -16,22 +32,22 @@ class ModelConfig:
     """Everything that defines a :class:`~recsim_ft.models.TwoTower` besides its schemas.
 
     The defaults are the ``paper`` preset: d_token 128 (the width that reproduces the paper's
-    parameter counts, see PAPER.md), Mamba 4 layers with d_state 16, d_conv 16, expand 2,
-    dt_rank ceil(128/16) = 8; Transformer 2 layers, 2 heads, feed-forward 2048, no dropout;
-    head 64 -> 32 on each tower. ``seed`` fixes the initial weights.
+    parameter counts: 479,232 per Mamba embedder, 1,186,048 per Transformer embedder), Mamba 4
+    layers with d_state 16, d_conv 16, expand 2, dt_rank ceil(128/16) = 8; Transformer 2 layers,
+    2 heads, feed-forward 2048, no dropout; head 64 -> 32 on each tower. ``seed`` fixes the
+    initial weights.
 
-    ``final_activation``: the paper ends both heads with a ReLU. We measured that, trained with
-    MSE on targets that are mostly <= 0 (Spotify: 71%), the last ReLUs of both towers die within
-    a few hundred steps: every score becomes exactly 0 and training stops (HR@1 frozen at the
-    item-order ranking). Our default, ``"none"``, drops that one ReLU (same parameter count);
-    ``"relu"`` is the paper's head as written.
+    ``final_activation``: ``"none"`` (default) ends each head with its last Linear; ``"relu"``
+    adds the ReLU the paper's heads end with. Why not the paper's: scores of two ReLU towers are
+    never negative, and trained by MSE on rewards that are mostly <= 0 (Spotify) the last ReLUs
+    die, every score becomes 0 and training stops. Dropping that one ReLU keeps the parameter
+    count.
 
-    ``mamba_residual``: a Mamba layer is LayerNorm(block(x)) by default, the paper's "Mamba
-    block followed by a LayerNorm"; ``True`` makes it LayerNorm(x + block(x)) as in mamba_ssm's
-    ``Block``. We measured why the paper's layer matters: with the residual, the [CLS] token's
-    own (user-independent) value dominates the last position, the user embeddings of a fresh
-    model barely differ between users (std 0.003-0.005 vs 0.10-0.14 without it), and training
-    sits on a plateau (vaccine at lr 1e-5: validation NDCG@10 0.25 vs 0.96 without it).
+    ``mamba_residual``: ``False`` (default) makes a Mamba layer LayerNorm(block(x)), the paper's
+    "Mamba block followed by a LayerNorm"; ``True`` makes it LayerNorm(x + block(x)) as in
+    mamba_ssm's ``Block``. Why the paper's: with the residual the [CLS] token's own value, the
+    same for every user, dominates the last position, so a fresh model's user embeddings barely
+    differ between users and training starts on a plateau (see CHANGELOG.md, version 0.1.0).
     """
 
     embedder: str = "mamba"
@@ -53,20 +69,19 @@ class ModelConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.embedder not in EMBEDDERS:
-            raise ValueError(f"embedder must be one of {EMBEDDERS}, got {self.embedder!r}")
-        if self.kernels not in KERNEL_PATHS:
-            raise ValueError(f"kernels must be one of {KERNEL_PATHS}, got {self.kernels!r}")
-        if self.final_activation not in FINAL_ACTIVATIONS:
-            raise ValueError(f"final_activation must be one of {FINAL_ACTIVATIONS}, got {self.final_activation!r}")
-        object.__setattr__(self, "head_dims", tuple(int(d) for d in self.head_dims))
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if f.name not in ("seed", "embedder", "head_dims", "final_activation", "kernels", "dt_rank",
-                              "mamba_residual") and value < 1:
-                raise ValueError(f"ModelConfig.{f.name} must be >= 1, got {value!r}")
-        if not self.head_dims or min(self.head_dims) < 1:
-            raise ValueError(f"ModelConfig.head_dims must be positive widths, got {self.head_dims!r}")
+        check_choice("ModelConfig.embedder", self.embedder, EMBEDDERS)
+        check_choice("ModelConfig.kernels", self.kernels, KERNEL_PATHS)
+        check_choice("ModelConfig.final_activation", self.final_activation, FINAL_ACTIVATIONS)
+        for name in _SIZES:
+            check_int(f"ModelConfig.{name}", getattr(self, name), low=1)
+        check_int("ModelConfig.dt_rank", self.dt_rank, low=1, allow_none=True)
+        if not self.head_dims:
+            raise ValueError("ModelConfig.head_dims must hold at least one width, got ()")
+        object.__setattr__(
+            self,
+            "head_dims",
+            tuple(check_int("ModelConfig.head_dims", d, low=1) for d in self.head_dims),
+        )
         if self.d_token % self.n_heads:
             raise ValueError(f"d_token {self.d_token} is not divisible by n_heads {self.n_heads}")
 
@@ -78,8 +93,15 @@ class ModelConfig:
 
 PRESETS: dict[str, ModelConfig] = {
     "paper": ModelConfig(),
-    "quick": ModelConfig(d_token=32, mamba_layers=2, d_state=8, d_conv=4, transformer_layers=1,
-                         d_ffn=64, mlp_hidden=64),
+    "quick": ModelConfig(
+        d_token=32,
+        mamba_layers=2,
+        d_state=8,
+        d_conv=4,
+        transformer_layers=1,
+        d_ffn=64,
+        mlp_hidden=64,
+    ),
 }
 
 
@@ -97,7 +119,9 @@ def config_from_dict(saved: dict) -> ModelConfig:
     return ModelConfig(**{**LEGACY_DEFAULTS, **saved})
 
 
-def make_config(preset: str | ModelConfig = "paper", embedder: str | None = None, **overrides) -> ModelConfig:
+def make_config(
+    preset: str | ModelConfig = "paper", embedder: str | None = None, **overrides
+) -> ModelConfig:
     """A preset (by name) with ``embedder`` and any ``ModelConfig`` field overridden.
 
     >>> make_config("paper", "transformer", d_token=192).d_token

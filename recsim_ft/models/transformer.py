@@ -23,11 +23,19 @@ class TransformerEmbedder(nn.Module):
         1186048
     """
 
-    def __init__(self, *, d_model: int, n_layers: int, n_heads: int = 2, d_ffn: int = 2048,
-                 dropout: float = 0.0) -> None:
+    def __init__(
+        self,
+        *,
+        d_model: int,
+        n_layers: int,
+        n_heads: int = 2,
+        d_ffn: int = 2048,
+        dropout: float = 0.0,
+    ) -> None:
         super().__init__()
-        layer = nn.TransformerEncoderLayer(d_model, n_heads, dim_feedforward=d_ffn, dropout=dropout,
-                                           batch_first=True)
+        layer = nn.TransformerEncoderLayer(
+            d_model, n_heads, dim_feedforward=d_ffn, dropout=dropout, batch_first=True
+        )
         self.encoder = nn.TransformerEncoder(layer, n_layers, enable_nested_tensor=False)
         self.d_out = d_model
 

@@ -5,17 +5,19 @@ from __future__ import annotations
 
 import os
 from dataclasses import asdict
+from pathlib import Path
 
+import gymnasium as gym
 import torch
 from torch import Tensor, nn
 
-from recsim_ft.envs.base import Batch, Feature, Schema
-from recsim_ft.models.io import read_checkpoint, write_checkpoint
+from recsim_ft.models.io import read_model_file, write_model_file
 from recsim_ft.models.mamba import MambaEmbedder
 from recsim_ft.models.mlp import MLPEmbedder
 from recsim_ft.models.presets import EMBEDDERS, ModelConfig, config_from_dict, make_config
 from recsim_ft.models.tokenizer import FeatureTensors, FeatureTokenizer
 from recsim_ft.models.transformer import TransformerEmbedder
+from recsim_ft.schema import Batch, Feature, Schema
 
 Rows = Batch | FeatureTensors
 
@@ -23,14 +25,29 @@ Rows = Batch | FeatureTensors
 def build_embedder(config: ModelConfig, n_tokens: int) -> nn.Module:
     """The encoder named by ``config.embedder``; it maps (n, n_tokens, d_token) to (n, d_out)."""
     if config.embedder == "mamba":
-        return MambaEmbedder(d_model=config.d_token, n_layers=config.mamba_layers, d_state=config.d_state,
-                             d_conv=config.d_conv, expand=config.expand, dt_rank=config.dt_rank,
-                             residual=config.mamba_residual, kernels=config.kernels)
+        return MambaEmbedder(
+            d_model=config.d_token,
+            n_layers=config.mamba_layers,
+            d_state=config.d_state,
+            d_conv=config.d_conv,
+            expand=config.expand,
+            dt_rank=config.dt_rank,
+            residual=config.mamba_residual,
+            kernels=config.kernels,
+        )
     if config.embedder == "transformer":
-        return TransformerEmbedder(d_model=config.d_token, n_layers=config.transformer_layers,
-                                   n_heads=config.n_heads, d_ffn=config.d_ffn)
-    return MLPEmbedder(n_tokens=n_tokens, d_token=config.d_token, d_hidden=config.mlp_hidden,
-                       n_layers=config.mlp_layers)
+        return TransformerEmbedder(
+            d_model=config.d_token,
+            n_layers=config.transformer_layers,
+            n_heads=config.n_heads,
+            d_ffn=config.d_ffn,
+        )
+    return MLPEmbedder(
+        n_tokens=n_tokens,
+        d_token=config.d_token,
+        d_hidden=config.mlp_hidden,
+        n_layers=config.mlp_layers,
+    )
 
 
 class Tower(nn.Module):
@@ -100,13 +117,20 @@ class TwoTower(nn.Module):
 
     # -- construction ---------------------------------------------------------------------------
     @classmethod
-    def from_schemas(cls, user_schema: Schema, item_schema: Schema, embedder: str = "mamba",
-                     preset: str | ModelConfig = "paper", **overrides) -> TwoTower:
+    def from_schemas(
+        cls,
+        user_schema: Schema,
+        item_schema: Schema,
+        embedder: str = "mamba",
+        preset: str | ModelConfig = "paper",
+        **overrides,
+    ) -> TwoTower:
         return cls(user_schema, item_schema, make_config(preset, embedder, **overrides))
 
     @classmethod
-    def from_env(cls, env, embedder: str = "mamba", preset: str | ModelConfig = "paper",
-                 **overrides) -> TwoTower:
+    def from_env(
+        cls, env: gym.Env, embedder: str = "mamba", preset: str | ModelConfig = "paper", **overrides
+    ) -> TwoTower:
         """A model for ``env``'s user and item schemas (``env`` may be wrapped)."""
         env = getattr(env, "unwrapped", env)
         return cls.from_schemas(env.user_schema, env.item_schema, embedder, preset, **overrides)
@@ -130,10 +154,14 @@ class TwoTower(nn.Module):
     def forward(self, users: Rows, items: Rows) -> Tensor:
         u, i = self.embed_users(users), self.embed_items(items)
         if u.shape[0] != i.shape[0]:
-            raise ValueError(f"forward scores paired rows: got {u.shape[0]} users and {i.shape[0]} items")
+            raise ValueError(
+                f"forward scores paired rows: got {u.shape[0]} users and {i.shape[0]} items"
+            )
         return (u * i).sum(-1)
 
-    def score_logged(self, users: FeatureTensors, item_ids: Tensor, item_table: FeatureTensors) -> Tensor:
+    def score_logged(
+        self, users: FeatureTensors, item_ids: Tensor, item_table: FeatureTensors
+    ) -> Tensor:
         """(n,) scores of logged pairs: user row i with item ``item_ids[i]`` of ``item_table``;
         the trainer's call, on inputs it checked once (see ``FeatureTokenizer.check_finite``).
 
@@ -144,7 +172,9 @@ class TwoTower(nn.Module):
         """
         u = self.user_tower(users)
         if users.numeric.is_cuda and item_table.n_rows <= len(item_ids):
-            one_hot = (item_ids[:, None] == torch.arange(item_table.n_rows, device=item_ids.device)).to(u.dtype)
+            one_hot = (
+                item_ids[:, None] == torch.arange(item_table.n_rows, device=item_ids.device)
+            ).to(u.dtype)
             i = one_hot @ self.item_tower(item_table)
         else:
             i = self.item_tower(FeatureTensors(*(t[item_ids] for t in item_table)))
@@ -172,41 +202,55 @@ class TwoTower(nn.Module):
         else:
             if self._item_cache is None or self._item_cache[1] != self._parameter_version():
                 self._item_cache = None
-                raise RuntimeError("no valid item cache: call cache_items(item_table) after the last "
-                                   "parameter update, or pass items")
+                raise RuntimeError(
+                    "no valid item cache: call cache_items(item_table) after the last "
+                    "parameter update, or pass items"
+                )
             item_embeddings = self._item_cache[0]
         return self.embed_users(users) @ item_embeddings.T
 
     # -- compatibility and files ----------------------------------------------------------------
-    def check_compatible(self, env) -> None:
-        """Raise ValueError when ``env``'s feature schemas differ from the ones this model was built for."""
+    def check_compatible(self, env: gym.Env) -> None:
+        """Raise ValueError when ``env``'s feature schemas differ from the ones this model was
+        built for."""
         env = getattr(env, "unwrapped", env)
-        for side, mine, theirs in (("user", self.user_schema, env.user_schema),
-                                   ("item", self.item_schema, env.item_schema)):
+        for side, mine, theirs in (
+            ("user", self.user_schema, env.user_schema),
+            ("item", self.item_schema, env.item_schema),
+        ):
             if mine != theirs:
                 theirs_by_name = {f.name: f for f in theirs.features}
                 differing = [f.name for f in mine.features if theirs_by_name.get(f.name) != f]
                 mine_names = {f.name for f in mine.features}
                 extra = [f.name for f in theirs.features if f.name not in mine_names]
-                raise ValueError(f"the model's {side} schema differs from the env's: features missing or "
-                                 f"defined differently in the env: {differing}; only in the env: {extra}"
-                                 + ("" if differing or extra else "; the feature order differs"))
+                raise ValueError(
+                    f"the model's {side} schema differs from the env's: features missing or "
+                    f"defined differently in the env: {differing}; only in the env: {extra}"
+                    + ("" if differing or extra else "; the feature order differs")
+                )
 
-    def save(self, path: str | os.PathLike, overwrite: bool = False):
+    def save(self, path: str | os.PathLike, overwrite: bool = False) -> Path:
         """One safetensors file with the weights, config and both schemas."""
-        meta = {"config": asdict(self.config), "user_schema": self.user_schema.to_dict(),
-                "item_schema": self.item_schema.to_dict()}
-        return write_checkpoint(path, self.state_dict(), meta, overwrite=overwrite)
+        meta = {
+            "config": asdict(self.config),
+            "user_schema": self.user_schema.to_dict(),
+            "item_schema": self.item_schema.to_dict(),
+        }
+        return write_model_file(path, self.state_dict(), meta, overwrite=overwrite)
 
     @classmethod
     def load(cls, path: str | os.PathLike, map_location: str | torch.device = "cpu") -> TwoTower:
-        tensors, meta = read_checkpoint(path, map_location)
+        tensors, meta = read_model_file(path, map_location)
         try:
             config = config_from_dict(meta["config"])
-            model = cls(Schema.from_dict(meta["user_schema"]), Schema.from_dict(meta["item_schema"]), config)
+            model = cls(
+                Schema.from_dict(meta["user_schema"]), Schema.from_dict(meta["item_schema"]), config
+            )
             model.load_state_dict(tensors)
         except (KeyError, TypeError, ValueError, RuntimeError) as err:
-            raise ValueError(f"{path}: model file content does not match its metadata: {err}") from err
+            raise ValueError(
+                f"{path}: model file content does not match its metadata: {err}"
+            ) from err
         return model.to(map_location).eval()
 
 
@@ -217,8 +261,12 @@ def spotify_shaped_schemas() -> tuple[Schema, Schema]:
     return user, item
 
 
-def param_counts(preset: str | ModelConfig = "paper", embedder: str = "mamba",
-                 user_schema: Schema | None = None, item_schema: Schema | None = None) -> dict[str, int]:
+def param_counts(
+    preset: str | ModelConfig = "paper",
+    embedder: str = "mamba",
+    user_schema: Schema | None = None,
+    item_schema: Schema | None = None,
+) -> dict[str, int]:
     """Trainable parameters: one embedder, each full tower, and the whole model.
 
     Tower totals depend on the schemas (tokenizer tables); default: Spotify shapes.
@@ -233,19 +281,31 @@ def param_counts(preset: str | ModelConfig = "paper", embedder: str = "mamba",
     def count(module: nn.Module) -> int:
         return sum(p.numel() for p in module.parameters() if p.requires_grad)
 
-    return {"embedder": count(model.user_tower.embedder), "user_tower": count(model.user_tower),
-            "item_tower": count(model.item_tower), "total": count(model)}
+    return {
+        "embedder": count(model.user_tower.embedder),
+        "user_tower": count(model.user_tower),
+        "item_tower": count(model.item_tower),
+        "total": count(model),
+    }
 
 
-def params_report(preset: str | ModelConfig = "paper", user_schema: Schema | None = None,
-                  item_schema: Schema | None = None) -> str:
+def params_report(
+    preset: str | ModelConfig = "paper",
+    user_schema: Schema | None = None,
+    item_schema: Schema | None = None,
+) -> str:
     """A printable table of :func:`param_counts` for every embedder kind."""
     shapes = "Spotify shapes" if user_schema is None else "given schemas"
-    lines = [f"trainable parameters, preset {preset if isinstance(preset, str) else 'custom'} "
-             f"(tower totals for {shapes})",
-             f"{'embedder':<12} {'per embedder':>14} {'user tower':>12} {'item tower':>12} {'total':>12}"]
+    lines = [
+        f"trainable parameters, preset {preset if isinstance(preset, str) else 'custom'} "
+        f"(tower totals for {shapes})",
+        f"{'embedder':<12} {'per embedder':>14} {'user tower':>12} {'item tower':>12} "
+        f"{'total':>12}",
+    ]
     for kind in EMBEDDERS:
         c = param_counts(preset, kind, user_schema, item_schema)
-        lines.append(f"{kind:<12} {c['embedder']:>14,} {c['user_tower']:>12,} {c['item_tower']:>12,} "
-                     f"{c['total']:>12,}")
+        lines.append(
+            f"{kind:<12} {c['embedder']:>14,} {c['user_tower']:>12,} {c['item_tower']:>12,} "
+            f"{c['total']:>12,}"
+        )
     return "\n".join(lines)

@@ -1,0 +1,190 @@
+"""One run: fit (or build) one agent on one env setting with one seed, evaluate it on the env's
+test users, and write its run directory::
+
+    config.json        what was run (the RunSpec, the model and train configs, the seeds)
+    metrics.json       the evaluation metrics, fit time, parameter count
+    curve.csv          the training curve (two-tower agents)
+    items.csv          per item: times liked by the test users, recommended minus liked (Fig. 5)
+    model.safetensors  the model file (two-tower agents)
+    DONE               written last: the run is finished
+
+Each file is written under a temporary name and renamed, and ``DONE`` comes last, so a sweep
+that is killed and restarted knows which runs finished.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from recsim_ft.agents import Agent, OracleAgent, PopularityAgent, RandomAgent, TwoTowerAgent
+from recsim_ft.data import InteractionLog, collect
+from recsim_ft.envs import make_env
+from recsim_ft.evaluate import evaluate, recommended_minus_liked
+from recsim_ft.experiments.specs import RunSpec, derived_seeds
+from recsim_ft.fileio import atomic_path
+from recsim_ft.models.presets import EMBEDDERS, config_from_dict, make_config
+from recsim_ft.protocol import protocol_for
+from recsim_ft.train import CHECKPOINT_NAME, TrainConfig
+
+DONE_MARKER = "DONE"
+ERROR_FILE = "error.txt"
+MODEL_FILE = "model.safetensors"
+
+
+def write_atomic(path: Path, content: str | bytes) -> None:
+    """Write ``content`` to ``path`` via a temporary file and a rename (never half-written)."""
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(content.encode() if isinstance(content, str) else content)
+
+
+def to_json(obj: Any) -> str:
+    """The JSON text of every file a run writes: indented, keys sorted, one final newline."""
+    return json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n"
+
+
+def _metrics_for_json(
+    agent: Any, env: Any, spec: RunSpec, n_users: int, test_seed: int
+) -> dict[str, float]:
+    """``evaluate``'s metrics as floats, as ``metrics.json`` stores them."""
+    metrics = evaluate(agent, env, n_users=n_users, seed=test_seed, ks=spec.ks, split=spec.split)
+    return {name: float(value) for name, value in metrics.items()}
+
+
+def run(
+    spec: RunSpec,
+    run_dir: str | os.PathLike,
+    resume: bool = False,
+    progress: bool = False,
+    keep_checkpoint: bool = True,
+) -> dict[str, float]:
+    """Fit and evaluate the agent of ``spec``, writing the run directory; returns the metrics.
+
+    ``resume`` continues an interrupted two-tower training from its checkpoint (resume state)
+    in ``run_dir``; ``keep_checkpoint=False`` deletes the checkpoint once the run is finished
+    (sweeps). ``None`` fields of ``spec`` take the env's protocol (``recsim_ft.protocol``).
+    """
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    data_seed, train_seed, test_seed = derived_seeds(spec.seed)
+    env = make_env(spec.env_id, spec.env_kwargs)
+    protocol = protocol_for(env)
+    config: dict[str, Any] = {
+        "spec": spec.to_dict(),
+        "seeds": {"data": data_seed, "train": train_seed, "test": test_seed},
+    }
+    write_atomic(run_dir / "config.json", to_json(config))
+
+    def logged_data() -> InteractionLog:
+        if spec.data is not None:
+            return InteractionLog.load(spec.data)
+        return collect(env, n=spec.n_samples or protocol.n_samples, seed=data_seed)
+
+    start = time.perf_counter()
+    extra: dict[str, Any] = {}
+    agent: Agent
+    if spec.agent in EMBEDDERS:
+        # the train seed also seeds the initial weights
+        train_config = TrainConfig(
+            lr=protocol.lr if spec.lr is None else spec.lr,
+            steps=spec.steps,
+            seed=train_seed,
+            eval_users=spec.eval_users,
+            eval_seed=test_seed,
+            eval_split=spec.split,
+            ks=spec.ks,
+            device=spec.device,
+            **({} if spec.eval_every is None else {"eval_every": spec.eval_every}),
+        )
+        agent = TwoTowerAgent(env, spec.agent, spec.preset, train_config, **spec.model)
+        agent.fit(logged_data(), out_dir=run_dir, resume=resume, progress=progress)
+        result = agent.result_
+        config.update(model=asdict(agent.model_.config), train=asdict(result.config))
+        write_atomic(run_dir / "config.json", to_json(config))
+        write_atomic(run_dir / "curve.csv", result.curve.to_csv(index=False))
+        agent.save(run_dir / MODEL_FILE, overwrite=True)
+        extra["n_params"] = sum(p.numel() for p in agent.model_.parameters() if p.requires_grad)
+        extra["train_steps_per_s"] = result.steps_per_s
+    elif spec.agent == "popularity":
+        # the share of positive rewards per item: the mean reward for 0/1 rewards, and on
+        # Spotify's -1/0/+1 rewards the stronger ranking (by how many users like each song)
+        agent = PopularityAgent(env, by="positive_rate").fit(logged_data())
+    elif spec.agent == "oracle":
+        agent = OracleAgent(env)
+    else:
+        agent = RandomAgent(env, seed=train_seed)
+    fit_seconds = time.perf_counter() - start
+
+    metrics = _metrics_for_json(agent, env, spec, spec.eval_users, test_seed)
+    users = env.eval_users(spec.split, spec.eval_users, test_seed)
+    items = pd.DataFrame(
+        {
+            "item": np.arange(env.n_items),
+            "liked": env.relevant(users).sum(axis=0),
+            "recommended_minus_liked": recommended_minus_liked(
+                agent, env, spec.eval_users, test_seed, spec.split
+            ),
+        }
+    )
+    write_atomic(run_dir / "items.csv", items.to_csv(index=False))
+    write_atomic(
+        run_dir / "metrics.json", to_json({"metrics": metrics, "fit_seconds": fit_seconds, **extra})
+    )
+    write_atomic(run_dir / DONE_MARKER, to_json({"finished": time.strftime("%Y-%m-%dT%H:%M:%S")}))
+    if spec.agent in EMBEDDERS and not keep_checkpoint:
+        (run_dir / CHECKPOINT_NAME).unlink(missing_ok=True)
+    return metrics
+
+
+def evaluate_saved_model(
+    run_dir: str | os.PathLike, n_users: int | None = None, seed: int | None = None
+) -> dict[str, float]:
+    """Evaluate the model file of a finished two-tower run again, on ``n_users`` test users
+    drawn with ``seed`` (default: the run's own test users)."""
+    run_dir = Path(run_dir)
+    config = json.loads((run_dir / "config.json").read_text())
+    spec = RunSpec.from_dict(config["spec"])
+    model_path = run_dir / MODEL_FILE
+    if not model_path.is_file():
+        raise FileNotFoundError(
+            f"{run_dir} has no model file ({MODEL_FILE}); is the run finished "
+            f"and a two-tower run (agent {spec.agent!r})?"
+        )
+    env = make_env(spec.env_id, spec.env_kwargs)
+    agent = TwoTowerAgent.load(model_path, env)
+    test_seed = config["seeds"]["test"] if seed is None else seed
+    return _metrics_for_json(agent, env, spec, n_users or spec.eval_users, test_seed)
+
+
+def finished(spec: RunSpec, run_dir: Path) -> bool:
+    """True when ``run_dir`` holds a finished run of ``spec``; an error when it holds another's."""
+    if not (run_dir / DONE_MARKER).exists():
+        return False
+    config = json.loads((run_dir / "config.json").read_text())
+    saved = RunSpec.from_dict(config["spec"]).to_dict()
+    changed = sorted(
+        k for k in saved.keys() | spec.to_dict().keys() if saved.get(k) != spec.to_dict().get(k)
+    )
+    if spec.agent in EMBEDDERS and "model" in config:
+        # the same spec builds another model when a default changed between versions
+        built = asdict(config_from_dict(config["model"]))
+        wanted = asdict(make_config(spec.preset, spec.agent, **spec.model))
+        changed += sorted(f"model.{k}" for k in wanted if k != "seed" and built.get(k) != wanted[k])
+    if changed:
+        raise ValueError(
+            f"{run_dir} holds a finished run with different settings ({', '.join(changed)}); "
+            "write the sweep to another --out directory"
+        )
+    return True
+
+
+def read_metrics(run_dir: Path) -> dict[str, float]:
+    """The metrics a finished run wrote."""
+    return json.loads((run_dir / "metrics.json").read_text())["metrics"]

@@ -1,0 +1,160 @@
+"""What to run: the paper's table settings, and the ``RunSpec`` that determines one run.
+
+Seeds: run seed ``s`` derives three independent streams (data, training, test users) with
+``numpy.random.SeedSequence(s)``, so the data and test users of one seed are the same for every
+agent, and never overlap by construction.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from recsim_ft.checks import check_choice, check_float, check_int
+from recsim_ft.models.presets import EMBEDDERS, PRESETS, make_config
+from recsim_ft.protocol import SPLITS
+
+BASELINES = ("oracle", "popularity", "random")
+AGENTS = EMBEDDERS + BASELINES
+#: The two embedders the paper compares; ``tune`` searches their learning rates by default.
+TUNE_AGENTS = ("mamba", "transformer")
+#: The agents of a paper table, in table order.
+TABLE_AGENTS = TUNE_AGENTS + BASELINES
+AGENT_LABELS = {"mamba": "FT-Mamba", "transformer": "FT-Transformer", "mlp": "MLP two-tower"}
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One env configuration of a paper table (a row group).
+
+    ``seed_kwarg`` names an env kwarg that receives the run seed, for settings whose env itself
+    is re-drawn per seed (the vaccine messages). ``ks`` are the cut-offs evaluated (the env's
+    protocol adds its own metrics, e.g. H&M's MAP@12; see ``recsim_ft.protocol``).
+    """
+
+    name: str
+    label: str
+    env_id: str
+    env_kwargs: dict[str, Any] = field(default_factory=dict, hash=False)
+    seed_kwarg: str | None = None
+    ks: tuple[int, ...] = (1, 5, 10)
+
+
+#: Table II: (clusters, messages) of the paper's vaccine settings.
+VACCINE_SETTINGS = ((25, 25), (25, 50), (25, 100), (50, 50), (50, 100), (100, 100))
+
+
+def table_settings(table: int, hm_data: str | os.PathLike | None = None) -> list[Setting]:
+    """The env settings of the paper's Table I (Spotify, H&M) or Table II (vaccine).
+
+    Without ``hm_data`` the H&M setting uses the env's synthetic stand-in (the Kaggle data is
+    not redistributable); with it, the Kaggle files in that directory.
+    """
+    if table == 1:
+        hm_kwargs = {} if hm_data is None else {"data_dir": os.fspath(hm_data)}
+        hm_label = "H&M" if hm_data is not None else "H&M (synthetic)"
+        return [
+            Setting("spotify", "Spotify", "Spotify-v0"),
+            Setting("hm", hm_label, "HMFashion-v0", hm_kwargs),
+        ]
+    if table == 2:
+        return [
+            Setting(
+                f"k{k}_m{m}",
+                f"Vaccine k={k}, messages={m}",
+                "VaccineMessaging-v0",
+                {"clusters": k, "messages": m},
+                seed_kwarg="seed",
+            )
+            for k, m in VACCINE_SETTINGS
+        ]
+    raise ValueError(f"table must be 1 or 2, got {table!r}")
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """Everything that determines one run (saved as ``config.json``; a finished run is reused
+    only when its saved spec equals the requested one). ``None`` means the env's protocol
+    (``recsim_ft.protocol``) for ``n_samples`` and ``lr``, the trainer's default for the rest."""
+
+    env_id: str
+    agent: str = "mamba"
+    seed: int = 0
+    env_kwargs: dict[str, Any] = field(default_factory=dict, hash=False)
+    setting: str = ""
+    preset: str = "paper"
+    n_samples: int | None = None
+    steps: int | None = None
+    lr: float | None = None
+    eval_every: int | None = None
+    eval_users: int = 100
+    ks: tuple[int, ...] = (1, 5, 10)
+    device: str = "cpu"
+    data: str | None = None
+    split: str = "test"
+    model: dict[str, Any] = field(default_factory=dict, hash=False)
+
+    def __post_init__(self) -> None:
+        check_choice("agent", self.agent, AGENTS)
+        check_choice("split", self.split, SPLITS)
+        check_choice("preset", self.preset, tuple(PRESETS))
+        check_float("lr", self.lr, low=0, low_open=True, allow_none=True)
+        for name in ("n_samples", "steps", "eval_every"):
+            check_int(name, getattr(self, name), low=1, allow_none=True)
+        check_int("eval_users", self.eval_users, low=1)
+        if self.model:
+            try:
+                make_config(self.preset, **self.model)
+            except TypeError as err:  # an unknown option
+                raise ValueError(str(err)) from None
+
+    def to_dict(self) -> dict[str, Any]:
+        return json.loads(json.dumps(asdict(self)))
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> RunSpec:
+        d = dict(d)
+        d["ks"] = tuple(d["ks"])
+        return cls(**d)
+
+    def relative_dir(self) -> Path:
+        agent = self.agent if self.lr is None else f"{self.agent}-lr{self.lr:g}"
+        return Path(self.setting or self.env_id) / agent / f"seed{self.seed}"
+
+
+def derived_seeds(seed: int) -> tuple[int, int, int]:
+    """(data, training, test-users) seeds of run seed ``seed``: independent streams.
+
+    >>> derived_seeds(0) == derived_seeds(0) and len(set(derived_seeds(0))) == 3
+    True
+    """
+    data, train, test = np.random.SeedSequence(seed).generate_state(3)
+    return int(data), int(train), int(test)
+
+
+def table_specs(
+    settings: Sequence[Setting],
+    seeds: Iterable[int],
+    agents: Sequence[str] = TABLE_AGENTS,
+    **options: Any,
+) -> list[RunSpec]:
+    """Every (setting, agent, seed) run of a table; ``options`` are RunSpec fields (steps, ...)."""
+    specs = []
+    for setting in settings:
+        for seed in seeds:
+            kwargs = dict(setting.env_kwargs)
+            if setting.seed_kwarg is not None:
+                kwargs[setting.seed_kwarg] = seed
+            for agent in agents:
+                specs.append(
+                    RunSpec(
+                        setting.env_id, agent, seed, kwargs, setting.name, ks=setting.ks, **options
+                    )
+                )
+    return specs

@@ -1,0 +1,127 @@
+"""Statistics over the seeds of a sweep: mean and t-based confidence interval per metric, and a
+paired comparison of two agents on the per-seed metrics (the two agents of one seed share data
+and test users, so their difference is what varies)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from recsim_ft.experiments.executors import RunOutcome
+from recsim_ft.metrics import METRICS as METRIC_FAMILIES
+from recsim_ft.paper_results import paper_value
+
+
+def mean_ci(values: Sequence[float], confidence: float = 0.95) -> tuple[float, float, float]:
+    """Mean and the t-based ``confidence`` interval of the mean (NaN bounds for fewer than 2
+    values).
+
+    >>> m, lo, hi = mean_ci([1.0, 2.0, 3.0])
+    >>> m, round(lo, 3), round(hi, 3)
+    (2.0, -0.484, 4.484)
+    """
+    x = np.asarray(values, dtype=np.float64)
+    mean = float(x.mean()) if x.size else math.nan
+    if x.size < 2:
+        return mean, math.nan, math.nan
+    sem = float(x.std(ddof=1) / math.sqrt(x.size))
+    if sem == 0.0:
+        return mean, mean, mean
+    low, high = stats.t.interval(confidence, x.size - 1, loc=mean, scale=sem)
+    return mean, float(low), float(high)
+
+
+def paired_test(a: Sequence[float], b: Sequence[float]) -> dict[str, float]:
+    """Paired comparison of ``a`` and ``b`` (same seeds): mean difference ``a - b``, paired t-test
+    (``scipy.stats.ttest_rel``) and Wilcoxon signed-rank test (``scipy.stats.wilcoxon``) p-values.
+
+    A p-value is NaN when the test is undefined (fewer than 2 pairs, or all differences zero).
+    """
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    if a.shape != b.shape:
+        raise ValueError(f"paired samples need equal lengths, got {a.size} and {b.size}")
+    diff = a - b
+    result = {
+        "n_pairs": int(a.size),
+        "mean_diff": float(diff.mean()) if a.size else math.nan,
+        "t_stat": math.nan,
+        "t_pvalue": math.nan,
+        "wilcoxon_stat": math.nan,
+        "wilcoxon_pvalue": math.nan,
+    }
+    if a.size < 2 or not np.any(diff != 0):
+        return result
+    t = stats.ttest_rel(a, b)
+    result.update(t_stat=float(t.statistic), t_pvalue=float(t.pvalue))
+    w = stats.wilcoxon(a, b)
+    result.update(wilcoxon_stat=float(w.statistic), wilcoxon_pvalue=float(w.pvalue))
+    return result
+
+
+def _metric_order(name: str) -> tuple[int, int]:
+    """Table order of a metric ``"NAME@k"``: ``recsim_ft.metrics.METRICS`` order, then k. Fresh
+    metrics come in this order, but a reused run's come back key-sorted from its metrics.json; one
+    order keeps a continued sweep's tables identical to an uninterrupted one's."""
+    family, _, k = name.partition("@")
+    return (
+        METRIC_FAMILIES.index(family) if family in METRIC_FAMILIES else len(METRIC_FAMILIES),
+        int(k),
+    )
+
+
+def runs_frame(outcomes: Iterable[RunOutcome]) -> pd.DataFrame:
+    """One row per (run, metric) of the successful runs: setting, agent, seed, metric, value."""
+    rows = [
+        {
+            "setting": o.spec.setting,
+            "agent": o.spec.agent,
+            "seed": o.spec.seed,
+            "metric": metric,
+            "value": value,
+        }
+        for o in outcomes
+        if o.status != "failed"
+        for metric, value in sorted(
+            ((m, v) for m, v in o.metrics.items() if "@" in m),
+            key=lambda item: _metric_order(item[0]),
+        )
+    ]
+    return pd.DataFrame(rows, columns=["setting", "agent", "seed", "metric", "value"])
+
+
+def summarize(runs: pd.DataFrame, confidence: float = 0.95) -> pd.DataFrame:
+    """Per (setting, agent, metric): n, mean, CI bounds, and the paper's mean where it has one."""
+    rows = []
+    for (setting, agent, metric), group in runs.groupby(["setting", "agent", "metric"], sort=False):
+        mean, low, high = mean_ci(group["value"].to_numpy(), confidence)
+        rows.append(
+            {
+                "setting": setting,
+                "agent": agent,
+                "metric": metric,
+                "n": len(group),
+                "mean": mean,
+                "ci_low": low,
+                "ci_high": high,
+                "paper": paper_value(setting, agent, metric),
+            }
+        )
+    return pd.DataFrame(
+        rows, columns=["setting", "agent", "metric", "n", "mean", "ci_low", "ci_high", "paper"]
+    )
+
+
+def paired_tests(runs: pd.DataFrame, a: str = "mamba", b: str = "transformer") -> pd.DataFrame:
+    """Per (setting, metric): paired test of agent ``a`` vs ``b`` over the seeds both finished."""
+    rows = []
+    for (setting, metric), group in runs.groupby(["setting", "metric"], sort=False):
+        wide = group.pivot_table(index="seed", columns="agent", values="value")
+        if a not in wide or b not in wide:
+            continue
+        pairs = wide[[a, b]].dropna()
+        rows.append({"setting": setting, "metric": metric, **paired_test(pairs[a], pairs[b])})
+    return pd.DataFrame(rows)
