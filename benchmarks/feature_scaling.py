@@ -27,14 +27,16 @@ import time
 import numpy as np
 
 
-def measure(embedder: str, n_tokens: int, batch_size: int, steps: int, device: str = "cpu") -> dict[str, float]:
+def measure(
+    embedder: str, n_tokens: int, batch_size: int, steps: int, device: str = "cpu"
+) -> dict[str, float]:
     """One tower with ``n_tokens - 1`` numeric features + [CLS] (on CPU: in a child process)."""
     import torch
 
-    from recsim_ft.envs.base import Feature, Schema
     from recsim_ft.models import FeatureTensors
     from recsim_ft.models.presets import make_config
     from recsim_ft.models.two_tower import Tower
+    from recsim_ft.schema import Feature, Schema
     from recsim_ft.train import make_optimizer
 
     torch.manual_seed(0)
@@ -43,8 +45,10 @@ def measure(embedder: str, n_tokens: int, batch_size: int, steps: int, device: s
     cuda = device.startswith("cuda")
     tower = Tower(schema, config).to(device)
     optimizer = make_optimizer(tower, lr=1e-4)
-    x = FeatureTensors(torch.randn(batch_size, n_tokens - 1, device=device),
-                       torch.zeros(batch_size, 0, dtype=torch.int64, device=device))
+    x = FeatureTensors(
+        torch.randn(batch_size, n_tokens - 1, device=device),
+        torch.zeros(batch_size, 0, dtype=torch.int64, device=device),
+    )
     target = torch.randn(batch_size, config.d_out, device=device)
     if cuda:
         torch.cuda.synchronize(device)
@@ -69,8 +73,11 @@ def measure(embedder: str, n_tokens: int, batch_size: int, steps: int, device: s
         peak = torch.cuda.max_memory_allocated(device)
     else:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
-    return {"seconds": statistics.median(times), "cpu_seconds": statistics.median(cpu_times),
-            "peak_mib": max(peak - before, 0) / 2**20}
+    return {
+        "seconds": statistics.median(times),
+        "cpu_seconds": statistics.median(cpu_times),
+        "peak_mib": max(peak - before, 0) / 2**20,
+    }
 
 
 def loglog_exponent(sizes: list[int], values: list[float]) -> float:
@@ -95,38 +102,69 @@ def main() -> None:
         return
 
     results: dict[str, dict[int, dict[str, float]]] = {"mamba": {}, "transformer": {}}
-    print(f"{args.device}, batch {args.batch_size}, median of {args.steps} steps; memory = peak growth of the step")
-    print(f"{'tokens':>7} {'mamba s':>9} {'cpu s':>7} {'MiB':>7} {'transf. s':>10} {'cpu s':>7} {'MiB':>7}")
+    print(
+        f"{args.device}, batch {args.batch_size}, median of {args.steps} steps; "
+        "memory = peak growth of the step"
+    )
+    print(
+        f"{'tokens':>7} {'mamba s':>9} {'cpu s':>7} {'MiB':>7} "
+        f"{'transf. s':>10} {'cpu s':>7} {'MiB':>7}"
+    )
     for n in sorted(args.tokens):
         for embedder in results:  # interleaved, so background load hits both alike
             if args.device != "cpu":
-                results[embedder][n] = measure(embedder, n, args.batch_size, args.steps, args.device)
+                results[embedder][n] = measure(
+                    embedder, n, args.batch_size, args.steps, args.device
+                )
                 continue
-            out = subprocess.run([sys.executable, __file__, "--child", embedder, str(n),
-                                  "--batch-size", str(args.batch_size), "--steps", str(args.steps),
-                                  "--threads", str(args.threads)],
-                                 capture_output=True, text=True, check=True)
+            out = subprocess.run(
+                [
+                    sys.executable,
+                    __file__,
+                    "--child",
+                    embedder,
+                    str(n),
+                    "--batch-size",
+                    str(args.batch_size),
+                    "--steps",
+                    str(args.steps),
+                    "--threads",
+                    str(args.threads),
+                ],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
             results[embedder][n] = json.loads(out.stdout.strip().splitlines()[-1])
         m, t = results["mamba"][n], results["transformer"][n]
-        print(f"{n:>7} {m['seconds']:>9.3f} {m['cpu_seconds']:>7.3f} {m['peak_mib']:>7.1f} "
-              f"{t['seconds']:>10.3f} {t['cpu_seconds']:>7.3f} {t['peak_mib']:>7.1f}")
+        print(
+            f"{n:>7} {m['seconds']:>9.3f} {m['cpu_seconds']:>7.3f} {m['peak_mib']:>7.1f} "
+            f"{t['seconds']:>10.3f} {t['cpu_seconds']:>7.3f} {t['peak_mib']:>7.1f}"
+        )
 
     sizes = sorted(args.tokens)[-3:]
-    summary: dict[str, object] = {"batch_size": args.batch_size, "results": {
-        e: {str(n): r for n, r in res.items()} for e, res in results.items()}}
+    summary: dict[str, object] = {
+        "batch_size": args.batch_size,
+        "results": {e: {str(n): r for n, r in res.items()} for e, res in results.items()},
+    }
     for embedder, res in results.items():
         for key in ("seconds", "cpu_seconds"):
-            summary[f"{embedder}_{key}_exponent"] = round(loglog_exponent(sizes, [res[n][key] for n in sizes]), 3)
+            summary[f"{embedder}_{key}_exponent"] = round(
+                loglog_exponent(sizes, [res[n][key] for n in sizes]), 3
+            )
         summary[f"{embedder}_memory_exponent"] = round(
-            loglog_exponent(sizes, [max(res[n]["peak_mib"], 1e-3) for n in sizes]), 3)
+            loglog_exponent(sizes, [max(res[n]["peak_mib"], 1e-3) for n in sizes]), 3
+        )
     for n in (1024, 4096):
         if n not in args.tokens:
             continue
         for key in ("seconds", "cpu_seconds"):
             summary[f"transformer_over_mamba_{key}_at_{n}"] = round(
-                results["transformer"][n][key] / results["mamba"][n][key], 3)
+                results["transformer"][n][key] / results["mamba"][n][key], 3
+            )
         summary[f"transformer_over_mamba_memory_at_{n}"] = round(
-            results["transformer"][n]["peak_mib"] / max(results["mamba"][n]["peak_mib"], 1e-3), 3)
+            results["transformer"][n]["peak_mib"] / max(results["mamba"][n]["peak_mib"], 1e-3), 3
+        )
     print(json.dumps(summary))
 
 

@@ -25,36 +25,51 @@ import numpy as np
 import torch
 from torch import nn
 
-from recsim_ft.envs.base import Batch, Feature, Schema
 from recsim_ft.models import FeatureTensors, TwoTower
+from recsim_ft.schema import Batch, Feature, Schema
 from recsim_ft.train import TrainStep, make_optimizer
 
 
 def shape_sets() -> dict[str, tuple[Schema, Schema, Batch]]:
     """Schemas and item table with the shapes of the Spotify and H&M envs."""
-    spotify_users = Schema(tuple(Feature(f"genre_{j}", "numeric", low=0, high=1) for j in range(20)))
+    spotify_users = Schema(
+        tuple(Feature(f"genre_{j}", "numeric", low=0, high=1) for j in range(20))
+    )
     spotify_items = Schema((Feature("song", "categorical", tuple(map(str, range(50)))),))
-    hm_users = Schema((
-        Feature("age", "numeric", low=16, high=99),
-        Feature("FN", "categorical", ("0", "1")),
-        Feature("Active", "categorical", ("0", "1")),
-        Feature("club_member_status", "categorical", ("ACTIVE", "PRE-CREATE", "LEFT CLUB", "?")),
-        Feature("fashion_news_frequency", "categorical", ("NONE", "Regularly", "Monthly", "?")),
-    ))
+    hm_users = Schema(
+        (
+            Feature("age", "numeric", low=16, high=99),
+            Feature("FN", "categorical", ("0", "1")),
+            Feature("Active", "categorical", ("0", "1")),
+            Feature(
+                "club_member_status", "categorical", ("ACTIVE", "PRE-CREATE", "LEFT CLUB", "?")
+            ),
+            Feature("fashion_news_frequency", "categorical", ("NONE", "Regularly", "Monthly", "?")),
+        )
+    )
     hm_items = Schema((Feature("prod_name", "categorical", tuple(f"name{i}" for i in range(90))),))
     rng = np.random.default_rng(0)
     return {
-        "spotify": (spotify_users, spotify_items,
-                    Batch(np.zeros((50, 0)), np.arange(50)[:, None], np.arange(50))),
-        "hm": (hm_users, hm_items,
-               Batch(np.zeros((100, 0)), rng.integers(0, 90, (100, 1)), np.arange(100))),
+        "spotify": (
+            spotify_users,
+            spotify_items,
+            Batch(np.zeros((50, 0)), np.arange(50)[:, None], np.arange(50)),
+        ),
+        "hm": (
+            hm_users,
+            hm_items,
+            Batch(np.zeros((100, 0)), rng.integers(0, 90, (100, 1)), np.arange(100)),
+        ),
     }
 
 
 def random_users(schema: Schema, n: int, rng: np.random.Generator) -> Batch:
     numeric = rng.integers(0, 2, (n, schema.n_numeric)).astype(np.float32)
-    categorical = np.stack([rng.integers(0, c, n) for c in schema.cardinalities], 1) \
-        if schema.n_categorical else np.zeros((n, 0), np.int64)
+    categorical = (
+        np.stack([rng.integers(0, c, n) for c in schema.cardinalities], 1)
+        if schema.n_categorical
+        else np.zeros((n, 0), np.int64)
+    )
     return Batch(numeric, categorical, np.arange(n))
 
 
@@ -65,8 +80,15 @@ class MambapyEmbedder(nn.Module):
         super().__init__()
         from mambapy.mamba import Mamba, MambaConfig
 
-        self.mamba = Mamba(MambaConfig(d_model=d_model, n_layers=n_layers, d_state=d_state,
-                                       d_conv=d_conv, expand_factor=expand))
+        self.mamba = Mamba(
+            MambaConfig(
+                d_model=d_model,
+                n_layers=n_layers,
+                d_state=d_state,
+                d_conv=d_conv,
+                expand_factor=expand,
+            )
+        )
         self.d_out = d_model
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
@@ -79,18 +101,30 @@ def build_model(candidate: str, user_schema: Schema, item_schema: Schema) -> Two
     if candidate == "transformer":
         return TwoTower.from_schemas(user_schema, item_schema, "transformer", "paper")
     if candidate.startswith("mamba-"):
-        return TwoTower.from_schemas(user_schema, item_schema, "mamba", "paper", kernels=candidate[6:])
+        return TwoTower.from_schemas(
+            user_schema, item_schema, "mamba", "paper", kernels=candidate[6:]
+        )
     model = TwoTower.from_schemas(user_schema, item_schema, "mamba", "paper")
     if candidate == "mambapy":
         c = model.config
         for tower in (model.user_tower, model.item_tower):
-            tower.embedder = MambapyEmbedder(c.d_token, c.mamba_layers, c.d_state, c.d_conv, c.expand)
+            tower.embedder = MambapyEmbedder(
+                c.d_token, c.mamba_layers, c.d_state, c.d_conv, c.expand
+            )
     return model
 
 
-def time_steps(steps: dict[str, TrainStep], n_rows: int, batch_size: int, rounds: int, block: int,
-               warmup: int, device: torch.device) -> dict[str, float]:
+def time_steps(
+    steps: dict[str, TrainStep],
+    n_rows: int,
+    batch_size: int,
+    rounds: int,
+    block: int,
+    warmup: int,
+    device: torch.device,
+) -> dict[str, float]:
     """Median seconds per step of each candidate, candidates taking turns a block at a time."""
+
     def sync() -> None:
         if device.type == "cuda":
             torch.cuda.synchronize(device)
@@ -98,7 +132,10 @@ def time_steps(steps: dict[str, TrainStep], n_rows: int, batch_size: int, rounds
     generator = torch.Generator().manual_seed(0)
     times: dict[str, list[float]] = {k: [] for k in steps}
     for round_ in range(warmup + rounds):
-        indices = [torch.randint(0, n_rows, (batch_size,), generator=generator).to(device) for _ in range(block)]
+        indices = [
+            torch.randint(0, n_rows, (batch_size,), generator=generator).to(device)
+            for _ in range(block)
+        ]
         for name, step in steps.items():
             sync()
             start = time.perf_counter()
@@ -110,13 +147,22 @@ def time_steps(steps: dict[str, TrainStep], n_rows: int, batch_size: int, rounds
     return {k: statistics.median(v) for k, v in times.items()}
 
 
-def profile_steps(step: TrainStep, n_rows: int, batch_size: int, n: int, device: torch.device) -> str:
+def profile_steps(
+    step: TrainStep, n_rows: int, batch_size: int, n: int, device: torch.device
+) -> str:
     """torch.profiler's table of the ops and kernels of ``n`` eager steps (a graph's replay hides
     its kernels), sorted by device time on CUDA."""
     from torch.profiler import ProfilerActivity, profile
 
-    eager = TrainStep(step.model, step.optimizer, step.users, step.item_table, step.actions, step.rewards,
-                      batch_size)
+    eager = TrainStep(
+        step.model,
+        step.optimizer,
+        step.users,
+        step.item_table,
+        step.actions,
+        step.rewards,
+        batch_size,
+    )
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
     with profile(activities=activities) as prof:
         for _ in range(n):
@@ -131,29 +177,53 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--steps", type=int, default=30, help="timed rounds per candidate")
-    parser.add_argument("--block", type=int, default=None, help="steps per turn (default: 1 on CPU, 20 on CUDA)")
-    parser.add_argument("--warmup", type=int, default=3, help="untimed rounds first (CUDA graphs are captured then)")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    parser.add_argument(
+        "--block", type=int, default=None, help="steps per turn (default: 1 on CPU, 20 on CUDA)"
+    )
+    parser.add_argument(
+        "--warmup", type=int, default=3, help="untimed rounds first (CUDA graphs are captured then)"
+    )
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch threads (default: torch's)"
+    )
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[32])
-    parser.add_argument("--candidates", nargs="+", default=None,
-                        help="transformer, mamba, mamba-<kernel path>, mambapy (default: transformer mamba "
-                             "mambapy on CPU; transformer mamba mamba-torch on CUDA)")
+    parser.add_argument(
+        "--candidates",
+        nargs="+",
+        default=None,
+        help="transformer, mamba, mamba-<kernel path>, mambapy (default: transformer mamba "
+        "mambapy on CPU; transformer mamba mamba-torch on CUDA)",
+    )
     parser.add_argument("--no-cuda-graph", action="store_true", help="eager steps on CUDA")
-    parser.add_argument("--profile", type=int, default=0, metavar="N",
-                        help="after timing, profile N eager steps of each candidate and print its top kernels")
+    parser.add_argument(
+        "--profile",
+        type=int,
+        default=0,
+        metavar="N",
+        help="after timing, profile N eager steps of each candidate and print its top kernels",
+    )
     args = parser.parse_args()
     device = torch.device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
-    candidates = args.candidates or (["transformer", "mamba", "mamba-torch"] if device.type == "cuda"
-                                     else ["transformer", "mamba", "mambapy"])
+    candidates = args.candidates or (
+        ["transformer", "mamba", "mamba-torch"]
+        if device.type == "cuda"
+        else ["transformer", "mamba", "mambapy"]
+    )
     block = args.block or (20 if device.type == "cuda" else 1)
     graphs = device.type == "cuda" and not args.no_cuda_graph
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
-    where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{torch.get_num_threads()} threads"
-    print(f"torch {torch.__version__}, {where}, CUDA graphs {'on' if graphs else 'off'}, median of "
-          f"{args.steps} rounds of {block} step(s) after {args.warmup} warm-up rounds")
+    where = (
+        torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else f"{torch.get_num_threads()} threads"
+    )
+    print(
+        f"torch {torch.__version__}, {where}, CUDA graphs {'on' if graphs else 'off'}, median of "
+        f"{args.steps} rounds of {block} step(s) after {args.warmup} warm-up rounds"
+    )
     report: dict[str, dict[str, float]] = {}
     for name, (user_schema, item_schema, item_table) in shape_sets().items():
         for batch_size in args.batch_sizes:
@@ -161,17 +231,23 @@ def main() -> None:
             users = FeatureTensors.from_batch(random_users(user_schema, n_rows, rng), device)
             items = FeatureTensors.from_batch(item_table, device)
             actions = torch.as_tensor(rng.integers(0, len(item_table), n_rows), device=device)
-            rewards = torch.as_tensor(rng.integers(-1, 2, n_rows), dtype=torch.float32, device=device)
+            rewards = torch.as_tensor(
+                rng.integers(-1, 2, n_rows), dtype=torch.float32, device=device
+            )
             steps = {}
             for candidate in candidates:
                 model = build_model(candidate, user_schema, item_schema).to(device)
                 optimizer = make_optimizer(model, lr=1e-4, capturable=graphs)
-                steps[candidate] = TrainStep(model, optimizer, users, items, actions, rewards, batch_size, graphs)
+                steps[candidate] = TrainStep(
+                    model, optimizer, users, items, actions, rewards, batch_size, graphs
+                )
             t = time_steps(steps, n_rows, batch_size, args.steps, block, args.warmup, device)
             if args.profile:
                 for candidate, step in steps.items():
-                    print(f"-- profile: {name}, batch {batch_size}, {candidate}\n"
-                          + profile_steps(step, n_rows, batch_size, args.profile, device))
+                    print(
+                        f"-- profile: {name}, batch {batch_size}, {candidate}\n"
+                        + profile_steps(step, n_rows, batch_size, args.profile, device)
+                    )
             key = f"{name}_b{batch_size}"
             report[key] = {f"{k}_ms": round(v * 1e3, 3) for k, v in t.items()}
             if "transformer" in t and "mamba" in t:

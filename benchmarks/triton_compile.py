@@ -28,12 +28,18 @@ from triton.backends.compiler import GPUTarget
 from recsim_ft.models import triton_mamba as tm
 
 
-def launches(L: int, d_inner: int, d_state: int = 16, rank: int = 8, d_conv: int = 16, batch: int = 32):
+def launches(
+    L: int, d_inner: int, d_state: int = 16, rank: int = 8, d_conv: int = 16, batch: int = 32
+):
     """(name, kernel, constexprs, num_warps) of every launch of one block call at these shapes,
     with the tiles ``triton_mamba`` chooses for them."""
     shape = lambda *dims: SimpleNamespace(shape=dims)  # noqa: E731  (only shapes are read)
-    s = tm._Shapes(shape(L, batch, 2 * d_inner), shape(d_inner, d_conv), shape(d_inner, rank),
-                   shape(d_inner, d_state))
+    s = tm._Shapes(
+        shape(L, batch, 2 * d_inner),
+        shape(d_inner, d_conv),
+        shape(d_inner, rank),
+        shape(d_inner, d_state),
+    )
     scan = dict(R=s.R, N=s.N, RP=s.RP, NP=s.NP, CHUNK=tm.CHUNK, BLOCK_D=s.block_d)
     conv = dict(K=s.K, T=tm._CONV_T, BLOCK_C=s.block_c)
     return [
@@ -46,10 +52,14 @@ def launches(L: int, d_inner: int, d_state: int = 16, rank: int = 8, d_conv: int
 
 
 def compile_kernel(kernel, constexprs: dict, num_warps: int, arch: int):
-    signature = {name: "constexpr" if name in constexprs else ("*fp32" if name.endswith("_ptr") else "i32")
-                 for name in kernel.arg_names}
+    signature = {
+        name: "constexpr" if name in constexprs else ("*fp32" if name.endswith("_ptr") else "i32")
+        for name in kernel.arg_names
+    }
     source = triton.compiler.ASTSource(fn=kernel, signature=signature, constexprs=constexprs)
-    return triton.compile(source, target=GPUTarget("cuda", arch, 32), options={"num_warps": num_warps})
+    return triton.compile(
+        source, target=GPUTarget("cuda", arch, 32), options={"num_warps": num_warps}
+    )
 
 
 def resource_usage(cubin: bytes) -> dict[str, int]:
@@ -61,16 +71,26 @@ def resource_usage(cubin: bytes) -> dict[str, int]:
     with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
         f.write(cubin)
         f.flush()
-        out = subprocess.run([str(tool), "--dump-resource-usage", f.name], capture_output=True, text=True).stdout
+        out = subprocess.run(
+            [str(tool), "--dump-resource-usage", f.name], capture_output=True, text=True
+        ).stdout
     return {key.lower(): int(value) for key, value in re.findall(r"(REG|STACK|SHARED):(\d+)", out)}
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--arch", type=int, default=90, help="compute capability, e.g. 90 for H100/H200")
-    parser.add_argument("--shapes", nargs="+", default=["21x256", "6x256", "4096x256", "5x37"],
-                        help="LxD_INNER pairs (d_state 16, rank 8, conv 16 unless D_INNER is not 256)")
-    parser.add_argument("--batch", type=int, default=32, help="batch size (it sets the scan's channel block)")
+    parser.add_argument(
+        "--arch", type=int, default=90, help="compute capability, e.g. 90 for H100/H200"
+    )
+    parser.add_argument(
+        "--shapes",
+        nargs="+",
+        default=["21x256", "6x256", "4096x256", "5x37"],
+        help="LxD_INNER pairs (d_state 16, rank 8, conv 16 unless D_INNER is not 256)",
+    )
+    parser.add_argument(
+        "--batch", type=int, default=32, help="batch size (it sets the scan's channel block)"
+    )
     args = parser.parse_args()
     if os.environ.get("TRITON_INTERPRET") == "1":
         parser.error("unset TRITON_INTERPRET: the interpreter compiles nothing")

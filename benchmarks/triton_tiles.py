@@ -36,9 +36,16 @@ def inputs(L: int, batch: int, d_inner: int = 256, n: int = 16, rank: int = 8, k
     def rand(*shape, scale=1.0):
         return (scale * torch.randn(*shape, device="cuda", generator=g)).requires_grad_()
 
-    return [rand(L, batch, 2 * d_inner), rand(d_inner, k, scale=0.3), rand(d_inner, scale=0.1),
-            rand(rank + 2 * n, d_inner, scale=d_inner ** -0.5), rand(d_inner, rank, scale=rank ** -0.5),
-            rand(d_inner, scale=0.5), rand(d_inner, n, scale=0.5), rand(d_inner)]
+    return [
+        rand(L, batch, 2 * d_inner),
+        rand(d_inner, k, scale=0.3),
+        rand(d_inner, scale=0.1),
+        rand(rank + 2 * n, d_inner, scale=d_inner**-0.5),
+        rand(d_inner, rank, scale=rank**-0.5),
+        rand(d_inner, scale=0.5),
+        rand(d_inner, n, scale=0.5),
+        rand(d_inner),
+    ]
 
 
 def main() -> None:
@@ -56,12 +63,15 @@ def main() -> None:
             args_ = inputs(L, batch)
             upstream = torch.randn(L, batch, 256, device="cuda")
 
-            def step():
+            def step(args_=args_, upstream=upstream):
                 out = tm.mamba_inner(*args_)
                 torch.autograd.grad(out, args_, upstream)
 
             report[label][shape] = round(triton.testing.do_bench(step, warmup=10, rep=50), 4)
-        print(f"{label:24s} " + "  ".join(f"{s} {ms} ms" for s, ms in report[label].items()), flush=True)
+        print(
+            f"{label:24s} " + "  ".join(f"{s} {ms} ms" for s, ms in report[label].items()),
+            flush=True,
+        )
     for name, value in defaults.items():
         setattr(tm, name, value)
     print(json.dumps(report))

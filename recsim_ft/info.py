@@ -29,23 +29,32 @@ def _path_line(device: str, dtype: torch.dtype) -> str:
 def system_report() -> str:
     """A printable report: versions, threads, devices, and the Mamba block's path per device."""
     cuda = torch.cuda.is_available()
-    lines = [f"recsim-ft {__version__}, Python {platform.python_version()}, torch {torch.__version__}",
-             f"CPU: {os.cpu_count()} cores; torch threads {torch.get_num_threads()} "
-             f"(OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')})"]
+    lines = [
+        f"recsim-ft {__version__}, Python {platform.python_version()}, torch {torch.__version__}",
+        f"CPU: {os.cpu_count()} cores; torch threads {torch.get_num_threads()} "
+        f"(OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')})",
+    ]
     for i in range(torch.cuda.device_count() if cuda else 0):
         p = torch.cuda.get_device_properties(i)
-        lines.append(f"GPU {i}: {p.name}, {p.total_memory / 2**30:.0f} GiB, sm_{p.major}{p.minor}, "
-                     f"CUDA {torch.version.cuda}")
+        lines.append(
+            f"GPU {i}: {p.name}, {p.total_memory / 2**30:.0f} GiB, sm_{p.major}{p.minor}, "
+            f"CUDA {torch.version.cuda}"
+        )
     if not cuda:
-        lines.append(f"GPU: none ({'CPU build of torch' if torch.version.cuda is None else 'no device'})")
+        lines.append(
+            f"GPU: none ({'CPU build of torch' if torch.version.cuda is None else 'no device'})"
+        )
     built, detail = native_scan.native_status()
     usable, triton_detail = triton_status()
-    lines += ["kernels:",
-              f"  native (C, CPU)   {'built: ' if built else 'not built: '}{detail}",
-              f"  triton (GPU)      {triton_detail if usable else 'unusable: ' + triton_detail}",
-              f"  mamba_ssm (GPU)   {'importable' if cuda_kernels_available() else 'not installed (the cuda extra)'}",
-              f"  RECSIM_FT_KERNELS {os.environ.get('RECSIM_FT_KERNELS', 'unset (auto)')}",
-              "Mamba block path (see recsim_ft.models.mamba.kernel_path):"]
+    mamba_ssm = "importable" if cuda_kernels_available() else "not installed (the cuda extra)"
+    lines += [
+        "kernels:",
+        f"  native (C, CPU)   {'built: ' if built else 'not built: '}{detail}",
+        f"  triton (GPU)      {triton_detail if usable else 'unusable: ' + triton_detail}",
+        f"  mamba_ssm (GPU)   {mamba_ssm}",
+        f"  RECSIM_FT_KERNELS {os.environ.get('RECSIM_FT_KERNELS', 'unset (auto)')}",
+        "Mamba block path (see recsim_ft.models.mamba.kernel_path):",
+    ]
     lines += [_path_line("cpu", dtype) for dtype in (torch.float32, torch.float64)]
     if cuda:
         lines += [_path_line("cuda", dtype) for dtype in (torch.float32, torch.bfloat16)]

@@ -9,7 +9,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from toy_env import ToyEnv
 
-from recsim_ft.envs.base import Batch, Feature, Schema
 from recsim_ft.models import (
     FeatureTensors,
     FeatureTokenizer,
@@ -19,8 +18,9 @@ from recsim_ft.models import (
     param_counts,
     params_report,
 )
-from recsim_ft.models.io import write_checkpoint
+from recsim_ft.models.io import write_model_file
 from recsim_ft.models.scan import cuda_kernels_available
+from recsim_ft.schema import Batch, Feature, Schema
 
 EMBEDDERS = ["mamba", "transformer", "mlp"]
 
@@ -39,19 +39,26 @@ def test_mamba_block_has_mamba_simple_layout_and_init():
     block = MambaBlock(d_model=128, d_state=16, d_conv=16, expand=2)
     shapes = {k: tuple(v.shape) for k, v in block.state_dict().items()}
     assert shapes == {
-        "A_log": (256, 16), "D": (256,), "in_proj.weight": (512, 128), "conv1d.weight": (256, 1, 16),
-        "conv1d.bias": (256,), "x_proj.weight": (40, 256), "dt_proj.weight": (256, 8),
-        "dt_proj.bias": (256,), "out_proj.weight": (128, 256),
+        "A_log": (256, 16),
+        "D": (256,),
+        "in_proj.weight": (512, 128),
+        "conv1d.weight": (256, 1, 16),
+        "conv1d.bias": (256,),
+        "x_proj.weight": (40, 256),
+        "dt_proj.weight": (256, 8),
+        "dt_proj.bias": (256,),
+        "out_proj.weight": (128, 256),
     }
     torch.testing.assert_close(block.A_log, torch.log(torch.arange(1.0, 17.0)).repeat(256, 1))
     assert torch.equal(block.D, torch.ones(256))
     dt = torch.nn.functional.softplus(block.dt_proj.bias)
     assert dt.min() >= 1e-3 * (1 - 1e-4) and dt.max() <= 0.1 * (1 + 1e-4)
-    assert block.dt_proj.weight.abs().max() <= 8 ** -0.5
+    assert block.dt_proj.weight.abs().max() <= 8**-0.5
 
 
 def test_mamba_block_forward_matches_reference_scan_path():
-    """The block's fast path equals mamba_simple's formulas written with the plain reference scan."""
+    """The block's fast path equals mamba_simple's formulas written with the plain reference
+    scan."""
     from recsim_ft.models.scan import selective_scan_reference
 
     torch.manual_seed(0)
@@ -61,8 +68,17 @@ def test_mamba_block_forward_matches_reference_scan_path():
     u = torch.nn.functional.silu(block.conv1d(xs)[..., :6])
     dt, B, C = block.x_proj(u.transpose(1, 2)).split([block.dt_rank, 4, 4], dim=-1)
     delta = (dt @ block.dt_proj.weight.T).transpose(1, 2)
-    y = selective_scan_reference(u, delta, -torch.exp(block.A_log), B.transpose(1, 2), C.transpose(1, 2),
-                                 block.D, z, block.dt_proj.bias, delta_softplus=True)
+    y = selective_scan_reference(
+        u,
+        delta,
+        -torch.exp(block.A_log),
+        B.transpose(1, 2),
+        C.transpose(1, 2),
+        block.D,
+        z,
+        block.dt_proj.bias,
+        delta_softplus=True,
+    )
     torch.testing.assert_close(block(x), block.out_proj(y.transpose(1, 2)))
 
 
@@ -77,8 +93,10 @@ def _autograd_node_names(t: torch.Tensor) -> set[str]:
 
 
 @pytest.mark.usefixtures("native_kernel")
-@pytest.mark.parametrize("d_model,d_state,d_conv,L,batch", [(8, 4, 4, 6, 3), (24, 16, 16, 21, 5), (24, 16, 16, 1, 2),
-                                                            (16, 16, 4, 70, 2)])
+@pytest.mark.parametrize(
+    "d_model,d_state,d_conv,L,batch",
+    [(8, 4, 4, 6, 3), (24, 16, 16, 21, 5), (24, 16, 16, 1, 2), (16, 16, 4, 70, 2)],
+)
 def test_fused_cpu_block_matches_the_composed_float64_block(d_model, d_state, d_conv, L, batch):
     """float32 on CPU takes the fused block (conv, x_proj, dt_proj and scan under one backward,
     reading in_proj's and x_proj's outputs in place); float64 takes the composed ops. Values and
@@ -100,19 +118,30 @@ def test_fused_cpu_block_matches_the_composed_float64_block(d_model, d_state, d_
     (out_fused * upstream.float()).sum().backward()
     for (name, a), b in zip(ref.named_parameters(), fused.parameters(), strict=True):
         scale = a.grad.abs().max().item() + 1
-        torch.testing.assert_close(b.grad.double(), a.grad, rtol=1e-4, atol=1e-4 * scale,
-                                   msg=lambda m, name=name: f"{name}: {m}")
+        torch.testing.assert_close(
+            b.grad.double(),
+            a.grad,
+            rtol=1e-4,
+            atol=1e-4 * scale,
+            msg=lambda m, name=name: f"{name}: {m}",
+        )
 
 
-@pytest.mark.skipif(cuda_kernels_available(), reason="checks the error when the kernels are missing")
+@pytest.mark.skipif(
+    cuda_kernels_available(), reason="checks the error when the kernels are missing"
+)
 def test_forcing_cuda_kernels_without_them_is_a_clear_error():
     block = MambaBlock(d_model=8, d_state=4, d_conv=4, kernels="mamba_ssm")
-    with pytest.raises(RuntimeError, match="kernels='mamba_ssm' needs CUDA tensors and the 'cuda' extra"):
+    with pytest.raises(
+        RuntimeError, match="kernels='mamba_ssm' needs CUDA tensors and the 'cuda' extra"
+    ):
         block(torch.randn(1, 3, 8))
 
 
-@pytest.mark.skipif(not (torch.cuda.is_available() and cuda_kernels_available()),
-                    reason="needs a GPU and the 'cuda' extra (mamba-ssm)")
+@pytest.mark.skipif(
+    not (torch.cuda.is_available() and cuda_kernels_available()),
+    reason="needs a GPU and the 'cuda' extra (mamba-ssm)",
+)
 @pytest.mark.parametrize("d_conv", [4, 16])  # 4: causal_conv1d's kernel; 16 (paper): cuDNN conv
 def test_cuda_kernels_match_the_pure_pytorch_path(d_conv):
     """The same weights through mamba_ssm's kernels and through our pure path, on the GPU:
@@ -128,7 +157,9 @@ def test_cuda_kernels_match_the_pure_pytorch_path(d_conv):
     (out_pure * upstream).sum().backward()
     (out_fused * upstream).sum().backward()
     for (name, a), b in zip(pure.named_parameters(), fused.parameters(), strict=True):
-        torch.testing.assert_close(b.grad, a.grad, rtol=1e-3, atol=1e-3, msg=lambda m, name=name: f"{name}: {m}")
+        torch.testing.assert_close(
+            b.grad, a.grad, rtol=1e-3, atol=1e-3, msg=lambda m, name=name: f"{name}: {m}"
+        )
 
 
 # -- parameter counts --------------------------------------------------------------------------
@@ -173,21 +204,31 @@ def test_cls_token_is_last_and_is_the_constant_one_token():
 
 
 @settings(max_examples=15, deadline=None)
-@given(n_numeric=st.integers(0, 3), cards=st.lists(st.integers(1, 5), max_size=3),
-       n=st.integers(1, 4), embedder=st.sampled_from(EMBEDDERS))
+@given(
+    n_numeric=st.integers(0, 3),
+    cards=st.lists(st.integers(1, 5), max_size=3),
+    n=st.integers(1, 4),
+    embedder=st.sampled_from(EMBEDDERS),
+)
 def test_any_schema_gives_the_documented_shapes(n_numeric, cards, n, embedder):
     features = [Feature(f"x{j}", "numeric") for j in range(n_numeric)]
-    features += [Feature(f"c{j}", "categorical", tuple(map(str, range(c)))) for j, c in enumerate(cards)]
+    features += [
+        Feature(f"c{j}", "categorical", tuple(map(str, range(c)))) for j, c in enumerate(cards)
+    ]
     if not features:
         return
     schema = Schema(tuple(features))
     rng = np.random.default_rng(0)
-    rows = Batch(rng.normal(size=(n, n_numeric)),
-                 np.stack([rng.integers(0, c, n) for c in cards], 1) if cards else np.zeros((n, 0)),
-                 np.arange(n))
+    rows = Batch(
+        rng.normal(size=(n, n_numeric)),
+        np.stack([rng.integers(0, c, n) for c in cards], 1) if cards else np.zeros((n, 0)),
+        np.arange(n),
+    )
     tok = FeatureTokenizer(schema, d_token=8)
     assert tok(FeatureTensors.from_batch(rows)).shape == (n, len(features) + 1, 8)
-    model = TwoTower.from_schemas(schema, schema, embedder, "quick", d_token=8, d_ffn=8, mlp_hidden=8)
+    model = TwoTower.from_schemas(
+        schema, schema, embedder, "quick", d_token=8, d_ffn=8, mlp_hidden=8
+    )
     assert model(rows, rows).shape == (n,)
     assert model.score_all(rows, rows).shape == (n, n)
 
@@ -245,8 +286,10 @@ def test_same_seed_same_weights_bit_for_bit(embedder):
     a, b, c = toy_model(embedder, seed=3), toy_model(embedder, seed=3), toy_model(embedder, seed=4)
     for (k, va), vb in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
         assert torch.equal(va, vb), k
-    assert any(not torch.equal(va, vc) for va, vc in zip(a.state_dict().values(), c.state_dict().values(),
-                                                          strict=True))
+    assert any(
+        not torch.equal(va, vc)
+        for va, vc in zip(a.state_dict().values(), c.state_dict().values(), strict=True)
+    )
 
 
 @pytest.mark.parametrize("embedder", EMBEDDERS)
@@ -274,9 +317,12 @@ def test_mamba_residual_switch_keeps_the_weights_and_old_files_keep_their_layer(
     without.load_state_dict(with_res.state_dict())
     with torch.no_grad():
         assert not torch.allclose(with_res.score_all(users, items), without.score_all(users, items))
-    meta = {"config": {k: v for k, v in vars(with_res.config).items() if k != "mamba_residual"},
-            "user_schema": with_res.user_schema.to_dict(), "item_schema": with_res.item_schema.to_dict()}
-    old = write_checkpoint(tmp_path / "old.safetensors", with_res.state_dict(), meta)
+    meta = {
+        "config": {k: v for k, v in vars(with_res.config).items() if k != "mamba_residual"},
+        "user_schema": with_res.user_schema.to_dict(),
+        "item_schema": with_res.item_schema.to_dict(),
+    }
+    old = write_model_file(tmp_path / "old.safetensors", with_res.state_dict(), meta)
     loaded = TwoTower.load(old)
     assert loaded.config.mamba_residual is True
     with torch.no_grad():
@@ -290,7 +336,7 @@ def test_loading_wrong_files_fails_clearly(tmp_path):
     junk.write_bytes(b"this is not a model" * 10)
     with pytest.raises(ValueError, match="junk.safetensors"):
         TwoTower.load(junk)
-    other = write_checkpoint(tmp_path / "other.safetensors", {"w": torch.zeros(2)}, {})
+    other = write_model_file(tmp_path / "other.safetensors", {"w": torch.zeros(2)}, {})
     other.write_bytes(other.read_bytes().replace(b"recsim-ft.two-tower", b"someone-else.format"))
     with pytest.raises(ValueError, match="not a recsim-ft two-tower model"):
         TwoTower.load(other)

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import require
 
+from conftest import require
 from recsim_ft.models import native_scan
 from recsim_ft.models.scan import (
     causal_conv1d_time_major,

@@ -40,8 +40,9 @@ def _perturbed_pair(d_model, expand, d_state, dt_rank, d_conv, device):
 
 
 @pytest.mark.parametrize("d_model,expand,d_state,dt_rank,d_conv,L,batch", SHAPES)
-def test_triton_block_matches_the_float64_reference(triton_device, d_model, expand, d_state, dt_rank,
-                                                    d_conv, L, batch):
+def test_triton_block_matches_the_float64_reference(
+    triton_device, d_model, expand, d_state, dt_rank, d_conv, L, batch
+):
     torch.manual_seed(L)
     ref, fast = _perturbed_pair(d_model, expand, d_state, dt_rank, d_conv, triton_device)
     x = torch.randn(batch, L, d_model, dtype=torch.float64, requires_grad=True)
@@ -52,12 +53,19 @@ def test_triton_block_matches_the_float64_reference(triton_device, d_model, expa
     (out_ref * upstream).sum().backward()
     (out_fast * upstream.float().to(triton_device)).sum().backward()
     grads = [("input", x.grad, x_fast.grad)]
-    grads += [(name, a.grad, b.grad) for (name, a), b in zip(ref.named_parameters(), fast.parameters(),
-                                                               strict=True)]
+    grads += [
+        (name, a.grad, b.grad)
+        for (name, a), b in zip(ref.named_parameters(), fast.parameters(), strict=True)
+    ]
     for name, expected, got in grads:
         scale = expected.abs().max().item() + 1
-        torch.testing.assert_close(got.double().cpu(), expected, rtol=1e-4, atol=1e-4 * scale,
-                                   msg=lambda m, name=name: f"{name}: {m}")
+        torch.testing.assert_close(
+            got.double().cpu(),
+            expected,
+            rtol=1e-4,
+            atol=1e-4 * scale,
+            msg=lambda m, name=name: f"{name}: {m}",
+        )
 
 
 def test_triton_block_is_deterministic(triton_device):
@@ -97,8 +105,13 @@ def test_kernels_compile_for_hopper(triton_device):
     (paper shapes; odd widths over two chunks), so compiler-only errors fail CI too."""
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     script = Path(__file__).parents[1] / "benchmarks" / "triton_compile.py"
-    out = subprocess.run([sys.executable, str(script), "--shapes", "21x256", "40x37"], env=env,
-                         capture_output=True, text=True, timeout=600)
+    out = subprocess.run(
+        [sys.executable, str(script), "--shapes", "21x256", "40x37"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     report = json.loads(out.stdout.strip().splitlines()[-1])
     assert len(report) == 10 and all("error" not in r for r in report.values())

@@ -72,12 +72,17 @@ def kernel_path(x: Tensor, requested: str = "auto") -> str:
             return "native"
         return "torch"
     why_not = {
-        "triton": None if float32 and (x.is_cuda or _interpreting()) and triton_status()[0] else
-        f"needs float32 CUDA tensors (or TRITON_INTERPRET=1) and triton ({triton_status()[1]})",
-        "mamba_ssm": None if x.is_cuda and cuda_kernels_available() else
-        "needs CUDA tensors and the 'cuda' extra (mamba-ssm, causal-conv1d) built with its kernels",
-        "native": None if not x.is_cuda and float32 and native_scan.native_library() is not None else
-        f"needs float32 CPU tensors and the C kernel ({native_scan.native_status()[1]})",
+        "triton": None
+        if float32 and (x.is_cuda or _interpreting()) and triton_status()[0]
+        else "needs float32 CUDA tensors (or TRITON_INTERPRET=1) and triton "
+        f"({triton_status()[1]})",
+        "mamba_ssm": None
+        if x.is_cuda and cuda_kernels_available()
+        else "needs CUDA tensors and the 'cuda' extra (mamba-ssm, causal-conv1d) built with its "
+        "kernels",
+        "native": None
+        if not x.is_cuda and float32 and native_scan.native_library() is not None
+        else f"needs float32 CPU tensors and the C kernel ({native_scan.native_status()[1]})",
     }.get(requested)
     if why_not:
         raise RuntimeError(f"kernels={requested!r} {why_not}; got a {x.dtype} tensor on {x.device}")
@@ -93,9 +98,9 @@ def _at_least_float32(t: Tensor) -> Tensor:
 class MambaBlock(nn.Module):
     """One selective-state-space block (Gu & Dao 2023), as in mamba_simple::
 
-        x ─ in_proj ─┬─ x ─ causal conv1d ─ SiLU ─┬─ x_proj ─ (dt, B, C) ─┐
-                     │                            └────────── u ──────────┴─ selective scan ─┐
-                     └─ z ─────────────────────────────────────────────── * SiLU(z) ─────────┴─ out_proj
+        x ─ in_proj ┬ x ─ causal conv1d ─ SiLU ┬ x_proj ─ (dt, B, C) ┐
+                    │                          └──────── u ──────────┴ selective scan ┐
+                    └ z ────────────────────────────────────────────── * SiLU(z) ─────┴ out_proj
 
     Args:
         d_model: token width. d_state: SSM state size per channel. d_conv: causal conv width.
@@ -115,9 +120,19 @@ class MambaBlock(nn.Module):
         119552
     """
 
-    def __init__(self, *, d_model: int, d_state: int = 16, d_conv: int = 4, expand: int = 2,
-                 dt_rank: int | None = None, dt_min: float = 0.001, dt_max: float = 0.1,
-                 dt_init_floor: float = 1e-4, kernels: str = "auto") -> None:
+    def __init__(
+        self,
+        *,
+        d_model: int,
+        d_state: int = 16,
+        d_conv: int = 4,
+        expand: int = 2,
+        dt_rank: int | None = None,
+        dt_min: float = 0.001,
+        dt_max: float = 0.1,
+        dt_init_floor: float = 1e-4,
+        kernels: str = "auto",
+    ) -> None:
         super().__init__()
         self.d_model, self.d_state, self.d_conv = d_model, d_state, d_conv
         self.d_inner = expand * d_model
@@ -126,8 +141,14 @@ class MambaBlock(nn.Module):
             raise ValueError(f"kernels must be one of {KERNEL_PATHS}, got {kernels!r}")
         self.kernels = kernels
         self.in_proj = nn.Linear(d_model, 2 * self.d_inner, bias=False)
-        self.conv1d = nn.Conv1d(self.d_inner, self.d_inner, kernel_size=d_conv, groups=self.d_inner,
-                                padding=d_conv - 1, bias=True)
+        self.conv1d = nn.Conv1d(
+            self.d_inner,
+            self.d_inner,
+            kernel_size=d_conv,
+            groups=self.d_inner,
+            padding=d_conv - 1,
+            bias=True,
+        )
         self.x_proj = nn.Linear(self.d_inner, self.dt_rank + 2 * d_state, bias=False)
         self.dt_proj = nn.Linear(self.dt_rank, self.d_inner, bias=True)
         self.A_log = nn.Parameter(torch.empty(self.d_inner, d_state))
@@ -137,16 +158,23 @@ class MambaBlock(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """mamba_simple's initialisation of the SSM parameters (the linears keep torch's default)."""
+        """mamba_simple's initialisation of the SSM parameters (the linears keep torch's
+        default)."""
         dt_min, dt_max, floor = self._dt_range
-        std = self.dt_rank ** -0.5
+        std = self.dt_rank**-0.5
         nn.init.uniform_(self.dt_proj.weight, -std, std)
         # step sizes log-uniform in [dt_min, dt_max]; the bias is their inverse softplus
-        dt = torch.exp(torch.rand(self.d_inner) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min))
+        dt = torch.exp(
+            torch.rand(self.d_inner) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min)
+        )
         dt = dt.clamp(min=floor)
         with torch.no_grad():
             self.dt_proj.bias.copy_(dt + torch.log(-torch.expm1(-dt)))
-            self.A_log.copy_(torch.log(torch.arange(1, self.d_state + 1, dtype=torch.float32)).repeat(self.d_inner, 1))
+            self.A_log.copy_(
+                torch.log(torch.arange(1, self.d_state + 1, dtype=torch.float32)).repeat(
+                    self.d_inner, 1
+                )
+            )
             self.D.fill_(1.0)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -164,19 +192,47 @@ class MambaBlock(nn.Module):
         if path == "triton":
             from recsim_ft.models.triton_mamba import mamba_inner  # imports triton: only here
 
-            return self.out_proj(mamba_inner(xz, conv_weight, self.conv1d.bias, self.x_proj.weight,
-                                             self.dt_proj.weight, self.dt_proj.bias, self.A_log, self.D))
+            return self.out_proj(
+                mamba_inner(
+                    xz,
+                    conv_weight,
+                    self.conv1d.bias,
+                    self.x_proj.weight,
+                    self.dt_proj.weight,
+                    self.dt_proj.bias,
+                    self.A_log,
+                    self.D,
+                )
+            )
         A = -torch.exp(_at_least_float32(self.A_log))
         if path == "native":
-            return self.out_proj(mamba_inner_time_major(
-                xz, conv_weight, self.conv1d.bias, self.x_proj.weight, self.dt_proj.weight,
-                self.dt_proj.bias, A, self.D))
+            return self.out_proj(
+                mamba_inner_time_major(
+                    xz,
+                    conv_weight,
+                    self.conv1d.bias,
+                    self.x_proj.weight,
+                    self.dt_proj.weight,
+                    self.dt_proj.bias,
+                    A,
+                    self.D,
+                )
+            )
         xs, z = xz.chunk(2, dim=-1)
         u = F.silu(causal_conv1d_time_major(xs, conv_weight, self.conv1d.bias))
         dt, B, C = self.x_proj(u).split([self.dt_rank, self.d_state, self.d_state], dim=-1)
         delta = F.linear(dt, self.dt_proj.weight)  # the bias goes into the scan, as in mamba_simple
-        y = selective_scan_time_major(u, delta, A, B, C, _at_least_float32(self.D), z=z,
-                                      delta_bias=_at_least_float32(self.dt_proj.bias), delta_softplus=True)
+        y = selective_scan_time_major(
+            u,
+            delta,
+            A,
+            B,
+            C,
+            _at_least_float32(self.D),
+            z=z,
+            delta_bias=_at_least_float32(self.dt_proj.bias),
+            delta_softplus=True,
+        )
         return self.out_proj(y)
 
     def _forward_mamba_ssm(self, xs: Tensor, z: Tensor) -> Tensor:
@@ -191,11 +247,21 @@ class MambaBlock(nn.Module):
             u = conv_kernel(xs, self.conv1d.weight.squeeze(1), self.conv1d.bias, activation="silu")
         else:
             u = F.silu(self.conv1d(xs)[..., : xs.shape[-1]])
-        dt, B, C = self.x_proj(u.transpose(1, 2)).split([self.dt_rank, self.d_state, self.d_state], dim=-1)
+        dt, B, C = self.x_proj(u.transpose(1, 2)).split(
+            [self.dt_rank, self.d_state, self.d_state], dim=-1
+        )
         delta = F.linear(dt, self.dt_proj.weight).transpose(1, 2).contiguous()
-        y = selective_scan_fn(u, delta, -torch.exp(self.A_log.float()), B.transpose(1, 2).contiguous(),
-                              C.transpose(1, 2).contiguous(), self.D.float(), z=z,
-                              delta_bias=self.dt_proj.bias.float(), delta_softplus=True)
+        y = selective_scan_fn(
+            u,
+            delta,
+            -torch.exp(self.A_log.float()),
+            B.transpose(1, 2).contiguous(),
+            C.transpose(1, 2).contiguous(),
+            self.D.float(),
+            z=z,
+            delta_bias=self.dt_proj.bias.float(),
+            delta_softplus=True,
+        )
         return self.out_proj(y.permute(2, 0, 1))
 
 
@@ -216,10 +282,14 @@ class MambaEmbedder(nn.Module):
         torch.Size([3, 16])
     """
 
-    def __init__(self, *, d_model: int, n_layers: int, residual: bool = False, **block_kwargs) -> None:
+    def __init__(
+        self, *, d_model: int, n_layers: int, residual: bool = False, **block_kwargs
+    ) -> None:
         super().__init__()
         self.residual = residual
-        self.blocks = nn.ModuleList(MambaBlock(d_model=d_model, **block_kwargs) for _ in range(n_layers))
+        self.blocks = nn.ModuleList(
+            MambaBlock(d_model=d_model, **block_kwargs) for _ in range(n_layers)
+        )
         self.norms = nn.ModuleList(nn.LayerNorm(d_model) for _ in range(n_layers))
 
     @property
@@ -230,5 +300,7 @@ class MambaEmbedder(nn.Module):
         assert tokens.dim() == 3, f"expected (batch, n_tokens, d_model), got {tuple(tokens.shape)}"
         x = tokens.transpose(0, 1)  # time-major inside, see MambaBlock.forward_time_major
         for block, norm in zip(self.blocks, self.norms, strict=True):
-            x = norm(x + block.forward_time_major(x) if self.residual else block.forward_time_major(x))
+            x = norm(
+                x + block.forward_time_major(x) if self.residual else block.forward_time_major(x)
+            )
         return x[-1]

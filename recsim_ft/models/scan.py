@@ -130,13 +130,29 @@ class _SelectiveScanFn(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, u, delta, A, B, C, D, z, delta_bias, delta_softplus, chunk_len):
-        ctx.native = native_scan.native_applies(*(t for t in (u, delta, A, B, C, D, z, delta_bias) if t is not None))
-        ctx.single_chunk, ctx.chunk_len, ctx.delta_softplus = u.shape[0] <= chunk_len, chunk_len, delta_softplus
+        ctx.native = native_scan.native_applies(
+            *(t for t in (u, delta, A, B, C, D, z, delta_bias) if t is not None)
+        )
+        ctx.single_chunk, ctx.chunk_len, ctx.delta_softplus = (
+            u.shape[0] <= chunk_len,
+            chunk_len,
+            delta_softplus,
+        )
         ctx.has_bias = delta_bias is not None
         if ctx.native:
             A, D, delta_bias = (None if t is None else t.contiguous() for t in (A, D, delta_bias))
-            out, checkpoints = native_scan.scan_forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus,
-                                                        for_backward=any(ctx.needs_input_grad))
+            out, checkpoints = native_scan.scan_forward(
+                u,
+                delta,
+                A,
+                B,
+                C,
+                D,
+                z,
+                delta_bias,
+                delta_softplus,
+                for_backward=any(ctx.needs_input_grad),
+            )
             ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, checkpoints)
             return out
         raw = delta if delta_bias is None else delta + delta_bias
@@ -145,8 +161,19 @@ class _SelectiveScanFn(torch.autograd.Function):
         if D is not None:
             y = y + u * D
         out = y if z is None else y * F.silu(z)
-        ctx.save_for_backward(u, dt, A, B, C, D, z, delta if delta_softplus else None, delta_bias,
-                              y if z is not None else None, *kept)
+        ctx.save_for_backward(
+            u,
+            dt,
+            A,
+            B,
+            C,
+            D,
+            z,
+            delta if delta_softplus else None,
+            delta_bias,
+            y if z is not None else None,
+            *kept,
+        )
         return out
 
     @staticmethod
@@ -155,7 +182,8 @@ class _SelectiveScanFn(torch.autograd.Function):
         if ctx.native:
             u, delta, A, B, C, D, z, delta_bias, checkpoints = ctx.saved_tensors
             g_u, g_delta, g_A, g_B, g_C, g_D, g_z, g_bias = native_scan.scan_backward(
-                u, delta, A, B, C, D, z, g_out, delta_bias, ctx.delta_softplus, checkpoints)
+                u, delta, A, B, C, D, z, g_out, delta_bias, ctx.delta_softplus, checkpoints
+            )
             return g_u, g_delta, g_A, g_B, g_C, g_D, g_z, g_bias, None, None
         u, dt, A, B, C, D, z, delta, delta_bias, y, *kept = ctx.saved_tensors
         g_z = None
@@ -167,8 +195,9 @@ class _SelectiveScanFn(torch.autograd.Function):
             g_y = g_out
         g_D = (g_y * u).sum((0, 1)) if D is not None else None
         g_u = g_y * D if D is not None else torch.zeros_like(u)
-        g_dt, g_A, g_B, g_C = _scan_backward_torch(u, dt, A, B, C, g_y, g_u, kept, ctx.single_chunk,
-                                                   ctx.chunk_len)
+        g_dt, g_A, g_B, g_C = _scan_backward_torch(
+            u, dt, A, B, C, g_y, g_u, kept, ctx.single_chunk, ctx.chunk_len
+        )
         g_delta = g_dt
         if ctx.delta_softplus:
             g_delta = g_dt * torch.sigmoid(delta if delta_bias is None else delta + delta_bias)
@@ -176,27 +205,56 @@ class _SelectiveScanFn(torch.autograd.Function):
         return g_u, g_delta, g_A, g_B, g_C, g_D, g_z, g_bias, None, None
 
 
-def selective_scan_time_major(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor,
-                              D: Tensor | None = None, z: Tensor | None = None,
-                              delta_bias: Tensor | None = None, delta_softplus: bool = False,
-                              chunk_len: int = DEFAULT_CHUNK_LEN) -> Tensor:
+def selective_scan_time_major(
+    u: Tensor,
+    delta: Tensor,
+    A: Tensor,
+    B: Tensor,
+    C: Tensor,
+    D: Tensor | None = None,
+    z: Tensor | None = None,
+    delta_bias: Tensor | None = None,
+    delta_softplus: bool = False,
+    chunk_len: int = DEFAULT_CHUNK_LEN,
+) -> Tensor:
     """:func:`selective_scan` on time-major tensors, the layout the Mamba block computes in.
 
     Shape:
         u, delta, z: (L, batch, d_inner); B, C: (L, batch, d_state); output: (L, batch, d_inner).
     """
     if u.dim() != 3 or B.dim() != 3 or A.dim() != 2:
-        raise ValueError(f"expected u (L, b, d), A (d, n), B (L, b, n); got {tuple(u.shape)}, "
-                         f"{tuple(A.shape)}, {tuple(B.shape)}")
+        raise ValueError(
+            f"expected u (L, b, d), A (d, n), B (L, b, n); got {tuple(u.shape)}, "
+            f"{tuple(A.shape)}, {tuple(B.shape)}"
+        )
     if chunk_len < 1:
         raise ValueError(f"chunk_len must be >= 1, got {chunk_len}")
-    return _SelectiveScanFn.apply(u.contiguous(), delta.contiguous(), A, B.contiguous(), C.contiguous(),
-                                  D, z, delta_bias, delta_softplus, chunk_len)
+    return _SelectiveScanFn.apply(
+        u.contiguous(),
+        delta.contiguous(),
+        A,
+        B.contiguous(),
+        C.contiguous(),
+        D,
+        z,
+        delta_bias,
+        delta_softplus,
+        chunk_len,
+    )
 
 
-def selective_scan(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor | None = None,
-                   z: Tensor | None = None, delta_bias: Tensor | None = None,
-                   delta_softplus: bool = False, chunk_len: int = DEFAULT_CHUNK_LEN) -> Tensor:
+def selective_scan(
+    u: Tensor,
+    delta: Tensor,
+    A: Tensor,
+    B: Tensor,
+    C: Tensor,
+    D: Tensor | None = None,
+    z: Tensor | None = None,
+    delta_bias: Tensor | None = None,
+    delta_softplus: bool = False,
+    chunk_len: int = DEFAULT_CHUNK_LEN,
+) -> Tensor:
     """Fast selective scan with ``mamba_ssm``'s ``selective_scan_fn`` signature and layout.
 
     Shape:
@@ -212,17 +270,36 @@ def selective_scan(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D:
         >>> fast.shape, torch.allclose(fast, ref, atol=1e-5)
         (torch.Size([2, 4, 5]), True)
     """
+
     def time_major(x: Tensor | None) -> Tensor | None:
         return None if x is None else x.permute(2, 0, 1)
 
-    out = selective_scan_time_major(time_major(u), time_major(delta), A, time_major(B), time_major(C),
-                                    D, time_major(z), delta_bias, delta_softplus, chunk_len)
+    out = selective_scan_time_major(
+        time_major(u),
+        time_major(delta),
+        A,
+        time_major(B),
+        time_major(C),
+        D,
+        time_major(z),
+        delta_bias,
+        delta_softplus,
+        chunk_len,
+    )
     return out.permute(1, 2, 0)
 
 
-def selective_scan_reference(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor,
-                             D: Tensor | None = None, z: Tensor | None = None,
-                             delta_bias: Tensor | None = None, delta_softplus: bool = False) -> Tensor:
+def selective_scan_reference(
+    u: Tensor,
+    delta: Tensor,
+    A: Tensor,
+    B: Tensor,
+    C: Tensor,
+    D: Tensor | None = None,
+    z: Tensor | None = None,
+    delta_bias: Tensor | None = None,
+    delta_softplus: bool = False,
+) -> Tensor:
     """The recurrence written step by step with plain autograd: slow, obviously right.
 
     Same arguments and shapes as :func:`selective_scan`; used to test it.
@@ -253,12 +330,14 @@ class _CausalConvFn(torch.autograd.Function):
         ctx.save_for_backward(x, weight)
         ctx.has_bias = bias is not None
         if ctx.native:
-            return native_scan.conv_forward(x, weight.contiguous(), bias.contiguous(), silu=False)[0]
+            return native_scan.conv_forward(x, weight.contiguous(), bias.contiguous(), silu=False)[
+                0
+            ]
         L, K = x.shape[0], weight.shape[1]
         taps = min(K, L)  # taps reaching before t = 0 only ever see the zero padding
         out = bias.expand_as(x).clone() if bias is not None else torch.zeros_like(x)
         for shift in range(taps):
-            out[shift:].addcmul_(x[:L - shift], weight[:, K - 1 - shift])
+            out[shift:].addcmul_(x[: L - shift], weight[:, K - 1 - shift])
         return out
 
     @staticmethod
@@ -270,8 +349,8 @@ class _CausalConvFn(torch.autograd.Function):
         L, K = x.shape[0], weight.shape[1]
         g_x, g_w = torch.zeros_like(x), torch.zeros_like(weight)
         for shift in range(min(K, L)):
-            g_x[:L - shift].addcmul_(g[shift:], weight[:, K - 1 - shift])
-            g_w[:, K - 1 - shift] = (g[shift:] * x[:L - shift]).sum((0, 1))
+            g_x[: L - shift].addcmul_(g[shift:], weight[:, K - 1 - shift])
+            g_w[:, K - 1 - shift] = (g[shift:] * x[: L - shift]).sum((0, 1))
         return g_x, g_w, g_bias
 
 
@@ -310,47 +389,115 @@ class _MambaInnerFn(torch.autograd.Function):
         u, pre = native_scan.conv_forward(xz[..., :d_inner], conv_weight, conv_bias, silu=True)
         x_dbl = F.linear(u, x_proj_weight)  # (L, b, rank + 2n): dt_low, B, C side by side
         dt_low, B, C = x_dbl.split([rank, n, n], dim=-1)
-        y, checkpoints = native_scan.scan_forward(u, F.linear(dt_low, dt_proj_weight), A, B, C, D,
-                                                  xz[..., d_inner:], dt_proj_bias, softplus=True,
-                                                  for_backward=any(ctx.needs_input_grad))
-        ctx.save_for_backward(xz, conv_weight, conv_bias, x_proj_weight, dt_proj_weight, dt_proj_bias, A, D, x_dbl,
-                              checkpoints)
+        y, checkpoints = native_scan.scan_forward(
+            u,
+            F.linear(dt_low, dt_proj_weight),
+            A,
+            B,
+            C,
+            D,
+            xz[..., d_inner:],
+            dt_proj_bias,
+            softplus=True,
+            for_backward=any(ctx.needs_input_grad),
+        )
+        ctx.save_for_backward(
+            xz,
+            conv_weight,
+            conv_bias,
+            x_proj_weight,
+            dt_proj_weight,
+            dt_proj_bias,
+            A,
+            D,
+            x_dbl,
+            checkpoints,
+        )
         return y
 
     @staticmethod
     def backward(ctx, g_y):
-        xz, conv_weight, conv_bias, x_proj_weight, dt_proj_weight, dt_proj_bias, A, D, x_dbl, checkpoints = \
-            ctx.saved_tensors
+        (
+            xz,
+            conv_weight,
+            conv_bias,
+            x_proj_weight,
+            dt_proj_weight,
+            dt_proj_bias,
+            A,
+            D,
+            x_dbl,
+            checkpoints,
+        ) = ctx.saved_tensors
         d_inner, rank, n = conv_weight.shape[0], dt_proj_weight.shape[1], A.shape[1]
         u, pre = native_scan.conv_forward(xz[..., :d_inner], conv_weight, conv_bias, silu=True)
         g_xz, g_x_dbl = torch.empty_like(xz), torch.empty_like(x_dbl)
         g_dt_low, g_B, g_C = g_x_dbl.split([rank, n, n], dim=-1)
         dt_low, B, C = x_dbl.split([rank, n, n], dim=-1)
         g_u, g_delta, g_A, _, _, g_D, _, g_dt_bias = native_scan.scan_backward(
-            u, F.linear(dt_low, dt_proj_weight), A, B, C, D, xz[..., d_inner:], g_y.contiguous(), dt_proj_bias,
-            softplus=True, checkpoints=checkpoints, g_B=g_B, g_C=g_C, g_z=g_xz[..., d_inner:])
+            u,
+            F.linear(dt_low, dt_proj_weight),
+            A,
+            B,
+            C,
+            D,
+            xz[..., d_inner:],
+            g_y.contiguous(),
+            dt_proj_bias,
+            softplus=True,
+            checkpoints=checkpoints,
+            g_B=g_B,
+            g_C=g_C,
+            g_z=g_xz[..., d_inner:],
+        )
         g_dt_low.copy_(g_delta @ dt_proj_weight)
         g_dt_proj_weight = g_delta.view(-1, d_inner).t() @ dt_low.reshape(-1, rank)
         g_x_dbl_2d = g_x_dbl.view(-1, rank + 2 * n)
         g_u.view(-1, d_inner).addmm_(g_x_dbl_2d, x_proj_weight)
         g_x_proj_weight = g_x_dbl_2d.t() @ u.view(-1, d_inner)
-        _, g_conv_weight, g_conv_bias = native_scan.conv_backward(xz[..., :d_inner], conv_weight, g_u, pre,
-                                                                  g_x=g_xz[..., :d_inner])
-        return g_xz, g_conv_weight, g_conv_bias, g_x_proj_weight, g_dt_proj_weight, g_dt_bias, g_A, g_D
+        _, g_conv_weight, g_conv_bias = native_scan.conv_backward(
+            xz[..., :d_inner], conv_weight, g_u, pre, g_x=g_xz[..., :d_inner]
+        )
+        return (
+            g_xz,
+            g_conv_weight,
+            g_conv_bias,
+            g_x_proj_weight,
+            g_dt_proj_weight,
+            g_dt_bias,
+            g_A,
+            g_D,
+        )
 
 
-def mamba_inner_time_major(xz: Tensor, conv_weight: Tensor, conv_bias: Tensor, x_proj_weight: Tensor,
-                           dt_proj_weight: Tensor, dt_proj_bias: Tensor, A: Tensor, D: Tensor) -> Tensor:
+def mamba_inner_time_major(
+    xz: Tensor,
+    conv_weight: Tensor,
+    conv_bias: Tensor,
+    x_proj_weight: Tensor,
+    dt_proj_weight: Tensor,
+    dt_proj_bias: Tensor,
+    A: Tensor,
+    D: Tensor,
+) -> Tensor:
     """A Mamba block from in_proj's output ``xz`` (L, b, 2 d_inner) to out_proj's input (L, b,
     d_inner), fused on the C kernels (float32 CPU, where :func:`native_scan.native_applies`).
 
     Shape:
         conv_weight: (d_inner, K); x_proj_weight: (rank + 2 d_state, d_inner);
-        dt_proj_weight: (d_inner, rank); A: (d_inner, d_state); conv_bias, dt_proj_bias, D: (d_inner,).
+        dt_proj_weight: (d_inner, rank); A: (d_inner, d_state);
+        conv_bias, dt_proj_bias, D: (d_inner,).
     """
-    return _MambaInnerFn.apply(xz.contiguous(), conv_weight.contiguous(), conv_bias.contiguous(),
-                               x_proj_weight.contiguous(), dt_proj_weight.contiguous(),
-                               dt_proj_bias.contiguous(), A.contiguous(), D.contiguous())
+    return _MambaInnerFn.apply(
+        xz.contiguous(),
+        conv_weight.contiguous(),
+        conv_bias.contiguous(),
+        x_proj_weight.contiguous(),
+        dt_proj_weight.contiguous(),
+        dt_proj_bias.contiguous(),
+        A.contiguous(),
+        D.contiguous(),
+    )
 
 
 def cuda_kernels_available() -> bool:
