@@ -38,6 +38,9 @@ CHUNK = 32
 #: Channels per scan program: the most that still gives about ``_TARGET_PROGRAMS`` programs.
 _SCAN_BLOCK_D = (16, 64)
 _TARGET_PROGRAMS = 1024
+#: Run-time sizes the kernels are not recompiled for (triton would otherwise compile a variant
+#: per value class of each, e.g. batch 8 vs 32): only the tile constants select a variant.
+_SIZES = ("L", "batch")
 #: Time steps and channels per conv program.
 _CONV_T, _CONV_C = 16, 64
 
@@ -76,7 +79,7 @@ def _conv_pre(
     return pre
 
 
-@triton.jit
+@triton.jit(do_not_specialize=_SIZES)
 def _conv_fwd_kernel(
     xz_ptr,
     conv_w_ptr,
@@ -105,7 +108,7 @@ def _conv_fwd_kernel(
     )
 
 
-@triton.jit
+@triton.jit(do_not_specialize=_SIZES)
 def _conv_bwd_kernel(
     xz_ptr,
     conv_w_ptr,
@@ -149,7 +152,7 @@ def _conv_bwd_kernel(
         tl.store(parts + cols * K + k, tl.sum(g_pre * x, axis=0), mask=cmask)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=_SIZES)
 def _conv_input_grad_kernel(
     g_pre_ptr,
     conv_w_ptr,
@@ -264,7 +267,7 @@ def _scan_params(
     return A, dt_w, dt_b, d_skip
 
 
-@triton.jit
+@triton.jit(do_not_specialize=_SIZES)
 def _scan_fwd_kernel(
     u_ptr,
     x_dbl_ptr,
@@ -363,7 +366,7 @@ def _scan_fwd_kernel(
         u, z, dt_low, B, C = u_next, z_next, dt_low_next, B_next, C_next
 
 
-@triton.jit
+@triton.jit(do_not_specialize=_SIZES)
 def _scan_bwd_kernel(
     u_ptr,
     x_dbl_ptr,
