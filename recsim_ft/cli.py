@@ -31,6 +31,7 @@ from recsim_ft.data import InteractionLog, collect
 from recsim_ft.envs import make_env
 from recsim_ft.experiments import RunSpec
 from recsim_ft.models import PRESETS, params_report
+from recsim_ft.train import CHECKPOINT_NAME
 
 
 class UsageError(Exception):
@@ -158,6 +159,13 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise UsageError(str(err)) from None
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise UsageError(f"--device {args.device}: CUDA is not available on this machine")
+    if args.resume:
+        saved = _checkpoint_progress(run_dir)
+        if not (run_dir / CHECKPOINT_NAME).exists():
+            print(f"recsim-ft: no checkpoint in {run_dir}: training from step 0", file=sys.stderr)
+        elif saved is not None:
+            step, steps = saved
+            print(f"recsim-ft: resuming {run_dir} at step {step:,} of {steps:,}", file=sys.stderr)
     try:
         metrics = experiments.run(spec, run_dir, resume=args.resume, progress=not args.quiet)
     except ValueError as err:  # e.g. --resume with other settings than the checkpoint's
@@ -448,11 +456,38 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-_RESUME_HINTS = {
-    "train": "; run the same command with --resume to continue from the last checkpoint",
-    "reproduce": "; run the same command again to continue the sweep (finished runs are kept)",
-    "tune": "; run the same command again to continue the search (finished runs are kept)",
+def _checkpoint_progress(run_dir: Path) -> tuple[int, int] | None:
+    """(step, steps) of the checkpoint in ``run_dir``; None without a readable one (the trainer
+    says what is wrong with an unreadable one)."""
+    try:
+        state = torch.load(run_dir / CHECKPOINT_NAME, map_location="cpu", weights_only=True)
+        return int(state["step"]), int(state["config"]["steps"])
+    except Exception:  # missing or damaged: no progress to report
+        return None
+
+
+_SWEEP_HINTS = {
+    command: f"; run the same command again to continue the {what} (finished runs are kept; "
+    "with the local executor an interrupted run continues from its checkpoint)"
+    for command, what in (("reproduce", "sweep"), ("tune", "search"))
 }
+
+
+def _interrupted(args: argparse.Namespace) -> str:
+    """What Ctrl-C leaves behind and how to continue."""
+    if args.command != "train":
+        return "recsim-ft: interrupted" + _SWEEP_HINTS.get(args.command, "")
+    saved = _checkpoint_progress(Path(args.out))
+    if saved is None:
+        return (
+            "recsim-ft: interrupted before the first training step, so there is nothing to "
+            "continue; run the same command with --resume to start again"
+        )
+    step, steps = saved
+    return (
+        f"recsim-ft: interrupted at step {step:,} of {steps:,}, saved in {args.out}; "
+        "run the same command with --resume to continue from there"
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -468,5 +503,5 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"recsim-ft: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:  # Ctrl-C: one line on how to continue, no traceback
-        print(f"recsim-ft: interrupted{_RESUME_HINTS.get(args.command, '')}", file=sys.stderr)
+        print(_interrupted(args), file=sys.stderr)
         return 130

@@ -171,6 +171,17 @@ def test_train_then_evaluate(tmp_path, capsys):
     assert (other / "mine.txt").read_text() == "keep me"
 
 
+def test_resume_says_where_it_starts(tmp_path, capsys):
+    """``--resume`` never starts over silently: it names the step it continues from, or says
+    that there was nothing to continue."""
+    run = tmp_path / "run"
+    train = ["train", "--env", TOY, *TOY_KWARGS, "--embedder", "mlp", "--out", str(run), *QUICK]
+    assert main([*train, "--resume"]) == 0
+    assert f"recsim-ft: no checkpoint in {run}: training from step 0" in capsys.readouterr().err
+    assert main([*train, "--resume"]) == 0  # the finished run's checkpoint holds its last step
+    assert f"recsim-ft: resuming {run} at step 10 of 10" in capsys.readouterr().err
+
+
 def test_train_on_a_collected_file_matches_collecting(tmp_path, capsys):
     data = tmp_path / "toy.parquet"
     assert main(["collect", "--env", TOY, *TOY_KWARGS, "--n", "320", "--out", str(data)]) == 0

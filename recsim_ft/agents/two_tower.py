@@ -14,7 +14,7 @@ from recsim_ft.agents.base import Agent
 from recsim_ft.data import InteractionLog
 from recsim_ft.models import TwoTower
 from recsim_ft.schema import Batch
-from recsim_ft.train import TrainConfig, TrainResult, train
+from recsim_ft.train import Progress, TrainConfig, TrainResult, train
 
 
 class TwoTowerAgent(Agent):
@@ -54,9 +54,12 @@ class TwoTowerAgent(Agent):
         log: InteractionLog,
         out_dir: str | os.PathLike | None = None,
         resume: bool = False,
-        progress: bool = False,
+        progress: Progress = None,
     ) -> TwoTowerAgent:
-        """Train a new model on ``log`` (checkpoints in ``out_dir``; ``resume`` continues them)."""
+        """Train a new model on ``log`` (checkpoints in ``out_dir``; ``resume`` continues them).
+
+        ``progress=None`` shows a progress bar in a terminal or a notebook, ``False`` never
+        (see ``recsim_ft.train.Progress``)."""
         config = self.train_config or TrainConfig()
         overrides = {"seed": config.seed, **self.model_overrides}
         model = TwoTower.from_schemas(
@@ -89,7 +92,8 @@ class TwoTowerAgent(Agent):
     def load(
         cls, path: str | os.PathLike, env: gym.Env, map_location: str = "cpu"
     ) -> TwoTowerAgent:
-        """An agent around a saved model; a model built for another env's schemas is refused."""
+        """An agent around a saved model: ``path`` is a model file or a run directory holding one
+        (``model.safetensors``); a model built for another env's schemas is refused."""
         model = TwoTower.load(path, map_location=map_location)
         try:
             model.check_compatible(env)

@@ -27,6 +27,8 @@ __getattr__ = moved_names(
 
 FORMAT = "recsim-ft.two-tower"
 VERSION = 1
+#: The model file's name in a run directory (``recsim-ft train --out``, every run of a sweep).
+MODEL_FILE = "model.safetensors"
 
 
 def write_model_file(
@@ -53,9 +55,17 @@ def write_model_file(
 def read_model_file(
     path: str | os.PathLike, map_location: str | torch.device = "cpu"
 ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Tensors and metadata of a file written by :func:`write_model_file`, with clear errors for
-    a missing file, another kind of file, another format version or a damaged file."""
+    """Tensors and metadata of a file written by :func:`write_model_file` (``path``, or the
+    ``MODEL_FILE`` of the run directory ``path``), with clear errors for a missing file, another
+    kind of file, another format version or a damaged file."""
     path = Path(path)
+    if path.is_dir():
+        if not (path / MODEL_FILE).is_file():
+            raise FileNotFoundError(
+                f"no model file in {path} (a run directory holds one as {MODEL_FILE} once a "
+                "two-tower run has finished)"
+            )
+        path = path / MODEL_FILE
     if not path.is_file():
         raise FileNotFoundError(f"no model file at {path}")
     try:
