@@ -76,3 +76,37 @@ def test_example_refuses_to_overwrite_saved_results(tmp_path):
     returncode, _, stderr = finish(start_example("custom_agent.py", "--out", str(tmp_path)))
     assert returncode != 0 and "refusing to overwrite" in stderr and str(saved) in stderr
     assert saved.read_text() == "mine"
+
+
+#: Run an example with one module made unimportable (as if its extra were not installed).
+WITHOUT_MODULE = """
+import runpy, sys
+blocked, script = sys.argv[1], sys.argv[2]
+sys.modules[blocked] = None  # importing it now raises ModuleNotFoundError
+sys.path.insert(0, str(__import__("pathlib").Path(script).parent))
+sys.argv = sys.argv[2:]
+runpy.run_path(script, run_name="__main__")
+"""
+
+
+@pytest.mark.parametrize(
+    "script, blocked, extra",
+    [
+        ("sb3_ppo.py", "stable_baselines3", "rl"),
+        ("compare_embedders.py", "matplotlib", "plot"),
+        ("online_bandit.py", "matplotlib", "plot"),
+        ("vaccine_sweep.py", "matplotlib", "plot"),
+    ],
+)
+def test_example_without_its_extra_says_what_to_install(script, blocked, extra, tmp_path):
+    process = subprocess.run(
+        [sys.executable, "-c", WITHOUT_MODULE, blocked, str(EXAMPLES / script), "--smoke"]
+        + ["--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert process.returncode != 0 and "Traceback" not in process.stderr, process.stderr
+    assert f"{script} needs {blocked}" in process.stderr
+    assert f'pip install "recsim-ft[{extra}]"' in process.stderr
+    assert not any(tmp_path.iterdir())  # it stopped before doing anything
