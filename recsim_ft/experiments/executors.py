@@ -30,6 +30,7 @@ from recsim_ft.experiments.runs import (
     write_atomic,
 )
 from recsim_ft.experiments.specs import RunSpec
+from recsim_ft.threads import default_threads
 
 EXECUTORS = ("local", "ray")
 
@@ -50,10 +51,10 @@ def run_safely(spec: RunSpec, run_dir: Path, threads: int | None = None) -> RunO
     """Run ``spec`` into ``run_dir``; an exception is saved to ``error.txt`` and returned, not
     raised.
 
-    The sweep workers call this (``threads`` caps torch's intra-op threads per worker).
+    The sweep workers call this; ``threads``: torch's threads in this worker (None:
+    ``recsim_ft.threads.default_threads``, one unless ``RECSIM_FT_THREADS`` says otherwise).
     """
-    if threads is not None:
-        torch.set_num_threads(threads)
+    torch.set_num_threads(default_threads() if threads is None else threads)
     start = time.perf_counter()
     (run_dir / ERROR_FILE).unlink(missing_ok=True)
     try:
@@ -82,10 +83,10 @@ def _run_local(pending: list[tuple[RunSpec, Path]], jobs: int) -> Iterator[RunOu
         for spec, run_dir in pending:
             yield run_safely(spec, run_dir)
         return
-    threads = max(1, (os.cpu_count() or 1) // jobs)
-    # spawn, not fork: forking a process whose torch thread pools are running can deadlock
+    # spawn, not fork: forking a process whose torch thread pools are running can deadlock;
+    # the workers inherit RECSIM_FT_THREADS with the environment
     with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = [pool.submit(run_safely, spec, run_dir, threads) for spec, run_dir in pending]
+        futures = [pool.submit(run_safely, spec, run_dir) for spec, run_dir in pending]
         for future in as_completed(futures):
             yield future.result()
 
