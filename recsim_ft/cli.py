@@ -31,6 +31,7 @@ from recsim_ft.data import InteractionLog, collect
 from recsim_ft.envs import make_env
 from recsim_ft.experiments import RunSpec
 from recsim_ft.models import PRESETS, params_report
+from recsim_ft.threads import default_threads, use_threads
 from recsim_ft.train import CHECKPOINT_NAME
 
 
@@ -330,6 +331,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", choices=tuple(PRESETS), default="paper")
     p.set_defaults(func=cmd_params)
 
+    def threads_option(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--threads",
+            type=_positive_int,
+            default=None,
+            help="CPU threads per run (default: 1, or RECSIM_FT_THREADS; more threads pay only on "
+            "an idle machine, see recsim_ft/threads.py)",
+        )
+
     def run_options(p: argparse.ArgumentParser) -> None:
         p.add_argument(
             "--preset", choices=tuple(PRESETS), default="paper", help="model size (default: paper)"
@@ -362,6 +372,7 @@ def build_parser() -> argparse.ArgumentParser:
             help="model options over the preset, JSON or key=value (e.g. mamba_residual=true)",
         )
         p.add_argument("--quiet", action="store_true", help="no progress bars")
+        threads_option(p)
 
     p = sub.add_parser(
         "train", help="train and evaluate one two-tower model, saved to a run directory"
@@ -389,6 +400,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--n-users", type=_positive_int, default=None, help="test users (default: as trained)"
     )
     p.add_argument("--seed", type=int, default=None, help="test-user seed (default: as trained)")
+    threads_option(p)
     p.set_defaults(func=cmd_evaluate)
 
     def sweep_options(p: argparse.ArgumentParser, agents: Sequence[str], seeds: int) -> None:
@@ -490,6 +502,13 @@ def _interrupted(args: argparse.Namespace) -> str:
     )
 
 
+def _threads_from_environment() -> int:
+    try:
+        return default_threads()
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``recsim-ft``; returns the exit status."""
     parser = build_parser()
@@ -498,7 +517,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exit_:  # --help, or argparse's own usage errors (status 2)
         return int(exit_.code or 0)
     try:
-        return args.func(args)
+        threads = getattr(args, "threads", None) or _threads_from_environment()
+        with use_threads(threads):
+            return args.func(args)
     except UsageError as err:
         print(f"recsim-ft: error: {err}", file=sys.stderr)
         return 2

@@ -48,6 +48,7 @@ from recsim_ft.fileio import atomic_path
 from recsim_ft.models import FeatureTensors, TwoTower
 from recsim_ft.protocol import DEFAULT_PROTOCOL, SPLITS, Protocol, protocol_for
 from recsim_ft.schema import Batch
+from recsim_ft.threads import torch_threads
 
 #: What ``train(progress=...)`` takes: ``True`` draws a progress bar, ``False`` draws none, ``None``
 #: draws one where a user can see it (a terminal or a notebook, not a log file or a test run), and
@@ -86,6 +87,8 @@ class TrainConfig:
     instead of the test users (for choosing hyperparameters, as ``recsim-ft tune`` does).
     ``cuda_graph``: on CUDA, replay
     each training step as a captured CUDA graph (see :class:`TrainStep`); no effect on CPU.
+    ``threads``: torch's CPU threads while training (None: ``recsim_ft.threads.default_threads``,
+    one unless ``RECSIM_FT_THREADS`` says otherwise; see that module for why).
     """
 
     lr: float | None = None
@@ -101,6 +104,7 @@ class TrainConfig:
     checkpoint_every: int | None = 1000
     device: str = "cpu"
     cuda_graph: bool = True
+    threads: int | None = None
 
     def resolve(self, n_samples: int, protocol: Protocol = DEFAULT_PROTOCOL) -> TrainConfig:
         """A copy with every ``None`` default taken from ``protocol`` (and ``steps`` from the
@@ -122,6 +126,7 @@ class TrainConfig:
             checkpoint_every=check_int(
                 "checkpoint_every", self.checkpoint_every, low=1, allow_none=True
             ),
+            threads=check_int("threads", self.threads, low=1, allow_none=True),
         )
 
 
@@ -397,7 +402,8 @@ def train(
         rng_states = state["rng"]
 
     started, first_step = time.perf_counter(), start
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+    rng_devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=rng_devices), torch_threads(config.threads):
         torch.manual_seed(config.seed)
         if rng_states:
             torch.set_rng_state(rng_states["cpu"])

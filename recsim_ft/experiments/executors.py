@@ -32,6 +32,7 @@ from recsim_ft.experiments.runs import (
     write_atomic,
 )
 from recsim_ft.experiments.specs import RunSpec
+from recsim_ft.threads import default_threads
 from recsim_ft.train import Progress
 
 EXECUTORS = ("local", "ray")
@@ -57,11 +58,11 @@ def run_safely(
     """Run ``spec`` into ``run_dir``; an exception is saved to ``error.txt`` and returned, not
     raised (Ctrl-C is raised: the run has checkpointed its last step and continues next time).
 
-    The sweep workers call this (``threads`` caps torch's intra-op threads per worker;
-    ``progress`` receives the training steps, see ``recsim_ft.train.Progress``).
+    The sweep workers call this; ``threads``: torch's threads in this worker (None:
+    ``recsim_ft.threads.default_threads``, one unless ``RECSIM_FT_THREADS`` says otherwise);
+    ``progress`` receives the training steps (see ``recsim_ft.train.Progress``).
     """
-    if threads is not None:
-        torch.set_num_threads(threads)
+    torch.set_num_threads(default_threads() if threads is None else threads)
     start = time.perf_counter()
     (run_dir / ERROR_FILE).unlink(missing_ok=True)
     try:
@@ -85,9 +86,9 @@ def _set_progress_queue(queue: Any) -> None:
     _progress_queue = queue
 
 
-def _run_in_worker(key: int, spec: RunSpec, run_dir: Path, threads: int) -> RunOutcome:
+def _run_in_worker(key: int, spec: RunSpec, run_dir: Path) -> RunOutcome:
     progress = StepReporter(_progress_queue.put, key) if _progress_queue is not None else False
-    return run_safely(spec, run_dir, threads, progress)
+    return run_safely(spec, run_dir, progress=progress)
 
 
 def _ray_task(spec: RunSpec, key: int, queue: Any) -> tuple[RunOutcome, dict[str, bytes]]:
@@ -118,8 +119,8 @@ def _run_local(
         for key, (spec, run_dir) in enumerate(pending):
             yield key, run_safely(spec, run_dir, progress=bars.reporter(key))
         return
-    threads = max(1, (os.cpu_count() or 1) // jobs)
-    # spawn, not fork: forking a process whose torch thread pools are running can deadlock
+    # spawn, not fork: forking a process whose torch thread pools are running can deadlock;
+    # the workers inherit RECSIM_FT_THREADS with the environment
     context = multiprocessing.get_context("spawn")
     queue = context.Queue() if bars.enabled else None
     pool = ProcessPoolExecutor(
@@ -127,7 +128,7 @@ def _run_local(
     )
     try:
         futures = {
-            pool.submit(_run_in_worker, key, spec, run_dir, threads): key
+            pool.submit(_run_in_worker, key, spec, run_dir): key
             for key, (spec, run_dir) in enumerate(pending)
         }
         while futures:
