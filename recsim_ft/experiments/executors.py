@@ -7,6 +7,7 @@ checkpoint.
 
 from __future__ import annotations
 
+import itertools
 import multiprocessing
 import os
 import tempfile
@@ -126,19 +127,22 @@ def _run_local(
     pool = ProcessPoolExecutor(
         jobs, mp_context=context, initializer=_set_progress_queue, initargs=(queue,)
     )
+    # the pool gets a run only when a worker is free: Ctrl-C reaches every worker too, each saves
+    # the run it trains and stops, and no run queued in the pool starts after it
+    to_start, running = iter(enumerate(pending)), {}
     try:
-        futures = {
-            pool.submit(_run_in_worker, key, spec, run_dir): key
-            for key, (spec, run_dir) in enumerate(pending)
-        }
-        while futures:
-            done, _ = wait(futures, timeout=_POLL_S, return_when=FIRST_COMPLETED)
+        while True:
+            for key, (spec, run_dir) in itertools.islice(to_start, jobs - len(running)):
+                running[pool.submit(_run_in_worker, key, spec, run_dir)] = key
+            if not running:
+                return
+            done, _ = wait(running, timeout=_POLL_S, return_when=FIRST_COMPLETED)
             for report in _queued(queue) if queue is not None else ():
                 bars.update(*report)
             for future in done:
-                yield futures.pop(future), future.result()
-    finally:  # Ctrl-C or an error: runs not yet started are dropped, not run to the end
-        pool.shutdown(wait=True, cancel_futures=True)
+                yield running.pop(future), future.result()
+    finally:
+        pool.shutdown(wait=True)
 
 
 def _run_ray(
@@ -155,16 +159,20 @@ def _run_ray(
     task = ray.remote(num_cpus=1)(_ray_task)
     keys = {task.remote(spec, key, queue): key for key, (spec, _) in enumerate(pending)}
     refs = list(keys)
-    while refs:
-        ready, refs = ray.wait(refs, num_returns=1, timeout=_POLL_S)
-        for report in queue.get_nowait_batch(queue.qsize()) if queue is not None else ():
-            bars.update(*report)
-        for ref in ready:
-            outcome, files = ray.get(ref)
-            run_dir = pending[keys[ref]][1]
-            for name in sorted(files, key=lambda n: n == DONE_MARKER):  # DONE last
-                write_atomic(run_dir / name, files[name])
-            yield keys[ref], replace(outcome, run_dir=run_dir)
+    try:
+        while refs:
+            ready, refs = ray.wait(refs, num_returns=1, timeout=_POLL_S)
+            for report in queue.get_nowait_batch(queue.qsize()) if queue is not None else ():
+                bars.update(*report)
+            for ref in ready:
+                outcome, files = ray.get(ref)
+                run_dir = pending[keys[ref]][1]
+                for name in sorted(files, key=lambda n: n == DONE_MARKER):  # DONE last
+                    write_atomic(run_dir / name, files[name])
+                yield keys[ref], replace(outcome, run_dir=run_dir)
+    finally:  # Ctrl-C or an error: the tasks still queued or running on the cluster stop
+        for ref in refs:
+            ray.cancel(ref)
 
 
 def sweep(
