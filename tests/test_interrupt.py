@@ -49,7 +49,8 @@ def start(
 ) -> subprocess.Popen:
     """``python -m recsim_ft ARGV --out OUT`` (or ``python PROGRAM ARGV --out OUT``) on one torch
     thread (bit-identical results need the same thread count everywhere), with ``tests/``
-    importable for the toy env."""
+    importable for the toy env, as the leader of its own process group (a terminal's Ctrl-C
+    reaches every process of that group: ``os.killpg``)."""
     env = {
         **os.environ,
         "OMP_NUM_THREADS": "1",
@@ -62,6 +63,7 @@ def start(
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         preexec_fn=_default_sigint,
+        start_new_session=True,
     )
 
 
@@ -213,6 +215,35 @@ def test_reproduce_killed_then_rerun_reuses_finished_runs_and_matches(tmp_path):
         json.loads((half / "metrics.json").read_text())["metrics"]
         == json.loads((reference / "runs/spotify/mlp/seed1/metrics.json").read_text())["metrics"]
     )
+
+
+PARALLEL = (
+    "reproduce --table 1 --settings spotify --agents mlp --seeds 3 --preset quick --n 640 "
+    f"--steps {STEPS} --eval-every 500 --eval-users 40 --jobs 2 --quiet"
+).split()
+
+
+def test_ctrl_c_stops_a_parallel_sweep_and_rerunning_matches(tmp_path):
+    """Ctrl-C on ``reproduce --jobs 2`` (to every process, as from a terminal): both workers save
+    the run they train, the third run never starts, and the sweep run again ends with the files
+    of an uninterrupted one."""
+    reference, out = tmp_path / "reference", tmp_path / "results"
+    run_to_end(PARALLEL, reference)
+    child = start(PARALLEL, out)
+    first = out / "runs/spotify/mlp/seed0" / CHECKPOINT_NAME
+    deadline = time.monotonic() + 180
+    while not first.exists():
+        assert child.poll() is None and time.monotonic() < deadline, finish(child)
+        time.sleep(0.02)
+    os.killpg(child.pid, signal.SIGINT)
+    code, err = finish(child, timeout=60)
+    assert code == 130 and "interrupted; run the same command again" in err
+    started = sorted(p.parent.name for p in out.glob("runs/spotify/mlp/*/config.json"))
+    assert started == ["seed0", "seed1"] and not _done_stamps(out)
+    assert _checkpoint_step(out / "runs/spotify/mlp/seed0") >= FIRST_CHECKPOINT
+    run_to_end(PARALLEL, out)
+    for name in ("table1.csv", "table1_runs.csv"):
+        assert (out / name).read_bytes() == (reference / name).read_bytes(), name
 
 
 @pytest.mark.usefixtures("one_torch_thread")
