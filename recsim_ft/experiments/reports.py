@@ -89,7 +89,9 @@ def markdown_table(
         if setting in users:
             fewest, most, drawn = users[setting]
             scored = (
-                f"; {_count(fewest, most, 'test user')} of {drawn} per seed scored "
+                f"; all {drawn} test users per seed scored"
+                if fewest == drawn
+                else f"; {_count(fewest, most, 'test user')} of {drawn} per seed scored "
                 "(users who like no item are left out)"
             )
         if group["n"].min() >= MIN_SEEDS_FOR_CI:
