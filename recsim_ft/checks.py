@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import os
 from collections.abc import Sequence
 from typing import Any, TypeVar
 
@@ -139,6 +140,36 @@ def check_choice(name: str, value: Any, choices: Sequence[T]) -> T:
     """
     if not any(type(value) is type(choice) and value == choice for choice in choices):
         raise ValueError(f"{name} must be one of {tuple(choices)}, {_got(value)}")
+    return value
+
+
+def check_bool(name: str, value: Any) -> bool:
+    """``value`` when it is ``True`` or ``False`` (numpy's ``np.bool_`` too), else a ValueError:
+    ``1``, ``"yes"`` and ``None`` are not flags.
+
+    >>> check_bool("cache", np.bool_(False))
+    False
+    """
+    if not isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"{name} must be True or False, {_got(value)}")
+    return bool(value)
+
+
+def check_str(name: str, value: Any) -> str:
+    """``value`` when it is a non-empty string (e.g. a column name), else a ValueError."""
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"{name} must be a non-empty string, {_got(value)}")
+    return value
+
+
+def check_path(name: str, value: Any, allow_none: bool = False) -> str | os.PathLike | None:
+    """``value`` as given when it is a non-empty ``str`` or ``os.PathLike`` (or None when
+    ``allow_none``), else a ValueError; whether the path exists is the caller's business."""
+    if value is None and allow_none:
+        return None
+    if not isinstance(value, (str, os.PathLike)) or not os.fspath(value):
+        what = "a path (str or os.PathLike)" + (" or None" if allow_none else "")
+        raise ValueError(f"{name} must be {what}, {_got(value)}")
     return value
 
 

@@ -16,6 +16,7 @@ already exists) ends with a one-line ``recsim-ft: error: ...`` and exit status 2
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import shutil
 import sys
@@ -29,6 +30,7 @@ from recsim_ft import experiments
 from recsim_ft.checks import check_int
 from recsim_ft.data import InteractionLog, collect
 from recsim_ft.envs import make_env
+from recsim_ft.envs.hm_data import UNKNOWN_IDS
 from recsim_ft.experiments import RunSpec
 from recsim_ft.models import PRESETS, params_report
 from recsim_ft.threads import default_threads, use_threads
@@ -193,6 +195,15 @@ def _settings_and_agents(
 ) -> tuple[list, Sequence[str]]:
     """The table's settings (only ``--settings`` when given) and the agents, checked."""
     settings = experiments.table_settings(args.table, hm_data=args.hm_data)
+    if args.hm_unknown_ids is not None:
+        if args.hm_data is None:
+            raise UsageError("--hm-unknown-ids applies to the Kaggle files: give --hm-data too")
+        settings = [  # only when given, so that the specs of earlier sweeps stay as they were
+            dataclasses.replace(s, env_kwargs={**s.env_kwargs, "unknown_ids": args.hm_unknown_ids})
+            if s.env_id == "HMFashion-v0"
+            else s
+            for s in settings
+        ]
     if args.settings:
         known = {s.name: s for s in settings}
         unknown = [name for name in args.settings if name not in known]
@@ -426,6 +437,12 @@ def build_parser() -> argparse.ArgumentParser:
         )
         p.add_argument(
             "--hm-data", help="directory of the Kaggle H&M files (default: the synthetic stand-in)"
+        )
+        p.add_argument(
+            "--hm-unknown-ids",
+            choices=UNKNOWN_IDS,
+            help="H&M transactions naming customers or articles missing from their files: drop "
+            "them, with a warning (the default), or stop with an error",
         )
         p.add_argument(
             "--jobs", type=_positive_int, default=1, help="parallel processes (local executor)"

@@ -340,9 +340,13 @@ def train(
     out_dir: str | os.PathLike | None = None,
     resume: bool = False,
     progress: Progress = None,
+    allow_env_mismatch: bool = False,
 ) -> TrainResult:
     """Fit ``model`` to ``log`` by MSE on the logged rewards; evaluate on ``env``'s test users.
 
+    ``env`` must be the env the log was collected in (same id and kwargs), or a model trained on
+    one problem would be scored on another; ``allow_env_mismatch=True`` accepts another env
+    with the same features. The model must have the log's features.
     ``resume=True`` continues from ``out_dir/checkpoint.pt`` when it exists (a finished run
     returns at once) and starts from scratch when it does not; without ``resume`` an existing
     checkpoint is an error rather than silently replaced. Ctrl-C stops training at the end of
@@ -351,6 +355,8 @@ def train(
     from ``config.seed`` only; the caller's global torch RNG is left untouched. The model's
     initial weights are the caller's business (``TwoTowerAgent`` seeds them from ``config.seed``).
     """
+    log.check_env(env, allow_env_mismatch)
+    log.check_features("the model", model.user_schema, model.item_schema)
     config = (config or TrainConfig()).resolve(len(log), protocol_for(env))
     device = _device(config.device)
     model.to(device)

@@ -13,6 +13,7 @@ import pytest
 
 from recsim_ft.cli import main, parse_env_kwargs
 from recsim_ft.data import InteractionLog
+from recsim_ft.envs.hm_synthetic import write_kaggle_files
 
 # "toy_env:" makes Gymnasium import tests/toy_env.py (pytest puts tests/ on sys.path)
 TOY = "toy_env:ToyRec-v0"
@@ -243,4 +244,18 @@ def test_info_says_which_kernels_run_here(capsys, monkeypatch):
     assert (
         "float32 on cpu   -> refused: kernels='mamba_ssm' needs CUDA tensors"
         in capsys.readouterr().out
+    )
+
+
+def test_hm_unknown_ids_option_reaches_the_kaggle_files(tmp_path, capsys):
+    data = tmp_path / "hm"
+    paths = write_kaggle_files(data, n_customers=1500, fmt="csv", seed=2)
+    with paths["transactions"].open("a") as transactions:
+        transactions.write("2020-01-01,nobody,0622718001,0.1,1\n")
+    argv = "reproduce --table 1 --envs hm --agents oracle --seeds 1 --eval-users 20 --quiet"
+    argv = [*argv.split(), "--hm-data", str(data), "--out", str(tmp_path / "out")]
+    assert main([*argv, "--hm-unknown-ids", "error"]) == 1  # the run fails, the sweep reports it
+    assert "1 row name 1 customer missing from" in capsys.readouterr().out
+    fails_cleanly(
+        capsys, ["reproduce", "--table", "1", "--hm-unknown-ids", "drop", "--out", "x"], "--hm-data"
     )

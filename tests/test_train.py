@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -20,6 +21,7 @@ from toy_env import ToyEnv  # noqa: F401  (registers ToyRec-v0)
 
 from recsim_ft.agents import TwoTowerAgent
 from recsim_ft.data import collect
+from recsim_ft.evaluate import evaluate
 from recsim_ft.models import TwoTower
 from recsim_ft.protocol import PROTOCOLS, Protocol, protocol_for
 from recsim_ft.train import CHECKPOINT_NAME, TrainConfig, TrainStep, train
@@ -298,6 +300,49 @@ def test_checkpoint_guards(env, log, tmp_path):
         TwoTowerAgent(env, "mlp", "quick", TrainConfig(steps=10, eval_every=None)).fit(
             log, out_dir=tmp_path, resume=True
         )
+
+
+def test_a_log_of_another_env_is_refused_unless_allowed(env, log):
+    """p_none changes the rewards, not the features: training would silently fit one problem and
+    report metrics of another."""
+    other = gym.make("ToyRec-v0", p_none=0.5)
+    config = TrainConfig(steps=2, eval_every=None, checkpoint_every=None)
+    expected = (
+        "the log was collected in ToyRec-v0 {}, not in the env given, ToyRec-v0 {'p_none': 0.5} "
+        "(p_none='(not set)' in the log, 0.5 in the env); pass allow_env_mismatch=True"
+    )
+    with pytest.raises(ValueError, match=re.escape(expected)):
+        train(TwoTower.from_env(env, "mlp", "quick"), log, other, config, progress=False)
+    with pytest.raises(ValueError, match=re.escape(expected)):
+        TwoTowerAgent(other, "mlp", "quick", config).fit(log)
+    model = TwoTower.from_env(env, "mlp", "quick")
+    assert train(model, log, other, config, progress=False, allow_env_mismatch=True).model is model
+    agent = TwoTowerAgent(other, "mlp", "quick", config).fit(log, allow_env_mismatch=True)
+    assert agent.result_.config.steps == 2
+
+
+def test_other_features_are_refused_naming_the_envs_and_item_counts(env, log):
+    spotify = gym.make("Spotify-v0")
+    config = TrainConfig(steps=2, eval_every=None, checkpoint_every=None)
+    for allow in (False, True):  # the override cannot make a Spotify model score toy items
+        with pytest.raises(
+            ValueError,
+            match=r"the log of ToyRec-v0 \(10 items\) does not fit the env Spotify-v0 \(50 "
+            r"items\): user features differ \(the log's: 2 features \(activity, group\); "
+            r"the other: 20 features \(acoustic, alternative, ambient, blues, ...\)\)",
+        ):
+            TwoTowerAgent(spotify, "mlp", "quick", config).fit(log, allow_env_mismatch=allow)
+    with pytest.raises(
+        ValueError, match=r"the log of ToyRec-v0 \(10 items\) does not fit the model"
+    ):
+        train(TwoTower.from_env(spotify, "mlp", "quick"), log, env, config, progress=False)
+    fitted = TwoTowerAgent(env, "mlp", "quick", config).fit(log)
+    with pytest.raises(
+        ValueError,
+        match=r"TwoTowerAgent was built for ToyRec-v0 \(10 items\) but is evaluated in "
+        r"Spotify-v0 \(50 items\)",
+    ):
+        evaluate(fitted, spotify)
 
 
 def test_cuda_request_without_cuda_is_a_clear_error(env, log):

@@ -55,19 +55,30 @@ class TwoTowerAgent(Agent):
         out_dir: str | os.PathLike | None = None,
         resume: bool = False,
         progress: Progress = None,
+        allow_env_mismatch: bool = False,
     ) -> TwoTowerAgent:
         """Train a new model on ``log`` (checkpoints in ``out_dir``; ``resume`` continues them).
 
+        ``log`` must come from this agent's env (same id and kwargs), unless
+        ``allow_env_mismatch`` (then the features must still match), as in ``train``.
         ``progress=None`` shows a progress bar in a terminal or a notebook, ``False`` never
-        (see ``recsim_ft.train.Progress``)."""
+        (see ``recsim_ft.train.Progress``).
+        """
+        log.check_env(self.env, allow_env_mismatch)
         config = self.train_config or TrainConfig()
         overrides = {"seed": config.seed, **self.model_overrides}
         model = TwoTower.from_schemas(
             log.user_schema, log.item_schema, self.embedder, self.preset, **overrides
         )
-        model.check_compatible(self.env)
         self.result_: TrainResult = train(
-            model, log, self.env, config, out_dir=out_dir, resume=resume, progress=progress
+            model,
+            log,
+            self.env,
+            config,
+            out_dir=out_dir,
+            resume=resume,
+            progress=progress,
+            allow_env_mismatch=allow_env_mismatch,
         )
         self.model_ = self.result_.model
         return self

@@ -8,9 +8,17 @@ import os
 import numpy as np
 from scipy import sparse
 
-from recsim_ft.checks import check_actions, check_float, check_int
+from recsim_ft.checks import (
+    check_actions,
+    check_bool,
+    check_choice,
+    check_float,
+    check_int,
+    check_path,
+    check_str,
+)
 from recsim_ft.envs.base import VALIDATION_STREAM, RecEnv
-from recsim_ft.envs.hm_data import USER_CATEGORICAL, load_kaggle, process
+from recsim_ft.envs.hm_data import UNKNOWN_IDS, USER_CATEGORICAL, load_kaggle, process
 from recsim_ft.envs.hm_synthetic import generate_frames
 from recsim_ft.schema import Batch, Feature, Schema
 
@@ -31,6 +39,11 @@ class HMFashionEnv(RecEnv):
     The 31.8M transaction rows are streamed (only ``customer_id`` and ``article_id``), and the
     processed result is cached as parquet in ``data_dir/.recsim_ft_cache`` (or ``cache_dir``),
     keyed by the parameters and the files' sizes and mtimes, so the second load is fast.
+    Transactions naming a customer missing from customers.csv, or an article missing from
+    articles.csv (as in any sample or subset of the files), are dropped with a warning
+    (``unknown_ids="drop"``, the default, so such files load; ``data_summary`` counts the rows,
+    customers and articles dropped); ``unknown_ids="error"`` refuses them, naming the first
+    unknown ids.
 
     **Without** ``data_dir`` the env is **synthetic** (``env.synthetic is True``): Kaggle-format
     tables for ``n_customers`` (50,000) customers are generated from ``seed`` by
@@ -105,8 +118,9 @@ class HMFashionEnv(RecEnv):
 
     ``data_dir`` (None: synthetic), ``n_items`` (100), ``item_feature`` ("prod_name"),
     ``min_test_purchases`` (5), ``test_fraction`` (0.5), ``seed`` (0: the synthetic data and
-    the test split), ``n_customers`` (50,000; synthetic only), ``cache`` (True) and
-    ``cache_dir`` (None; Kaggle files only), ``horizon`` (1).
+    the test split), ``n_customers`` (50,000; synthetic only), ``cache`` (True),
+    ``cache_dir`` (None) and ``unknown_ids`` ("drop" or "error"; Kaggle files only),
+    ``horizon`` (1).
 
     ## Version History
 
@@ -125,20 +139,28 @@ class HMFashionEnv(RecEnv):
         n_customers: int = 50_000,
         cache: bool = True,
         cache_dir: str | os.PathLike | None = None,
+        unknown_ids: str = "drop",
         horizon: int = 1,
     ) -> None:
+        self.data_dir = check_path("data_dir", data_dir, allow_none=True)
         n_items = check_int("n_items", n_items, low=1)
+        self.item_feature = check_str("item_feature", item_feature)
         self.min_test_purchases = check_int("min_test_purchases", min_test_purchases, low=1)
-        test_fraction = check_float(
+        self.test_fraction = check_float(
             "test_fraction", test_fraction, low=0, high=1, low_open=True, high_open=True
         )
-        seed = check_int("seed", seed, low=0)
-        n_customers = check_int("n_customers", n_customers, low=1)
+        self.seed = check_int("seed", seed, low=0)
+        self.n_customers = check_int("n_customers", n_customers, low=1)
+        self.cache = check_bool("cache", cache)
+        self.cache_dir = check_path("cache_dir", cache_dir, allow_none=True)
+        self.unknown_ids = check_choice("unknown_ids", unknown_ids, UNKNOWN_IDS)
         self.synthetic = data_dir is None
         if self.synthetic:
-            data = process(generate_frames(n_customers, seed), n_items, item_feature)
+            data = process(generate_frames(self.n_customers, self.seed), n_items, self.item_feature)
         else:
-            data = load_kaggle(data_dir, n_items, item_feature, cache=cache, cache_dir=cache_dir)
+            data = load_kaggle(
+                data_dir, n_items, self.item_feature, self.cache, self.cache_dir, self.unknown_ids
+            )
         self.n_items = data.n_items
         self.article_ids = data.article_ids
         self.item_names = np.array(data.item_categories, dtype=object)[data.item_codes]
@@ -170,8 +192,8 @@ class HMFashionEnv(RecEnv):
         )
         self._n_bought = np.bincount(customers, minlength=data.n_customers)
         eligible = np.flatnonzero(self._n_bought >= self.min_test_purchases)
-        split = np.random.default_rng([seed, 2]).permutation(eligible)
-        self._test_pool = np.sort(split[: int(np.ceil(test_fraction * len(eligible)))])
+        split = np.random.default_rng([self.seed, 2]).permutation(eligible)
+        self._test_pool = np.sort(split[: int(np.ceil(self.test_fraction * len(eligible)))])
         in_test = np.isin(customers, self._test_pool)
         self._train_purchases = data.purchases[~in_test]
         self._train_users = np.setdiff1d(np.unique(customers), self._test_pool)
@@ -181,6 +203,9 @@ class HMFashionEnv(RecEnv):
             "synthetic": self.synthetic,
             "customers": data.n_customers,
             "transactions": data.n_transactions,
+            "dropped_transactions": data.dropped_transactions,
+            "unknown_customers": data.unknown_customers,
+            "unknown_articles": data.unknown_articles,
             "age_imputed": int(missing_age.sum()),
             "median_age": median_age,
             "purchases": len(data.purchases),
