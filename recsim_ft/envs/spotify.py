@@ -108,9 +108,11 @@ class SpotifyEnv(RecEnv):
     (``b_c`` is the boredom of the played song before it was played; when a slate is skipped,
     ``b' = gamma b``, ``r = 0`` and ``b_c = 0``.) So a liked song played again and again turns
     neutral, then disliked, and each repeat raises the chance that the listener quits, although
-    the song still earns +1 for a while: the greedy one-step oracle, which plays a best-labelled
-    song every step, repeats it and loses the listener early, while a policy that rotates
-    through the liked songs keeps them (``examples/session_rl.py`` measures it).
+    the song still earns +1 for a while. The greedy one-step oracle (the best label now, ties to
+    the lower index) keeps playing one song and loses the listener early; with random ties it
+    does better, and a policy that weighs the chance of the listener staying, by rotating
+    through dissimilar liked songs, does better still (``examples/session_rl.py`` measures all
+    three).
 
     ## Starting State
 

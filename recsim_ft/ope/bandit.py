@@ -55,17 +55,7 @@ class BanditData:
         self.n_items = check_int("n_items", self.n_items, low=1)
         n = len(np.asarray(self.actions))
         self.actions = check_actions(self.actions, self.n_items, n, f"{self.name}: actions")
-        self.rewards = np.asarray(self.rewards, dtype=np.float64)
-        self.propensities = np.asarray(self.propensities, dtype=np.float64)
-        for name in ("rewards", "propensities"):
-            if getattr(self, name).shape != (n,):
-                raise ValueError(
-                    f"{self.name}: {name} must have shape ({n},), got {getattr(self, name).shape}"
-                )
-        if not np.isfinite(self.rewards).all():
-            raise ValueError(f"{self.name}: rewards contain NaN or inf")
-        if self.users is not None and len(self.users) != n:
-            raise ValueError(f"{self.name}: {len(self.users)} users for {n} events")
+        float_arrays(self, {"rewards": (n,), "propensities": (n,)}, rewards="rewards")
 
     def __len__(self) -> int:
         return len(self.actions)
@@ -80,6 +70,21 @@ class BanditData:
         return cls(
             log.rewards, log.actions, log.propensities, log.n_items, log.users, f"{log.env_id} log"
         )
+
+
+def float_arrays(data: Any, shapes: dict[str, tuple[int, ...]], rewards: str) -> None:
+    """Set each named field of ``data`` (a ``BanditData`` or ``SlateData``) to a float64 array,
+    refusing a wrong shape, non-finite ``rewards`` or a number of users unlike the rows'."""
+    for field, shape in shapes.items():
+        value = np.asarray(getattr(data, field), dtype=np.float64)
+        if value.shape != shape:
+            raise ValueError(f"{data.name}: {field} must have shape {shape}, got {value.shape}")
+        setattr(data, field, value)
+    if not np.isfinite(getattr(data, rewards)).all():
+        raise ValueError(f"{data.name}: {rewards} contain NaN or inf")
+    n = next(iter(shapes.values()))[0]
+    if data.users is not None and len(data.users) != n:
+        raise ValueError(f"{data.name}: {len(data.users)} users for {n} rows")
 
 
 def bandit_data(data: InteractionLog | BanditData) -> BanditData:

@@ -74,15 +74,18 @@ def bootstrap_values(
 
     Every estimator here is a smooth function of a few per-event means: ``columns`` (n, K) are
     the per-event terms and ``combine`` maps rows of their means (B, K) to values (B,). A
-    replicate draws each event's count from a multinomial, so its means are ``counts @ columns
-    / n``; the reward model (if any) stays fixed, so its own fitting noise is not in the spread.
+    replicate draws n events uniformly with replacement; with ``counts`` the times each event
+    was drawn, its means are ``counts @ columns / n``. The reward model (if any) stays fixed, so
+    its own fitting noise is not in the spread.
     """
     n = len(columns)
     rng = np.random.default_rng(seed)
     per_draw = max(1, _BOOTSTRAP_ENTRIES // max(n, 1))
     values = []
     for start in range(0, n_bootstrap, per_draw):
-        counts = rng.multinomial(n, np.full(n, 1.0 / n), size=min(per_draw, n_bootstrap - start))
+        size = min(per_draw, n_bootstrap - start)
+        drawn = rng.integers(0, n, size=(size, n)) + n * np.arange(size)[:, None]
+        counts = np.bincount(drawn.ravel(), minlength=size * n).reshape(size, n)
         values.append(combine(counts @ columns / n))
     return np.concatenate(values)
 

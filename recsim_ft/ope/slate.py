@@ -36,7 +36,7 @@ import numpy as np
 
 from recsim_ft.checks import check_int, check_slates
 from recsim_ft.data import InteractionLog
-from recsim_ft.ope.bandit import check_propensities
+from recsim_ft.ope.bandit import check_propensities, float_arrays
 from recsim_ft.ope.estimate import Estimate, per_event_mean
 from recsim_ft.schema import Batch
 
@@ -64,20 +64,8 @@ class SlateData:
             raise ValueError(f"{self.name}: slates must be (n, k), got shape {self.slates.shape}")
         n, k = self.slates.shape
         self.slates = check_slates(self.slates, self.n_items, (n, k), f"{self.name}: slates")
-        self.position_rewards = np.asarray(self.position_rewards, dtype=np.float64)
-        self.position_propensities = np.asarray(self.position_propensities, dtype=np.float64)
-        self.slate_propensities = np.asarray(self.slate_propensities, dtype=np.float64)
-        for name, shape in (
-            ("position_rewards", (n, k)),
-            ("position_propensities", (n, k)),
-            ("slate_propensities", (n,)),
-        ):
-            if getattr(self, name).shape != shape:
-                raise ValueError(
-                    f"{self.name}: {name} must have shape {shape}, got {getattr(self, name).shape}"
-                )
-        if not np.isfinite(self.position_rewards).all():
-            raise ValueError(f"{self.name}: position_rewards contain NaN or inf")
+        shapes = {"position_rewards": (n, k), "position_propensities": (n, k)}
+        float_arrays(self, {**shapes, "slate_propensities": (n,)}, rewards="position_rewards")
 
     def __len__(self) -> int:
         return len(self.slates)
