@@ -198,3 +198,44 @@ def check_actions(actions: Any, n_items: int, n: int, name: str = "actions") -> 
             f"{first} ({int(outside.sum())} of {n} outside)"
         )
     return array.astype(np.int64)
+
+
+def check_slates(
+    slates: Any, n_items: int, shape: tuple[int, ...], name: str = "slates", distinct: bool = False
+) -> np.ndarray:
+    """Slates of item indices: an integer array of ``shape`` (``(k,)`` for one slate, ``(n, k)``
+    for one per user) with every entry in ``[0, n_items)``, returned as int64. ``distinct``
+    also refuses a slate that repeats an item (logged slates must not; an env action may, see
+    ``RecEnv``).
+
+    >>> check_slates([3, 1, 4], n_items=50, shape=(3,)).tolist()
+    [3, 1, 4]
+    >>> check_slates([[3, 3]], n_items=50, shape=(1, 2), distinct=True)
+    Traceback (most recent call last):
+    ...
+    ValueError: slates must hold distinct items, but row 0 repeats item 3
+    """
+    array = np.asarray(slates)
+    if array.shape != tuple(shape) or (array.size and not np.issubdtype(array.dtype, np.integer)):
+        what = "one slate of" if len(shape) == 1 else f"{shape[0]} slates (one per user) of"
+        got = _got(slates) if array.ndim == 0 else f"a {array.dtype} array of shape {array.shape}"
+        raise ValueError(
+            f"{name} must be {what} {shape[-1]} integer item indices, shape {tuple(shape)}, {got}"
+        )
+    outside = (array < 0) | (array >= n_items)
+    if outside.any():
+        first = tuple(int(i) for i in np.argwhere(outside)[0])
+        raise ValueError(
+            f"{name} must be item indices in [0, {n_items}), got {array[first]} at position "
+            f"{first if len(first) > 1 else first[0]} ({int(outside.sum())} outside)"
+        )
+    array = array.astype(np.int64)
+    if distinct:
+        rows = array.reshape(-1, array.shape[-1])
+        ordered = np.sort(rows, axis=1)
+        repeats = (ordered[:, 1:] == ordered[:, :-1]).any(axis=1)
+        if repeats.any():
+            row = int(np.argmax(repeats))
+            item = int(ordered[row, 1:][ordered[row, 1:] == ordered[row, :-1]][0])
+            raise ValueError(f"{name} must hold distinct items, but row {row} repeats item {item}")
+    return array

@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import recsim_ft  # noqa: F401  (registers the env ids)
+from recsim_ft.envs.base import MODE_DEFAULTS
 from recsim_ft.envs.hm import HMFashionEnv
 from recsim_ft.envs.spotify import SpotifyEnv
 from recsim_ft.envs.vaccine import VaccineMessagingEnv
@@ -125,9 +126,9 @@ def valid_arguments(env_id: str, kaggle_dir: Path) -> tuple[dict, dict]:
             "seed": st.one_of(st.none(), st.integers(0, 2**32)),
             "horizon": st.integers(1, 4),
         }
-    return {"n_customers": st.integers(50, 800)}, {
+    # n_items always given: the default 100 is more than the tiny Kaggle files sell (3)
+    return {"n_customers": st.integers(50, 800), "n_items": st.integers(1, 3)}, {
         "data_dir": st.sampled_from([None, str(kaggle_dir), kaggle_dir]),
-        "n_items": st.integers(1, 3),  # the Kaggle files sell 3 articles
         "item_feature": st.sampled_from(["prod_name", "product_code"]),
         "min_test_purchases": st.integers(1, 6),
         "test_fraction": st.floats(0.01, 0.99),
@@ -137,6 +138,34 @@ def valid_arguments(env_id: str, kaggle_dir: Path) -> tuple[dict, dict]:
         "unknown_ids": st.sampled_from(["drop", "error"]),
         "horizon": st.integers(1, 4),
     }
+
+
+def mode_arguments(env_id: str, wrap: Callable[[st.SearchStrategy], st.SearchStrategy]):
+    """No mode (half the time), the slate mode or the session mode with some of its arguments,
+    each value drawn from ``wrap(valid values)``."""
+    largest_slate = 1 if env_id == "HMFashion-v0" else 3  # H&M's tiny Kaggle set sells 3 articles
+    slate = st.fixed_dictionaries(
+        {"slate_size": wrap(st.integers(1, largest_slate))},
+        optional={
+            "choice_scale": wrap(st.floats(0, 5)),
+            "no_choice_utility": wrap(st.floats(-2, 2)),
+        },
+    )
+    session = st.fixed_dictionaries(
+        {"session": wrap(st.just(True))},
+        optional={
+            "session_length": wrap(st.integers(1, 60)),
+            "history_length": wrap(st.integers(0, 6)),
+        },
+    )
+    return st.one_of(st.just({}), st.just({}), slate, session)
+
+
+def with_modes(kwargs: dict, modes: dict) -> dict:
+    """``kwargs`` and ``modes`` together; a session has no horizon (the user's leaving ends it)."""
+    if "session" in modes:
+        kwargs = {k: v for k, v in kwargs.items() if k != "horizon"}
+    return {**kwargs, **modes}
 
 
 def env_kwargs(
@@ -149,6 +178,7 @@ def env_kwargs(
         {k: wrap(v) for k, v in required.items()},
         optional={k: wrap(v) for k, v in optional.items()},
     )
+    kwargs = st.builds(with_modes, kwargs, mode_arguments(env_id, wrap))
     if env_id != "VaccineMessaging-v0":
         return kwargs
     user_messages = st.one_of(st.just({}), st.just({}), st.just({}), messages_and_embeddings())
@@ -159,13 +189,19 @@ def attribute(name: str) -> Callable[[Any], Any]:
     return lambda env: getattr(env, name)
 
 
+#: the slate and session arguments every env holds as attributes of the same name
+MODES_BUILT = {name: attribute(name) for name in MODE_DEFAULTS if name != "dynamics"}
 #: per env and argument: what the built env holds for it (None: nothing to read back)
 BUILT: dict[str, dict[str, Callable[[Any], Any] | None]] = {
     "Spotify-v0": {
-        name: attribute(name)
-        for name in ("threshold", "genre_fraction", "item_features", "horizon")
+        **MODES_BUILT,
+        **{
+            name: attribute(name)
+            for name in ("threshold", "genre_fraction", "item_features", "horizon")
+        },
     },
     "VaccineMessaging-v0": {
+        **MODES_BUILT,
         **{
             name: attribute(name)
             for name in ("clusters", "n_users", "p_match", "p_mismatch", "item_features", "horizon")
@@ -175,6 +211,7 @@ BUILT: dict[str, dict[str, Callable[[Any], Any] | None]] = {
         "seed": None,  # the message draw and the population: nothing stores the number itself
     },
     "HMFashion-v0": {
+        **MODES_BUILT,
         **{
             name: attribute(name)
             for name in (
@@ -195,8 +232,14 @@ BUILT: dict[str, dict[str, Callable[[Any], Any] | None]] = {
         ),
     },
 }
+#: every argument of each env: its own, then the slate and session ones (its ``**modes``)
 PARAMETERS = {
-    env_id: tuple(inspect.signature(cls.__init__).parameters)[1:]
+    env_id: tuple(
+        name
+        for name, p in inspect.signature(cls.__init__).parameters.items()
+        if name != "self" and p.kind is not inspect.Parameter.VAR_KEYWORD
+    )
+    + tuple(MODE_DEFAULTS)
     for env_id, cls in (
         ("Spotify-v0", SpotifyEnv),
         ("VaccineMessaging-v0", VaccineMessagingEnv),
@@ -239,13 +282,30 @@ def check_make(env_id: str, kwargs: dict[str, Any], wrong: str | None = None) ->
     assert env.spec.kwargs.keys() == kwargs.keys()
     for name, value in env.spec.kwargs.items():
         assert same(value, kwargs[name])  # gym keeps a copy
-        read_back = BUILT[env_id][name]
-        if read_back is not None:
+        read_back = BUILT[env_id].get(name)
+        if read_back is not None and not (value is None and DEFAULTS[env_id].get(name) is None):
             built = read_back(env.unwrapped)
             assert same(built, value), f"{env_id}: {name}={value!r} built {built!r}"
 
 
 ENV_IDS = ("Spotify-v0", "VaccineMessaging-v0", "HMFashion-v0")
+#: defaults of each env's arguments; None given for a None default means "derive it" (e.g. the
+#: vaccine embeddings): what the env holds then is derived, not the None given
+DEFAULTS = {
+    env_id: {
+        **{
+            name: p.default
+            for name, p in inspect.signature(cls.__init__).parameters.items()
+            if p.default is not inspect.Parameter.empty
+        },
+        **MODE_DEFAULTS,
+    }
+    for env_id, cls in (
+        ("Spotify-v0", SpotifyEnv),
+        ("VaccineMessaging-v0", VaccineMessagingEnv),
+        ("HMFashion-v0", HMFashionEnv),
+    )
+}
 
 
 @pytest.mark.parametrize("env_id", ENV_IDS)

@@ -85,13 +85,69 @@ def _features(schema: Schema) -> str:
 
 
 @dataclass
+class SlateColumns:
+    """The slate columns of a slate log: ``collect`` in an env with ``slate_size=k`` logs each
+    slate as ``k`` rows, one per position, in order (the Open Bandit Dataset's layout).
+
+    Row ``r`` belongs to slate ``slate_ids[r]`` (0, 1, ... in row order) at ``positions[r]``
+    (0 = first); ``chosen[r]`` is True for the item the user chose (at most one per slate).
+    The log's ``actions`` are the items shown, ``rewards`` the reward of the chosen item on its
+    row (0 on the others) and ``propensities`` the behaviour policy's probability of that item
+    at that position; ``slate_propensities`` is the probability of the whole slate (the same on
+    its k rows). NaN propensities: the policy did not report them.
+    """
+
+    slate_ids: np.ndarray
+    positions: np.ndarray
+    chosen: np.ndarray
+    slate_propensities: np.ndarray
+
+    def __post_init__(self) -> None:
+        self.slate_ids = np.asarray(self.slate_ids, dtype=np.int64)
+        self.positions = np.asarray(self.positions, dtype=np.int64)
+        self.chosen = np.asarray(self.chosen, dtype=bool)
+        self.slate_propensities = np.asarray(self.slate_propensities, dtype=np.float64)
+
+    @property
+    def slate_size(self) -> int:
+        return int(self.positions.max()) + 1 if len(self.positions) else 0
+
+    def check(self, rewards: np.ndarray) -> None:
+        """Raise a ValueError naming the problem unless these columns describe whole slates."""
+        n = len(rewards)
+        for name in ("slate_ids", "positions", "chosen", "slate_propensities"):
+            if getattr(self, name).shape != (n,):
+                raise ValueError(
+                    f"InteractionLog: slate column {name} must have shape ({n},), "
+                    f"got {getattr(self, name).shape}"
+                )
+        k = self.slate_size
+        if k == 0 or n % k:
+            raise ValueError(f"InteractionLog: {n} rows are not whole slates of {k} positions")
+        slates = n // k
+        if not (
+            np.array_equal(self.slate_ids, np.repeat(np.arange(slates), k))
+            and np.array_equal(self.positions, np.tile(np.arange(k), slates))
+        ):
+            raise ValueError(
+                "InteractionLog: slate rows must come slate by slate (slate_id 0, 1, ...), "
+                "positions 0 .. k-1 in order"
+            )
+        if (self.chosen.reshape(slates, k).sum(axis=1) > 1).any():
+            raise ValueError("InteractionLog: a slate has more than one chosen row")
+        if (rewards[~self.chosen] != 0).any():
+            raise ValueError("InteractionLog: a row that was not chosen has a nonzero reward")
+
+
+@dataclass
 class InteractionLog:
     """Logged events ``(user, action, reward, propensity)`` of one env.
 
     ``users`` holds the features of the user of each row (``users.ids`` are the user ids);
     ``propensities`` are the behaviour policy's probabilities of the logged actions (NaN when the
     policy did not report them); ``item_table`` holds the features of every item, so ``items``
-    (the item features of each row) needs no env.
+    (the item features of each row) needs no env. A slate log also has ``slate_columns`` (see
+    ``SlateColumns``); None for a log of single recommendations.
     """
 
     users: Batch
@@ -104,6 +160,7 @@ class InteractionLog:
     user_schema: Schema
     item_schema: Schema
     item_table: Batch = field(repr=False)
+    slate_columns: SlateColumns | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         n = len(self.users)
@@ -122,6 +179,8 @@ class InteractionLog:
         self.item_schema.validate(self.item_table, "InteractionLog item_table")
         if not np.isfinite(self.rewards).all():
             raise ValueError("InteractionLog: rewards contain NaN or inf")
+        if self.slate_columns is not None:
+            self.slate_columns.check(self.rewards)
 
     @classmethod
     def from_env(
@@ -132,6 +191,7 @@ class InteractionLog:
         rewards: np.ndarray,
         propensities: np.ndarray,
         seed: int | None,
+        slate_columns: SlateColumns | None = None,
     ) -> InteractionLog:
         """A log of events in ``env`` (or a wrapper of it), recording the env's id, kwargs, schemas
         and item table so the log can rebuild and check against the env later."""
@@ -147,6 +207,7 @@ class InteractionLog:
             user_schema=base.user_schema,
             item_schema=base.item_schema,
             item_table=base.item_table(),
+            slate_columns=slate_columns,
         )
 
     def check_env(self, env: gym.Env, allow_env_mismatch: bool = False) -> None:
@@ -218,11 +279,19 @@ class InteractionLog:
             propensity=self.propensities,
             user_id=self.users.ids,
         )
+        if self.slate_columns is not None:
+            columns.update(
+                slate_id=self.slate_columns.slate_ids,
+                position=self.slate_columns.positions,
+                chosen=self.slate_columns.chosen,
+                slate_propensity=self.slate_columns.slate_propensities,
+            )
         return columns
 
     def to_pandas(self) -> pd.DataFrame:
         """One row per event: ``user.<feature>``, ``item.<feature>`` (categorical features as
-        codes; labels are in the schemas), ``action``, ``reward``, ``propensity``, ``user_id``."""
+        codes; labels are in the schemas), ``action``, ``reward``, ``propensity``, ``user_id``,
+        and for a slate log ``slate_id``, ``position``, ``chosen``, ``slate_propensity``."""
         return pd.DataFrame(self._columns(with_items=True))
 
     # -- storage ----------------------------------------------------------------------------------
@@ -361,6 +430,17 @@ class InteractionLog:
             np.asarray(items["categorical"], np.int64).reshape(n_items, item_schema.n_categorical),
             np.asarray(items["ids"], np.int64),
         )
+        slate_names = {"slate_id": np.int64, "position": np.int64, "chosen": np.bool_}
+        slate_names["slate_propensity"] = np.float64
+        present = [c for c in slate_names if c in table.column_names]
+        if present and len(present) < len(slate_names):
+            missing = [c for c in slate_names if c not in present]
+            raise ValueError(f"a slate log missing columns {missing}")
+        slate_columns = (
+            SlateColumns(*(column(c, dtype) for c, dtype in slate_names.items()))
+            if present
+            else None
+        )
         return cls(
             users,
             column("action", np.int64),
@@ -372,4 +452,5 @@ class InteractionLog:
             user_schema,
             item_schema,
             item_table,
+            slate_columns,
         )
