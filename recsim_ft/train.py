@@ -22,7 +22,6 @@ as an uninterrupted run with the same seed.
 
 from __future__ import annotations
 
-import hashlib
 import math
 import os
 import signal
@@ -58,7 +57,7 @@ Progress = bool | None | Callable[[int, int], None]
 
 #: File name of the checkpoint (the resume state) inside ``out_dir``.
 CHECKPOINT_NAME = "checkpoint.pt"
-_CHECKPOINT_VERSION = 2
+_CHECKPOINT_VERSION = 3  # 3: the log's fingerprint is InteractionLog.content_digest()
 #: Settings that must match for a checkpoint to be resumed (the rest only changes speed or logging).
 _RESUME_KEYS = (
     "lr",
@@ -262,21 +261,6 @@ def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
         torch.save(state, tmp)
 
 
-def _log_digest(log: InteractionLog) -> str:
-    """A fingerprint of the training data, so a checkpoint is never resumed on another log."""
-    digest = hashlib.sha256()
-    for array in (
-        log.users.numeric,
-        log.users.categorical,
-        log.actions,
-        log.rewards,
-        log.item_table.numeric,
-        log.item_table.categorical,
-    ):
-        digest.update(np.ascontiguousarray(array).tobytes())
-    return digest.hexdigest()
-
-
 def _load_checkpoint(path: Path, config: TrainConfig, log_digest: str) -> dict[str, Any]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
@@ -288,7 +272,8 @@ def _load_checkpoint(path: Path, config: TrainConfig, log_digest: str) -> dict[s
         ) from err
     if version != _CHECKPOINT_VERSION:
         raise ValueError(
-            f"checkpoint {path} has version {version}, this recsim-ft reads {_CHECKPOINT_VERSION}"
+            f"checkpoint {path} has version {version}, this recsim-ft reads {_CHECKPOINT_VERSION}; "
+            "delete it to train from scratch, or resume with the recsim-ft version that wrote it"
         )
     saved, wanted = state["config"], asdict(config)
     saved.setdefault("eval_split", "test")  # checkpoints written before validation splits existed
@@ -386,7 +371,7 @@ def train(
         return metrics
 
     checkpoint = Path(out_dir) / CHECKPOINT_NAME if out_dir is not None else None
-    log_digest = _log_digest(log) if checkpoint is not None else ""
+    log_digest = log.content_digest() if checkpoint is not None else ""
     start, curve, loss_sum, loss_count = 0, [], torch.zeros((), device=device), 0
     rng_states = {}
     if not resume and checkpoint is not None and checkpoint.exists():

@@ -204,11 +204,18 @@ BUILT: dict[str, dict[str, Callable[[Any], Any] | None]] = {
         **MODES_BUILT,
         **{
             name: attribute(name)
-            for name in ("clusters", "n_users", "p_match", "p_mismatch", "item_features", "horizon")
+            for name in (
+                "clusters",
+                "n_users",
+                "p_match",
+                "p_mismatch",
+                "item_features",
+                "seed",
+                "horizon",
+            )
         },
         "messages": lambda env: env.n_items if env.message_ids[0] >= 0 else env.message_texts,
         "embeddings": attribute("message_embeddings"),
-        "seed": None,  # the message draw and the population: nothing stores the number itself
     },
     "HMFashion-v0": {
         **MODES_BUILT,

@@ -10,6 +10,7 @@ import pytest
 from gymnasium.vector import AutoresetMode
 
 import recsim_ft  # noqa: F401  (registers the env ids)
+from recsim_ft.agents import LinUCBAgent
 from recsim_ft.schema import Batch
 
 SMALL = {
@@ -64,6 +65,30 @@ def test_observation_adds_recent_history_and_step_never_the_hidden_state(env_id)
             break
     hidden = set(env._episodes.state)  # the session state lives outside the observation
     assert hidden and not hidden & set(names)
+
+
+@pytest.mark.parametrize("env_id", sorted(SMALL))
+def test_bandit_agents_act_and_learn_in_sessions_from_the_users_own_features(env_id):
+    """Agents that score users ignore the session columns: act/update/recommend take a session
+    observation, one or a vector env's batch, and see exactly the user's features."""
+    env = gym.make(env_id, session=True, **SMALL[env_id])
+    bandit = LinUCBAgent(env)
+    obs, _ = env.reset(seed=3)
+    for _ in range(6):
+        users = user_of(env.unwrapped, obs)
+        action = bandit.act(obs)
+        assert action == bandit.act_batch(users)[0]
+        obs, reward, terminated, truncated, _ = env.step(action)
+        bandit.update(obs, action, reward)
+        if terminated or truncated:
+            obs, _ = env.reset()
+    vector = gym.make_vec(
+        env_id, num_envs=3, vectorization_mode="sync", session=True, **SMALL[env_id]
+    )
+    batched, _ = vector.reset(seed=0)
+    single = [user_of(env.unwrapped, {k: v[i] for k, v in batched.items()}) for i in range(3)]
+    expected = np.concatenate([bandit.recommend(users, 2) for users in single])
+    assert np.array_equal(bandit.recommend(batched, 2), expected)
 
 
 # -- the documented equations ----------------------------------------------------------------------

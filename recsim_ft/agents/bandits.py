@@ -52,7 +52,7 @@ class OnlineAgent(Agent):
         self.update_batch(self._one_user(observation), np.array([action]), np.array([reward]))
 
     def _one_user(self, observation: dict[str, np.ndarray]) -> Batch:
-        users = Batch.from_observations(observation, self.rec_env.user_schema)
+        users = self.rec_env.observed_users(observation)
         if len(users) != 1:
             raise ValueError(
                 f"act()/update() take one observation, got {len(users)}; use act_batch/update_batch"

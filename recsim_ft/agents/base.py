@@ -92,7 +92,7 @@ class Agent:
         if isinstance(users, Batch):
             return users
         if isinstance(users, dict):
-            return Batch.from_observations(users, self.rec_env.user_schema)
+            return self.rec_env.observed_users(users)
         raise TypeError(
             "expected a Batch of users or a Gymnasium observation (a dict of arrays), got "
             f"{type(users).__name__}"

@@ -311,9 +311,10 @@ class InteractionLog:
             },
         }
 
-    def _content_digest(self) -> str:
+    def content_digest(self) -> str:
         """SHA-256 of everything a file holds: the metadata's JSON text and every column (name,
-        dtype, shape, bytes). Equal logs give equal digests, whatever file they came from."""
+        dtype, shape, bytes). Equal logs give equal digests, whatever file they came from: the
+        file's checksum, and the fingerprint that ties a training checkpoint to its log."""
         digest = hashlib.sha256(_to_json(self._metadata()).encode())
         for name, column in self._columns(with_items=False).items():
             column = np.ascontiguousarray(column)
@@ -334,7 +335,7 @@ class InteractionLog:
         path = Path(path)
         if path.exists() and not overwrite:
             raise FileExistsError(f"{path} already exists; pass overwrite=True to replace it")
-        metadata = {**self._metadata(), _HASH_KEY: self._content_digest()}
+        metadata = {**self._metadata(), _HASH_KEY: self.content_digest()}
         table = pa.table(self._columns(with_items=False)).replace_schema_metadata(
             {METADATA_KEY: _to_json(metadata).encode()}
         )
@@ -380,7 +381,7 @@ class InteractionLog:
             log = cls._from_table(table, meta)
         except (KeyError, TypeError, ValueError, AttributeError, IndexError, OverflowError) as err:
             raise ValueError(f"{path}: not a valid interaction log (damaged?): {err}") from err
-        if stored_digest is not None and log._content_digest() != stored_digest:
+        if stored_digest is not None and log.content_digest() != stored_digest:
             raise ValueError(
                 f"{path}: the content differs from what was saved (its content digest does not "
                 "match): the file is damaged"

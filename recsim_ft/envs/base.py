@@ -10,6 +10,7 @@ path serves a single ``step``, the native vector env and a sample of 160,000 use
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -424,6 +425,20 @@ class RecEnv(gym.Env):
                 ),
                 schema.Feature("step", "numeric", low=0.0, high=float(self.session_length)),
             )
+        )
+
+    def observed_users(
+        self, observations: dict[str, np.ndarray] | Sequence[dict[str, np.ndarray]]
+    ) -> schema.Batch:
+        """The users' own features from Gymnasium observations of this env (one, a list, or a
+        vector env's batch): in session mode the recent history and step count are dropped, so an
+        agent that scores users (every bandit and two-tower agent) acts in sessions too."""
+        users = schema.Batch.from_observations(observations, self.observation_schema)
+        if not self.session:
+            return users
+        n_numeric, n_categorical = self.user_schema.n_numeric, self.user_schema.n_categorical
+        return schema.Batch(
+            users.numeric[:, :n_numeric], users.categorical[:, :n_categorical], users.ids
         )
 
     def reset(

@@ -284,9 +284,9 @@ class VaccineMessagingEnv(RecEnv):
             raise ValueError(f"clusters ({clusters!r}) cannot exceed n_users ({n_users!r})")
         self.p_match = check_float("p_match", p_match, low=0, high=1)
         self.p_mismatch = check_float("p_mismatch", p_mismatch, low=0, high=1)
-        seed = check_int("seed", seed, low=0, allow_none=True)
+        self.seed = check_int("seed", seed, low=0, allow_none=True)
 
-        pool_seq, message_seq, kmeans_seq = np.random.SeedSequence(seed).spawn(3)
+        pool_seq, message_seq, kmeans_seq = np.random.SeedSequence(self.seed).spawn(3)
         self.message_texts, self.message_embeddings, self.message_ids, self.embedding_provenance = (
             self._select_messages(messages, embeddings, np.random.default_rng(message_seq))
         )
