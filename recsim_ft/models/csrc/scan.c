@@ -230,7 +230,7 @@ ALWAYS_INLINE void recompute_block(const float* dtr, const float* ur, const floa
 #pragma omp simd
     for (int64_t j = 0; j < w; j++) {
       float av = vec_exp2f(dtr[j] * AT[n * D + j]);
-      float hv = av * (prev ? prev[n * D + j] : 0.f) + dtu[j] * bn;
+      float hv = av * prev[n * D + j] + dtu[j] * bn;
       a[n * D + j] = av;
       cur[n * D + j] = hv;
       acc[j] += hv * cn;
@@ -284,11 +284,11 @@ static void recompute_row(const float* dtr, const float* ur, const float* AT, co
                           int64_t D, int64_t N) {
   for (int64_t d0 = 0; d0 < D; d0 += W) {
     if (D - d0 >= W)
-      recompute_block(dtr + d0, ur + d0, AT + d0, Bv, Cv, prev ? prev + d0 : NULL, cur + d0, a + d0,
-                      y + d0, D, N, W);
+      recompute_block(dtr + d0, ur + d0, AT + d0, Bv, Cv, prev + d0, cur + d0, a + d0, y + d0, D, N,
+                      W);
     else
-      recompute_block(dtr + d0, ur + d0, AT + d0, Bv, Cv, prev ? prev + d0 : NULL, cur + d0, a + d0,
-                      y + d0, D, N, D - d0);
+      recompute_block(dtr + d0, ur + d0, AT + d0, Bv, Cv, prev + d0, cur + d0, a + d0, y + d0, D, N,
+                      D - d0);
   }
 }
 
@@ -326,7 +326,7 @@ static void scan_backward_rows(const void* args, int64_t k, int64_t b0, int64_t 
       int64_t t0 = c * CHUNK_LEN, t1 = t0 + CHUNK_LEN < L ? t0 + CHUNK_LEN : L;
       for (int64_t t = t0; t < t1; t++) {
         int64_t r = t * Bt + b;
-        const float* prev = t == t0 ? (t ? CHUNK_START(c) : NULL) : buf + (t - t0 - 1) * S;
+        const float* prev = t == t0 ? (t ? CHUNK_START(c) : zero) : buf + (t - t0 - 1) * S;
         dts[t - t0] = step_sizes(s, r * D, dtbuf + (t - t0) * D);
         recompute_row(dts[t - t0], u + r * D, AT, s->B + r * s->sBC, s->C + r * s->sBC, prev,
                       buf + (t - t0) * S, abuf + (t - t0) * S, ybuf + (t - t0) * D, D, N);
