@@ -1,20 +1,21 @@
-"""Sampling throughput of the native vector env (``RecVectorEnv``) against Gymnasium's
-``SyncVectorEnv``, side by side in one run.
+"""Env steps per second of every env in every mode (bandit, slates, sessions, both), single env
+and batched, measured with Gymnasium's own ``benchmark_step`` (one env, random actions, reset
+when an episode ends) and ``benchmark_vector_step`` (a vector env, random actions; with the
+default next-step autoreset it counts only the slots that stepped, not the reset steps).
 
-Throughput counts env steps (slots x vector steps) per second under random actions, with the
-default next-step autoreset of both (so half of the steps of a horizon-1 env are reset steps, in
-both). Target: native >= 20x sync. The sync env builds ``num_envs`` copies of the env, so the
-vaccine and H&M envs are built with smaller user pools (``SMALL``) to keep its construction short;
-the step cost does not depend on the pool size. The machine may be shared: run it twice.
+Batched is the native vector env (``RecVectorEnv``, what ``gym.make_vec`` returns); ``--sync``
+adds Gymnasium's ``SyncVectorEnv`` of ``num_envs`` env copies beside it. The vaccine and H&M envs
+are built with smaller user pools (``SMALL``) to keep construction short; the step cost does not
+depend on the pool size. The machine may be shared: run it twice.
 
     python benchmarks/vector_env.py [--num-envs 64 256] [--seconds 2] [--envs Spotify-v0 ...]
+        [--modes bandit slate session session+slate] [--sync]
 """
 
 import argparse
-import time
 
 import gymnasium as gym
-import numpy as np
+from gymnasium.utils.performance import benchmark_step, benchmark_vector_step
 
 import recsim_ft
 
@@ -23,18 +24,12 @@ SMALL = {
     "VaccineMessaging-v0": {"n_users": 2_000},
     "HMFashion-v0": {"n_customers": 5_000},
 }
-
-
-def steps_per_second(envs: gym.vector.VectorEnv, seconds: float) -> float:
-    """Env steps per second over at least ``seconds`` of stepping with random actions."""
-    rng = np.random.default_rng(0)
-    actions = rng.integers(0, envs.single_action_space.n, size=(256, envs.num_envs))
-    envs.reset(seed=0)
-    steps, start = 0, time.perf_counter()
-    while (elapsed := time.perf_counter() - start) < seconds:
-        envs.step(actions[steps % len(actions)])
-        steps += 1
-    return steps * envs.num_envs / elapsed
+MODES = {
+    "bandit": {},
+    "slate": {"slate_size": 3},
+    "session": {"session": True},
+    "session+slate": {"session": True, "slate_size": 3},
+}
 
 
 def main() -> None:
@@ -42,26 +37,30 @@ def main() -> None:
     parser.add_argument("--num-envs", type=int, nargs="+", default=[64, 256])
     parser.add_argument("--seconds", type=float, default=2.0)
     parser.add_argument("--envs", nargs="+", default=list(SMALL), choices=recsim_ft.ENV_IDS)
+    parser.add_argument("--modes", nargs="+", default=list(MODES), choices=list(MODES))
+    parser.add_argument("--sync", action="store_true", help="also time SyncVectorEnv")
     args = parser.parse_args()
-    print(
-        f"{'env':<22}{'num_envs':>9}{'native steps/s':>16}{'sync steps/s':>14}{'speed-up':>10}"
-        f"{'build native':>14}{'build sync':>12}"
-    )
+    columns = ["single"]
+    for n in args.num_envs:
+        columns += [f"native {n}"] + ([f"sync {n}"] if args.sync else [])
+    print(f"{'env':<21}{'mode':<15}" + "".join(f"{c:>14}" for c in columns) + "   (steps/s)")
     for env_id in args.envs:
-        for num_envs in args.num_envs:
-            rates, builds = {}, {}
-            for mode in ("vector_entry_point", "sync"):
-                start = time.perf_counter()
-                envs = gym.make_vec(
-                    env_id, num_envs=num_envs, vectorization_mode=mode, **SMALL[env_id]
-                )
-                builds[mode] = time.perf_counter() - start
-                rates[mode] = steps_per_second(envs, args.seconds)
-                envs.close()
+        for mode in args.modes:
+            kwargs = {**SMALL[env_id], **MODES[mode]}
+            env = gym.make(env_id, **kwargs)
+            env.action_space.seed(0)
+            rates = [benchmark_step(env, target_duration=args.seconds, seed=0)]
+            env.close()
+            for num_envs in args.num_envs:
+                modes = ["vector_entry_point"] + (["sync"] if args.sync else [])
+                for vectorization in modes:
+                    envs = gym.make_vec(
+                        env_id, num_envs=num_envs, vectorization_mode=vectorization, **kwargs
+                    )
+                    rates.append(benchmark_vector_step(envs, target_duration=args.seconds, seed=0))
+                    envs.close()
             print(
-                f"{env_id:<22}{num_envs:>9}{rates['vector_entry_point']:>16,.0f}{rates['sync']:>14,.0f}"
-                f"{rates['vector_entry_point'] / rates['sync']:>9.1f}x"
-                f"{builds['vector_entry_point']:>13.2f}s{builds['sync']:>11.2f}s",
+                f"{env_id:<21}{mode:<15}" + "".join(f"{rate:>14,.0f}" for rate in rates),
                 flush=True,
             )
 

@@ -1,4 +1,5 @@
-"""What every example shares: the command-line flags, refusing to overwrite saved outputs, tables.
+"""What every example shares: the command-line flags, refusing to overwrite saved outputs, tables,
+and a clear message when an optional dependency is missing.
 
 Not part of the package: the examples import it as a sibling module (``python examples/x.py``).
 """
@@ -6,9 +7,26 @@ Not part of the package: the examples import it as a sibling module (``python ex
 from __future__ import annotations
 
 import argparse
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
+
+
+@contextmanager
+def needs_extra(extra: str) -> Iterator[None]:
+    """Imports in this block come from recsim-ft's optional dependency group ``extra``: when one
+    is missing the script stops with the command that installs it, not with a traceback."""
+    try:
+        yield
+    except ModuleNotFoundError as err:
+        raise SystemExit(
+            f"{Path(sys.argv[0]).name} needs {err.name}, which comes with recsim-ft's '{extra}' "
+            f'extra: pip install "recsim-ft[{extra}]" (in a clone of the repository: '
+            f'pip install -e ".[{extra}]")'
+        ) from None
 
 
 def example_parser(doc: str) -> argparse.ArgumentParser:
@@ -32,9 +50,13 @@ def example_parser(doc: str) -> argparse.ArgumentParser:
 
 def output_paths(out: Path | None, names: list[str], overwrite: bool) -> dict[str, Path]:
     """The files an example will write, checked before any work is done: an existing file is an
-    error unless ``overwrite`` (nothing a user saved is replaced silently)."""
+    error unless ``overwrite`` (nothing a user saved is replaced silently), and a figure needs
+    matplotlib (the ``plot`` extra)."""
     if out is None:
         return {}
+    if any(name.endswith(".png") for name in names):
+        with needs_extra("plot"):
+            import matplotlib  # noqa: F401  (pandas draws the figures with it)
     paths = {name: out / name for name in names}
     existing = [str(p) for p in paths.values() if p.exists()]
     if existing:

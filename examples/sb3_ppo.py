@@ -34,16 +34,19 @@ import time
 import gymnasium as gym
 import numpy as np
 import pandas as pd
-from common import example_parser, output_paths, print_table
-from stable_baselines3 import DQN, PPO
-from stable_baselines3.common.env_util import make_vec_env
+from common import example_parser, needs_extra, output_paths, print_table
 
 from recsim_ft.agents import OracleAgent, PopularityAgent, RandomAgent
-from recsim_ft.agents.sb3 import FTFeaturesExtractor, SB3Agent
 from recsim_ft.data import collect
 from recsim_ft.envs import ENV_IDS
 from recsim_ft.evaluate import evaluate
 from recsim_ft.models import EMBEDDERS
+
+with needs_extra("rl"):  # Stable-Baselines3
+    from stable_baselines3 import DQN, PPO
+    from stable_baselines3.common.env_util import make_vec_env
+
+    from recsim_ft.agents.sb3 import FTFeaturesExtractor, SB3Agent
 
 
 def check_auto_reset(vec_env) -> None:

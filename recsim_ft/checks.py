@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import os
 from collections.abc import Sequence
 from typing import Any, TypeVar
 
@@ -142,6 +143,36 @@ def check_choice(name: str, value: Any, choices: Sequence[T]) -> T:
     return value
 
 
+def check_bool(name: str, value: Any) -> bool:
+    """``value`` when it is ``True`` or ``False`` (numpy's ``np.bool_`` too), else a ValueError:
+    ``1``, ``"yes"`` and ``None`` are not flags.
+
+    >>> check_bool("cache", np.bool_(False))
+    False
+    """
+    if not isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"{name} must be True or False, {_got(value)}")
+    return bool(value)
+
+
+def check_str(name: str, value: Any) -> str:
+    """``value`` when it is a non-empty string (e.g. a column name), else a ValueError."""
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"{name} must be a non-empty string, {_got(value)}")
+    return value
+
+
+def check_path(name: str, value: Any, allow_none: bool = False) -> str | os.PathLike | None:
+    """``value`` as given when it is a non-empty ``str`` or ``os.PathLike`` (or None when
+    ``allow_none``), else a ValueError; whether the path exists is the caller's business."""
+    if value is None and allow_none:
+        return None
+    if not isinstance(value, (str, os.PathLike)) or not os.fspath(value):
+        what = "a path (str or os.PathLike)" + (" or None" if allow_none else "")
+        raise ValueError(f"{name} must be {what}, {_got(value)}")
+    return value
+
+
 def check_action(action: Any, n_items: int, name: str = "action") -> int:
     """One recommendation: an integer item index in ``[0, n_items)``, returned as a Python int."""
     index = _as_int(action)
@@ -167,3 +198,44 @@ def check_actions(actions: Any, n_items: int, n: int, name: str = "actions") -> 
             f"{first} ({int(outside.sum())} of {n} outside)"
         )
     return array.astype(np.int64)
+
+
+def check_slates(
+    slates: Any, n_items: int, shape: tuple[int, ...], name: str = "slates", distinct: bool = False
+) -> np.ndarray:
+    """Slates of item indices: an integer array of ``shape`` (``(k,)`` for one slate, ``(n, k)``
+    for one per user) with every entry in ``[0, n_items)``, returned as int64. ``distinct``
+    also refuses a slate that repeats an item (logged slates must not; an env action may, see
+    ``RecEnv``).
+
+    >>> check_slates([3, 1, 4], n_items=50, shape=(3,)).tolist()
+    [3, 1, 4]
+    >>> check_slates([[3, 3]], n_items=50, shape=(1, 2), distinct=True)
+    Traceback (most recent call last):
+    ...
+    ValueError: slates must hold distinct items, but row 0 repeats item 3
+    """
+    array = np.asarray(slates)
+    if array.shape != tuple(shape) or (array.size and not np.issubdtype(array.dtype, np.integer)):
+        what = "one slate of" if len(shape) == 1 else f"{shape[0]} slates (one per user) of"
+        got = _got(slates) if array.ndim == 0 else f"a {array.dtype} array of shape {array.shape}"
+        raise ValueError(
+            f"{name} must be {what} {shape[-1]} integer item indices, shape {tuple(shape)}, {got}"
+        )
+    outside = (array < 0) | (array >= n_items)
+    if outside.any():
+        first = tuple(int(i) for i in np.argwhere(outside)[0])
+        raise ValueError(
+            f"{name} must be item indices in [0, {n_items}), got {array[first]} at position "
+            f"{first if len(first) > 1 else first[0]} ({int(outside.sum())} outside)"
+        )
+    array = array.astype(np.int64)
+    if distinct:
+        rows = array.reshape(-1, array.shape[-1])
+        ordered = np.sort(rows, axis=1)
+        repeats = (ordered[:, 1:] == ordered[:, :-1]).any(axis=1)
+        if repeats.any():
+            row = int(np.argmax(repeats))
+            item = int(ordered[row, 1:][ordered[row, 1:] == ordered[row, :-1]][0])
+            raise ValueError(f"{name} must hold distinct items, but row {row} repeats item {item}")
+    return array

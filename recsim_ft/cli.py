@@ -16,6 +16,7 @@ already exists) ends with a one-line ``recsim-ft: error: ...`` and exit status 2
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import shutil
 import sys
@@ -29,8 +30,11 @@ from recsim_ft import experiments
 from recsim_ft.checks import check_int
 from recsim_ft.data import InteractionLog, collect
 from recsim_ft.envs import make_env
+from recsim_ft.envs.hm_data import UNKNOWN_IDS
 from recsim_ft.experiments import RunSpec
 from recsim_ft.models import PRESETS, params_report
+from recsim_ft.threads import default_threads, use_threads
+from recsim_ft.train import CHECKPOINT_NAME
 
 
 class UsageError(Exception):
@@ -158,6 +162,13 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise UsageError(str(err)) from None
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise UsageError(f"--device {args.device}: CUDA is not available on this machine")
+    if args.resume:
+        saved = _checkpoint_progress(run_dir)
+        if not (run_dir / CHECKPOINT_NAME).exists():
+            print(f"recsim-ft: no checkpoint in {run_dir}: training from step 0", file=sys.stderr)
+        elif saved is not None:
+            step, steps = saved
+            print(f"recsim-ft: resuming {run_dir} at step {step:,} of {steps:,}", file=sys.stderr)
     try:
         metrics = experiments.run(spec, run_dir, resume=args.resume, progress=not args.quiet)
     except ValueError as err:  # e.g. --resume with other settings than the checkpoint's
@@ -184,6 +195,15 @@ def _settings_and_agents(
 ) -> tuple[list, Sequence[str]]:
     """The table's settings (only ``--settings`` when given) and the agents, checked."""
     settings = experiments.table_settings(args.table, hm_data=args.hm_data)
+    if args.hm_unknown_ids is not None:
+        if args.hm_data is None:
+            raise UsageError("--hm-unknown-ids applies to the Kaggle files: give --hm-data too")
+        settings = [  # only when given, so that the specs of earlier sweeps stay as they were
+            dataclasses.replace(s, env_kwargs={**s.env_kwargs, "unknown_ids": args.hm_unknown_ids})
+            if s.env_id == "HMFashion-v0"
+            else s
+            for s in settings
+        ]
     if args.settings:
         known = {s.name: s for s in settings}
         unknown = [name for name in args.settings if name not in known]
@@ -322,6 +342,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", choices=tuple(PRESETS), default="paper")
     p.set_defaults(func=cmd_params)
 
+    def threads_option(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--threads",
+            type=_positive_int,
+            default=None,
+            help="CPU threads per run (default: 1, or RECSIM_FT_THREADS; more threads pay only on "
+            "an idle machine, see recsim_ft/threads.py)",
+        )
+
     def run_options(p: argparse.ArgumentParser) -> None:
         p.add_argument(
             "--preset", choices=tuple(PRESETS), default="paper", help="model size (default: paper)"
@@ -354,6 +383,7 @@ def build_parser() -> argparse.ArgumentParser:
             help="model options over the preset, JSON or key=value (e.g. mamba_residual=true)",
         )
         p.add_argument("--quiet", action="store_true", help="no progress bars")
+        threads_option(p)
 
     p = sub.add_parser(
         "train", help="train and evaluate one two-tower model, saved to a run directory"
@@ -381,6 +411,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--n-users", type=_positive_int, default=None, help="test users (default: as trained)"
     )
     p.add_argument("--seed", type=int, default=None, help="test-user seed (default: as trained)")
+    threads_option(p)
     p.set_defaults(func=cmd_evaluate)
 
     def sweep_options(p: argparse.ArgumentParser, agents: Sequence[str], seeds: int) -> None:
@@ -406,6 +437,12 @@ def build_parser() -> argparse.ArgumentParser:
         )
         p.add_argument(
             "--hm-data", help="directory of the Kaggle H&M files (default: the synthetic stand-in)"
+        )
+        p.add_argument(
+            "--hm-unknown-ids",
+            choices=UNKNOWN_IDS,
+            help="H&M transactions naming customers or articles missing from their files: drop "
+            "them, with a warning (the default), or stop with an error",
         )
         p.add_argument(
             "--jobs", type=_positive_int, default=1, help="parallel processes (local executor)"
@@ -448,11 +485,45 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-_RESUME_HINTS = {
-    "train": "; run the same command with --resume to continue from the last checkpoint",
-    "reproduce": "; run the same command again to continue the sweep (finished runs are kept)",
-    "tune": "; run the same command again to continue the search (finished runs are kept)",
+def _checkpoint_progress(run_dir: Path) -> tuple[int, int] | None:
+    """(step, steps) of the checkpoint in ``run_dir``; None without a readable one (the trainer
+    says what is wrong with an unreadable one)."""
+    try:
+        state = torch.load(run_dir / CHECKPOINT_NAME, map_location="cpu", weights_only=True)
+        return int(state["step"]), int(state["config"]["steps"])
+    except Exception:  # missing or damaged: no progress to report
+        return None
+
+
+_SWEEP_HINTS = {
+    command: f"; run the same command again to continue the {what} (finished runs are kept; "
+    "with the local executor an interrupted run continues from its checkpoint)"
+    for command, what in (("reproduce", "sweep"), ("tune", "search"))
 }
+
+
+def _interrupted(args: argparse.Namespace) -> str:
+    """What Ctrl-C leaves behind and how to continue."""
+    if args.command != "train":
+        return "recsim-ft: interrupted" + _SWEEP_HINTS.get(args.command, "")
+    saved = _checkpoint_progress(Path(args.out))
+    if saved is None:
+        return (
+            "recsim-ft: interrupted before the first training step, so there is nothing to "
+            "continue; run the same command with --resume to start again"
+        )
+    step, steps = saved
+    return (
+        f"recsim-ft: interrupted at step {step:,} of {steps:,}, saved in {args.out}; "
+        "run the same command with --resume to continue from there"
+    )
+
+
+def _threads_from_environment() -> int:
+    try:
+        return default_threads()
+    except ValueError as err:
+        raise UsageError(str(err)) from None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -463,10 +534,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exit_:  # --help, or argparse's own usage errors (status 2)
         return int(exit_.code or 0)
     try:
-        return args.func(args)
+        threads = getattr(args, "threads", None) or _threads_from_environment()
+        with use_threads(threads):
+            return args.func(args)
     except UsageError as err:
         print(f"recsim-ft: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:  # Ctrl-C: one line on how to continue, no traceback
-        print(f"recsim-ft: interrupted{_RESUME_HINTS.get(args.command, '')}", file=sys.stderr)
+        print(_interrupted(args), file=sys.stderr)
         return 130

@@ -20,6 +20,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+from recsim_ft.data.log import env_identity
 from recsim_ft.metrics import check_scores, ranking_metrics, top_k
 from recsim_ft.protocol import protocol_for
 from recsim_ft.schema import Batch
@@ -50,6 +51,7 @@ def evaluate(
         ``{"P@1": ..., "n_users": ..., "n_excluded": ...}`` as ``ranking_metrics`` returns it.
     """
     rec_env = env.unwrapped
+    check_agent_env(agent, env)
     if metrics is None:
         metrics = protocol_for(env).metrics
     users = rec_env.eval_users(split, n_users, seed)
@@ -68,6 +70,7 @@ def recommended_minus_liked(
     count marks an item the agent pushes beyond its appeal. The counts always sum to zero.
     """
     rec_env = env.unwrapped
+    check_agent_env(agent, env)
     users = rec_env.eval_users(split, n_users, seed)
     liked = rec_env.relevant(users)
     ranking = top_k(agent_scores(agent, users, rec_env.n_items), rec_env.n_items)
@@ -75,6 +78,21 @@ def recommended_minus_liked(
     in_top = np.arange(rec_env.n_items)[None, :] < liked.sum(axis=1, keepdims=True)
     np.put_along_axis(recommended, ranking, in_top, axis=1)
     return recommended.sum(axis=0).astype(np.int64) - liked.sum(axis=0).astype(np.int64)
+
+
+def check_agent_env(agent: Any, env: gym.Env) -> None:
+    """Refuse an agent built for an env whose users or items differ from ``env``'s (e.g. a
+    Spotify agent in the vaccine env), naming both envs; agents without an ``env`` pass."""
+    own = getattr(getattr(agent, "env", None), "unwrapped", None)
+    base = env.unwrapped
+    if own is None or own is base or not hasattr(own, "item_schema"):
+        return
+    if (own.user_schema, own.item_schema) != (base.user_schema, base.item_schema):
+        raise ValueError(
+            f"{type(agent).__name__} was built for {env_identity(own)[0]} ({own.n_items} items) "
+            f"but is evaluated in {env_identity(env)[0]} ({base.n_items} items), whose users or "
+            "items differ; build and fit the agent with the env it is evaluated in"
+        )
 
 
 def agent_scores(agent: Any, users: Batch, n_items: int) -> np.ndarray:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -13,6 +14,9 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; when the block ends without error, rename it onto
     ``path`` (atomic on POSIX), so a kill mid-write never leaves a half-written file under
     ``path``; the temporary file is removed whatever happens.
+
+    The file gets the mode of any newly created file (``0o666`` less the umask, e.g. ``0o644``),
+    whatever the writer inside the block used: safetensors, for one, writes ``0o600``.
 
     >>> import tempfile
     >>> target = Path(tempfile.mkdtemp()) / "a.txt"
@@ -25,7 +29,11 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
+        tmp.unlink(missing_ok=True)  # left by a killed process with the same id
+        os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        mode = stat.S_IMODE(tmp.stat().st_mode)  # what the umask makes of 0o666
         yield tmp
+        os.chmod(tmp, mode)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

@@ -5,8 +5,9 @@ one pass over the log (160,000 samples = 5,000 steps) and the paper's learning r
 (``recsim_ft.protocol``: 1e-4 for Spotify and H&M, 1e-5 for vaccine). Ranking metrics on the
 env's test users (``recsim_ft.evaluate.evaluate``) are recorded every ``eval_every`` steps as a
 curve. With ``out_dir`` the run saves its resume state (a *checkpoint*: weights, optimizer, RNG
-and curve) every ``checkpoint_every`` steps, and ``resume=True`` continues from the last one to
-the same final weights and metrics, bit for bit, as an uninterrupted run with the same seed.
+and curve) every ``checkpoint_every`` steps and when it is interrupted (Ctrl-C), and
+``resume=True`` continues from the last one to the same final weights and metrics, bit for bit,
+as an uninterrupted run with the same seed.
 
 >>> import gymnasium as gym
 >>> from recsim_ft.data import collect
@@ -24,7 +25,10 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+import signal
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -44,6 +48,13 @@ from recsim_ft.fileio import atomic_path
 from recsim_ft.models import FeatureTensors, TwoTower
 from recsim_ft.protocol import DEFAULT_PROTOCOL, SPLITS, Protocol, protocol_for
 from recsim_ft.schema import Batch
+from recsim_ft.threads import torch_threads
+
+#: What ``train(progress=...)`` takes: ``True`` draws a progress bar, ``False`` draws none, ``None``
+#: draws one where a user can see it (a terminal or a notebook, not a log file or a test run), and
+#: a function is called as ``progress(steps_done, steps_total)`` when training starts and after
+#: every step (how a sweep's worker processes report to the sweep's bars).
+Progress = bool | None | Callable[[int, int], None]
 
 #: File name of the checkpoint (the resume state) inside ``out_dir``.
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -76,6 +87,8 @@ class TrainConfig:
     instead of the test users (for choosing hyperparameters, as ``recsim-ft tune`` does).
     ``cuda_graph``: on CUDA, replay
     each training step as a captured CUDA graph (see :class:`TrainStep`); no effect on CPU.
+    ``threads``: torch's CPU threads while training (None: ``recsim_ft.threads.default_threads``,
+    one unless ``RECSIM_FT_THREADS`` says otherwise; see that module for why).
     """
 
     lr: float | None = None
@@ -91,6 +104,7 @@ class TrainConfig:
     checkpoint_every: int | None = 1000
     device: str = "cpu"
     cuda_graph: bool = True
+    threads: int | None = None
 
     def resolve(self, n_samples: int, protocol: Protocol = DEFAULT_PROTOCOL) -> TrainConfig:
         """A copy with every ``None`` default taken from ``protocol`` (and ``steps`` from the
@@ -112,6 +126,7 @@ class TrainConfig:
             checkpoint_every=check_int(
                 "checkpoint_every", self.checkpoint_every, low=1, allow_none=True
             ),
+            threads=check_int("threads", self.threads, low=1, allow_none=True),
         )
 
 
@@ -292,6 +307,31 @@ def _plain(value: Any) -> Any:
     return list(value) if isinstance(value, (tuple, list)) else value
 
 
+class _CtrlCAtStepEnd:
+    """Within this block the first Ctrl-C (SIGINT) only sets ``requested``, so that training stops
+    between two steps, where weights, optimizer, RNG and curve agree and can be checkpointed; a
+    second Ctrl-C stops at once. Only in the main thread and only over Python's own handler
+    (elsewhere Ctrl-C, or its absence, is left as it is)."""
+
+    def __enter__(self) -> _CtrlCAtStepEnd:
+        self.requested, self.previous = False, None
+        if (
+            threading.current_thread() is threading.main_thread()
+            and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        ):
+            self.previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.requested:
+            signal.default_int_handler(signum, frame)
+        self.requested = True
+
+    def __exit__(self, *exc_info: Any) -> None:
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+
+
 def train(
     model: TwoTower,
     log: InteractionLog,
@@ -299,16 +339,24 @@ def train(
     config: TrainConfig | None = None,
     out_dir: str | os.PathLike | None = None,
     resume: bool = False,
-    progress: bool = True,
+    progress: Progress = None,
+    allow_env_mismatch: bool = False,
 ) -> TrainResult:
     """Fit ``model`` to ``log`` by MSE on the logged rewards; evaluate on ``env``'s test users.
 
+    ``env`` must be the env the log was collected in (same id and kwargs), or a model trained on
+    one problem would be scored on another; ``allow_env_mismatch=True`` accepts another env
+    with the same features. The model must have the log's features.
     ``resume=True`` continues from ``out_dir/checkpoint.pt`` when it exists (a finished run
     returns at once) and starts from scratch when it does not; without ``resume`` an existing
-    checkpoint is an error rather than silently replaced. Randomness during training comes
+    checkpoint is an error rather than silently replaced. Ctrl-C stops training at the end of
+    the step under way, writes the checkpoint of that step (with ``out_dir``) and raises
+    ``KeyboardInterrupt``. ``progress``: see :data:`Progress`. Randomness during training comes
     from ``config.seed`` only; the caller's global torch RNG is left untouched. The model's
     initial weights are the caller's business (``TwoTowerAgent`` seeds them from ``config.seed``).
     """
+    log.check_env(env, allow_env_mismatch)
+    log.check_features("the model", model.user_schema, model.item_schema)
     config = (config or TrainConfig()).resolve(len(log), protocol_for(env))
     device = _device(config.device)
     model.to(device)
@@ -360,64 +408,88 @@ def train(
         rng_states = state["rng"]
 
     started, first_step = time.perf_counter(), start
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+    rng_devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=rng_devices), torch_threads(config.threads):
         torch.manual_seed(config.seed)
         if rng_states:
             torch.set_rng_state(rng_states["cpu"])
             if device.type == "cuda":
                 torch.cuda.set_rng_state(rng_states["cuda"], device)
-        if not curve:
-            curve.append({"step": 0, "loss": math.nan, **evaluate_model()})
         model.train()
         order = _permutation(len(log), config.seed, start // steps_per_pass).to(device)
         step_once = TrainStep(
             model, optimizer, users, item_table, actions, rewards, batch_size, cuda_graph
         )
-        bar = tqdm(
-            total=config.steps, initial=start, disable=not progress, desc="train", unit="step"
-        )
-        for step in range(start + 1, config.steps + 1):
-            epoch, position = divmod(step - 1, steps_per_pass)
-            if position == 0 and step > 1:
-                order = _permutation(len(log), config.seed, epoch).to(device)
-            loss = step_once(order[position * batch_size : (position + 1) * batch_size])
-            loss_sum, loss_count = loss_sum + loss, loss_count + 1
 
-            bar.update()
-            if progress and (step % 50 == 0 or step == config.steps):
-                rate = (step - first_step) * batch_size / (time.perf_counter() - started)
-                bar.set_postfix(
-                    loss=f"{loss_sum.item() / loss_count:.4f}", samples_per_s=f"{rate:,.0f}"
-                )
-            if step == config.steps or (config.eval_every and step % config.eval_every == 0):
-                curve.append(
-                    {"step": step, "loss": loss_sum.item() / loss_count, **evaluate_model()}
-                )
-                loss_sum, loss_count = torch.zeros((), device=device), 0
-            if checkpoint is not None and (
-                step == config.steps
-                or (config.checkpoint_every and step % config.checkpoint_every == 0)
-            ):
-                rng = {"cpu": torch.get_rng_state()}
-                if device.type == "cuda":
-                    rng["cuda"] = torch.cuda.get_rng_state(device)
-                checkpoint.parent.mkdir(parents=True, exist_ok=True)
-                _save_checkpoint(
-                    checkpoint,
-                    {
-                        "version": _CHECKPOINT_VERSION,
-                        "step": step,
-                        "model": model.state_dict(),
-                        "optimizer": optimizer.state_dict(),
-                        "rng": rng,
-                        "curve": curve,
-                        "loss_sum": loss_sum.cpu(),
-                        "loss_count": loss_count,
-                        "config": {k: _plain(v) for k, v in asdict(config).items()},
-                        "log_digest": log_digest,
-                    },
-                )
-        bar.close()
+        def save_checkpoint(step: int) -> None:
+            rng = {"cpu": torch.get_rng_state()}
+            if device.type == "cuda":
+                rng["cuda"] = torch.cuda.get_rng_state(device)
+            _save_checkpoint(
+                checkpoint,
+                {
+                    "version": _CHECKPOINT_VERSION,
+                    "step": step,
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "rng": rng,
+                    "curve": curve,
+                    "loss_sum": loss_sum.cpu(),
+                    "loss_count": loss_count,
+                    "config": {k: _plain(v) for k, v in asdict(config).items()},
+                    "log_digest": log_digest,
+                },
+            )
+
+        report = progress if callable(progress) else None
+        bar = tqdm(
+            total=config.steps,
+            initial=start,
+            # None: tqdm draws where a user sees it (a terminal or a notebook)
+            disable=True if report is not None else None if progress is None else not progress,
+            desc="train",
+            unit="step",
+        )
+        if report is not None:
+            report(start, config.steps)
+        completed, saved = start, start if curve else None  # a resumed run's checkpoint: start
+        with bar, _CtrlCAtStepEnd() as ctrl_c:
+            if not curve:
+                curve.append({"step": 0, "loss": math.nan, **evaluate_model()})
+            for step in range(start + 1, config.steps + 1):
+                if ctrl_c.requested:
+                    break
+                epoch, position = divmod(step - 1, steps_per_pass)
+                if position == 0 and step > 1:
+                    order = _permutation(len(log), config.seed, epoch).to(device)
+                loss = step_once(order[position * batch_size : (position + 1) * batch_size])
+                loss_sum, loss_count = loss_sum + loss, loss_count + 1
+
+                bar.update()
+                if report is not None:
+                    report(step, config.steps)
+                if not bar.disable and (step % 50 == 0 or step == config.steps):
+                    rate = (step - first_step) * batch_size / (time.perf_counter() - started)
+                    bar.set_postfix(
+                        loss=f"{loss_sum.item() / loss_count:.4f}", samples_per_s=f"{rate:,.0f}"
+                    )
+                if step == config.steps or (config.eval_every and step % config.eval_every == 0):
+                    curve.append(
+                        {"step": step, "loss": loss_sum.item() / loss_count, **evaluate_model()}
+                    )
+                    loss_sum, loss_count = torch.zeros((), device=device), 0
+                if checkpoint is not None and (
+                    step == config.steps
+                    or (config.checkpoint_every and step % config.checkpoint_every == 0)
+                ):
+                    save_checkpoint(step)
+                    saved = step
+                completed = step
+            if ctrl_c.requested:
+                # Ctrl-C is only acted on between steps, so this checkpoint holds whole steps
+                if checkpoint is not None and saved != completed:
+                    save_checkpoint(completed)
+                raise KeyboardInterrupt
     model.eval()
     wall = time.perf_counter() - started
     frame = pd.DataFrame(curve)

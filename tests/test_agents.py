@@ -54,7 +54,7 @@ def test_random_agent_is_reproducible_and_at_chance(env):
 
 
 def test_popularity_learns_the_mean_reward_per_item(env, log):
-    agent = PopularityAgent(env).fit(log)
+    agent = PopularityAgent(env, by="mean_reward").fit(log)
     for item in range(env.unwrapped.n_items):
         assert agent.item_popularity_[item] == pytest.approx(
             log.rewards[log.actions == item].mean()
@@ -78,9 +78,8 @@ def test_popularity_rules_and_unlogged_items(env, log):
     assert agent.item_counts_[9] == 0
     assert agent.item_popularity_[9] == pytest.approx((partial.rewards > 0).mean())
     # ToyEnv's rewards are 0/1: both rules agree
-    assert np.allclose(
-        agent.item_popularity_[:9], PopularityAgent(env).fit(partial).item_popularity_[:9]
-    )
+    mean_reward = PopularityAgent(env, by="mean_reward").fit(partial)
+    assert np.allclose(agent.item_popularity_[:9], mean_reward.item_popularity_[:9])
 
 
 def test_popularity_errors(env, log):
@@ -105,8 +104,31 @@ def test_act_in_a_gymnasium_loop(env):
         assert terminated and info["expected_reward"] == pytest.approx(best)
         observation, _ = env.reset()
     batched = {"numeric": np.zeros((2, 1), np.float32), "categorical": np.zeros((2, 1), np.int64)}
-    with pytest.raises(ValueError, match="one observation, got 2"):
+    with pytest.raises(ValueError, match=r"one observation, got 2; use recommend\(observation"):
         agent.act(batched)
+
+
+def test_recommend_takes_gymnasium_observations_one_or_batched():
+    env = gym.make("Spotify-v0")
+    agent, schema = OracleAgent(env), env.unwrapped.user_schema
+    observation, _ = env.reset(seed=3)
+    one = agent.recommend(observation, 5)
+    assert one.shape == (1, 5)
+    assert one.tolist() == agent.recommend(Batch.from_observations(observation, schema), 5).tolist()
+    assert agent.act(observation) == one[0, 0]
+
+    vec_env = gym.make_vec("Spotify-v0", num_envs=4)
+    observations, _ = vec_env.reset(seed=3)
+    batched = agent.recommend(observations, 3)
+    assert batched.shape == (4, 3)
+    expected = np.argsort(
+        -env.unwrapped.expected_reward(Batch.from_observations(observations, schema)),
+        axis=1,
+        kind="stable",
+    )[:, :3]
+    assert batched.tolist() == expected.tolist()
+    with pytest.raises(TypeError, match="a Gymnasium observation .* got list"):
+        agent.recommend([1, 2], 3)
 
 
 def test_recommend_is_top_k_with_ties_to_lower_index(env):
@@ -224,9 +246,23 @@ def test_spotify_reference_points():
     log = collect(
         env, n=160_000, seed=0
     )  # the paper's log size: close songs need it to be told apart
-    liked = evaluate(PopularityAgent(env, by="positive_rate").fit(log), env, n_users=3_000, seed=11)
+    liked = evaluate(PopularityAgent(env).fit(log), env, n_users=3_000, seed=11)  # the default
     assert liked["HR@1"] == pytest.approx(0.41, abs=0.04)
     assert liked["HR@5"] == pytest.approx(0.96, abs=0.03)
     # likes minus dislikes favours inoffensive songs: a weaker hit rate on this env
-    mean_reward = evaluate(PopularityAgent(env).fit(log), env, n_users=3_000, seed=11)
+    mean_reward = evaluate(
+        PopularityAgent(env, by="mean_reward").fit(log), env, n_users=3_000, seed=11
+    )
     assert mean_reward["HR@5"] < liked["HR@5"] - 0.1
+
+
+def test_popularity_agent_is_the_baseline_of_the_tables(tmp_path):
+    """``PopularityAgent(env)`` of the quick tour scores what the tables' popularity runs score."""
+    from recsim_ft.experiments import RunSpec, derived_seeds, run
+
+    spec = RunSpec("Spotify-v0", "popularity", seed=4, n_samples=20_000, eval_users=200)
+    table_run = run(spec, tmp_path)
+    data_seed, _, test_seed = derived_seeds(4)
+    env = gym.make("Spotify-v0")
+    agent = PopularityAgent(env).fit(collect(env, n=20_000, seed=data_seed))
+    assert evaluate(agent, env, n_users=200, seed=test_seed) == table_run

@@ -5,13 +5,23 @@ and what is allowed; nothing is truncated or coerced silently."""
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
 import pytest
 
 import recsim_ft  # noqa: F401  (registers the env ids)
-from recsim_ft.checks import check_action, check_actions, check_choice, check_float, check_int
+from recsim_ft.checks import (
+    check_action,
+    check_actions,
+    check_bool,
+    check_choice,
+    check_float,
+    check_int,
+    check_path,
+    check_str,
+)
 
 NOT_INTEGERS = [
     2.5,
@@ -91,6 +101,26 @@ def test_a_choice_argument():
         check_choice("flag", 1, (True, False))
 
 
+def test_flag_text_and_path_arguments():
+    assert check_bool("cache", np.bool_(True)) is True and check_str("item_feature", "x") == "x"
+    assert check_path("data_dir", None, allow_none=True) is None
+    assert check_path("data_dir", Path("d")) == Path("d")
+    for value in (1, "yes", None):
+        with pytest.raises(
+            ValueError, match=re.escape(f"cache must be True or False, got {value!r}")
+        ):
+            check_bool("cache", value)
+    for value in ("", 3, None):
+        with pytest.raises(ValueError, match=re.escape("item_feature must be a non-empty string")):
+            check_str("item_feature", value)
+    for value in ("", 3, b"d"):
+        with pytest.raises(
+            ValueError,
+            match=re.escape(f"data_dir must be a path (str or os.PathLike) or None, got {value!r}"),
+        ):
+            check_path("data_dir", value, allow_none=True)
+
+
 @pytest.mark.parametrize(
     "action", [3.7, "3", True, np.array([3]), None, np.float64(3.0), 50, -1], ids=repr
 )
@@ -164,6 +194,18 @@ def test_vaccine_arguments_are_checked_not_truncated(kwargs, shown):
             "HMFashion-v0",
             {"test_fraction": "half"},
             "test_fraction must be a number in (0, 1), got 'half' (str)",
+        ),
+        ("HMFashion-v0", {"item_feature": 3}, "item_feature must be a non-empty string, got 3"),
+        ("HMFashion-v0", {"cache": "yes"}, "cache must be True or False, got 'yes' (str)"),
+        (
+            "HMFashion-v0",
+            {"data_dir": 3},
+            "data_dir must be a path (str or os.PathLike) or None, got 3 (int)",
+        ),
+        (
+            "HMFashion-v0",
+            {"unknown_ids": "skip"},
+            "unknown_ids must be one of ('drop', 'error'), got 'skip' (str)",
         ),
         ("Spotify-v0", {"horizon": True}, "horizon must be a positive integer, got True (bool)"),
         (

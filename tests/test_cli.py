@@ -13,6 +13,7 @@ import pytest
 
 from recsim_ft.cli import main, parse_env_kwargs
 from recsim_ft.data import InteractionLog
+from recsim_ft.envs.hm_synthetic import write_kaggle_files
 
 # "toy_env:" makes Gymnasium import tests/toy_env.py (pytest puts tests/ on sys.path)
 TOY = "toy_env:ToyRec-v0"
@@ -171,6 +172,17 @@ def test_train_then_evaluate(tmp_path, capsys):
     assert (other / "mine.txt").read_text() == "keep me"
 
 
+def test_resume_says_where_it_starts(tmp_path, capsys):
+    """``--resume`` never starts over silently: it names the step it continues from, or says
+    that there was nothing to continue."""
+    run = tmp_path / "run"
+    train = ["train", "--env", TOY, *TOY_KWARGS, "--embedder", "mlp", "--out", str(run), *QUICK]
+    assert main([*train, "--resume"]) == 0
+    assert f"recsim-ft: no checkpoint in {run}: training from step 0" in capsys.readouterr().err
+    assert main([*train, "--resume"]) == 0  # the finished run's checkpoint holds its last step
+    assert f"recsim-ft: resuming {run} at step 10 of 10" in capsys.readouterr().err
+
+
 def test_train_on_a_collected_file_matches_collecting(tmp_path, capsys):
     data = tmp_path / "toy.parquet"
     assert main(["collect", "--env", TOY, *TOY_KWARGS, "--n", "320", "--out", str(data)]) == 0
@@ -232,4 +244,18 @@ def test_info_says_which_kernels_run_here(capsys, monkeypatch):
     assert (
         "float32 on cpu   -> refused: kernels='mamba_ssm' needs CUDA tensors"
         in capsys.readouterr().out
+    )
+
+
+def test_hm_unknown_ids_option_reaches_the_kaggle_files(tmp_path, capsys):
+    data = tmp_path / "hm"
+    paths = write_kaggle_files(data, n_customers=1500, fmt="csv", seed=2)
+    with paths["transactions"].open("a") as transactions:
+        transactions.write("2020-01-01,nobody,0622718001,0.1,1\n")
+    argv = "reproduce --table 1 --envs hm --agents oracle --seeds 1 --eval-users 20 --quiet"
+    argv = [*argv.split(), "--hm-data", str(data), "--out", str(tmp_path / "out")]
+    assert main([*argv, "--hm-unknown-ids", "error"]) == 1  # the run fails, the sweep reports it
+    assert "1 row name 1 customer missing from" in capsys.readouterr().out
+    fails_cleanly(
+        capsys, ["reproduce", "--table", "1", "--hm-unknown-ids", "drop", "--out", "x"], "--hm-data"
     )

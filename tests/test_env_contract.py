@@ -87,6 +87,48 @@ def test_stable_baselines3_check_env(case):
     assert _checker_warnings(sb3_checker.check_env, case[2]) == []
 
 
+#: the slate and session modes of every env, on small instances
+SMALL = {
+    "Spotify-v0": {},
+    "HMFashion-v0": {"n_customers": 3000},
+    "VaccineMessaging-v0": {"clusters": 5, "messages": 10, "n_users": 500},
+}
+MODES = [
+    {"slate_size": 3},
+    {"session": True},
+    {"session": True, "slate_size": 2, "history_length": 2, "session_length": 10},
+]
+
+
+@pytest.mark.parametrize("mode", MODES, ids=lambda m: "-".join(f"{k}={v}" for k, v in m.items()))
+@pytest.mark.parametrize("env_id", recsim_ft.ENV_IDS)
+def test_every_mode_passes_the_gymnasium_and_sb3_checkers(env_id, mode):
+    from gymnasium.utils.env_checker import check_env
+
+    sb3_checker = pytest.importorskip("stable_baselines3.common.env_checker")
+    env = gym.make(env_id, **SMALL[env_id], **mode).unwrapped
+    assert _checker_warnings(lambda e: check_env(e, skip_render_check=True), env) == []
+    assert _checker_warnings(sb3_checker.check_env, env) == []
+    expected_action_space = (
+        gym.spaces.MultiDiscrete([env.n_items] * mode["slate_size"])
+        if "slate_size" in mode
+        else gym.spaces.Discrete(env.n_items)
+    )
+    assert env.action_space == expected_action_space
+
+
+def test_step_after_the_episode_ended_is_an_error_naming_reset(case):
+    env = case[2]
+    env.reset(seed=0)
+    for _ in range(env.horizon):
+        *_, terminated, truncated, _ = env.step(0)
+    assert terminated
+    with pytest.raises(RuntimeError, match=r"ended \(terminated=True.*call reset\(\)"):
+        env.step(0)
+    env.reset(seed=0)
+    env.step(0)  # a new episode steps again
+
+
 @pytest.mark.parametrize("env_id", recsim_ft.ENV_IDS)
 def test_gym_make_with_module_prefix_in_a_fresh_process(env_id):
     _skip_if_not_written(env_id)

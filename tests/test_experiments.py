@@ -3,6 +3,7 @@ paper's text, and a tiny sweep (reuse of finished runs, a failing run reported, 
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 from pathlib import Path
@@ -14,7 +15,7 @@ from scipy import stats
 
 from recsim_ft import experiments
 from recsim_ft.envs import make_env
-from recsim_ft.experiments import RunSpec, Setting, mean_ci, paired_test
+from recsim_ft.experiments import TABLE_AGENTS, RunSpec, Setting, mean_ci, paired_test
 from recsim_ft.paper_results import METRICS, TABLE_1, TABLE_2
 
 PAPER_DIR = Path(__file__).resolve().parents[1] / ".." / "shared" / "paper"
@@ -99,9 +100,9 @@ def test_markdown_shows_the_paper_beside_ours():
         [
             {"setting": "spotify", "agent": agent, "seed": seed, "metric": "HR@1", "value": v}
             for agent, values in (
-                ("mamba", (0.96, 0.98)),
-                ("transformer", (0.80, 0.90)),
-                ("oracle", (1.0, 1.0)),
+                ("mamba", (0.96, 0.98, 0.97)),
+                ("transformer", (0.80, 0.90, 0.85)),
+                ("oracle", (1.0, 1.0, 1.0)),
             )
             for seed, v in enumerate(values)
         ]
@@ -109,12 +110,33 @@ def test_markdown_shows_the_paper_beside_ours():
     summary = experiments.summarize(runs)
     mamba = summary[summary.agent == "mamba"].iloc[0]
     assert (mamba["mean"], mamba["paper"]) == pytest.approx((0.97, 0.977))
+    assert (mamba["min"], mamba["max"]) == (0.96, 0.98)
     assert summary[summary.agent == "oracle"]["paper"].isna().all()
     tests = experiments.paired_tests(runs)
     assert tests.iloc[0]["mean_diff"] == pytest.approx(0.12)
-    markdown = experiments.markdown_table(summary, tests, {"spotify": "Spotify"})
-    assert "| FT-Mamba | 0.970 ± " in markdown and "paper | 0.977 |" in markdown
+    markdown = experiments.markdown_table(
+        summary, tests, {"spotify": "Spotify"}, users={"spotify": (94, 98, 100)}
+    )
+    assert "### Spotify (3 seeds; 94-98 test users of 100 per seed scored" in markdown
+    assert "| FT-Mamba | 0.970 ± 0.025 |" in markdown and "paper | 0.977 |" in markdown
     assert "| oracle | 1.000 ± 0.000 |" in markdown and "Wilcoxon" in markdown
+    assert experiments.reports.RANGE_NOTE not in markdown
+
+
+def test_tables_of_two_seeds_show_the_range_not_a_useless_interval():
+    """With 2 seeds a 95% half-width is 12.7 standard errors: the table shows the range."""
+    runs = pd.DataFrame(
+        [
+            {"setting": "spotify", "agent": "mamba", "seed": seed, "metric": "HR@1", "value": v}
+            for seed, v in enumerate((0.412, 0.798))
+        ]
+    )
+    summary = experiments.summarize(runs)
+    assert (summary["ci_high"] - summary["ci_low"]).item() / 2 > 1  # the interval it replaces
+    markdown = experiments.markdown_table(summary, experiments.paired_tests(runs))
+    assert "(2 seeds; mean (lowest–highest seed))" in markdown
+    assert "| FT-Mamba | 0.605 (0.412–0.798) |" in markdown and "±" not in markdown
+    assert experiments.reports.RANGE_NOTE in markdown
 
 
 # -- sweeps ---------------------------------------------------------------------------------------
@@ -201,6 +223,56 @@ def test_rerunning_a_sweep_reuses_finished_runs(toy_sweep):
         )
 
 
+def test_rerunning_with_fewer_agents_keeps_every_finished_run_in_the_tables(
+    toy_sweep, tmp_path, monkeypatch
+):
+    """``--agents oracle random`` into a results directory of a full sweep: the tables and
+    figures still cover every finished run there, never only the subset."""
+    import shutil
+
+    first_out, first, options = toy_sweep
+    out = tmp_path / "results"
+    shutil.copytree(first_out, out)
+    again = experiments.reproduce(
+        1,
+        out,
+        seeds=1,
+        settings=_toy_settings()[:1],
+        agents=("oracle", "random"),
+        progress=False,
+        **options,
+    )
+    assert sorted({o.spec.agent for o in again.outcomes}) == sorted(TABLE_AGENTS)
+    assert {o.spec.seed for o in again.outcomes} == {0, 1}
+    for name in ("table1.csv", "table1_runs.csv", "table1_paired.csv"):
+        assert (out / name).read_bytes() == (first_out / name).read_bytes(), name
+    assert "| FT-Mamba |" in (out / "table1.md").read_text()
+    if importlib.util.find_spec("matplotlib"):
+        assert {p.name for p in again.files} >= {"table1_hr_curves.png", "table1_fig5.png"}
+        assert "recommended minus liked" in (out / "table1.md").read_text().lower()
+
+    # figures that cannot be drawn again (no matplotlib) are removed, not left beside the table
+    stale = out / "table1_fig5.png"
+    stale.write_bytes(b"an earlier figure")
+
+    def no_matplotlib(*args):
+        raise ImportError("No module named 'matplotlib'")
+
+    monkeypatch.setattr(experiments.reports, "paper_figures", no_matplotlib)
+    again = experiments.reproduce(
+        1,
+        out,
+        seeds=1,
+        settings=_toy_settings()[:1],
+        agents=("oracle",),
+        progress=False,
+        **options,
+    )
+    assert not stale.exists() and not (out / "table1_hr_curves.png").exists()
+    assert any("matplotlib is not installed" in note for note in again.notes)
+    assert any(f"removed {stale}" in note for note in again.notes)
+
+
 def test_a_run_built_with_an_older_default_is_not_reused(toy_sweep, tmp_path):
     """A finished run from a version whose model defaults differed (its config has no
     mamba_residual: it was built with the residual) must not pass for one of this version."""
@@ -250,19 +322,65 @@ def test_parallel_sweep_gives_the_same_files(toy_sweep, tmp_path):
         assert json.loads(ours)["metrics"] == json.loads(serial)["metrics"]
 
 
-def test_ray_executor(tmp_path):
+def test_sweep_progress_counts_the_training_steps_of_worker_processes(tmp_path, capsys):
+    """The bar of a parallel sweep counts training steps (its ETA: steps left at the step rate),
+    fed by the worker processes, with a bar per run in training."""
+    specs = [
+        RunSpec(
+            TOY,
+            agent,
+            0,
+            {"n_items": 12, "n_groups": 3},
+            "toy",
+            preset="quick",
+            steps=30,
+            n_samples=320,
+            eval_users=40,
+        )
+        for agent in ("mlp", "transformer", "oracle")
+    ]
+    outcomes = experiments.sweep(specs, tmp_path, jobs=2, progress=True)
+    assert [o.status for o in outcomes] == ["done"] * 3
+    err = capsys.readouterr().err
+    assert "runs 3/3 done, training steps: 100%" in err and "| 60/60 [" in err
+    assert "toy/mlp/seed0:" in err and "toy/transformer/seed0:" in err  # the workers reported
+
+
+def test_sweep_progress_total_follows_the_runs(capsys):
+    """The step total starts from the specs, drops the steps a checkpoint already holds and the
+    steps a failed run will not take; a finished run counts all its steps."""
+    specs = [RunSpec(TOY, "mlp", seed, steps=100) for seed in range(3)]
+    with experiments.progress.SweepProgress([*specs, RunSpec(TOY, "oracle")]) as bars:
+        assert (bars.steps.total, bars.steps.n) == (300, 0)
+        bars.update(0, 40, 100)  # resumed from a checkpoint at step 40
+        bars.update(0, 70, 100)
+        assert (bars.steps.total, bars.steps.n) == (260, 30)
+        bars.update(1, 0, 100)
+        bars.update(1, 10, 100)
+        bars.finish(1, "failed")
+        assert (bars.steps.total, bars.steps.n) == (170, 40)
+        bars.finish(0, "done")
+        bars.finish(2, "done")  # finished without a report: all its steps count
+        bars.finish(3, "done")
+        assert (bars.steps.total, bars.steps.n) == (170, 170)
+    assert "runs 4/4 done" in capsys.readouterr().err
+
+
+def test_ray_executor(tmp_path, capsys):
     ray = pytest.importorskip("ray")
     specs = [
         RunSpec(
             TOY,
-            "popularity",
+            agent,
             seed,
             {"n_items": 12, "n_groups": 3},
             "toy",
             n_samples=640,
             eval_users=40,
+            preset="quick",
         )
         for seed in (0, 1)
+        for agent in ("popularity", "mlp")
     ]
     # Ray workers do not inherit sys.path: point them at tests/ for toy_env
     ray.init(
@@ -272,11 +390,14 @@ def test_ray_executor(tmp_path):
         runtime_env={"env_vars": {"PYTHONPATH": str(Path(__file__).resolve().parent)}},
     )
     try:
-        outcomes = experiments.sweep(specs, tmp_path / "ray", executor="ray", progress=False)
+        outcomes = experiments.sweep(specs, tmp_path / "ray", executor="ray", progress=True)
     finally:
         ray.shutdown()
+    err = capsys.readouterr().err
+    assert "runs 4/4 done, training steps: 100%" in err and "| 40/40 [" in err
+    assert "toy/mlp/seed0:" in err  # the Ray task reported its steps through the Ray queue
     local = experiments.sweep(specs, tmp_path / "local", progress=False)
-    assert [o.status for o in outcomes] == ["done", "done"]
+    assert [o.status for o in outcomes] == ["done"] * 4
     for o, expected in zip(outcomes, local, strict=True):
         assert o.metrics == expected.metrics
         for name in ("config.json", "metrics.json", "items.csv", "DONE"):

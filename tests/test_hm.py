@@ -310,14 +310,9 @@ def test_tiny_valid_files(tmp_path):
             "column 'article_id': duplicate id 100000002",
         ),
         (
-            {"transactions_train": TINY["transactions_train"].replace(",c3,", ",c9,")},
-            "transactions_train.csv",
-            "column 'customer_id': 'c9' is not in the customers file",
-        ),
-        (
-            {"transactions_train": TINY["transactions_train"].replace("0100000002", "0300000001")},
-            "transactions_train.csv",
-            "column 'article_id': 300000001 is not in the articles file",
+            {"customers": TINY["customers"].replace("age,", "years,").replace("FN,", "fn,")},
+            "customers.csv",
+            "no columns 'age', 'FN' ",
         ),
         ({"customers": ""}, "customers.csv", "is empty"),
         ({"articles": "article_id,product_code,prod_name\n"}, "articles.csv", "has no rows"),
@@ -337,6 +332,86 @@ def test_bad_csv_input_names_file_and_column(tmp_path, changes, file, pattern):
     with pytest.raises(HMDataError, match=pattern) as error:
         HMFashionEnv(_tiny(tmp_path, **changes), n_items=3, cache=False)
     assert file in str(error.value)
+
+
+# -- transactions naming customers or articles missing from their files ---------------------------
+#: c8 and c9 are not in customers.csv, article 0300000001 is not in articles.csv: 4 rows name them
+GAPS = {
+    "transactions_train": TINY["transactions_train"]
+    + "2020-01-03,c9,0100000001,0.1,2\n2020-01-03,c8,0100000002,0.1,2\n"
+    "2020-01-04,c9,0300000001,0.1,1\n2020-01-04,c1,0300000001,0.1,1\n"
+}
+DROPPED = (
+    "dropped 4 of 8 transaction rows naming 2 customers missing from the customers file "
+    "and 1 article missing from the articles file"
+)
+
+
+def test_unknown_ids_are_dropped_by_default_and_counted(tmp_path):
+    kwargs = {"n_items": 3, "min_test_purchases": 2, "cache": False}
+    with pytest.warns(UserWarning, match=DROPPED):
+        env = gym.make("HMFashion-v0", data_dir=str(_tiny(tmp_path, **GAPS)), **kwargs).unwrapped
+    summary = env.data_summary
+    assert (summary["dropped_transactions"], summary["transactions"]) == (4, 4)
+    assert (summary["unknown_customers"], summary["unknown_articles"]) == (2, 1)
+    (tmp_path / "clean").mkdir()
+    _same_data(env, HMFashionEnv(_tiny(tmp_path / "clean"), **kwargs))  # as if never there
+
+
+def test_strict_mode_names_the_first_unknown_ids_and_counts(tmp_path):
+    with pytest.raises(HMDataError) as error:
+        gym.make(
+            "HMFashion-v0", data_dir=str(_tiny(tmp_path, **GAPS)), unknown_ids="error", cache=False
+        )
+    message = str(error.value)
+    assert message.startswith(f"{tmp_path / 'transactions_train.csv'}: 4 rows name 2 customers ")
+    assert f"missing from {tmp_path / 'customers.csv'} (first: 'c9', 'c8')" in message
+    assert f"1 article missing from {tmp_path / 'articles.csv'} (first: 300000001)" in message
+    assert message.endswith("pass unknown_ids='drop' to drop those rows")
+    with pytest.raises(ValueError, match="unknown_ids must be one of \\('drop', 'error'\\)"):
+        HMFashionEnv(tmp_path, unknown_ids="skip")
+
+
+def test_a_cached_load_reports_the_dropped_rows_and_strict_mode_is_cached_apart(tmp_path):
+    data_dir = _tiny(tmp_path, **GAPS)
+    for _ in range(2):  # processed, then read from the cache
+        with pytest.warns(UserWarning, match=DROPPED):
+            data = load_kaggle(data_dir, n_items=3)
+        assert (data.dropped_transactions, data.unknown_customers, data.unknown_articles) == (
+            4,
+            2,
+            1,
+        )
+    assert len(list((data_dir / ".recsim_ft_cache").iterdir())) == 1
+    with pytest.raises(HMDataError, match="4 rows name 2 customers"):
+        load_kaggle(data_dir, n_items=3, unknown_ids="error")
+
+
+def test_no_known_transaction_left_is_an_error(tmp_path):
+    only_unknown = "t_dat,customer_id,article_id,price\n2020-01-01,c9,0100000001,0.1\n"
+    with pytest.raises(HMDataError, match="no transaction names a known customer and article"):
+        HMFashionEnv(_tiny(tmp_path, transactions_train=only_unknown), n_items=1, cache=False)
+
+
+def test_real_sample_rows_with_customers_missing(sample_dir, tmp_path):
+    """Real rows as a subset of the Kaggle files gives them: a tenth of the customers gone."""
+    data_dir = tmp_path / "subset"
+    shutil.copytree(sample_dir, data_dir)
+    customers = pd.read_parquet(data_dir / "customers.parquet")
+    kept = customers.iloc[::10]
+    kept.to_parquet(data_dir / "customers.parquet")
+    transactions = pd.read_parquet(data_dir / "transactions_train.parquet")
+    unknown = ~transactions["customer_id"].isin(kept["customer_id"])
+    kwargs = {"n_items": 5, "min_test_purchases": 1, "cache": False}
+    with pytest.warns(UserWarning, match=f"dropped {unknown.sum():,} of 5,000 transaction rows"):
+        env = HMFashionEnv(data_dir, **kwargs)
+    assert env.data_summary["unknown_customers"] == transactions["customer_id"][unknown].nunique()
+    assert env.data_summary["transactions"] == (~unknown).sum() and env.data_summary[
+        "customers"
+    ] == len(kept)
+    first = transactions["customer_id"][unknown].iloc[0]
+    with pytest.raises(HMDataError, match=f"first: '{first}'"):
+        HMFashionEnv(data_dir, unknown_ids="error", **kwargs)
 
 
 def test_missing_file_is_named(tmp_path):

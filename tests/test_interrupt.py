@@ -1,12 +1,14 @@
-"""Interrupted work (issue 6): ``recsim-ft train`` and ``recsim-ft reproduce`` run as real
+"""Interrupted work (issues 6 and 15): ``recsim-ft train`` and ``recsim-ft reproduce`` run as real
 processes, killed (SIGKILL) or interrupted (SIGINT, i.e. Ctrl-C) part-way, then continued, end with
-the same files as uninterrupted runs of the same seeds; Ctrl-C in the middle of writing a
-checkpoint keeps the previous one."""
+the same files as uninterrupted runs of the same seeds; Ctrl-C saves the last step, also before
+the first periodic checkpoint; Ctrl-C in the middle of writing a checkpoint keeps the previous
+one."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -42,21 +44,26 @@ def _default_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
-def start(argv: list[str], out: Path) -> subprocess.Popen:
-    """``python -m recsim_ft ARGV --out OUT`` on one torch thread (bit-identical results need the
-    same thread count everywhere), with ``tests/`` importable for the toy env."""
+def start(
+    argv: list[str], out: Path, program: tuple[str, ...] = ("-m", "recsim_ft")
+) -> subprocess.Popen:
+    """``python -m recsim_ft ARGV --out OUT`` (or ``python PROGRAM ARGV --out OUT``) on one torch
+    thread (bit-identical results need the same thread count everywhere), with ``tests/``
+    importable for the toy env, as the leader of its own process group (a terminal's Ctrl-C
+    reaches every process of that group: ``os.killpg``)."""
     env = {
         **os.environ,
         "OMP_NUM_THREADS": "1",
         "PYTHONPATH": os.pathsep.join(filter(None, [str(TESTS_DIR), os.environ.get("PYTHONPATH")])),
     }
     return subprocess.Popen(
-        [sys.executable, "-m", "recsim_ft", *argv, "--out", str(out)],
+        [sys.executable, *program, *argv, "--out", str(out)],
         env=env,
         text=True,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         preexec_fn=_default_sigint,
+        start_new_session=True,
     )
 
 
@@ -127,16 +134,52 @@ def test_train_killed_then_resumed_matches_an_uninterrupted_run(tmp_path, uninte
     assert_same_run(run, uninterrupted_run)
 
 
+def _interrupted_at(err: str) -> int:
+    """The step the one-line Ctrl-C message names; fails on any other message."""
+    match = re.fullmatch(
+        r"recsim-ft: interrupted at step ([\d,]+) of 1,500, saved in \S+; run the same command "
+        r"with --resume to continue from there",
+        err.strip(),
+    )
+    assert match, err
+    return int(match.group(1).replace(",", ""))
+
+
 def test_ctrl_c_says_how_to_resume_and_resuming_matches(tmp_path, uninterrupted_run):
     run = tmp_path / "run"
     code, err = interrupt_when(start(TRAIN, run), (run / CHECKPOINT_NAME).exists, signal.SIGINT)
-    assert code == 130
-    assert "Traceback" not in err and err.strip().splitlines() == [
-        "recsim-ft: interrupted; run the same command with --resume to continue from the last "
-        "checkpoint"
-    ]
-    assert not (run / "DONE").exists() and _checkpoint_step(run) == FIRST_CHECKPOINT
+    assert code == 130 and "Traceback" not in err
+    step = _interrupted_at(err)
+    assert not (run / "DONE").exists() and FIRST_CHECKPOINT <= _checkpoint_step(run) == step
     run_to_end([*TRAIN, "--resume"], run)
+    assert_same_run(run, uninterrupted_run)
+
+
+#: ``recsim-ft`` with Ctrl-C pressed (a real SIGINT) while training step ``argv[1]`` runs.
+CTRL_C_AT_STEP = """
+import os, signal, sys
+from recsim_ft.cli import main
+from recsim_ft.train import TrainStep
+at, calls, step = int(sys.argv[1]), [], TrainStep.__call__
+def ctrl_c_during_a_step(self, index):
+    calls.append(1)
+    if len(calls) == at:
+        os.kill(os.getpid(), signal.SIGINT)
+    return step(self, index)
+TrainStep.__call__ = ctrl_c_during_a_step
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+def test_ctrl_c_before_the_first_checkpoint_saves_it_and_resume_continues(
+    tmp_path, uninterrupted_run
+):
+    run = tmp_path / "run"
+    code, err = finish(start(TRAIN, run, program=("-c", CTRL_C_AT_STEP, "300")))
+    assert code == 130 and "Traceback" not in err
+    assert _interrupted_at(err) == 300 == _checkpoint_step(run) < FIRST_CHECKPOINT
+    code, err = finish(start([*TRAIN, "--resume"], run))
+    assert code == 0 and f"resuming {run} at step 300 of 1,500" in err
     assert_same_run(run, uninterrupted_run)
 
 
@@ -172,6 +215,35 @@ def test_reproduce_killed_then_rerun_reuses_finished_runs_and_matches(tmp_path):
         json.loads((half / "metrics.json").read_text())["metrics"]
         == json.loads((reference / "runs/spotify/mlp/seed1/metrics.json").read_text())["metrics"]
     )
+
+
+PARALLEL = (
+    "reproduce --table 1 --settings spotify --agents mlp --seeds 3 --preset quick --n 640 "
+    f"--steps {STEPS} --eval-every 500 --eval-users 40 --jobs 2 --quiet"
+).split()
+
+
+def test_ctrl_c_stops_a_parallel_sweep_and_rerunning_matches(tmp_path):
+    """Ctrl-C on ``reproduce --jobs 2`` (to every process, as from a terminal): both workers save
+    the run they train, the third run never starts, and the sweep run again ends with the files
+    of an uninterrupted one."""
+    reference, out = tmp_path / "reference", tmp_path / "results"
+    run_to_end(PARALLEL, reference)
+    child = start(PARALLEL, out)
+    first = out / "runs/spotify/mlp/seed0" / CHECKPOINT_NAME
+    deadline = time.monotonic() + 180
+    while not first.exists():
+        assert child.poll() is None and time.monotonic() < deadline, finish(child)
+        time.sleep(0.02)
+    os.killpg(child.pid, signal.SIGINT)
+    code, err = finish(child, timeout=60)
+    assert code == 130 and "interrupted; run the same command again" in err
+    started = sorted(p.parent.name for p in out.glob("runs/spotify/mlp/*/config.json"))
+    assert started == ["seed0", "seed1"] and not _done_stamps(out)
+    assert _checkpoint_step(out / "runs/spotify/mlp/seed0") >= FIRST_CHECKPOINT
+    run_to_end(PARALLEL, out)
+    for name in ("table1.csv", "table1_runs.csv"):
+        assert (out / name).read_bytes() == (reference / name).read_bytes(), name
 
 
 @pytest.mark.usefixtures("one_torch_thread")

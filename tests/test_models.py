@@ -368,7 +368,7 @@ def test_loading_wrong_files_fails_clearly(tmp_path):
     good = toy_model().save(tmp_path / "good.safetensors")
     data = good.read_bytes()
     future = tmp_path / "future.safetensors"
-    future.write_bytes(data.replace(b'"version":"1"', b'"version":"9"'))
+    future.write_bytes(data.replace(b'\\"version\\": 2', b'\\"version\\": 9'))
     with pytest.raises(ValueError, match="version 9"):
         TwoTower.load(future)
     truncated = tmp_path / "truncated.safetensors"

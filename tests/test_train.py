@@ -3,6 +3,9 @@ interruption (in process and with a killed subprocess), checkpoint guards, savin
 
 from __future__ import annotations
 
+import io
+import os
+import re
 import signal
 import subprocess
 import sys
@@ -18,6 +21,7 @@ from toy_env import ToyEnv  # noqa: F401  (registers ToyRec-v0)
 
 from recsim_ft.agents import TwoTowerAgent
 from recsim_ft.data import collect
+from recsim_ft.evaluate import evaluate
 from recsim_ft.models import TwoTower
 from recsim_ft.protocol import PROTOCOLS, Protocol, protocol_for
 from recsim_ft.train import CHECKPOINT_NAME, TrainConfig, TrainStep, train
@@ -103,6 +107,28 @@ def test_curve_metrics_and_untouched_global_rng(env, log):
     assert result.steps_per_s > 0 and not result.model.training
 
 
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.mark.parametrize(
+    "stderr, progress, shown",
+    [
+        (_Terminal, None, True),  # the default, in a terminal (tqdm.auto: also in a notebook)
+        (_Terminal, False, False),  # silenced
+        (io.StringIO, None, False),  # a log file or a test run: no bar lines in it
+        (io.StringIO, True, True),  # asked for
+    ],
+)
+def test_fit_shows_its_progress_where_a_user_looks(env, log, monkeypatch, stderr, progress, shown):
+    monkeypatch.setattr(sys, "stderr", stderr())
+    TwoTowerAgent(env, "mlp", "quick", TrainConfig(steps=12, eval_every=None)).fit(
+        log, progress=progress
+    )
+    assert ("train: 100%" in sys.stderr.getvalue() and "12/12" in sys.stderr.getvalue()) == shown
+
+
 def test_same_seed_same_weights_and_metrics(env, log):
     def fit(seed):
         return TwoTowerAgent(
@@ -151,6 +177,51 @@ def test_resume_after_interrupt_is_bit_identical(env, tmp_path, monkeypatch):
     again = TwoTowerAgent(env, "mamba", "quick", config).fit(log, out_dir=tmp_path, resume=True)
     _assert_same_weights(again.model_, reference.model_)
     assert again.result_.curve.equals(reference.result_.curve)
+
+
+def _fit_with_ctrl_c(env, log, config, out_dir, monkeypatch, at_call: int, presses: int = 1):
+    """Fit, pressing Ctrl-C (a real SIGINT) ``presses`` times while step ``at_call`` runs;
+    returns the number of steps that began."""
+    calls = []
+    step = TrainStep.__call__
+
+    def ctrl_c_during_a_step(self, index):
+        calls.append(1)
+        if len(calls) == at_call:
+            for _ in range(presses):
+                os.kill(os.getpid(), signal.SIGINT)
+        return step(self, index)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(TrainStep, "__call__", ctrl_c_during_a_step)
+        with pytest.raises(KeyboardInterrupt):
+            TwoTowerAgent(env, "mamba", "quick", config).fit(log, out_dir=out_dir)
+    return len(calls)
+
+
+def test_ctrl_c_before_the_first_checkpoint_saves_the_last_step_and_resumes_bit_identically(
+    env, tmp_path, monkeypatch
+):
+    log = collect(env, n=640, seed=0)  # 20 steps per pass
+    config = TrainConfig(steps=40, eval_every=15, checkpoint_every=None)  # saves only at the end
+    reference = TwoTowerAgent(env, "mamba", "quick", config).fit(log)
+
+    started = _fit_with_ctrl_c(env, log, config, tmp_path, monkeypatch, at_call=23)
+    assert started == 23  # the step under way finished, no other began
+    assert torch.load(tmp_path / CHECKPOINT_NAME, weights_only=True)["step"] == 23
+
+    resumed = TwoTowerAgent(env, "mamba", "quick", config).fit(log, out_dir=tmp_path, resume=True)
+    _assert_same_weights(resumed.model_, reference.model_)
+    assert resumed.result_.curve.equals(reference.result_.curve)
+    assert resumed.result_.metrics == reference.result_.metrics
+
+
+def test_a_second_ctrl_c_stops_at_once_and_leaves_no_partial_checkpoint(env, tmp_path, monkeypatch):
+    log = collect(env, n=640, seed=0)
+    config = TrainConfig(steps=40, eval_every=None, checkpoint_every=None)
+    _fit_with_ctrl_c(env, log, config, tmp_path, monkeypatch, at_call=5, presses=2)
+    assert not any(tmp_path.iterdir())  # stopped inside step 5: no step of it was saved
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # Ctrl-C as before
 
 
 _CHILD = textwrap.dedent("""
@@ -231,6 +302,49 @@ def test_checkpoint_guards(env, log, tmp_path):
         )
 
 
+def test_a_log_of_another_env_is_refused_unless_allowed(env, log):
+    """p_none changes the rewards, not the features: training would silently fit one problem and
+    report metrics of another."""
+    other = gym.make("ToyRec-v0", p_none=0.5)
+    config = TrainConfig(steps=2, eval_every=None, checkpoint_every=None)
+    expected = (
+        "the log was collected in ToyRec-v0 {}, not in the env given, ToyRec-v0 {'p_none': 0.5} "
+        "(p_none='(not set)' in the log, 0.5 in the env); pass allow_env_mismatch=True"
+    )
+    with pytest.raises(ValueError, match=re.escape(expected)):
+        train(TwoTower.from_env(env, "mlp", "quick"), log, other, config, progress=False)
+    with pytest.raises(ValueError, match=re.escape(expected)):
+        TwoTowerAgent(other, "mlp", "quick", config).fit(log)
+    model = TwoTower.from_env(env, "mlp", "quick")
+    assert train(model, log, other, config, progress=False, allow_env_mismatch=True).model is model
+    agent = TwoTowerAgent(other, "mlp", "quick", config).fit(log, allow_env_mismatch=True)
+    assert agent.result_.config.steps == 2
+
+
+def test_other_features_are_refused_naming_the_envs_and_item_counts(env, log):
+    spotify = gym.make("Spotify-v0")
+    config = TrainConfig(steps=2, eval_every=None, checkpoint_every=None)
+    for allow in (False, True):  # the override cannot make a Spotify model score toy items
+        with pytest.raises(
+            ValueError,
+            match=r"the log of ToyRec-v0 \(10 items\) does not fit the env Spotify-v0 \(50 "
+            r"items\): user features differ \(the log's: 2 features \(activity, group\); "
+            r"the other: 20 features \(acoustic, alternative, ambient, blues, ...\)\)",
+        ):
+            TwoTowerAgent(spotify, "mlp", "quick", config).fit(log, allow_env_mismatch=allow)
+    with pytest.raises(
+        ValueError, match=r"the log of ToyRec-v0 \(10 items\) does not fit the model"
+    ):
+        train(TwoTower.from_env(spotify, "mlp", "quick"), log, env, config, progress=False)
+    fitted = TwoTowerAgent(env, "mlp", "quick", config).fit(log)
+    with pytest.raises(
+        ValueError,
+        match=r"TwoTowerAgent was built for ToyRec-v0 \(10 items\) but is evaluated in "
+        r"Spotify-v0 \(50 items\)",
+    ):
+        evaluate(fitted, spotify)
+
+
 def test_cuda_request_without_cuda_is_a_clear_error(env, log):
     if torch.cuda.is_available():
         pytest.skip("CUDA is available here")
@@ -258,6 +372,19 @@ def test_agent_scores_saves_and_loads(env, log, tmp_path):
     np.testing.assert_array_equal(loaded.score_items(users), scores)
     with pytest.raises(ValueError, match="model.safetensors was saved for another environment"):
         TwoTowerAgent.load(path, gym.make("ToyRec-v0", n_items=12))
+
+
+def test_load_takes_a_run_directory_as_the_cli_does(env, log, tmp_path):
+    """``recsim-ft train --out RUN`` writes RUN/model.safetensors; ``load(RUN, env)`` reads it."""
+    agent = TwoTowerAgent(env, "mlp", "quick", TrainConfig(steps=20, eval_every=None)).fit(log)
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    agent.save(run_dir / "model.safetensors")
+    users = env.unwrapped.test_users(5, seed=2)
+    loaded = TwoTowerAgent.load(run_dir, env)
+    np.testing.assert_array_equal(loaded.score_items(users), agent.score_items(users))
+    with pytest.raises(FileNotFoundError, match=f"no model file in {tmp_path}.*model.safetensors"):
+        TwoTowerAgent.load(tmp_path, env)
 
 
 # -- CUDA: captured steps ------------------------------------------------------------------------

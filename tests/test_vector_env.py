@@ -221,3 +221,32 @@ def test_bad_input_is_named():
         envs.step(np.array([0, 50]))
     with pytest.raises(ValueError, match="reset_mask"):
         envs.reset(options={"reset_mask": np.array([1, 0])})
+
+
+@pytest.mark.parametrize("mode", [AutoresetMode.NEXT_STEP, AutoresetMode.SAME_STEP])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"slate_size": 3},
+        {"session": True, "session_length": 4},
+        {"session": True, "session_length": 4, "slate_size": 2},
+    ],
+    ids=lambda kw: "-".join(kw),
+)
+def test_slates_and_sessions_match_sync_vector_env(kwargs, mode):
+    """Same spaces, shapes, info keys and masks, and the same step at which episodes end when
+    nobody leaves (a session then ends by truncation at ``session_length``)."""
+    if kwargs.get("session"):
+        kwargs = {**kwargs, "dynamics": {"leave_bias": -50.0}}
+    native, sync = _pair("Spotify-v0", mode, **kwargs)
+    for space in ("single_observation_space", "single_action_space", "action_space"):
+        assert getattr(native, space) == getattr(sync, space), space
+    results = [envs.reset(seed=0) for envs in (native, sync)]
+    _same_structure(results[0], results[1])
+    for _ in range(10):
+        actions = native.action_space.sample()
+        steps = [envs.step(actions) for envs in (native, sync)]
+        _same_structure(steps[0], steps[1])
+        _same_masks(steps[0][4], steps[1][4])
+        for j in (2, 3):  # terminated, truncated
+            np.testing.assert_array_equal(steps[0][j], steps[1][j])

@@ -6,6 +6,7 @@ users; ranking, top-k recommendation and single Gymnasium actions all derive fro
     agent = MyAgent(env).fit(log)            # fit(log) -> self, optional (offline learning)
     agent.score_items(users)                 # (n_users, n_items) scores, higher is better
     agent.recommend(users, k=5)              # (n_users, 5) item indices, best first
+    agent.recommend(observation, k=5)        # the same for Gymnasium observations (one or a batch)
     action = agent.act(observation)          # one item for one Gymnasium observation
     agent.update(observation, action, reward)  # optional (online learning)
 
@@ -70,19 +71,32 @@ class Agent:
         """(n_users, n_items) scores of every item for every user; higher is better."""
         raise NotImplementedError(f"{type(self).__name__} must implement score_items(users)")
 
-    def recommend(self, users: Batch, k: int) -> np.ndarray:
+    def recommend(self, users: Batch | dict[str, np.ndarray], k: int) -> np.ndarray:
         """(n_users, k) int64 indices of the ``k`` best-scored items, best first; ties go to the
-        lower item index. ``k`` must lie in [1, n_items]."""
-        return top_k(self.checked_scores(users), k)
+        lower item index. ``users`` is a ``Batch`` or a Gymnasium observation of
+        ``env.observation_space`` (one user, or the batched observation of a vector env); ``k``
+        must lie in [1, n_items]."""
+        return top_k(self.checked_scores(self._as_batch(users)), k)
 
     def act(self, observation: dict[str, np.ndarray]) -> int:
         """The best item for one Gymnasium observation of ``env.observation_space``."""
-        users = Batch.from_observations(observation, self.rec_env.user_schema)
+        users = self._as_batch(observation)
         if len(users) != 1:
             raise ValueError(
-                f"act() takes one observation, got {len(users)}; use recommend() for a batch"
+                f"act() takes one observation, got {len(users)}; use "
+                "recommend(observation, k) for a batch"
             )
         return int(self.recommend(users, 1)[0, 0])
+
+    def _as_batch(self, users: Batch | dict[str, np.ndarray]) -> Batch:
+        if isinstance(users, Batch):
+            return users
+        if isinstance(users, dict):
+            return Batch.from_observations(users, self.rec_env.user_schema)
+        raise TypeError(
+            "expected a Batch of users or a Gymnasium observation (a dict of arrays), got "
+            f"{type(users).__name__}"
+        )
 
     def fit(self, log: Any) -> Agent:
         """Learn from a logged ``InteractionLog``; agents that do not learn offline return

@@ -38,15 +38,17 @@ class RandomAgent(Agent):
 
 
 class PopularityAgent(Agent):
-    """Ranks items by how well they did in the log, the same ranking for every user.
+    """Ranks items by how well they did in the log, the same ranking for every user: the
+    popularity baseline of the paper's tables.
 
     Args:
         env: the environment whose items are ranked.
-        by: ``"mean_reward"`` (default), the mean logged reward of each item: the best constant
-            prediction under the MSE the two-tower models train with; or ``"positive_rate"``, the
-            share of an item's logged rewards that are positive. The two agree for 0/1 rewards;
-            with Spotify's -1/0/+1 rewards ``"positive_rate"`` ranks by how many users like a song
-            (overall popularity), ``"mean_reward"`` by likes minus dislikes.
+        by: ``"positive_rate"`` (default, what the tables report), the share of an item's logged
+            rewards that are positive; or ``"mean_reward"``, the mean logged reward of each item
+            (the best constant prediction under the MSE the two-tower models train with). The two
+            agree for 0/1 rewards; with Spotify's -1/0/+1 rewards ``"positive_rate"`` ranks by how
+            many users like a song (overall popularity), ``"mean_reward"`` by likes minus dislikes,
+            which favours inoffensive songs and ranks worse.
 
     ``fit(log)`` sets ``item_popularity_`` (items never logged get the overall value, so they rank
     neither first nor last for lack of data) and ``item_counts_``.
@@ -55,13 +57,13 @@ class PopularityAgent(Agent):
     >>> from recsim_ft.data import collect
     >>> env = gym.make("Spotify-v0")
     >>> agent = PopularityAgent(env).fit(collect(env, n=2_000, seed=0))
-    >>> agent.item_popularity_.shape
-    (50,)
+    >>> agent.by, agent.item_popularity_.shape
+    ('positive_rate', (50,))
     """
 
     RULES = ("mean_reward", "positive_rate")
 
-    def __init__(self, env: gym.Env, by: str = "mean_reward") -> None:
+    def __init__(self, env: gym.Env, by: str = "positive_rate") -> None:
         super().__init__(env)
         self.by = check_choice("by", by, self.RULES)
 

@@ -14,7 +14,7 @@ from recsim_ft.agents.base import Agent
 from recsim_ft.data import InteractionLog
 from recsim_ft.models import TwoTower
 from recsim_ft.schema import Batch
-from recsim_ft.train import TrainConfig, TrainResult, train
+from recsim_ft.train import Progress, TrainConfig, TrainResult, train
 
 
 class TwoTowerAgent(Agent):
@@ -54,17 +54,31 @@ class TwoTowerAgent(Agent):
         log: InteractionLog,
         out_dir: str | os.PathLike | None = None,
         resume: bool = False,
-        progress: bool = False,
+        progress: Progress = None,
+        allow_env_mismatch: bool = False,
     ) -> TwoTowerAgent:
-        """Train a new model on ``log`` (checkpoints in ``out_dir``; ``resume`` continues them)."""
+        """Train a new model on ``log`` (checkpoints in ``out_dir``; ``resume`` continues them).
+
+        ``log`` must come from this agent's env (same id and kwargs), unless
+        ``allow_env_mismatch`` (then the features must still match), as in ``train``.
+        ``progress=None`` shows a progress bar in a terminal or a notebook, ``False`` never
+        (see ``recsim_ft.train.Progress``).
+        """
+        log.check_env(self.env, allow_env_mismatch)
         config = self.train_config or TrainConfig()
         overrides = {"seed": config.seed, **self.model_overrides}
         model = TwoTower.from_schemas(
             log.user_schema, log.item_schema, self.embedder, self.preset, **overrides
         )
-        model.check_compatible(self.env)
         self.result_: TrainResult = train(
-            model, log, self.env, config, out_dir=out_dir, resume=resume, progress=progress
+            model,
+            log,
+            self.env,
+            config,
+            out_dir=out_dir,
+            resume=resume,
+            progress=progress,
+            allow_env_mismatch=allow_env_mismatch,
         )
         self.model_ = self.result_.model
         return self
@@ -89,7 +103,8 @@ class TwoTowerAgent(Agent):
     def load(
         cls, path: str | os.PathLike, env: gym.Env, map_location: str = "cpu"
     ) -> TwoTowerAgent:
-        """An agent around a saved model; a model built for another env's schemas is refused."""
+        """An agent around a saved model: ``path`` is a model file or a run directory holding one
+        (``model.safetensors``); a model built for another env's schemas is refused."""
         model = TwoTower.load(path, map_location=map_location)
         try:
             model.check_compatible(env)

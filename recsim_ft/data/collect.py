@@ -7,12 +7,13 @@ from collections.abc import Callable
 import gymnasium as gym
 import numpy as np
 
-from recsim_ft.checks import check_actions, check_int
-from recsim_ft.data.log import InteractionLog
+from recsim_ft.checks import check_actions, check_int, check_slates
+from recsim_ft.data.log import InteractionLog, SlateColumns
 from recsim_ft.schema import Batch
 
-#: ``policy(users, rng)`` returns the actions, or ``(actions, propensities)``.
-Policy = Callable[[Batch, np.random.Generator], "np.ndarray | tuple[np.ndarray, np.ndarray]"]
+#: ``policy(users, rng)`` returns the actions, or ``(actions, propensities)``; in a slate env the
+#: slates (n, k), or ``(slates, position_propensities (n, k), slate_propensities (n,))``.
+Policy = Callable[[Batch, np.random.Generator], "np.ndarray | tuple[np.ndarray, ...]"]
 
 
 def collect(
@@ -26,16 +27,35 @@ def collect(
     Users and actions come from one stream derived from ``seed``, rewards from another, so the
     same seed gives the same log, and changing the policy leaves the reward noise unchanged.
 
+    In an env with ``slate_size=k`` an event is a slate: the log has ``n * k`` rows, one per
+    position, with ``slate_columns`` (see ``SlateColumns``). ``policy=None`` is the env's
+    ``sample_slate_log`` (uniformly random slates, exact propensities); a callable policy
+    returns the slates (distinct items each) and, for off-policy estimates, the probability of
+    each slate's item at its position and of the whole slate. The user's choice and the reward
+    follow the env's choice model (``RecEnv.respond``). Session envs are refused: an event of a
+    session depends on the ones before it, which a log of independent events cannot hold.
+
     >>> import gymnasium as gym
     >>> log = collect(gym.make("Spotify-v0"), n=1_000, seed=0)
     >>> len(log), log.env_id, log.to_pandas().columns[-5:].tolist()
     (1000, 'Spotify-v0', ['item.rank', 'action', 'reward', 'propensity', 'user_id'])
+    >>> slates = collect(gym.make("Spotify-v0", slate_size=3), n=1_000, seed=0)
+    >>> len(slates), slates.to_pandas().columns[-4:].tolist()
+    (3000, ['slate_id', 'position', 'chosen', 'slate_propensity'])
     """
     base = env.unwrapped
     n = check_int("n", n, low=1)
+    if base.session:
+        raise ValueError(
+            "collect logs independent events, but this env runs sessions (session=True), whose "
+            "steps depend on the ones before; collect from the bandit env (session=False), or "
+            "record episodes from gym.make_vec(..., session=True) yourself"
+        )
     behaviour_rng, reward_rng = (
         np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(2)
     )
+    if base.slate_size is not None:
+        return _collect_slates(env, n, policy, behaviour_rng, reward_rng, seed)
     if policy is None:
         users, actions, propensities = base.sample_log(n, behaviour_rng)
     else:
@@ -47,3 +67,53 @@ def collect(
     actions = check_actions(actions, base.n_items, n, "the policy's actions")
     rewards = base.sample_reward(users, actions, reward_rng)
     return InteractionLog.from_env(env, users, actions, rewards, propensities, seed)
+
+
+def _collect_slates(
+    env: gym.Env,
+    n: int,
+    policy: Policy | None,
+    behaviour_rng: np.random.Generator,
+    reward_rng: np.random.Generator,
+    seed: int | None,
+) -> InteractionLog:
+    """``n`` slates of the behaviour policy, logged as ``n * slate_size`` rows."""
+    base = env.unwrapped
+    k = base.slate_size
+    if policy is None:
+        users, slates, position_propensities, slate_propensities = base.sample_slate_log(
+            n, behaviour_rng
+        )
+    else:
+        users = base.sample_users(n, behaviour_rng)
+        chosen = policy(users, behaviour_rng)
+        if not isinstance(chosen, tuple):
+            chosen = (chosen, np.full((n, k), np.nan), np.full(n, np.nan))
+        if len(chosen) != 3:
+            raise ValueError(
+                "a slate policy returns slates, or (slates, position_propensities, "
+                f"slate_propensities); got a tuple of {len(chosen)}"
+            )
+        slates, position_propensities, slate_propensities = chosen
+    slates = check_slates(slates, base.n_items, (n, k), "the policy's slates", distinct=True)
+    position_propensities = np.asarray(position_propensities, dtype=np.float64)
+    slate_propensities = np.asarray(slate_propensities, dtype=np.float64)
+    for name, array, shape in (
+        ("position_propensities", position_propensities, (n, k)),
+        ("slate_propensities", slate_propensities, (n,)),
+    ):
+        if array.shape != shape:
+            raise ValueError(f"the policy's {name} must have shape {shape}, got {array.shape}")
+    response = base.respond(users, slates, reward_rng)
+    rows = np.repeat(np.arange(n), k)
+    positions = np.tile(np.arange(k), n)
+    chosen_rows = response.positions[rows] == positions
+    return InteractionLog.from_env(
+        env,
+        users[rows],
+        slates.ravel(),
+        np.where(chosen_rows, response.rewards[rows], 0.0),
+        position_propensities.ravel(),
+        seed,
+        SlateColumns(rows, positions, chosen_rows, slate_propensities[rows]),
+    )

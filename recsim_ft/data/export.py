@@ -1,4 +1,5 @@
-"""Hand a collected log to other tools: Stable-Baselines3 replay buffers and off-policy tables.
+"""Hand a collected log to other tools: Stable-Baselines3 replay buffers, off-policy tables and
+Open Bandit Pipeline's ``bandit_feedback`` dict (without depending on obp).
 
 Every recsim-ft env is a contextual bandit, so each logged event is one whole episode: the
 transition ``(obs, action, reward, next_obs, done)`` has ``done=True`` and ``next_obs = obs``
@@ -13,6 +14,9 @@ transition ``(obs, action, reward, next_obs, done)`` has ``done=True`` and ``nex
 ['action', 'reward', 'propensity']
 >>> user_observations(log.users[:2], log.user_schema)["numeric"].shape
 (2, 20)
+>>> feedback = to_obp(log)
+>>> feedback["n_rounds"], feedback["n_actions"], feedback["action_context"].shape
+(100, 50, (50, 50))
 """
 
 from __future__ import annotations
@@ -71,6 +75,48 @@ def to_bandit_table(log: InteractionLog) -> pd.DataFrame:
     return pd.DataFrame(
         {**columns, "action": log.actions, "reward": log.rewards, "propensity": log.propensities}
     )
+
+
+def to_obp(log: InteractionLog, env: Any = None) -> dict[str, Any]:
+    """The log in Open Bandit Pipeline's ``bandit_feedback`` layout, for its estimators.
+
+    Keys: ``n_rounds`` (rows), ``n_actions`` (items), ``context`` ((n_rounds, d) float64: the
+    user's numeric features then one-hot categorical ones, as ``user_observations(...,
+    flatten=True)``), ``action``, ``reward``, ``pscore`` (the behaviour policy's probability of
+    the row's action), ``position`` (int64: 0 for single recommendations; the slate position in
+    a slate log, whose rows are then impressions as in the Open Bandit Dataset, ``pscore`` the
+    probability of the item at that position) and ``action_context`` ((n_actions, d_item)
+    float64 item features, flattened the same way). A slate log adds ``slate_id`` and
+    ``pscore_slate`` (the whole slate's probability). With ``env`` (the log's env) it adds
+    ``expected_reward`` ((n_rounds, n_actions), the env's true mean rewards of the logged users),
+    which obp's ground-truth helpers read.
+
+    A log without propensities (NaN, from a policy that did not report them) is refused: obp's
+    estimators need them.
+    """
+    missing = np.isnan(log.propensities)
+    if missing.any():
+        raise ValueError(
+            f"{log.env_id} log: {int(missing.sum())} of {len(log)} propensities are NaN; "
+            "bandit_feedback needs the behaviour policy's pscore of every row"
+        )
+    slates = log.slate_columns
+    feedback: dict[str, Any] = {
+        "n_rounds": len(log),
+        "n_actions": log.n_items,
+        "context": user_observations(log.users, log.user_schema, flatten=True),
+        "action": log.actions.copy(),
+        "reward": log.rewards.astype(np.float64),
+        "pscore": log.propensities.copy(),
+        "position": np.zeros(len(log), np.int64) if slates is None else slates.positions.copy(),
+        "action_context": user_observations(log.item_table, log.item_schema, flatten=True),
+    }
+    if slates is not None:
+        feedback["slate_id"] = slates.slate_ids.copy()
+        feedback["pscore_slate"] = slates.slate_propensities.copy()
+    if env is not None:
+        feedback["expected_reward"] = env.unwrapped.expected_reward(log.users)
+    return feedback
 
 
 def to_replay_buffer(

@@ -3,11 +3,14 @@
 A log is the training set of the offline agents and the unit a user saves, shares and reloads.
 On disk it is one parquet file with one row per logged event and every fact needed to rebuild the
 env and the models (env id and kwargs, seed, feature schemas, item table) in the parquet schema
-metadata, so a file is self-describing and a mismatched file is refused with a clear error.
+metadata, so a file is self-describing and a mismatched file is refused with a clear error. A
+file loads exactly as written or not at all: its pages carry CRC checksums, and its metadata a
+SHA-256 of the log's content (every array and the metadata itself), checked on load.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from dataclasses import dataclass, field
@@ -26,9 +29,13 @@ from recsim_ft.schema import Batch, Schema
 
 #: Key of the recsim-ft entry in the parquet schema metadata.
 METADATA_KEY = b"recsim_ft"
-#: Bump when the file layout changes; older files are refused with a clear error.
-FORMAT_VERSION = 1
+#: Bump when the file layout changes. Version 2 added the content hash; version 1 files (written
+#: before it) still load, without the check, since there is nothing to check them against.
+FORMAT_VERSION = 2
+_READABLE_VERSIONS = (1, 2)
 _FORMAT = "recsim_ft.InteractionLog"
+#: Key of the content hash inside the recsim-ft metadata.
+_HASH_KEY = "content_sha256"
 
 
 def _jsonable(value: Any) -> Any:
@@ -42,6 +49,96 @@ def _jsonable(value: Any) -> Any:
     )
 
 
+def _to_json(value: Any) -> str:
+    """The one JSON text of the metadata: keys sorted, so equal content gives equal text."""
+    return json.dumps(value, default=_jsonable, sort_keys=True)
+
+
+def env_identity(env: gym.Env) -> tuple[str, dict[str, Any]]:
+    """The id and kwargs of ``env`` (or of the env inside a wrapper), kwargs as a saved log holds
+    them (paths as strings, tuples as lists), for comparing an env with a log's."""
+    return _env_id(env), _comparable_kwargs(env.unwrapped.spec_kwargs)
+
+
+def _env_id(env: gym.Env) -> str:
+    """The registered id of ``env`` (or of the env inside a wrapper), else its class name."""
+    spec = env.spec or env.unwrapped.spec
+    return spec.id if spec is not None else type(env.unwrapped).__name__
+
+
+def _comparable_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """``kwargs`` in their JSON form; a value JSON cannot hold (which a log cannot save either)
+    by its ``repr``."""
+
+    def fallback(value: Any) -> Any:
+        try:
+            return _jsonable(value)
+        except TypeError:
+            return repr(value)
+
+    return json.loads(json.dumps(kwargs, default=fallback, sort_keys=True))
+
+
+def _features(schema: Schema) -> str:
+    names = [f.name for f in schema.features]
+    return f"{len(names)} features ({', '.join(names[:4])}{', ...' if len(names) > 4 else ''})"
+
+
+@dataclass
+class SlateColumns:
+    """The slate columns of a slate log: ``collect`` in an env with ``slate_size=k`` logs each
+    slate as ``k`` rows, one per position, in order (the Open Bandit Dataset's layout).
+
+    Row ``r`` belongs to slate ``slate_ids[r]`` (0, 1, ... in row order) at ``positions[r]``
+    (0 = first); ``chosen[r]`` is True for the item the user chose (at most one per slate).
+    The log's ``actions`` are the items shown, ``rewards`` the reward of the chosen item on its
+    row (0 on the others) and ``propensities`` the behaviour policy's probability of that item
+    at that position; ``slate_propensities`` is the probability of the whole slate (the same on
+    its k rows). NaN propensities: the policy did not report them.
+    """
+
+    slate_ids: np.ndarray
+    positions: np.ndarray
+    chosen: np.ndarray
+    slate_propensities: np.ndarray
+
+    def __post_init__(self) -> None:
+        self.slate_ids = np.asarray(self.slate_ids, dtype=np.int64)
+        self.positions = np.asarray(self.positions, dtype=np.int64)
+        self.chosen = np.asarray(self.chosen, dtype=bool)
+        self.slate_propensities = np.asarray(self.slate_propensities, dtype=np.float64)
+
+    @property
+    def slate_size(self) -> int:
+        return int(self.positions.max()) + 1 if len(self.positions) else 0
+
+    def check(self, rewards: np.ndarray) -> None:
+        """Raise a ValueError naming the problem unless these columns describe whole slates."""
+        n = len(rewards)
+        for name in ("slate_ids", "positions", "chosen", "slate_propensities"):
+            if getattr(self, name).shape != (n,):
+                raise ValueError(
+                    f"InteractionLog: slate column {name} must have shape ({n},), "
+                    f"got {getattr(self, name).shape}"
+                )
+        k = self.slate_size
+        if k == 0 or n % k:
+            raise ValueError(f"InteractionLog: {n} rows are not whole slates of {k} positions")
+        slates = n // k
+        if not (
+            np.array_equal(self.slate_ids, np.repeat(np.arange(slates), k))
+            and np.array_equal(self.positions, np.tile(np.arange(k), slates))
+        ):
+            raise ValueError(
+                "InteractionLog: slate rows must come slate by slate (slate_id 0, 1, ...), "
+                "positions 0 .. k-1 in order"
+            )
+        if (self.chosen.reshape(slates, k).sum(axis=1) > 1).any():
+            raise ValueError("InteractionLog: a slate has more than one chosen row")
+        if (rewards[~self.chosen] != 0).any():
+            raise ValueError("InteractionLog: a row that was not chosen has a nonzero reward")
+
+
 @dataclass
 class InteractionLog:
     """Logged events ``(user, action, reward, propensity)`` of one env.
@@ -49,7 +146,8 @@ class InteractionLog:
     ``users`` holds the features of the user of each row (``users.ids`` are the user ids);
     ``propensities`` are the behaviour policy's probabilities of the logged actions (NaN when the
     policy did not report them); ``item_table`` holds the features of every item, so ``items``
-    (the item features of each row) needs no env.
+    (the item features of each row) needs no env. A slate log also has ``slate_columns`` (see
+    ``SlateColumns``); None for a log of single recommendations.
     """
 
     users: Batch
@@ -62,6 +160,7 @@ class InteractionLog:
     user_schema: Schema
     item_schema: Schema
     item_table: Batch = field(repr=False)
+    slate_columns: SlateColumns | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         n = len(self.users)
@@ -80,6 +179,8 @@ class InteractionLog:
         self.item_schema.validate(self.item_table, "InteractionLog item_table")
         if not np.isfinite(self.rewards).all():
             raise ValueError("InteractionLog: rewards contain NaN or inf")
+        if self.slate_columns is not None:
+            self.slate_columns.check(self.rewards)
 
     @classmethod
     def from_env(
@@ -90,23 +191,64 @@ class InteractionLog:
         rewards: np.ndarray,
         propensities: np.ndarray,
         seed: int | None,
+        slate_columns: SlateColumns | None = None,
     ) -> InteractionLog:
         """A log of events in ``env`` (or a wrapper of it), recording the env's id, kwargs, schemas
         and item table so the log can rebuild and check against the env later."""
         base = env.unwrapped
-        spec = env.spec or base.spec
         return cls(
             users=users,
             actions=actions,
             rewards=rewards,
             propensities=propensities,
-            env_id=spec.id if spec is not None else type(base).__name__,
+            env_id=_env_id(env),
             env_kwargs=base.spec_kwargs,
             seed=seed,
             user_schema=base.user_schema,
             item_schema=base.item_schema,
             item_table=base.item_table(),
+            slate_columns=slate_columns,
         )
+
+    def check_env(self, env: gym.Env, allow_env_mismatch: bool = False) -> None:
+        """Refuse ``env`` unless it is the env this log was collected in: the same user and item
+        features, and the same id and kwargs (``allow_env_mismatch=True`` accepts another env
+        with the same features, e.g. other vaccine ``clusters``)."""
+        env_id, env_kwargs = env_identity(env)
+        base = env.unwrapped
+        self.check_features(
+            f"the env {env_id} ({base.n_items} items)", base.user_schema, base.item_schema
+        )
+        log_kwargs = _comparable_kwargs(self.env_kwargs)
+        if allow_env_mismatch or (env_id, env_kwargs) == (self.env_id, log_kwargs):
+            return
+        unset = "(not set)"
+        differing = ", ".join(
+            f"{key}={log_kwargs.get(key, unset)!r} in the log, "
+            f"{env_kwargs.get(key, unset)!r} in the env"
+            for key in sorted(log_kwargs.keys() | env_kwargs.keys())
+            if log_kwargs.get(key, unset) != env_kwargs.get(key, unset)
+        )
+        raise ValueError(
+            f"the log was collected in {self.env_id} {log_kwargs}, not in the env given, "
+            f"{env_id} {env_kwargs} ("
+            + (f"env id {self.env_id!r} vs {env_id!r}" if env_id != self.env_id else differing)
+            + "); pass allow_env_mismatch=True to use it anyway"
+        )
+
+    def check_features(self, what: str, user_schema: Schema, item_schema: Schema) -> None:
+        """Refuse ``what`` (an env or a model, in words) unless its user and item features are
+        the log's, since a model trained on the log could not score its rows."""
+        for side, mine, theirs in (
+            ("user", self.user_schema, user_schema),
+            ("item", self.item_schema, item_schema),
+        ):
+            if mine != theirs:
+                raise ValueError(
+                    f"the log of {self.env_id} ({self.n_items} items) does not fit {what}: "
+                    f"{side} features differ (the log's: {_features(mine)}; "
+                    f"the other: {_features(theirs)})"
+                )
 
     def __len__(self) -> int:
         return len(self.actions)
@@ -137,11 +279,19 @@ class InteractionLog:
             propensity=self.propensities,
             user_id=self.users.ids,
         )
+        if self.slate_columns is not None:
+            columns.update(
+                slate_id=self.slate_columns.slate_ids,
+                position=self.slate_columns.positions,
+                chosen=self.slate_columns.chosen,
+                slate_propensity=self.slate_columns.slate_propensities,
+            )
         return columns
 
     def to_pandas(self) -> pd.DataFrame:
         """One row per event: ``user.<feature>``, ``item.<feature>`` (categorical features as
-        codes; labels are in the schemas), ``action``, ``reward``, ``propensity``, ``user_id``."""
+        codes; labels are in the schemas), ``action``, ``reward``, ``propensity``, ``user_id``,
+        and for a slate log ``slate_id``, ``position``, ``chosen``, ``slate_propensity``."""
         return pd.DataFrame(self._columns(with_items=True))
 
     # -- storage ----------------------------------------------------------------------------------
@@ -161,6 +311,16 @@ class InteractionLog:
             },
         }
 
+    def _content_digest(self) -> str:
+        """SHA-256 of everything a file holds: the metadata's JSON text and every column (name,
+        dtype, shape, bytes). Equal logs give equal digests, whatever file they came from."""
+        digest = hashlib.sha256(_to_json(self._metadata()).encode())
+        for name, column in self._columns(with_items=False).items():
+            column = np.ascontiguousarray(column)
+            digest.update(f"\n{name} {column.dtype.str} {column.shape}\n".encode())
+            digest.update(column.tobytes())
+        return digest.hexdigest()
+
     def save(self, path: str | os.PathLike, overwrite: bool = False) -> Path:
         """Write the log as parquet; refuses to replace an existing file unless ``overwrite``.
 
@@ -168,29 +328,33 @@ class InteractionLog:
         leaves a half-written file under ``path``. The same log always gives the same bytes.
         Item features are stored once (the item table, in the metadata) rather than per row: they
         are a function of ``action``, and per-row copies of e.g. 384-d message embeddings would
-        make the file 30 times larger; ``load(path).to_pandas()`` has them per row again.
+        make the file 30 times larger; ``load(path).to_pandas()`` has them per row again. Pages
+        carry CRC checksums and the metadata the content digest, which ``load`` checks.
         """
         path = Path(path)
         if path.exists() and not overwrite:
             raise FileExistsError(f"{path} already exists; pass overwrite=True to replace it")
-        metadata = json.dumps(self._metadata(), default=_jsonable, sort_keys=True)
+        metadata = {**self._metadata(), _HASH_KEY: self._content_digest()}
         table = pa.table(self._columns(with_items=False)).replace_schema_metadata(
-            {METADATA_KEY: metadata.encode()}
+            {METADATA_KEY: _to_json(metadata).encode()}
         )
         with atomic_path(path) as tmp:
-            pq.write_table(table, tmp)
+            pq.write_table(table, tmp, write_page_checksum=True)
         return path
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> InteractionLog:
-        """Read a log written by ``save``; any other file gets an error that names it."""
+        """Read a log written by ``save``: exactly the log that was saved, or an error naming the
+        file (another kind of file, another format version, or a damaged file, found by the
+        page checksums and the content digest). Files written before the digest existed
+        (format version 1) load without that check."""
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"interaction log {path} does not exist")
         try:
-            table = pq.read_table(path)
+            table = pq.read_table(path, page_checksum_verification=True)
         except (pa.ArrowException, OSError) as err:
-            raise ValueError(f"{path} is not a readable parquet file: {err}") from err
+            raise ValueError(f"{path} is not a readable parquet file (damaged?): {err}") from err
         raw = (table.schema.metadata or {}).get(METADATA_KEY)
         if raw is None:
             raise ValueError(
@@ -198,15 +362,35 @@ class InteractionLog:
                 f"(no {METADATA_KEY.decode()!r} metadata)"
             )
         try:
-            meta = json.loads(raw)
-        except json.JSONDecodeError as err:
+            meta = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as err:
             raise ValueError(f"{path}: the recsim-ft metadata is corrupted ({err})") from err
-        if meta.get("format") != _FORMAT or meta.get("version") != FORMAT_VERSION:
+        if not isinstance(meta, dict):
+            raise ValueError(f"{path}: the recsim-ft metadata is corrupted (not a JSON object)")
+        if meta.get("format") != _FORMAT or meta.get("version") not in _READABLE_VERSIONS:
             raise ValueError(
                 f"{path}: unsupported log format {meta.get('format')!r} "
                 f"version {meta.get('version')!r} "
-                f"(this recsim-ft reads {_FORMAT!r} version {FORMAT_VERSION})"
+                f"(this recsim-ft reads {_FORMAT!r} versions {_READABLE_VERSIONS})"
             )
+        stored_digest = meta.get(_HASH_KEY)
+        if meta["version"] >= 2 and not isinstance(stored_digest, str):
+            raise ValueError(f"{path}: the log's content digest is missing (a damaged file)")
+        try:
+            log = cls._from_table(table, meta)
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError, OverflowError) as err:
+            raise ValueError(f"{path}: not a valid interaction log (damaged?): {err}") from err
+        if stored_digest is not None and log._content_digest() != stored_digest:
+            raise ValueError(
+                f"{path}: the content differs from what was saved (its content digest does not "
+                "match): the file is damaged"
+            )
+        return log
+
+    @classmethod
+    def _from_table(cls, table: pa.Table, meta: dict[str, Any]) -> InteractionLog:
+        """The log of a parquet table and its recsim-ft metadata; a ValueError (or another
+        error of malformed content) for anything inconsistent."""
         user_schema = Schema.from_dict(meta["user_schema"])
         item_schema = Schema.from_dict(meta["item_schema"])
         needed = [f"user.{f.name}" for f in user_schema.features] + [
@@ -217,17 +401,17 @@ class InteractionLog:
         ]
         missing = [c for c in needed if c not in table.column_names]
         if missing:
-            raise ValueError(f"{path}: missing columns {missing}")
+            raise ValueError(f"missing columns {missing}")
 
         def column(name: str, dtype: type) -> np.ndarray:
             values = table.column(name)
             if values.null_count:
-                raise ValueError(f"{path}: column {name!r} has {values.null_count} missing values")
+                raise ValueError(f"column {name!r} has {values.null_count} missing values")
             try:
                 return values.to_numpy().astype(dtype, casting="same_kind")
             except TypeError as err:
                 raise ValueError(
-                    f"{path}: column {name!r} has type {values.type}, expected {np.dtype(dtype)}"
+                    f"column {name!r} has type {values.type}, expected {np.dtype(dtype)}"
                 ) from err
 
         def features(schema: Schema, kind: str, dtype: type) -> np.ndarray:
@@ -246,18 +430,27 @@ class InteractionLog:
             np.asarray(items["categorical"], np.int64).reshape(n_items, item_schema.n_categorical),
             np.asarray(items["ids"], np.int64),
         )
-        try:
-            return cls(
-                users,
-                column("action", np.int64),
-                column("reward", np.float32),
-                column("propensity", np.float64),
-                meta["env_id"],
-                meta["env_kwargs"],
-                meta["seed"],
-                user_schema,
-                item_schema,
-                item_table,
-            )
-        except ValueError as err:
-            raise ValueError(f"{path}: {err}") from err
+        slate_names = {"slate_id": np.int64, "position": np.int64, "chosen": np.bool_}
+        slate_names["slate_propensity"] = np.float64
+        present = [c for c in slate_names if c in table.column_names]
+        if present and len(present) < len(slate_names):
+            missing = [c for c in slate_names if c not in present]
+            raise ValueError(f"a slate log missing columns {missing}")
+        slate_columns = (
+            SlateColumns(*(column(c, dtype) for c, dtype in slate_names.items()))
+            if present
+            else None
+        )
+        return cls(
+            users,
+            column("action", np.int64),
+            column("reward", np.float32),
+            column("propensity", np.float64),
+            meta["env_id"],
+            meta["env_kwargs"],
+            meta["seed"],
+            user_schema,
+            item_schema,
+            item_table,
+            slate_columns,
+        )

@@ -4,13 +4,22 @@ calibrated synthetic stand-in."""
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import numpy as np
 from scipy import sparse
 
-from recsim_ft.checks import check_actions, check_float, check_int
+from recsim_ft.checks import (
+    check_actions,
+    check_bool,
+    check_choice,
+    check_float,
+    check_int,
+    check_path,
+    check_str,
+)
 from recsim_ft.envs.base import VALIDATION_STREAM, RecEnv
-from recsim_ft.envs.hm_data import USER_CATEGORICAL, load_kaggle, process
+from recsim_ft.envs.hm_data import UNKNOWN_IDS, USER_CATEGORICAL, load_kaggle, process
 from recsim_ft.envs.hm_synthetic import generate_frames
 from recsim_ft.schema import Batch, Feature, Schema
 
@@ -22,7 +31,9 @@ class HMFashionEnv(RecEnv):
     Recommendations": recommend one of the ``n_items`` (100) most purchased H&M articles to a
     customer, who is described by five features. Each episode is one customer (a contextual
     bandit, ``horizon`` steps). Users are real customers: ``reset`` draws one of the training
-    customers, and the reward is read from what that customer actually bought.
+    customers, and the reward is read from what that customer actually bought. Opt-in modes
+    (kwargs of this id, see ``RecEnv``): ``slate_size=k`` shows k articles of which the customer
+    picks at most one; ``session=True`` is a shopping visit (see Sessions).
 
     **Data.** With ``data_dir``, the files of the Kaggle competition "H&M Personalized Fashion
     Recommendations" are read: ``customers``, ``articles`` and ``transactions_train``, each as
@@ -31,6 +42,11 @@ class HMFashionEnv(RecEnv):
     The 31.8M transaction rows are streamed (only ``customer_id`` and ``article_id``), and the
     processed result is cached as parquet in ``data_dir/.recsim_ft_cache`` (or ``cache_dir``),
     keyed by the parameters and the files' sizes and mtimes, so the second load is fast.
+    Transactions naming a customer missing from customers.csv, or an article missing from
+    articles.csv (as in any sample or subset of the files), are dropped with a warning
+    (``unknown_ids="drop"``, the default, so such files load; ``data_summary`` counts the rows,
+    customers and articles dropped); ``unknown_ids="error"`` refuses them, naming the first
+    unknown ids.
 
     **Without** ``data_dir`` the env is **synthetic** (``env.synthetic is True``): Kaggle-format
     tables for ``n_customers`` (50,000) customers are generated from ``seed`` by
@@ -49,7 +65,8 @@ class HMFashionEnv(RecEnv):
 
     ## Action Space
 
-    ``Discrete(n_items)``: the item recommended.
+    ``Discrete(n_items)``: the item recommended. With ``slate_size=k``:
+    ``MultiDiscrete([n_items] * k)``, k articles at once.
 
     ## Observation Space
 
@@ -59,7 +76,9 @@ class HMFashionEnv(RecEnv):
     seen in the data, sorted (a whole number is labelled ``"1"`` whether the file holds the
     text ``1.0`` (CSV) or the float 1.0 (parquet)). Missing ages (1.2% of the full data) are
     replaced by the median age of all customers; how many were imputed is in
-    ``env.data_summary["age_imputed"]``.
+    ``env.data_summary["age_imputed"]``. With ``session=True`` the observation adds the articles
+    last bought (or skipped: ``"none"``), their rewards and the step count
+    (``env.observation_schema``).
 
     ## Rewards
 
@@ -67,7 +86,26 @@ class HMFashionEnv(RecEnv):
     expected reward is that 0/1 indicator, so ``sample_reward`` is deterministic.
     ``relevant(users)`` is the same matrix as booleans (for P/R/HR/MRR@k and Kaggle's MAP@12).
     Rewards are looked up by user id (row of the customer in customers.csv); users that do not
-    carry such an id (e.g. built from observations, id -1) are rejected.
+    carry such an id (e.g. built from observations, id -1) are rejected. With slates the
+    customer picks article ``s_j`` with probability ``exp(tau q_j) / (exp(tau q_0) +
+    sum_l exp(tau q_l))`` (``q`` the expected rewards, ``tau = choice_scale``,
+    ``q_0 = no_choice_utility``) or none, and the reward is that of the picked article.
+
+    ## Sessions
+
+    With ``session=True`` an episode is a visit: one article shown per step (with slates: the
+    one picked). Hidden state: the articles the customer would buy (``l_i``: those they bought
+    in the data), the basket of this visit (``in_i``, and its size ``m``) and the patience left
+    ``P`` (``dynamics`` keys, defaults in brackets)::
+
+        buys article i with q_i = l_i * (1 - in_i) * d ** m       d = basket_decay (0.8)
+        after a purchase:  in_i = 1, m' = m + 1
+        after no purchase: P' = P - 1,   P starts at patience (3)
+        leaves (terminated) when P' = 0
+
+    No article is bought twice in a visit, every purchase makes the next one less likely (a
+    budget), and each article shown but not bought uses up patience. The reward is 1 per
+    purchase.
 
     ## Starting State
 
@@ -93,7 +131,9 @@ class HMFashionEnv(RecEnv):
 
     ## Episode End
 
-    ``terminated`` after ``horizon`` steps (default 1); never truncated.
+    ``terminated`` after ``horizon`` steps (default 1); never truncated. With ``session=True``:
+    ``terminated`` when the customer runs out of patience, ``truncated`` after
+    ``session_length`` steps.
 
     ## Arguments
 
@@ -105,13 +145,19 @@ class HMFashionEnv(RecEnv):
 
     ``data_dir`` (None: synthetic), ``n_items`` (100), ``item_feature`` ("prod_name"),
     ``min_test_purchases`` (5), ``test_fraction`` (0.5), ``seed`` (0: the synthetic data and
-    the test split), ``n_customers`` (50,000; synthetic only), ``cache`` (True) and
-    ``cache_dir`` (None; Kaggle files only), ``horizon`` (1).
+    the test split), ``n_customers`` (50,000; synthetic only), ``cache`` (True),
+    ``cache_dir`` (None) and ``unknown_ids`` ("drop" or "error"; Kaggle files only),
+    ``horizon`` (1), and the slate and session modes ``slate_size``, ``choice_scale``,
+    ``no_choice_utility``, ``session``, ``session_length``, ``history_length``, ``dynamics``
+    (``RecEnv``).
 
     ## Version History
 
-    * v0: initial version.
+    * v0: initial version; slate and session modes added as kwargs (the default env is
+      unchanged, bit for bit).
     """
+
+    session_parameters = {"basket_decay": (0.8, 0.0, 1.0), "patience": (3, 1, None)}
 
     def __init__(
         self,
@@ -125,20 +171,29 @@ class HMFashionEnv(RecEnv):
         n_customers: int = 50_000,
         cache: bool = True,
         cache_dir: str | os.PathLike | None = None,
+        unknown_ids: str = "drop",
         horizon: int = 1,
+        **modes: Any,
     ) -> None:
+        self.data_dir = check_path("data_dir", data_dir, allow_none=True)
         n_items = check_int("n_items", n_items, low=1)
+        self.item_feature = check_str("item_feature", item_feature)
         self.min_test_purchases = check_int("min_test_purchases", min_test_purchases, low=1)
-        test_fraction = check_float(
+        self.test_fraction = check_float(
             "test_fraction", test_fraction, low=0, high=1, low_open=True, high_open=True
         )
-        seed = check_int("seed", seed, low=0)
-        n_customers = check_int("n_customers", n_customers, low=1)
+        self.seed = check_int("seed", seed, low=0)
+        self.n_customers = check_int("n_customers", n_customers, low=1)
+        self.cache = check_bool("cache", cache)
+        self.cache_dir = check_path("cache_dir", cache_dir, allow_none=True)
+        self.unknown_ids = check_choice("unknown_ids", unknown_ids, UNKNOWN_IDS)
         self.synthetic = data_dir is None
         if self.synthetic:
-            data = process(generate_frames(n_customers, seed), n_items, item_feature)
+            data = process(generate_frames(self.n_customers, self.seed), n_items, self.item_feature)
         else:
-            data = load_kaggle(data_dir, n_items, item_feature, cache=cache, cache_dir=cache_dir)
+            data = load_kaggle(
+                data_dir, n_items, self.item_feature, self.cache, self.cache_dir, self.unknown_ids
+            )
         self.n_items = data.n_items
         self.article_ids = data.article_ids
         self.item_names = np.array(data.item_categories, dtype=object)[data.item_codes]
@@ -170,8 +225,8 @@ class HMFashionEnv(RecEnv):
         )
         self._n_bought = np.bincount(customers, minlength=data.n_customers)
         eligible = np.flatnonzero(self._n_bought >= self.min_test_purchases)
-        split = np.random.default_rng([seed, 2]).permutation(eligible)
-        self._test_pool = np.sort(split[: int(np.ceil(test_fraction * len(eligible)))])
+        split = np.random.default_rng([self.seed, 2]).permutation(eligible)
+        self._test_pool = np.sort(split[: int(np.ceil(self.test_fraction * len(eligible)))])
         in_test = np.isin(customers, self._test_pool)
         self._train_purchases = data.purchases[~in_test]
         self._train_users = np.setdiff1d(np.unique(customers), self._test_pool)
@@ -181,6 +236,9 @@ class HMFashionEnv(RecEnv):
             "synthetic": self.synthetic,
             "customers": data.n_customers,
             "transactions": data.n_transactions,
+            "dropped_transactions": data.dropped_transactions,
+            "unknown_customers": data.unknown_customers,
+            "unknown_articles": data.unknown_articles,
             "age_imputed": int(missing_age.sum()),
             "median_age": median_age,
             "purchases": len(data.purchases),
@@ -191,7 +249,7 @@ class HMFashionEnv(RecEnv):
             "train_users": len(self._train_users),
             "train_events": len(self._train_purchases) + len(self._negative_slots),
         }
-        self._init_spaces(horizon)
+        self._init_spaces(horizon, **modes)
 
     # -- vectorized API -------------------------------------------------------------------------
     def _users(self, ids: np.ndarray) -> Batch:
@@ -284,3 +342,43 @@ class HMFashionEnv(RecEnv):
             np.where(bought < self.n_items, 1 / (2 * bought), 1 / bought),
         )
         return self._users(customers), actions, propensity.astype(np.float64)
+
+    # -- sessions (see the class docstring) -------------------------------------------------------
+    def session_start(self, users: Batch) -> dict[str, np.ndarray]:
+        n = len(users)
+        return {
+            "would_buy": self.relevant(users),
+            "in_basket": np.zeros((n, self.n_items), bool),
+            "basket": np.zeros(n, np.int64),
+            "patience": np.full(n, self.dynamics["patience"], np.int64),
+        }
+
+    def session_expected_reward(self, users: Batch, state: dict[str, np.ndarray]) -> np.ndarray:
+        willing = self.dynamics["basket_decay"] ** state["basket"]
+        return (state["would_buy"] & ~state["in_basket"]) * willing[:, None]
+
+    def session_advance(
+        self,
+        users: Batch,
+        state: dict[str, np.ndarray],
+        items: np.ndarray,
+        rewards: np.ndarray,
+    ) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        bought = rewards > 0
+        in_basket = state["in_basket"].copy()
+        in_basket[np.flatnonzero(bought), items[bought]] = True
+        patience = state["patience"] - ~bought
+        state = {
+            **state,
+            "in_basket": in_basket,
+            "basket": state["basket"] + bought,
+            "patience": patience,
+        }
+        return state, (patience <= 0).astype(np.float64)
+
+    def session_continue_probability(
+        self, users: Batch, state: dict[str, np.ndarray]
+    ) -> np.ndarray:
+        buys = self.session_expected_reward(users, state)
+        last_chance = (state["patience"] <= 1)[:, None]
+        return np.where(last_chance, buys, 1.0)

@@ -8,8 +8,13 @@ whole file costs 8 bytes a row and no Python objects. Only then are the ``n_item
 purchased articles chosen and every other row dropped.
 
 Every problem with the input (missing file or column, wrong type, empty or truncated file,
-duplicate or unknown ids) raises :class:`HMDataError`, a ``ValueError`` naming the file and the
-column.
+duplicate ids) raises :class:`HMDataError`, a ``ValueError`` naming the file and the column.
+
+Transactions that name a customer missing from the customers file, or an article missing from the
+articles file, are what any sample or subset of the Kaggle files holds. ``unknown_ids="drop"``
+(the default) drops those rows, with a warning that counts the rows, customers and articles
+dropped (also kept in :class:`HMData`); ``unknown_ids="error"`` refuses such files, naming the
+first unknown ids and their counts.
 """
 
 from __future__ import annotations
@@ -21,7 +26,6 @@ import json
 import os
 import re
 import shutil
-import tempfile
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -34,7 +38,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from recsim_ft.checks import check_int
+from recsim_ft.checks import check_choice, check_int, check_str
 
 #: Kaggle file stems, by table
 KAGGLE_FILES = {
@@ -49,7 +53,11 @@ USER_CATEGORICAL = ("FN", "Active", "club_member_status", "fashion_news_frequenc
 #: label of the category that holds missing values of a categorical column
 MISSING = "missing"
 #: bump when the processed format changes, so old caches are not read
-CACHE_VERSION = 1
+CACHE_VERSION = 2
+#: what to do with transactions naming a customer or article missing from its file
+UNKNOWN_IDS = ("drop", "error")
+#: how many unknown ids an error message shows
+_SHOWN_IDS = 5
 
 _BLOCK_BYTES = (
     16 << 20
@@ -62,6 +70,14 @@ TableSource = Path | pd.DataFrame
 
 class HMDataError(ValueError):
     """Bad H&M input: the message names the file (or frame) and the column."""
+
+
+class MissingColumnsError(HMDataError):
+    """A table lacks columns; ``missing`` names them all."""
+
+    def __init__(self, message: str, missing: list[str]) -> None:
+        super().__init__(message)
+        self.missing = missing
 
 
 @dataclass
@@ -87,8 +103,14 @@ class HMData:
     item_categories: tuple[str, ...]
     #: int64 (n_pairs, 2) distinct (customer, item) purchases, sorted
     purchases: np.ndarray
-    #: transaction rows read
+    #: transaction rows used (read, minus those dropped for unknown ids)
     n_transactions: int
+    #: transaction rows dropped because they name an unknown customer or article
+    dropped_transactions: int = 0
+    #: distinct customer ids of the transactions missing from the customers file
+    unknown_customers: int = 0
+    #: distinct article ids of the transactions missing from the articles file
+    unknown_articles: int = 0
 
     @property
     def n_customers(self) -> int:
@@ -138,7 +160,11 @@ def _csv_header(path: Path) -> list[str]:
 def _check_columns(name: str, present: list[str], columns: dict[str, pa.DataType]) -> None:
     missing = [c for c in columns if c not in present]
     if missing:
-        raise HMDataError(f"{name} has no column {missing[0]!r} (columns: {present})")
+        listed = ", ".join(repr(c) for c in missing)
+        raise MissingColumnsError(
+            f"{name} has no column{'s' if len(missing) > 1 else ''} {listed} (columns: {present})",
+            missing,
+        )
 
 
 def _cast(batch: pa.RecordBatch, name: str, columns: dict[str, pa.DataType]) -> pa.RecordBatch:
@@ -275,49 +301,117 @@ def _read_customers(
 
 def _read_articles(source: TableSource, item_feature: str) -> tuple[pd.Index, pa.ChunkedArray]:
     name = _source_name(source, "articles")
-    table = read_table(source, "articles", {"article_id": pa.int64(), item_feature: pa.string()})
+    try:
+        table = read_table(
+            source, "articles", {"article_id": pa.int64(), item_feature: pa.string()}
+        )
+    except MissingColumnsError as err:
+        if item_feature not in err.missing:
+            raise
+        raise MissingColumnsError(
+            f"{err}; item_feature={item_feature!r} must name a column of the articles file",
+            err.missing,
+        ) from None
     _check_ids(table["article_id"], name, "article_id")
     return pd.Index(table["article_id"].to_numpy()), table[item_feature]
 
 
+@dataclass
+class _UnknownIds:
+    """Transaction rows naming ids missing from the customers or articles file."""
+
+    rows: int
+    #: distinct unknown ids per column, in order of first appearance
+    ids: dict[str, pa.Array]
+
+    def describe(self, files: dict[str, str]) -> str:
+        """``"3 rows name 2 customers missing from customers.csv (first: 'c9', 'c8')"``, ..."""
+        parts = [
+            f"{_count(len(ids), table[:-1])} missing from {files[table]} (first: "
+            + ", ".join(repr(v) for v in ids[:_SHOWN_IDS].to_pylist())
+            + (", ..." if len(ids) > _SHOWN_IDS else "")
+            + ")"
+            for table, ids in (
+                ("customers", self.ids["customer_id"]),
+                ("articles", self.ids["article_id"]),
+            )
+            if len(ids)
+        ]
+        return f"{_count(self.rows, 'row')} name " + " and ".join(parts)
+
+
+def _count(n: int, noun: str) -> str:
+    """``"1 row"``, ``"2,000 rows"``."""
+    return f"{n:,} {noun}{'' if n == 1 else 's'}"
+
+
 def _encode_transactions(
     source: TableSource, customer_index: pd.Index, article_index: pd.Index
-) -> tuple[np.ndarray, np.ndarray]:
-    """(customer row, article row) int32 of every transaction, streamed block by block."""
+) -> tuple[np.ndarray, np.ndarray, _UnknownIds]:
+    """(customer row, article row) int32 of every transaction naming a known customer and
+    article, streamed block by block, and the rows and ids left out."""
     name = _source_name(source, "transactions")
-    customers, articles = [], []
+    rows: dict[str, list[np.ndarray]] = {"customer_id": [], "article_id": []}
+    unknown: dict[str, list[pa.Array]] = {"customer_id": [], "article_id": []}
+    n_read = 0
     for batch in read_batches(
         source, "transactions", {"customer_id": pa.string(), "article_id": pa.int64()}
     ):
-        for column, index, other_file in (
-            ("customer_id", customer_index, "customers"),
-            ("article_id", article_index, "articles"),
-        ):
+        found = {}
+        for column, index in (("customer_id", customer_index), ("article_id", article_index)):
             values = batch.column(column)
             if values.null_count:
                 raise HMDataError(f"{name}, column {column!r}: missing values")
-            rows = index.get_indexer(values.to_pandas())
-            if (rows < 0).any():
-                unknown = values[int(np.argmax(rows < 0))].as_py()
-                raise HMDataError(
-                    f"{name}, column {column!r}: {unknown!r} is not in the {other_file} file"
-                )
-            (customers if column == "customer_id" else articles).append(rows.astype(np.int32))
-    if sum(len(c) for c in customers) == 0:
+            found[column] = index.get_indexer(values.to_pandas())
+            missing = found[column] < 0
+            if missing.any():
+                unknown[column].append(pc.unique(values.filter(pa.array(missing))))
+        known = (found["customer_id"] >= 0) & (found["article_id"] >= 0)
+        for column, positions in found.items():
+            rows[column].append(positions[known].astype(np.int32))
+        n_read += batch.num_rows
+    if n_read == 0:
         raise HMDataError(f"{name} has no rows")
-    return np.concatenate(customers), np.concatenate(articles)
+    customers, articles = (np.concatenate(rows[c]) for c in ("customer_id", "article_id"))
+    ids = {
+        column: pc.unique(pa.concat_arrays(arrays)) if arrays else pa.array([], pa.string())
+        for column, arrays in unknown.items()
+    }
+    return customers, articles, _UnknownIds(n_read - len(customers), ids)
 
 
 def process(
-    sources: dict[str, TableSource], n_items: int = 100, item_feature: str = "prod_name"
+    sources: dict[str, TableSource],
+    n_items: int = 100,
+    item_feature: str = "prod_name",
+    unknown_ids: str = "drop",
 ) -> HMData:
-    """Build :class:`HMData` from the three tables (Kaggle files or frames with their columns)."""
+    """Build :class:`HMData` from the three tables (Kaggle files or frames with their columns).
+
+    ``unknown_ids``: ``"drop"`` the transactions naming a customer or article missing from its
+    file (with a warning counting them), or refuse them with an ``"error"``.
+    """
     n_items = check_int("n_items", n_items, low=1)
+    item_feature = check_str("item_feature", item_feature)
+    check_choice("unknown_ids", unknown_ids, UNKNOWN_IDS)
     customer_index, age, user_codes, user_categories = _read_customers(sources["customers"])
     article_index, feature_values = _read_articles(sources["articles"], item_feature)
-    customer_rows, article_rows = _encode_transactions(
+    customer_rows, article_rows, unknown = _encode_transactions(
         sources["transactions"], customer_index, article_index
     )
+    if unknown.rows:
+        transactions = _source_name(sources["transactions"], "transactions")
+        files = {t: _source_name(sources[t], t) for t in ("customers", "articles")}
+        if unknown_ids == "error":
+            raise HMDataError(
+                f"{transactions}: {unknown.describe(files)}; pass unknown_ids='drop' to drop "
+                "those rows"
+            )
+        if len(customer_rows) == 0:
+            raise HMDataError(
+                f"{transactions}: no transaction names a known customer and article "
+                f"({unknown.describe(files)})"
+            )
     del customer_index
     article_ids = article_index.to_numpy()
 
@@ -337,7 +431,7 @@ def process(
     purchases = np.stack([keys // n_items, keys % n_items], axis=1)
 
     item_codes, item_categories = encode_categorical(feature_values.take(pa.array(top)))
-    return HMData(
+    data = HMData(
         age=age,
         user_codes=user_codes,
         user_categories=user_categories,
@@ -348,25 +442,47 @@ def process(
         item_categories=item_categories,
         purchases=purchases,
         n_transactions=len(article_rows),
+        dropped_transactions=unknown.rows,
+        unknown_customers=len(unknown.ids["customer_id"]),
+        unknown_articles=len(unknown.ids["article_id"]),
     )
+    _warn_dropped(data, _source_name(sources["transactions"], "transactions"))
+    return data
+
+
+def _warn_dropped(data: HMData, transactions: str) -> None:
+    """Say how many transaction rows ``unknown_ids="drop"`` dropped, if any."""
+    if data.dropped_transactions:
+        warnings.warn(
+            f"{transactions}: dropped {data.dropped_transactions:,} of "
+            f"{data.n_transactions + data.dropped_transactions:,} transaction rows naming "
+            f"{_count(data.unknown_customers, 'customer')} missing from the customers file and "
+            f"{_count(data.unknown_articles, 'article')} missing from the articles file "
+            "(unknown_ids='drop'; pass unknown_ids='error' to refuse such files)",
+            stacklevel=3,
+        )
 
 
 # -- cache ---------------------------------------------------------------------------------------
-def cache_key(files: dict[str, Path], n_items: int, item_feature: str) -> str:
+def cache_key(
+    files: dict[str, Path], n_items: int, item_feature: str, unknown_ids: str = "drop"
+) -> str:
     """Hash of the processing parameters and the source files' names, sizes and mtimes."""
     stats = {
         table: [p.name, p.stat().st_size, p.stat().st_mtime_ns]
         for table, p in sorted(files.items())
     }
-    text = json.dumps([CACHE_VERSION, int(n_items), item_feature, stats])
+    text = json.dumps([CACHE_VERSION, int(n_items), item_feature, unknown_ids, stats])
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def save_processed(data: HMData, directory: Path) -> None:
     """Write ``data`` as parquet files into a fresh ``directory`` (atomically: a temporary
-    directory, then a rename)."""
+    directory, then a rename; made by ``mkdir``, so it has the umask's usual mode)."""
     directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=directory.name + ".tmp", dir=directory.parent))
+    tmp = directory.with_name(f".{directory.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)  # left by a killed process with the same id
+    tmp.mkdir()
     try:
         users = {
             "age": data.age,
@@ -388,6 +504,9 @@ def save_processed(data: HMData, directory: Path) -> None:
             "item_feature": data.item_feature,
             "item_categories": data.item_categories,
             "n_transactions": data.n_transactions,
+            "dropped_transactions": data.dropped_transactions,
+            "unknown_customers": data.unknown_customers,
+            "unknown_articles": data.unknown_articles,
         }
         (tmp / "meta.json").write_text(json.dumps(meta))
         tmp.rename(directory)
@@ -416,6 +535,9 @@ def load_processed(directory: Path) -> HMData:
             [purchases["customer"].to_numpy(), purchases["item"].to_numpy()], axis=1
         ),
         n_transactions=int(meta["n_transactions"]),
+        dropped_transactions=int(meta["dropped_transactions"]),
+        unknown_customers=int(meta["unknown_customers"]),
+        unknown_articles=int(meta["unknown_articles"]),
     )
 
 
@@ -425,28 +547,33 @@ def load_kaggle(
     item_feature: str = "prod_name",
     cache: bool = True,
     cache_dir: str | os.PathLike | None = None,
+    unknown_ids: str = "drop",
 ) -> HMData:
     """Process the Kaggle files in ``data_dir``, reusing a cached result when the files are
     unchanged.
 
     The cache lives in ``cache_dir`` (default: ``data_dir/.recsim_ft_cache``), one folder per
     parameters-and-files key; if that folder cannot be written, the data is processed without
-    a cache and a warning says why.
+    a cache and a warning says why. ``unknown_ids`` as in :func:`process` (a cached result
+    that dropped rows warns again).
     """
     files = find_kaggle_files(data_dir)
     if not cache:
-        return process(files, n_items, item_feature)
+        return process(files, n_items, item_feature, unknown_ids)
+    check_choice("unknown_ids", unknown_ids, UNKNOWN_IDS)
     root = Path(cache_dir) if cache_dir is not None else Path(data_dir) / ".recsim_ft_cache"
-    directory = root / f"hm-{cache_key(files, n_items, item_feature)}"
+    directory = root / f"hm-{cache_key(files, n_items, item_feature, unknown_ids)}"
     if directory.is_dir():
         try:
-            return load_processed(directory)
+            data = load_processed(directory)
+            _warn_dropped(data, str(files["transactions"]))
+            return data
         except (OSError, KeyError, ValueError, pa.ArrowInvalid) as e:
             warnings.warn(
                 f"ignoring unreadable H&M cache {directory} ({e}); processing the files again",
                 stacklevel=2,
             )
-    data = process(files, n_items, item_feature)
+    data = process(files, n_items, item_feature, unknown_ids)
     try:
         if not directory.exists():
             save_processed(data, directory)

@@ -55,17 +55,24 @@ class SpotifyEnv(RecEnv):
     users like none.
 
     Each episode is one user (a contextual bandit): ``reset()`` draws a user, ``step(action)``
-    plays song ``action`` to them and returns its label.
+    plays song ``action`` to them and returns its label. Two opt-in modes (kwargs of this id,
+    see ``RecEnv``): ``slate_size=k`` shows k songs and the listener picks at most one;
+    ``session=True`` keeps the listener for a session in which they tire of repeats and leave
+    when bored or unhappy (see Sessions).
 
     ## Action Space
 
     ``Discrete(50)``: the index of the song in the playlist (0 = the playlist's first song).
+    With ``slate_size=k``: ``MultiDiscrete([50] * k)``, a slate of k songs.
 
     ## Observation Space
 
     ``Dict({"numeric": Box(0, 1, (20,), float32)})``: the user's genre indicators, one feature per
     genre, named after it, in alphabetical genre order (``env.genres``). The observation does
-    not change within an episode.
+    not change within an episode. With ``session=True`` it adds the recent history and the step
+    count (``env.observation_schema``): ``numeric`` = genres, the rewards of the last
+    ``history_length`` songs played, ``step``; ``categorical`` = those songs (51 categories,
+    the last one ``"none"``).
 
     Item features (``env.item_table()``, for recommenders), chosen by ``item_features``:
     ``"rank"`` (default, as in the paper): one categorical feature ``rank`` with 50 categories,
@@ -76,7 +83,36 @@ class SpotifyEnv(RecEnv):
 
     The label of the song for this user: +1, 0 or -1 (``reward_bounds = (-1, 1)``). The reward is
     deterministic given user and song, so ``expected_reward`` is the label itself. In evaluation
-    the relevant songs of a user are those labelled +1.
+    the relevant songs of a user are those labelled +1. With slates the listener plays song
+    ``s_j`` with probability ``exp(tau q_j) / (exp(tau q_0) + sum_l exp(tau q_l))`` (``q`` the
+    labels, ``tau = choice_scale``, ``q_0 = no_choice_utility``) or nothing, and the reward is
+    the played song's label (0 for nothing).
+
+    ## Sessions
+
+    With ``session=True`` a listener hears one song per step (with slates: the one they pick)
+    and has a hidden state: a boredom ``b_i >= 0`` per song and a satisfaction ``sigma``, both 0
+    at the start. Songs that sound alike bore together: with ``a_i`` the song's audio features
+    centred on the playlist mean, ``S_ij = max(0, cos(a_i, a_j)) ** kappa`` (``S_ii = 1``).
+    When song ``c`` is played at step t (the parameters are ``dynamics`` keys, defaults in
+    brackets)::
+
+        enjoyment   e_i  = p_i - beta * b_i                      beta  = boredom_weight (0.1)
+        reward      r    = label(e_c)  (+1 / 0 / -1 by threshold, as above)
+        boredom     b'   = gamma * b + S[c]                      gamma = boredom_decay (0.8)
+        satisfaction s'  = rho * sigma + (1 - rho) * r           rho   = satisfaction_memory (0.7)
+        leaves with P    = sigmoid(theta_0 + theta_b * b_c - theta_s * s')
+                           theta_0 = leave_bias (-4), theta_b = leave_boredom (1),
+                           theta_s = leave_satisfaction (3), kappa = similarity_power (4)
+
+    (``b_c`` is the boredom of the played song before it was played; when a slate is skipped,
+    ``b' = gamma b``, ``r = 0`` and ``b_c = 0``.) So a liked song played again and again turns
+    neutral, then disliked, and each repeat raises the chance that the listener quits, although
+    the song still earns +1 for a while. The greedy one-step oracle (the best label now, ties to
+    the lower index) keeps playing one song and loses the listener early; with random ties it
+    does better, and a policy that weighs the chance of the listener staying, by rotating
+    through dissimilar liked songs, does better still (``examples/session_rl.py`` measures all
+    three).
 
     ## Starting State
 
@@ -89,7 +125,8 @@ class SpotifyEnv(RecEnv):
     ## Episode End
 
     ``terminated=True`` after ``horizon`` steps (default 1, one recommendation per user);
-    never truncated.
+    never truncated. With ``session=True``: ``terminated`` when the listener leaves,
+    ``truncated`` after ``session_length`` steps.
 
     ## Arguments
 
@@ -106,6 +143,9 @@ class SpotifyEnv(RecEnv):
       20 genres a user likes (``floor(s * 20)`` genres; ``low = high = 1`` means all 20).
     - ``item_features``: ``"rank"``, ``"audio"`` or ``"both"`` (see Observation Space).
     - ``horizon`` (int >= 1): recommendations per user before the episode terminates.
+    - ``slate_size``, ``choice_scale``, ``no_choice_utility``, ``session``, ``session_length``,
+      ``history_length``, ``dynamics``: the slate and session modes (``RecEnv``), e.g.
+      ``gym.make("Spotify-v0", session=True, slate_size=3, dynamics={"boredom_decay": 0.9})``.
 
     ## Data and provenance
 
@@ -121,7 +161,8 @@ class SpotifyEnv(RecEnv):
 
     ## Version History
 
-    - v0: initial version.
+    - v0: initial version; slate and session modes added as kwargs (the default env is
+      unchanged, bit for bit).
 
     Examples:
         >>> env = SpotifyEnv()
@@ -134,6 +175,15 @@ class SpotifyEnv(RecEnv):
     """
 
     reward_bounds = (-1.0, 1.0)
+    session_parameters = {
+        "boredom_weight": (0.1, 0.0, None),
+        "boredom_decay": (0.8, 0.0, 1.0),
+        "similarity_power": (4.0, 0.0, None),
+        "satisfaction_memory": (0.7, 0.0, 1.0),
+        "leave_bias": (-4.0, None, None),
+        "leave_boredom": (1.0, 0.0, None),
+        "leave_satisfaction": (3.0, 0.0, None),
+    }
 
     def __init__(
         self,
@@ -141,6 +191,7 @@ class SpotifyEnv(RecEnv):
         genre_fraction: tuple[float, float] = (0.05, 0.25),
         item_features: str = "rank",
         horizon: int = 1,
+        **modes: Any,
     ) -> None:
         self.threshold = check_float("threshold", threshold, low=0)
         try:
@@ -185,7 +236,12 @@ class SpotifyEnv(RecEnv):
         self.item_schema = Schema(
             {"rank": (rank,), "audio": audio, "both": (rank, *audio)}[item_features]
         )
-        self._init_spaces(horizon)
+        self._init_spaces(horizon, **modes)
+        centred = top50_matrix - top50_matrix.mean(axis=0)
+        unit = centred / np.linalg.norm(centred, axis=1, keepdims=True)
+        #: S, (n_items, n_items): how much playing song c bores the listener of each song
+        self.song_similarity = np.clip(unit @ unit.T, 0.0, 1.0) ** self.dynamics["similarity_power"]
+        np.fill_diagonal(self.song_similarity, 1.0)
 
     # -- vectorized API -------------------------------------------------------------------------
     def sample_users(self, n: int, rng: np.random.Generator) -> Batch:
@@ -229,6 +285,69 @@ class SpotifyEnv(RecEnv):
 
     def relevant(self, users: Batch) -> np.ndarray:
         return self.expected_reward(users) > 0
+
+    # -- sessions (see the class docstring) -------------------------------------------------------
+    def session_start(self, users: Batch) -> dict[str, np.ndarray]:
+        n = len(users)
+        return {"boredom": np.zeros((n, self.n_items)), "satisfaction": np.zeros(n)}
+
+    def _enjoyment(self, users: Batch, state: dict[str, np.ndarray]) -> np.ndarray:
+        self.user_schema.validate(users, "users")
+        preference = users.numeric.astype(np.float64) @ self.affinity
+        return preference - self.dynamics["boredom_weight"] * state["boredom"]
+
+    def session_expected_reward(self, users: Batch, state: dict[str, np.ndarray]) -> np.ndarray:
+        return self._label(self._enjoyment(users, state))
+
+    def session_sample_reward(
+        self,
+        users: Batch,
+        state: dict[str, np.ndarray],
+        items: np.ndarray,
+        expected: np.ndarray,
+        rng: np.random.Generator,
+    ) -> np.ndarray:
+        """The label of the enjoyment: deterministic, ``rng`` is not used."""
+        return expected.astype(np.float32)
+
+    def _leave_probability(
+        self, satisfaction: np.ndarray, boredom_played: np.ndarray
+    ) -> np.ndarray:
+        d = self.dynamics
+        logit = (
+            d["leave_bias"]
+            + d["leave_boredom"] * boredom_played
+            - d["leave_satisfaction"] * satisfaction
+        )
+        return 1.0 / (1.0 + np.exp(-logit))
+
+    def _satisfaction(self, satisfaction: np.ndarray, rewards: np.ndarray) -> np.ndarray:
+        memory = self.dynamics["satisfaction_memory"]
+        return memory * satisfaction + (1.0 - memory) * rewards
+
+    def session_advance(
+        self,
+        users: Batch,
+        state: dict[str, np.ndarray],
+        items: np.ndarray,
+        rewards: np.ndarray,
+    ) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        played = items >= 0
+        rows = np.flatnonzero(played)
+        boredom_played = np.zeros(len(items))
+        boredom_played[rows] = state["boredom"][rows, items[rows]]
+        boredom = self.dynamics["boredom_decay"] * state["boredom"]
+        boredom[rows] += self.song_similarity[items[rows]]
+        satisfaction = self._satisfaction(state["satisfaction"], rewards.astype(np.float64))
+        leaving = self._leave_probability(satisfaction, boredom_played)
+        return {"boredom": boredom, "satisfaction": satisfaction}, leaving
+
+    def session_continue_probability(
+        self, users: Batch, state: dict[str, np.ndarray]
+    ) -> np.ndarray:
+        labels = self.session_expected_reward(users, state)
+        satisfaction = self._satisfaction(state["satisfaction"][:, None], labels)
+        return 1.0 - self._leave_probability(satisfaction, state["boredom"])
 
     def _label(self, preference: np.ndarray) -> np.ndarray:
         """+1 above the indifference band, -1 below it, 0 inside (float64)."""

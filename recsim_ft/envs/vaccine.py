@@ -7,6 +7,7 @@ import json
 from collections.abc import Sequence
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from sklearn.cluster import KMeans
@@ -136,15 +137,19 @@ class VaccineMessagingEnv(RecEnv):
     person's cluster label. k-means labels are arbitrary, so this pairs user clusters with message
     clusters one-to-one at random (fixed by ``seed``), exactly as the paper's "same cluster" rule
     does when read literally. The recommender sees only the person's features and the message
-    (its index, or its embedding) and must learn which messages work for whom.
+    (its index, or its embedding) and must learn which messages work for whom. Opt-in modes
+    (kwargs of this id, see ``RecEnv``): ``slate_size=k`` sends k messages of which the person
+    reads at most one; ``session=True`` runs a messaging campaign per person (see Sessions).
 
     ## Action Space
     ``Discrete(n_items)``: the index of the message to send (``n_items`` = number of messages).
+    With ``slate_size=k``: ``MultiDiscrete([n_items] * k)``, k messages at once.
 
     ## Observation Space
     ``Dict(numeric=Box([18], [90], float32), categorical=MultiDiscrete([3, 6, 6, 5, 6, 7, 7]))``:
     age, then gender, progression, education, insurance, race, language, religion as category
-    indices (labels in ``env.user_schema``).
+    indices (labels in ``env.user_schema``). With ``session=True`` the observation adds the
+    messages last read, their rewards and the step count (``env.observation_schema``).
 
     User marginals (our choice: the paper only says "sampled at random"; the weights are rounded
     shares loosely inspired by the adult US population, not calibrated data). Every feature is
@@ -179,7 +184,27 @@ class VaccineMessagingEnv(RecEnv):
     "target 1 / target 0" literally (deterministic rewards); lower ``p_match`` or raise
     ``p_mismatch`` for a noisy response. ``expected_reward`` returns those probabilities;
     ``relevant`` marks the messages in the user's cluster (never empty: every message cluster holds
-    at least one message).
+    at least one message). With slates the person reads message ``s_j`` with probability
+    ``exp(tau q_j) / (exp(tau q_0) + sum_l exp(tau q_l))`` (``q`` the expected rewards,
+    ``tau = choice_scale``, ``q_0 = no_choice_utility``) or none, and the reward is drawn for
+    the message read (0 if none).
+
+    ## Sessions
+    With ``session=True`` an episode is a campaign: one message per step (with slates: the one
+    read) until the person vaccinates, opts out, or ``session_length`` steps pass. Hidden state:
+    persuasion ``psi`` (0 at the start), the number of times ``c_i`` each message was read, the
+    number of steps ``f`` (message fatigue) and the person's cluster. When message ``i`` is read
+    (``match_i`` = 1 when its cluster is the person's; ``dynamics`` keys, defaults in brackets)::
+
+        persuasion   psi' = psi + match_i * delta ** c_i     delta = repeat_persuasion (0.5)
+        vaccinates with q_i = p_mismatch + (p_match - p_mismatch) * match_i
+                                          * (1 - exp(-psi' / kappa))   kappa = persuasion_scale (3)
+        fatigue      f'   = f + 1   (every step, read or not)
+        opts out with P   = 1 - exp(-lambda * f')   if not vaccinated   lambda = opt_out_rate (0.01)
+
+    Persuasion accumulates only with messages that match the person's cluster, a repeated message
+    persuades less each time, and the reward is 1 when the person vaccinates, which ends the
+    episode (terminated), as does opting out (reward 0).
 
     ## Starting State
     ``reset()`` draws a user uniformly from the pool with ``self.np_random``; ``info["user_id"]`` is
@@ -191,6 +216,8 @@ class VaccineMessagingEnv(RecEnv):
 
     ## Episode End
     ``terminated=True`` after ``horizon`` steps (default 1, a contextual bandit); never truncated.
+    With ``session=True``: ``terminated`` when the person vaccinates or opts out, ``truncated``
+    after ``session_length`` steps.
 
     ## Arguments
     ```python
@@ -204,6 +231,8 @@ class VaccineMessagingEnv(RecEnv):
     - ``n_users``: size of the finite user pool (the paper: 50,000).
     - ``seed``: construction seed of the pool, the message draw and both k-means.
       Same seed -> same pool, messages and clusters.
+    - ``slate_size``, ``choice_scale``, ``no_choice_utility``, ``session``, ``session_length``,
+      ``history_length``, ``dynamics``: the slate and session modes (``RecEnv``).
 
     k-means (scikit-learn ``KMeans``, k-means++ init, ``n_init=1``): on users it is fitted on the
     first ``KMEANS_FIT_USERS`` = 20,000 pool users (an i.i.d. sample) and every pool user is then
@@ -224,10 +253,16 @@ class VaccineMessagingEnv(RecEnv):
     ((4, 6), True)
 
     ## Version History
-    - v0: first version.
+    - v0: first version; slate and session modes added as kwargs (the default env is unchanged,
+      bit for bit).
     """
 
     reward_bounds = (0.0, 1.0)
+    session_parameters = {
+        "persuasion_scale": (3.0, 1e-9, None),
+        "repeat_persuasion": (0.5, 0.0, 1.0),
+        "opt_out_rate": (0.01, 0.0, None),
+    }
 
     def __init__(
         self,
@@ -240,6 +275,7 @@ class VaccineMessagingEnv(RecEnv):
         seed: int | None = 0,
         horizon: int = 1,
         embeddings: np.ndarray | None = None,
+        **modes: Any,
     ) -> None:
         self.item_features = check_choice("item_features", item_features, ITEM_FEATURES)
         self.n_users = check_int("n_users", n_users, low=1)
@@ -286,7 +322,7 @@ class VaccineMessagingEnv(RecEnv):
         else:
             dims = self.message_embeddings.shape[1]
             self.item_schema = Schema(tuple(Feature(f"emb_{j}", "numeric") for j in range(dims)))
-        self._init_spaces(horizon)
+        self._init_spaces(horizon, **modes)
 
     # -- construction ---------------------------------------------------------------------------
     @staticmethod
@@ -301,7 +337,8 @@ class VaccineMessagingEnv(RecEnv):
             count = check_int("messages", messages, low=1, high=len(builtin))
             if embeddings is not None:
                 raise ValueError(
-                    "embeddings are only accepted together with a list of message strings"
+                    "embeddings are only accepted together with messages given as a list of "
+                    "message strings"
                 )
             ids = np.sort(rng.choice(len(builtin), size=count, replace=False))
             all_embeddings, provenance = load_builtin_embeddings()
@@ -410,3 +447,50 @@ class VaccineMessagingEnv(RecEnv):
         """Theme tag of each built-in message ("" for messages given by the user)."""
         builtin = load_builtin_messages()
         return tuple(builtin[i]["theme"] if i >= 0 else "" for i in self.message_ids)
+
+    # -- sessions (see the class docstring) -------------------------------------------------------
+    def session_start(self, users: Batch) -> dict[str, np.ndarray]:
+        n = len(users)
+        return {
+            "cluster": self.user_clusters(users),
+            "persuasion": np.zeros(n),
+            "reads": np.zeros((n, self.n_items), np.int64),
+            "fatigue": np.zeros(n, np.int64),
+        }
+
+    def _persuasion_after(self, state: dict[str, np.ndarray]) -> np.ndarray:
+        """(n, n_items) persuasion after reading each message now."""
+        match = state["cluster"][:, None] == self.message_clusters[None, :]
+        gain = match * self.dynamics["repeat_persuasion"] ** state["reads"]
+        return state["persuasion"][:, None] + gain
+
+    def session_expected_reward(self, users: Batch, state: dict[str, np.ndarray]) -> np.ndarray:
+        match = state["cluster"][:, None] == self.message_clusters[None, :]
+        ready = 1.0 - np.exp(-self._persuasion_after(state) / self.dynamics["persuasion_scale"])
+        return self.p_mismatch + (self.p_match - self.p_mismatch) * match * ready
+
+    def _opt_out(self, fatigue: np.ndarray) -> np.ndarray:
+        return 1.0 - np.exp(-self.dynamics["opt_out_rate"] * fatigue)
+
+    def session_advance(
+        self,
+        users: Batch,
+        state: dict[str, np.ndarray],
+        items: np.ndarray,
+        rewards: np.ndarray,
+    ) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        rows = np.flatnonzero(items >= 0)
+        persuasion = state["persuasion"].copy()
+        persuasion[rows] = self._persuasion_after(state)[rows, items[rows]]
+        reads = state["reads"].copy()
+        reads[rows, items[rows]] += 1
+        fatigue = state["fatigue"] + 1
+        leaving = np.where(rewards > 0, 1.0, self._opt_out(fatigue))
+        state = {**state, "persuasion": persuasion, "reads": reads, "fatigue": fatigue}
+        return state, leaving
+
+    def session_continue_probability(
+        self, users: Batch, state: dict[str, np.ndarray]
+    ) -> np.ndarray:
+        stays = 1.0 - self._opt_out(state["fatigue"] + 1)
+        return (1.0 - self.session_expected_reward(users, state)) * stays[:, None]

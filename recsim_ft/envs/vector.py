@@ -3,11 +3,13 @@
 ``gym.make_vec("Spotify-v0", num_envs=N)`` returns a ``RecVectorEnv`` (Gymnasium uses a registered
 ``vector_entry_point`` by default; ``vectorization_mode="sync"`` still gives the generic
 ``SyncVectorEnv`` of N separate env copies, and is needed for ``make_vec(..., wrappers=...)``,
-which Gymnasium refuses for a vector entry point). Every step is two calls of the env's
-vectorized API (``expected_reward`` and ``sample_reward`` on all N users at once) instead of N
-Python-level ``step`` calls, and the N slots share one env object, so an env that is costly to
-build (H&M, vaccine with its k-means) is built once. ``benchmarks/vector_env.py`` measures the
-speed-up.
+which Gymnasium refuses for a vector entry point). Every step is one call of the env's
+vectorized ``respond`` on all N users at once (``expected_reward`` and ``sample_reward``; in
+session mode the session methods) instead of N Python-level ``step`` calls, through the same
+``recsim_ft.envs.episodes`` code as the single env, and the N slots share one env object, so an
+env that is costly to build (H&M, vaccine with its k-means) is built once. Slates and sessions
+(the env kwargs ``slate_size`` and ``session``) work as in the single env.
+``benchmarks/vector_env.py`` measures the speed-up.
 """
 
 from __future__ import annotations
@@ -20,9 +22,9 @@ from gymnasium.utils import seeding
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
-from recsim_ft.checks import check_actions, check_int
+from recsim_ft.checks import check_actions, check_int, check_slates
 from recsim_ft.envs.base import RecEnv
-from recsim_ft.schema import Batch
+from recsim_ft.envs.episodes import Episodes
 
 _MODES = (AutoresetMode.NEXT_STEP, AutoresetMode.SAME_STEP)
 
@@ -33,12 +35,15 @@ class RecVectorEnv(VectorEnv):
     ## Description
     Slot ``i`` is a user and its episode, exactly as in the single env: ``reset`` draws a user,
     each ``step`` recommends ``actions[i]`` to slot ``i``'s user, and the episode terminates after
-    the env's ``horizon`` steps (1 by default: every episode is one recommendation).
+    the env's ``horizon`` steps (1 by default: every episode is one recommendation). In session
+    mode (``session=True``) slot ``i``'s user keeps their session state between steps, the
+    episode terminates when they leave and is truncated after ``session_length`` steps.
 
     ## Spaces
     ``single_observation_space`` / ``single_action_space`` are the env's own; ``observation_space``
     is their batch (``Dict(numeric=Box((N, d)), categorical=MultiDiscrete((N, c)))``) and
-    ``action_space`` is ``MultiDiscrete([n_items] * N)``, as ``SyncVectorEnv`` builds them.
+    ``action_space`` is ``MultiDiscrete([n_items] * N)`` (with ``slate_size=k``: an (N, k)
+    ``MultiDiscrete``, one slate per row), as ``SyncVectorEnv`` builds them.
 
     ## Step and autoreset
     ``autoreset_mode=AutoresetMode.NEXT_STEP`` (default, Gymnasium >= 1.0's default): the step
@@ -47,13 +52,17 @@ class RecVectorEnv(VectorEnv):
     reward 0 and ``terminated = truncated = False``. With horizon 1 every other step is such a
     reset step. ``AutoresetMode.SAME_STEP``: the ending step already returns the new user's
     observation; the finished user's observation and info are in ``infos["final_obs"]`` (an object
-    array) and ``infos["final_info"]``. ``truncated`` is always False (the envs never truncate).
+    array) and ``infos["final_info"]``. A truncated session is reset the same way as a
+    terminated one; outside session mode ``truncated`` is always False.
 
     ## Infos
     As ``SyncVectorEnv`` stacks the single env's infos: ``infos["user_id"]`` (int64, every slot)
-    and ``infos["expected_reward"]`` (float64, the expected reward of the recommended item; only
-    slots that stepped, marked by the boolean mask ``infos["_expected_reward"]``; the key is
-    absent when no slot stepped, e.g. on the all-slots reset step of horizon 1).
+    and ``infos["expected_reward"]`` (float64, the expected reward of the recommended item or
+    slate; only slots that stepped, marked by the boolean mask ``infos["_expected_reward"]``; the
+    key is absent when no slot stepped, e.g. on the all-slots reset step of horizon 1); with
+    slates also ``chosen_position`` and ``chosen_item`` (int64, -1: nothing chosen), like
+    ``expected_reward``. ``session_outlook()`` gives oracles and planners the hidden-state view
+    of every slot.
 
     ## Seeding
     ``reset(seed=s)`` seeds one generator for all slots (``self.np_random``); every user and reward
@@ -126,9 +135,7 @@ class RecVectorEnv(VectorEnv):
         self.single_action_space = self.env.action_space
         self.observation_space = batch_space(self.single_observation_space, self.num_envs)
         self.action_space = batch_space(self.single_action_space, self.num_envs)
-        self._users: Batch | None = None
-        self._t = np.zeros(self.num_envs, np.int64)
-        self._ended = np.zeros(self.num_envs, bool)
+        self._episodes = Episodes(self.env, num_envs)
 
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
@@ -147,65 +154,65 @@ class RecVectorEnv(VectorEnv):
                     f"options['reset_mask'] must be a bool array of shape ({self.num_envs},) "
                     f"with at least one True, got {mask!r}"
                 )
-        if self._users is None and not mask.all():
+        if self._episodes.users is None and not mask.all():
             raise RuntimeError("the first reset must reset every slot (no reset_mask)")
-        self._new_users(mask)
-        return self._observations(), _stacked({"user_id": self._users.ids}, mask)
+        self._episodes.start(mask, self.np_random)
+        return self._episodes.observations(), _stacked({"user_id": self._episodes.users.ids}, mask)
 
     def step(
         self, actions: np.ndarray
     ) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
-        if self._users is None:
+        episodes, env = self._episodes, self.env
+        if episodes.users is None:
             raise RuntimeError("call reset() before step()")
-        actions = check_actions(actions, self.env.n_items, self.num_envs)
-        stepping = (
-            ~self._ended
+        if env.slate_size is None:
+            actions = check_actions(actions, env.n_items, self.num_envs)
+        else:
+            actions = check_slates(actions, env.n_items, (self.num_envs, env.slate_size))
+        restarting = (
+            episodes.ended.copy()
             if self.autoreset_mode == AutoresetMode.NEXT_STEP
-            else np.ones(self.num_envs, bool)
+            else np.zeros(self.num_envs, bool)
         )
-        rewards = np.zeros(self.num_envs, np.float64)
-        expected = np.zeros(self.num_envs, np.float64)
-        if stepping.any():
-            items, users = actions[stepping], self._users[stepping]
-            expected[stepping] = self.env.expected_reward(users)[np.arange(len(items)), items]
-            rewards[stepping] = self.env.sample_reward(users, items, self.np_random)
-        self._t[stepping] += 1
-        terminated = stepping & (self._t >= self.env.horizon)
+        stepping = ~restarting
+        result = episodes.step(actions, self.np_random, stepping)
+        ended = result.terminated | result.truncated
+        step_infos = {"expected_reward": result.expected}
+        if result.positions is not None:
+            step_infos |= {"chosen_position": result.positions, "chosen_item": result.consumed}
         infos: dict[str, Any] = {}
         if self.autoreset_mode == AutoresetMode.NEXT_STEP:
-            if self._ended.any():  # this step's reset slots
-                self._new_users(self._ended)
-            self._ended = terminated
+            if restarting.any():  # this step's reset slots
+                episodes.start(restarting, self.np_random)
             reported = stepping
-        elif terminated.any():  # SAME_STEP: report the finished episodes, then start new ones
+        elif ended.any():  # SAME_STEP: report the finished episodes, then start new ones
             final_obs = np.full(self.num_envs, None, dtype=object)
-            for i in np.flatnonzero(terminated):
-                final_obs[i] = self._users.observation(i, self.env.user_schema)
-            infos["final_obs"], infos["_final_obs"] = final_obs, terminated.copy()
-            infos["final_info"] = _stacked(
-                {"user_id": self._users.ids, "expected_reward": expected}, terminated
-            )
-            infos["_final_info"] = terminated.copy()
-            self._new_users(terminated)
-            reported = stepping & ~terminated
+            for i in np.flatnonzero(ended):
+                final_obs[i] = episodes.observation(i)
+            infos["final_obs"], infos["_final_obs"] = final_obs, ended.copy()
+            infos["final_info"] = _stacked({"user_id": episodes.users.ids, **step_infos}, ended)
+            infos["_final_info"] = ended.copy()
+            episodes.start(ended, self.np_random)
+            reported = stepping & ~ended
         else:
             reported = stepping
-        infos |= _stacked({"user_id": self._users.ids}, np.ones(self.num_envs, bool))
-        infos |= _stacked({"expected_reward": expected}, reported)
-        return self._observations(), rewards, terminated, np.zeros(self.num_envs, bool), infos
+        infos |= _stacked({"user_id": episodes.users.ids}, np.ones(self.num_envs, bool))
+        infos |= _stacked(step_infos, reported)
+        return (
+            episodes.observations(),
+            result.rewards,
+            result.terminated,
+            result.truncated,
+            infos,
+        )
 
-    def _new_users(self, mask: np.ndarray) -> None:
-        fresh = self.env.sample_users(int(mask.sum()), self.np_random)
-        if self._users is None or mask.all():  # own copies: slots are overwritten in place later
-            self._users = Batch(fresh.numeric.copy(), fresh.categorical.copy(), fresh.ids.copy())
-        else:
-            for name in ("numeric", "categorical", "ids"):
-                getattr(self._users, name)[mask] = getattr(fresh, name)
-        self._t[mask] = 0
-        self._ended[mask] = False
-
-    def _observations(self) -> dict[str, np.ndarray]:
-        return self._users.observations(self.env.user_schema)
+    def session_outlook(self) -> tuple[np.ndarray, np.ndarray]:
+        """For oracles and planners, from every slot's hidden state (never observed): (N,
+        n_items) expected reward of each item now, and probability that the episode goes on
+        after it."""
+        if self._episodes.users is None:
+            raise RuntimeError("call reset() before session_outlook()")
+        return self._episodes.outlook()
 
     def close_extras(self, **kwargs: Any) -> None:
         self.env.close()

@@ -14,6 +14,28 @@ from recsim_ft.experiments.executors import RunOutcome
 from recsim_ft.experiments.specs import AGENT_LABELS
 from recsim_ft.models.presets import EMBEDDERS
 
+#: The figures of a report (file ``<stem>_<name>.png``) and what each shows, as the report says.
+FIGURES = {
+    "hr_curves": (
+        "HR@k on the test users through training, mean over seeds, one panel per setting and k, "
+        "with the popularity (dotted) and random (dashed) baselines as horizontal lines "
+        "(the paper's Fig. 4 and 6)."
+    ),
+    "fig5": (
+        "Recommended minus liked, per item (the paper's Fig. 5): items on the x axis ranked by "
+        "how many test users like them (most liked first); each test user gets as many "
+        "recommendations as items they like, and the y axis counts how often an item is "
+        "recommended minus how often it is liked (mean over seeds). A perfect ranker is 0 "
+        "everywhere; above 0 an item is pushed beyond its appeal, below 0 it is recommended "
+        "less than it is liked (a model that favours popular items rises on the left)."
+    ),
+}
+
+
+def figure_path(out: Path, stem: str, name: str) -> Path:
+    """Where the report ``stem`` in ``out`` keeps figure ``name`` (a key of ``FIGURES``)."""
+    return out / f"{stem}_{name}.png"
+
 
 def paper_figures(
     outcomes: Sequence[RunOutcome], out: Path, stem: str, labels: dict[str, str]
@@ -31,16 +53,16 @@ def paper_figures(
     settings = list(dict.fromkeys(o.spec.setting for o in trained))
     if not settings:
         return []
-    figures = [
-        (_hr_curves(plt, outcomes, trained, settings, labels), f"{stem}_hr_curves.png"),
-        (_recommended_minus_liked(plt, trained, settings, labels), f"{stem}_fig5.png"),
-    ]
+    figures = {
+        "hr_curves": _hr_curves(plt, outcomes, trained, settings, labels),
+        "fig5": _recommended_minus_liked(plt, trained, settings, labels),
+    }
     paths = []
-    for fig, name in figures:
+    for name, fig in figures.items():
         if fig is None:
             continue
         fig.tight_layout()
-        paths.append(out / name)
+        paths.append(figure_path(out, stem, name))
         fig.savefig(paths[-1], dpi=120)
         plt.close(fig)
     return paths

@@ -1,9 +1,13 @@
 """The report of a sweep: Markdown tables (ours beside the paper's numbers, with paired tests),
-CSV files of the summary, the paired tests and every run, and the paper's figures."""
+CSV files of the summary, the paired tests and every run, and the paper's figures.
+
+``reproduce`` reports every finished run of the table in its output directory, not only the runs
+of the command at hand: re-running it with fewer agents or seeds adds to the table and never
+shrinks it, and the figures always match the table."""
 
 from __future__ import annotations
 
-import math
+import json
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -13,11 +17,13 @@ from typing import Any
 import pandas as pd
 
 from recsim_ft.experiments.executors import RunOutcome, sweep
-from recsim_ft.experiments.figures import paper_figures
-from recsim_ft.experiments.runs import ERROR_FILE, write_atomic
+from recsim_ft.experiments.figures import FIGURES, figure_path, paper_figures
+from recsim_ft.experiments.runs import DONE_MARKER, ERROR_FILE, finished, read_metrics, write_atomic
 from recsim_ft.experiments.specs import (
     AGENT_LABELS,
+    AGENTS,
     TABLE_AGENTS,
+    RunSpec,
     Setting,
     table_settings,
     table_specs,
@@ -33,23 +39,69 @@ def _table_columns(metrics: Iterable[str]) -> list[str]:
     return [m for m in (*PAPER_METRICS, "MAP@12") if m in present] or sorted(present)
 
 
+#: From this many seeds on a cell shows the 95% CI half-width; below it the range over seeds
+#: (with 2 seeds the t-based half-width is 12.7 standard errors, often wider than [0, 1]).
+MIN_SEEDS_FOR_CI = 3
+#: What the tables say under a cell that shows the range over seeds.
+RANGE_NOTE = (
+    f"Cells with fewer than {MIN_SEEDS_FOR_CI} seeds show the mean (lowest–highest seed) "
+    "instead of the 95% CI half-width, which with 2 seeds is 12.7 standard errors (often wider "
+    "than the whole [0, 1] range of a metric): run more seeds before reading anything into a "
+    "difference."
+)
+
+
+def spread_cell(mean: float, ci_low: float, ci_high: float, low: float, high: float, n: int) -> str:
+    """A table cell over ``n`` seeds: ``mean ± CI half-width`` from ``MIN_SEEDS_FOR_CI`` seeds
+    on, ``mean (lowest–highest)`` below, the mean alone for one seed.
+
+    >>> spread_cell(0.5, 0.4, 0.6, 0.3, 0.7, 5), spread_cell(0.5, -0.7, 1.7, 0.4, 0.6, 2)
+    ('0.500 ± 0.100', '0.500 (0.400–0.600)')
+    """
+    if n >= MIN_SEEDS_FOR_CI:
+        return f"{mean:.3f} ± {(ci_high - ci_low) / 2:.3f}"
+    return f"{mean:.3f}" + (f" ({low:.3f}–{high:.3f})" if n > 1 else "")
+
+
+def _count(low: int, high: int, noun: str) -> str:
+    """``5 seeds``, ``1 seed``, ``2-5 seeds``."""
+    return f"{low}{'' if low == high else f'-{high}'} {noun}{'' if high == 1 else 's'}"
+
+
 def markdown_table(
     summary: pd.DataFrame,
     tests: pd.DataFrame,
     labels: dict[str, str] | None = None,
     a: str = "mamba",
     b: str = "transformer",
+    users: dict[str, tuple[int, int, int]] | None = None,
 ) -> str:
-    """The results as Markdown: per setting, mean ± CI half-width per agent, the paper's row under
-    each agent it reports, and the paired-test p-values."""
-    labels = labels or {}
+    """The results as Markdown: per setting, mean ± CI half-width per agent (the range over seeds
+    below ``MIN_SEEDS_FOR_CI`` seeds), the paper's row under each agent it reports, and the
+    paired-test p-values. ``users`` gives per setting the (fewest, most) test users scored per
+    seed and the number drawn, for the heading."""
+    labels, users = labels or {}, users or {}
     lines = []
     for setting, group in summary.groupby("setting", sort=False):
         metrics = _table_columns(group["metric"])
-        n_seeds = int(group["n"].max())
-        seeds = f"{n_seeds} seed{'s' if n_seeds != 1 else ''}"
+        seeds = _count(int(group["n"].min()), int(group["n"].max()), "seed")
+        scored = ""
+        if setting in users:
+            fewest, most, drawn = users[setting]
+            scored = (
+                f"; all {drawn} test users per seed scored"
+                if fewest == drawn
+                else f"; {_count(fewest, most, 'test user')} of {drawn} per seed scored "
+                "(users who like no item are left out)"
+            )
+        if group["n"].min() >= MIN_SEEDS_FOR_CI:
+            cell_kind = "mean ± 95% CI half-width"
+        elif group["n"].max() < MIN_SEEDS_FOR_CI:
+            cell_kind = "mean (lowest–highest seed)"
+        else:
+            cell_kind = f"mean ± 95% CI half-width, below {MIN_SEEDS_FOR_CI} seeds (lowest–highest)"
         lines += [
-            f"### {labels.get(setting, setting)} ({seeds}; mean ± 95% CI half-width)",
+            f"### {labels.get(setting, setting)} ({seeds}{scored}; {cell_kind})",
             "",
             "| agent | " + " | ".join(metrics) + " |",
             "|---" * (len(metrics) + 1) + "|",
@@ -58,6 +110,7 @@ def markdown_table(
         agents = [x for x in TABLE_AGENTS if x in set(group["agent"])] + sorted(
             set(group["agent"]) - set(TABLE_AGENTS)
         )
+        n_seeds = group.groupby("agent")["n"].max()
         for agent in agents:
             row = []
             for metric in metrics:
@@ -65,9 +118,20 @@ def markdown_table(
                     row.append("")
                     continue
                 cell = cells.loc[(agent, metric)]
-                half = (cell["ci_high"] - cell["ci_low"]) / 2
-                row.append(f"{cell['mean']:.3f}" + ("" if math.isnan(half) else f" ± {half:.3f}"))
-            lines.append(f"| {AGENT_LABELS.get(agent, agent)} | " + " | ".join(row) + " |")
+                row.append(
+                    spread_cell(
+                        cell["mean"],
+                        cell["ci_low"],
+                        cell["ci_high"],
+                        cell["min"],
+                        cell["max"],
+                        int(cell["n"]),
+                    )
+                )
+            label = AGENT_LABELS.get(agent, agent)
+            if group["n"].min() != group["n"].max():
+                label += f" ({_count(n_seeds[agent], n_seeds[agent], 'seed')})"
+            lines.append(f"| {label} | " + " | ".join(row) + " |")
             paper = [
                 cells.loc[(agent, m), "paper"] if (agent, m) in cells.index else None
                 for m in metrics
@@ -94,6 +158,8 @@ def markdown_table(
                 t = here.loc[metric]
                 p_values = f"{_p(t['t_pvalue'])} | {_p(t['wilcoxon_pvalue'])}"
                 lines.append(f"| {metric} | {t['mean_diff']:+.3f} | {p_values} |")
+        if group["n"].min() < MIN_SEEDS_FOR_CI:
+            lines += ["", RANGE_NOTE]
         lines.append("")
     return "\n".join(lines)
 
@@ -118,6 +184,17 @@ class Report:
         return [o for o in self.outcomes if o.status == "failed"]
 
 
+def _users_scored(outcomes: Iterable[RunOutcome]) -> dict[str, tuple[int, int, int]]:
+    """Per setting: the fewest and most test users scored in one seed, and the number drawn."""
+    scored: dict[str, list[int]] = {}
+    drawn = {}
+    for o in outcomes:
+        if o.status != "failed" and "n_users" in o.metrics:
+            scored.setdefault(o.spec.setting, []).append(int(o.metrics["n_users"]))
+            drawn[o.spec.setting] = o.spec.eval_users
+    return {s: (min(n), max(n), drawn[s]) for s, n in scored.items()}
+
+
 def report(
     outcomes: Sequence[RunOutcome],
     out: str | os.PathLike,
@@ -126,12 +203,13 @@ def report(
     figures: bool = True,
 ) -> Report:
     """Write ``<stem>.md``, ``<stem>.csv`` (summary), ``<stem>_paired.csv``, ``<stem>_runs.csv``
-    (every run's metrics) and the figures into ``out``."""
+    (every run's metrics) and the figures into ``out``; a figure of an earlier report that this
+    one cannot draw is removed rather than left beside a table it no longer matches."""
     out = Path(out)
     labels = labels or {}
     runs = runs_frame(outcomes)
     summary, tests = summarize(runs), paired_tests(runs)
-    markdown = markdown_table(summary, tests, labels)
+    markdown = markdown_table(summary, tests, labels, users=_users_scored(outcomes))
     failed = [o for o in outcomes if o.status == "failed"]
     if failed:
         markdown += (
@@ -142,6 +220,21 @@ def report(
             )
             + "\n"
         )
+    notes, drawn = [], []
+    if figures:
+        try:
+            drawn = paper_figures(outcomes, out, stem, labels)
+        except ImportError:
+            notes.append(
+                "matplotlib is not installed: figures skipped (pip install 'recsim-ft[plot]')"
+            )
+    for name, caption in FIGURES.items():
+        path = figure_path(out, stem, name)
+        if path in drawn:
+            markdown += f"\n`{path.name}`: {caption}\n"
+        elif path.exists():
+            path.unlink()
+            notes.append(f"removed {path}, drawn by an earlier run: it no longer matches the table")
     files = [
         out / f"{stem}.md",
         out / f"{stem}.csv",
@@ -159,15 +252,28 @@ def report(
         strict=True,
     ):
         write_atomic(path, text)
-    notes = []
-    if figures:
-        try:
-            files += paper_figures(outcomes, out, stem, labels)
-        except ImportError:
-            notes.append(
-                "matplotlib is not installed: figures skipped (pip install 'recsim-ft[plot]')"
-            )
-    return Report(list(outcomes), summary, tests, markdown, files, notes)
+    return Report(list(outcomes), summary, tests, markdown, files + drawn, notes)
+
+
+def _earlier_runs(
+    out: Path, settings: Sequence[Setting], specs: Sequence[RunSpec], options: dict[str, Any]
+) -> list[RunOutcome]:
+    """The finished runs in ``out`` of ``settings`` (any agent, any seed) that ``specs`` do not
+    name: what earlier commands added to the table. Each must be the run these ``options`` make
+    for its agent and seed (``finished`` names any difference), so one table never mixes runs
+    made with other settings."""
+    by_name = {s.name: s for s in settings}
+    requested = {spec.relative_dir() for spec in specs}
+    earlier = []
+    for done in sorted((out / "runs").glob(f"*/*/seed*/{DONE_MARKER}")):
+        run_dir = done.parent
+        saved = RunSpec.from_dict(json.loads((run_dir / "config.json").read_text())["spec"])
+        if saved.setting not in by_name or saved.split != "test":
+            continue
+        (spec,) = table_specs([by_name[saved.setting]], [saved.seed], [saved.agent], **options)
+        if spec.relative_dir() not in requested and finished(spec, run_dir):
+            earlier.append(RunOutcome(spec, run_dir, "reused", read_metrics(run_dir)))
+    return earlier
 
 
 def reproduce(
@@ -186,11 +292,19 @@ def reproduce(
     """Run (or continue) the sweep of the paper's Table ``table`` and write its report into ``out``.
 
     ``settings`` defaults to ``table_settings(table)``; ``options`` are RunSpec fields
-    (``preset``, ``steps``, ``n_samples``, ``eval_every``, ``eval_users``, ...).
+    (``preset``, ``steps``, ``n_samples``, ``eval_every``, ``eval_users``, ...). The report
+    covers every finished run of the table's settings in ``out`` (see the module docstring).
     """
+    out = Path(out)
     settings = table_settings(table) if settings is None else list(settings)
+    # the table's other settings too, with the ones asked for as given (e.g. H&M on other data)
+    known = list({s.name: s for s in [*table_settings(table), *settings]}.values())
     specs = table_specs(settings, range(seeds), agents, **options)
+    earlier = _earlier_runs(out, known, specs, options)  # before any work: may refuse the --out
     outcomes = sweep(specs, out, jobs=jobs, executor=executor, address=address, progress=progress)
-    return report(
-        outcomes, out, f"table{table}", {s.name: s.label for s in settings}, figures=figures
+    position = {s.name: i for i, s in enumerate(known)}
+    outcomes = sorted(
+        [*outcomes, *earlier],
+        key=lambda o: (position[o.spec.setting], o.spec.seed, AGENTS.index(o.spec.agent)),
     )
+    return report(outcomes, out, f"table{table}", {s.name: s.label for s in known}, figures)

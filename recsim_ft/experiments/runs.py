@@ -30,13 +30,13 @@ from recsim_ft.envs import make_env
 from recsim_ft.evaluate import evaluate, recommended_minus_liked
 from recsim_ft.experiments.specs import RunSpec, derived_seeds
 from recsim_ft.fileio import atomic_path
+from recsim_ft.models.io import MODEL_FILE
 from recsim_ft.models.presets import EMBEDDERS, config_from_dict, make_config
 from recsim_ft.protocol import protocol_for
-from recsim_ft.train import CHECKPOINT_NAME, TrainConfig
+from recsim_ft.train import CHECKPOINT_NAME, Progress, TrainConfig
 
 DONE_MARKER = "DONE"
 ERROR_FILE = "error.txt"
-MODEL_FILE = "model.safetensors"
 
 
 def write_atomic(path: Path, content: str | bytes) -> None:
@@ -62,14 +62,15 @@ def run(
     spec: RunSpec,
     run_dir: str | os.PathLike,
     resume: bool = False,
-    progress: bool = False,
+    progress: Progress = None,
     keep_checkpoint: bool = True,
 ) -> dict[str, float]:
     """Fit and evaluate the agent of ``spec``, writing the run directory; returns the metrics.
 
     ``resume`` continues an interrupted two-tower training from its checkpoint (resume state)
     in ``run_dir``; ``keep_checkpoint=False`` deletes the checkpoint once the run is finished
-    (sweeps). ``None`` fields of ``spec`` take the env's protocol (``recsim_ft.protocol``).
+    (sweeps); ``progress`` shows the training (see ``recsim_ft.train.Progress``). ``None``
+    fields of ``spec`` take the env's protocol (``recsim_ft.protocol``).
     """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -113,9 +114,7 @@ def run(
         extra["n_params"] = sum(p.numel() for p in agent.model_.parameters() if p.requires_grad)
         extra["train_steps_per_s"] = result.steps_per_s
     elif spec.agent == "popularity":
-        # the share of positive rewards per item: the mean reward for 0/1 rewards, and on
-        # Spotify's -1/0/+1 rewards the stronger ranking (by how many users like each song)
-        agent = PopularityAgent(env, by="positive_rate").fit(logged_data())
+        agent = PopularityAgent(env).fit(logged_data())  # by the share of positive rewards
     elif spec.agent == "oracle":
         agent = OracleAgent(env)
     else:
@@ -158,7 +157,7 @@ def evaluate_saved_model(
             f"and a two-tower run (agent {spec.agent!r})?"
         )
     env = make_env(spec.env_id, spec.env_kwargs)
-    agent = TwoTowerAgent.load(model_path, env)
+    agent = TwoTowerAgent.load(run_dir, env)
     test_seed = config["seeds"]["test"] if seed is None else seed
     return _metrics_for_json(agent, env, spec, n_users or spec.eval_users, test_seed)
 

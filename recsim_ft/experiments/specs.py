@@ -18,7 +18,8 @@ import numpy as np
 
 from recsim_ft.checks import check_choice, check_float, check_int
 from recsim_ft.models.presets import EMBEDDERS, PRESETS, make_config
-from recsim_ft.protocol import SPLITS
+from recsim_ft.protocol import DEFAULT_PROTOCOL, PROTOCOLS, SPLITS
+from recsim_ft.train import TrainConfig
 
 BASELINES = ("oracle", "popularity", "random")
 AGENTS = EMBEDDERS + BASELINES
@@ -122,6 +123,16 @@ class RunSpec:
         d = dict(d)
         d["ks"] = tuple(d["ks"])
         return cls(**d)
+
+    def train_steps(self) -> int:
+        """The training steps of this run (0 for a baseline): ``steps``, else one pass over the
+        logged events (for a run on a ``data`` file, the trainer counts that file's rows)."""
+        if self.agent not in EMBEDDERS:
+            return 0
+        if self.steps is not None:
+            return self.steps
+        n_samples = self.n_samples or PROTOCOLS.get(self.env_id, DEFAULT_PROTOCOL).n_samples
+        return n_samples // TrainConfig.batch_size
 
     def relative_dir(self) -> Path:
         agent = self.agent if self.lr is None else f"{self.agent}-lr{self.lr:g}"

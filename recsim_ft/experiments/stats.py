@@ -94,7 +94,8 @@ def runs_frame(outcomes: Iterable[RunOutcome]) -> pd.DataFrame:
 
 
 def summarize(runs: pd.DataFrame, confidence: float = 0.95) -> pd.DataFrame:
-    """Per (setting, agent, metric): n, mean, CI bounds, and the paper's mean where it has one."""
+    """Per (setting, agent, metric): n (seeds), mean, CI bounds, lowest and highest seed, and the
+    paper's mean where it has one."""
     rows = []
     for (setting, agent, metric), group in runs.groupby(["setting", "agent", "metric"], sort=False):
         mean, low, high = mean_ci(group["value"].to_numpy(), confidence)
@@ -107,12 +108,13 @@ def summarize(runs: pd.DataFrame, confidence: float = 0.95) -> pd.DataFrame:
                 "mean": mean,
                 "ci_low": low,
                 "ci_high": high,
+                "min": group["value"].min(),
+                "max": group["value"].max(),
                 "paper": paper_value(setting, agent, metric),
             }
         )
-    return pd.DataFrame(
-        rows, columns=["setting", "agent", "metric", "n", "mean", "ci_low", "ci_high", "paper"]
-    )
+    columns = ["setting", "agent", "metric", "n", "mean", "ci_low", "ci_high", "min", "max"]
+    return pd.DataFrame(rows, columns=[*columns, "paper"])
 
 
 def paired_tests(runs: pd.DataFrame, a: str = "mamba", b: str = "transformer") -> pd.DataFrame:

@@ -3,7 +3,6 @@ scored on validation users, never on the test users."""
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
@@ -13,6 +12,7 @@ from typing import Any
 import pandas as pd
 
 from recsim_ft.experiments.executors import RunOutcome, sweep
+from recsim_ft.experiments.reports import MIN_SEEDS_FOR_CI, RANGE_NOTE, spread_cell
 from recsim_ft.experiments.runs import to_json, write_atomic
 from recsim_ft.experiments.specs import AGENT_LABELS, TUNE_AGENTS, Setting, table_specs
 from recsim_ft.experiments.stats import mean_ci
@@ -85,9 +85,12 @@ def tune(
                 "mean": mean,
                 "ci_low": low,
                 "ci_high": high,
+                "min": min(group),
+                "max": max(group),
             }
         )
-    table = pd.DataFrame(rows, columns=["setting", "agent", "lr", "n", "mean", "ci_low", "ci_high"])
+    columns = ["setting", "agent", "lr", "n", "mean", "ci_low", "ci_high", "min", "max"]
+    table = pd.DataFrame(rows, columns=columns)
     setting_order = {s.name: i for i, s in enumerate(settings)}
     table = table.sort_values(
         ["setting", "agent", "lr"],
@@ -102,7 +105,8 @@ def tune(
     labels = {s.name: s.label for s in settings}
     lines = [
         f"Learning-rate search: mean {metric} on {options.get('eval_users', 100)} validation users "
-        f"(never the test users), 95% CI over seeds; chosen = best mean"
+        f"(never the test users), 95% CI half-width over seeds (below {MIN_SEEDS_FOR_CI} seeds: "
+        "lowest–highest seed); chosen = best mean"
         + (f"; model options {options['model']}" if options.get("model") else "")
         + ".",
         "",
@@ -110,12 +114,13 @@ def tune(
         "| --- | --- | --- | --- | --- | --- |",
     ]
     for r in table.itertuples():
-        ci = "" if math.isnan(r.ci_low) else f" ± {(r.ci_high - r.ci_low) / 2:.3f}"
+        cell = spread_cell(r.mean, r.ci_low, r.ci_high, r.min, r.max, r.n)
         setting, agent = labels.get(r.setting, r.setting), AGENT_LABELS.get(r.agent, r.agent)
         lines.append(
-            f"| {setting} | {agent} | {r.lr:g} | {r.n} | {r.mean:.3f}{ci} | "
-            f"{'yes' if r.chosen else ''} |"
+            f"| {setting} | {agent} | {r.lr:g} | {r.n} | {cell} | {'yes' if r.chosen else ''} |"
         )
+    if len(table) and table["n"].min() < MIN_SEEDS_FOR_CI:
+        lines += ["", RANGE_NOTE]
     out = Path(out)
     markdown = "\n".join(lines) + "\n"
     files = [out / "tune.md", out / "tune.csv", out / "tune.json"]

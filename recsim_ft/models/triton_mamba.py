@@ -45,6 +45,8 @@ _SIZES = ("L", "batch")
 _CONV_T, _CONV_C = 16, 64
 
 
+# The kernels' long argument lists read better packed than one per line:
+# fmt: off
 # -- elementwise helpers ---------------------------------------------------------------------------
 @triton.jit
 def _sigmoid(x):
@@ -59,9 +61,8 @@ def _softplus(x):
 
 # -- causal depthwise conv + SiLU ------------------------------------------------------------------
 @triton.jit
-def _conv_pre(
-    xz_ptr, conv_w_ptr, conv_b_ptr, t, cols, L, batch, d_inner, stride_xz, K: tl.constexpr
-):
+def _conv_pre(xz_ptr, conv_w_ptr, conv_b_ptr, t, cols, L, batch, d_inner, stride_xz,
+              K: tl.constexpr):
     """``conv_bias + sum_k w[:, k] x[t - (K - 1) + k]`` (zero before t = 0) of a (time, channel)
     tile, x read from the first d_inner columns of in_proj's output."""
     cmask = cols < d_inner
@@ -70,60 +71,30 @@ def _conv_pre(
     for k in tl.static_range(K):
         src = t - (K - 1) + k
         m = ((src >= 0) & (src < L))[:, None] & cmask[None, :]
-        x = tl.load(
-            xz_ptr + (src.to(tl.int64) * batch)[:, None] * stride_xz + cols[None, :],
-            mask=m,
-            other=0.0,
-        )
+        offsets = (src.to(tl.int64) * batch)[:, None] * stride_xz + cols[None, :]
+        x = tl.load(xz_ptr + offsets, mask=m, other=0.0)
         pre += x * tl.load(conv_w_ptr + cols * K + k, mask=cmask, other=0.0)[None, :]
     return pre
 
 
 @triton.jit(do_not_specialize=_SIZES)
-def _conv_fwd_kernel(
-    xz_ptr,
-    conv_w_ptr,
-    conv_b_ptr,
-    u_ptr,
-    L,
-    batch,
-    d_inner,
-    stride_xz,
-    K: tl.constexpr,
-    T: tl.constexpr,
-    BLOCK_C: tl.constexpr,
-):
+def _conv_fwd_kernel(xz_ptr, conv_w_ptr, conv_b_ptr, u_ptr, L, batch, d_inner, stride_xz,
+                     K: tl.constexpr, T: tl.constexpr, BLOCK_C: tl.constexpr):
     """u = silu(conv(x)) on T steps x BLOCK_C channels of one batch row."""
     row_b = tl.program_id(0)
     t = tl.program_id(1) * T + tl.arange(0, T)
     cols = tl.program_id(2) * BLOCK_C + tl.arange(0, BLOCK_C)
-    pre = _conv_pre(
-        xz_ptr + row_b * stride_xz, conv_w_ptr, conv_b_ptr, t, cols, L, batch, d_inner, stride_xz, K
-    )
+    pre = _conv_pre(xz_ptr + row_b * stride_xz, conv_w_ptr, conv_b_ptr, t, cols, L, batch, d_inner,
+                    stride_xz, K)
     rows = t.to(tl.int64) * batch + row_b
-    tl.store(
-        u_ptr + rows[:, None] * d_inner + cols[None, :],
-        pre * _sigmoid(pre),
-        mask=(t < L)[:, None] & (cols < d_inner)[None, :],
-    )
+    tl.store(u_ptr + rows[:, None] * d_inner + cols[None, :], pre * _sigmoid(pre),
+             mask=(t < L)[:, None] & (cols < d_inner)[None, :])
 
 
 @triton.jit(do_not_specialize=_SIZES)
-def _conv_bwd_kernel(
-    xz_ptr,
-    conv_w_ptr,
-    conv_b_ptr,
-    g_u_ptr,
-    g_pre_ptr,
-    parts_ptr,
-    L,
-    batch,
-    d_inner,
-    stride_xz,
-    K: tl.constexpr,
-    T: tl.constexpr,
-    BLOCK_C: tl.constexpr,
-):
+def _conv_bwd_kernel(xz_ptr, conv_w_ptr, conv_b_ptr, g_u_ptr, g_pre_ptr, parts_ptr,
+                     L, batch, d_inner, stride_xz,
+                     K: tl.constexpr, T: tl.constexpr, BLOCK_C: tl.constexpr):
     """Through the SiLU: g_pre = g_u silu'(pre); and this program's partial sums of the conv
     weight and bias gradients (parts[program] laid out as weight (d_inner, K), bias (d_inner,))."""
     row_b = tl.program_id(0)
@@ -144,27 +115,14 @@ def _conv_bwd_kernel(
     for k in tl.static_range(K):
         src = t - (K - 1) + k
         ms = ((src >= 0) & (src < L))[:, None] & cmask[None, :]
-        x = tl.load(
-            x_row + (src.to(tl.int64) * batch)[:, None] * stride_xz + cols[None, :],
-            mask=ms,
-            other=0.0,
-        )
+        offsets = (src.to(tl.int64) * batch)[:, None] * stride_xz + cols[None, :]
+        x = tl.load(x_row + offsets, mask=ms, other=0.0)
         tl.store(parts + cols * K + k, tl.sum(g_pre * x, axis=0), mask=cmask)
 
 
 @triton.jit(do_not_specialize=_SIZES)
-def _conv_input_grad_kernel(
-    g_pre_ptr,
-    conv_w_ptr,
-    g_xz_ptr,
-    L,
-    batch,
-    d_inner,
-    stride_xz,
-    K: tl.constexpr,
-    T: tl.constexpr,
-    BLOCK_C: tl.constexpr,
-):
+def _conv_input_grad_kernel(g_pre_ptr, conv_w_ptr, g_xz_ptr, L, batch, d_inner, stride_xz,
+                            K: tl.constexpr, T: tl.constexpr, BLOCK_C: tl.constexpr):
     """g_x[t] = sum_k w[:, k] g_pre[t + (K - 1) - k], into the first d_inner columns of g_xz."""
     row_b = tl.program_id(0)
     t = tl.program_id(1) * T + tl.arange(0, T)
@@ -174,18 +132,12 @@ def _conv_input_grad_kernel(
     for k in tl.static_range(K):
         src = t + (K - 1) - k
         m = (src < L)[:, None] & cmask[None, :]
-        g = tl.load(
-            g_pre_ptr + (src.to(tl.int64) * batch + row_b)[:, None] * d_inner + cols[None, :],
-            mask=m,
-            other=0.0,
-        )
+        offsets = (src.to(tl.int64) * batch + row_b)[:, None] * d_inner + cols[None, :]
+        g = tl.load(g_pre_ptr + offsets, mask=m, other=0.0)
         g_x += g * tl.load(conv_w_ptr + cols * K + k, mask=cmask, other=0.0)[None, :]
     rows = t.to(tl.int64) * batch + row_b
-    tl.store(
-        g_xz_ptr + rows[:, None] * stride_xz + cols[None, :],
-        g_x,
-        mask=(t < L)[:, None] & cmask[None, :],
-    )
+    tl.store(g_xz_ptr + rows[:, None] * stride_xz + cols[None, :], g_x,
+             mask=(t < L)[:, None] & cmask[None, :])
 
 
 # -- selective scan --------------------------------------------------------------------------------
@@ -197,27 +149,8 @@ def _inside(idx, t, lo, hi):
 
 
 @triton.jit
-def _step_inputs(
-    u_ptr,
-    x_dbl_ptr,
-    z_ptr,
-    t,
-    lo,
-    hi,
-    row_b,
-    batch,
-    d_inner,
-    n_xdbl,
-    stride_z,
-    cols,
-    cmask,
-    n_idx,
-    n_mask,
-    r_idx,
-    r_mask,
-    R: tl.constexpr,
-    N: tl.constexpr,
-):
+def _step_inputs(u_ptr, x_dbl_ptr, z_ptr, t, lo, hi, row_b, batch, d_inner, n_xdbl, stride_z,
+                 cols, cmask, n_idx, n_mask, r_idx, r_mask, R: tl.constexpr, N: tl.constexpr):
     """u, z (channels), dt_low (rank), B, C (states) of step t; zeros unless lo <= t < hi."""
     row = (t * batch + row_b).to(tl.int64)
     m = cmask & _inside(cols, t, lo, hi)
@@ -241,56 +174,23 @@ def _discretise(u, dt_low, B, dt_w, dt_b, A, cmask):
 
 
 @triton.jit
-def _scan_params(
-    dt_w_ptr,
-    dt_b_ptr,
-    a_log_ptr,
-    d_skip_ptr,
-    cols,
-    cmask,
-    n_idx,
-    n_mask,
-    r_idx,
-    r_mask,
-    R: tl.constexpr,
-    N: tl.constexpr,
-):
+def _scan_params(dt_w_ptr, dt_b_ptr, a_log_ptr, d_skip_ptr, cols, cmask, n_idx, n_mask, r_idx,
+                 r_mask, R: tl.constexpr, N: tl.constexpr):
+    """A = -exp(A_log), dt_proj's weight and bias, and D, for this program's channels."""
     dn_mask = cmask[:, None] & n_mask[None, :]
     A = -tl.exp(tl.load(a_log_ptr + cols[:, None] * N + n_idx[None, :], mask=dn_mask, other=0.0))
-    dt_w = tl.load(
-        dt_w_ptr + cols[:, None] * R + r_idx[None, :],
-        mask=cmask[:, None] & r_mask[None, :],
-        other=0.0,
-    )
+    dr_mask = cmask[:, None] & r_mask[None, :]
+    dt_w = tl.load(dt_w_ptr + cols[:, None] * R + r_idx[None, :], mask=dr_mask, other=0.0)
     dt_b = tl.load(dt_b_ptr + cols, mask=cmask, other=0.0)
     d_skip = tl.load(d_skip_ptr + cols, mask=cmask, other=0.0)
     return A, dt_w, dt_b, d_skip
 
 
 @triton.jit(do_not_specialize=_SIZES)
-def _scan_fwd_kernel(
-    u_ptr,
-    x_dbl_ptr,
-    z_ptr,
-    dt_w_ptr,
-    dt_b_ptr,
-    a_log_ptr,
-    d_skip_ptr,
-    out_ptr,
-    chunk_starts_ptr,
-    L,
-    batch,
-    d_inner,
-    n_xdbl,
-    stride_z,
-    R: tl.constexpr,
-    N: tl.constexpr,
-    RP: tl.constexpr,
-    NP: tl.constexpr,
-    CHUNK: tl.constexpr,
-    BLOCK_D: tl.constexpr,
-    KEEP_STATES: tl.constexpr,
-):
+def _scan_fwd_kernel(u_ptr, x_dbl_ptr, z_ptr, dt_w_ptr, dt_b_ptr, a_log_ptr, d_skip_ptr, out_ptr,
+                     chunk_starts_ptr, L, batch, d_inner, n_xdbl, stride_z,
+                     R: tl.constexpr, N: tl.constexpr, RP: tl.constexpr, NP: tl.constexpr,
+                     CHUNK: tl.constexpr, BLOCK_D: tl.constexpr, KEEP_STATES: tl.constexpr):
     """The recurrence for one batch row and BLOCK_D channels, step by step; with KEEP_STATES the
     state entering every chunk after the first goes to chunk_starts (n_chunks - 1, b, d, N)."""
     row_b = tl.program_id(0)
@@ -300,64 +200,23 @@ def _scan_fwd_kernel(
     n_mask = n_idx < N
     r_idx = tl.arange(0, RP)
     r_mask = r_idx < R
-    A, dt_w, dt_b, d_skip = _scan_params(
-        dt_w_ptr, dt_b_ptr, a_log_ptr, d_skip_ptr, cols, cmask, n_idx, n_mask, r_idx, r_mask, R, N
-    )
+    A, dt_w, dt_b, d_skip = _scan_params(dt_w_ptr, dt_b_ptr, a_log_ptr, d_skip_ptr, cols, cmask,
+                                         n_idx, n_mask, r_idx, r_mask, R, N)
     h = tl.zeros([BLOCK_D, NP], tl.float32)
     u, z, dt_low, B, C = _step_inputs(
-        u_ptr,
-        x_dbl_ptr,
-        z_ptr,
-        0,
-        0,
-        L,
-        row_b,
-        batch,
-        d_inner,
-        n_xdbl,
-        stride_z,
-        cols,
-        cmask,
-        n_idx,
-        n_mask,
-        r_idx,
-        r_mask,
-        R,
-        N,
-    )
+        u_ptr, x_dbl_ptr, z_ptr, 0, 0, L, row_b, batch, d_inner, n_xdbl, stride_z,
+        cols, cmask, n_idx, n_mask, r_idx, r_mask, R, N)
     for t in range(0, L):
         # the next step's loads go out before this step's arithmetic
         u_next, z_next, dt_low_next, B_next, C_next = _step_inputs(
-            u_ptr,
-            x_dbl_ptr,
-            z_ptr,
-            t + 1,
-            0,
-            L,
-            row_b,
-            batch,
-            d_inner,
-            n_xdbl,
-            stride_z,
-            cols,
-            cmask,
-            n_idx,
-            n_mask,
-            r_idx,
-            r_mask,
-            R,
-            N,
-        )
+            u_ptr, x_dbl_ptr, z_ptr, t + 1, 0, L, row_b, batch, d_inner, n_xdbl, stride_z,
+            cols, cmask, n_idx, n_mask, r_idx, r_mask, R, N)
         if KEEP_STATES:
             if (t % CHUNK == 0) & (t > 0):
-                start = (
-                    chunk_starts_ptr + ((t // CHUNK - 1) * batch + row_b).to(tl.int64) * d_inner * N
-                )
-                tl.store(
-                    start + cols[:, None] * N + n_idx[None, :],
-                    h,
-                    mask=cmask[:, None] & n_mask[None, :],
-                )
+                start = chunk_starts_ptr + (
+                    (t // CHUNK - 1) * batch + row_b).to(tl.int64) * d_inner * N
+                dn_mask = cmask[:, None] & n_mask[None, :]
+                tl.store(start + cols[:, None] * N + n_idx[None, :], h, mask=dn_mask)
         delta, dt, a, bx = _discretise(u, dt_low, B, dt_w, dt_b, A, cmask)
         h = a * h + bx
         y = tl.sum(h * C[None, :], axis=1) + d_skip * u
@@ -367,33 +226,11 @@ def _scan_fwd_kernel(
 
 
 @triton.jit(do_not_specialize=_SIZES)
-def _scan_bwd_kernel(
-    u_ptr,
-    x_dbl_ptr,
-    z_ptr,
-    dt_w_ptr,
-    dt_b_ptr,
-    a_log_ptr,
-    d_skip_ptr,
-    g_out_ptr,
-    chunk_starts_ptr,
-    states_ptr,
-    g_u_ptr,
-    g_z_ptr,
-    g_x_dbl_ptr,
-    parts_ptr,
-    L,
-    batch,
-    d_inner,
-    n_xdbl,
-    stride_z,
-    R: tl.constexpr,
-    N: tl.constexpr,
-    RP: tl.constexpr,
-    NP: tl.constexpr,
-    CHUNK: tl.constexpr,
-    BLOCK_D: tl.constexpr,
-):
+def _scan_bwd_kernel(u_ptr, x_dbl_ptr, z_ptr, dt_w_ptr, dt_b_ptr, a_log_ptr, d_skip_ptr, g_out_ptr,
+                     chunk_starts_ptr, states_ptr, g_u_ptr, g_z_ptr, g_x_dbl_ptr, parts_ptr,
+                     L, batch, d_inner, n_xdbl, stride_z,
+                     R: tl.constexpr, N: tl.constexpr, RP: tl.constexpr, NP: tl.constexpr,
+                     CHUNK: tl.constexpr, BLOCK_D: tl.constexpr):
     """Gradients of the scan for one batch row and BLOCK_D channels: g_u and g_z in place; the
     (dt_low, B, C) gradients summed over this program's channels into g_x_dbl[channel block];
     the parameter gradients of this row into parts[row], laid out as A_log (d, N),
@@ -408,9 +245,8 @@ def _scan_bwd_kernel(
     r_mask = r_idx < R
     dn_mask = cmask[:, None] & n_mask[None, :]
     dn_offsets = cols[:, None] * N + n_idx[None, :]
-    A, dt_w, dt_b, d_skip = _scan_params(
-        dt_w_ptr, dt_b_ptr, a_log_ptr, d_skip_ptr, cols, cmask, n_idx, n_mask, r_idx, r_mask, R, N
-    )
+    A, dt_w, dt_b, d_skip = _scan_params(dt_w_ptr, dt_b_ptr, a_log_ptr, d_skip_ptr, cols, cmask,
+                                         n_idx, n_mask, r_idx, r_mask, R, N)
     g_x_dbl = g_x_dbl_ptr + block.to(tl.int64) * L * batch * n_xdbl
     g_A = tl.zeros([BLOCK_D, NP], tl.float32)
     g_dt_w = tl.zeros([BLOCK_D, RP], tl.float32)
@@ -428,48 +264,12 @@ def _scan_bwd_kernel(
             h = tl.load(start + dn_offsets, mask=dn_mask, other=0.0)
         # forward through the chunk, keeping its states
         u, z, dt_low, B, C = _step_inputs(
-            u_ptr,
-            x_dbl_ptr,
-            z_ptr,
-            t0,
-            t0,
-            t1,
-            row_b,
-            batch,
-            d_inner,
-            n_xdbl,
-            stride_z,
-            cols,
-            cmask,
-            n_idx,
-            n_mask,
-            r_idx,
-            r_mask,
-            R,
-            N,
-        )
+            u_ptr, x_dbl_ptr, z_ptr, t0, t0, t1, row_b, batch, d_inner, n_xdbl, stride_z,
+            cols, cmask, n_idx, n_mask, r_idx, r_mask, R, N)
         for t in range(t0, t1):
             u_next, z_next, dt_low_next, B_next, C_next = _step_inputs(
-                u_ptr,
-                x_dbl_ptr,
-                z_ptr,
-                t + 1,
-                t0,
-                t1,
-                row_b,
-                batch,
-                d_inner,
-                n_xdbl,
-                stride_z,
-                cols,
-                cmask,
-                n_idx,
-                n_mask,
-                r_idx,
-                r_mask,
-                R,
-                N,
-            )
+                u_ptr, x_dbl_ptr, z_ptr, t + 1, t0, t1, row_b, batch, d_inner, n_xdbl, stride_z,
+                cols, cmask, n_idx, n_mask, r_idx, r_mask, R, N)
             delta, dt, a, bx = _discretise(u, dt_low, B, dt_w, dt_b, A, cmask)
             h = a * h + bx
             state = states_ptr + ((t - t0) * batch + row_b).to(tl.int64) * d_inner * N
@@ -479,49 +279,13 @@ def _scan_bwd_kernel(
         # backward through the chunk: G_t = C_t g_y_t + a_{t+1} G_{t+1}
         t = t1 - 1
         u, z, dt_low, B, C = _step_inputs(
-            u_ptr,
-            x_dbl_ptr,
-            z_ptr,
-            t,
-            t0,
-            t1,
-            row_b,
-            batch,
-            d_inner,
-            n_xdbl,
-            stride_z,
-            cols,
-            cmask,
-            n_idx,
-            n_mask,
-            r_idx,
-            r_mask,
-            R,
-            N,
-        )
+            u_ptr, x_dbl_ptr, z_ptr, t, t0, t1, row_b, batch, d_inner, n_xdbl, stride_z,
+            cols, cmask, n_idx, n_mask, r_idx, r_mask, R, N)
         for j in range(0, t1 - t0):
             t = t1 - 1 - j
             u_prev, z_prev, dt_low_prev, B_prev, C_prev = _step_inputs(
-                u_ptr,
-                x_dbl_ptr,
-                z_ptr,
-                t - 1,
-                t0,
-                t1,
-                row_b,
-                batch,
-                d_inner,
-                n_xdbl,
-                stride_z,
-                cols,
-                cmask,
-                n_idx,
-                n_mask,
-                r_idx,
-                r_mask,
-                R,
-                N,
-            )
+                u_ptr, x_dbl_ptr, z_ptr, t - 1, t0, t1, row_b, batch, d_inner, n_xdbl, stride_z,
+                cols, cmask, n_idx, n_mask, r_idx, r_mask, R, N)
             row = (t * batch + row_b).to(tl.int64)
             state = states_ptr + ((t - t0) * batch + row_b).to(tl.int64) * d_inner * N
             h = tl.load(state + dn_offsets, mask=dn_mask, other=0.0)
@@ -530,11 +294,8 @@ def _scan_bwd_kernel(
             # through the gate: out = y silu(z)
             s_z = _sigmoid(z)
             y = tl.sum(h * C[None, :], axis=1) + d_skip * u
-            tl.store(
-                g_z_ptr + row * stride_z + cols,
-                g_out * y * s_z * (1.0 + z * (1.0 - s_z)),
-                mask=cmask,
-            )
+            tl.store(g_z_ptr + row * stride_z + cols, g_out * y * s_z * (1.0 + z * (1.0 - s_z)),
+                     mask=cmask)
             g_y = g_out * z * s_z
             G = g_y[:, None] * C[None, :] + carry
             carry = a * G
@@ -556,15 +317,13 @@ def _scan_bwd_kernel(
         tl.debug_barrier()  # the next chunk's forward overwrites the scratch states
     parts = parts_ptr + row_b.to(tl.int64) * d_inner * (N + R + 2)
     tl.store(parts + dn_offsets, g_A * A, mask=dn_mask)  # dA/dA_log = A
-    tl.store(
-        parts + d_inner * N + cols[:, None] * R + r_idx[None, :],
-        g_dt_w,
-        mask=cmask[:, None] & r_mask[None, :],
-    )
+    tl.store(parts + d_inner * N + cols[:, None] * R + r_idx[None, :], g_dt_w,
+             mask=cmask[:, None] & r_mask[None, :])
     tl.store(parts + d_inner * (N + R) + cols, g_d_skip, mask=cmask)
     tl.store(parts + d_inner * (N + R + 1) + cols, g_dt_b, mask=cmask)
 
 
+# fmt: on
 # -- launch ----------------------------------------------------------------------------------------
 def _pow2(n: int, at_least: int = 1) -> int:
     return max(at_least, triton.next_power_of_2(n))
