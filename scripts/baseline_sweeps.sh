@@ -21,6 +21,8 @@ for step in "$@"; do
       done ;;
     tables-spotify)
       run reproduce --table 1 --envs spotify --seeds 10 --out results/table1_gelu ;;
+    tables-hm)
+      run reproduce --table 1 --envs hm --seeds 3 --out results/table1_hm_gelu ;;
     tables-vaccine)
       run reproduce --table 2 --settings k25_m25 --seeds 10 --out results/table2_gelu ;;
     tables-vaccine-100)  # the settings of Table II not run at the full protocol before
