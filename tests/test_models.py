@@ -309,24 +309,49 @@ def test_save_load_round_trip_gives_identical_scores(tmp_path, embedder):
 
 def test_mamba_residual_switch_keeps_the_weights_and_old_files_keep_their_layer(tmp_path):
     """``mamba_residual`` changes the layer, not the parameters; a file saved before the option
-    existed (no key in its config) was built with the residual and must load that way."""
+    existed (no key in its config) was built with the residual and must load that way, and one
+    saved before ``head_activation`` existed with ReLU heads."""
     users, items = toy_batches()
-    with_res, without = toy_model(seed=2, mamba_residual=True).eval(), toy_model(seed=2).eval()
+    with_res = toy_model(seed=2, mamba_residual=True, head_activation="relu").eval()
+    without = toy_model(seed=2, head_activation="relu").eval()
     assert without.config.mamba_residual is False  # the paper's layer is the default
     assert with_res.state_dict().keys() == without.state_dict().keys()
     without.load_state_dict(with_res.state_dict())
     with torch.no_grad():
         assert not torch.allclose(with_res.score_all(users, items), without.score_all(users, items))
+    added_later = ("mamba_residual", "head_activation")
     meta = {
-        "config": {k: v for k, v in vars(with_res.config).items() if k != "mamba_residual"},
+        "config": {k: v for k, v in vars(with_res.config).items() if k not in added_later},
         "user_schema": with_res.user_schema.to_dict(),
         "item_schema": with_res.item_schema.to_dict(),
     }
     old = write_model_file(tmp_path / "old.safetensors", with_res.state_dict(), meta)
     loaded = TwoTower.load(old)
-    assert loaded.config.mamba_residual is True
+    assert loaded.config.mamba_residual is True and loaded.config.head_activation == "relu"
     with torch.no_grad():
         assert torch.equal(loaded.score_all(users, items), with_res.score_all(users, items))
+
+
+@pytest.mark.parametrize("embedder", EMBEDDERS)
+def test_head_activation_keeps_the_weights_and_gelu_keeps_the_gradient_of_negative_units(embedder):
+    """``head_activation`` changes the head's function, not its parameters. With every hidden
+    unit of the item head below 0 for every item (the stall of
+    docs/results/baseline_diagnosis.md) the paper's ReLU passes no gradient into the item
+    embedder, GELU does."""
+    users, items = toy_batches()
+    relu, gelu = (toy_model(embedder, seed=3, head_activation=a) for a in ("relu", "gelu"))
+    assert relu.state_dict().keys() == gelu.state_dict().keys()
+    for name, tensor in relu.state_dict().items():
+        assert torch.equal(tensor, gelu.state_dict()[name]), name
+    gradients = {}
+    for name, model in (("relu", relu), ("gelu", gelu)):
+        tower = model.item_tower
+        with torch.no_grad():  # every hidden unit at -0.5 or below for every item
+            hidden = tower.embedder(tower.tokenizer(FeatureTensors.from_batch(items)))
+            tower.head[0].bias -= tower.head[0](hidden).max(dim=0).values + 0.5
+        model.score_all(users, items).square().sum().backward()
+        gradients[name] = sum(float(p.grad.abs().sum()) for p in tower.embedder.parameters())
+    assert gradients["relu"] == 0.0 and gradients["gelu"] > 0.0
 
 
 def test_loading_wrong_files_fails_clearly(tmp_path):

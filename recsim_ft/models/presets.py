@@ -1,4 +1,5 @@
-"""Model configuration: one dataclass, and the named presets ``paper`` and ``quick``."""
+"""Model configuration: one dataclass, and the named presets ``paper``, ``paper_relu_head`` and
+``quick``."""
 
 from __future__ import annotations
 
@@ -12,6 +13,10 @@ EMBEDDERS = ("mamba", "transformer", "mlp")
 #: same function, so this field never changes what a model is, only where it runs fast.
 KERNEL_PATHS = ("auto", "triton", "mamba_ssm", "native", "torch")
 FINAL_ACTIVATIONS = ("none", "relu")
+#: The activation between the head's layers: the paper's ReLU, or GELU, which still passes a
+#: gradient where its input is below 0, so a unit cannot die for good (see
+#: ``ModelConfig.head_activation``).
+HEAD_ACTIVATIONS = ("relu", "gelu")
 #: The ``ModelConfig`` fields that are sizes (widths, depths, counts): positive integers.
 _SIZES = (
     "d_token",
@@ -43,6 +48,14 @@ class ModelConfig:
     die, every score becomes 0 and training stops. Dropping that one ReLU keeps the parameter
     count.
 
+    ``head_activation``: ``"gelu"`` (default) or the paper's ``"relu"`` between the head's
+    layers. Why not the paper's: in the plateau at the start of training a tower's rows barely
+    differ (the FT-Transformer's [CLS] output varies by 3-5% of its norm over users) and the
+    towers shrink; Adam's noisy steps then push every hidden ReLU of one head below 0 for every
+    row, that tower's output becomes one constant vector, its gradient is exactly 0 and training
+    never leaves the plateau (Spotify, FT-Transformer: 2 of 5 reported seeds; see
+    docs/results/baseline_diagnosis.md). GELU keeps the parameter count.
+
     ``mamba_residual``: ``False`` (default) makes a Mamba layer LayerNorm(block(x)), the paper's
     "Mamba block followed by a LayerNorm"; ``True`` makes it LayerNorm(x + block(x)) as in
     mamba_ssm's ``Block``. Why the paper's: with the residual the [CLS] token's own value, the
@@ -64,6 +77,7 @@ class ModelConfig:
     mlp_hidden: int = 256
     head_dims: tuple[int, ...] = (64, 32)
     final_activation: str = "none"
+    head_activation: str = "gelu"
     mamba_residual: bool = False
     kernels: str = "auto"
     seed: int = 0
@@ -72,6 +86,7 @@ class ModelConfig:
         check_choice("ModelConfig.embedder", self.embedder, EMBEDDERS)
         check_choice("ModelConfig.kernels", self.kernels, KERNEL_PATHS)
         check_choice("ModelConfig.final_activation", self.final_activation, FINAL_ACTIVATIONS)
+        check_choice("ModelConfig.head_activation", self.head_activation, HEAD_ACTIVATIONS)
         for name in _SIZES:
             check_int(f"ModelConfig.{name}", getattr(self, name), low=1)
         check_int("ModelConfig.dt_rank", self.dt_rank, low=1, allow_none=True)
@@ -93,6 +108,8 @@ class ModelConfig:
 
 PRESETS: dict[str, ModelConfig] = {
     "paper": ModelConfig(),
+    # the paper's ReLU between the head's layers, as every version before 0.2 had it
+    "paper_relu_head": ModelConfig(head_activation="relu"),
     "quick": ModelConfig(
         d_token=32,
         mamba_layers=2,
@@ -106,8 +123,9 @@ PRESETS: dict[str, ModelConfig] = {
 
 
 #: Fields added after model files and run directories were first written, with the value every
-#: earlier file had (older model files and runs were all built with the residual Mamba layer).
-LEGACY_DEFAULTS = {"mamba_residual": True}
+#: earlier file had (older model files and runs were all built with the residual Mamba layer,
+#: and with ReLU heads).
+LEGACY_DEFAULTS = {"mamba_residual": True, "head_activation": "relu"}
 
 
 def config_from_dict(saved: dict) -> ModelConfig:

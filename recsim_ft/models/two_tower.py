@@ -50,9 +50,13 @@ def build_embedder(config: ModelConfig, n_tokens: int) -> nn.Module:
     )
 
 
+#: The modules of ``ModelConfig.head_activation``.
+HEAD_ACTIVATION_MODULES: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "gelu": nn.GELU}
+
+
 class Tower(nn.Module):
-    """tokenizer -> embedder -> head (Linear + ReLU per ``head_dims``, the last ReLU only with
-    ``config.final_activation="relu"``), for one side.
+    """tokenizer -> embedder -> head (one Linear per ``head_dims``, ``config.head_activation``
+    between them, and a final ReLU only with ``config.final_activation="relu"``), for one side.
 
     With ``dedupe=True`` only the distinct rows of a CPU batch go through the tower (item batches
     repeat the same few items a lot), and the result is gathered back. On a GPU the search for
@@ -67,11 +71,13 @@ class Tower(nn.Module):
         self.tokenizer = FeatureTokenizer(schema, d_token=config.d_token)
         self.embedder = build_embedder(config, self.tokenizer.n_tokens)
         widths = [self.embedder.d_out, *config.head_dims]
+        activation = HEAD_ACTIVATION_MODULES[config.head_activation]
         head: list[nn.Module] = []
         for d_in, d_out in zip(widths[:-1], widths[1:], strict=True):
-            head += [nn.Linear(d_in, d_out), nn.ReLU()]
-        if config.final_activation == "none":
-            head.pop()
+            head += [nn.Linear(d_in, d_out), activation()]
+        head.pop()  # the last Linear's output is the tower's, unless the paper's final ReLU:
+        if config.final_activation == "relu":
+            head.append(nn.ReLU())
         self.head = nn.Sequential(*head)
         self.dedupe = dedupe
 
