@@ -192,10 +192,17 @@ def _fit_with_ctrl_c(env, log, config, out_dir, monkeypatch, at_call: int, press
                 os.kill(os.getpid(), signal.SIGINT)
         return step(self, index)
 
-    with monkeypatch.context() as patch:
-        patch.setattr(TrainStep, "__call__", ctrl_c_during_a_step)
-        with pytest.raises(KeyboardInterrupt):
-            TwoTowerAgent(env, "mamba", "quick", config).fit(log, out_dir=out_dir)
+    # Python's own handler, as in a terminal: a job started in the background (nohup, some CI
+    # runners) inherits SIGINT ignored, and the trainer rightly leaves an ignored SIGINT alone
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with monkeypatch.context() as patch:
+            patch.setattr(TrainStep, "__call__", ctrl_c_during_a_step)
+            with pytest.raises(KeyboardInterrupt):
+                TwoTowerAgent(env, "mamba", "quick", config).fit(log, out_dir=out_dir)
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # Ctrl-C as before
+    finally:
+        signal.signal(signal.SIGINT, previous)
     return len(calls)
 
 
@@ -221,7 +228,6 @@ def test_a_second_ctrl_c_stops_at_once_and_leaves_no_partial_checkpoint(env, tmp
     config = TrainConfig(steps=40, eval_every=None, checkpoint_every=None)
     _fit_with_ctrl_c(env, log, config, tmp_path, monkeypatch, at_call=5, presses=2)
     assert not any(tmp_path.iterdir())  # stopped inside step 5: no step of it was saved
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # Ctrl-C as before
 
 
 _CHILD = textwrap.dedent("""
