@@ -1,5 +1,6 @@
-"""Recommenders behind one protocol (``Agent``): the two-tower models, the baselines and the
-bandits that learn online.
+"""Recommenders behind one protocol (``Agent``): the two-tower models, the baselines (chance,
+popularity, the oracle, and the strong ones of ``tabular``: any scikit-learn model, a GBDT,
+per-item ridge, segment popularity) and the bandits that learn online.
 
 ``TwoTowerAgent`` is imported on first use, so the baselines work without loading torch models.
 """
@@ -15,16 +16,26 @@ from recsim_ft.agents.bandits import (
 )
 from recsim_ft.agents.base import Agent
 from recsim_ft.agents.baselines import OracleAgent, PopularityAgent, RandomAgent
+from recsim_ft.agents.tabular import (
+    GBDTAgent,
+    LinearAgent,
+    SegmentPopularityAgent,
+    SklearnAgent,
+)
 
 __all__ = [
     "Agent",
     "EpsilonGreedyAgent",
+    "GBDTAgent",
+    "LinearAgent",
     "LinUCBAgent",
     "OnlineAgent",
     "OnlineTwoTowerAgent",
     "OracleAgent",
     "PopularityAgent",
     "RandomAgent",
+    "SegmentPopularityAgent",
+    "SklearnAgent",
     "ThompsonSamplingAgent",
     "TwoTowerAgent",
 ]

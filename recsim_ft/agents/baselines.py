@@ -78,7 +78,7 @@ class PopularityAgent(Agent):
             )
         actions = check_actions(log.actions, self.n_items, len(log), "the log's actions")
         rewards = np.asarray(log.rewards, dtype=np.float64)
-        values = rewards if self.by == "mean_reward" else (rewards > 0).astype(np.float64)
+        values = reward_values(rewards, self.by)
         self.item_counts_ = np.bincount(actions, minlength=self.n_items)
         totals = np.bincount(actions, weights=values, minlength=self.n_items)
         self.item_popularity_ = np.where(
@@ -90,6 +90,13 @@ class PopularityAgent(Agent):
         if not hasattr(self, "item_popularity_"):
             raise RuntimeError("PopularityAgent is not fitted yet: call fit(log) first")
         return np.tile(self.item_popularity_, (len(users), 1))
+
+
+def reward_values(rewards: np.ndarray, by: str) -> np.ndarray:
+    """What one logged reward adds to an item's popularity under rule ``by`` (see
+    ``PopularityAgent``): the reward itself, or 1 for a positive reward and 0 otherwise."""
+    rewards = np.asarray(rewards, dtype=np.float64)
+    return rewards if by == "mean_reward" else (rewards > 0).astype(np.float64)
 
 
 class OracleAgent(Agent):
