@@ -219,6 +219,28 @@ def _settings_and_agents(
     return settings, agents
 
 
+def parse_agent_params(values: Sequence[str] | None) -> dict[str, dict[str, Any]]:
+    """``--params`` as ``{agent: {name: value}}``, from ``AGENT.NAME=VALUE`` words.
+
+    >>> parse_agent_params(["linear.ridge=10", "gbdt.learning_rate=0.05", "gbdt.max_leaf_nodes=63"])
+    {'linear': {'ridge': 10}, 'gbdt': {'learning_rate': 0.05, 'max_leaf_nodes': 63}}
+    """
+    params: dict[str, dict[str, Any]] = {}
+    for key, value in parse_env_kwargs(values, "--params").items():
+        agent, dot, name = key.partition(".")
+        if not dot or not name:
+            raise UsageError(
+                f"--params expects AGENT.NAME=VALUE (e.g. linear.ridge=10), got {key!r}"
+            )
+        if agent not in experiments.BASELINE_GRIDS:
+            raise UsageError(
+                f"--params: {agent!r} has no hyperparameters to set; "
+                f"choose from {tuple(experiments.BASELINE_GRIDS)}"
+            )
+        params.setdefault(agent, {})[name] = value
+    return params
+
+
 def _run_options(args: argparse.Namespace) -> dict[str, Any]:
     """The ``RunSpec`` fields every sweep command takes from ``run_options``."""
     return dict(
@@ -244,6 +266,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
             executor=args.executor,
             address=args.address,
             progress=not args.quiet,
+            agent_params=parse_agent_params(args.params),
             **_run_options(args),
         )
     except (ValueError, RuntimeError) as err:  # bad options, a clashing earlier sweep, missing ray
@@ -256,7 +279,9 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
-    settings, agents = _settings_and_agents(args, experiments.TUNE_AGENTS, experiments.EMBEDDERS)
+    settings, agents = _settings_and_agents(
+        args, experiments.TUNE_AGENTS, experiments.EMBEDDERS + experiments.STRONG_BASELINES
+    )
     try:
         result = experiments.tune(
             settings,
@@ -458,11 +483,20 @@ def build_parser() -> argparse.ArgumentParser:
         "reproduce", help="run a paper table: every setting, embedder and seed, plus baselines"
     )
     sweep_options(p, experiments.TABLE_AGENTS, seeds=5)
+    p.add_argument(
+        "--params",
+        nargs="+",
+        metavar="AGENT.NAME=VALUE",
+        help="hyperparameters of the strong baselines, as 'recsim-ft tune' chose them (e.g. "
+        "linear.ridge=10 gbdt.learning_rate=0.05; default: each agent's own)",
+    )
     p.set_defaults(func=cmd_reproduce)
 
     p = sub.add_parser(
         "tune",
-        help="choose each embedder's learning rate on validation users (never the test users)",
+        help="choose each embedder's learning rate, or each strong baseline's hyperparameters "
+        "(gbdt, linear, segment_popularity: a grid each), on validation users (never the test "
+        "users)",
     )
     sweep_options(p, experiments.TUNE_AGENTS, seeds=2)
     p.add_argument(

@@ -104,7 +104,16 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys):
         ["tune", "--table", "1", "--agents", "oracle", "--out", str(tmp_path / "r")],
         "'oracle'",
         "mamba",
+        "gbdt",
     )
+    for params, fragments in (
+        (["ridge=10"], ("AGENT.NAME=VALUE", "'ridge'")),
+        (["oracle.k=1"], ("'oracle' has no hyperparameters", "gbdt")),
+        (["linear.alpha=1"], ("'linear' has no hyperparameter 'alpha'", "ridge")),
+        (["linear.ridge=1", "--agents", "gbdt"], ("['linear']", "does not run")),
+    ):
+        argv = ["reproduce", "--table", "1", "--out", str(tmp_path / "r"), "--params", *params]
+        fails_cleanly(capsys, argv, *fragments)
     assert not (tmp_path / "x.parquet").exists() and not (tmp_path / "r").exists()
     assert (
         main(["train", "--embedder", "gru", "--out", str(tmp_path / "r")]) == 2

@@ -161,16 +161,17 @@ def test_sweep_writes_the_table_and_reports_the_failure(toy_sweep):
     out, report, _ = toy_sweep
     for name in ("table1.md", "table1.csv", "table1_paired.csv", "table1_runs.csv"):
         assert (out / name).is_file()
-    assert [o.status for o in report.outcomes if o.spec.setting == "toy"] == ["done"] * 10
+    n_runs = 2 * len(TABLE_AGENTS)
+    assert [o.status for o in report.outcomes if o.spec.setting == "toy"] == ["done"] * n_runs
     failed = report.failed
-    assert len(failed) == 10 and {o.spec.setting for o in failed} == {"broken"}
+    assert len(failed) == n_runs and {o.spec.setting for o in failed} == {"broken"}
     assert "n_groups" in failed[0].error
     assert "Traceback" in (failed[0].run_dir / "error.txt").read_text()
     assert "Failed runs" in report.markdown and "broken" in report.markdown
 
     summary = pd.read_csv(out / "table1.csv")
     assert set(summary.setting) == {"toy"}
-    assert set(summary.agent) == {"mamba", "transformer", "oracle", "popularity", "random"}
+    assert set(summary.agent) == set(TABLE_AGENTS)
     oracle = summary[(summary.agent == "oracle") & (summary.metric == "HR@1")]
     assert oracle["mean"].item() == 1.0  # the toy env's oracle is a perfect ranker
     assert (summary["n"] == 2).all()
@@ -194,6 +195,33 @@ def test_sweep_writes_the_table_and_reports_the_failure(toy_sweep):
     assert len(items) == 12 and items["recommended_minus_liked"].sum() == 0
 
 
+def test_tables_show_costs_and_test_ft_mamba_against_the_gbdt(toy_sweep):
+    out, report, _ = toy_sweep
+    metrics = json.loads((out / "runs" / "toy" / "gbdt" / "seed0" / "metrics.json").read_text())
+    assert metrics["fit_seconds"] > 0 and metrics["score_ms_per_1000_users"] > 0
+    assert metrics["collect_seconds"] > 0  # timed apart from the fit
+    assert "collect_seconds" not in json.loads(
+        (out / "runs" / "toy" / "oracle" / "seed0" / "metrics.json").read_text()
+    )  # the oracle reads no log
+    markdown = (out / "table1.md").read_text()
+    assert "| fit s | score ms / 1k users |" in markdown
+    assert "Paired tests, FT-Mamba − GBDT" in markdown
+    assert "Paired tests, FT-Mamba − FT-Transformer" in markdown
+    paired = pd.read_csv(out / "table1_paired.csv")
+    assert {("mamba", "transformer"), ("mamba", "gbdt")} == set(
+        zip(paired.a, paired.b, strict=True)
+    )
+    costs = pd.read_csv(out / "table1_costs.csv")
+    fit = costs[(costs.agent == "gbdt") & (costs.cost == "fit_seconds")]
+    assert sorted(fit.seed) == [0, 1] and (fit.value > 0).all()
+    assert f"| {fit.value.mean():.3g} |" in markdown.split("| GBDT |")[1].splitlines()[0]
+    summary = pd.read_csv(out / "table1.csv")
+    for agent in ("gbdt", "linear", "segment_popularity"):
+        hr = summary[(summary.agent == agent) & (summary.metric == "HR@1")]["mean"].item()
+        popularity = summary[(summary.agent == "popularity") & (summary.metric == "HR@1")]
+        assert hr > popularity["mean"].item(), agent  # the toy env's groups need the user
+
+
 def test_sweep_figures(toy_sweep):
     out, report, _ = toy_sweep
     pytest.importorskip("matplotlib")
@@ -208,7 +236,7 @@ def test_rerunning_a_sweep_reuses_finished_runs(toy_sweep):
     again = experiments.reproduce(
         1, out, seeds=2, settings=_toy_settings()[:1], progress=False, **options
     )
-    assert [o.status for o in again.outcomes] == ["reused"] * 10
+    assert [o.status for o in again.outcomes] == ["reused"] * 2 * len(TABLE_AGENTS)
     assert done.stat().st_mtime_ns == stamp
     ours = {(o.spec.agent, o.spec.seed): o.metrics for o in first.outcomes if o.status == "done"}
     assert {(o.spec.agent, o.spec.seed): o.metrics for o in again.outcomes} == ours
@@ -456,6 +484,82 @@ def test_tune_chooses_the_best_lr_on_validation_users_only(tmp_path):
             progress=False,
             **options,
         )
+
+
+def test_tune_chooses_baseline_hyperparameters_on_validation_users(tmp_path):
+    report = experiments.tune(
+        _toy_settings()[:1],
+        tmp_path,
+        agents=["linear", "segment_popularity"],
+        seeds=2,
+        grids={"linear": {"ridge": [0.1, 1000.0]}, "segment_popularity": {"prior": [1.0, 1e6]}},
+        progress=False,
+        n_samples=2_000,
+        eval_users=60,
+    )
+    assert [o.status for o in report.outcomes] == ["done"] * 8
+    assert {o.spec.split for o in report.outcomes} == {"validation"}
+    assert {o.run_dir.parent.name for o in report.outcomes} == {
+        "linear-ridge0.1",
+        "linear-ridge1000",
+        "segment_popularity-prior1",
+        "segment_popularity-prior1e+06",
+    }
+    table = report.table.set_index(["agent", "params"])
+    for agent, key, values in (
+        ("linear", "ridge", (0.1, 1000.0)),
+        ("segment_popularity", "prior", (1.0, 1e6)),
+    ):
+        means = {v: table.loc[(agent, f"{key}={v:g}"), "mean"] for v in values}
+        assert report.best_params[("toy", agent)] == {key: max(means, key=means.get)}
+    # a prior of a million keeps every segment at the popularity of the whole log
+    assert report.best_params[("toy", "segment_popularity")] == {"prior": 1}
+    saved = json.loads((tmp_path / "tune.json").read_text())["best"]
+    assert {"setting": "toy", "agent": "segment_popularity", "params": {"prior": 1}} in saved
+    assert "--params linear.ridge=" in report.markdown
+    with pytest.raises(ValueError, match="only two-tower agents .* and strong baselines"):
+        experiments.tune(_toy_settings()[:1], tmp_path / "x", agents=["oracle"])
+
+
+def test_reproduce_takes_baseline_hyperparameters(tmp_path):
+    setting = _toy_settings()[:1]
+    report = experiments.reproduce(
+        1,
+        tmp_path,
+        seeds=1,
+        settings=setting,
+        agents=["linear"],
+        agent_params={"linear": {"ridge": 1000.0}},
+        progress=False,
+        n_samples=2_000,
+        eval_users=60,
+    )
+    (outcome,) = report.outcomes
+    assert outcome.spec.params == {"ridge": 1000.0}
+    assert outcome.run_dir == tmp_path / "runs" / "toy" / "linear-ridge1000" / "seed0"
+    with pytest.raises(ValueError, match="different settings \\(params\\)"):
+        experiments.reproduce(  # the same directory without the hyperparameters
+            1,
+            tmp_path,
+            seeds=1,
+            settings=setting,
+            agents=["oracle"],
+            progress=False,
+            n_samples=2_000,
+            eval_users=60,
+        )
+    with pytest.raises(ValueError, match="does not run"):
+        experiments.table_specs(setting, [0], ["gbdt"], {"linear": {"ridge": 1.0}})
+
+
+def test_run_spec_checks_baseline_hyperparameters():
+    assert RunSpec(TOY, "gbdt", params={"learning_rate": 0.05}).params == {"learning_rate": 0.05}
+    with pytest.raises(ValueError, match="'gbdt' has no hyperparameter 'ridge'.*learning_rate"):
+        RunSpec(TOY, "gbdt", params={"ridge": 1.0})
+    with pytest.raises(ValueError, match="'mamba' has no hyperparameter 'ridge'; it takes none"):
+        RunSpec(TOY, "mamba", params={"ridge": 1.0})
+    with pytest.raises(ValueError, match="ridge must be a number, got 'big'"):
+        RunSpec(TOY, "linear", params={"ridge": "big"})
 
 
 def test_run_spec_rejects_bad_split_and_lr():

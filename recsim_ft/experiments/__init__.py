@@ -8,7 +8,8 @@ One run, from ``recsim-ft reproduce`` to a table, passes through one module per 
 - ``stats``: mean and confidence interval over seeds, paired tests FT-Mamba vs FT-Transformer;
 - ``reports``: the Markdown and CSV tables beside the paper's numbers (``reproduce``);
 - ``figures``: the paper's figures (Fig. 4/6 and 5);
-- ``tuning``: the learning-rate search on validation users (``tune``).
+- ``tuning``: the search of learning rates and baseline hyperparameters on validation users
+  (``tune``).
 
 The paper's protocol per env (learning rate, logged events, extra metrics) is
 ``recsim_ft.protocol``, read by these modules and by the trainer alike.
@@ -28,8 +29,10 @@ from recsim_ft.experiments.runs import (
 from recsim_ft.experiments.specs import (
     AGENT_LABELS,
     AGENTS,
+    BASELINE_GRIDS,
     BASELINES,
     EMBEDDERS,
+    STRONG_BASELINES,
     TABLE_AGENTS,
     TUNE_AGENTS,
     VACCINE_SETTINGS,
@@ -52,10 +55,12 @@ __all__ = [
     "AGENTS",
     "AGENT_LABELS",
     "BASELINES",
+    "BASELINE_GRIDS",
     "DONE_MARKER",
     "EMBEDDERS",
     "ERROR_FILE",
     "MODEL_FILE",
+    "STRONG_BASELINES",
     "TABLE_AGENTS",
     "TUNE_AGENTS",
     "VACCINE_SETTINGS",

@@ -18,7 +18,8 @@ from recsim_ft.models.presets import EMBEDDERS
 FIGURES = {
     "hr_curves": (
         "HR@k on the test users through training, mean over seeds, one panel per setting and k, "
-        "with the popularity (dotted) and random (dashed) baselines as horizontal lines "
+        "with the GBDT (dash-dotted, black), popularity (dotted) and random (dashed) baselines "
+        "as horizontal lines "
         "(the paper's Fig. 4 and 6)."
     ),
     "fig5": (
@@ -76,7 +77,7 @@ def _hr_curves(
     labels: dict[str, str],
 ) -> Any:
     """Fig. 4/6: mean HR@k over seeds through training, one panel per (setting, k), with the
-    popularity and random baselines as horizontal lines; None without any training curve."""
+    GBDT, popularity and random baselines as horizontal lines; None without any training curve."""
     curves = {}
     for o in trained:
         path = o.run_dir / "curve.csv"
@@ -106,7 +107,11 @@ def _hr_curves(
                 if frames:
                     mean = pd.concat(frames).groupby("step")[column].mean()
                     ax.plot(mean.index, mean.to_numpy(), label=AGENT_LABELS[agent])
-            for agent, style in (("popularity", ":"), ("random", "--")):
+            for agent, style, color in (
+                ("gbdt", "-.", "black"),
+                ("popularity", ":", "grey"),
+                ("random", "--", "grey"),
+            ):
                 values = [
                     o.metrics[column]
                     for o in outcomes
@@ -116,7 +121,8 @@ def _hr_curves(
                     and column in o.metrics
                 ]
                 if values:
-                    ax.axhline(np.mean(values), color="grey", ls=style, lw=1, label=agent)
+                    label = AGENT_LABELS.get(agent, agent)
+                    ax.axhline(np.mean(values), color=color, ls=style, lw=1, label=label)
             ax.set_title(f"{labels.get(setting, setting)}: {column}", fontsize=8)
             ax.set_xlabel("training step")
             ax.set_ylim(0, 1.02)

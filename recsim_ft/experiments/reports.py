@@ -28,7 +28,7 @@ from recsim_ft.experiments.specs import (
     table_settings,
     table_specs,
 )
-from recsim_ft.experiments.stats import paired_tests, runs_frame, summarize
+from recsim_ft.experiments.stats import costs_frame, paired_tests, runs_frame, summarize
 from recsim_ft.paper_results import METRICS as PAPER_METRICS
 
 
@@ -68,22 +68,37 @@ def _count(low: int, high: int, noun: str) -> str:
     return f"{low}{'' if low == high else f'-{high}'} {noun}{'' if high == 1 else 's'}"
 
 
+#: The cost columns of a table: (name in ``runs.COSTS``, heading, format of the mean over seeds).
+COST_COLUMNS = (
+    ("fit_seconds", "fit s", "{:.3g}"),
+    ("score_ms_per_1000_users", "score ms / 1k users", "{:.3g}"),
+)
+
+
 def markdown_table(
     summary: pd.DataFrame,
     tests: pd.DataFrame,
     labels: dict[str, str] | None = None,
-    a: str = "mamba",
-    b: str = "transformer",
     users: dict[str, tuple[int, int, int]] | None = None,
+    costs: pd.DataFrame | None = None,
 ) -> str:
     """The results as Markdown: per setting, mean ± CI half-width per agent (the range over seeds
-    below ``MIN_SEEDS_FOR_CI`` seeds), the paper's row under each agent it reports, and the
-    paired-test p-values. ``users`` gives per setting the (fewest, most) test users scored per
-    seed and the number drawn, for the heading."""
+    below ``MIN_SEEDS_FOR_CI`` seeds), the paper's row under each agent it reports, what each
+    agent cost (mean over seeds: seconds to fit on the log, milliseconds to score 1,000 test
+    users; from ``costs``, a ``stats.costs_frame``), and the paired-test p-values of each pair in
+    ``tests``. ``users`` gives per setting the (fewest, most) test users scored per seed and the
+    number drawn, for the heading."""
     labels, users = labels or {}, users or {}
+    mean_costs = (
+        costs.groupby(["setting", "agent", "cost"])["value"].mean()
+        if costs is not None and len(costs)
+        else pd.Series(dtype=float)
+    )
     lines = []
     for setting, group in summary.groupby("setting", sort=False):
         metrics = _table_columns(group["metric"])
+        here_costs = {k[1:]: v for k, v in mean_costs.items() if k[0] == setting}
+        cost_columns = [c for c in COST_COLUMNS if any(k[1] == c[0] for k in here_costs)]
         seeds = _count(int(group["n"].min()), int(group["n"].max()), "seed")
         scored = ""
         if setting in users:
@@ -103,8 +118,8 @@ def markdown_table(
         lines += [
             f"### {labels.get(setting, setting)} ({seeds}{scored}; {cell_kind})",
             "",
-            "| agent | " + " | ".join(metrics) + " |",
-            "|---" * (len(metrics) + 1) + "|",
+            "| agent | " + " | ".join([*metrics, *(c[1] for c in cost_columns)]) + " |",
+            "|---" * (len(metrics) + len(cost_columns) + 1) + "|",
         ]
         cells = group.set_index(["agent", "metric"])
         agents = [x for x in TABLE_AGENTS if x in set(group["agent"])] + sorted(
@@ -128,6 +143,9 @@ def markdown_table(
                         int(cell["n"]),
                     )
                 )
+            for name, _, form in cost_columns:
+                cost = here_costs.get((agent, name))
+                row.append("" if cost is None else form.format(cost))
             label = AGENT_LABELS.get(agent, agent)
             if group["n"].min() != group["n"].max():
                 label += f" ({_count(n_seeds[agent], n_seeds[agent], 'seed')})"
@@ -140,11 +158,18 @@ def markdown_table(
                 lines.append(
                     "| &nbsp;&nbsp;paper | "
                     + " | ".join("" if p is None or pd.isna(p) else f"{p:.3f}" for p in paper)
-                    + " |"
+                    + " |" * (len(cost_columns) + 1)
                 )
+        if cost_columns:
+            lines += [
+                "",
+                "Costs: seconds to fit on the logged events (collecting them not included; "
+                "runs made before the cost columns include it) and milliseconds to score every "
+                "item for 1,000 test users, mean over seeds, on the machine that ran them.",
+            ]
         here = tests[tests["setting"] == setting] if len(tests) else tests
-        if len(here):
-            here = here.set_index("metric")
+        for (a, b), pair in here.groupby(["a", "b"], sort=False) if len(here) else ():
+            pair = pair.set_index("metric")
             lines += [
                 "",
                 f"Paired tests, {AGENT_LABELS.get(a, a)} − {AGENT_LABELS.get(b, b)} over seeds "
@@ -154,8 +179,8 @@ def markdown_table(
                 "| metric | mean diff | t-test p | Wilcoxon p |",
                 "|---|---|---|---|",
             ]
-            for metric in [m for m in metrics if m in here.index]:
-                t = here.loc[metric]
+            for metric in [m for m in metrics if m in pair.index]:
+                t = pair.loc[metric]
                 p_values = f"{_p(t['t_pvalue'])} | {_p(t['wilcoxon_pvalue'])}"
                 lines.append(f"| {metric} | {t['mean_diff']:+.3f} | {p_values} |")
         if group["n"].min() < MIN_SEEDS_FOR_CI:
@@ -203,13 +228,14 @@ def report(
     figures: bool = True,
 ) -> Report:
     """Write ``<stem>.md``, ``<stem>.csv`` (summary), ``<stem>_paired.csv``, ``<stem>_runs.csv``
-    (every run's metrics) and the figures into ``out``; a figure of an earlier report that this
-    one cannot draw is removed rather than left beside a table it no longer matches."""
+    (every run's metrics), ``<stem>_costs.csv`` (every run's costs) and the figures into
+    ``out``; a figure of an earlier report that this one cannot draw is removed rather than left
+    beside a table it no longer matches."""
     out = Path(out)
     labels = labels or {}
-    runs = runs_frame(outcomes)
+    runs, costs = runs_frame(outcomes), costs_frame(outcomes)
     summary, tests = summarize(runs), paired_tests(runs)
-    markdown = markdown_table(summary, tests, labels, users=_users_scored(outcomes))
+    markdown = markdown_table(summary, tests, labels, _users_scored(outcomes), costs)
     failed = [o for o in outcomes if o.status == "failed"]
     if failed:
         markdown += (
@@ -240,6 +266,7 @@ def report(
         out / f"{stem}.csv",
         out / f"{stem}_paired.csv",
         out / f"{stem}_runs.csv",
+        out / f"{stem}_costs.csv",
     ]
     for path, text in zip(
         files,
@@ -248,6 +275,7 @@ def report(
             summary.to_csv(index=False),
             tests.to_csv(index=False),
             runs.to_csv(index=False),
+            costs.to_csv(index=False),
         ),
         strict=True,
     ):
@@ -256,7 +284,11 @@ def report(
 
 
 def _earlier_runs(
-    out: Path, settings: Sequence[Setting], specs: Sequence[RunSpec], options: dict[str, Any]
+    out: Path,
+    settings: Sequence[Setting],
+    specs: Sequence[RunSpec],
+    agent_params: dict[str, dict[str, Any]],
+    options: dict[str, Any],
 ) -> list[RunOutcome]:
     """The finished runs in ``out`` of ``settings`` (any agent, any seed) that ``specs`` do not
     name: what earlier commands added to the table. Each must be the run these ``options`` make
@@ -270,7 +302,10 @@ def _earlier_runs(
         saved = RunSpec.from_dict(json.loads((run_dir / "config.json").read_text())["spec"])
         if saved.setting not in by_name or saved.split != "test":
             continue
-        (spec,) = table_specs([by_name[saved.setting]], [saved.seed], [saved.agent], **options)
+        params = {saved.agent: agent_params[saved.agent]} if saved.agent in agent_params else {}
+        (spec,) = table_specs(
+            [by_name[saved.setting]], [saved.seed], [saved.agent], params, **options
+        )
         if spec.relative_dir() not in requested and finished(spec, run_dir):
             earlier.append(RunOutcome(spec, run_dir, "reused", read_metrics(run_dir)))
     return earlier
@@ -287,20 +322,27 @@ def reproduce(
     address: str | None = None,
     progress: bool = True,
     figures: bool = True,
+    agent_params: dict[str, dict[str, Any]] | None = None,
     **options: Any,
 ) -> Report:
     """Run (or continue) the sweep of the paper's Table ``table`` and write its report into ``out``.
 
     ``settings`` defaults to ``table_settings(table)``; ``options`` are RunSpec fields
-    (``preset``, ``steps``, ``n_samples``, ``eval_every``, ``eval_users``, ...). The report
-    covers every finished run of the table's settings in ``out`` (see the module docstring).
+    (``preset``, ``steps``, ``n_samples``, ``eval_every``, ``eval_users``, ...),
+    ``agent_params`` the hyperparameters of strong baselines by agent (e.g. ``{"linear":
+    {"ridge": 10.0}}``, as ``recsim-ft tune`` chose them; unset ones take the agent's
+    defaults). The report covers every finished run of the table's settings in ``out`` (see the
+    module docstring).
     """
     out = Path(out)
     settings = table_settings(table) if settings is None else list(settings)
     # the table's other settings too, with the ones asked for as given (e.g. H&M on other data)
     known = list({s.name: s for s in [*table_settings(table), *settings]}.values())
-    specs = table_specs(settings, range(seeds), agents, **options)
-    earlier = _earlier_runs(out, known, specs, options)  # before any work: may refuse the --out
+    agent_params = agent_params or {}
+    specs = table_specs(settings, range(seeds), agents, agent_params, **options)
+    earlier = _earlier_runs(
+        out, known, specs, agent_params, options
+    )  # before any work: may refuse the --out
     outcomes = sweep(specs, out, jobs=jobs, executor=executor, address=address, progress=progress)
     position = {s.name: i for i, s in enumerate(known)}
     outcomes = sorted(

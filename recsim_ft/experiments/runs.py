@@ -2,7 +2,8 @@
 test users, and write its run directory::
 
     config.json        what was run (the RunSpec, the model and train configs, the seeds)
-    metrics.json       the evaluation metrics, fit time, parameter count
+    metrics.json       the evaluation metrics, the costs (seconds to collect the log and to fit,
+                       milliseconds to score 1,000 test users), parameter count
     curve.csv          the training curve (two-tower agents)
     items.csv          per item: times liked by the test users, recommended minus liked (Fig. 5)
     model.safetensors  the model file (two-tower agents)
@@ -24,7 +25,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from recsim_ft.agents import Agent, OracleAgent, PopularityAgent, RandomAgent, TwoTowerAgent
+from recsim_ft.agents import (
+    Agent,
+    GBDTAgent,
+    LinearAgent,
+    OracleAgent,
+    PopularityAgent,
+    RandomAgent,
+    SegmentPopularityAgent,
+    TwoTowerAgent,
+)
 from recsim_ft.data import InteractionLog, collect
 from recsim_ft.envs import make_env
 from recsim_ft.evaluate import evaluate, recommended_minus_liked
@@ -58,6 +68,33 @@ def _metrics_for_json(
     return {name: float(value) for name, value in metrics.items()}
 
 
+class _TimedScoring:
+    """An agent's ``score_items`` with a stopwatch: what scoring the test users cost."""
+
+    def __init__(self, agent: Agent) -> None:
+        self.agent, self.env = agent, agent.env
+        self.seconds, self.users = 0.0, 0
+
+    def score_items(self, users: Any) -> np.ndarray:
+        start = time.perf_counter()
+        scores = self.agent.score_items(users)
+        self.seconds += time.perf_counter() - start
+        self.users += len(users)
+        return scores
+
+    @property
+    def ms_per_1000_users(self) -> float:
+        return 1e6 * self.seconds / max(self.users, 1)
+
+
+#: The strong baselines of ``STRONG_BASELINES`` by name; each takes ``RunSpec.params``.
+STRONG_AGENTS = {
+    "gbdt": GBDTAgent,
+    "linear": LinearAgent,
+    "segment_popularity": SegmentPopularityAgent,
+}
+
+
 def run(
     spec: RunSpec,
     run_dir: str | os.PathLike,
@@ -83,10 +120,15 @@ def run(
     }
     write_atomic(run_dir / "config.json", to_json(config))
 
-    def logged_data() -> InteractionLog:
+    costs: dict[str, float] = {}
+    start = time.perf_counter()
+    log: InteractionLog | None = None
+    if spec.agent not in ("oracle", "random"):
         if spec.data is not None:
-            return InteractionLog.load(spec.data)
-        return collect(env, n=spec.n_samples or protocol.n_samples, seed=data_seed)
+            log = InteractionLog.load(spec.data)
+        else:
+            log = collect(env, n=spec.n_samples or protocol.n_samples, seed=data_seed)
+        costs["collect_seconds"] = time.perf_counter() - start
 
     start = time.perf_counter()
     extra: dict[str, Any] = {}
@@ -105,7 +147,7 @@ def run(
             **({} if spec.eval_every is None else {"eval_every": spec.eval_every}),
         )
         agent = TwoTowerAgent(env, spec.agent, spec.preset, train_config, **spec.model)
-        agent.fit(logged_data(), out_dir=run_dir, resume=resume, progress=progress)
+        agent.fit(log, out_dir=run_dir, resume=resume, progress=progress)
         result = agent.result_
         config.update(model=asdict(agent.model_.config), train=asdict(result.config))
         write_atomic(run_dir / "config.json", to_json(config))
@@ -113,15 +155,21 @@ def run(
         agent.save(run_dir / MODEL_FILE, overwrite=True)
         extra["n_params"] = sum(p.numel() for p in agent.model_.parameters() if p.requires_grad)
         extra["train_steps_per_s"] = result.steps_per_s
+    elif spec.agent == "gbdt":
+        agent = GBDTAgent(env, seed=train_seed, **spec.params).fit(log)
+    elif spec.agent in STRONG_AGENTS:
+        agent = STRONG_AGENTS[spec.agent](env, **spec.params).fit(log)
     elif spec.agent == "popularity":
-        agent = PopularityAgent(env).fit(logged_data())  # by the share of positive rewards
+        agent = PopularityAgent(env).fit(log)  # by the share of positive rewards
     elif spec.agent == "oracle":
         agent = OracleAgent(env)
     else:
         agent = RandomAgent(env, seed=train_seed)
     fit_seconds = time.perf_counter() - start
 
-    metrics = _metrics_for_json(agent, env, spec, spec.eval_users, test_seed)
+    timed = _TimedScoring(agent)
+    metrics = _metrics_for_json(timed, env, spec, spec.eval_users, test_seed)
+    costs["score_ms_per_1000_users"] = timed.ms_per_1000_users
     users = env.eval_users(spec.split, spec.eval_users, test_seed)
     items = pd.DataFrame(
         {
@@ -134,7 +182,8 @@ def run(
     )
     write_atomic(run_dir / "items.csv", items.to_csv(index=False))
     write_atomic(
-        run_dir / "metrics.json", to_json({"metrics": metrics, "fit_seconds": fit_seconds, **extra})
+        run_dir / "metrics.json",
+        to_json({"metrics": metrics, "fit_seconds": fit_seconds, **costs, **extra}),
     )
     write_atomic(run_dir / DONE_MARKER, to_json({"finished": time.strftime("%Y-%m-%dT%H:%M:%S")}))
     if spec.agent in EMBEDDERS and not keep_checkpoint:
@@ -187,3 +236,14 @@ def finished(spec: RunSpec, run_dir: Path) -> bool:
 def read_metrics(run_dir: Path) -> dict[str, float]:
     """The metrics a finished run wrote."""
     return json.loads((run_dir / "metrics.json").read_text())["metrics"]
+
+
+#: What a run cost, as ``metrics.json`` stores it (runs before the cost columns lack the last two,
+#: and their ``fit_seconds`` includes collecting the log).
+COSTS = ("fit_seconds", "score_ms_per_1000_users", "collect_seconds")
+
+
+def read_costs(run_dir: Path) -> dict[str, float]:
+    """The costs (``COSTS``) a finished run wrote, those it has."""
+    saved = json.loads((run_dir / "metrics.json").read_text())
+    return {name: float(saved[name]) for name in COSTS if name in saved}

@@ -22,12 +22,29 @@ from recsim_ft.protocol import DEFAULT_PROTOCOL, PROTOCOLS, SPLITS
 from recsim_ft.train import TrainConfig
 
 BASELINES = ("oracle", "popularity", "random")
-AGENTS = EMBEDDERS + BASELINES
+#: The strong baselines (``recsim_ft.agents.tabular``): what a default tabular model gets from
+#: the same log in seconds, beside every model in every table.
+STRONG_BASELINES = ("gbdt", "linear", "segment_popularity")
+AGENTS = EMBEDDERS + STRONG_BASELINES + BASELINES
 #: The two embedders the paper compares; ``tune`` searches their learning rates by default.
 TUNE_AGENTS = ("mamba", "transformer")
 #: The agents of a paper table, in table order.
-TABLE_AGENTS = TUNE_AGENTS + BASELINES
-AGENT_LABELS = {"mamba": "FT-Mamba", "transformer": "FT-Transformer", "mlp": "MLP two-tower"}
+TABLE_AGENTS = TUNE_AGENTS + STRONG_BASELINES + BASELINES
+AGENT_LABELS = {
+    "mamba": "FT-Mamba",
+    "transformer": "FT-Transformer",
+    "mlp": "MLP two-tower",
+    "gbdt": "GBDT",
+    "linear": "per-item ridge",
+    "segment_popularity": "segment popularity",
+}
+#: The hyperparameters of each strong baseline a spec may set (``RunSpec.params``), and the
+#: grid ``tune`` searches by default (the first value of each: the agent's default).
+BASELINE_GRIDS: dict[str, dict[str, tuple[Any, ...]]] = {
+    "gbdt": {"learning_rate": (0.1, 0.05, 0.2), "max_leaf_nodes": (31, 63)},
+    "linear": {"ridge": (1.0, 0.1, 10.0, 100.0)},
+    "segment_popularity": {"prior": (10.0, 1.0, 100.0), "n_bins": (4, 2, 8)},
+}
 
 
 @dataclass(frozen=True)
@@ -82,7 +99,9 @@ def table_settings(table: int, hm_data: str | os.PathLike | None = None) -> list
 class RunSpec:
     """Everything that determines one run (saved as ``config.json``; a finished run is reused
     only when its saved spec equals the requested one). ``None`` means the env's protocol
-    (``recsim_ft.protocol``) for ``n_samples`` and ``lr``, the trainer's default for the rest."""
+    (``recsim_ft.protocol``) for ``n_samples`` and ``lr``, the trainer's default for the rest.
+    ``model`` holds two-tower model options over the preset, ``params`` the hyperparameters of a
+    strong baseline (those of ``BASELINE_GRIDS``; unset ones take the agent's defaults)."""
 
     env_id: str
     agent: str = "mamba"
@@ -100,6 +119,7 @@ class RunSpec:
     data: str | None = None
     split: str = "test"
     model: dict[str, Any] = field(default_factory=dict, hash=False)
+    params: dict[str, Any] = field(default_factory=dict, hash=False)
 
     def __post_init__(self) -> None:
         check_choice("agent", self.agent, AGENTS)
@@ -114,6 +134,18 @@ class RunSpec:
                 make_config(self.preset, **self.model)
             except TypeError as err:  # an unknown option
                 raise ValueError(str(err)) from None
+        allowed = BASELINE_GRIDS.get(self.agent, {})
+        unknown = sorted(set(self.params) - set(allowed))
+        if unknown:
+            raise ValueError(
+                f"agent {self.agent!r} has no hyperparameter {', '.join(map(repr, unknown))}; "
+                + (f"choose from {tuple(allowed)}" if allowed else "it takes none")
+            )
+        for key, value in self.params.items():
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ValueError(
+                    f"{self.agent} hyperparameter {key} must be a number, got {value!r}"
+                )
 
     def to_dict(self) -> dict[str, Any]:
         return json.loads(json.dumps(asdict(self)))
@@ -136,6 +168,7 @@ class RunSpec:
 
     def relative_dir(self) -> Path:
         agent = self.agent if self.lr is None else f"{self.agent}-lr{self.lr:g}"
+        agent += "".join(f"-{key}{value:g}" for key, value in sorted(self.params.items()))
         return Path(self.setting or self.env_id) / agent / f"seed{self.seed}"
 
 
@@ -153,9 +186,15 @@ def table_specs(
     settings: Sequence[Setting],
     seeds: Iterable[int],
     agents: Sequence[str] = TABLE_AGENTS,
+    agent_params: dict[str, dict[str, Any]] | None = None,
     **options: Any,
 ) -> list[RunSpec]:
-    """Every (setting, agent, seed) run of a table; ``options`` are RunSpec fields (steps, ...)."""
+    """Every (setting, agent, seed) run of a table; ``options`` are RunSpec fields (steps, ...),
+    ``agent_params`` the hyperparameters of a strong baseline by agent (``RunSpec.params``)."""
+    agent_params = agent_params or {}
+    unused = sorted(set(agent_params) - set(agents))
+    if unused:
+        raise ValueError(f"hyperparameters given for {unused}, which this sweep does not run")
     specs = []
     for setting in settings:
         for seed in seeds:
@@ -165,7 +204,14 @@ def table_specs(
             for agent in agents:
                 specs.append(
                     RunSpec(
-                        setting.env_id, agent, seed, kwargs, setting.name, ks=setting.ks, **options
+                        setting.env_id,
+                        agent,
+                        seed,
+                        kwargs,
+                        setting.name,
+                        ks=setting.ks,
+                        params=agent_params.get(agent, {}),
+                        **options,
                     )
                 )
     return specs

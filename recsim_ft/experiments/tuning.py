@@ -1,11 +1,13 @@
-"""The paper's learning-rate search: every (setting, embedder, lr) trained on a few seeds and
-scored on validation users, never on the test users."""
+"""The paper's learning-rate search, and the hyperparameter search of the strong baselines: every
+(setting, agent, candidate) fitted on a few seeds and scored on validation users, never on the
+test users."""
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -14,15 +16,24 @@ import pandas as pd
 from recsim_ft.experiments.executors import RunOutcome, sweep
 from recsim_ft.experiments.reports import MIN_SEEDS_FOR_CI, RANGE_NOTE, spread_cell
 from recsim_ft.experiments.runs import to_json, write_atomic
-from recsim_ft.experiments.specs import AGENT_LABELS, TUNE_AGENTS, Setting, table_specs
+from recsim_ft.experiments.specs import (
+    AGENT_LABELS,
+    BASELINE_GRIDS,
+    STRONG_BASELINES,
+    TUNE_AGENTS,
+    Setting,
+    table_specs,
+)
 from recsim_ft.experiments.stats import mean_ci
 from recsim_ft.models.presets import EMBEDDERS
 
 
 @dataclass
 class TuneReport:
-    """A learning-rate search: ``table`` has one row per (setting, agent, lr) with the mean and CI
-    of ``metric`` on the validation users; ``best`` maps (setting, agent) to the chosen lr."""
+    """A search: ``table`` has one row per (setting, agent, candidate: an lr or the
+    hyperparameters of a strong baseline) with the mean and CI of ``metric`` on the validation
+    users; ``best`` maps (setting, embedder) to the chosen lr, ``best_params`` (setting, strong
+    baseline) to the chosen hyperparameters."""
 
     outcomes: list[RunOutcome]
     metric: str
@@ -30,6 +41,7 @@ class TuneReport:
     best: dict[tuple[str, str], float]
     markdown: str
     files: list[Path]
+    best_params: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
 
     @property
     def failed(self) -> list[RunOutcome]:
@@ -39,7 +51,7 @@ class TuneReport:
 def tune(
     settings: Sequence[Setting],
     out: str | os.PathLike,
-    lrs: Sequence[float],
+    lrs: Sequence[float] = (),
     agents: Sequence[str] = TUNE_AGENTS,
     seeds: int = 2,
     first_seed: int = 1000,
@@ -48,39 +60,57 @@ def tune(
     executor: str = "local",
     address: str | None = None,
     progress: bool = True,
+    grids: dict[str, dict[str, Sequence[Any]]] | None = None,
     **options: Any,
 ) -> TuneReport:
     """Choose the learning rate of each (setting, embedder) on **validation** users, as the paper
-    did ("learning rates ... chosen through validation using a few seeds").
+    did ("learning rates ... chosen through validation using a few seeds"), and the
+    hyperparameters of each (setting, strong baseline) likewise, over every combination of its
+    grid (``grids[agent]``, else ``BASELINE_GRIDS[agent]``).
 
-    Every (setting, agent, lr, seed) run trains with the paper's protocol otherwise and is scored
-    on ``env.validation_users``, never on the test users, with seeds ``first_seed, ...``
+    Every (setting, agent, candidate, seed) run follows the paper's protocol otherwise and is
+    scored on ``env.validation_users``, never on the test users, with seeds ``first_seed, ...``
     (by default not the seeds ``reproduce`` reports, so no training log is shared either); the
-    lr with the best mean ``metric`` wins (ties: the smaller lr). Writes ``tune.md``,
+    candidate with the best mean ``metric`` wins (ties: the smaller lr, or the earlier
+    combination of the grid, whose first values are the agent's defaults). Writes ``tune.md``,
     ``tune.csv`` and ``tune.json`` into ``out``; re-running continues the search like
     ``reproduce``.
     """
-    if not lrs:
-        raise ValueError("give at least one learning rate")
-    bad = [a for a in agents if a not in EMBEDDERS]
+    tunable = EMBEDDERS + STRONG_BASELINES
+    bad = [a for a in agents if a not in tunable]
     if bad:
         raise ValueError(
-            f"only two-tower agents have a learning rate; got {bad}, choose from {EMBEDDERS}"
+            f"only two-tower agents (a learning rate) and strong baselines (hyperparameters) "
+            f"are tuned; got {bad}, choose from {tunable}"
         )
+    if not lrs and any(a in EMBEDDERS for a in agents):
+        raise ValueError("give at least one learning rate")
+    seed_range = range(first_seed, first_seed + seeds)
     specs = [
         replace(spec, lr=float(lr), split="validation")
         for lr in lrs
-        for spec in table_specs(settings, range(first_seed, first_seed + seeds), agents, **options)
+        for spec in table_specs(
+            settings, seed_range, [a for a in agents if a in EMBEDDERS], **options
+        )
     ]
+    for agent in (a for a in agents if a in STRONG_BASELINES):
+        grid = (grids or {}).get(agent, BASELINE_GRIDS[agent])
+        for values in itertools.product(*grid.values()):
+            params = dict(zip(grid, values, strict=True))
+            specs += [
+                replace(spec, params=params, split="validation")
+                for spec in table_specs(settings, seed_range, [agent], **options)
+            ]
     outcomes = sweep(specs, out, jobs=jobs, executor=executor, address=address, progress=progress)
     rows = []
-    for (setting, agent, lr), group in _group_runs(outcomes, metric):
+    for (setting, agent, lr, params), group in _group_runs(outcomes, metric):
         mean, low, high = mean_ci(group, 0.95)
         rows.append(
             {
                 "setting": setting,
                 "agent": agent,
                 "lr": lr,
+                "params": params,
                 "n": len(group),
                 "mean": mean,
                 "ci_low": low,
@@ -89,7 +119,7 @@ def tune(
                 "max": max(group),
             }
         )
-    columns = ["setting", "agent", "lr", "n", "mean", "ci_low", "ci_high", "min", "max"]
+    columns = ["setting", "agent", "lr", "params", "n", "mean", "ci_low", "ci_high", "min", "max"]
     table = pd.DataFrame(rows, columns=columns)
     setting_order = {s.name: i for i, s in enumerate(settings)}
     table = table.sort_values(
@@ -97,11 +127,17 @@ def tune(
         key=lambda col: col.map(setting_order) if col.name == "setting" else col,
         kind="stable",
     ).reset_index(drop=True)
-    best = {}
-    for (setting, agent), group in table.groupby(["setting", "agent"], sort=False):
+    chosen_rows = []
+    for _, group in table.groupby(["setting", "agent"], sort=False):
         ranked = group.sort_values(["mean", "lr"], ascending=[False, True], kind="stable")
-        best[(setting, agent)] = float(ranked["lr"].iloc[0])
-    table["chosen"] = [best.get((r.setting, r.agent)) == r.lr for r in table.itertuples()]
+        chosen_rows.append(ranked.index[0])
+    table["chosen"] = table.index.isin(chosen_rows)
+    best, best_params = {}, {}
+    for r in table[table["chosen"]].itertuples():
+        if r.agent in STRONG_BASELINES:
+            best_params[(r.setting, r.agent)] = _params_of(r.params)
+        else:
+            best[(r.setting, r.agent)] = float(r.lr)
     labels = {s.name: s.label for s in settings}
     lines = [
         f"Learning-rate search: mean {metric} on {options.get('eval_users', 100)} validation users "
@@ -110,17 +146,29 @@ def tune(
         + (f"; model options {options['model']}" if options.get("model") else "")
         + ".",
         "",
-        f"| setting | embedder | lr | seeds | {metric} | chosen |",
+        f"| setting | agent | lr / hyperparameters | seeds | {metric} | chosen |",
         "| --- | --- | --- | --- | --- | --- |",
     ]
     for r in table.itertuples():
         cell = spread_cell(r.mean, r.ci_low, r.ci_high, r.min, r.max, r.n)
         setting, agent = labels.get(r.setting, r.setting), AGENT_LABELS.get(r.agent, r.agent)
+        candidate = r.params if r.agent in STRONG_BASELINES else f"{r.lr:g}"
         lines.append(
-            f"| {setting} | {agent} | {r.lr:g} | {r.n} | {cell} | {'yes' if r.chosen else ''} |"
+            f"| {setting} | {agent} | {candidate} | {r.n} | {cell} | {'yes' if r.chosen else ''} |"
         )
     if len(table) and table["n"].min() < MIN_SEEDS_FOR_CI:
         lines += ["", RANGE_NOTE]
+    for setting in dict.fromkeys(s for s, _ in best_params):
+        chosen = " ".join(
+            f"{agent}.{word}"
+            for (where, agent), params in best_params.items()
+            if where == setting
+            for word in params_text(params).split()
+        )
+        lines += [
+            "",
+            f"{labels.get(setting, setting)}: `recsim-ft reproduce ... --params {chosen}`",
+        ]
     out = Path(out)
     markdown = "\n".join(lines) + "\n"
     files = [out / "tune.md", out / "tune.csv", out / "tune.json"]
@@ -131,22 +179,47 @@ def tune(
         to_json(
             {
                 "metric": metric,
-                "best": [{"setting": s, "agent": a, "lr": lr} for (s, a), lr in best.items()],
+                "best": [{"setting": s, "agent": a, "lr": lr} for (s, a), lr in best.items()]
+                + [
+                    {"setting": s, "agent": a, "params": params}
+                    for (s, a), params in best_params.items()
+                ],
             }
         ),
     )
-    return TuneReport(outcomes, metric, table, best, markdown, files)
+    return TuneReport(outcomes, metric, table, best, markdown, files, best_params)
+
+
+def params_text(params: dict[str, Any]) -> str:
+    """Hyperparameters as ``key=value`` words, as tables show them and ``--params`` takes them.
+
+    >>> params_text({"ridge": 10.0, "prior": 1})
+    'prior=1 ridge=10'
+    """
+    return " ".join(f"{key}={value:g}" for key, value in sorted(params.items()))
+
+
+def _params_of(text: str) -> dict[str, Any]:
+    """The hyperparameters ``params_text`` wrote (numbers as int where they are whole)."""
+    params: dict[str, Any] = {}
+    for word in text.split():
+        key, value = word.split("=")
+        number = float(value)
+        params[key] = int(number) if number.is_integer() and "." not in value else number
+    return params
 
 
 def _group_runs(
     outcomes: Iterable[RunOutcome], metric: str
-) -> Iterator[tuple[tuple[str, str, float], list[float]]]:
-    """``metric`` of the finished runs grouped by (setting, agent, lr), in sweep order."""
-    groups: dict[tuple[str, str, float], list[float]] = {}
+) -> Iterator[tuple[tuple[str, str, float | None, str], list[float]]]:
+    """``metric`` of the finished runs grouped by (setting, agent, lr, hyperparameters as
+    ``params_text``), in sweep order."""
+    groups: dict[tuple[str, str, float | None, str], list[float]] = {}
     for o in outcomes:
         if o.status == "failed":
             continue
         if metric not in o.metrics:
             raise ValueError(f"metric {metric!r} was not measured; choose from {sorted(o.metrics)}")
-        groups.setdefault((o.spec.setting, o.spec.agent, o.spec.lr), []).append(o.metrics[metric])
+        key = (o.spec.setting, o.spec.agent, o.spec.lr, params_text(o.spec.params))
+        groups.setdefault(key, []).append(o.metrics[metric])
     return iter(groups.items())
