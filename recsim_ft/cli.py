@@ -67,6 +67,10 @@ def parse_env_kwargs(values: Sequence[str] | None, option: str = "--env-kwargs")
         key, sep, raw = item.partition("=")
         if not sep or not key:
             raise UsageError(f"{option} expects a JSON object or key=value pairs, got {item!r}")
+        if key in kwargs:
+            raise UsageError(
+                f"{option} sets {key} twice ({kwargs[key]!r} and {raw!r}); give it once"
+            )
         try:
             kwargs[key] = json.loads(raw)
         except json.JSONDecodeError:
@@ -205,6 +209,7 @@ def _settings_and_agents(
             for s in settings
         ]
     if args.settings:
+        _distinct("--settings", args.settings)
         known = {s.name: s for s in settings}
         unknown = [name for name in args.settings if name not in known]
         if unknown:
@@ -213,6 +218,7 @@ def _settings_and_agents(
             )
         settings = [known[name] for name in args.settings]
     agents = args.agents or default_agents
+    _distinct("--agents", agents)
     bad = [a for a in agents if a not in allowed_agents]
     if bad:
         raise UsageError(f"unknown agent(s) {bad}; choose from {tuple(allowed_agents)}")
@@ -239,6 +245,15 @@ def parse_agent_params(values: Sequence[str] | None) -> dict[str, dict[str, Any]
             )
         params.setdefault(agent, {})[name] = value
     return params
+
+
+def _distinct(option: str, values: Sequence[Any]) -> None:
+    """Refuse a list option that names a value twice: a sweep would count its runs twice."""
+    repeated = sorted({str(v) for v in values if list(values).count(v) > 1})
+    if repeated:
+        raise UsageError(
+            f"{option} names {', '.join(map(repr, repeated))} more than once; give each value once"
+        )
 
 
 def _run_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -282,6 +297,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
     settings, agents = _settings_and_agents(
         args, experiments.TUNE_AGENTS, experiments.EMBEDDERS + experiments.STRONG_BASELINES
     )
+    _distinct("--lrs", args.lrs)
     try:
         result = experiments.tune(
             settings,

@@ -114,6 +114,17 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys):
     ):
         argv = ["reproduce", "--table", "1", "--out", str(tmp_path / "r"), "--params", *params]
         fails_cleanly(capsys, argv, *fragments)
+    # a value named twice would count its runs twice
+    for argv, fragments in (
+        (["reproduce", "--table", "1", "--agents", "random", "random"], ("--agents", "'random'")),
+        (["reproduce", "--table", "1", "--envs", "spotify", "spotify"], ("--settings", "spotify")),
+        (["tune", "--table", "1", "--lrs", "1e-4", "1e-4"], ("--lrs", "'0.0001'")),
+        (
+            ["reproduce", "--table", "1", "--params", "linear.ridge=1", "linear.ridge=10"],
+            ("--params sets linear.ridge twice", "'10'"),
+        ),
+    ):
+        fails_cleanly(capsys, [*argv, "--out", str(tmp_path / "r")], *fragments)
     assert not (tmp_path / "x.parquet").exists() and not (tmp_path / "r").exists()
     assert (
         main(["train", "--embedder", "gru", "--out", str(tmp_path / "r")]) == 2

@@ -552,6 +552,16 @@ def test_reproduce_takes_baseline_hyperparameters(tmp_path):
         experiments.table_specs(setting, [0], ["gbdt"], {"linear": {"ridge": 1.0}})
 
 
+def test_a_sweep_refuses_a_run_named_twice(tmp_path):
+    """Counted twice, one run would narrow every interval of its table."""
+    specs = experiments.table_specs(_toy_settings()[:1], [0, 0], ["random"])
+    with pytest.raises(ValueError, match="names the run toy/random/seed0 more than once"):
+        experiments.sweep(specs, tmp_path, progress=False)
+    assert not (tmp_path / "runs").exists()
+    with pytest.raises(ValueError, match="more than once"):
+        experiments.tune(_toy_settings()[:1], tmp_path, lrs=[1e-3, 1e-3], agents=["mlp"])
+
+
 def test_run_spec_checks_baseline_hyperparameters():
     assert RunSpec(TOY, "gbdt", params={"learning_rate": 0.05}).params == {"learning_rate": 0.05}
     with pytest.raises(ValueError, match="'gbdt' has no hyperparameter 'ridge'.*learning_rate"):

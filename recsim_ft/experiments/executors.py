@@ -13,6 +13,7 @@ import os
 import tempfile
 import time
 import traceback
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field, replace
@@ -191,6 +192,14 @@ def sweep(
     """
     check_choice("executor", executor, EXECUTORS)
     check_int("jobs", jobs, low=1)
+    counts = Counter(spec.relative_dir() for spec in specs)
+    repeated = sorted(str(d) for d, n in counts.items() if n > 1)
+    if repeated:  # it would be run once and counted twice, narrowing every interval
+        raise ValueError(
+            f"the sweep names the run {repeated[0]} more than once"
+            + (f" (and {len(repeated) - 1} more)" if len(repeated) > 1 else "")
+            + ": give each setting, agent, seed and learning rate once"
+        )
     out = Path(out)
     outcomes, pending = [], []
     for spec in specs:
