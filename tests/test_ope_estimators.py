@@ -22,6 +22,7 @@ from recsim_ft.ope import (
     cross_fitted_rewards,
     dm,
     dr,
+    exact_slate_value,
     exact_value,
     iips,
     ips,
@@ -272,3 +273,25 @@ def test_bandit_feedback_layout(env):
     unlogged = collect(env, n=10, policy=lambda users, rng: np.zeros(len(users), np.int64))
     with pytest.raises(ValueError, match="10 of 10 propensities are NaN"):
         to_obp(unlogged)
+
+
+def test_the_truth_is_refused_in_another_env_than_the_logs():
+    """The oracle's exact value, taken in a vaccine env of another seed, would be ~0.37, not 1:
+    the same checks as training's (features, then id and kwargs)."""
+    kwargs = {"clusters": 5, "messages": 10}
+    logged_in = gym.make("VaccineMessaging-v0", seed=0, **kwargs)
+    log = collect(logged_in, n=500, seed=0)
+    other = gym.make("VaccineMessaging-v0", seed=1, **kwargs)  # other messages
+    with pytest.raises(ValueError, match="'message' has other categories"):
+        exact_value(other, log, OracleAgent(other))
+    other = gym.make("VaccineMessaging-v0", seed=0, p_match=0.5, **kwargs)  # other rewards
+    with pytest.raises(ValueError, match="p_match=.*, 0.5 in the env"):
+        exact_value(other, log, OracleAgent(other))
+    mismatched = exact_value(other, log, OracleAgent(other), allow_env_mismatch=True)
+    assert mismatched < exact_value(logged_in, log, OracleAgent(logged_in))
+    slate_env = gym.make("VaccineMessaging-v0", seed=0, slate_size=2, **kwargs)
+    slate_log = collect(slate_env, n=300, seed=0)
+    other_slates = gym.make("VaccineMessaging-v0", seed=0, slate_size=2, choice_scale=3.0, **kwargs)
+    with pytest.raises(ValueError, match="choice_scale"):
+        exact_slate_value(other_slates, slate_log, OracleAgent(other_slates))
+    assert exact_slate_value(slate_env, slate_log, OracleAgent(slate_env)) > 0

@@ -79,9 +79,44 @@ def _comparable_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
     return json.loads(json.dumps(kwargs, default=fallback, sort_keys=True))
 
 
-def _features(schema: Schema) -> str:
-    names = [f.name for f in schema.features]
-    return f"{len(names)} features ({', '.join(names[:4])}{', ...' if len(names) > 4 else ''})"
+def _schema_difference(mine: Schema, theirs: Schema) -> str:
+    """What differs between two schemas, in words: the feature names, else the first feature
+    whose kind, categories or bounds differ."""
+
+    def names(schema: Schema) -> str:
+        listed = [f.name for f in schema.features]
+        return (
+            f"{len(listed)} features ({', '.join(listed[:4])}{', ...' if len(listed) > 4 else ''})"
+        )
+
+    if [f.name for f in mine.features] != [f.name for f in theirs.features]:
+        return f"the log's: {names(mine)}; the other: {names(theirs)}"
+    for a, b in zip(mine.features, theirs.features, strict=True):
+        if a == b:
+            continue
+        if a.kind != b.kind:
+            return f"{a.name!r} is {a.kind} in the log, {b.kind} in the other"
+        if a.categories != b.categories:
+            first = next(
+                (
+                    i
+                    for i, (x, y) in enumerate(zip(a.categories, b.categories, strict=False))
+                    if x != y
+                ),
+                min(len(a.categories), len(b.categories)),
+            )
+            shown = (
+                f"category {first} is {a.categories[first]!r} in the log, "
+                f"{b.categories[first]!r} in the other"
+                if first < min(len(a.categories), len(b.categories))
+                else ""
+            )
+            return (
+                f"{a.name!r} has other categories ({len(a.categories)} in the log, "
+                f"{len(b.categories)} in the other" + (f"; {shown}" if shown else "") + ")"
+            )
+        return f"{a.name!r} has other bounds ([{a.low}, {a.high}] in the log, [{b.low}, {b.high}])"
+    return "the schemas differ"
 
 
 @dataclass
@@ -246,8 +281,7 @@ class InteractionLog:
             if mine != theirs:
                 raise ValueError(
                     f"the log of {self.env_id} ({self.n_items} items) does not fit {what}: "
-                    f"{side} features differ (the log's: {_features(mine)}; "
-                    f"the other: {_features(theirs)})"
+                    f"{side} features differ ({_schema_difference(mine, theirs)})"
                 )
 
     def __len__(self) -> int:

@@ -371,9 +371,19 @@ def switch_dr(
     return per_event_mean("Switch-DR", per_event, kept, level, ci, n_bootstrap, seed)
 
 
-def exact_value(env: gym.Env, log: InteractionLog | BanditData, target: Any) -> float:
+def exact_value(
+    env: gym.Env,
+    log: InteractionLog | BanditData,
+    target: Any,
+    allow_env_mismatch: bool = False,
+) -> float:
     """The target's exact value on the logged users: ``mean_i sum_a pi(a | x_i) q(x_i, a)``
-    with the env's true ``expected_reward`` (no sampling noise in the truth)."""
+    with the env's true ``expected_reward`` (no sampling noise in the truth).
+
+    The truth is that of ``env``: a log of another env or env setting (another vaccine seed, say)
+    is refused, as ``InteractionLog.check_env`` does, unless ``allow_env_mismatch``."""
+    if isinstance(log, InteractionLog):
+        log.check_env(env, allow_env_mismatch)
     data = bandit_data(log)
     users = _scored_users(data, "exact_value")
     expected = env.unwrapped.expected_reward(users)

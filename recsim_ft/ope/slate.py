@@ -205,10 +205,18 @@ def pseudo_inverse(
     return per_event_mean("PI", data.rewards * weights, weights, level, ci, n_bootstrap, seed)
 
 
-def exact_slate_value(env: gym.Env, log: InteractionLog | SlateData, target: Any) -> float:
+def exact_slate_value(
+    env: gym.Env,
+    log: InteractionLog | SlateData,
+    target: Any,
+    allow_env_mismatch: bool = False,
+) -> float:
     """A deterministic slate policy's exact value on the logged users: the mean over slates of
     ``env.slate_expected_reward`` (the env's choice model and true rewards). ``target`` is an
-    agent or (n, k) slates; for a mixture, weight its parts' values."""
+    agent or (n, k) slates; for a mixture, weight its parts' values. A log of another env or
+    env setting is refused, as by ``exact_value``, unless ``allow_env_mismatch``."""
+    if isinstance(log, InteractionLog):
+        log.check_env(env, allow_env_mismatch)
     data = slate_data(log)
     slates = target_slates(data, target)
     if slates is None or data.users is None:
