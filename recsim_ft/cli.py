@@ -143,7 +143,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         env_id, env_kwargs = log.env_id, log.env_kwargs
     elif env_id is None:
         raise UsageError("give --env (and optionally --env-kwargs) or --data FILE")
-    _make_env(env_id, env_kwargs)  # check the id and kwargs before touching the run directory
+    # check the id and kwargs before touching the run directory; run with the kwargs that rebuild
+    # the env (a seed drawn for seed=None included), so evaluate meets the env it trained in
+    env_kwargs = _make_env(env_id, env_kwargs).unwrapped.spec_kwargs
     run_dir = Path(args.out)
     _prepare_run_dir(run_dir, args.overwrite, args.resume)
     try:

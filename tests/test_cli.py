@@ -279,3 +279,20 @@ def test_hm_unknown_ids_option_reaches_the_kaggle_files(tmp_path, capsys):
     fails_cleanly(
         capsys, ["reproduce", "--table", "1", "--hm-unknown-ids", "drop", "--out", "x"], "--hm-data"
     )
+
+
+def test_a_run_in_an_env_of_a_drawn_seed_evaluates_in_that_env(tmp_path, capsys):
+    """``seed=None`` draws the vaccine env's seed: the run records the drawn one, so evaluate
+    rebuilds the env it trained in, every time."""
+    run = tmp_path / "run"
+    env_kwargs = ["--env-kwargs", "clusters=3", "messages=12", "n_users=300", "seed=null"]
+    argv = ["train", "--env", "VaccineMessaging-v0", *env_kwargs, "--embedder", "mlp"]
+    assert main([*argv, "--out", str(run), *QUICK]) == 0
+    seed = json.loads((run / "config.json").read_text())["spec"]["env_kwargs"]["seed"]
+    assert isinstance(seed, int)
+    capsys.readouterr()
+    printed = set()
+    for _ in range(2):
+        assert main(["evaluate", "--run", str(run)]) == 0
+        printed.add(capsys.readouterr().out)
+    assert len(printed) == 1

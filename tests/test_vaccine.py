@@ -257,3 +257,24 @@ def test_shipped_embeddings_reproduce_with_the_model():
     texts = [m["text"] for m in load_builtin_messages()][::25]
     fresh = model_package.load_model(device="cpu").encode(texts, normalize_embeddings=True)
     np.testing.assert_allclose(fresh, load_builtin_embeddings()[0][::25], atol=1e-4)
+
+
+def test_an_env_of_a_drawn_seed_records_it_and_can_be_rebuilt():
+    from recsim_ft.data import collect
+    from recsim_ft.envs import make_env
+
+    env = gym.make("VaccineMessaging-v0", clusters=3, messages=6, n_users=300, seed=None)
+    drawn = env.unwrapped.seed
+    assert isinstance(drawn, int) and env.unwrapped.spec_kwargs["seed"] == drawn
+    log = collect(env, n=200, seed=0)
+    assert log.env_kwargs["seed"] == drawn
+    rebuilt = make_env(log.env_id, log.env_kwargs)
+    log.check_env(rebuilt)
+    users = env.unwrapped.test_users(20, seed=1)
+    np.testing.assert_array_equal(
+        rebuilt.unwrapped.expected_reward(users), env.unwrapped.expected_reward(users)
+    )
+    # the default seed stays unrecorded, as every earlier log has it
+    assert (
+        "seed" not in gym.make("VaccineMessaging-v0", clusters=3, messages=6).unwrapped.spec_kwargs
+    )

@@ -230,7 +230,9 @@ class VaccineMessagingEnv(RecEnv):
       order; or a list of distinct strings, then ``embeddings`` (an ``(m, d)`` array) is required.
     - ``n_users``: size of the finite user pool (the paper: 50,000).
     - ``seed``: construction seed of the pool, the message draw and both k-means.
-      Same seed -> same pool, messages and clusters.
+      Same seed -> same pool, messages and clusters. ``None`` draws one from fresh entropy
+      (``env.seed``), which logs and runs record in its place (``spec_kwargs``), so what was
+      logged or trained in such an env can be rebuilt.
     - ``slate_size``, ``choice_scale``, ``no_choice_utility``, ``session``, ``session_length``,
       ``history_length``, ``dynamics``: the slate and session modes (``RecEnv``).
 
@@ -284,7 +286,9 @@ class VaccineMessagingEnv(RecEnv):
             raise ValueError(f"clusters ({clusters!r}) cannot exceed n_users ({n_users!r})")
         self.p_match = check_float("p_match", p_match, low=0, high=1)
         self.p_mismatch = check_float("p_mismatch", p_mismatch, low=0, high=1)
-        self.seed = check_int("seed", seed, low=0, allow_none=True)
+        seed = check_int("seed", seed, low=0, allow_none=True)
+        # None: a seed drawn from fresh entropy and recorded (spec_kwargs): the env can be rebuilt
+        self.seed = int(np.random.SeedSequence().generate_state(1)[0]) if seed is None else seed
 
         pool_seq, message_seq, kmeans_seq = np.random.SeedSequence(self.seed).spawn(3)
         self.message_texts, self.message_embeddings, self.message_ids, self.embedding_provenance = (
@@ -441,6 +445,14 @@ class VaccineMessagingEnv(RecEnv):
         matched = self.user_clusters(users) == self.message_clusters[items]
         p = np.where(matched, self.p_match, self.p_mismatch)
         return (rng.random(len(users)) < p).astype(np.float32)
+
+    @property
+    def spec_kwargs(self) -> dict[str, Any]:
+        """The ``gym.make`` kwargs that rebuild this env, with the seed drawn for ``seed=None``."""
+        kwargs = super().spec_kwargs
+        if "seed" in kwargs and kwargs["seed"] is None:
+            kwargs["seed"] = self.seed
+        return kwargs
 
     @property
     def message_themes(self) -> tuple[str, ...]:
