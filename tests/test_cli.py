@@ -173,12 +173,20 @@ def test_train_then_evaluate(tmp_path, capsys):
         "--overwrite",
     )
     assert (run / "model.safetensors").stat().st_mtime_ns == stamp
+    files = {p.name: p.read_bytes() for p in run.iterdir()}
     fails_cleanly(
         capsys,
         [*train, "--resume", *QUICK[:5], "12", *QUICK[6:]],
         "cannot resume",
         "steps",
     )
+    fails_cleanly(  # another architecture with the same weights' shapes
+        capsys,
+        [*train, "--resume", *QUICK, "--model", "head_activation=relu"],
+        "cannot resume",
+        "model",
+    )
+    assert {p.name: p.read_bytes() for p in run.iterdir()} == files  # a refusal changes nothing
     (run / "model.safetensors").write_bytes(b"not a model")
     fails_cleanly(capsys, ["evaluate", "--run", str(run)], "model.safetensors")
     other = tmp_path / "notes"

@@ -110,6 +110,13 @@ def run(
     fields of ``spec`` take the env's protocol (``recsim_ft.protocol``).
     """
     run_dir = Path(run_dir)
+    kept = (run_dir / CHECKPOINT_NAME).exists() or (run_dir / DONE_MARKER).exists()
+    changed = differences(spec, run_dir) if resume and kept else []
+    if changed:  # refused before anything in run_dir is touched
+        raise ValueError(
+            f"cannot resume {run_dir}: it holds a run with other settings ({', '.join(changed)}); "
+            "resume with its settings, or write to another directory"
+        )
     run_dir.mkdir(parents=True, exist_ok=True)
     data_seed, train_seed, test_seed = derived_seeds(spec.seed)
     env = make_env(spec.env_id, spec.env_kwargs)
@@ -211,20 +218,32 @@ def evaluate_saved_model(
     return _metrics_for_json(agent, env, spec, n_users or spec.eval_users, test_seed)
 
 
+def differences(spec: RunSpec, run_dir: Path) -> list[str]:
+    """What differs between ``spec`` and the run saved in ``run_dir`` (its ``config.json``): the
+    spec's fields, and the fields of the model the spec builds today (a default may change
+    between versions); empty when ``run_dir`` holds no run, an error when its file is damaged."""
+    path = run_dir / "config.json"
+    if not path.is_file():
+        return []
+    try:
+        config = json.loads(path.read_text())
+        saved = RunSpec.from_dict(config["spec"]).to_dict()
+    except (ValueError, KeyError, TypeError) as err:
+        raise ValueError(f"{path} is damaged or not a recsim-ft run's ({err!r})") from None
+    wanted = spec.to_dict()
+    changed = sorted(k for k in saved.keys() | wanted.keys() if saved.get(k) != wanted.get(k))
+    if spec.agent in EMBEDDERS and "model" in config:
+        built = asdict(config_from_dict(config["model"]))
+        model = asdict(make_config(spec.preset, spec.agent, **spec.model))
+        changed += sorted(f"model.{k}" for k in model if k != "seed" and built.get(k) != model[k])
+    return changed
+
+
 def finished(spec: RunSpec, run_dir: Path) -> bool:
     """True when ``run_dir`` holds a finished run of ``spec``; an error when it holds another's."""
     if not (run_dir / DONE_MARKER).exists():
         return False
-    config = json.loads((run_dir / "config.json").read_text())
-    saved = RunSpec.from_dict(config["spec"]).to_dict()
-    changed = sorted(
-        k for k in saved.keys() | spec.to_dict().keys() if saved.get(k) != spec.to_dict().get(k)
-    )
-    if spec.agent in EMBEDDERS and "model" in config:
-        # the same spec builds another model when a default changed between versions
-        built = asdict(config_from_dict(config["model"]))
-        wanted = asdict(make_config(spec.preset, spec.agent, **spec.model))
-        changed += sorted(f"model.{k}" for k in wanted if k != "seed" and built.get(k) != wanted[k])
+    changed = differences(spec, run_dir)
     if changed:
         raise ValueError(
             f"{run_dir} holds a finished run with different settings ({', '.join(changed)}); "
