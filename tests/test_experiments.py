@@ -222,6 +222,24 @@ def test_tables_show_costs_and_test_ft_mamba_against_the_gbdt(toy_sweep):
         assert hr > popularity["mean"].item(), agent  # the toy env's groups need the user
 
 
+def test_a_model_run_made_before_the_cost_columns_gets_its_scoring_cost(toy_sweep, tmp_path):
+    import shutil
+
+    first_out, _, options = toy_sweep
+    out = tmp_path / "results"
+    shutil.copytree(first_out, out)
+    path = out / "runs" / "toy" / "mamba" / "seed0" / "metrics.json"
+    saved = json.loads(path.read_text())
+    del saved["score_ms_per_1000_users"]
+    path.write_text(json.dumps(saved))
+    experiments.reproduce(
+        1, out, seeds=1, settings=_toy_settings()[:1], agents=["random"], progress=False, **options
+    )
+    again = json.loads(path.read_text())
+    assert again["score_ms_per_1000_users"] > 0
+    assert again["metrics"] == saved["metrics"]
+
+
 def test_sweep_figures(toy_sweep):
     out, report, _ = toy_sweep
     pytest.importorskip("matplotlib")

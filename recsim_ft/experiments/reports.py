@@ -18,7 +18,14 @@ import pandas as pd
 
 from recsim_ft.experiments.executors import RunOutcome, sweep
 from recsim_ft.experiments.figures import FIGURES, figure_path, paper_figures
-from recsim_ft.experiments.runs import DONE_MARKER, ERROR_FILE, finished, read_metrics, write_atomic
+from recsim_ft.experiments.runs import (
+    DONE_MARKER,
+    ERROR_FILE,
+    add_scoring_cost,
+    finished,
+    read_metrics,
+    write_atomic,
+)
 from recsim_ft.experiments.specs import (
     AGENT_LABELS,
     AGENTS,
@@ -29,6 +36,7 @@ from recsim_ft.experiments.specs import (
     table_specs,
 )
 from recsim_ft.experiments.stats import costs_frame, paired_tests, runs_frame, summarize
+from recsim_ft.models.presets import EMBEDDERS
 from recsim_ft.paper_results import METRICS as PAPER_METRICS
 
 
@@ -344,6 +352,9 @@ def reproduce(
         out, known, specs, agent_params, options
     )  # before any work: may refuse the --out
     outcomes = sweep(specs, out, jobs=jobs, executor=executor, address=address, progress=progress)
+    for o in [*outcomes, *earlier]:
+        if o.status != "failed" and o.spec.agent in EMBEDDERS:
+            add_scoring_cost(o.run_dir)  # a run made before the cost columns
     position = {s.name: i for i, s in enumerate(known)}
     outcomes = sorted(
         [*outcomes, *earlier],

@@ -218,6 +218,24 @@ def evaluate_saved_model(
     return _metrics_for_json(agent, env, spec, n_users or spec.eval_users, test_seed)
 
 
+def add_scoring_cost(run_dir: Path) -> None:
+    """Give a finished two-tower run made before the cost columns its scoring cost: load its
+    model, score its test users as the run did (the first call embeds the catalogue, as in a
+    run), and add ``score_ms_per_1000_users`` to its ``metrics.json``; a run that has it, or has
+    no model file, is left alone."""
+    path = run_dir / "metrics.json"
+    saved = json.loads(path.read_text())
+    if "score_ms_per_1000_users" in saved or not (run_dir / MODEL_FILE).is_file():
+        return
+    config = json.loads((run_dir / "config.json").read_text())
+    spec = RunSpec.from_dict(config["spec"])
+    env = make_env(spec.env_id, spec.env_kwargs)
+    timed = _TimedScoring(TwoTowerAgent.load(run_dir, env))
+    timed.score_items(env.eval_users(spec.split, spec.eval_users, config["seeds"]["test"]))
+    saved["score_ms_per_1000_users"] = timed.ms_per_1000_users
+    write_atomic(path, to_json(saved))
+
+
 def differences(spec: RunSpec, run_dir: Path) -> list[str]:
     """What differs between ``spec`` and the run saved in ``run_dir`` (its ``config.json``): the
     spec's fields, and the fields of the model the spec builds today (a default may change

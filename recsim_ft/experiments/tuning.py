@@ -139,8 +139,9 @@ def tune(
         else:
             best[(r.setting, r.agent)] = float(r.lr)
     labels = {s.name: s.label for s in settings}
+    search = "Hyperparameter" if best_params else "Learning-rate"
     lines = [
-        f"Learning-rate search: mean {metric} on {options.get('eval_users', 100)} validation users "
+        f"{search} search: mean {metric} on {options.get('eval_users', 100)} validation users "
         f"(never the test users), 95% CI half-width over seeds (below {MIN_SEEDS_FOR_CI} seeds: "
         "lowest–highest seed); chosen = best mean"
         + (f"; model options {options['model']}" if options.get("model") else "")
