@@ -284,6 +284,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
             address=args.address,
             progress=not args.quiet,
             agent_params=parse_agent_params(args.params),
+            tuned=None if args.tuned is None else experiments.tuned_params(args.tuned),
             **_run_options(args),
         )
     except (ValueError, RuntimeError) as err:  # bad options, a clashing earlier sweep, missing ray
@@ -507,6 +508,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="AGENT.NAME=VALUE",
         help="hyperparameters of the strong baselines, as 'recsim-ft tune' chose them (e.g. "
         "linear.ridge=10 gbdt.learning_rate=0.05; default: each agent's own)",
+    )
+    p.add_argument(
+        "--tuned",
+        metavar="TUNE_JSON",
+        help="the strong baselines' hyperparameters per setting from the tune.json of "
+        "'recsim-ft tune --agents gbdt linear segment_popularity' (over --params)",
     )
     p.set_defaults(func=cmd_reproduce)
 

@@ -535,6 +535,23 @@ def test_tune_chooses_baseline_hyperparameters_on_validation_users(tmp_path):
     saved = json.loads((tmp_path / "tune.json").read_text())["best"]
     assert {"setting": "toy", "agent": "segment_popularity", "params": {"prior": 1}} in saved
     assert "--params linear.ridge=" in report.markdown
+    tuned = experiments.tuned_params(tmp_path / "tune.json")
+    chosen = {a: report.best_params[("toy", a)] for a in ("linear", "segment_popularity")}
+    assert tuned == {"toy": chosen}
+    table = experiments.reproduce(
+        1,
+        tmp_path / "table",
+        seeds=1,
+        settings=_toy_settings()[:1],
+        agents=["linear"],
+        tuned=tuned,
+        progress=False,
+        n_samples=2_000,
+        eval_users=60,
+    )
+    assert table.outcomes[0].spec.params == tuned["toy"]["linear"]
+    with pytest.raises(ValueError, match="not a tune.json"):
+        experiments.tuned_params(tmp_path / "tune.md")
     with pytest.raises(ValueError, match="only two-tower agents .* and strong baselines"):
         experiments.tune(_toy_settings()[:1], tmp_path / "x", agents=["oracle"])
 

@@ -43,7 +43,7 @@ from recsim_ft.experiments.specs import (
     table_specs,
 )
 from recsim_ft.experiments.stats import mean_ci, paired_test, paired_tests, runs_frame, summarize
-from recsim_ft.experiments.tuning import TuneReport, tune
+from recsim_ft.experiments.tuning import TuneReport, tune, tuned_params
 
 #: Names that moved in version 0.2: ``make_env`` to the env layer, ``evaluate_run`` renamed.
 __getattr__ = moved_names(
@@ -86,4 +86,5 @@ __all__ = [
     "table_settings",
     "table_specs",
     "tune",
+    "tuned_params",
 ]

@@ -296,6 +296,7 @@ def _earlier_runs(
     settings: Sequence[Setting],
     specs: Sequence[RunSpec],
     agent_params: dict[str, dict[str, Any]],
+    tuned: dict[str, dict[str, dict[str, Any]]],
     options: dict[str, Any],
 ) -> list[RunOutcome]:
     """The finished runs in ``out`` of ``settings`` (any agent, any seed) that ``specs`` do not
@@ -312,7 +313,7 @@ def _earlier_runs(
             continue
         params = {saved.agent: agent_params[saved.agent]} if saved.agent in agent_params else {}
         (spec,) = table_specs(
-            [by_name[saved.setting]], [saved.seed], [saved.agent], params, **options
+            [by_name[saved.setting]], [saved.seed], [saved.agent], params, tuned, **options
         )
         if spec.relative_dir() not in requested and finished(spec, run_dir):
             earlier.append(RunOutcome(spec, run_dir, "reused", read_metrics(run_dir)))
@@ -331,6 +332,7 @@ def reproduce(
     progress: bool = True,
     figures: bool = True,
     agent_params: dict[str, dict[str, Any]] | None = None,
+    tuned: dict[str, dict[str, dict[str, Any]]] | None = None,
     **options: Any,
 ) -> Report:
     """Run (or continue) the sweep of the paper's Table ``table`` and write its report into ``out``.
@@ -338,18 +340,19 @@ def reproduce(
     ``settings`` defaults to ``table_settings(table)``; ``options`` are RunSpec fields
     (``preset``, ``steps``, ``n_samples``, ``eval_every``, ``eval_users``, ...),
     ``agent_params`` the hyperparameters of strong baselines by agent (e.g. ``{"linear":
-    {"ridge": 10.0}}``, as ``recsim-ft tune`` chose them; unset ones take the agent's
-    defaults). The report covers every finished run of the table's settings in ``out`` (see the
+    {"ridge": 10.0}}``; unset ones take the agent's defaults) and ``tuned`` those of each
+    setting (``{setting: {agent: params}}``, e.g. ``tuned_params(tune.json)``), which take
+    precedence. The report covers every finished run of the table's settings in ``out`` (see the
     module docstring).
     """
     out = Path(out)
     settings = table_settings(table) if settings is None else list(settings)
     # the table's other settings too, with the ones asked for as given (e.g. H&M on other data)
     known = list({s.name: s for s in [*table_settings(table), *settings]}.values())
-    agent_params = agent_params or {}
-    specs = table_specs(settings, range(seeds), agents, agent_params, **options)
+    agent_params, tuned = agent_params or {}, tuned or {}
+    specs = table_specs(settings, range(seeds), agents, agent_params, tuned, **options)
     earlier = _earlier_runs(
-        out, known, specs, agent_params, options
+        out, known, specs, agent_params, tuned, options
     )  # before any work: may refuse the --out
     outcomes = sweep(specs, out, jobs=jobs, executor=executor, address=address, progress=progress)
     for o in [*outcomes, *earlier]:

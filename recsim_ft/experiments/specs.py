@@ -187,11 +187,14 @@ def table_specs(
     seeds: Iterable[int],
     agents: Sequence[str] = TABLE_AGENTS,
     agent_params: dict[str, dict[str, Any]] | None = None,
+    tuned: dict[str, dict[str, dict[str, Any]]] | None = None,
     **options: Any,
 ) -> list[RunSpec]:
     """Every (setting, agent, seed) run of a table; ``options`` are RunSpec fields (steps, ...),
-    ``agent_params`` the hyperparameters of a strong baseline by agent (``RunSpec.params``)."""
-    agent_params = agent_params or {}
+    ``agent_params`` the hyperparameters of a strong baseline by agent (``RunSpec.params``),
+    ``tuned`` those of one setting (``{setting: {agent: params}}``, as ``tune`` chose them),
+    which take precedence."""
+    agent_params, tuned = agent_params or {}, tuned or {}
     unused = sorted(set(agent_params) - set(agents))
     if unused:
         raise ValueError(f"hyperparameters given for {unused}, which this sweep does not run")
@@ -210,7 +213,7 @@ def table_specs(
                         kwargs,
                         setting.name,
                         ks=setting.ks,
-                        params=agent_params.get(agent, {}),
+                        params=tuned.get(setting.name, {}).get(agent, agent_params.get(agent, {})),
                         **options,
                     )
                 )

@@ -5,6 +5,7 @@ test users."""
 from __future__ import annotations
 
 import itertools
+import json
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
@@ -170,6 +171,9 @@ def tune(
             "",
             f"{labels.get(setting, setting)}: `recsim-ft reproduce ... --params {chosen}`",
         ]
+    if best_params:
+        where = Path(out) / "tune.json"
+        lines += ["", f"Every setting at once: `recsim-ft reproduce ... --tuned {where}`"]
     out = Path(out)
     markdown = "\n".join(lines) + "\n"
     files = [out / "tune.md", out / "tune.csv", out / "tune.json"]
@@ -189,6 +193,26 @@ def tune(
         ),
     )
     return TuneReport(outcomes, metric, table, best, markdown, files, best_params)
+
+
+def tuned_params(path: str | os.PathLike) -> dict[str, dict[str, dict[str, Any]]]:
+    """The hyperparameters ``tune`` chose for the strong baselines, from its ``tune.json``, as
+    ``reproduce(tuned=...)`` takes them: ``{setting: {agent: params}}`` (learning rates are left
+    out: the tables train with the protocol's, which ``tune`` kept)."""
+    path = Path(path)
+    try:
+        best = json.loads(path.read_text())["best"]
+        return {
+            entry["setting"]: {
+                other["agent"]: dict(other["params"])
+                for other in best
+                if other["setting"] == entry["setting"] and "params" in other
+            }
+            for entry in best
+            if "params" in entry
+        }
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise ValueError(f"{path} is not a tune.json written by recsim-ft tune ({err!r})") from None
 
 
 def params_text(params: dict[str, Any]) -> str:
