@@ -131,7 +131,9 @@ def run_online(
 
     Args:
         agent: any ``recsim_ft.agents.Agent`` (agents without online learning just act).
-        env: the environment (or a Gymnasium wrapper of it).
+        env: the environment (or a Gymnasium wrapper of it), in its bandit mode: an env with
+            sessions or slates is refused, as ``collect`` refuses sessions (its rewards would
+            not follow the mode).
         steps: number of interactions.
         seed: seed of the users and of the reward noise (two independent streams), so the same
             seed and an agent built with the same seed give the same result.
@@ -146,6 +148,20 @@ def run_online(
         An ``OnlineResult`` (``history`` DataFrame, ``evaluations``, ``metrics``, ``cum_regret``).
     """
     rec_env: RecEnv = env.unwrapped
+    for mode, active, what in (
+        ("session=True", rec_env.session, "sessions, whose steps depend on the ones before"),
+        (
+            f"slate_size={rec_env.slate_size}",
+            rec_env.slate_size is not None,
+            "slates, whose reward is the chosen item's",
+        ),
+    ):
+        if active:  # one item per fresh user, rewarded by sample_reward: neither mode's model
+            raise ValueError(
+                f"run_online draws a fresh user per step and recommends one item, but this env "
+                f"runs {what} ({mode}); run it in the bandit env ({mode.split('=')[0]} at its "
+                "default), or step the env yourself (see examples/session_rl.py)"
+            )
     steps = check_int("steps", steps, low=1)
     batch_size = check_int("batch_size", batch_size, low=1)
     eval_every = check_int("eval_every", eval_every, low=1, allow_none=True)

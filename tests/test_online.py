@@ -274,3 +274,26 @@ def test_online_two_tower_refits_on_its_own_log(toy, one_torch_thread):
     pd.testing.assert_frame_equal(result.history, run()[1].history)
     with pytest.raises(ValueError, match="refit_every"):
         OnlineTwoTowerAgent(toy, refit_every=0)
+
+
+@pytest.mark.parametrize("mode", [{"session": True}, {"slate_size": 3}])
+def test_modes_it_cannot_follow_are_refused(mode):
+    """One item for a fresh user per step, rewarded by the bandit model: not a session's nor a
+    slate's reward, so the regret would be that of another env."""
+    env = gym.make("Spotify-v0", **mode)
+    with pytest.raises(ValueError, match=f"{next(iter(mode))}=.*bandit env"):
+        run_online(RandomAgent(env), env, steps=10, progress=False)
+
+
+@pytest.mark.parametrize("agent", [LinUCBAgent, ThompsonSamplingAgent, EpsilonGreedyAgent])
+def test_an_online_agent_refuses_to_learn_from_a_non_finite_feature(spotify, agent):
+    """A NaN feature in one update would stay in the agent's sums and decide every later choice."""
+    bandit = agent(spotify)
+    users = spotify.unwrapped.test_users(4, seed=0)
+    users.numeric[1, 2] = np.nan
+    with pytest.raises(ValueError, match="update users: numeric feature 'ambient' has NaN"):
+        bandit.update_batch(users, np.array([0, 3, 1, 2]), np.ones(4))
+    observation, _ = spotify.reset(seed=0)
+    observation["numeric"][0] = np.inf
+    with pytest.raises(ValueError, match="NaN or inf"):
+        bandit.update(observation, 3, 1.0)

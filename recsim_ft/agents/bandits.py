@@ -70,6 +70,8 @@ class OnlineAgent(Agent):
             )
         if not np.isfinite(rewards).all():
             raise ValueError("rewards contain NaN or inf")
+        # what the agent learns from must be users of its env: one NaN would stay in its sums
+        self.rec_env.user_schema.validate(users, f"{type(self).__name__}.update users")
         return check_actions(actions, self.n_items, len(users)), rewards
 
 
