@@ -20,6 +20,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+from recsim_ft.checks import check_int
 from recsim_ft.data.log import env_identity
 from recsim_ft.metrics import check_scores, ranking_metrics, top_k
 from recsim_ft.protocol import protocol_for
@@ -51,6 +52,7 @@ def evaluate(
         ``{"P@1": ..., "n_users": ..., "n_excluded": ...}`` as ``ranking_metrics`` returns it.
     """
     rec_env = env.unwrapped
+    n_users = check_int("n_users", n_users, low=1)
     check_agent_env(agent, env)
     if metrics is None:
         metrics = protocol_for(env).metrics
@@ -70,6 +72,7 @@ def recommended_minus_liked(
     count marks an item the agent pushes beyond its appeal. The counts always sum to zero.
     """
     rec_env = env.unwrapped
+    n_users = check_int("n_users", n_users, low=1)
     check_agent_env(agent, env)
     users = rec_env.eval_users(split, n_users, seed)
     liked = rec_env.relevant(users)

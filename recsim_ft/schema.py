@@ -175,7 +175,15 @@ class Batch:
 
     def __post_init__(self) -> None:
         self.numeric = np.asarray(self.numeric, dtype=np.float32)
-        self.categorical = np.asarray(self.categorical, dtype=np.int64)
+        codes = np.asarray(self.categorical)
+        if codes.dtype.kind == "f":  # a cast to int64 would truncate 2.7 to category 2
+            fractional = ~np.isfinite(codes) | (codes != np.round(codes))
+            if fractional.any():
+                raise ValueError(
+                    "Batch: categorical codes must be whole numbers, got "
+                    f"{float(codes[fractional].flat[0])!r}"
+                )
+        self.categorical = codes.astype(np.int64)
         self.ids = np.asarray(self.ids, dtype=np.int64)
         n = len(self.ids)
         if self.numeric.ndim != 2 or self.categorical.ndim != 2 or self.ids.ndim != 1:
@@ -229,9 +237,7 @@ class Batch:
             num = np.asarray(
                 observations.get("numeric", np.zeros((0,), np.float32)), dtype=np.float32
             )
-            cat = np.asarray(
-                observations.get("categorical", np.zeros((0,), np.int64)), dtype=np.int64
-            )
+            cat = np.asarray(observations.get("categorical", np.zeros((0,), np.int64)))
             n = max(num.shape[0] if num.ndim == 2 else 1, cat.shape[0] if cat.ndim == 2 else 1)
             num = num.reshape(n, schema.n_numeric)
             cat = cat.reshape(n, schema.n_categorical)
@@ -239,8 +245,8 @@ class Batch:
             num = np.stack(
                 [np.asarray(o.get("numeric", np.zeros(0)), np.float32) for o in observations]
             )
-            cat = np.stack(
-                [np.asarray(o.get("categorical", np.zeros(0)), np.int64) for o in observations]
+            cat = np.stack(  # as given: Batch refuses fractional codes rather than cut them
+                [np.asarray(o.get("categorical", np.zeros(0, np.int64))) for o in observations]
             )
             n = len(observations)
             num, cat = num.reshape(n, schema.n_numeric), cat.reshape(n, schema.n_categorical)

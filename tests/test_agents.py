@@ -266,3 +266,19 @@ def test_popularity_agent_is_the_baseline_of_the_tables(tmp_path):
     env = gym.make("Spotify-v0")
     agent = PopularityAgent(env).fit(collect(env, n=20_000, seed=data_seed))
     assert evaluate(agent, env, n_users=200, seed=test_seed) == table_run
+
+
+def test_no_silent_truncation_of_observations_or_counts(env, log):
+    """A categorical code of 2.7 is no category, and 2.9 users are no count: both refused."""
+    agent = PopularityAgent(env).fit(log)
+    observation, _ = env.reset(seed=0)
+    fractional = {**observation, "categorical": observation["categorical"] + 0.7}
+    with pytest.raises(ValueError, match="categorical codes must be whole numbers, got"):
+        agent.recommend(fractional, k=1)
+    whole = {**observation, "categorical": observation["categorical"].astype(float)}
+    assert agent.act(whole) == agent.act(observation)
+    for n_users in (2.9, "5", 0):
+        with pytest.raises(ValueError, match="n_users must be a positive integer"):
+            evaluate(agent, env, n_users=n_users)
+        with pytest.raises(ValueError, match="n_users must be a positive integer"):
+            recommended_minus_liked(agent, env, n_users=n_users)

@@ -290,9 +290,16 @@ def check_make(env_id: str, kwargs: dict[str, Any], wrong: str | None = None) ->
     for name, value in env.spec.kwargs.items():
         assert same(value, kwargs[name])  # gym keeps a copy
         read_back = BUILT[env_id].get(name)
-        if read_back is not None and not (value is None and DEFAULTS[env_id].get(name) is None):
+        if (env_id, name) in DRAWN_FROM_NONE and value is None:
+            drawn = read_back(env.unwrapped)
+            assert isinstance(drawn, int) and env.unwrapped.spec_kwargs[name] == drawn
+        elif read_back is not None and not (value is None and DEFAULTS[env_id].get(name) is None):
             built = read_back(env.unwrapped)
             assert same(built, value), f"{env_id}: {name}={value!r} built {built!r}"
+
+
+#: arguments whose None draws a value, which the env records in ``spec_kwargs`` to be rebuilt
+DRAWN_FROM_NONE = {("VaccineMessaging-v0", "seed")}
 
 
 ENV_IDS = ("Spotify-v0", "VaccineMessaging-v0", "HMFashion-v0")

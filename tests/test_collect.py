@@ -113,6 +113,22 @@ def test_custom_policy_with_and_without_propensities(env):
         collect(env, n=200, policy=lambda users, rng: np.full(len(users), 12), seed=0)
     with pytest.raises(ValueError, match="positive integer"):
         collect(env, n=0)
+    # propensities that are no probabilities are refused when logged, not by an estimator later
+    for bad in (0.0, -0.5, 7.0):
+
+        def claims(users, rng, p=bad):
+            return np.zeros(len(users), dtype=np.int64), np.full(len(users), p)
+
+        with pytest.raises(ValueError, match=f"probabilities in \\(0, 1\\].*{bad!r}"):
+            collect(env, n=50, policy=claims, seed=0)
+    slates = gym.make("Spotify-v0", slate_size=2)
+
+    def slate_claims(users, rng):
+        n = len(users)
+        return np.tile([0, 1], (n, 1)), np.full((n, 2), 0.5), np.full(n, 1.5)
+
+    with pytest.raises(ValueError, match="slate_propensities must be probabilities.*1.5"):
+        collect(slates, n=20, policy=slate_claims, seed=0)
 
 
 def _rewrite(path, out, table=None, metadata=None):

@@ -65,6 +65,7 @@ def collect(
             chosen if isinstance(chosen, tuple) else (chosen, np.full(n, np.nan))
         )
     actions = check_actions(actions, base.n_items, n, "the policy's actions")
+    propensities = _checked_propensities("propensities", propensities, (n,))
     rewards = base.sample_reward(users, actions, reward_rng)
     return InteractionLog.from_env(env, users, actions, rewards, propensities, seed)
 
@@ -96,14 +97,10 @@ def _collect_slates(
             )
         slates, position_propensities, slate_propensities = chosen
     slates = check_slates(slates, base.n_items, (n, k), "the policy's slates", distinct=True)
-    position_propensities = np.asarray(position_propensities, dtype=np.float64)
-    slate_propensities = np.asarray(slate_propensities, dtype=np.float64)
-    for name, array, shape in (
-        ("position_propensities", position_propensities, (n, k)),
-        ("slate_propensities", slate_propensities, (n,)),
-    ):
-        if array.shape != shape:
-            raise ValueError(f"the policy's {name} must have shape {shape}, got {array.shape}")
+    position_propensities = _checked_propensities(
+        "position_propensities", position_propensities, (n, k)
+    )
+    slate_propensities = _checked_propensities("slate_propensities", slate_propensities, (n,))
     response = base.respond(users, slates, reward_rng)
     rows = np.repeat(np.arange(n), k)
     positions = np.tile(np.arange(k), n)
@@ -117,3 +114,22 @@ def _collect_slates(
         seed,
         SlateColumns(rows, positions, chosen_rows, slate_propensities[rows]),
     )
+
+
+def _checked_propensities(name: str, values: object, shape: tuple[int, ...]) -> np.ndarray:
+    """A policy's probabilities of what it showed, as float64: each in (0, 1], or NaN where the
+    policy does not report it; anything else is refused now rather than by an estimator later."""
+    try:
+        array = np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(f"the policy's {name} must be numbers, got {values!r}") from None
+    if array.shape != shape:
+        raise ValueError(f"the policy's {name} must have shape {shape}, got {array.shape}")
+    bad = ~np.isnan(array) & ~((array > 0) & (array <= 1))
+    if bad.any():
+        first = array[bad].flat[0]
+        raise ValueError(
+            f"the policy's {name} must be probabilities in (0, 1] (NaN: not reported); "
+            f"{int(bad.sum())} are not, e.g. {first!r}"
+        )
+    return array

@@ -357,7 +357,12 @@ class VaccineMessagingEnv(RecEnv):
             raise ValueError(
                 "a list of messages needs an `embeddings` array of shape (n_messages, d)"
             )
-        embeddings = np.asarray(embeddings, dtype=np.float32)
+        try:
+            embeddings = np.asarray(embeddings, dtype=np.float32)
+        except (TypeError, ValueError):
+            raise ValueError(
+                f"embeddings must be an (n_messages, d) array of numbers, got {embeddings!r}"
+            ) from None
         if embeddings.ndim != 2 or embeddings.shape[0] != len(texts) or embeddings.shape[1] < 1:
             raise ValueError(
                 f"embeddings must have shape ({len(texts)}, d) for {len(texts)} messages, "
