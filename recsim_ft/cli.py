@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import shutil
 import sys
 from collections.abc import Sequence
@@ -113,6 +114,8 @@ def cmd_params(args: argparse.Namespace) -> int:
 
 def _prepare_run_dir(run_dir: Path, overwrite: bool, resume: bool) -> None:
     """Refuse a non-empty directory unless told; ``overwrite`` only ever deletes a run directory."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise UsageError(f"--out {run_dir} is a file; a run is written to a directory")
     if not run_dir.exists() or not any(run_dir.iterdir()) or resume:
         return
     if not overwrite:
@@ -148,6 +151,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     env_kwargs = _make_env(env_id, env_kwargs).unwrapped.spec_kwargs
     run_dir = Path(args.out)
     _prepare_run_dir(run_dir, args.overwrite, args.resume)
+    fresh = not run_dir.exists() or not any(run_dir.iterdir())
     try:
         spec = RunSpec(
             env_id,
@@ -177,8 +181,12 @@ def cmd_train(args: argparse.Namespace) -> int:
             print(f"recsim-ft: resuming {run_dir} at step {step:,} of {steps:,}", file=sys.stderr)
     try:
         metrics = experiments.run(spec, run_dir, resume=args.resume, progress=not args.quiet)
-    except ValueError as err:  # e.g. --resume with other settings than the checkpoint's
-        raise UsageError(str(err)) from None
+    except Exception as err:
+        if fresh:  # a run that failed leaves nothing behind, so the corrected command just runs
+            shutil.rmtree(run_dir, ignore_errors=True)
+        if isinstance(err, ValueError):  # e.g. --resume with other settings than the checkpoint's
+            raise UsageError(str(err)) from None
+        raise
     print(_format_metrics(metrics))
     print(f"run written to {run_dir}")
     return 0
@@ -598,6 +606,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             return args.func(args)
     except UsageError as err:
         print(f"recsim-ft: error: {err}", file=sys.stderr)
+        return 2
+    except (ValueError, TypeError, OSError) as err:  # bad input found below the command layer
+        if os.environ.get("RECSIM_FT_TRACEBACK"):
+            raise
+        print(
+            f"recsim-ft: error: {err} (RECSIM_FT_TRACEBACK=1 shows where)",
+            file=sys.stderr,
+        )
         return 2
     except KeyboardInterrupt:  # Ctrl-C: one line on how to continue, no traceback
         print(_interrupted(args), file=sys.stderr)

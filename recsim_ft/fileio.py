@@ -26,6 +26,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     ('done', ['a.txt'])
     """
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{path} is a directory: give the path of a file to write")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:

@@ -304,3 +304,28 @@ def test_a_run_in_an_env_of_a_drawn_seed_evaluates_in_that_env(tmp_path, capsys)
         assert main(["evaluate", "--run", str(run)]) == 0
         printed.add(capsys.readouterr().out)
     assert len(printed) == 1
+
+
+def test_errors_below_the_commands_are_one_line_too(tmp_path, capsys):
+    """Bad values found by the library (not argparse) end the same way: one line, exit 2."""
+    a_file = tmp_path / "file.txt"
+    a_file.write_text("mine")
+    cases = [
+        (["collect", "--env", "Spotify-v0", "--seed", "-1", "--n", "10"], "seed must be"),
+        (["collect", "--env", "CartPole-v1", "--n", "10"], "not a recsim-ft one"),
+        (["train", "--env", TOY, *TOY_KWARGS, "--device", "tpu", *QUICK], "'tpu'"),
+    ]
+    for argv, fragment in cases:
+        fails_cleanly(capsys, [*argv, "--out", str(tmp_path / "out")], fragment)
+    fails_cleanly(capsys, ["train", "--env", TOY, "--out", str(a_file), *QUICK], "is a file")
+    collect = ["collect", "--env", TOY, "--n", "10", "--out", str(tmp_path), "--overwrite"]
+    fails_cleanly(capsys, collect, "is a directory")
+    assert a_file.read_text() == "mine" and not (tmp_path / "out").exists()
+
+
+def test_a_failed_train_leaves_nothing_behind(tmp_path, capsys):
+    """The corrected command then runs without --overwrite."""
+    run = tmp_path / "run"
+    env = ["--env", "VaccineMessaging-v0", "--env-kwargs", "clusters=3", "messages=6"]
+    fails_cleanly(capsys, ["train", *env, "n_users=300", "--out", str(run), *QUICK], "k=10")
+    assert not run.exists()

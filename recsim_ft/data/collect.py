@@ -45,6 +45,9 @@ def collect(
     """
     base = env.unwrapped
     n = check_int("n", n, low=1)
+    seed = check_int("seed", seed, low=0, allow_none=True)
+    if not hasattr(base, "sample_log"):
+        raise TypeError(f"collect logs recsim-ft envs; {type(base).__name__} is not one")
     if base.session:
         raise ValueError(
             "collect logs independent events, but this env runs sessions (session=True), whose "

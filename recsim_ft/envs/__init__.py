@@ -51,13 +51,19 @@ def make_env(env_id: str, env_kwargs: dict[str, Any] | None = None) -> RecEnv:
     own argument checks (a ValueError naming the argument).
     """
     try:
-        return gym.make(env_id, **(env_kwargs or {})).unwrapped
+        env = gym.make(env_id, **(env_kwargs or {})).unwrapped
     except (gym.error.Error, ModuleNotFoundError) as err:
         raise ValueError(
             f"unknown env id {env_id!r} ({err}); recsim-ft envs: {', '.join(ENV_IDS)}"
         ) from None
     except TypeError as err:  # an argument the env does not take
         raise ValueError(f"bad kwargs {env_kwargs!r} for {env_id}: {err}") from None
+    if not isinstance(env, RecEnv):
+        raise ValueError(
+            f"{env_id} is a Gymnasium env but not a recsim-ft one ({type(env).__name__} has no "
+            f"users, items or logs); recsim-ft envs: {', '.join(ENV_IDS)}"
+        )
+    return env
 
 
 __all__ = ["ENV_IDS", "RecEnv", "make_env", "register_envs"]

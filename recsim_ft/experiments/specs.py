@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from recsim_ft.checks import check_choice, check_float, check_int
 from recsim_ft.models.presets import EMBEDDERS, PRESETS, make_config
@@ -123,6 +124,13 @@ class RunSpec:
 
     def __post_init__(self) -> None:
         check_choice("agent", self.agent, AGENTS)
+        check_int("seed", self.seed, low=0)
+        try:
+            torch.device(self.device)
+        except RuntimeError:
+            raise ValueError(
+                f"device must be a torch device such as 'cpu' or 'cuda', got {self.device!r}"
+            ) from None
         check_choice("split", self.split, SPLITS)
         check_choice("preset", self.preset, tuple(PRESETS))
         check_float("lr", self.lr, low=0, low_open=True, allow_none=True)
