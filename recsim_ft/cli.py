@@ -166,6 +166,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             eval_users=args.eval_users,
             model=parse_env_kwargs(args.model, "--model"),
             device=args.device,
+            ks=tuple(args.ks),
             data=None if args.data is None else str(Path(args.data).resolve()),
         )
     except ValueError as err:
@@ -450,6 +451,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=None,
         help="learning rate (default: the paper's for the env, see recsim_ft.protocol)",
+    )
+    p.add_argument(
+        "--ks",
+        nargs="+",
+        type=_positive_int,
+        default=[1, 5, 10],
+        help="cut-offs of the evaluation metrics, at most the number of items (default: 1 5 10)",
     )
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")

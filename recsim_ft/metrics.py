@@ -164,7 +164,10 @@ def ranking_metrics(
     n_items = scores.shape[1]
     k_max = max(k for _, k in pairs)
     if k_max > n_items:
-        raise ValueError(f"k={k_max} is larger than the number of items ({n_items})")
+        raise ValueError(
+            f"k={k_max} is larger than the number of items ({n_items}); evaluate with cut-offs "
+            f"of at most {n_items} (ks=..., recsim-ft train --ks)"
+        )
 
     n_relevant = relevant.sum(axis=1)
     keep = n_relevant > 0

@@ -327,5 +327,8 @@ def test_a_failed_train_leaves_nothing_behind(tmp_path, capsys):
     """The corrected command then runs without --overwrite."""
     run = tmp_path / "run"
     env = ["--env", "VaccineMessaging-v0", "--env-kwargs", "clusters=3", "messages=6"]
-    fails_cleanly(capsys, ["train", *env, "n_users=300", "--out", str(run), *QUICK], "k=10")
+    argv = ["train", *env, "n_users=300", "--out", str(run), *QUICK]
+    fails_cleanly(capsys, argv, "k=10", "--ks")
     assert not run.exists()
+    assert main([*argv, "--ks", "1", "5"]) == 0
+    assert json.loads((run / "config.json").read_text())["spec"]["ks"] == [1, 5]

@@ -491,17 +491,19 @@ def test_tune_chooses_the_best_lr_on_validation_users_only(tmp_path):
     assert "validation users" in (tmp_path / "tune.md").read_text()
     with pytest.raises(ValueError, match="only two-tower agents"):
         experiments.tune(_toy_settings()[:1], tmp_path / "x", lrs=[1e-3], agents=["popularity"])
-    with pytest.raises(ValueError, match="metric 'NDCG@99' was not measured"):
-        experiments.tune(
-            _toy_settings()[:1],
-            tmp_path,
-            lrs=[1e-4, 1e-2],
-            agents=["mlp"],
-            seeds=2,
-            metric="NDCG@99",
-            progress=False,
-            **options,
-        )
+    for typo in ("NDCG@99", "n_users", "ndcg@10"):  # refused before any training
+        with pytest.raises(ValueError, match=f"metric '{typo}' was not measured.*NDCG@10"):
+            experiments.tune(
+                _toy_settings()[:1],
+                tmp_path / "typo",
+                lrs=[1e-4, 1e-2],
+                agents=["mlp"],
+                seeds=2,
+                metric=typo,
+                progress=False,
+                **options,
+            )
+        assert not (tmp_path / "typo").exists()
 
 
 def test_tune_chooses_baseline_hyperparameters_on_validation_users(tmp_path):

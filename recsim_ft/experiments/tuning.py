@@ -26,7 +26,9 @@ from recsim_ft.experiments.specs import (
     table_specs,
 )
 from recsim_ft.experiments.stats import mean_ci
+from recsim_ft.metrics import parse_metrics
 from recsim_ft.models.presets import EMBEDDERS
+from recsim_ft.protocol import DEFAULT_PROTOCOL, PROTOCOLS
 
 
 @dataclass
@@ -86,6 +88,13 @@ def tune(
         )
     if not lrs and any(a in EMBEDDERS for a in agents):
         raise ValueError("give at least one learning rate")
+    for setting in settings:  # before any training: a typo must not cost the whole search
+        protocol = PROTOCOLS.get(setting.env_id.split(":")[-1], DEFAULT_PROTOCOL)
+        measured = [f"{name}@{k}" for name, k in parse_metrics(protocol.metrics, setting.ks)]
+        if metric not in measured:
+            raise ValueError(
+                f"metric {metric!r} was not measured in {setting.label}; choose from {measured}"
+            )
     seed_range = range(first_seed, first_seed + seeds)
     specs = [
         replace(spec, lr=float(lr), split="validation")
