@@ -185,7 +185,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     except Exception as err:
         if fresh:  # a run that failed leaves nothing behind, so the corrected command just runs
             shutil.rmtree(run_dir, ignore_errors=True)
-        if isinstance(err, ValueError):  # e.g. --resume with other settings than the checkpoint's
+        if isinstance(err, (ValueError, FloatingPointError)):  # other settings, divergence
             raise UsageError(str(err)) from None
         raise
     print(_format_metrics(metrics))

@@ -232,22 +232,34 @@ class Batch:
         schema: Schema,
         ids: np.ndarray | None = None,
     ) -> Batch:
-        """Stack one observation (or a list, or a batched Dict observation of a vector env)."""
+        """Stack one observation (or a list, or a batched Dict observation of a vector env); an
+        observation that does not fit ``schema`` is refused, naming the part and its shape."""
         if isinstance(observations, dict):
-            num = np.asarray(
-                observations.get("numeric", np.zeros((0,), np.float32)), dtype=np.float32
-            )
-            cat = np.asarray(observations.get("categorical", np.zeros((0,), np.int64)))
-            n = max(num.shape[0] if num.ndim == 2 else 1, cat.shape[0] if cat.ndim == 2 else 1)
-            num = num.reshape(n, schema.n_numeric)
-            cat = cat.reshape(n, schema.n_categorical)
+            parts = [observations]
+        elif isinstance(observations, Sequence) and all(isinstance(o, dict) for o in observations):
+            parts = list(observations)
         else:
-            num = np.stack(
-                [np.asarray(o.get("numeric", np.zeros(0)), np.float32) for o in observations]
+            raise TypeError(
+                "expected a Gymnasium observation (a dict of 'numeric' and/or 'categorical' "
+                f"arrays) or a list of them, got {type(observations).__name__}"
             )
-            cat = np.stack(  # as given: Batch refuses fractional codes rather than cut them
-                [np.asarray(o.get("categorical", np.zeros(0, np.int64))) for o in observations]
-            )
-            n = len(observations)
-            num, cat = num.reshape(n, schema.n_numeric), cat.reshape(n, schema.n_categorical)
+        columns: list[np.ndarray | None] = []
+        for key, width in (("numeric", schema.n_numeric), ("categorical", schema.n_categorical)):
+            if width == 0:
+                columns.append(None)
+                continue
+            arrays = [np.asarray(o.get(key, np.zeros(0))) for o in parts]
+            for a in arrays:  # one row (width,) or a vector env's batch (n, width)
+                if a.ndim not in (1, 2) or a.shape[-1] != width:
+                    raise ValueError(
+                        f"observation {key!r} must hold {width} values per user (shape "
+                        f"({width},) or (n, {width})), got shape {a.shape}"
+                    )
+            columns.append(np.concatenate([a.reshape(-1, width) for a in arrays]))
+        counts = {len(c) for c in columns if c is not None}
+        if len(counts) > 1:
+            raise ValueError(f"observation parts disagree on the number of users: {sorted(counts)}")
+        n = counts.pop()  # a schema has at least one feature
+        num = np.zeros((n, 0)) if columns[0] is None else columns[0]
+        cat = np.zeros((n, 0), np.int64) if columns[1] is None else columns[1]
         return cls(num, cat, np.full(n, -1, np.int64) if ids is None else ids)

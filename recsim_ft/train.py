@@ -459,9 +459,13 @@ def train(
                         loss=f"{loss_sum.item() / loss_count:.4f}", samples_per_s=f"{rate:,.0f}"
                     )
                 if step == config.steps or (config.eval_every and step % config.eval_every == 0):
-                    curve.append(
-                        {"step": step, "loss": loss_sum.item() / loss_count, **evaluate_model()}
-                    )
+                    mean_loss = loss_sum.item() / loss_count
+                    if not math.isfinite(mean_loss):  # the weights are lost: say so, not NaN scores
+                        raise FloatingPointError(
+                            f"training diverged: the mean loss up to step {step:,} is {mean_loss} "
+                            f"(lr {config.lr:g}); train with a lower learning rate (--lr)"
+                        )
+                    curve.append({"step": step, "loss": mean_loss, **evaluate_model()})
                     loss_sum, loss_count = torch.zeros((), device=device), 0
                 if checkpoint is not None and (
                     step == config.steps

@@ -332,3 +332,9 @@ def test_a_failed_train_leaves_nothing_behind(tmp_path, capsys):
     assert not run.exists()
     assert main([*argv, "--ks", "1", "5"]) == 0
     assert json.loads((run / "config.json").read_text())["spec"]["ks"] == [1, 5]
+
+
+def test_a_diverging_training_says_so(tmp_path, capsys):
+    argv = ["train", "--env", TOY, *TOY_KWARGS, "--embedder", "mlp", "--lr", "1e6"]
+    fails_cleanly(capsys, [*argv, "--out", str(tmp_path / "run"), *QUICK], "diverged", "--lr")
+    assert not (tmp_path / "run").exists()

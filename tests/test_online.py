@@ -3,6 +3,8 @@ envs."""
 
 from __future__ import annotations
 
+import re
+
 import gymnasium as gym
 import numpy as np
 import pandas as pd
@@ -297,3 +299,17 @@ def test_an_online_agent_refuses_to_learn_from_a_non_finite_feature(spotify, age
     observation["numeric"][0] = np.inf
     with pytest.raises(ValueError, match="NaN or inf"):
         bandit.update(observation, 3, 1.0)
+
+
+def test_a_malformed_observation_is_named(spotify):
+    bandit = LinUCBAgent(spotify)
+    observation, _ = spotify.reset(seed=0)
+    for bad, fragment in (
+        ({"numeric": observation["numeric"][:5]}, "'numeric' must hold 20 values per user"),
+        ({"numeric": observation["numeric"].reshape(1, 2, 10)}, "got shape (1, 2, 10)"),
+        ([observation, "not one"], "a list of them"),
+    ):
+        with pytest.raises((ValueError, TypeError), match=re.escape(fragment)):
+            bandit.act(bad)
+        with pytest.raises((ValueError, TypeError), match=re.escape(fragment)):
+            bandit.update(bad, 0, 1.0)

@@ -295,3 +295,22 @@ def test_the_truth_is_refused_in_another_env_than_the_logs():
     with pytest.raises(ValueError, match="choice_scale"):
         exact_slate_value(other_slates, slate_log, OracleAgent(other_slates))
     assert exact_slate_value(slate_env, slate_log, OracleAgent(slate_env)) > 0
+
+
+def test_an_empty_log_is_refused_by_every_estimator(env):
+    log = collect(env, n=100, seed=0)
+    empty = BanditData.from_log(log)
+    empty = BanditData(empty.rewards[:0], empty.actions[:0], empty.propensities[:0], N_ITEMS)
+    target = np.full((0, N_ITEMS), 1 / N_ITEMS)
+    q_hat = np.zeros((0, N_ITEMS))
+    calls = (
+        lambda: ips(empty, target),
+        lambda: snips(empty, target),
+        lambda: dm(empty, target, q_hat),
+        lambda: dr(empty, target, q_hat),
+        lambda: sndr(empty, target, q_hat),
+        lambda: switch_dr(empty, target, q_hat, tau=10.0),
+    )
+    for call in calls:
+        with pytest.raises(ValueError, match="the log is empty"):
+            call()

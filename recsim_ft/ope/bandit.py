@@ -88,7 +88,10 @@ def float_arrays(data: Any, shapes: dict[str, tuple[int, ...]], rewards: str) ->
 
 
 def bandit_data(data: InteractionLog | BanditData) -> BanditData:
-    """``data`` as ``BanditData`` (a log is converted, arrays are not copied)."""
+    """``data`` as ``BanditData`` (a log is converted, arrays are not copied); an empty log is
+    refused (no estimator has a value without events)."""
+    if len(data) == 0:
+        raise ValueError("the log is empty: an off-policy estimate needs logged events")
     return data if isinstance(data, BanditData) else BanditData.from_log(data)
 
 

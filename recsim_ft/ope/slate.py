@@ -101,7 +101,9 @@ class SlateData:
 
 
 def slate_data(data: InteractionLog | SlateData) -> SlateData:
-    """``data`` as ``SlateData`` (a slate log is converted)."""
+    """``data`` as ``SlateData`` (a slate log is converted); an empty log is refused."""
+    if len(data) == 0:
+        raise ValueError("the log is empty: an off-policy estimate needs logged slates")
     return data if isinstance(data, SlateData) else SlateData.from_log(data)
 
 
