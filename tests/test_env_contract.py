@@ -351,3 +351,12 @@ def test_any_valid_parameters_give_a_working_env(env_id):
         env.unwrapped.item_schema.validate(env.unwrapped.item_table(), "item table")
 
     check()
+
+
+def test_user_counts_are_whole_numbers(case):
+    """2.9 users are no count: refused, never truncated to 2."""
+    env = case[2]
+    for draw in (env.test_users, env.validation_users, env.eval_users):
+        for n in (2.9, "5", -1):
+            with pytest.raises(ValueError, match="n must be an integer >= 0"):
+                draw(n) if draw != env.eval_users else draw("test", n)

@@ -165,13 +165,13 @@ class RecEnv(gym.Env):
 
     def test_users(self, n: int = 100, seed: int = 0) -> schema.Batch:
         """The held-out evaluation users; default: ``n`` fresh users drawn with ``seed``."""
-        return self.sample_users(n, np.random.default_rng(seed))
+        return self.sample_users(check_int("n", n, low=0), np.random.default_rng(seed))
 
     def validation_users(self, n: int = 100, seed: int = 0) -> schema.Batch:
         """Users for choosing hyperparameters (``recsim-ft tune``), so that the choice never sees
         the test users; default: ``n`` fresh users from a stream independent of the test users'."""
         rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(VALIDATION_STREAM,)))
-        return self.sample_users(n, rng)
+        return self.sample_users(check_int("n", n, low=0), rng)
 
     def eval_users(self, split: str, n: int = 100, seed: int = 0) -> schema.Batch:
         """``test_users`` or ``validation_users`` by name, with a clear error for anything else."""

@@ -266,7 +266,7 @@ class HMFashionEnv(RecEnv):
         return ids
 
     def sample_users(self, n: int, rng: np.random.Generator) -> Batch:
-        return self._users(rng.choice(self._train_users, size=int(n)))
+        return self._users(rng.choice(self._train_users, size=check_int("n", n, low=0)))
 
     def item_table(self) -> Batch:
         return Batch(
@@ -293,13 +293,13 @@ class HMFashionEnv(RecEnv):
     def validation_users(self, n: int = 100, seed: int = 0) -> Batch:
         """Held-out customers like ``test_users``, but never one of ``test_users(n, seed)``."""
         rest = np.setdiff1d(self._test_pool, self._test_ids(n, seed))
-        if int(n) > len(rest):
+        if check_int("n", n, low=0) > len(rest):
             raise ValueError(
                 f"asked for {n} validation users besides {n} test users, but the test pool holds "
                 f"{len(self._test_pool)} customers; ask for fewer users"
             )
         rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(VALIDATION_STREAM,)))
-        return self._users(rng.choice(rest, size=int(n), replace=False))
+        return self._users(rng.choice(rest, size=check_int("n", n, low=0), replace=False))
 
     def _test_ids(self, n: int, seed: int) -> np.ndarray:
         if len(self._test_pool) == 0:
@@ -310,12 +310,14 @@ class HMFashionEnv(RecEnv):
                 f"{self.n_items} (the most any customer bought is {most}); "
                 "pass a lower min_test_purchases"
             )
-        if int(n) > len(self._test_pool):
+        if check_int("n", n, low=0) > len(self._test_pool):
             raise ValueError(
                 f"asked for {n} test users but the test pool holds {len(self._test_pool)} "
                 f"(customers with >= {self.min_test_purchases} purchases, times test_fraction)"
             )
-        return np.random.default_rng(seed).choice(self._test_pool, size=int(n), replace=False)
+        return np.random.default_rng(seed).choice(
+            self._test_pool, size=check_int("n", n, low=0), replace=False
+        )
 
     def sample_log(self, n: int, rng: np.random.Generator) -> tuple[Batch, np.ndarray, np.ndarray]:
         n_positive = len(self._train_purchases)
@@ -323,7 +325,9 @@ class HMFashionEnv(RecEnv):
             raise ValueError(
                 "no training purchases: every buyer is in the test pool; lower test_fraction"
             )
-        events = rng.integers(0, n_positive + len(self._negative_slots), size=int(n))
+        events = rng.integers(
+            0, n_positive + len(self._negative_slots), size=check_int("n", n, low=0)
+        )
         negative = events >= n_positive
         purchase = events.copy()
         purchase[negative] = self._negative_slots[events[negative] - n_positive]

@@ -418,17 +418,17 @@ class VaccineMessagingEnv(RecEnv):
 
     def sample_users(self, n: int, rng: np.random.Generator) -> Batch:
         """``n`` users drawn uniformly with replacement from the pool; ids are pool indices."""
-        return self.pool[rng.integers(0, self.n_users, size=int(n))]
+        return self.pool[rng.integers(0, self.n_users, size=check_int("n", n, low=0))]
 
     def test_users(self, n: int = 100, seed: int = 0) -> Batch:
         """``n`` new people (not in the pool; ids ``n_users + i``) from the same marginals."""
         rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(3,)))
-        return self._draw_users(int(n), rng, first_id=self.n_users)
+        return self._draw_users(check_int("n", n, low=0), rng, first_id=self.n_users)
 
     def validation_users(self, n: int = 100, seed: int = 0) -> Batch:
         """``n`` new people, like ``test_users`` but from an independent random stream."""
         rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(VALIDATION_STREAM,)))
-        return self._draw_users(int(n), rng, first_id=self.n_users)
+        return self._draw_users(check_int("n", n, low=0), rng, first_id=self.n_users)
 
     def item_table(self) -> Batch:
         ids = np.arange(self.n_items, dtype=np.int64)

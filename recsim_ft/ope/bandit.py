@@ -399,9 +399,8 @@ def policy_value(
     """The agent's true value: mean expected reward of its top-1 item over ``n_users`` fresh users
     (``env.sample_users`` with ``seed``); the standard error is that of the user sample."""
     rec_env = env.unwrapped
-    if int(n_users) < 2:
-        raise ValueError(f"n_users must be at least 2, got {n_users!r}")
-    users = rec_env.sample_users(int(n_users), np.random.default_rng(seed))
+    n_users = check_int("n_users", n_users, low=2)
+    users = rec_env.sample_users(n_users, np.random.default_rng(seed))
     values = rec_env.expected_reward(users)[
         np.arange(len(users)), greedy_actions(agent, users, rec_env.n_items)
     ]
