@@ -27,7 +27,8 @@ import numpy as np
 import pandas as pd
 from gymnasium import spaces
 
-from recsim_ft.data.log import InteractionLog
+from recsim_ft.checks import check_choice
+from recsim_ft.data.log import InteractionLog, logged_uniform_slates, uniform_slate_cascade
 from recsim_ft.schema import Batch, Schema
 
 if TYPE_CHECKING:
@@ -77,31 +78,83 @@ def to_bandit_table(log: InteractionLog) -> pd.DataFrame:
     )
 
 
-def to_obp(log: InteractionLog, env: Any = None) -> dict[str, Any]:
-    """The log in Open Bandit Pipeline's ``bandit_feedback`` layout, for its estimators.
+#: The layouts of ``to_obp``, and which OBP estimators each is for.
+OBP_LAYOUTS = ("bandit", "slates", "impressions")
 
-    Keys: ``n_rounds`` (rows), ``n_actions`` (items), ``context`` ((n_rounds, d) float64: the
-    user's numeric features then one-hot categorical ones, as ``user_observations(...,
-    flatten=True)``), ``action``, ``reward``, ``pscore`` (the behaviour policy's probability of
-    the row's action), ``position`` (int64: 0 for single recommendations; the slate position in
-    a slate log, whose rows are then impressions as in the Open Bandit Dataset, ``pscore`` the
-    probability of the item at that position) and ``action_context`` ((n_actions, d_item)
-    float64 item features, flattened the same way). A slate log adds ``slate_id`` and
-    ``pscore_slate`` (the whole slate's probability). With ``env`` (the log's env) it adds
-    ``expected_reward`` ((n_rounds, n_actions), the env's true mean rewards of the logged users),
-    which obp's ground-truth helpers read.
+
+def to_obp(log: InteractionLog, env: Any = None, layout: str | None = None) -> dict[str, Any]:
+    """The log in one of Open Bandit Pipeline's ``bandit_feedback`` layouts (``docs/obp.md``).
+
+    ``layout`` (default: ``"bandit"`` for a log of single recommendations, ``"slates"`` for a
+    slate log):
+
+    - ``"bandit"``, for OBP's ``OffPolicyEvaluation`` (IPW, SNIPW, DM, DR, ...): one row per
+      event. Keys ``n_rounds``, ``n_actions``, ``context`` ((n_rounds, d) float64: the user's
+      one-hot categorical features then the numeric ones, as ``user_observations(...,
+      flatten=True)``), ``action``, ``reward``, ``pscore`` (the behaviour policy's probability of
+      the row's action), ``position`` (all 0) and ``action_context`` ((n_actions, d_item)
+      float64 item features, flattened the same way). With ``env`` (the log's env) it adds
+      ``expected_reward`` ((n_rounds, n_actions), the env's true mean rewards of the logged
+      users), which obp's ``calc_ground_truth_policy_value`` reads.
+    - ``"slates"``, for OBP's ``SlateOffPolicyEvaluation`` (``SlateStandardIPS``,
+      ``SlateIndependentIPS``, ``SlateRewardInteractionIPS``): one row per (slate, position),
+      slate by slate. Keys ``n_rounds`` (slates), ``n_unique_action``, ``len_list`` (k),
+      ``slate_id``, ``context`` (one row per slate), ``action``, ``reward``, ``position``,
+      ``pscore`` (the whole slate's probability, on each of its rows),
+      ``pscore_item_position`` (the item's at its position), ``pscore_cascade`` (the slate's
+      first items', up to the row's position; only where the log determines it, the uniform
+      slate policy: see ``recsim_ft.ope.cascade_propensities``) and ``action_context``.
+    - ``"impressions"``, a slate log for OBP's ``OffPolicyEvaluation`` as the Open Bandit
+      Dataset stores one: each shown item is a round at its ``position``, ``pscore`` the item's
+      probability at that position. OBP's IPW there is recsim-ft's ``iips`` divided by the slate
+      size (a mean over impressions, not slates); OBP's slate estimators must not read it.
 
     A log without propensities (NaN, from a policy that did not report them) is refused: obp's
     estimators need them.
     """
+    slates = log.slate_columns
+    layout = check_choice(
+        "layout",
+        ("bandit" if slates is None else "slates") if layout is None else layout,
+        OBP_LAYOUTS,
+    )
+    if (slates is None) != (layout == "bandit"):
+        raise ValueError(
+            f"layout {layout!r} is for "
+            + ("a log of single recommendations" if layout == "bandit" else "slate logs")
+            + f"; this {log.env_id} log holds "
+            + ("single recommendations" if slates is None else "slates")
+        )
     missing = np.isnan(log.propensities)
     if missing.any():
         raise ValueError(
             f"{log.env_id} log: {int(missing.sum())} of {len(log)} propensities are NaN; "
             "bandit_feedback needs the behaviour policy's pscore of every row"
         )
-    slates = log.slate_columns
-    feedback: dict[str, Any] = {
+    items = user_observations(log.item_table, log.item_schema, flatten=True)
+    if layout == "slates":
+        k = slates.slate_size
+        feedback: dict[str, Any] = {
+            "n_rounds": len(log) // k,
+            "n_unique_action": log.n_items,
+            "len_list": k,
+            "slate_id": slates.slate_ids.copy(),
+            "context": user_observations(log.users[::k], log.user_schema, flatten=True),
+            "action": log.actions.copy(),
+            "reward": log.rewards.astype(np.float64),
+            "position": slates.positions.copy(),
+            "pscore": slates.slate_propensities.copy(),
+            "pscore_item_position": log.propensities.copy(),
+            "action_context": items,
+        }
+        item_propensities = log.propensities.reshape(-1, k)
+        slate_propensities = slates.slate_propensities[::k]
+        if logged_uniform_slates(item_propensities, slate_propensities, log.n_items):
+            # else the log does not determine them, and OBP's RIPS cannot run on it
+            cascade = uniform_slate_cascade(log.n_items, k)
+            feedback["pscore_cascade"] = np.tile(cascade, len(log) // k)
+        return feedback
+    feedback = {
         "n_rounds": len(log),
         "n_actions": log.n_items,
         "context": user_observations(log.users, log.user_schema, flatten=True),
@@ -109,12 +162,9 @@ def to_obp(log: InteractionLog, env: Any = None) -> dict[str, Any]:
         "reward": log.rewards.astype(np.float64),
         "pscore": log.propensities.copy(),
         "position": np.zeros(len(log), np.int64) if slates is None else slates.positions.copy(),
-        "action_context": user_observations(log.item_table, log.item_schema, flatten=True),
+        "action_context": items,
     }
-    if slates is not None:
-        feedback["slate_id"] = slates.slate_ids.copy()
-        feedback["pscore_slate"] = slates.slate_propensities.copy()
-    if env is not None:
+    if env is not None and slates is None:
         feedback["expected_reward"] = env.unwrapped.expected_reward(log.users)
     return feedback
 

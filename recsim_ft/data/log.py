@@ -119,6 +119,27 @@ def _schema_difference(mine: Schema, theirs: Schema) -> str:
     return "the schemas differ"
 
 
+def uniform_slate_cascade(n_items: int, slate_size: int) -> np.ndarray:
+    """(slate_size,) the probability that uniformly random slates of distinct items (``collect``'s
+    default slate policy) start with given first ``j + 1`` items: ``1 / (m (m-1) ... (m-j))``;
+    its last entry is a whole slate's probability."""
+    return 1.0 / np.cumprod(np.arange(n_items, n_items - slate_size, -1, dtype=np.float64))
+
+
+def logged_uniform_slates(
+    position_propensities: np.ndarray, slate_propensities: np.ndarray, n_items: int
+) -> bool:
+    """True when logged propensities ((n, k) per item, (n,) per slate) are those of uniformly
+    random slates: item ``1/m`` everywhere, slate ``uniform_slate_cascade(m, k)[-1]``."""
+    k = np.shape(position_propensities)[-1]
+    return bool(
+        np.allclose(position_propensities, 1.0 / n_items, rtol=1e-9, atol=0)
+        and np.allclose(
+            slate_propensities, uniform_slate_cascade(n_items, k)[-1], rtol=1e-9, atol=0
+        )
+    )
+
+
 @dataclass
 class SlateColumns:
     """The slate columns of a slate log: ``collect`` in an env with ``slate_size=k`` logs each

@@ -10,8 +10,9 @@ is reweighted by ``w = pi(action | user) / propensity``.
 - With a reward model (``cross_fitted_rewards(log)``, or any agent whose scores predict
   rewards): the direct method ``dm``, doubly robust ``dr``, self-normalised ``sndr`` and
   ``switch_dr`` (``recsim_ft.ope.bandit`` has the formulas).
-- For slate logs (``collect`` in an env with ``slate_size``): ``iips`` (independent items) and
-  ``pseudo_inverse`` (``recsim_ft.ope.slate``).
+- For slate logs (``collect`` in an env with ``slate_size``): ``slate_ips`` (whole slates),
+  ``iips`` (independent items), ``rips`` (reward interaction, the cascade of each slate's first
+  items) and ``pseudo_inverse`` (``recsim_ft.ope.slate``).
 
 Every estimator takes the log (or the same data as arrays: ``BanditData``, ``SlateData``) and
 the target (an agent, or its action probabilities), and returns an ``Estimate``: value,
@@ -55,13 +56,17 @@ from recsim_ft.ope.bandit import (
     target_probabilities,
 )
 from recsim_ft.ope.estimate import CI_METHODS, Estimate, kish
+from recsim_ft.ope.obp import from_obp_action_dist, obp_slate_pscores, to_obp_action_dist
 from recsim_ft.ope.reward_model import cross_fitted_rewards
 from recsim_ft.ope.slate import (
     SlateData,
+    cascade_propensities,
     exact_slate_value,
     iips,
     pseudo_inverse,
     pseudo_inverse_weights,
+    rips,
+    slate_ips,
 )
 
 __all__ = [
@@ -70,23 +75,29 @@ __all__ = [
     "BanditData",
     "Estimate",
     "SlateData",
+    "cascade_propensities",
     "cross_fitted_rewards",
     "dm",
     "dr",
     "exact_slate_value",
     "exact_value",
+    "from_obp_action_dist",
     "greedy_actions",
     "iips",
     "importance_weights",
     "ips",
     "kish",
+    "obp_slate_pscores",
     "policy_value",
     "pseudo_inverse",
     "pseudo_inverse_weights",
     "reward_predictions",
+    "rips",
+    "slate_ips",
     "sndr",
     "snips",
     "switch_dr",
     "target_distribution",
     "target_probabilities",
+    "to_obp_action_dist",
 ]

@@ -115,10 +115,12 @@ def _scored_users(data: BanditData, what: str) -> Batch:
 
 def _target_matrix(data: BanditData, target: Any) -> np.ndarray:
     probabilities = np.asarray(target, dtype=np.float64)
+    if probabilities.ndim == 3 and probabilities.shape[2] == 1:  # OBP's action_dist
+        probabilities = probabilities[:, :, 0]
     if probabilities.shape != (len(data), data.n_items):
         raise ValueError(
-            f"target probabilities must have shape ({len(data)}, {data.n_items}) (events, items), "
-            f"got {probabilities.shape}"
+            f"target probabilities must have shape ({len(data)}, {data.n_items}) (events, items) "
+            f"or OBP's ({len(data)}, {data.n_items}, 1), got {probabilities.shape}"
         )
     bad = ~np.isfinite(probabilities).all(axis=1) | (probabilities < 0).any(axis=1)
     bad |= ~np.isclose(probabilities.sum(axis=1), 1.0, atol=1e-6)

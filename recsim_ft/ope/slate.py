@@ -7,8 +7,13 @@ elsewhere) and slate reward ``r_i = sum_j r_ij``; ``mu_ij`` the behaviour policy
 of item ``s_ij`` at position ``j``; ``pi_j(a | x)`` the target's probability of putting item
 ``a`` at position ``j``.
 
+- Standard slate IPS ``mean_i r_i pi(s_i | x_i) / mu(s_i | x_i)``: the whole slate's
+  probabilities; unbiased whatever the reward, with the largest variance.
 - IIPS ``mean_i sum_j r_ij pi_j(s_ij | x_i) / mu_ij`` (Li et al. 2018): unbiased when the
   reward at a position depends only on the item there.
+- RIPS ``mean_i sum_j r_ij pi(s_i1..s_ij | x_i) / mu(s_i1..s_ij | x_i)`` (reward-interaction
+  IPS, McInerney et al. 2020): the probabilities of the slate's first ``j`` items (the
+  cascade); unbiased when the reward at a position depends only on the items up to it.
 - PI ``mean_i r_i w_i`` with the pseudo-inverse weight ``w_i = q_pi(x_i)^T Gamma(x_i)^+ 1_{s_i}``
   of Swaminathan et al. (2017, "Off-policy evaluation for slate recommendation"), ``Gamma`` the
   behaviour policy's second moment of the (position, item) indicators: unbiased when the slate
@@ -36,6 +41,7 @@ import numpy as np
 
 from recsim_ft.checks import check_int, check_slates
 from recsim_ft.data import InteractionLog
+from recsim_ft.data.log import logged_uniform_slates, uniform_slate_cascade
 from recsim_ft.ope.bandit import check_propensities, float_arrays
 from recsim_ft.ope.estimate import Estimate, per_event_mean
 from recsim_ft.schema import Batch
@@ -146,6 +152,72 @@ def logged_marginals(data: SlateData, target: Any) -> np.ndarray:
     return np.take_along_axis(marginals, np.broadcast_to(data.slates[:, None, :], (n, k, k)), 2)
 
 
+def cascade_propensities(log: InteractionLog | SlateData) -> np.ndarray:
+    """(n, k) the behaviour policy's probability of each logged slate's first ``j + 1`` items,
+    which RIPS needs. A log holds the item and the whole-slate propensities only; the cascade
+    follows from them for the uniform slate policy (``collect``'s default), which is checked."""
+    data = slate_data(log)
+    if not logged_uniform_slates(data.position_propensities, data.slate_propensities, data.n_items):
+        raise ValueError(
+            f"{data.name}: the cascade propensities (of each slate's first j items) follow from "
+            "the log only for the uniform slate policy (collect's default); for another "
+            "behaviour policy use slate_ips or iips"
+        )
+    return np.tile(uniform_slate_cascade(data.n_items, data.slate_size), (len(data), 1))
+
+
+def target_slate_probabilities(data: SlateData, target: Any) -> tuple[np.ndarray, np.ndarray]:
+    """The deterministic target's probabilities of each logged slate (n,) and of each logged
+    slate's first ``j + 1`` items (n, k): 1 where its own slate agrees, else 0. ``target``: an
+    agent or (n, k) slates."""
+    slates = target_slates(data, target)
+    if slates is None:
+        raise ValueError(
+            "slate_ips and rips need a deterministic target (an agent or (n, k) slates): "
+            "per-position distributions do not say how likely a whole slate is"
+        )
+    cascade = np.cumprod(slates == data.slates, axis=1).astype(np.float64)
+    return cascade[:, -1], cascade
+
+
+def slate_ips(
+    log: InteractionLog | SlateData,
+    target: Any,
+    level: float = 0.95,
+    *,
+    ci: str = "normal",
+    n_bootstrap: int = 1000,
+    seed: int = 0,
+) -> Estimate:
+    """Standard slate IPS: ``mean_i r_i pi(s_i | x_i) / mu(s_i | x_i)`` (OBP's
+    ``SlateStandardIPS``)."""
+    data = slate_data(log)
+    check_propensities(data.slate_propensities, data.name)
+    on_slate, _ = target_slate_probabilities(data, target)
+    weights = on_slate / data.slate_propensities
+    return per_event_mean("SIPS", data.rewards * weights, weights, level, ci, n_bootstrap, seed)
+
+
+def rips(
+    log: InteractionLog | SlateData,
+    target: Any,
+    level: float = 0.95,
+    *,
+    ci: str = "normal",
+    n_bootstrap: int = 1000,
+    seed: int = 0,
+) -> Estimate:
+    """Reward-interaction IPS: ``mean_i sum_j r_ij pi(s_i1..s_ij) / mu(s_i1..s_ij)`` (OBP's
+    ``SlateRewardInteractionIPS``), with the cascade propensities of
+    ``cascade_propensities``. Its effective sample size is Kish's of the per-slate sums of
+    weights."""
+    data = slate_data(log)
+    _, on_prefix = target_slate_probabilities(data, target)
+    weights = on_prefix / cascade_propensities(data)
+    terms = (data.position_rewards * weights).sum(axis=1)
+    return per_event_mean("RIPS", terms, weights.sum(axis=1), level, ci, n_bootstrap, seed)
+
+
 def iips(
     log: InteractionLog | SlateData,
     target: Any,
@@ -171,11 +243,8 @@ def pseudo_inverse_weights(log: InteractionLog | SlateData, target: Any) -> np.n
     checked: its propensities must be those of uniformly random slates."""
     data = slate_data(log)
     m, k = data.n_items, data.slate_size
-    uniform_slate = 1.0 / np.prod(np.arange(m - k + 1, m + 1.0))
-    if not (
-        np.allclose(data.position_propensities, 1.0 / m, rtol=1e-9, atol=0)
-        and np.allclose(data.slate_propensities, uniform_slate, rtol=1e-9, atol=0)
-    ):
+    uniform_slate = uniform_slate_cascade(m, k)[-1]
+    if not logged_uniform_slates(data.position_propensities, data.slate_propensities, m):
         raise ValueError(
             f"{data.name}: pseudo_inverse needs slates logged by the uniform policy (item "
             f"propensity 1/{m} at every position, slate propensity {uniform_slate:.3g}), whose "
