@@ -33,6 +33,7 @@ from recsim_ft.data import InteractionLog, collect
 from recsim_ft.envs import make_env
 from recsim_ft.envs.hm_data import UNKNOWN_IDS
 from recsim_ft.experiments import RunSpec
+from recsim_ft.losses import LOSSES
 from recsim_ft.models import PRESETS, params_report
 from recsim_ft.threads import default_threads, use_threads
 from recsim_ft.train import CHECKPOINT_NAME
@@ -162,6 +163,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             n_samples=args.n,
             steps=args.steps,
             lr=args.lr,
+            loss=args.loss,
+            temperature=args.temperature,
             eval_every=args.eval_every,
             eval_users=args.eval_users,
             model=parse_env_kwargs(args.model, "--model"),
@@ -271,6 +274,8 @@ def _run_options(args: argparse.Namespace) -> dict[str, Any]:
     """The ``RunSpec`` fields every sweep command takes from ``run_options``."""
     return dict(
         preset=args.preset,
+        loss=args.loss,
+        temperature=args.temperature,
         steps=args.steps,
         n_samples=args.n,
         eval_every=args.eval_every,
@@ -407,6 +412,19 @@ def build_parser() -> argparse.ArgumentParser:
     def run_options(p: argparse.ArgumentParser) -> None:
         p.add_argument(
             "--preset", choices=tuple(PRESETS), default="paper", help="model size (default: paper)"
+        )
+        p.add_argument(
+            "--loss",
+            choices=LOSSES,
+            default="mse",
+            help="the two-tower models' training loss (default: mse, the paper's; see "
+            "recsim_ft.losses)",
+        )
+        p.add_argument(
+            "--temperature",
+            type=float,
+            default=1.0,
+            help="temperature of the softmax loss (default: 1)",
         )
         p.add_argument(
             "--n",

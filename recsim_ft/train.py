@@ -36,7 +36,6 @@ import gymnasium as gym
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -44,6 +43,7 @@ from recsim_ft.checks import check_choice, check_float, check_int
 from recsim_ft.data import InteractionLog
 from recsim_ft.evaluate import evaluate
 from recsim_ft.fileio import atomic_path
+from recsim_ft.losses import LOSSES, check_loss, check_loss_log, pair_loss, softmax_loss
 from recsim_ft.models import FeatureTensors, TwoTower
 from recsim_ft.protocol import DEFAULT_PROTOCOL, SPLITS, Protocol, protocol_for
 from recsim_ft.schema import Batch
@@ -60,6 +60,8 @@ CHECKPOINT_NAME = "checkpoint.pt"
 _CHECKPOINT_VERSION = 3  # 3: the log's fingerprint is InteractionLog.content_digest()
 #: Settings that must match for a checkpoint to be resumed (the rest only changes speed or logging).
 _RESUME_KEYS = (
+    "loss",
+    "temperature",
     "lr",
     "batch_size",
     "steps",
@@ -88,9 +90,13 @@ class TrainConfig:
     each training step as a captured CUDA graph (see :class:`TrainStep`); no effect on CPU.
     ``threads``: torch's CPU threads while training (None: ``recsim_ft.threads.default_threads``,
     one unless ``RECSIM_FT_THREADS`` says otherwise; see that module for why).
+    ``loss``: ``"mse"`` (the paper's), ``"bce"`` or ``"softmax"`` with its ``temperature``
+    (``recsim_ft.losses`` has their equations).
     """
 
     lr: float | None = None
+    loss: str = "mse"
+    temperature: float = 1.0
     batch_size: int = 32
     steps: int | None = None
     seed: int = 0
@@ -113,9 +119,11 @@ class TrainConfig:
         steps = check_int("steps", self.steps, low=1, allow_none=True)
         if n_samples < batch_size:
             raise ValueError(f"the log has {n_samples} rows, fewer than batch_size={batch_size}")
+        check_choice("loss", self.loss, LOSSES)
         return replace(
             self,
             lr=check_float("lr", protocol.lr if self.lr is None else self.lr, low=0, low_open=True),
+            temperature=check_float("temperature", self.temperature, low=0, low_open=True),
             batch_size=batch_size,
             steps=n_samples // batch_size if steps is None else steps,
             eval_every=check_int("eval_every", self.eval_every, low=1, allow_none=True),
@@ -151,8 +159,9 @@ def make_optimizer(model: nn.Module, lr: float, capturable: bool = False) -> tor
 
 
 class TrainStep:
-    """One optimisation step on log rows ``index``: scores of the logged pairs, MSE against the
-    logged rewards, backward, Adam. Returns the loss as a device tensor, without waiting for a
+    """One optimisation step on log rows ``index``: the ``loss`` of the batch
+    (``recsim_ft.losses``: MSE of the logged pairs' scores against the rewards by default),
+    backward, Adam. Returns the loss as a device tensor, without waiting for a
     GPU; on CUDA it is one buffer that the next step overwrites.
 
     With ``cuda_graph=True`` the first ``EAGER_STEPS`` steps run as usual (on a side stream, as
@@ -173,8 +182,11 @@ class TrainStep:
         rewards: torch.Tensor,
         batch_size: int,
         cuda_graph: bool = False,
+        loss: str = "mse",
+        temperature: float = 1.0,
     ) -> None:
         self.model, self.optimizer = model, optimizer
+        self.loss_kind, self.temperature = loss, temperature
         self.users, self.item_table, self.actions, self.rewards = (
             users,
             item_table,
@@ -190,10 +202,19 @@ class TrainStep:
 
     def _step(self) -> torch.Tensor:
         index = self.index
-        predicted = self.model.score_logged(
-            _rows(self.users, index), self.actions[index], self.item_table
-        )
-        loss = F.mse_loss(predicted, self.rewards[index])
+        users, actions, rewards = _rows(self.users, index), self.actions[index], self.rewards[index]
+        if self.loss_kind == "softmax":
+            loss = softmax_loss(
+                self.model.user_tower(users),
+                self.model.item_tower(self.item_table),
+                actions,
+                rewards,
+                self.temperature,
+            )
+        else:
+            loss = pair_loss(
+                self.loss_kind, self.model.score_logged(users, actions, self.item_table), rewards
+            )
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
@@ -277,6 +298,8 @@ def _load_checkpoint(path: Path, config: TrainConfig, log_digest: str) -> dict[s
         )
     saved, wanted = state["config"], asdict(config)
     saved.setdefault("eval_split", "test")  # checkpoints written before validation splits existed
+    saved.setdefault("loss", "mse")  # and before the losses
+    saved.setdefault("temperature", 1.0)
     changed = [k for k in _RESUME_KEYS if _plain(saved[k]) != _plain(wanted[k])]
     if state["log_digest"] != log_digest:
         changed.append("the training log")
@@ -343,6 +366,8 @@ def train(
     log.check_env(env, allow_env_mismatch)
     log.check_features("the model", model.user_schema, model.item_schema)
     config = (config or TrainConfig()).resolve(len(log), protocol_for(env))
+    check_loss(config.loss, config.temperature, log.n_items)
+    check_loss_log(config.loss, log.rewards)
     device = _device(config.device)
     model.to(device)
     users = FeatureTensors.from_batch(log.users, device)
@@ -403,7 +428,16 @@ def train(
         model.train()
         order = _permutation(len(log), config.seed, start // steps_per_pass).to(device)
         step_once = TrainStep(
-            model, optimizer, users, item_table, actions, rewards, batch_size, cuda_graph
+            model,
+            optimizer,
+            users,
+            item_table,
+            actions,
+            rewards,
+            batch_size,
+            cuda_graph,
+            config.loss,
+            config.temperature,
         )
 
         def save_checkpoint(step: int) -> None:

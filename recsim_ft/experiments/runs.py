@@ -144,6 +144,8 @@ def run(
         # the train seed also seeds the initial weights
         train_config = TrainConfig(
             lr=protocol.lr if spec.lr is None else spec.lr,
+            loss=spec.loss,
+            temperature=spec.temperature,
             steps=spec.steps,
             seed=train_seed,
             eval_users=spec.eval_users,

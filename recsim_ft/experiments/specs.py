@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from recsim_ft.checks import check_choice, check_float, check_int
+from recsim_ft.losses import LOSSES
 from recsim_ft.models.presets import EMBEDDERS, PRESETS, make_config
 from recsim_ft.protocol import DEFAULT_PROTOCOL, PROTOCOLS, SPLITS
 from recsim_ft.train import TrainConfig
@@ -101,8 +102,10 @@ class RunSpec:
     """Everything that determines one run (saved as ``config.json``; a finished run is reused
     only when its saved spec equals the requested one). ``None`` means the env's protocol
     (``recsim_ft.protocol``) for ``n_samples`` and ``lr``, the trainer's default for the rest.
-    ``model`` holds two-tower model options over the preset, ``params`` the hyperparameters of a
-    strong baseline (those of ``BASELINE_GRIDS``; unset ones take the agent's defaults)."""
+    ``loss`` and ``temperature`` are the two-tower models' (``recsim_ft.losses``; the baselines
+    ignore them); ``model`` holds two-tower model options over the preset, ``params`` the
+    hyperparameters of a strong baseline (those of ``BASELINE_GRIDS``; unset ones take the
+    agent's defaults)."""
 
     env_id: str
     agent: str = "mamba"
@@ -113,6 +116,8 @@ class RunSpec:
     n_samples: int | None = None
     steps: int | None = None
     lr: float | None = None
+    loss: str = "mse"
+    temperature: float = 1.0
     eval_every: int | None = None
     eval_users: int = 100
     ks: tuple[int, ...] = (1, 5, 10)
@@ -134,6 +139,8 @@ class RunSpec:
         check_choice("split", self.split, SPLITS)
         check_choice("preset", self.preset, tuple(PRESETS))
         check_float("lr", self.lr, low=0, low_open=True, allow_none=True)
+        check_choice("loss", self.loss, LOSSES)
+        check_float("temperature", self.temperature, low=0, low_open=True)
         for name in ("n_samples", "steps", "eval_every"):
             check_int(name, getattr(self, name), low=1, allow_none=True)
         check_int("eval_users", self.eval_users, low=1)
@@ -176,6 +183,8 @@ class RunSpec:
 
     def relative_dir(self) -> Path:
         agent = self.agent if self.lr is None else f"{self.agent}-lr{self.lr:g}"
+        if self.loss != "mse":  # the paper's loss keeps the directory names of earlier sweeps
+            agent += f"-{self.loss}" + (f"-t{self.temperature:g}" if self.temperature != 1 else "")
         agent += "".join(f"-{key}{value:g}" for key, value in sorted(self.params.items()))
         return Path(self.setting or self.env_id) / agent / f"seed{self.seed}"
 

@@ -1,0 +1,151 @@
+"""The training losses: each against a hand computation, in the trainer, and the logs they
+refuse."""
+
+from __future__ import annotations
+
+import math
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from toy_env import ToyEnv  # noqa: F401  (registers ToyRec-v0)
+
+from recsim_ft.agents import TwoTowerAgent
+from recsim_ft.data import InteractionLog, collect
+from recsim_ft.experiments import RunSpec
+from recsim_ft.losses import FULL_SOFTMAX_MAX_ITEMS, pair_loss, softmax_loss
+from recsim_ft.models import FeatureTensors, TwoTower
+from recsim_ft.train import CHECKPOINT_NAME, TrainConfig, TrainStep, make_optimizer
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+@pytest.fixture(scope="module")
+def env():
+    return gym.make("ToyRec-v0")
+
+
+@pytest.fixture(scope="module")
+def log(env):
+    return collect(env, n=2_000, seed=0)
+
+
+def test_pair_losses_by_hand():
+    scores = torch.tensor([0.5, -1.0, 2.0])
+    rewards = torch.tensor([1.0, 0.0, -1.0])  # Spotify's like, indifference, dislike
+    mse = ((0.5 - 1) ** 2 + (-1 - 0) ** 2 + (2 + 1) ** 2) / 3
+    assert pair_loss("mse", scores, rewards).item() == pytest.approx(mse)
+
+    def sigmoid(x):
+        return 1 / (1 + math.exp(-x))
+
+    # only the like is a 1: the dislike is a 0 like the indifference
+    bce = -(math.log(sigmoid(0.5)) + math.log(1 - sigmoid(-1.0)) + math.log(1 - sigmoid(2.0))) / 3
+    assert pair_loss("bce", scores, rewards).item() == pytest.approx(bce)
+
+
+def test_softmax_by_hand_on_the_positive_rows_only():
+    users = torch.tensor([[1.0, 0.0], [0.0, 2.0], [1.0, 1.0]])
+    items = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.5, 0.5]])
+    logged = torch.tensor([0, 1, 2])
+    rewards = torch.tensor([1.0, 0.0, 2.0])  # the second row chose nothing: it does not enter
+    temperature = 0.5
+
+    def row_loss(u, a):
+        logits = [float(u @ v) / temperature for v in items]
+        return -(logits[a] - math.log(sum(math.exp(x) for x in logits)))
+
+    expected = (row_loss(users[0], 0) + row_loss(users[2], 2)) / 2
+    value = softmax_loss(users, items, logged, rewards, temperature)
+    assert value.item() == pytest.approx(expected, rel=1e-6)
+    none = softmax_loss(users, items, logged, torch.zeros(3), temperature)
+    assert none.item() == 0.0  # a batch without a positive row teaches nothing
+
+
+@pytest.mark.parametrize("loss", ["mse", "bce", "softmax"])
+def test_the_train_step_computes_its_loss(env, log, loss):
+    model = TwoTower.from_env(env, "mlp", "quick", seed=0)
+    users = FeatureTensors.from_batch(log.users, "cpu")
+    table = FeatureTensors.from_batch(log.item_table, "cpu")
+    actions, rewards = torch.as_tensor(log.actions), torch.as_tensor(log.rewards)
+    index = torch.arange(16)
+    with torch.no_grad():
+        u = model.user_tower(FeatureTensors(users.numeric[:16], users.categorical[:16]))
+        v = model.item_tower(table)
+        scores = (u * v[actions[:16]]).sum(-1)
+        expected = (
+            softmax_loss(u, v, actions[:16], rewards[:16])
+            if loss == "softmax"
+            else pair_loss(loss, scores, rewards[:16])
+        )
+    step = TrainStep(
+        model, make_optimizer(model, 1e-3), users, table, actions, rewards, 16, loss=loss
+    )
+    assert step(index).item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+@pytest.mark.parametrize("loss", ["bce", "softmax"])
+def test_every_loss_is_deterministic_and_learns(env, log, loss):
+    def fit(seed):
+        config = TrainConfig(steps=300, lr=1e-3, loss=loss, eval_every=None, seed=seed)
+        return TwoTowerAgent(env, "mamba", "quick", config).fit(log)
+
+    a, b = fit(0), fit(0)
+    for name, tensor in a.model_.state_dict().items():
+        assert torch.equal(tensor, b.model_.state_dict()[name]), name
+    assert a.result_.curve.equals(b.result_.curve)
+    assert a.result_.metrics["HR@1"] > 0.9  # popularity and chance: about 0.3
+
+
+@pytest.mark.parametrize("loss", ["bce", "softmax"])
+def test_a_log_without_positive_rewards_is_refused(env, log, loss):
+    flat = InteractionLog(
+        log.users,
+        log.actions,
+        np.zeros(len(log)),
+        log.propensities,
+        log.env_id,
+        log.env_kwargs,
+        log.seed,
+        log.user_schema,
+        log.item_schema,
+        log.item_table,
+    )
+    with pytest.raises(ValueError, match=f"loss '{loss}' learns from positive rewards"):
+        TwoTowerAgent(env, "mlp", "quick", TrainConfig(steps=5, loss=loss)).fit(flat)
+    TwoTowerAgent(env, "mlp", "quick", TrainConfig(steps=5, eval_every=None)).fit(flat)  # mse
+
+
+def test_resume_refuses_another_loss_and_names_it(env, log, tmp_path):
+    config = TrainConfig(steps=10, eval_every=None, loss="softmax")
+    TwoTowerAgent(env, "mlp", "quick", config).fit(log, out_dir=tmp_path)
+    assert (tmp_path / CHECKPOINT_NAME).exists()
+    with pytest.raises(ValueError, match=r"differ in \['loss'\]"):
+        TwoTowerAgent(env, "mlp", "quick", TrainConfig(steps=10, eval_every=None)).fit(
+            log, out_dir=tmp_path, resume=True
+        )
+    again = TwoTowerAgent(env, "mlp", "quick", config).fit(log, out_dir=tmp_path, resume=True)
+    assert again.result_.config.loss == "softmax"
+
+
+def test_bad_loss_settings_are_named(env, log):
+    for config, message in (
+        (TrainConfig(steps=5, loss="hinge"), "loss must be one of"),
+        (TrainConfig(steps=5, loss="softmax", temperature=0), "temperature"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            TwoTowerAgent(env, "mlp", "quick", config).fit(log)
+    big = gym.make("ToyRec-v0", n_items=FULL_SOFTMAX_MAX_ITEMS + 1)
+    with pytest.raises(ValueError, match="at most 4,096 items"):
+        TwoTowerAgent(big, "mlp", "quick", TrainConfig(steps=5, loss="softmax")).fit(
+            collect(big, n=64, seed=0)
+        )
+
+
+def test_runs_with_another_loss_get_their_own_directory():
+    assert str(RunSpec("Spotify-v0", "mamba").relative_dir()) == "Spotify-v0/mamba/seed0"
+    spec = RunSpec("Spotify-v0", "mamba", loss="softmax", temperature=0.1)
+    assert str(spec.relative_dir()) == "Spotify-v0/mamba-softmax-t0.1/seed0"
+    with pytest.raises(ValueError, match="loss must be one of"):
+        RunSpec("Spotify-v0", "mamba", loss="hinge")
