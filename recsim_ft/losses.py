@@ -10,9 +10,22 @@ embedding ``v_{a_b}``, reward ``r_b``, score ``s_b = u_b . v_{a_b}``.
 - ``softmax``: on the rows with a positive reward only, the cross-entropy of the logged item
   against every item of the catalogue, ``-log( exp(s_b / T) / sum_j exp(u_b . v_j / T) )``, with
   temperature ``T``; rows with zero or negative rewards do not enter (a softmax over items says
-  which item a user chose, and a non-positive reward says no choice was made). The catalogue is
-  embedded by the item tower at every step, so its memory is that of one item-tower pass over
-  ``n_items`` rows (``FULL_SOFTMAX_MAX_ITEMS`` at most).
+  which item a user chose, and a non-positive reward says no choice was made). Up to
+  ``FULL_SOFTMAX_MAX_ITEMS`` items the catalogue is embedded at every step and the sum runs over
+  it exactly. Above (or with ``negatives="batch"``) the negatives are the items of the batch's
+  other rows, with a logQ correction: the log's rows are drawn uniformly, so a negative is item
+  ``j`` with probability ``q_j`` (its share of the logged rows), and the sum over the ``n``
+  negatives that are not the positive item estimates the catalogue's sum over the other items,
+  ``sum_{j != a} exp(s_j) ~ (1 / n) sum_c exp(s_c) (1 - q_a) / q_c``. Hence the loss
+
+      -s_a + log( exp(s_a) + sum_c exp(s_c - log(n q_c / (1 - q_a))) )
+
+  (scores divided by ``T``): every negative is corrected by ``- log q`` (the sign that makes
+  popular negatives count less; ``+ log q`` is the known trap), while the positive, which is in
+  the denominator with probability 1 rather than sampled, is not (Khrylchenko et al. 2025,
+  "Correcting the LogQ Correction"; the usual formula of Yi et al. 2019 corrects it too).
+  Rows of the batch with the positive's own item are left out of its negatives. Memory: one
+  item-tower pass over the batch's items, whatever the catalogue.
 
 A batch without a positive row contributes a loss of 0 to ``softmax`` (no gradient); a log
 without any positive reward is refused by ``bce`` and ``softmax`` before training
@@ -22,26 +35,37 @@ without any positive reward is refused by ``bce`` and ``softmax`` before trainin
 from __future__ import annotations
 
 import numpy as np
+import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from recsim_ft.checks import check_choice, check_float
 
 LOSSES = ("mse", "bce", "softmax")
+#: Where the softmax takes its negatives: ``auto`` is the catalogue up to
+#: ``FULL_SOFTMAX_MAX_ITEMS`` items, else the batch.
+NEGATIVES = ("auto", "catalogue", "batch")
 #: The largest catalogue the full softmax embeds at every step.
 FULL_SOFTMAX_MAX_ITEMS = 4096
 
 
-def check_loss(loss: str, temperature: float, n_items: int) -> tuple[str, float]:
-    """``loss`` and ``temperature``, checked for a catalogue of ``n_items``."""
-    loss = check_choice("loss", loss, LOSSES)
-    temperature = check_float("temperature", temperature, low=0, low_open=True)
-    if loss == "softmax" and n_items > FULL_SOFTMAX_MAX_ITEMS:
+def softmax_negatives(negatives: str, n_items: int) -> str:
+    """``"catalogue"`` or ``"batch"``: where a softmax over ``n_items`` takes its negatives."""
+    negatives = check_choice("negatives", negatives, NEGATIVES)
+    if negatives == "auto":
+        return "catalogue" if n_items <= FULL_SOFTMAX_MAX_ITEMS else "batch"
+    if negatives == "catalogue" and n_items > FULL_SOFTMAX_MAX_ITEMS:
         raise ValueError(
-            f"loss 'softmax' embeds the whole catalogue at every step, at most "
-            f"{FULL_SOFTMAX_MAX_ITEMS:,} items; this one has {n_items:,}"
+            f"negatives='catalogue' embeds the whole catalogue at every step, at most "
+            f"{FULL_SOFTMAX_MAX_ITEMS:,} items; this one has {n_items:,}: use 'batch' or 'auto'"
         )
-    return loss, temperature
+    return negatives
+
+
+def check_loss(loss: str, temperature: float) -> tuple[str, float]:
+    """``loss`` and ``temperature``, checked."""
+    loss = check_choice("loss", loss, LOSSES)
+    return loss, check_float("temperature", temperature, low=0, low_open=True)
 
 
 def check_loss_log(loss: str, rewards: np.ndarray) -> None:
@@ -71,5 +95,30 @@ def softmax_loss(
     catalogue (n_items, d), over the rows with a positive reward (0 when there is none)."""
     logits = user_embeddings @ item_embeddings.T / temperature
     per_row = F.cross_entropy(logits, logged_items, reduction="none")
+    positive = (rewards > 0).to(per_row.dtype)
+    return (per_row * positive).sum() / positive.sum().clamp(min=1.0)
+
+
+def in_batch_softmax_loss(
+    user_embeddings: Tensor,
+    item_embeddings: Tensor,
+    logged_items: Tensor,
+    rewards: Tensor,
+    log_q: Tensor,
+    temperature: float = 1.0,
+) -> Tensor:
+    """``softmax`` with in-batch negatives and the logQ correction (module docstring): the
+    users' (B, d) logged items (B,), whose embeddings are ``item_embeddings`` (B, d), against the
+    other rows' items; ``log_q`` (n_items,) is the log of each item's share of the logged rows.
+    Over the rows with a positive reward (0 when there is none)."""
+    scores = user_embeddings @ item_embeddings.T / temperature  # [b, c]: user b, row c's item
+    positive_scores = scores.diagonal()
+    negative = logged_items[None, :] != logged_items[:, None]  # other rows, other items
+    n_negatives = negative.sum(dim=1, keepdim=True).clamp(min=1)
+    log_q_row = log_q[logged_items]
+    correction = n_negatives.log() + log_q_row[None, :] - torch.log1p(-log_q_row.exp())[:, None]
+    corrected = (scores - correction).masked_fill(~negative, float("-inf"))
+    denominator = torch.logsumexp(torch.cat([positive_scores[:, None], corrected], dim=1), dim=1)
+    per_row = denominator - positive_scores
     positive = (rewards > 0).to(per_row.dtype)
     return (per_row * positive).sum() / positive.sum().clamp(min=1.0)

@@ -43,7 +43,16 @@ from recsim_ft.checks import check_choice, check_float, check_int
 from recsim_ft.data import InteractionLog
 from recsim_ft.evaluate import evaluate
 from recsim_ft.fileio import atomic_path
-from recsim_ft.losses import LOSSES, check_loss, check_loss_log, pair_loss, softmax_loss
+from recsim_ft.losses import (
+    LOSSES,
+    NEGATIVES,
+    check_loss,
+    check_loss_log,
+    in_batch_softmax_loss,
+    pair_loss,
+    softmax_loss,
+    softmax_negatives,
+)
 from recsim_ft.models import FeatureTensors, TwoTower
 from recsim_ft.protocol import DEFAULT_PROTOCOL, SPLITS, Protocol, protocol_for
 from recsim_ft.schema import Batch
@@ -62,6 +71,7 @@ _CHECKPOINT_VERSION = 3  # 3: the log's fingerprint is InteractionLog.content_di
 _RESUME_KEYS = (
     "loss",
     "temperature",
+    "negatives",
     "lr",
     "batch_size",
     "steps",
@@ -90,13 +100,15 @@ class TrainConfig:
     each training step as a captured CUDA graph (see :class:`TrainStep`); no effect on CPU.
     ``threads``: torch's CPU threads while training (None: ``recsim_ft.threads.default_threads``,
     one unless ``RECSIM_FT_THREADS`` says otherwise; see that module for why).
-    ``loss``: ``"mse"`` (the paper's), ``"bce"`` or ``"softmax"`` with its ``temperature``
-    (``recsim_ft.losses`` has their equations).
+    ``loss``: ``"mse"`` (the paper's), ``"bce"`` or ``"softmax"`` with its ``temperature`` and
+    ``negatives`` (``"auto"``, ``"catalogue"`` or ``"batch"``: in-batch with the logQ
+    correction); ``recsim_ft.losses`` has their equations.
     """
 
     lr: float | None = None
     loss: str = "mse"
     temperature: float = 1.0
+    negatives: str = "auto"
     batch_size: int = 32
     steps: int | None = None
     seed: int = 0
@@ -120,6 +132,7 @@ class TrainConfig:
         if n_samples < batch_size:
             raise ValueError(f"the log has {n_samples} rows, fewer than batch_size={batch_size}")
         check_choice("loss", self.loss, LOSSES)
+        check_choice("negatives", self.negatives, NEGATIVES)
         return replace(
             self,
             lr=check_float("lr", protocol.lr if self.lr is None else self.lr, low=0, low_open=True),
@@ -184,9 +197,11 @@ class TrainStep:
         cuda_graph: bool = False,
         loss: str = "mse",
         temperature: float = 1.0,
+        log_q: torch.Tensor | None = None,
     ) -> None:
         self.model, self.optimizer = model, optimizer
-        self.loss_kind, self.temperature = loss, temperature
+        # log_q: the in-batch softmax's item log-frequencies; None: the catalogue's softmax
+        self.loss_kind, self.temperature, self.log_q = loss, temperature, log_q
         self.users, self.item_table, self.actions, self.rewards = (
             users,
             item_table,
@@ -203,7 +218,16 @@ class TrainStep:
     def _step(self) -> torch.Tensor:
         index = self.index
         users, actions, rewards = _rows(self.users, index), self.actions[index], self.rewards[index]
-        if self.loss_kind == "softmax":
+        if self.loss_kind == "softmax" and self.log_q is not None:
+            loss = in_batch_softmax_loss(
+                self.model.user_tower(users),
+                self.model.item_tower(_rows(self.item_table, actions)),
+                actions,
+                rewards,
+                self.log_q,
+                self.temperature,
+            )
+        elif self.loss_kind == "softmax":
             loss = softmax_loss(
                 self.model.user_tower(users),
                 self.model.item_tower(self.item_table),
@@ -300,6 +324,7 @@ def _load_checkpoint(path: Path, config: TrainConfig, log_digest: str) -> dict[s
     saved.setdefault("eval_split", "test")  # checkpoints written before validation splits existed
     saved.setdefault("loss", "mse")  # and before the losses
     saved.setdefault("temperature", 1.0)
+    saved.setdefault("negatives", "auto")
     changed = [k for k in _RESUME_KEYS if _plain(saved[k]) != _plain(wanted[k])]
     if state["log_digest"] != log_digest:
         changed.append("the training log")
@@ -366,8 +391,14 @@ def train(
     log.check_env(env, allow_env_mismatch)
     log.check_features("the model", model.user_schema, model.item_schema)
     config = (config or TrainConfig()).resolve(len(log), protocol_for(env))
-    check_loss(config.loss, config.temperature, log.n_items)
+    check_loss(config.loss, config.temperature)
     check_loss_log(config.loss, log.rewards)
+    log_q = None
+    if config.loss == "softmax" and softmax_negatives(config.negatives, log.n_items) == "batch":
+        counts = np.bincount(log.actions, minlength=log.n_items)
+        log_q = torch.as_tensor(
+            np.log(np.maximum(counts, 1) / len(log)), dtype=torch.float32, device=config.device
+        )
     device = _device(config.device)
     model.to(device)
     users = FeatureTensors.from_batch(log.users, device)
@@ -438,6 +469,7 @@ def train(
             cuda_graph,
             config.loss,
             config.temperature,
+            log_q,
         )
 
         def save_checkpoint(step: int) -> None:

@@ -14,7 +14,12 @@ from toy_env import ToyEnv  # noqa: F401  (registers ToyRec-v0)
 from recsim_ft.agents import TwoTowerAgent
 from recsim_ft.data import InteractionLog, collect
 from recsim_ft.experiments import RunSpec
-from recsim_ft.losses import FULL_SOFTMAX_MAX_ITEMS, pair_loss, softmax_loss
+from recsim_ft.losses import (
+    FULL_SOFTMAX_MAX_ITEMS,
+    in_batch_softmax_loss,
+    pair_loss,
+    softmax_loss,
+)
 from recsim_ft.models import FeatureTensors, TwoTower
 from recsim_ft.train import CHECKPOINT_NAME, TrainConfig, TrainStep, make_optimizer
 
@@ -63,6 +68,57 @@ def test_softmax_by_hand_on_the_positive_rows_only():
     assert none.item() == 0.0  # a batch without a positive row teaches nothing
 
 
+def test_in_batch_softmax_by_hand_with_the_logq_sign():
+    """Negatives corrected by - log(n q_c / (1 - q_a)), the positive not at all, rows of the
+    positive's own item left out; a wrong sign (+ log q) gives another number."""
+    users = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0], [0.5, -1.0]])
+    items = torch.tensor([[1.0, 0.5], [0.2, 1.0], [1.0, 0.5], [-1.0, 0.3]])  # rows 0 and 2: item 0
+    logged = torch.tensor([0, 1, 0, 2])
+    rewards = torch.tensor([1.0, 1.0, 0.0, 1.0])  # row 2 is a negative only
+    q = torch.tensor([0.5, 0.3, 0.2])
+
+    def row_loss(b, sign=1.0):
+        s = [float(users[b] @ items[c]) for c in range(4)]
+        negatives = [c for c in range(4) if int(logged[c]) != int(logged[b])]
+        qa = float(q[logged[b]])
+        terms = [math.exp(s[b])] + [
+            math.exp(s[c] - sign * math.log(len(negatives) * float(q[logged[c]]) / (1 - qa)))
+            for c in negatives
+        ]
+        return math.log(sum(terms)) - s[b]
+
+    value = in_batch_softmax_loss(users, items, logged, rewards, q.log()).item()
+    assert value == pytest.approx((row_loss(0) + row_loss(1) + row_loss(3)) / 3, rel=1e-6)
+    wrong = (row_loss(0, -1) + row_loss(1, -1) + row_loss(3, -1)) / 3
+    assert abs(value - wrong) > 0.05
+
+
+def test_in_batch_softmax_estimates_the_catalogues_softmax():
+    """Over many batches drawn from q, the corrected negatives' mass estimates the other items'
+    mass of the full softmax (unbiased), which the wrong sign does not."""
+    generator = torch.Generator().manual_seed(0)
+    m, n = 6, 5
+    item_table = torch.randn(m, 3, generator=generator)
+    user = torch.randn(1, 3, generator=generator)
+    q = torch.tensor([0.4, 0.25, 0.15, 0.1, 0.06, 0.04])
+    exact = torch.logsumexp(user @ item_table.T, dim=1).item()  # the full softmax of item 0
+    estimates = []
+    for _ in range(4000):
+        others = torch.multinomial(q[1:] / q[1:].sum(), n, replacement=True, generator=generator)
+        batch_items = torch.cat([torch.tensor([0]), others + 1])
+        loss = in_batch_softmax_loss(
+            user.expand(n + 1, 3),
+            item_table[batch_items],
+            batch_items,
+            torch.tensor([1.0] + [0.0] * n),
+            q.log(),
+        )
+        estimates.append(math.exp(loss.item() + float(user @ item_table[0])))
+    full = math.exp(exact)  # exp(s_0) + the other items' mass, which the batches estimate
+    standard_error = np.std(estimates) / math.sqrt(len(estimates))
+    assert abs(np.mean(estimates) - full) < 4 * standard_error < 0.1 * full
+
+
 @pytest.mark.parametrize("loss", ["mse", "bce", "softmax"])
 def test_the_train_step_computes_its_loss(env, log, loss):
     model = TwoTower.from_env(env, "mlp", "quick", seed=0)
@@ -85,10 +141,14 @@ def test_the_train_step_computes_its_loss(env, log, loss):
     assert step(index).item() == pytest.approx(expected.item(), rel=1e-5)
 
 
-@pytest.mark.parametrize("loss", ["bce", "softmax"])
-def test_every_loss_is_deterministic_and_learns(env, log, loss):
+@pytest.mark.parametrize(
+    ("loss", "negatives"), [("bce", "auto"), ("softmax", "auto"), ("softmax", "batch")]
+)
+def test_every_loss_is_deterministic_and_learns(env, log, loss, negatives):
     def fit(seed):
-        config = TrainConfig(steps=300, lr=1e-3, loss=loss, eval_every=None, seed=seed)
+        config = TrainConfig(
+            steps=300, lr=1e-3, loss=loss, negatives=negatives, eval_every=None, seed=seed
+        )
         return TwoTowerAgent(env, "mamba", "quick", config).fit(log)
 
     a, b = fit(0), fit(0)
@@ -137,10 +197,11 @@ def test_bad_loss_settings_are_named(env, log):
         with pytest.raises(ValueError, match=message):
             TwoTowerAgent(env, "mlp", "quick", config).fit(log)
     big = gym.make("ToyRec-v0", n_items=FULL_SOFTMAX_MAX_ITEMS + 1)
-    with pytest.raises(ValueError, match="at most 4,096 items"):
-        TwoTowerAgent(big, "mlp", "quick", TrainConfig(steps=5, loss="softmax")).fit(
-            collect(big, n=64, seed=0)
-        )
+    config = TrainConfig(steps=2, loss="softmax", negatives="catalogue", eval_every=None)
+    with pytest.raises(ValueError, match="at most 4,096 items.*'batch'"):
+        TwoTowerAgent(big, "mlp", "quick", config).fit(collect(big, n=64, seed=0))
+    with pytest.raises(ValueError, match="negatives must be one of"):
+        TwoTowerAgent(env, "mlp", "quick", TrainConfig(steps=2, negatives="all")).fit(log)
 
 
 def test_runs_with_another_loss_get_their_own_directory():
