@@ -165,6 +165,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             lr=args.lr,
             loss=args.loss,
             temperature=args.temperature,
+            batch_size=args.batch_size,
             eval_every=args.eval_every,
             eval_users=args.eval_users,
             model=parse_env_kwargs(args.model, "--model"),
@@ -276,6 +277,7 @@ def _run_options(args: argparse.Namespace) -> dict[str, Any]:
         preset=args.preset,
         loss=args.loss,
         temperature=args.temperature,
+        batch_size=args.batch_size,
         steps=args.steps,
         n_samples=args.n,
         eval_every=args.eval_every,
@@ -425,6 +427,12 @@ def build_parser() -> argparse.ArgumentParser:
             type=float,
             default=1.0,
             help="temperature of the softmax loss (default: 1)",
+        )
+        p.add_argument(
+            "--batch-size",
+            type=_positive_int,
+            default=32,
+            help="training batch size (default: 32, the paper's)",
         )
         p.add_argument(
             "--n",

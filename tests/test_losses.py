@@ -3,6 +3,7 @@ refuse."""
 
 from __future__ import annotations
 
+import json
 import math
 
 import gymnasium as gym
@@ -208,5 +209,21 @@ def test_runs_with_another_loss_get_their_own_directory():
     assert str(RunSpec("Spotify-v0", "mamba").relative_dir()) == "Spotify-v0/mamba/seed0"
     spec = RunSpec("Spotify-v0", "mamba", loss="softmax", temperature=0.1)
     assert str(spec.relative_dir()) == "Spotify-v0/mamba-softmax-t0.1/seed0"
+    spec = RunSpec("Spotify-v0", "mamba", loss="bce", batch_size=128)
+    assert str(spec.relative_dir()) == "Spotify-v0/mamba-b128-bce/seed0"
+    assert spec.train_steps() == 160_000 // 128  # one pass over the paper's log
     with pytest.raises(ValueError, match="loss must be one of"):
         RunSpec("Spotify-v0", "mamba", loss="hinge")
+    with pytest.raises(ValueError, match="batch_size must be a positive integer"):
+        RunSpec("Spotify-v0", "mamba", batch_size=0)
+
+
+def test_the_cli_trains_with_a_loss_and_batch_size(tmp_path):
+    from recsim_ft.cli import main
+
+    run = tmp_path / "run"
+    argv = ["train", "--env", "toy_env:ToyRec-v0", "--embedder", "mlp", "--preset", "quick"]
+    options = ["--n", "640", "--steps", "10", "--loss", "softmax", "--batch-size", "64"]
+    assert main([*argv, *options, "--quiet", "--out", str(run)]) == 0
+    config = json.loads((run / "config.json").read_text())
+    assert (config["train"]["loss"], config["train"]["batch_size"]) == ("softmax", 64)

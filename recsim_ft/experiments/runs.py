@@ -146,6 +146,7 @@ def run(
             lr=protocol.lr if spec.lr is None else spec.lr,
             loss=spec.loss,
             temperature=spec.temperature,
+            batch_size=spec.batch_size,
             steps=spec.steps,
             seed=train_seed,
             eval_users=spec.eval_users,

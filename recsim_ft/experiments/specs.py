@@ -118,6 +118,7 @@ class RunSpec:
     lr: float | None = None
     loss: str = "mse"
     temperature: float = 1.0
+    batch_size: int = 32
     eval_every: int | None = None
     eval_users: int = 100
     ks: tuple[int, ...] = (1, 5, 10)
@@ -140,6 +141,7 @@ class RunSpec:
         check_choice("preset", self.preset, tuple(PRESETS))
         check_float("lr", self.lr, low=0, low_open=True, allow_none=True)
         check_choice("loss", self.loss, LOSSES)
+        check_int("batch_size", self.batch_size, low=1)
         check_float("temperature", self.temperature, low=0, low_open=True)
         for name in ("n_samples", "steps", "eval_every"):
             check_int(name, getattr(self, name), low=1, allow_none=True)
@@ -179,10 +181,12 @@ class RunSpec:
         if self.steps is not None:
             return self.steps
         n_samples = self.n_samples or PROTOCOLS.get(self.env_id, DEFAULT_PROTOCOL).n_samples
-        return n_samples // TrainConfig.batch_size
+        return n_samples // self.batch_size
 
     def relative_dir(self) -> Path:
         agent = self.agent if self.lr is None else f"{self.agent}-lr{self.lr:g}"
+        if self.batch_size != TrainConfig.batch_size:  # the paper's keeps earlier names
+            agent += f"-b{self.batch_size}"
         if self.loss != "mse":  # the paper's loss keeps the directory names of earlier sweeps
             agent += f"-{self.loss}" + (f"-t{self.temperature:g}" if self.temperature != 1 else "")
         agent += "".join(f"-{key}{value:g}" for key, value in sorted(self.params.items()))
