@@ -10,7 +10,8 @@ embedding ``v_{a_b}``, reward ``r_b``, score ``s_b = u_b . v_{a_b}``.
 - ``softmax``: on the rows with a positive reward only, the cross-entropy of the logged item
   against every item of the catalogue, ``-log( exp(s_b / T) / sum_j exp(u_b . v_j / T) )``, with
   temperature ``T``; rows with zero or negative rewards do not enter (a softmax over items says
-  which item a user chose, and a non-positive reward says no choice was made). Up to
+  which item a user chose, and a non-positive reward says no choice was made): the trainer draws
+  its batches from the positive rows only, and one pass is a pass over them. Up to
   ``FULL_SOFTMAX_MAX_ITEMS`` items the catalogue is embedded at every step and the sum runs over
   it exactly. Above (or with ``negatives="batch"``) the negatives are the items of the batch's
   other rows, with a logQ correction: the log's rows are drawn uniformly, so a negative is item

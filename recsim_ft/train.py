@@ -390,14 +390,30 @@ def train(
     """
     log.check_env(env, allow_env_mismatch)
     log.check_features("the model", model.user_schema, model.item_schema)
-    config = (config or TrainConfig()).resolve(len(log), protocol_for(env))
+    config = config or TrainConfig()
     check_loss(config.loss, config.temperature)
     check_loss_log(config.loss, log.rewards)
+    in_batch = config.loss == "softmax" and (
+        softmax_negatives(config.negatives, log.n_items) == "batch"
+    )
+    # the softmax learns which item a user chose: its batches are drawn from the positive rows
+    positive_rows = np.flatnonzero(log.rewards > 0) if config.loss == "softmax" else None
+    n_rows = len(log) if positive_rows is None else len(positive_rows)
+    if (
+        positive_rows is not None
+        and isinstance(config.batch_size, int)
+        and n_rows < config.batch_size
+    ):
+        raise ValueError(
+            f"the softmax loss trains on the log's rows with a positive reward, {n_rows} here, "
+            f"fewer than batch_size={config.batch_size}: collect more or lower the batch size"
+        )
+    config = config.resolve(n_rows, protocol_for(env))
     log_q = None
-    if config.loss == "softmax" and softmax_negatives(config.negatives, log.n_items) == "batch":
-        counts = np.bincount(log.actions, minlength=log.n_items)
+    if in_batch:
+        counts = np.bincount(log.actions[positive_rows], minlength=log.n_items)  # batch items
         log_q = torch.as_tensor(
-            np.log(np.maximum(counts, 1) / len(log)), dtype=torch.float32, device=config.device
+            np.log(np.maximum(counts, 1) / n_rows), dtype=torch.float32, device=config.device
         )
     device = _device(config.device)
     model.to(device)
@@ -410,7 +426,13 @@ def train(
         tower.tokenizer.check_finite(rows)  # once here, never inside a step
     cuda_graph = device.type == "cuda" and config.cuda_graph
     optimizer = make_optimizer(model, config.lr, capturable=cuda_graph)
-    batch_size, steps_per_pass = config.batch_size, len(log) // config.batch_size
+    batch_size, steps_per_pass = config.batch_size, n_rows // config.batch_size
+    training_rows = None if positive_rows is None else torch.as_tensor(positive_rows, device=device)
+
+    def pass_order(epoch: int) -> torch.Tensor:
+        """The log rows of pass ``epoch``, in the order the batches take them."""
+        order = _permutation(n_rows, config.seed, epoch).to(device)
+        return order if training_rows is None else training_rows[order]
 
     def evaluate_model() -> dict[str, float]:
         model.eval()
@@ -457,7 +479,7 @@ def train(
             if device.type == "cuda":
                 torch.cuda.set_rng_state(rng_states["cuda"], device)
         model.train()
-        order = _permutation(len(log), config.seed, start // steps_per_pass).to(device)
+        order = pass_order(start // steps_per_pass)
         step_once = TrainStep(
             model,
             optimizer,
@@ -512,7 +534,7 @@ def train(
                     break
                 epoch, position = divmod(step - 1, steps_per_pass)
                 if position == 0 and step > 1:
-                    order = _permutation(len(log), config.seed, epoch).to(device)
+                    order = pass_order(epoch)
                 loss = step_once(order[position * batch_size : (position + 1) * batch_size])
                 loss_sum, loss_count = loss_sum + loss, loss_count + 1
 

@@ -227,3 +227,22 @@ def test_the_cli_trains_with_a_loss_and_batch_size(tmp_path):
     assert main([*argv, *options, "--quiet", "--out", str(run)]) == 0
     config = json.loads((run / "config.json").read_text())
     assert (config["train"]["loss"], config["train"]["batch_size"]) == ("softmax", 64)
+
+
+def test_the_softmax_draws_its_batches_from_the_positive_rows(env, log):
+    """Every row of a softmax batch is a choice: one pass is a pass over the positive rows."""
+    positives = int((log.rewards > 0).sum())
+    seen = []
+    step = TrainStep.__call__
+
+    def record(self, index):
+        seen.append(index.clone())
+        return step(self, index)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(TrainStep, "__call__", record)
+        config = TrainConfig(loss="softmax", batch_size=16, eval_every=None)
+        agent = TwoTowerAgent(env, "mlp", "quick", config).fit(log)
+    assert agent.result_.config.steps == positives // 16 == len(seen)
+    rows = torch.cat(seen).numpy()
+    assert (log.rewards[rows] > 0).all() and len(set(rows.tolist())) == len(rows)

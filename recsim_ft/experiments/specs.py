@@ -175,7 +175,8 @@ class RunSpec:
 
     def train_steps(self) -> int:
         """The training steps of this run (0 for a baseline): ``steps``, else one pass over the
-        logged events (for a run on a ``data`` file, the trainer counts that file's rows)."""
+        logged events (for a run on a ``data`` file, the trainer counts that file's rows; with
+        the softmax loss it passes over the positive rows only, so this is an upper bound)."""
         if self.agent not in EMBEDDERS:
             return 0
         if self.steps is not None:
