@@ -40,7 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from recsim_ft.checks import check_choice, check_float
+from recsim_ft.checks import check_choice
 
 LOSSES = ("mse", "bce", "softmax")
 #: Where the softmax takes its negatives: ``auto`` is the catalogue up to
@@ -61,12 +61,6 @@ def softmax_negatives(negatives: str, n_items: int) -> str:
             f"{FULL_SOFTMAX_MAX_ITEMS:,} items; this one has {n_items:,}: use 'batch' or 'auto'"
         )
     return negatives
-
-
-def check_loss(loss: str, temperature: float) -> tuple[str, float]:
-    """``loss`` and ``temperature``, checked."""
-    loss = check_choice("loss", loss, LOSSES)
-    return loss, check_float("temperature", temperature, low=0, low_open=True)
 
 
 def check_loss_log(loss: str, rewards: np.ndarray) -> None:

@@ -46,7 +46,6 @@ from recsim_ft.fileio import atomic_path
 from recsim_ft.losses import (
     LOSSES,
     NEGATIVES,
-    check_loss,
     check_loss_log,
     in_batch_softmax_loss,
     pair_loss,
@@ -391,7 +390,6 @@ def train(
     log.check_env(env, allow_env_mismatch)
     log.check_features("the model", model.user_schema, model.item_schema)
     config = config or TrainConfig()
-    check_loss(config.loss, config.temperature)
     check_loss_log(config.loss, log.rewards)
     in_batch = config.loss == "softmax" and (
         softmax_negatives(config.negatives, log.n_items) == "batch"

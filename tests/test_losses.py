@@ -3,6 +3,7 @@ refuse."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -13,7 +14,7 @@ import torch
 from toy_env import ToyEnv  # noqa: F401  (registers ToyRec-v0)
 
 from recsim_ft.agents import TwoTowerAgent
-from recsim_ft.data import InteractionLog, collect
+from recsim_ft.data import collect
 from recsim_ft.experiments import RunSpec
 from recsim_ft.losses import (
     FULL_SOFTMAX_MAX_ITEMS,
@@ -161,18 +162,7 @@ def test_every_loss_is_deterministic_and_learns(env, log, loss, negatives):
 
 @pytest.mark.parametrize("loss", ["bce", "softmax"])
 def test_a_log_without_positive_rewards_is_refused(env, log, loss):
-    flat = InteractionLog(
-        log.users,
-        log.actions,
-        np.zeros(len(log)),
-        log.propensities,
-        log.env_id,
-        log.env_kwargs,
-        log.seed,
-        log.user_schema,
-        log.item_schema,
-        log.item_table,
-    )
+    flat = dataclasses.replace(log, rewards=np.zeros(len(log)))
     with pytest.raises(ValueError, match=f"loss '{loss}' learns from positive rewards"):
         TwoTowerAgent(env, "mlp", "quick", TrainConfig(steps=5, loss=loss)).fit(flat)
     TwoTowerAgent(env, "mlp", "quick", TrainConfig(steps=5, eval_every=None)).fit(flat)  # mse

@@ -1,5 +1,7 @@
 """The strong baselines: any scikit-learn model, the GBDT, per-item ridge, segment popularity."""
 
+import dataclasses
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -46,18 +48,7 @@ def toy_log(toy):
 
 
 def with_rewards(log: InteractionLog, rewards: np.ndarray) -> InteractionLog:
-    return InteractionLog(
-        log.users,
-        log.actions,
-        rewards,
-        log.propensities,
-        log.env_id,
-        log.env_kwargs,
-        log.seed,
-        log.user_schema,
-        log.item_schema,
-        log.item_table,
-    )
+    return dataclasses.replace(log, rewards=rewards)
 
 
 @pytest.mark.parametrize("env_id", ENV_IDS)
@@ -176,18 +167,14 @@ def test_segment_popularity_backs_off_to_coarser_segments(toy, toy_log):
     assert agent.item_popularity_[2] == pytest.approx(
         (values[item].sum() + 5.0 * values.mean()) / (item.sum() + 5.0)
     )
+    others = ~in_group
     unseen = SegmentPopularityAgent(toy, features=["group"]).fit(
-        toy_log.__class__(
-            toy_log.users[~in_group],
-            toy_log.actions[~in_group],
-            toy_log.rewards[~in_group],
-            toy_log.propensities[~in_group],
-            toy_log.env_id,
-            toy_log.env_kwargs,
-            toy_log.seed,
-            toy_log.user_schema,
-            toy_log.item_schema,
-            toy_log.item_table,
+        dataclasses.replace(
+            toy_log,
+            users=toy_log.users[others],
+            actions=toy_log.actions[others],
+            rewards=toy_log.rewards[others],
+            propensities=toy_log.propensities[others],
         )
     )
     np.testing.assert_array_equal(

@@ -206,18 +206,8 @@ def evaluate_saved_model(
 ) -> dict[str, float]:
     """Evaluate the model file of a finished two-tower run again, on ``n_users`` test users
     drawn with ``seed`` (default: the run's own test users)."""
-    run_dir = Path(run_dir)
-    config = json.loads((run_dir / "config.json").read_text())
-    spec = RunSpec.from_dict(config["spec"])
-    model_path = run_dir / MODEL_FILE
-    if not model_path.is_file():
-        raise FileNotFoundError(
-            f"{run_dir} has no model file ({MODEL_FILE}); is the run finished "
-            f"and a two-tower run (agent {spec.agent!r})?"
-        )
-    env = make_env(spec.env_id, spec.env_kwargs)
-    agent = TwoTowerAgent.load(run_dir, env)
-    test_seed = config["seeds"]["test"] if seed is None else seed
+    spec, test_seed, env, agent = _saved_model_run(Path(run_dir))
+    test_seed = test_seed if seed is None else seed
     return _metrics_for_json(agent, env, spec, n_users or spec.eval_users, test_seed)
 
 
@@ -230,13 +220,24 @@ def add_scoring_cost(run_dir: Path) -> None:
     saved = json.loads(path.read_text())
     if "score_ms_per_1000_users" in saved or not (run_dir / MODEL_FILE).is_file():
         return
-    config = json.loads((run_dir / "config.json").read_text())
-    spec = RunSpec.from_dict(config["spec"])
-    env = make_env(spec.env_id, spec.env_kwargs)
-    timed = _TimedScoring(TwoTowerAgent.load(run_dir, env))
-    timed.score_items(env.eval_users(spec.split, spec.eval_users, config["seeds"]["test"]))
+    spec, test_seed, env, agent = _saved_model_run(run_dir)
+    timed = _TimedScoring(agent)
+    timed.score_items(env.eval_users(spec.split, spec.eval_users, test_seed))
     saved["score_ms_per_1000_users"] = timed.ms_per_1000_users
     write_atomic(path, to_json(saved))
+
+
+def _saved_model_run(run_dir: Path) -> tuple[RunSpec, int, Any, TwoTowerAgent]:
+    """The spec, test-user seed, env and loaded agent of the two-tower run in ``run_dir``."""
+    config = json.loads((run_dir / "config.json").read_text())
+    spec = RunSpec.from_dict(config["spec"])
+    if not (run_dir / MODEL_FILE).is_file():
+        raise FileNotFoundError(
+            f"{run_dir} has no model file ({MODEL_FILE}); is the run finished "
+            f"and a two-tower run (agent {spec.agent!r})?"
+        )
+    env = make_env(spec.env_id, spec.env_kwargs)
+    return spec, config["seeds"]["test"], env, TwoTowerAgent.load(run_dir, env)
 
 
 def differences(spec: RunSpec, run_dir: Path) -> list[str]:
