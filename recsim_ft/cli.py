@@ -36,7 +36,7 @@ from recsim_ft.experiments import RunSpec
 from recsim_ft.losses import LOSSES
 from recsim_ft.models import PRESETS, params_report
 from recsim_ft.threads import default_threads, use_threads
-from recsim_ft.train import CHECKPOINT_NAME
+from recsim_ft.train import CHECKPOINT_NAME, SCHEDULES
 
 
 class UsageError(Exception):
@@ -163,6 +163,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             n_samples=args.n,
             steps=args.steps,
             lr=args.lr,
+            schedule=args.schedule,
             loss=args.loss,
             temperature=args.temperature,
             batch_size=args.batch_size,
@@ -213,7 +214,9 @@ def _settings_and_agents(
     args: argparse.Namespace, default_agents: Sequence[str], allowed_agents: Sequence[str]
 ) -> tuple[list, Sequence[str]]:
     """The table's settings (only ``--settings`` when given) and the agents, checked."""
-    settings = experiments.table_settings(args.table, hm_data=args.hm_data)
+    tables = args.table if isinstance(args.table, list) else [args.table]
+    _distinct("--table", tables)
+    settings = [s for t in tables for s in experiments.table_settings(t, hm_data=args.hm_data)]
     if args.hm_unknown_ids is not None:
         if args.hm_data is None:
             raise UsageError("--hm-unknown-ids applies to the Kaggle files: give --hm-data too")
@@ -229,7 +232,8 @@ def _settings_and_agents(
         unknown = [name for name in args.settings if name not in known]
         if unknown:
             raise UsageError(
-                f"unknown setting(s) {unknown} for table {args.table}; choose from {sorted(known)}"
+                f"unknown setting(s) {unknown} for table {' and '.join(map(str, tables))}; "
+                f"choose from {sorted(known)}"
             )
         settings = [known[name] for name in args.settings]
     agents = args.agents or default_agents
@@ -262,6 +266,37 @@ def parse_agent_params(values: Sequence[str] | None) -> dict[str, dict[str, Any]
     return params
 
 
+def parse_training_grid(values: Sequence[str] | None) -> dict[str, list[Any]]:
+    """``--grid`` as ``{field: [values]}``, from ``FIELD=V1,V2`` words (numbers as numbers).
+
+    >>> parse_training_grid(["lr=1e-3,3e-3", "schedule=constant,cosine"])
+    {'lr': [0.001, 0.003], 'schedule': ['constant', 'cosine']}
+    """
+    grid: dict[str, list[Any]] = {}
+    for word in values or ():
+        name, equals, listed = word.partition("=")
+        if not equals or not listed:
+            raise UsageError(f"--grid expects FIELD=V1,V2 (e.g. lr=1e-3,3e-3), got {word!r}")
+        if name not in experiments.TRAINING_FIELDS:
+            raise UsageError(
+                f"--grid: {name!r} is not a training field; choose from "
+                f"{experiments.TRAINING_FIELDS}"
+            )
+        if name in grid:
+            raise UsageError(f"--grid names {name!r} twice; list its values once, comma-separated")
+        grid[name] = [_number_or_word(v) for v in listed.split(",")]
+        _distinct(f"--grid {name}", grid[name])
+    return grid
+
+
+def _number_or_word(text: str) -> Any:
+    try:
+        number = float(text)
+    except ValueError:
+        return text
+    return int(number) if number.is_integer() and "." not in text and "e" not in text else number
+
+
 def _distinct(option: str, values: Sequence[Any]) -> None:
     """Refuse a list option that names a value twice: a sweep would count its runs twice."""
     repeated = sorted({str(v) for v in values if list(values).count(v) > 1})
@@ -275,6 +310,7 @@ def _run_options(args: argparse.Namespace) -> dict[str, Any]:
     """The ``RunSpec`` fields every sweep command takes from ``run_options``."""
     return dict(
         preset=args.preset,
+        schedule=args.schedule,
         loss=args.loss,
         temperature=args.temperature,
         batch_size=args.batch_size,
@@ -316,12 +352,18 @@ def cmd_tune(args: argparse.Namespace) -> int:
     settings, agents = _settings_and_agents(
         args, experiments.TUNE_AGENTS, experiments.EMBEDDERS + experiments.STRONG_BASELINES
     )
-    _distinct("--lrs", args.lrs)
+    training = parse_training_grid(args.grid)
+    if args.lrs is not None:
+        _distinct("--lrs", args.lrs)
+        if "lr" in training:
+            raise UsageError("give learning rates either as --lrs or as --grid lr=..., not both")
+    lrs = args.lrs if args.lrs is not None or training else DEFAULT_TUNE_LRS
     try:
         result = experiments.tune(
             settings,
             args.out,
-            lrs=args.lrs,
+            lrs=lrs,
+            training=training,
             agents=agents,
             seeds=args.seeds,
             first_seed=args.first_seed,
@@ -413,26 +455,37 @@ def build_parser() -> argparse.ArgumentParser:
 
     def run_options(p: argparse.ArgumentParser) -> None:
         p.add_argument(
-            "--preset", choices=tuple(PRESETS), default="paper", help="model size (default: paper)"
+            "--preset",
+            choices=tuple(PRESETS),
+            default="paper",
+            help="the model and its training (default: paper, the paper's model and protocol; "
+            "ranking: the paper's model trained for ranking, see recsim_ft.train.TRAINING_PRESETS; "
+            "quick: a small model)",
         )
         p.add_argument(
             "--loss",
             choices=LOSSES,
-            default="mse",
-            help="the two-tower models' training loss (default: mse, the paper's; see "
+            default=None,
+            help="the two-tower models' training loss (default: the preset's; paper: mse; see "
             "recsim_ft.losses)",
         )
         p.add_argument(
             "--temperature",
             type=float,
-            default=1.0,
-            help="temperature of the softmax loss (default: 1)",
+            default=None,
+            help="temperature of the softmax loss (default: the preset's, 1)",
         )
         p.add_argument(
             "--batch-size",
             type=_positive_int,
-            default=32,
-            help="training batch size (default: 32, the paper's)",
+            default=None,
+            help="training batch size (default: the preset's; paper: 32)",
+        )
+        p.add_argument(
+            "--schedule",
+            choices=SCHEDULES,
+            default=None,
+            help="learning-rate schedule (default: the preset's; paper: constant)",
         )
         p.add_argument(
             "--n",
@@ -444,7 +497,8 @@ def build_parser() -> argparse.ArgumentParser:
             "--steps",
             type=_positive_int,
             default=None,
-            help="training steps (default: one pass over the log, 5000 for 160000 events)",
+            help="training steps (default: the preset's; paper: one pass over the log, 5000 for "
+            "160000 events)",
         )
         p.add_argument(
             "--eval-every",
@@ -476,7 +530,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--lr",
         type=float,
         default=None,
-        help="learning rate (default: the paper's for the env, see recsim_ft.protocol)",
+        help="learning rate (default: the preset's; paper: the paper's for the env, see "
+        "recsim_ft.protocol)",
     )
     p.add_argument(
         "--ks",
@@ -500,8 +555,17 @@ def build_parser() -> argparse.ArgumentParser:
     threads_option(p)
     p.set_defaults(func=cmd_evaluate)
 
-    def sweep_options(p: argparse.ArgumentParser, agents: Sequence[str], seeds: int) -> None:
-        p.add_argument("--table", type=int, choices=(1, 2), required=True)
+    def sweep_options(
+        p: argparse.ArgumentParser, agents: Sequence[str], seeds: int, tables: str | None = None
+    ) -> None:
+        p.add_argument(
+            "--table",
+            type=int,
+            choices=(1, 2),
+            required=True,
+            nargs=tables,
+            help=None if tables is None else "the tables whose settings are searched together",
+        )
         p.add_argument(
             "--settings",
             "--envs",
@@ -565,13 +629,24 @@ def build_parser() -> argparse.ArgumentParser:
         "(gbdt, linear, segment_popularity: a grid each), on validation users (never the test "
         "users)",
     )
-    sweep_options(p, experiments.TUNE_AGENTS, seeds=2)
+    sweep_options(p, experiments.TUNE_AGENTS, seeds=2, tables="+")
     p.add_argument(
         "--lrs",
         nargs="+",
         type=float,
-        default=[1e-5, 3e-5, 1e-4, 3e-4, 1e-3],
-        help="learning rates to try (default: 1e-5 3e-5 1e-4 3e-4 1e-3)",
+        default=None,
+        help="learning rates to try (default without --grid: "
+        + " ".join(f"{lr:g}" for lr in DEFAULT_TUNE_LRS)
+        + ")",
+    )
+    p.add_argument(
+        "--grid",
+        nargs="+",
+        metavar="FIELD=V1,V2",
+        help="search the two-tower training instead: every combination of these values of "
+        f"{', '.join(experiments.TRAINING_FIELDS)} over --preset (e.g. --preset ranking --grid "
+        "lr=1e-3,3e-3 schedule=constant,cosine); the report also chooses one training for every "
+        "setting and embedder",
     )
     p.add_argument(
         "--first-seed",
@@ -584,6 +659,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_tune)
     return parser
+
+
+#: The learning rates ``tune`` tries without ``--lrs`` or ``--grid``: the paper's search.
+DEFAULT_TUNE_LRS = [1e-5, 3e-5, 1e-4, 3e-4, 1e-3]
 
 
 def _checkpoint_progress(run_dir: Path) -> tuple[int, int] | None:

@@ -66,12 +66,30 @@ Progress = bool | None | Callable[[int, int], None]
 #: File name of the checkpoint (the resume state) inside ``out_dir``.
 CHECKPOINT_NAME = "checkpoint.pt"
 _CHECKPOINT_VERSION = 3  # 3: the log's fingerprint is InteractionLog.content_digest()
+#: Learning-rate schedules: ``constant`` (the paper's), or ``cosine``: a linear warm-up over the
+#: first 5% of the steps, then a cosine decay towards 0 over the rest (see :func:`scheduled_lr`).
+SCHEDULES = ("constant", "cosine")
+#: The training side of the presets whose training is not the paper's (the model side is
+#: ``recsim_ft.models.presets.PRESETS``; a preset not listed here trains with ``TrainConfig``'s
+#: defaults, the paper's protocol). ``ranking``: the softmax over the catalogue (in-batch with
+#: the logQ correction beyond ``recsim_ft.losses.CATALOGUE_SOFTMAX_MAX`` items), chosen by
+#: ``recsim-ft tune`` on validation users; docs/results/ranking_preset.md has the evidence.
+TRAINING_PRESETS: dict[str, dict[str, Any]] = {
+    "ranking": {
+        "loss": "softmax",
+        "lr": 1e-3,
+        "batch_size": 128,
+        "steps": 2000,
+        "schedule": "cosine",
+    },
+}
 #: Settings that must match for a checkpoint to be resumed (the rest only changes speed or logging).
 _RESUME_KEYS = (
     "loss",
     "temperature",
     "negatives",
     "lr",
+    "schedule",
     "batch_size",
     "steps",
     "seed",
@@ -101,10 +119,12 @@ class TrainConfig:
     one unless ``RECSIM_FT_THREADS`` says otherwise; see that module for why).
     ``loss``: ``"mse"`` (the paper's), ``"bce"`` or ``"softmax"`` with its ``temperature`` and
     ``negatives`` (``"auto"``, ``"catalogue"`` or ``"batch"``: in-batch with the logQ
-    correction); ``recsim_ft.losses`` has their equations.
+    correction); ``recsim_ft.losses`` has their equations. ``schedule``: see ``SCHEDULES``.
+    ``TrainConfig.from_preset("ranking")`` is the training of a preset (``TRAINING_PRESETS``).
     """
 
     lr: float | None = None
+    schedule: str = "constant"
     loss: str = "mse"
     temperature: float = 1.0
     negatives: str = "auto"
@@ -122,6 +142,16 @@ class TrainConfig:
     cuda_graph: bool = True
     threads: int | None = None
 
+    @classmethod
+    def from_preset(cls, preset: str, **overrides: Any) -> TrainConfig:
+        """The training of ``preset`` (``TRAINING_PRESETS``; the paper's protocol for a preset
+        not listed there), with any field overridden.
+
+        >>> TrainConfig.from_preset("ranking", steps=10).loss, TrainConfig.from_preset("paper").loss
+        ('softmax', 'mse')
+        """
+        return cls(**{**TRAINING_PRESETS.get(preset, {}), **overrides})
+
     def resolve(self, n_samples: int, protocol: Protocol = DEFAULT_PROTOCOL) -> TrainConfig:
         """A copy with every ``None`` default taken from ``protocol`` (and ``steps`` from the
         log's ``n_samples``), after checking every value."""
@@ -132,6 +162,7 @@ class TrainConfig:
             raise ValueError(f"the log has {n_samples} rows, fewer than batch_size={batch_size}")
         check_choice("loss", self.loss, LOSSES)
         check_choice("negatives", self.negatives, NEGATIVES)
+        check_choice("schedule", self.schedule, SCHEDULES)
         return replace(
             self,
             lr=check_float("lr", protocol.lr if self.lr is None else self.lr, low=0, low_open=True),
@@ -163,11 +194,29 @@ class TrainResult:
     checkpoint: Path | None = field(default=None)
 
 
-def make_optimizer(model: nn.Module, lr: float, capturable: bool = False) -> torch.optim.Optimizer:
+def make_optimizer(
+    model: nn.Module, lr: float | torch.Tensor, capturable: bool = False
+) -> torch.optim.Optimizer:
     """The trainer's Adam: torch's fused implementation (one kernel for all parameters instead of
     a loop over them, so small models spend less time in the optimizer; same update rule).
-    ``capturable``: its step count lives on the device, so a CUDA graph can capture the step."""
+    ``capturable``: its step count lives on the device, so a CUDA graph can capture the step.
+    A tensor ``lr`` can be changed in place between steps (a schedule), also under a CUDA graph."""
     return torch.optim.Adam(model.parameters(), lr=lr, fused=True, capturable=capturable)
+
+
+def scheduled_lr(schedule: str, lr: float, step: int, steps: int) -> float:
+    """The learning rate of step ``step`` (1, ..., ``steps``): a pure function of the step, so a
+    resumed run needs no scheduler state.
+
+    >>> [round(scheduled_lr("cosine", 1.0, s, 40), 3) for s in (1, 2, 3, 40)]
+    [0.5, 1.0, 1.0, 0.002]
+    """
+    if schedule == "constant":
+        return lr
+    warmup = max(1, steps // 20)
+    if step <= warmup:
+        return lr * step / warmup
+    return lr * 0.5 * (1 + math.cos(math.pi * (step - warmup - 1) / (steps - warmup)))
 
 
 class TrainStep:
@@ -324,6 +373,7 @@ def _load_checkpoint(path: Path, config: TrainConfig, log_digest: str) -> dict[s
     saved.setdefault("loss", "mse")  # and before the losses
     saved.setdefault("temperature", 1.0)
     saved.setdefault("negatives", "auto")
+    saved.setdefault("schedule", "constant")  # and before the schedules
     changed = [k for k in _RESUME_KEYS if _plain(saved[k]) != _plain(wanted[k])]
     if state["log_digest"] != log_digest:
         changed.append("the training log")
@@ -423,7 +473,10 @@ def train(
     for tower, rows in ((model.user_tower, users), (model.item_tower, item_table)):
         tower.tokenizer.check_finite(rows)  # once here, never inside a step
     cuda_graph = device.type == "cuda" and config.cuda_graph
-    optimizer = make_optimizer(model, config.lr, capturable=cuda_graph)
+    scheduled = config.schedule != "constant"
+    # a scheduled lr is a tensor set in place before each step (a CUDA graph reads it there)
+    lr = torch.tensor(config.lr, device=device) if scheduled else config.lr
+    optimizer = make_optimizer(model, lr, capturable=cuda_graph)
     batch_size, steps_per_pass = config.batch_size, n_rows // config.batch_size
     training_rows = None if positive_rows is None else torch.as_tensor(positive_rows, device=device)
 
@@ -533,6 +586,10 @@ def train(
                 epoch, position = divmod(step - 1, steps_per_pass)
                 if position == 0 and step > 1:
                     order = pass_order(epoch)
+                if scheduled:
+                    optimizer.param_groups[0]["lr"].fill_(
+                        scheduled_lr(config.schedule, config.lr, step, config.steps)
+                    )
                 loss = step_once(order[position * batch_size : (position + 1) * batch_size])
                 loss_sum, loss_count = loss_sum + loss, loss_count + 1
 

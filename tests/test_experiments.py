@@ -178,7 +178,7 @@ def test_sweep_writes_the_table_and_reports_the_failure(toy_sweep):
     paired = pd.read_csv(out / "table1_paired.csv")
     assert (paired["n_pairs"] == 2).all()
 
-    run_dir = out / "runs" / "toy" / "mamba" / "seed1"
+    run_dir = out / "runs" / "toy" / "mamba-quick-s10" / "seed1"
     for name in (
         "config.json",
         "metrics.json",
@@ -228,7 +228,7 @@ def test_a_model_run_made_before_the_cost_columns_gets_its_scoring_cost(toy_swee
     first_out, _, options = toy_sweep
     out = tmp_path / "results"
     shutil.copytree(first_out, out)
-    path = out / "runs" / "toy" / "mamba" / "seed0" / "metrics.json"
+    path = out / "runs" / "toy" / "mamba-quick-s10" / "seed0" / "metrics.json"
     saved = json.loads(path.read_text())
     del saved["score_ms_per_1000_users"]
     path.write_text(json.dumps(saved))
@@ -249,7 +249,7 @@ def test_sweep_figures(toy_sweep):
 
 def test_rerunning_a_sweep_reuses_finished_runs(toy_sweep):
     out, first, options = toy_sweep
-    done = out / "runs" / "toy" / "mamba" / "seed0" / "DONE"
+    done = out / "runs" / "toy" / "mamba-quick-s10" / "seed0" / "DONE"
     stamp = done.stat().st_mtime_ns
     again = experiments.reproduce(
         1, out, seeds=2, settings=_toy_settings()[:1], progress=False, **options
@@ -340,7 +340,8 @@ def test_same_seed_same_metrics_and_interrupted_run_is_redone(toy_sweep, tmp_pat
     out, first, options = toy_sweep
     spec = RunSpec(TOY, "mamba", 1, {"n_items": 12, "n_groups": 3}, "toy", **options)
     metrics = experiments.run(spec, tmp_path / "again")
-    assert metrics == json.loads((out / "runs/toy/mamba/seed1/metrics.json").read_text())["metrics"]
+    saved = out / "runs/toy/mamba-quick-s10/seed1/metrics.json"
+    assert metrics == json.loads(saved.read_text())["metrics"]
     # a run directory without DONE (killed mid-run) is run again by the next sweep
     partial = tmp_path / "sweep" / "runs" / "toy" / "oracle" / "seed0"
     partial.mkdir(parents=True)
@@ -389,7 +390,8 @@ def test_sweep_progress_counts_the_training_steps_of_worker_processes(tmp_path, 
     assert [o.status for o in outcomes] == ["done"] * 3
     err = capsys.readouterr().err
     assert "runs 3/3 done, training steps: 100%" in err and "| 60/60 [" in err
-    assert "toy/mlp/seed0:" in err and "toy/transformer/seed0:" in err  # the workers reported
+    # the workers reported
+    assert "toy/mlp-quick-s30/seed0:" in err and "toy/transformer-quick-s30/seed0:" in err
 
 
 def test_sweep_progress_total_follows_the_runs(capsys):
@@ -441,7 +443,7 @@ def test_ray_executor(tmp_path, capsys):
         ray.shutdown()
     err = capsys.readouterr().err
     assert "runs 4/4 done, training steps: 100%" in err and "| 40/40 [" in err
-    assert "toy/mlp/seed0:" in err  # the Ray task reported its steps through the Ray queue
+    assert "toy/mlp-quick/seed0:" in err  # the Ray task reported its steps through the Ray queue
     local = experiments.sweep(specs, tmp_path / "local", progress=False)
     assert [o.status for o in outcomes] == ["done"] * 4
     for o, expected in zip(outcomes, local, strict=True):
@@ -476,7 +478,7 @@ def test_tune_chooses_the_best_lr_on_validation_users_only(tmp_path):
             config["spec"]["split"] == "validation"
             and config["train"]["eval_split"] == "validation"
         )
-        assert o.run_dir.parent.name == f"mlp-lr{o.spec.lr:g}"
+        assert o.run_dir.parent.name == f"mlp-quick-lr{o.spec.lr:g}-s20"
         env = make_env(TOY, {"n_items": 12, "n_groups": 3})
         from recsim_ft.agents import TwoTowerAgent
         from recsim_ft.evaluate import evaluate

@@ -145,11 +145,14 @@ def test_same_seed_same_weights_and_metrics(env, log):
     )
 
 
-def test_resume_after_interrupt_is_bit_identical(env, tmp_path, monkeypatch):
+@pytest.mark.parametrize(
+    "schedule", ["constant", "cosine"], ids=["constant-lr", "scheduled-lr-from-the-step"]
+)
+def test_resume_after_interrupt_is_bit_identical(env, tmp_path, monkeypatch, schedule):
     log = collect(
         env, n=640, seed=0
     )  # 20 steps per pass: the run reshuffles at step 20, resumes at 30
-    config = TrainConfig(steps=40, eval_every=15, checkpoint_every=10)
+    config = TrainConfig(steps=40, eval_every=15, checkpoint_every=10, schedule=schedule)
     reference = TwoTowerAgent(env, "mamba", "quick", config).fit(log)
 
     interrupted = TwoTowerAgent(env, "mamba", "quick", config)

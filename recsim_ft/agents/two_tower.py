@@ -28,8 +28,9 @@ class TwoTowerAgent(Agent):
     Args:
         env: the environment whose items are ranked (its test users evaluate the training).
         embedder: ``"mamba"``, ``"transformer"`` or ``"mlp"``.
-        preset: ``"paper"`` or ``"quick"`` (or a ``ModelConfig``).
-        train_config: a ``TrainConfig``; ``None`` is the paper's protocol for ``env``.
+        preset: ``"paper"``, ``"ranking"``, ``"quick"`` ... (or a ``ModelConfig``).
+        train_config: a ``TrainConfig``; ``None`` is the preset's training
+            (``TrainConfig.from_preset``: the paper's protocol for ``env`` unless ``ranking``).
         **model_overrides: any ``ModelConfig`` field (``d_token=192``, ...).
 
     Attributes (after ``fit`` or ``load``): ``model_``; after ``fit`` also ``result_`` (the
@@ -65,7 +66,9 @@ class TwoTowerAgent(Agent):
         (see ``recsim_ft.train.Progress``).
         """
         log.check_env(self.env, allow_env_mismatch)
-        config = self.train_config or TrainConfig()
+        config = self.train_config or TrainConfig.from_preset(
+            self.preset if isinstance(self.preset, str) else "paper"
+        )
         overrides = {"seed": config.seed, **self.model_overrides}
         model = TwoTower.from_schemas(
             log.user_schema, log.item_schema, self.embedder, self.preset, **overrides

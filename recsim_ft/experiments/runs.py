@@ -144,6 +144,7 @@ def run(
         # the train seed also seeds the initial weights
         train_config = TrainConfig(
             lr=protocol.lr if spec.lr is None else spec.lr,
+            schedule=spec.schedule,
             loss=spec.loss,
             temperature=spec.temperature,
             batch_size=spec.batch_size,

@@ -21,7 +21,7 @@ from recsim_ft.checks import check_choice, check_float, check_int
 from recsim_ft.losses import LOSSES
 from recsim_ft.models.presets import EMBEDDERS, PRESETS, make_config
 from recsim_ft.protocol import DEFAULT_PROTOCOL, PROTOCOLS, SPLITS
-from recsim_ft.train import TrainConfig
+from recsim_ft.train import SCHEDULES, TrainConfig
 
 BASELINES = ("oracle", "popularity", "random")
 #: The strong baselines (``recsim_ft.agents.tabular``): what a default tabular model gets from
@@ -100,10 +100,12 @@ def table_settings(table: int, hm_data: str | os.PathLike | None = None) -> list
 @dataclass(frozen=True)
 class RunSpec:
     """Everything that determines one run (saved as ``config.json``; a finished run is reused
-    only when its saved spec equals the requested one). ``None`` means the env's protocol
-    (``recsim_ft.protocol``) for ``n_samples`` and ``lr``, the trainer's default for the rest.
-    ``loss`` and ``temperature`` are the two-tower models' (``recsim_ft.losses``; the baselines
-    ignore them); ``model`` holds two-tower model options over the preset, ``params`` the
+    only when its saved spec equals the requested one). The training fields (``lr``, ``schedule``,
+    ``loss``, ``temperature``, ``batch_size``, ``steps``) left ``None`` take the preset's
+    (``TrainConfig.from_preset``), where ``lr=None`` and ``steps=None`` remain the env's protocol
+    (``recsim_ft.protocol``) and one pass over the log, as ``n_samples=None`` is the protocol's.
+    The baselines ignore the training fields; ``model`` holds two-tower model options over the
+    preset, ``params`` the
     hyperparameters of a strong baseline (those of ``BASELINE_GRIDS``; unset ones take the
     agent's defaults)."""
 
@@ -116,9 +118,10 @@ class RunSpec:
     n_samples: int | None = None
     steps: int | None = None
     lr: float | None = None
-    loss: str = "mse"
-    temperature: float = 1.0
-    batch_size: int = 32
+    schedule: str | None = None
+    loss: str | None = None
+    temperature: float | None = None
+    batch_size: int | None = None
     eval_every: int | None = None
     eval_users: int = 100
     ks: tuple[int, ...] = (1, 5, 10)
@@ -139,7 +142,12 @@ class RunSpec:
             ) from None
         check_choice("split", self.split, SPLITS)
         check_choice("preset", self.preset, tuple(PRESETS))
+        training = TrainConfig.from_preset(self.preset)
+        for name in TRAINING_FIELDS:
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, getattr(training, name))
         check_float("lr", self.lr, low=0, low_open=True, allow_none=True)
+        check_choice("schedule", self.schedule, SCHEDULES)
         check_choice("loss", self.loss, LOSSES)
         check_int("batch_size", self.batch_size, low=1)
         check_float("temperature", self.temperature, low=0, low_open=True)
@@ -185,13 +193,34 @@ class RunSpec:
         return n_samples // self.batch_size
 
     def relative_dir(self) -> Path:
-        agent = self.agent if self.lr is None else f"{self.agent}-lr{self.lr:g}"
-        if self.batch_size != TrainConfig.batch_size:  # the paper's keeps earlier names
-            agent += f"-b{self.batch_size}"
-        if self.loss != "mse":  # the paper's loss keeps the directory names of earlier sweeps
-            agent += f"-{self.loss}" + (f"-t{self.temperature:g}" if self.temperature != 1 else "")
+        """``setting/agent[-preset][-what differs from the preset's training]/seedN``: the
+        paper's preset and training keep the directory names of earlier sweeps."""
+        agent = self.agent
+        if self.agent in EMBEDDERS:
+            training = TrainConfig.from_preset(self.preset)
+            if self.preset != "paper":
+                agent += f"-{self.preset}"
+            for name, tag in _DIR_TAGS.items():
+                value = getattr(self, name)
+                if value != getattr(training, name):
+                    agent += f"-{tag}{value:g}" if tag else f"-{value}"
         agent += "".join(f"-{key}{value:g}" for key, value in sorted(self.params.items()))
         return Path(self.setting or self.env_id) / agent / f"seed{self.seed}"
+
+
+#: The two-tower training fields of a ``RunSpec`` (``TrainConfig.from_preset`` gives their
+#: defaults), which ``tune(training=...)`` searches.
+TRAINING_FIELDS = ("lr", "schedule", "loss", "temperature", "batch_size", "steps")
+#: How a training field that differs from its preset's shows in a run directory's name (empty:
+#: the value itself).
+_DIR_TAGS = {
+    "lr": "lr",
+    "batch_size": "b",
+    "loss": "",
+    "temperature": "t",
+    "schedule": "",
+    "steps": "s",
+}
 
 
 def derived_seeds(seed: int) -> tuple[int, int, int]:

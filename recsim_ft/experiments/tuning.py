@@ -21,6 +21,7 @@ from recsim_ft.experiments.specs import (
     AGENT_LABELS,
     BASELINE_GRIDS,
     STRONG_BASELINES,
+    TRAINING_FIELDS,
     TUNE_AGENTS,
     Setting,
     table_specs,
@@ -35,8 +36,10 @@ from recsim_ft.protocol import DEFAULT_PROTOCOL, PROTOCOLS
 class TuneReport:
     """A search: ``table`` has one row per (setting, agent, candidate: an lr or the
     hyperparameters of a strong baseline) with the mean and CI of ``metric`` on the validation
-    users; ``best`` maps (setting, embedder) to the chosen lr, ``best_params`` (setting, strong
-    baseline) to the chosen hyperparameters."""
+    users; ``best`` maps (setting, embedder) to the chosen lr, ``best_training`` to the chosen
+    values of the training grid, ``best_params`` (setting, strong baseline) to the chosen
+    hyperparameters; ``shared`` is the one training chosen for every setting and embedder (None
+    without embedders)."""
 
     outcomes: list[RunOutcome]
     metric: str
@@ -45,6 +48,8 @@ class TuneReport:
     markdown: str
     files: list[Path]
     best_params: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    best_training: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    shared: dict[str, Any] | None = None
 
     @property
     def failed(self) -> list[RunOutcome]:
@@ -64,6 +69,7 @@ def tune(
     address: str | None = None,
     progress: bool = True,
     grids: dict[str, dict[str, Sequence[Any]]] | None = None,
+    training: dict[str, Sequence[Any]] | None = None,
     **options: Any,
 ) -> TuneReport:
     """Choose the learning rate of each (setting, embedder) on **validation** users, as the paper
@@ -78,6 +84,14 @@ def tune(
     combination of the grid, whose first values are the agent's defaults). Writes ``tune.md``,
     ``tune.csv`` and ``tune.json`` into ``out``; re-running continues the search like
     ``reproduce``.
+
+    ``training`` searches the two-tower models' training instead of their lr alone: a grid over
+    ``TRAINING_FIELDS`` (``{"lr": [1e-3, 3e-3], "schedule": ["constant", "cosine"]}``; ``lrs``
+    then must be empty), every combination over ``options`` (e.g. ``preset="ranking"``). Besides
+    the best candidate of each (setting, embedder), the report then chooses the one candidate
+    for every setting and embedder (``TuneReport.shared``): the best mean over (setting,
+    embedder) of its ``metric`` as a share of that pair's best candidate's, so that no setting
+    weighs more for having a larger metric.
     """
     tunable = EMBEDDERS + STRONG_BASELINES
     bad = [a for a in agents if a not in tunable]
@@ -86,8 +100,22 @@ def tune(
             f"only two-tower agents (a learning rate) and strong baselines (hyperparameters) "
             f"are tuned; got {bad}, choose from {tunable}"
         )
-    if not lrs and any(a in EMBEDDERS for a in agents):
-        raise ValueError("give at least one learning rate")
+    training = dict(training or {})
+    unknown = sorted(set(training) - set(TRAINING_FIELDS))
+    if unknown:
+        raise ValueError(f"training has no field {unknown}; choose from {TRAINING_FIELDS}")
+    for name, values in training.items():
+        if not len(values):
+            raise ValueError(f"training[{name!r}] lists no value")
+        repeated = sorted({str(v) for v in values if list(values).count(v) > 1})
+        if repeated:
+            raise ValueError(f"training[{name!r}] names {repeated} more than once")
+    if lrs and training:
+        raise ValueError("give learning rates either as lrs or in training['lr'], not both")
+    if lrs:
+        training = {"lr": [float(lr) for lr in lrs]}
+    if not training and any(a in EMBEDDERS for a in agents):
+        raise ValueError("give at least one learning rate (or a training grid)")
     for setting in settings:  # before any training: a typo must not cost the whole search
         protocol = PROTOCOLS.get(setting.env_id.split(":")[-1], DEFAULT_PROTOCOL)
         measured = [f"{name}@{k}" for name, k in parse_metrics(protocol.metrics, setting.ks)]
@@ -96,13 +124,18 @@ def tune(
                 f"metric {metric!r} was not measured in {setting.label}; choose from {measured}"
             )
     seed_range = range(first_seed, first_seed + seeds)
-    specs = [
-        replace(spec, lr=float(lr), split="validation")
-        for lr in lrs
-        for spec in table_specs(
-            settings, seed_range, [a for a in agents if a in EMBEDDERS], **options
-        )
-    ]
+    specs = []
+    for values in itertools.product(*training.values()):
+        candidate = dict(zip(training, values, strict=True))
+        specs += [
+            replace(spec, split="validation")
+            for spec in table_specs(
+                settings,
+                seed_range,
+                [a for a in agents if a in EMBEDDERS],
+                **{**options, **candidate},
+            )
+        ]
     for agent in (a for a in agents if a in STRONG_BASELINES):
         grid = (grids or {}).get(agent, BASELINE_GRIDS[agent])
         for values in itertools.product(*grid.values()):
@@ -113,7 +146,7 @@ def tune(
             ]
     outcomes = sweep(specs, out, jobs=jobs, executor=executor, address=address, progress=progress)
     rows = []
-    for (setting, agent, lr, params), group in _group_runs(outcomes, metric):
+    for (setting, agent, lr, params), group in _group_runs(outcomes, metric, tuple(training)):
         mean, low, high = mean_ci(group, 0.95)
         rows.append(
             {
@@ -142,14 +175,22 @@ def tune(
         ranked = group.sort_values(["mean", "lr"], ascending=[False, True], kind="stable")
         chosen_rows.append(ranked.index[0])
     table["chosen"] = table.index.isin(chosen_rows)
-    best, best_params = {}, {}
+    best, best_params, best_training = {}, {}, {}
     for r in table[table["chosen"]].itertuples():
         if r.agent in STRONG_BASELINES:
             best_params[(r.setting, r.agent)] = _params_of(r.params)
         else:
             best[(r.setting, r.agent)] = float(r.lr)
+            best_training[(r.setting, r.agent)] = _params_of(r.params)
+    shared, shares = _shared_candidate(table)
     labels = {s.name: s.label for s in settings}
-    search = "Hyperparameter" if best_params else "Learning-rate"
+    search = (
+        "Hyperparameter"
+        if best_params
+        else "Learning-rate"
+        if set(training) == {"lr"}
+        else "Training"
+    )
     lines = [
         f"{search} search: mean {metric} on {options.get('eval_users', 100)} validation users "
         f"(never the test users), 95% CI half-width over seeds (below {MIN_SEEDS_FOR_CI} seeds: "
@@ -163,12 +204,28 @@ def tune(
     for r in table.itertuples():
         cell = spread_cell(r.mean, r.ci_low, r.ci_high, r.min, r.max, r.n)
         setting, agent = labels.get(r.setting, r.setting), AGENT_LABELS.get(r.agent, r.agent)
-        candidate = r.params if r.agent in STRONG_BASELINES else f"{r.lr:g}"
+        lr_only = r.agent in EMBEDDERS and set(training) == {"lr"}
+        candidate = f"{r.lr:g}" if lr_only else r.params
         lines.append(
             f"| {setting} | {agent} | {candidate} | {r.n} | {cell} | {'yes' if r.chosen else ''} |"
         )
     if len(table) and table["n"].min() < MIN_SEEDS_FOR_CI:
         lines += ["", RANGE_NOTE]
+    if shares is not None and len(shares) > 1:
+        lines += [
+            "",
+            f"One training for every setting and embedder: each candidate's mean {metric} as a "
+            "share of the best candidate's in the same (setting, embedder), over the "
+            f"{int(shares['groups'].max())} (setting, embedder) pairs.",
+            "",
+            "| training | mean share | worst share | chosen |",
+            "| --- | --- | --- | --- |",
+        ]
+        lines += [
+            f"| {r.Index} | {r.mean:.3f} | {r.worst:.3f} | "
+            f"{'yes' if r.Index == params_text(shared) else ''} |"
+            for r in shares.itertuples()
+        ]
     for setting in dict.fromkeys(s for s, _ in best_params):
         chosen = " ".join(
             f"{agent}.{word}"
@@ -198,10 +255,17 @@ def tune(
                     {"setting": s, "agent": a, "params": params}
                     for (s, a), params in best_params.items()
                 ],
+                "best_training": [
+                    {"setting": s, "agent": a, "training": fields}
+                    for (s, a), fields in best_training.items()
+                ],
+                "shared_training": shared,
             }
         ),
     )
-    return TuneReport(outcomes, metric, table, best, markdown, files, best_params)
+    return TuneReport(
+        outcomes, metric, table, best, markdown, files, best_params, best_training, shared
+    )
 
 
 def tuned_params(path: str | os.PathLike) -> dict[str, dict[str, dict[str, Any]]]:
@@ -227,10 +291,13 @@ def tuned_params(path: str | os.PathLike) -> dict[str, dict[str, dict[str, Any]]
 def params_text(params: dict[str, Any]) -> str:
     """Hyperparameters as ``key=value`` words, as tables show them and ``--params`` takes them.
 
-    >>> params_text({"ridge": 10.0, "prior": 1})
-    'prior=1 ridge=10'
+    >>> params_text({"ridge": 10.0, "prior": 1, "schedule": "cosine"})
+    'prior=1 ridge=10 schedule=cosine'
     """
-    return " ".join(f"{key}={value:g}" for key, value in sorted(params.items()))
+    return " ".join(
+        f"{key}={value}" if isinstance(value, str) else f"{key}={value:g}"
+        for key, value in sorted(params.items())
+    )
 
 
 def _params_of(text: str) -> dict[str, Any]:
@@ -238,22 +305,50 @@ def _params_of(text: str) -> dict[str, Any]:
     params: dict[str, Any] = {}
     for word in text.split():
         key, value = word.split("=")
-        number = float(value)
+        try:
+            number = float(value)
+        except ValueError:  # a word: a schedule, a loss
+            params[key] = value
+            continue
         params[key] = int(number) if number.is_integer() and "." not in value else number
     return params
 
 
 def _group_runs(
-    outcomes: Iterable[RunOutcome], metric: str
+    outcomes: Iterable[RunOutcome], metric: str, training: Sequence[str] = ()
 ) -> Iterator[tuple[tuple[str, str, float | None, str], list[float]]]:
-    """``metric`` of the finished runs grouped by (setting, agent, lr, hyperparameters as
-    ``params_text``), in sweep order."""
+    """``metric`` of the finished runs grouped by (setting, agent, lr, candidate as
+    ``params_text``: a baseline's hyperparameters, a model's values of the ``training`` fields),
+    in sweep order."""
     groups: dict[tuple[str, str, float | None, str], list[float]] = {}
     for o in outcomes:
         if o.status == "failed":
             continue
         if metric not in o.metrics:
             raise ValueError(f"metric {metric!r} was not measured; choose from {sorted(o.metrics)}")
-        key = (o.spec.setting, o.spec.agent, o.spec.lr, params_text(o.spec.params))
+        spec = o.spec
+        candidate = (
+            {name: getattr(spec, name) for name in training}
+            if spec.agent in EMBEDDERS
+            else spec.params
+        )
+        key = (spec.setting, spec.agent, spec.lr, params_text(candidate))
         groups.setdefault(key, []).append(o.metrics[metric])
     return iter(groups.items())
+
+
+def _shared_candidate(table: pd.DataFrame) -> tuple[dict[str, Any] | None, pd.DataFrame | None]:
+    """The two-tower training candidate with the best mean, over (setting, embedder), of its
+    mean metric as a share of that pair's best candidate's, among candidates run in every pair;
+    and the shares of every candidate (``mean``, ``worst``, ``groups``), best first."""
+    models = table[table["agent"].isin(EMBEDDERS)]
+    if models.empty:
+        return None, None
+    best = models.groupby(["setting", "agent"])["mean"].transform("max")
+    share = (models["mean"] / best).where(best > 0, 1.0)
+    shares = share.groupby(models["params"], sort=False).agg(
+        mean="mean", worst="min", groups="count"
+    )
+    everywhere = shares[shares["groups"] == shares["groups"].max()]
+    ranked = everywhere.sort_values("mean", ascending=False, kind="stable")
+    return _params_of(ranked.index[0]), ranked

@@ -1,5 +1,6 @@
-"""Model configuration: one dataclass, and the named presets ``paper``, ``paper_relu_head`` and
-``quick``."""
+"""Model configuration: one dataclass, and the named presets ``paper``, ``paper_relu_head``,
+``quick`` and ``ranking`` (the paper's model, trained as ``recsim_ft.train.TRAINING_PRESETS``
+says)."""
 
 from __future__ import annotations
 
@@ -108,6 +109,8 @@ class ModelConfig:
 
 PRESETS: dict[str, ModelConfig] = {
     "paper": ModelConfig(),
+    # the paper's model; only its training differs (recsim_ft.train.TRAINING_PRESETS)
+    "ranking": ModelConfig(),
     # the paper's ReLU between the head's layers, as every version before 0.2 had it
     "paper_relu_head": ModelConfig(head_activation="relu"),
     "quick": ModelConfig(
