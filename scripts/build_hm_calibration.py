@@ -4,12 +4,20 @@ stand-in, from the full-data statistics in ``../shared/data/hm_stats/``.
 The asset holds figures and the names of the top articles only (no rows of the Kaggle data):
 table sizes, customer attribute shares (missing values included), the age shape (a two-Gaussian
 mixture fitted here to the age-bucket shares and the mean age), the purchase counts of the 1,000
-most purchased articles with the ids and ``prod_name`` of the top 200, a power-law tail fitted
-to the remaining purchases, and the product-group shares of the catalogue.
+most purchased articles with the ids and ``prod_name`` of the top 200 (and their product group,
+product type, index group and colour group), a power-law tail fitted to the remaining
+purchases, and the product-group shares of the catalogue.
+
+The article attributes' joint structure comes from ``../shared/data/hm_sample/`` (1,000 real
+articles with all 25 columns of articles.csv), as counts only: how many of them have each product
+type within a product group, each department (with its section, index, index group and garment
+group) within a product type, each colour group (with its perceived colour value and master) and
+each graphical appearance, and the share without a ``detail_desc``. No row of it is shipped.
 
 Usage (from the repo root)::
 
     python scripts/build_hm_calibration.py [--src ../shared/data/hm_stats]
+        [--articles ../shared/data/hm_sample/articles_sample.parquet]
         [--out recsim_ft/assets/hm_calibration.json] [--overwrite]
 """
 
@@ -27,6 +35,41 @@ from scipy import optimize, stats
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_SRC = REPO_ROOT / ".." / "shared" / "data" / "hm_stats"
 DEFAULT_OUT = REPO_ROOT / "recsim_ft" / "assets" / "hm_calibration.json"
+DEFAULT_ARTICLES = REPO_ROOT / ".." / "shared" / "data" / "hm_sample" / "articles_sample.parquet"
+#: the articles.csv columns counted together, per kind of attribute (see ``article_attributes``)
+ATTRIBUTE_GROUPS = {
+    "product_types": ("product_group_name", "product_type_no", "product_type_name"),
+    "departments": (
+        "product_group_name",
+        "product_type_no",
+        "department_no",
+        "department_name",
+        "index_code",
+        "index_name",
+        "index_group_no",
+        "index_group_name",
+        "section_no",
+        "section_name",
+        "garment_group_no",
+        "garment_group_name",
+    ),
+    "colours": (
+        "colour_group_code",
+        "colour_group_name",
+        "perceived_colour_value_id",
+        "perceived_colour_value_name",
+        "perceived_colour_master_id",
+        "perceived_colour_master_name",
+    ),
+    "graphical_appearances": ("graphical_appearance_no", "graphical_appearance_name"),
+}
+#: the attributes of the top 200 articles in top_article_transactions.csv
+TOP_ATTRIBUTES = (
+    "product_group_name",
+    "product_type_name",
+    "index_group_name",
+    "colour_group_name",
+)
 
 # Figures stated in hm_stats/README.md but in no CSV there.
 N_BUYING_CUSTOMERS = 1_362_281
@@ -108,7 +151,29 @@ def fit_tail_exponent(count_at_rank_1000: int, tail_purchases: int, n_tail: int)
     return float(optimize.brentq(gap, 0.01, 5.0))
 
 
-def build(src: Path) -> dict:
+def article_attributes(articles: Path) -> dict:
+    """Counts of the attribute combinations of ``ATTRIBUTE_GROUPS`` among the sample's articles
+    (``{"columns": [..., "articles"], "counts": [[value, ..., count], ...]}``, most common
+    first), and the share of articles without ``detail_desc``."""
+    sample = pd.read_parquet(articles)
+    figures: dict = {"n_sample_articles": len(sample)}
+    for kind, columns in ATTRIBUTE_GROUPS.items():
+        counts = sample.groupby(list(columns)).size().rename("articles").reset_index()
+        counts = counts.sort_values(
+            ["articles", *columns], ascending=[False] + [True] * len(columns)
+        )
+        figures[kind] = {
+            "columns": [*columns, "articles"],
+            "counts": [
+                [v.item() if hasattr(v, "item") else v for v in row]
+                for row in counts.itertuples(index=False)
+            ],
+        }
+    figures["detail_desc_missing_share"] = float(sample["detail_desc"].isna().mean())
+    return figures
+
+
+def build(src: Path, articles: Path) -> dict:
     summary = dict(pd.read_csv(src / "summary.csv").itertuples(index=False, name=None))
     top1000 = pd.read_csv(src / "top1000_article_transactions.csv")
     top200 = pd.read_csv(src / "top_article_transactions.csv", dtype={"article_id": str})
@@ -124,6 +189,7 @@ def build(src: Path) -> dict:
     age_shares = shares(src / "age_bucket_metrics.csv", "age_bucket", missing_label="unknown")
     n_customers = int(summary["customers"])
     source_files = sorted(p for p in src.iterdir() if p.suffix in (".csv", ".md"))
+    source_files.append(articles)
     return {
         "provenance": (
             "Figures (no data rows) derived by scripts/build_hm_calibration.py from aggregate "
@@ -131,7 +197,9 @@ def build(src: Path) -> dict:
             "Recommendations' (public repository yuyangchen11/fitscope-global-dashboard, "
             "cross-checked against tom-gemini-cloud/h_and_m_data_analysis). The Kaggle data itself "
             "is not shipped; its competition terms apply to the files a user brings. prod_name and "
-            "article_id are those of the 200 most purchased articles."
+            "article_id are those of the 200 most purchased articles. article_attributes: counts "
+            "of attribute combinations among 1,000 real articles (hm_sample/articles_sample."
+            "parquet, from the public repository scholih/ragrec), no rows."
         ),
         "source_sha256": {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in source_files},
         "n_customers": n_customers,
@@ -161,6 +229,8 @@ def build(src: Path) -> dict:
         "top_article_ids": top1000["article_id"].astype(int).tolist(),
         "top_article_counts": top1000["transactions"].astype(int).tolist(),
         "top_article_names": top200["prod_name"].tolist(),
+        "top_article_attributes": {c: top200[c].tolist() for c in TOP_ATTRIBUTES},
+        "article_attributes": article_attributes(articles),
         "tail_exponent": round(
             fit_tail_exponent(
                 int(top1000["transactions"].iloc[-1]),
@@ -175,12 +245,13 @@ def build(src: Path) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--src", type=Path, default=DEFAULT_SRC)
+    parser.add_argument("--articles", type=Path, default=DEFAULT_ARTICLES)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     parser.add_argument("--overwrite", action="store_true")
     args = parser.parse_args()
     if args.out.exists() and not args.overwrite:
         raise SystemExit(f"{args.out} exists; pass --overwrite to replace it")
-    calibration = build(args.src)
+    calibration = build(args.src, args.articles)
     args.out.write_text(json.dumps(calibration, indent=1) + "\n")
     print(
         f"wrote {args.out} ({args.out.stat().st_size} bytes); "

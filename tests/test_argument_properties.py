@@ -129,7 +129,9 @@ def valid_arguments(env_id: str, kaggle_dir: Path) -> tuple[dict, dict]:
     # n_items always given: the default 100 is more than the tiny Kaggle files sell (3)
     return {"n_customers": st.integers(50, 800), "n_items": st.integers(1, 3)}, {
         "data_dir": st.sampled_from([None, str(kaggle_dir), kaggle_dir]),
-        "item_feature": st.sampled_from(["prod_name", "product_code"]),
+        "item_features": st.sampled_from(
+            [("prod_name",), ("product_code",), ["prod_name", "product_code"]]
+        ),
         "min_test_purchases": st.integers(1, 6),
         "test_fraction": st.floats(0.01, 0.99),
         "seed": st.integers(0, 10),
@@ -224,7 +226,6 @@ BUILT: dict[str, dict[str, Callable[[Any], Any] | None]] = {
             for name in (
                 "data_dir",
                 "n_items",
-                "item_feature",
                 "min_test_purchases",
                 "test_fraction",
                 "seed",
@@ -237,6 +238,9 @@ BUILT: dict[str, dict[str, Callable[[Any], Any] | None]] = {
         "n_customers": lambda env: (
             env.data_summary["customers"] if env.synthetic else env.n_customers
         ),
+        # one name is a tuple of one
+        "item_features": lambda env: env.item_features,
+        "item_feature": lambda env: env.item_features[0],
     },
 }
 #: every argument of each env: its own, then the slate and session ones (its ``**modes``)

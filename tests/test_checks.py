@@ -195,7 +195,11 @@ def test_vaccine_arguments_are_checked_not_truncated(kwargs, shown):
             {"test_fraction": "half"},
             "test_fraction must be a number in (0, 1), got 'half' (str)",
         ),
-        ("HMFashion-v0", {"item_feature": 3}, "item_feature must be a non-empty string, got 3"),
+        (
+            "HMFashion-v0",
+            {"item_feature": 3},
+            "item_feature must be a column name or a list of them, got 3",
+        ),
         ("HMFashion-v0", {"cache": "yes"}, "cache must be True or False, got 'yes' (str)"),
         (
             "HMFashion-v0",

@@ -143,12 +143,85 @@ def test_training_log_is_half_purchases_with_documented_propensities(env):
     np.testing.assert_array_equal(again[0].ids, users.ids)
 
 
-def test_item_feature_option(env):
-    other = HMFashionEnv(n_customers=2000, item_feature="product_group_name", n_items=20)
-    assert other.item_schema.features[0].name == "product_group_name" and other.n_items == 20
-    assert other.item_table().categorical.max() < other.item_schema.features[0].cardinality
-    with pytest.raises(HMDataError, match="articles frame.*'colour'"):
-        HMFashionEnv(n_customers=2000, item_feature="colour")
+ATTRIBUTES = ("product_type_name", "colour_group_name", "index_group_name", "department_no")
+
+
+def test_article_attributes_are_categorical_item_features(env):
+    rich = HMFashionEnv(n_customers=20_000, seed=0, item_features=ATTRIBUTES)
+    assert [f.name for f in rich.item_schema.features] == list(ATTRIBUTES)
+    for feature in rich.item_schema.features:
+        assert feature.kind == "categorical" and feature.categories[0] == "missing"
+    table = rich.item_table()
+    assert table.categorical.shape == (100, len(ATTRIBUTES))
+    for j, feature in enumerate(rich.item_schema.features):
+        assert 0 < table.categorical[:, j].min() and table.categorical[:, j].max() < len(
+            feature.categories
+        )  # every top article has every attribute
+    # the attributes describe the items, they do not change them: same articles, names, rewards
+    np.testing.assert_array_equal(rich.article_ids, env.article_ids)
+    np.testing.assert_array_equal(rich.item_names, env.item_names)
+    users = env.test_users(50, seed=0)
+    np.testing.assert_array_equal(rich.expected_reward(users), env.expected_reward(users))
+    # the real attributes of the most purchased article (hm_stats: top_article_transactions.csv)
+    first = dict(zip(ATTRIBUTES, table.categorical[0], strict=True))
+    labels = {f.name: f.categories[first[f.name]] for f in rich.item_schema.features}
+    assert labels["product_type_name"] == "Trousers" and labels["index_group_name"] == "Divided"
+    assert labels["colour_group_name"] == "Black"
+    one = HMFashionEnv(n_customers=2000, item_feature="product_group_name", n_items=20)
+    assert [f.name for f in one.item_schema.features] == ["product_group_name"]
+
+
+@pytest.mark.parametrize(
+    "kwargs, pattern",
+    [
+        ({"item_features": ["colour"]}, r"'colour' is not an article attribute.*'index_name'"),
+        ({"item_features": "detail_desc"}, "'detail_desc' is not an article attribute"),
+        ({"item_features": []}, "lists no column"),
+        ({"item_features": ["index_name", "index_name"]}, "more than once"),
+        ({"item_features": 3}, "a column name or a list of them"),
+        ({"item_feature": "index_name", "item_features": ["prod_name", "index_name"]}, "not both"),
+    ],
+)
+def test_bad_item_features_are_named(kwargs, pattern):
+    with pytest.raises(ValueError, match=pattern):
+        HMFashionEnv(n_customers=200, **kwargs)
+
+
+def test_synthetic_articles_have_every_column_with_the_real_structure():
+    cal = load_calibration()
+    articles = generate_frames(200, seed=0)["articles"]
+    assert tuple(articles.columns) == hm_data.ARTICLE_COLUMNS
+    assert len(articles) == cal["n_articles"]
+    # a product type belongs to one product group, a product (code) has one type and department,
+    # a colour group sets its colour's perceived value and master as in the sample's counts
+    assert articles.groupby("product_type_name")["product_group_name"].nunique().max() == 1
+    per_product = articles.groupby("product_code")[["product_type_no", "department_no"]].nunique()
+    assert per_product.max().max() == 1
+    colours = {tuple(row[:6]) for row in cal["article_attributes"]["colours"]["counts"]}
+    colour_columns = list(cal["article_attributes"]["colours"]["columns"][:6])
+    assert set(articles[colour_columns].itertuples(index=False, name=None)) <= colours
+    # figures calibrated on the sample of 1,000 real articles, within a stated band: the index
+    # group's shares (via each type's departments) within 5 points, and missing descriptions
+    counts = cal["article_attributes"]["departments"]
+    departments = pd.DataFrame(counts["counts"], columns=counts["columns"])
+    sample = departments.groupby("index_group_name")["articles"].sum()
+    sample = sample / sample.sum()
+    synthetic = articles["index_group_name"].value_counts(normalize=True)
+    assert (synthetic.reindex(sample.index) - sample).abs().max() < 0.05, (synthetic, sample)
+    assert articles["detail_desc"].isna().mean() < 0.02
+    # the catalogue-wide product-group shares stay the full data's (hm_stats)
+    groups = articles["product_group_name"].value_counts(normalize=True)
+    upper = cal["product_group_shares"]["Garment Upper body"]
+    assert abs(groups["Garment Upper body"] - upper) < 0.01
+
+
+def test_a_missing_attribute_is_the_missing_category():
+    frames = generate_frames(2000, seed=0)
+    top = frames["articles"]["article_id"] == load_calibration()["top_article_ids"][0]
+    frames["articles"].loc[top, "colour_group_name"] = None
+    data = hm_data.process(frames, 20, ("prod_name", "colour_group_name"))
+    assert data.item_categories[1][data.item_codes[0, 1]] == "missing"
+    assert data.item_codes[1:, 1].min() > 0 and data.item_names[0] == "Jade HW Skinny Denim TRS"
 
 
 # -- Kaggle files --------------------------------------------------------------------------------
@@ -237,10 +310,36 @@ def test_cache_is_reused_and_invalidated(sample_dir, tmp_path, monkeypatch):
     )
     with pytest.raises(AssertionError, match="processed again"):
         load_kaggle(data_dir, n_items=50)  # other parameters: other key
+    with pytest.raises(AssertionError, match="processed again"):
+        load_kaggle(data_dir, item_features=ATTRIBUTES)
+    monkeypatch.undo()
+    rich = load_kaggle(data_dir, item_features=ATTRIBUTES)
+    monkeypatch.setattr(hm_data, "process", no_processing)
+    again = load_kaggle(data_dir, item_features=ATTRIBUTES)
+    np.testing.assert_array_equal(again.item_codes, rich.item_codes)
+    assert again.item_codes.shape == (100, len(ATTRIBUTES)) and again.item_features == ATTRIBUTES
+    assert again.item_categories == rich.item_categories and again.item_names == rich.item_names
     monkeypatch.undo()
     (data_dir / "customers.parquet").touch()  # a changed file: new key
     load_kaggle(data_dir)
-    assert len(list((data_dir / ".recsim_ft_cache").iterdir())) == 2
+    assert len(list((data_dir / ".recsim_ft_cache").iterdir())) == 3
+
+
+def test_real_articles_give_their_attributes_and_a_missing_column_is_named(sample_dir, tmp_path):
+    env = HMFashionEnv(sample_dir, item_features=ATTRIBUTES, min_test_purchases=1, cache=False)
+    real = pd.read_parquet(sample_dir / "articles.parquet").set_index("article_id")
+    table = env.item_table()
+    for j, feature in enumerate(env.item_schema.features):
+        labels = np.array(feature.categories, dtype=object)[table.categorical[:, j]]
+        expected = real.loc[env.article_ids, feature.name].astype(str).to_numpy()
+        np.testing.assert_array_equal(labels, expected)
+    data_dir = tmp_path / "data"
+    shutil.copytree(sample_dir, data_dir)
+    articles = pd.read_parquet(data_dir / "articles.parquet").drop(columns="colour_group_name")
+    articles.to_parquet(data_dir / "articles.parquet")
+    with pytest.raises(HMDataError, match="articles.parquet.*'colour_group_name'.*item_features"):
+        HMFashionEnv(data_dir, item_features=ATTRIBUTES, cache=False)
+    HMFashionEnv(data_dir, min_test_purchases=1, cache=False)  # prod_name alone still loads
 
 
 def test_unwritable_cache_warns_and_loads(sample_dir, tmp_path):

@@ -4,6 +4,7 @@ calibrated synthetic stand-in."""
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -16,10 +17,15 @@ from recsim_ft.checks import (
     check_float,
     check_int,
     check_path,
-    check_str,
 )
 from recsim_ft.envs.base import VALIDATION_STREAM, RecEnv
-from recsim_ft.envs.hm_data import UNKNOWN_IDS, USER_CATEGORICAL, load_kaggle, process
+from recsim_ft.envs.hm_data import (
+    UNKNOWN_IDS,
+    USER_CATEGORICAL,
+    check_item_features,
+    load_kaggle,
+    process,
+)
 from recsim_ft.envs.hm_synthetic import generate_frames
 from recsim_ft.schema import Batch, Feature, Schema
 
@@ -58,10 +64,17 @@ class HMFashionEnv(RecEnv):
     numbers about H&M customers.
 
     **Items.** Articles ranked by transaction rows (repeat purchases count), ties by lower
-    article id; item ``i`` is the ``i``-th most purchased. Item feature: ``item_feature``
-    (default ``prod_name``, as in the paper; any categorical column of articles.csv, e.g.
-    ``product_type_name``), one categorical feature. Several top articles share a prod_name
-    (colours of one garment), so they share a category. ``env.article_ids`` holds the Kaggle ids.
+    article id; item ``i`` is the ``i``-th most purchased. Item features: the article attributes
+    named by ``item_features``, each one categorical feature, in that order: by default
+    ``("prod_name",)`` alone, as in the paper; any of the 23 attribute columns of articles.csv
+    (``recsim_ft.envs.hm_data.ITEM_FEATURES``: ``product_code``, ``prod_name``, the product
+    type and group, graphical appearance, colour group, perceived colour value and master,
+    department, index, index group, section and garment group, each as number and as name; not
+    the free-text ``detail_desc``), e.g. ``item_features=("product_type_name",
+    "colour_group_name", "index_group_name")``. Category 0 of each is ``"missing"`` (an article
+    without that attribute). Several top articles share a prod_name (colours of one garment),
+    so they share a category. ``env.article_ids`` holds the Kaggle ids, ``env.item_names``
+    the prod_names. ``item_feature="x"`` (one name) is ``item_features=("x",)``.
 
     ## Action Space
 
@@ -143,7 +156,7 @@ class HMFashionEnv(RecEnv):
     env = gym.make("HMFashion-v0", data_dir="data/hm")  # the Kaggle files
     ```
 
-    ``data_dir`` (None: synthetic), ``n_items`` (100), ``item_feature`` ("prod_name"),
+    ``data_dir`` (None: synthetic), ``n_items`` (100), ``item_features`` (("prod_name",)),
     ``min_test_purchases`` (5), ``test_fraction`` (0.5), ``seed`` (0: the synthetic data and
     the test split), ``n_customers`` (50,000; synthetic only), ``cache`` (True),
     ``cache_dir`` (None) and ``unknown_ids`` ("drop" or "error"; Kaggle files only),
@@ -164,7 +177,8 @@ class HMFashionEnv(RecEnv):
         data_dir: str | os.PathLike | None = None,
         *,
         n_items: int = 100,
-        item_feature: str = "prod_name",
+        item_features: str | Sequence[str] = ("prod_name",),
+        item_feature: str | None = None,
         min_test_purchases: int = 5,
         test_fraction: float = 0.5,
         seed: int = 0,
@@ -177,7 +191,15 @@ class HMFashionEnv(RecEnv):
     ) -> None:
         self.data_dir = check_path("data_dir", data_dir, allow_none=True)
         n_items = check_int("n_items", n_items, low=1)
-        self.item_feature = check_str("item_feature", item_feature)
+        if item_feature is not None:
+            if item_features != ("prod_name",):
+                raise ValueError(
+                    f"give item_features={item_features!r} or item_feature={item_feature!r}, "
+                    "not both (item_feature is the one-feature spelling)"
+                )
+            self.item_features = check_item_features(item_feature, "item_feature")
+        else:
+            self.item_features = check_item_features(item_features)
         self.min_test_purchases = check_int("min_test_purchases", min_test_purchases, low=1)
         self.test_fraction = check_float(
             "test_fraction", test_fraction, low=0, high=1, low_open=True, high_open=True
@@ -189,14 +211,15 @@ class HMFashionEnv(RecEnv):
         self.unknown_ids = check_choice("unknown_ids", unknown_ids, UNKNOWN_IDS)
         self.synthetic = data_dir is None
         if self.synthetic:
-            data = process(generate_frames(self.n_customers, self.seed), n_items, self.item_feature)
+            frames = generate_frames(self.n_customers, self.seed)
+            data = process(frames, n_items, self.item_features)
         else:
             data = load_kaggle(
-                data_dir, n_items, self.item_feature, self.cache, self.cache_dir, self.unknown_ids
+                data_dir, n_items, self.item_features, self.cache, self.cache_dir, self.unknown_ids
             )
         self.n_items = data.n_items
         self.article_ids = data.article_ids
-        self.item_names = np.array(data.item_categories, dtype=object)[data.item_codes]
+        self.item_names = np.array(data.item_names, dtype=object)
         self._item_codes = data.item_codes
 
         missing_age = np.isnan(data.age)
@@ -215,7 +238,10 @@ class HMFashionEnv(RecEnv):
             )
         )
         self.item_schema = Schema(
-            (Feature(data.item_feature, "categorical", data.item_categories),)
+            tuple(
+                Feature(name, "categorical", categories)
+                for name, categories in zip(data.item_features, data.item_categories, strict=True)
+            )
         )
 
         customers, items = data.purchases[:, 0], data.purchases[:, 1]
@@ -271,7 +297,7 @@ class HMFashionEnv(RecEnv):
     def item_table(self) -> Batch:
         return Batch(
             np.zeros((self.n_items, 0), np.float32),
-            self._item_codes[:, None],
+            self._item_codes,
             np.arange(self.n_items),
         )
 

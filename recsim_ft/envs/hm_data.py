@@ -27,7 +27,7 @@ import os
 import re
 import shutil
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,8 +52,39 @@ SUFFIXES = (".parquet", ".csv", ".csv.gz")
 USER_CATEGORICAL = ("FN", "Active", "club_member_status", "fashion_news_frequency")
 #: label of the category that holds missing values of a categorical column
 MISSING = "missing"
+#: the columns of articles.csv, in the Kaggle file's order
+ARTICLE_COLUMNS = (
+    "article_id",
+    "product_code",
+    "prod_name",
+    "product_type_no",
+    "product_type_name",
+    "product_group_name",
+    "graphical_appearance_no",
+    "graphical_appearance_name",
+    "colour_group_code",
+    "colour_group_name",
+    "perceived_colour_value_id",
+    "perceived_colour_value_name",
+    "perceived_colour_master_id",
+    "perceived_colour_master_name",
+    "department_no",
+    "department_name",
+    "index_code",
+    "index_name",
+    "index_group_no",
+    "index_group_name",
+    "section_no",
+    "section_name",
+    "garment_group_no",
+    "garment_group_name",
+    "detail_desc",
+)
+#: the article attributes an env can use as categorical item features: every column of
+#: articles.csv but the id and the free-text description
+ITEM_FEATURES = tuple(c for c in ARTICLE_COLUMNS if c not in ("article_id", "detail_desc"))
 #: bump when the processed format changes, so old caches are not read
-CACHE_VERSION = 2
+CACHE_VERSION = 3
 #: what to do with transactions naming a customer or article missing from its file
 UNKNOWN_IDS = ("drop", "error")
 #: how many unknown ids an error message shows
@@ -97,10 +128,13 @@ class HMData:
     article_ids: np.ndarray
     #: int64 (n_items,) transaction rows of each item (repeat purchases count)
     purchase_counts: np.ndarray
-    item_feature: str
-    #: int64 (n_items,) codes of ``item_feature``
+    #: the articles.csv columns that are the item features
+    item_features: tuple[str, ...]
+    #: int64 (n_items, len(item_features)) codes; code i of feature j is item_categories[j][i]
     item_codes: np.ndarray
-    item_categories: tuple[str, ...]
+    item_categories: tuple[tuple[str, ...], ...]
+    #: (n_items,) the items' ``prod_name`` (what a person calls them)
+    item_names: tuple[str, ...]
     #: int64 (n_pairs, 2) distinct (customer, item) purchases, sorted
     purchases: np.ndarray
     #: transaction rows used (read, minus those dropped for unknown ids)
@@ -299,21 +333,50 @@ def _read_customers(
     return customer_index, age, np.stack(codes, axis=1), categories
 
 
-def _read_articles(source: TableSource, item_feature: str) -> tuple[pd.Index, pa.ChunkedArray]:
-    name = _source_name(source, "articles")
+def check_item_features(
+    item_features: str | Sequence[str], argument: str = "item_features"
+) -> tuple[str, ...]:
+    """``item_features`` as a tuple of distinct names of ``ITEM_FEATURES`` (one name: a tuple of
+    one), or an error naming ``argument``, the unknown name and the known ones."""
+    names = (item_features,) if isinstance(item_features, str) else item_features
     try:
-        table = read_table(
-            source, "articles", {"article_id": pa.int64(), item_feature: pa.string()}
-        )
+        names = tuple(check_str(argument, name) for name in names)
+    except TypeError:
+        raise ValueError(
+            f"{argument} must be a column name or a list of them, got {item_features!r}"
+        ) from None
+    if not names:
+        raise ValueError(f"{argument} lists no column; choose from {ITEM_FEATURES}")
+    for name in names:
+        if name not in ITEM_FEATURES:
+            raise ValueError(
+                f"{argument}: {name!r} is not an article attribute of articles.csv; "
+                f"choose from {ITEM_FEATURES}"
+            )
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise ValueError(f"{argument} names {repeated} more than once")
+    return names
+
+
+def _read_articles(
+    source: TableSource, item_features: tuple[str, ...]
+) -> tuple[pd.Index, pa.Table]:
+    """The article ids and the ``prod_name`` and ``item_features`` columns (as text)."""
+    name = _source_name(source, "articles")
+    wanted = dict.fromkeys(("prod_name", *item_features), pa.string())
+    try:
+        table = read_table(source, "articles", {"article_id": pa.int64(), **wanted})
     except MissingColumnsError as err:
-        if item_feature not in err.missing:
+        asked = [c for c in err.missing if c in item_features]
+        if not asked:
             raise
         raise MissingColumnsError(
-            f"{err}; item_feature={item_feature!r} must name a column of the articles file",
+            f"{err}; item_features names {asked}: columns the articles file must hold",
             err.missing,
         ) from None
     _check_ids(table["article_id"], name, "article_id")
-    return pd.Index(table["article_id"].to_numpy()), table[item_feature]
+    return pd.Index(table["article_id"].to_numpy()), table
 
 
 @dataclass
@@ -383,19 +446,21 @@ def _encode_transactions(
 def process(
     sources: dict[str, TableSource],
     n_items: int = 100,
-    item_feature: str = "prod_name",
+    item_features: str | Sequence[str] = ("prod_name",),
     unknown_ids: str = "drop",
 ) -> HMData:
     """Build :class:`HMData` from the three tables (Kaggle files or frames with their columns).
 
-    ``unknown_ids``: ``"drop"`` the transactions naming a customer or article missing from its
-    file (with a warning counting them), or refuse them with an ``"error"``.
+    ``item_features``: the article attributes that describe an item (``ITEM_FEATURES``); a
+    missing value is category ``"missing"``. ``unknown_ids``: ``"drop"`` the transactions
+    naming a customer or article missing from its file (with a warning counting them), or
+    refuse them with an ``"error"``.
     """
     n_items = check_int("n_items", n_items, low=1)
-    item_feature = check_str("item_feature", item_feature)
+    item_features = check_item_features(item_features)
     check_choice("unknown_ids", unknown_ids, UNKNOWN_IDS)
     customer_index, age, user_codes, user_categories = _read_customers(sources["customers"])
-    article_index, feature_values = _read_articles(sources["articles"], item_feature)
+    article_index, attributes = _read_articles(sources["articles"], item_features)
     customer_rows, article_rows, unknown = _encode_transactions(
         sources["transactions"], customer_index, article_index
     )
@@ -430,16 +495,18 @@ def process(
     keys = np.unique(customer_rows[kept].astype(np.int64) * n_items + items[kept])
     purchases = np.stack([keys // n_items, keys % n_items], axis=1)
 
-    item_codes, item_categories = encode_categorical(feature_values.take(pa.array(top)))
+    attributes = attributes.take(pa.array(top))
+    encoded = [encode_categorical(attributes[feature]) for feature in item_features]
     data = HMData(
         age=age,
         user_codes=user_codes,
         user_categories=user_categories,
         article_ids=article_ids[top].astype(np.int64),
         purchase_counts=counts[top].astype(np.int64),
-        item_feature=item_feature,
-        item_codes=item_codes,
-        item_categories=item_categories,
+        item_features=item_features,
+        item_codes=np.stack([codes for codes, _ in encoded], axis=1),
+        item_categories=tuple(categories for _, categories in encoded),
+        item_names=tuple(attributes["prod_name"].fill_null(MISSING).to_pylist()),
         purchases=purchases,
         n_transactions=len(article_rows),
         dropped_transactions=unknown.rows,
@@ -465,14 +532,17 @@ def _warn_dropped(data: HMData, transactions: str) -> None:
 
 # -- cache ---------------------------------------------------------------------------------------
 def cache_key(
-    files: dict[str, Path], n_items: int, item_feature: str, unknown_ids: str = "drop"
+    files: dict[str, Path],
+    n_items: int,
+    item_features: tuple[str, ...],
+    unknown_ids: str = "drop",
 ) -> str:
     """Hash of the processing parameters and the source files' names, sizes and mtimes."""
     stats = {
         table: [p.name, p.stat().st_size, p.stat().st_mtime_ns]
         for table, p in sorted(files.items())
     }
-    text = json.dumps([CACHE_VERSION, int(n_items), item_feature, unknown_ids, stats])
+    text = json.dumps([CACHE_VERSION, int(n_items), list(item_features), unknown_ids, stats])
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -492,7 +562,8 @@ def save_processed(data: HMData, directory: Path) -> None:
         items = {
             "article_id": data.article_ids,
             "purchase_count": data.purchase_counts,
-            "code": data.item_codes,
+            "name": data.item_names,
+            **{f"code.{f}": data.item_codes[:, j] for j, f in enumerate(data.item_features)},
         }
         pq.write_table(pa.table(items), tmp / "items.parquet")
         pq.write_table(
@@ -501,7 +572,7 @@ def save_processed(data: HMData, directory: Path) -> None:
         )
         meta = {
             "user_categories": data.user_categories,
-            "item_feature": data.item_feature,
+            "item_features": data.item_features,
             "item_categories": data.item_categories,
             "n_transactions": data.n_transactions,
             "dropped_transactions": data.dropped_transactions,
@@ -528,9 +599,12 @@ def load_processed(directory: Path) -> HMData:
         user_categories={f: tuple(c) for f, c in meta["user_categories"].items()},
         article_ids=items["article_id"].to_numpy(),
         purchase_counts=items["purchase_count"].to_numpy(),
-        item_feature=meta["item_feature"],
-        item_codes=items["code"].to_numpy(),
-        item_categories=tuple(meta["item_categories"]),
+        item_features=tuple(meta["item_features"]),
+        item_codes=np.stack(
+            [items[f"code.{f}"].to_numpy() for f in meta["item_features"]], axis=1
+        ).astype(np.int64),
+        item_categories=tuple(tuple(c) for c in meta["item_categories"]),
+        item_names=tuple(items["name"].to_pylist()),
         purchases=np.stack(
             [purchases["customer"].to_numpy(), purchases["item"].to_numpy()], axis=1
         ),
@@ -544,7 +618,7 @@ def load_processed(directory: Path) -> HMData:
 def load_kaggle(
     data_dir: str | os.PathLike,
     n_items: int = 100,
-    item_feature: str = "prod_name",
+    item_features: str | Sequence[str] = ("prod_name",),
     cache: bool = True,
     cache_dir: str | os.PathLike | None = None,
     unknown_ids: str = "drop",
@@ -558,11 +632,12 @@ def load_kaggle(
     that dropped rows warns again).
     """
     files = find_kaggle_files(data_dir)
+    item_features = check_item_features(item_features)
     if not cache:
-        return process(files, n_items, item_feature, unknown_ids)
+        return process(files, n_items, item_features, unknown_ids)
     check_choice("unknown_ids", unknown_ids, UNKNOWN_IDS)
     root = Path(cache_dir) if cache_dir is not None else Path(data_dir) / ".recsim_ft_cache"
-    directory = root / f"hm-{cache_key(files, n_items, item_feature, unknown_ids)}"
+    directory = root / f"hm-{cache_key(files, n_items, item_features, unknown_ids)}"
     if directory.is_dir():
         try:
             data = load_processed(directory)
@@ -573,7 +648,7 @@ def load_kaggle(
                 f"ignoring unreadable H&M cache {directory} ({e}); processing the files again",
                 stacklevel=2,
             )
-    data = process(files, n_items, item_feature, unknown_ids)
+    data = process(files, n_items, item_features, unknown_ids)
     try:
         if not directory.exists():
             save_processed(data, directory)

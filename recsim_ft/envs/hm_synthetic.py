@@ -6,9 +6,17 @@ What is calibrated: customer attribute shares (missing values included), the bim
 the share of buying customers and their mean number of purchases, the full catalogue size, the
 purchase counts of the 1,000 most purchased articles (their real ids; the real ``prod_name`` of
 the top 200), a power-law tail for the other articles, product-group shares, sales channels,
-dates and the mean price. What is invented (the statistics are silent): every joint
-distribution. Attributes are drawn independently, except ``Active``, which is 1 only for
-``FN = 1`` customers (the full data has 464,404 Active and 476,930 FN customers; we assume
+dates and the mean price; the article attributes (every column of articles.csv) with the joint
+structure of 1,000 real articles (``article_attributes`` in the calibration: counts of product
+types within a product group, of departments with their section, index, index group and garment
+group within a product type, of colour groups with their perceived colour value and master, of
+graphical appearances), and the real product group, product type, index group and colour group
+of the 200 most purchased articles. What is invented (the statistics are silent): every other
+joint distribution (colour and graphical appearance are drawn independently of the product;
+product groups absent from the 1,000 articles, 0.2% of the catalogue, get a type named after
+the group); ``detail_desc`` is a template ("Trousers in black"), missing as often as in the
+1,000 articles; customer attributes are drawn independently, except ``Active``, which is 1
+only for ``FN = 1`` customers (the full data has 464,404 Active and 476,930 FN customers; we assume
 the former are among the latter); purchases of the top 1,000 articles follow a per-article
 preference for the customer's age (smooth in the age bucket's centre), FN, Active, club status
 and news frequency, with per-article weights re-fitted so that each article's expected
@@ -17,9 +25,10 @@ customer. So the purchase probabilities depend on the user features, and a model
 something, as it can on the real data.
 
 Format: the Kaggle column names and text formats (64-hex customer and postal codes, article ids
-zero-padded to 10 digits in CSV, YYYY-MM-DD dates); articles.csv carries only ``article_id``,
-``product_code``, ``prod_name`` and ``product_group_name`` of its 25 columns, and transactions
-are grouped by customer rather than sorted by date.
+zero-padded to 10 digits in CSV, YYYY-MM-DD dates); articles.csv has all 25 columns; transactions
+are grouped by customer rather than sorted by date. The attributes are drawn from a random stream
+of their own, so the ids, names and purchases are those the generator made before it had them.
+docs/hm_synthetic.md sets the attribute figures side by side with their sources.
 
 Customers are generated in chunks (each from its own seed), so a full-size set (1.37M
 customers, 31.8M transactions, 3.5 GB of CSV) streams to disk in bounded memory and the
@@ -45,6 +54,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from recsim_ft.checks import check_int
+from recsim_ft.envs.hm_data import ARTICLE_COLUMNS
 
 #: customers in the full Kaggle data
 FULL_N_CUSTOMERS = 1_371_980
@@ -181,6 +191,7 @@ def _world(seed: int) -> _World:
     cal = load_calibration()
     rng = np.random.default_rng([seed, 0])
     articles, price = _catalogue(rng, cal)
+    articles = _with_attributes(articles, seed, cal)
     _, shape = _segment_shares(cal)
     preference = _head_preferences(rng, cal, shape)
     population = _segment_probabilities(cal)
@@ -206,6 +217,90 @@ def _world(seed: int) -> _World:
         price=price,
         calibration=cal,
     )
+
+
+def _counts(figures: dict) -> pd.DataFrame:
+    """A count table of the calibration (``columns``, ``counts``) as a frame."""
+    return pd.DataFrame(figures["counts"], columns=figures["columns"])
+
+
+def _draw(rng: np.random.Generator, counts: pd.DataFrame, n: int) -> np.ndarray:
+    """``n`` row labels of ``counts``, each drawn with probability proportional to its count."""
+    p = counts["articles"].to_numpy(float)
+    return rng.choice(counts.index.to_numpy(), size=n, p=p / p.sum())
+
+
+def _with_attributes(articles: pa.Table, seed: int, cal: dict) -> pa.Table:
+    """``articles`` with every column of articles.csv, in the Kaggle order (see the module
+    docstring for what is calibrated). Drawn from a stream of their own, so the catalogue's ids,
+    names and the purchases are those of a generator without attributes."""
+    rng = np.random.default_rng([seed, 3])
+    figures = cal["article_attributes"]
+    types, departments, colours, looks = (
+        _counts(figures[kind])
+        for kind in ("product_types", "departments", "colours", "graphical_appearances")
+    )
+    top = cal["top_article_attributes"]
+    n, n_top = articles.num_rows, len(top["product_group_name"])
+    group = articles["product_group_name"].to_numpy(zero_copy_only=False).astype(object)
+    group[:n_top] = top["product_group_name"]  # the real groups of the top 200
+    # a product (product_code: one garment in several colours) has one type and department
+    _, first, product = np.unique(
+        articles["product_code"].to_numpy(), return_index=True, return_inverse=True
+    )
+    product_group = group[first]
+    # groups without a type in the sample (about 0.2% of the catalogue): a type named after
+    # the group, numbered from 9000 (invented)
+    for k, name in enumerate(sorted(set(product_group) - set(types["product_group_name"]))):
+        types.loc[len(types)] = [name, 9000 + k, name, 1]
+    type_row = np.empty(len(first), np.int64)
+    for name in np.unique(product_group):
+        at = np.flatnonzero(product_group == name)
+        type_row[at] = _draw(rng, types[types["product_group_name"] == name], len(at))
+    index_group = np.full(len(first), None, object)
+    for i in range(n_top):  # the top 200's real product type and index group
+        if first[product[i]] == i:  # the product's first article sets its type
+            named = types[types["product_type_name"] == top["product_type_name"][i]]
+            type_row[product[i]] = _draw(rng, named, 1)[0]
+            index_group[product[i]] = top["index_group_name"][i]
+    # the department of a product type, as in the sample; of a type the sample lacks: of its
+    # group, else of any article; for the top 200 within their real index group where the
+    # sample has one
+    department_row = np.empty(len(first), np.int64)
+    product_type = types["product_type_no"].to_numpy()[type_row]
+    for (type_no, index_name), at in pd.Series(range(len(first))).groupby(
+        [product_type, index_group], dropna=False
+    ):
+        at = at.to_numpy()
+        candidates = departments[departments["product_type_no"] == type_no]
+        if not len(candidates):
+            same_group = departments["product_group_name"] == product_group[at[0]]
+            candidates = departments[same_group] if same_group.any() else departments
+        indexed = candidates[candidates["index_group_name"] == index_name]
+        department_row[at] = _draw(rng, indexed if len(indexed) else candidates, len(at))
+    colour_row = _draw(rng, colours, n)
+    look_row = _draw(rng, looks, n)
+    for i in range(n_top):  # the top 200's real colour group
+        named = colours[colours["colour_group_name"] == top["colour_group_name"][i]]
+        colour_row[i] = _draw(rng, named, 1)[0]
+    columns = {
+        **types.loc[type_row[product]].drop(columns=["product_group_name", "articles"]),
+        **departments.loc[department_row[product]].drop(
+            columns=["product_group_name", "product_type_no", "articles"]
+        ),
+        **colours.loc[colour_row].drop(columns="articles"),
+        **looks.loc[look_row].drop(columns="articles"),
+    }
+    values = {name: column.to_numpy() for name, column in columns.items()}
+    values["product_group_name"] = product_group[product]
+    described = rng.random(n) >= figures["detail_desc_missing_share"]
+    text = pc.binary_join_element_wise(
+        pa.array(values["product_type_name"].astype(str)),
+        pa.array(np.char.lower(values["colour_group_name"].astype(str))),
+        " in ",
+    )
+    values["detail_desc"] = pc.if_else(pa.array(described), text, pa.nulls(n, pa.string()))
+    return pa.table({c: values[c] if c in values else articles[c] for c in ARTICLE_COLUMNS})
 
 
 def _customers(rng: np.random.Generator, world: _World, n: int) -> tuple[pa.Table, np.ndarray]:
