@@ -166,6 +166,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             schedule=args.schedule,
             loss=args.loss,
             temperature=args.temperature,
+            uniform_negatives=args.uniform_negatives,
             batch_size=args.batch_size,
             eval_every=args.eval_every,
             eval_users=args.eval_users,
@@ -313,6 +314,7 @@ def _run_options(args: argparse.Namespace) -> dict[str, Any]:
         schedule=args.schedule,
         loss=args.loss,
         temperature=args.temperature,
+        uniform_negatives=args.uniform_negatives,
         batch_size=args.batch_size,
         steps=args.steps,
         n_samples=args.n,
@@ -399,6 +401,14 @@ def _positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
 
 
+def _non_negative_int(text: str) -> int:
+    """argparse type of the options that may be 0."""
+    try:
+        return check_int("the value", int(text), low=0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     from recsim_ft.info import system_report  # imports the kernels' modules: only for this command
 
@@ -474,6 +484,13 @@ def build_parser() -> argparse.ArgumentParser:
             type=float,
             default=None,
             help="temperature of the softmax loss (default: the preset's, 1)",
+        )
+        p.add_argument(
+            "--uniform-negatives",
+            type=_non_negative_int,
+            default=None,
+            help="items drawn uniformly per step and mixed into the in-batch softmax's negatives "
+            "(default: the preset's, 0; see recsim_ft.losses)",
         )
         p.add_argument(
             "--batch-size",

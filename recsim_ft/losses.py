@@ -28,12 +28,23 @@ embedding ``v_{a_b}``, reward ``r_b``, score ``s_b = u_b . v_{a_b}``.
   Rows of the batch with the positive's own item are left out of its negatives. Memory: one
   item-tower pass over the batch's items, whatever the catalogue.
 
+  **Mixed negatives** (``uniform_negatives=M``, Yang et al. 2020, "Mixed Negative Sampling"):
+  ``M`` items drawn uniformly from the ``N`` of the catalogue join every row's candidates, so
+  that rarely logged items are negatives too. A candidate ``c`` (from the batch or the uniform
+  draw) is then expected ``e_c = n q_c / (1 - q_a) + M / N`` times among a row's candidates,
+  and it is corrected by ``- log e_c`` (the balance heuristic of multiple importance sampling:
+  the estimate of the other items' mass stays unbiased); ``M = 0`` is the correction above.
+  Uniform draws of the positive's item are left out, as batch rows are. Memory: one more
+  item-tower pass over ``M`` items.
+
 A batch without a positive row contributes a loss of 0 to ``softmax`` (no gradient); a log
 without any positive reward is refused by ``bce`` and ``softmax`` before training
 (``check_loss_log``).
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import torch
@@ -101,17 +112,32 @@ def in_batch_softmax_loss(
     rewards: Tensor,
     log_q: Tensor,
     temperature: float = 1.0,
+    uniform_items: Tensor | None = None,
+    uniform_embeddings: Tensor | None = None,
 ) -> Tensor:
     """``softmax`` with in-batch negatives and the logQ correction (module docstring): the
     users' (B, d) logged items (B,), whose embeddings are ``item_embeddings`` (B, d), against the
     other rows' items; ``log_q`` (n_items,) is the log of each item's share of the logged rows.
-    Over the rows with a positive reward (0 when there is none)."""
+    ``uniform_items`` (M,) drawn uniformly from the ``len(log_q)`` items, with embeddings
+    ``uniform_embeddings`` (M, d), are mixed into every row's negatives. Over the rows with a
+    positive reward (0 when there is none)."""
     scores = user_embeddings @ item_embeddings.T / temperature  # [b, c]: user b, row c's item
     positive_scores = scores.diagonal()
     negative = logged_items[None, :] != logged_items[:, None]  # other rows, other items
     n_negatives = negative.sum(dim=1, keepdim=True).clamp(min=1)
-    log_q_row = log_q[logged_items]
-    correction = n_negatives.log() + log_q_row[None, :] - torch.log1p(-log_q_row.exp())[:, None]
+    candidates = logged_items
+    if uniform_items is not None and len(uniform_items):
+        candidates = torch.cat([logged_items, uniform_items])
+        scores = torch.cat([scores, user_embeddings @ uniform_embeddings.T / temperature], dim=1)
+        negative = candidates[None, :] != logged_items[:, None]
+    # log of candidate c's expected count among row b's batch negatives, n_b q_c / (1 - q_a)
+    log_positive_q = log_q[logged_items]
+    correction = (
+        n_negatives.log() + log_q[candidates][None, :] - torch.log1p(-log_positive_q.exp())[:, None]
+    )
+    if len(candidates) > len(logged_items):  # plus its expected uniform draws, M / N
+        share = math.log(len(uniform_items) / len(log_q))
+        correction = torch.logaddexp(correction, torch.full_like(correction, share))
     corrected = (scores - correction).masked_fill(~negative, float("-inf"))
     denominator = torch.logsumexp(torch.cat([positive_scores[:, None], corrected], dim=1), dim=1)
     per_row = denominator - positive_scores

@@ -44,6 +44,7 @@ from recsim_ft.data import InteractionLog
 from recsim_ft.evaluate import evaluate
 from recsim_ft.fileio import atomic_path
 from recsim_ft.losses import (
+    FULL_SOFTMAX_MAX_ITEMS,
     LOSSES,
     NEGATIVES,
     check_loss_log,
@@ -88,6 +89,7 @@ _RESUME_KEYS = (
     "loss",
     "temperature",
     "negatives",
+    "uniform_negatives",
     "lr",
     "schedule",
     "batch_size",
@@ -119,7 +121,9 @@ class TrainConfig:
     one unless ``RECSIM_FT_THREADS`` says otherwise; see that module for why).
     ``loss``: ``"mse"`` (the paper's), ``"bce"`` or ``"softmax"`` with its ``temperature`` and
     ``negatives`` (``"auto"``, ``"catalogue"`` or ``"batch"``: in-batch with the logQ
-    correction); ``recsim_ft.losses`` has their equations. ``schedule``: see ``SCHEDULES``.
+    correction), with ``uniform_negatives`` items drawn uniformly per step mixed into the
+    in-batch negatives; ``recsim_ft.losses`` has their equations. ``schedule``: see
+    ``SCHEDULES``.
     ``TrainConfig.from_preset("ranking")`` is the training of a preset (``TRAINING_PRESETS``).
     """
 
@@ -128,6 +132,7 @@ class TrainConfig:
     loss: str = "mse"
     temperature: float = 1.0
     negatives: str = "auto"
+    uniform_negatives: int = 0
     batch_size: int = 32
     steps: int | None = None
     seed: int = 0
@@ -163,6 +168,7 @@ class TrainConfig:
         check_choice("loss", self.loss, LOSSES)
         check_choice("negatives", self.negatives, NEGATIVES)
         check_choice("schedule", self.schedule, SCHEDULES)
+        check_int("uniform_negatives", self.uniform_negatives, low=0)
         return replace(
             self,
             lr=check_float("lr", protocol.lr if self.lr is None else self.lr, low=0, low_open=True),
@@ -246,10 +252,12 @@ class TrainStep:
         loss: str = "mse",
         temperature: float = 1.0,
         log_q: torch.Tensor | None = None,
+        uniform_negatives: int = 0,
     ) -> None:
         self.model, self.optimizer = model, optimizer
         # log_q: the in-batch softmax's item log-frequencies; None: the catalogue's softmax
         self.loss_kind, self.temperature, self.log_q = loss, temperature, log_q
+        self.uniform_negatives = uniform_negatives
         self.users, self.item_table, self.actions, self.rewards = (
             users,
             item_table,
@@ -267,6 +275,12 @@ class TrainStep:
         index = self.index
         users, actions, rewards = _rows(self.users, index), self.actions[index], self.rewards[index]
         if self.loss_kind == "softmax" and self.log_q is not None:
+            uniform = uniform_embeddings = None
+            if self.uniform_negatives:  # from the run's RNG: a resumed run draws the same items
+                uniform = torch.randint(
+                    len(self.log_q), (self.uniform_negatives,), device=actions.device
+                )
+                uniform_embeddings = self.model.item_tower(_rows(self.item_table, uniform))
             loss = in_batch_softmax_loss(
                 self.model.user_tower(users),
                 self.model.item_tower(_rows(self.item_table, actions)),
@@ -274,6 +288,8 @@ class TrainStep:
                 rewards,
                 self.log_q,
                 self.temperature,
+                uniform,
+                uniform_embeddings,
             )
         elif self.loss_kind == "softmax":
             loss = softmax_loss(
@@ -374,6 +390,7 @@ def _load_checkpoint(path: Path, config: TrainConfig, log_digest: str) -> dict[s
     saved.setdefault("temperature", 1.0)
     saved.setdefault("negatives", "auto")
     saved.setdefault("schedule", "constant")  # and before the schedules
+    saved.setdefault("uniform_negatives", 0)
     changed = [k for k in _RESUME_KEYS if _plain(saved[k]) != _plain(wanted[k])]
     if state["log_digest"] != log_digest:
         changed.append("the training log")
@@ -444,6 +461,14 @@ def train(
     in_batch = config.loss == "softmax" and (
         softmax_negatives(config.negatives, log.n_items) == "batch"
     )
+    if check_int("uniform_negatives", config.uniform_negatives, low=0) and not in_batch:
+        raise ValueError(
+            f"uniform_negatives={config.uniform_negatives} mixes uniform items into the in-batch "
+            f"softmax's negatives, and this run (loss {config.loss!r}, negatives "
+            f"{config.negatives!r}, {log.n_items:,} items) has none: use loss='softmax' with "
+            f"negatives='batch' (or 'auto' above {FULL_SOFTMAX_MAX_ITEMS:,} items), or "
+            "uniform_negatives=0"
+        )
     # the softmax learns which item a user chose: its batches are drawn from the positive rows
     positive_rows = np.flatnonzero(log.rewards > 0) if config.loss == "softmax" else None
     n_rows = len(log) if positive_rows is None else len(positive_rows)
@@ -543,6 +568,7 @@ def train(
             config.loss,
             config.temperature,
             log_q,
+            config.uniform_negatives,
         )
 
         def save_checkpoint(step: int) -> None:

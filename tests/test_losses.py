@@ -121,6 +121,110 @@ def test_in_batch_softmax_estimates_the_catalogues_softmax():
     assert abs(np.mean(estimates) - full) < 4 * standard_error < 0.1 * full
 
 
+def test_mixed_uniform_negatives_by_hand():
+    """With M uniform items mixed in, every candidate c is corrected by - log(n q_c / (1 - q_a)
+    + M / N); a uniform draw of the positive's item is left out like a batch row of it."""
+    users = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.5, -1.0]])
+    items = torch.tensor([[1.0, 0.5], [0.2, 1.0], [-1.0, 0.3]])
+    logged = torch.tensor([0, 1, 2])
+    table = torch.tensor([[1.0, 0.5], [0.2, 1.0], [-1.0, 0.3], [0.7, 0.7]])  # 4 items
+    uniform = torch.tensor([3, 0])  # item 0 is row 0's positive: left out of its negatives
+    q = torch.tensor([0.4, 0.3, 0.2, 0.1])
+    rewards = torch.ones(3)
+
+    def row_loss(b):
+        a, n, m = int(logged[b]), 2, 2
+        candidates = [int(c) for c in logged] + [int(u) for u in uniform]
+        embeddings = [items[c] for c in range(3)] + [table[int(u)] for u in uniform]
+        terms = [math.exp(float(users[b] @ items[b]))]
+        for c, v in zip(candidates, embeddings, strict=True):
+            if c != a:
+                expected = n * float(q[c]) / (1 - float(q[a])) + m / 4
+                terms.append(math.exp(float(users[b] @ v)) / expected)
+        return math.log(sum(terms)) - float(users[b] @ items[b])
+
+    value = in_batch_softmax_loss(
+        users, items, logged, rewards, q.log(), 1.0, uniform, table[uniform]
+    ).item()
+    assert value == pytest.approx(sum(row_loss(b) for b in range(3)) / 3, rel=1e-6)
+    without = in_batch_softmax_loss(users, items, logged, rewards, q.log()).item()
+    assert abs(value - without) > 0.01
+
+
+def test_mixed_negatives_estimate_the_catalogues_softmax():
+    """Batch negatives drawn from q plus uniform ones: the balance-heuristic correction keeps
+    the estimate of the other items' mass unbiased, also for items the log rarely holds."""
+    generator = torch.Generator().manual_seed(1)
+    m, n, uniform = 6, 3, 2
+    item_table = torch.randn(m, 3, generator=generator)
+    item_table[5] *= 3  # a rarely logged item with a large score: batches alone rarely see it
+    user = torch.randn(1, 3, generator=generator)
+    q = torch.tensor([0.4, 0.25, 0.15, 0.1, 0.07, 0.03])
+    full = math.exp(torch.logsumexp(user @ item_table.T, dim=1).item())
+    estimates = []
+    for _ in range(4000):
+        others = torch.multinomial(q[1:] / q[1:].sum(), n, replacement=True, generator=generator)
+        batch_items = torch.cat([torch.tensor([0]), others + 1])
+        drawn = torch.randint(m, (uniform,), generator=generator)
+        loss = in_batch_softmax_loss(
+            user.expand(n + 1, 3),
+            item_table[batch_items],
+            batch_items,
+            torch.tensor([1.0] + [0.0] * n),
+            q.log(),
+            1.0,
+            drawn,
+            item_table[drawn],
+        )
+        estimates.append(math.exp(loss.item() + float(user @ item_table[0])))
+    standard_error = np.std(estimates) / math.sqrt(len(estimates))
+    assert abs(np.mean(estimates) - full) < 4 * standard_error < 0.1 * full
+
+
+def test_uniform_negatives_train_deterministically_resume_and_need_in_batch(env, log, tmp_path):
+    config = TrainConfig(
+        steps=20,
+        lr=1e-3,
+        loss="softmax",
+        negatives="batch",
+        uniform_negatives=4,
+        eval_every=None,
+        checkpoint_every=10,
+    )
+    a = TwoTowerAgent(env, "mlp", "quick", config).fit(log)
+    b = TwoTowerAgent(env, "mlp", "quick", config).fit(log)
+    for name, tensor in a.model_.state_dict().items():
+        assert torch.equal(tensor, b.model_.state_dict()[name]), name
+    plain = TwoTowerAgent(env, "mlp", "quick", dataclasses.replace(config, uniform_negatives=0))
+    plain.fit(log)
+    assert not torch.equal(  # the uniform items change the updates
+        a.model_.state_dict()["user_tower.head.0.weight"],
+        plain.model_.state_dict()["user_tower.head.0.weight"],
+    )
+    # interrupted after step 15 (checkpoint at 10), resumed: the same weights
+    calls, step = [], TrainStep.__call__
+
+    def interrupt(self, index):
+        calls.append(1)
+        if len(calls) == 16:
+            raise KeyboardInterrupt
+        return step(self, index)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(TrainStep, "__call__", interrupt)
+        with pytest.raises(KeyboardInterrupt):
+            TwoTowerAgent(env, "mlp", "quick", config).fit(log, out_dir=tmp_path)
+    resumed = TwoTowerAgent(env, "mlp", "quick", config).fit(log, out_dir=tmp_path, resume=True)
+    for name, tensor in a.model_.state_dict().items():
+        assert torch.equal(tensor, resumed.model_.state_dict()[name]), name
+    for other in (
+        dataclasses.replace(config, negatives="catalogue"),
+        dataclasses.replace(config, loss="mse"),
+    ):
+        with pytest.raises(ValueError, match="uniform_negatives=4 mixes uniform items"):
+            TwoTowerAgent(env, "mlp", "quick", other).fit(log)
+
+
 @pytest.mark.parametrize("loss", ["mse", "bce", "softmax"])
 def test_the_train_step_computes_its_loss(env, log, loss):
     model = TwoTower.from_env(env, "mlp", "quick", seed=0)

@@ -147,6 +147,7 @@ def run(
             schedule=spec.schedule,
             loss=spec.loss,
             temperature=spec.temperature,
+            uniform_negatives=spec.uniform_negatives,
             batch_size=spec.batch_size,
             steps=spec.steps,
             seed=train_seed,

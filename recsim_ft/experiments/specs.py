@@ -100,12 +100,11 @@ def table_settings(table: int, hm_data: str | os.PathLike | None = None) -> list
 @dataclass(frozen=True)
 class RunSpec:
     """Everything that determines one run (saved as ``config.json``; a finished run is reused
-    only when its saved spec equals the requested one). The training fields (``lr``, ``schedule``,
-    ``loss``, ``temperature``, ``batch_size``, ``steps``) left ``None`` take the preset's
-    (``TrainConfig.from_preset``), where ``lr=None`` and ``steps=None`` remain the env's protocol
-    (``recsim_ft.protocol``) and one pass over the log, as ``n_samples=None`` is the protocol's.
-    The baselines ignore the training fields; ``model`` holds two-tower model options over the
-    preset, ``params`` the
+    only when its saved spec equals the requested one). The training fields
+    (``TRAINING_FIELDS``) left ``None`` take the preset's (``TrainConfig.from_preset``), where
+    ``lr=None`` and ``steps=None`` remain the env's protocol (``recsim_ft.protocol``) and one
+    pass over the log, as ``n_samples=None`` is the protocol's. The baselines ignore the
+    training fields; ``model`` holds two-tower model options over the preset, ``params`` the
     hyperparameters of a strong baseline (those of ``BASELINE_GRIDS``; unset ones take the
     agent's defaults)."""
 
@@ -121,6 +120,7 @@ class RunSpec:
     schedule: str | None = None
     loss: str | None = None
     temperature: float | None = None
+    uniform_negatives: int | None = None
     batch_size: int | None = None
     eval_every: int | None = None
     eval_users: int = 100
@@ -151,6 +151,7 @@ class RunSpec:
         check_choice("loss", self.loss, LOSSES)
         check_int("batch_size", self.batch_size, low=1)
         check_float("temperature", self.temperature, low=0, low_open=True)
+        check_int("uniform_negatives", self.uniform_negatives, low=0)
         for name in ("n_samples", "steps", "eval_every"):
             check_int(name, getattr(self, name), low=1, allow_none=True)
         check_int("eval_users", self.eval_users, low=1)
@@ -210,7 +211,15 @@ class RunSpec:
 
 #: The two-tower training fields of a ``RunSpec`` (``TrainConfig.from_preset`` gives their
 #: defaults), which ``tune(training=...)`` searches.
-TRAINING_FIELDS = ("lr", "schedule", "loss", "temperature", "batch_size", "steps")
+TRAINING_FIELDS = (
+    "lr",
+    "schedule",
+    "loss",
+    "temperature",
+    "uniform_negatives",
+    "batch_size",
+    "steps",
+)
 #: How a training field that differs from its preset's shows in a run directory's name (empty:
 #: the value itself).
 _DIR_TAGS = {
@@ -218,6 +227,7 @@ _DIR_TAGS = {
     "batch_size": "b",
     "loss": "",
     "temperature": "t",
+    "uniform_negatives": "u",
     "schedule": "",
     "steps": "s",
 }
