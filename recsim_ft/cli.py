@@ -308,9 +308,10 @@ def _distinct(option: str, values: Sequence[Any]) -> None:
 
 
 def _run_options(args: argparse.Namespace) -> dict[str, Any]:
-    """The ``RunSpec`` fields every sweep command takes from ``run_options``."""
+    """The ``RunSpec`` fields every sweep command takes from ``run_options`` (``reproduce``'s
+    several presets apart)."""
     return dict(
-        preset=args.preset,
+        **({} if isinstance(args.preset, list) else {"preset": args.preset}),
         schedule=args.schedule,
         loss=args.loss,
         temperature=args.temperature,
@@ -339,6 +340,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
             progress=not args.quiet,
             agent_params=parse_agent_params(args.params),
             tuned=None if args.tuned is None else experiments.tuned_params(args.tuned),
+            presets=args.preset,
             **_run_options(args),
         )
     except (ValueError, RuntimeError) as err:  # bad options, a clashing earlier sweep, missing ray
@@ -463,14 +465,20 @@ def build_parser() -> argparse.ArgumentParser:
             "an idle machine, see recsim_ft/threads.py)",
         )
 
-    def run_options(p: argparse.ArgumentParser) -> None:
+    def run_options(p: argparse.ArgumentParser, several_presets: bool = False) -> None:
         p.add_argument(
             "--preset",
             choices=tuple(PRESETS),
-            default="paper",
+            default=["paper"] if several_presets else "paper",
+            nargs="+" if several_presets else None,
             help="the model and its training (default: paper, the paper's model and protocol; "
             "ranking: the paper's model trained for ranking, see recsim_ft.train.TRAINING_PRESETS; "
-            "quick: a small model)",
+            "quick: a small model)"
+            + (
+                "; several: one row per model and preset (e.g. --preset paper ranking)"
+                if several_presets
+                else ""
+            ),
         )
         p.add_argument(
             "--loss",
@@ -573,7 +581,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_evaluate)
 
     def sweep_options(
-        p: argparse.ArgumentParser, agents: Sequence[str], seeds: int, tables: str | None = None
+        p: argparse.ArgumentParser,
+        agents: Sequence[str],
+        seeds: int,
+        tables: str | None = None,
+        several_presets: bool = False,
     ) -> None:
         p.add_argument(
             "--table",
@@ -619,12 +631,12 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument(
             "--out", required=True, help="results directory (re-running continues the sweep)"
         )
-        run_options(p)
+        run_options(p, several_presets)
 
     p = sub.add_parser(
         "reproduce", help="run a paper table: every setting, embedder and seed, plus baselines"
     )
-    sweep_options(p, experiments.TABLE_AGENTS, seeds=5)
+    sweep_options(p, experiments.TABLE_AGENTS, seeds=5, several_presets=True)
     p.add_argument(
         "--params",
         nargs="+",

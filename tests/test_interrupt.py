@@ -199,7 +199,7 @@ def test_reproduce_killed_then_rerun_reuses_finished_runs_and_matches(tmp_path):
     assert 0 < len(finished) < len(all_runs) and not (out / "table1.csv").exists()
     # a run that died while writing: a half-written metrics file and a stray temporary checkpoint,
     # but no DONE marker, so the sweep must redo it rather than read it
-    half = out / "runs/spotify/mlp/seed1"
+    half = out / "runs/spotify/mlp-quick-s10/seed1"
     assert half.relative_to(out) not in finished
     half.mkdir(parents=True, exist_ok=True)
     (half / "metrics.json").write_text('{"metrics": {"HR@1": 0.')
@@ -213,7 +213,9 @@ def test_reproduce_killed_then_rerun_reuses_finished_runs_and_matches(tmp_path):
         assert (out / name).read_bytes() == (reference / name).read_bytes(), name
     assert (
         json.loads((half / "metrics.json").read_text())["metrics"]
-        == json.loads((reference / "runs/spotify/mlp/seed1/metrics.json").read_text())["metrics"]
+        == json.loads((reference / "runs/spotify/mlp-quick-s10/seed1/metrics.json").read_text())[
+            "metrics"
+        ]
     )
 
 
@@ -230,7 +232,7 @@ def test_ctrl_c_stops_a_parallel_sweep_and_rerunning_matches(tmp_path):
     reference, out = tmp_path / "reference", tmp_path / "results"
     run_to_end(PARALLEL, reference)
     child = start(PARALLEL, out)
-    first = out / "runs/spotify/mlp/seed0" / CHECKPOINT_NAME
+    first = out / "runs/spotify/mlp-quick-s1500/seed0" / CHECKPOINT_NAME
     deadline = time.monotonic() + 180
     while not first.exists():
         assert child.poll() is None and time.monotonic() < deadline, finish(child)
@@ -238,9 +240,9 @@ def test_ctrl_c_stops_a_parallel_sweep_and_rerunning_matches(tmp_path):
     os.killpg(child.pid, signal.SIGINT)
     code, err = finish(child, timeout=60)
     assert code == 130 and "interrupted; run the same command again" in err
-    started = sorted(p.parent.name for p in out.glob("runs/spotify/mlp/*/config.json"))
+    started = sorted(p.parent.name for p in out.glob("runs/spotify/mlp-quick-s1500/*/config.json"))
     assert started == ["seed0", "seed1"] and not _done_stamps(out)
-    assert _checkpoint_step(out / "runs/spotify/mlp/seed0") >= FIRST_CHECKPOINT
+    assert _checkpoint_step(out / "runs/spotify/mlp-quick-s1500/seed0") >= FIRST_CHECKPOINT
     run_to_end(PARALLEL, out)
     for name in ("table1.csv", "table1_runs.csv"):
         assert (out / name).read_bytes() == (reference / name).read_bytes(), name

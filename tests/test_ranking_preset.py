@@ -195,3 +195,58 @@ def test_the_cli_parses_a_training_grid_and_names_bad_ones(tmp_path, capsys):
     ):
         assert main([*base, *extra]) == 2
         assert message in capsys.readouterr().err
+
+
+def test_reproduce_trains_the_models_under_each_preset_and_the_baselines_once(tmp_path):
+    small = dict(d_token=16, mamba_layers=1, transformer_layers=1, d_ffn=32, head_dims=(16,))
+    options = dict(steps=10, n_samples=2_000, eval_users=40, model=small)
+    agents = ["mamba", "transformer", "gbdt", "random"]
+    both = experiments.reproduce(
+        1,
+        tmp_path,
+        seeds=2,
+        settings=_settings()[:1],
+        agents=agents,
+        presets=["paper", "ranking"],
+        progress=False,
+        figures=False,
+        **options,
+    )
+    assert [o.status for o in both.outcomes] == ["done"] * 12  # 2 seeds x (2 x 2 models + 2)
+    rows = ["mamba", "mamba-ranking", "transformer", "transformer-ranking", "gbdt", "random"]
+    assert list(dict.fromkeys(both.summary["agent"])) == rows
+    ranking = [o.spec for o in both.outcomes if o.spec.row == "mamba-ranking"]
+    assert {(s.loss, s.schedule, s.lr, s.steps) for s in ranking} == {
+        ("softmax", "cosine", TRAINING_PRESETS["ranking"]["lr"], 10)
+    }
+    for row in ("mamba-s10", "mamba-ranking-s10", "transformer-ranking-s10", "gbdt"):
+        assert (tmp_path / "runs" / "toy" / row / "seed1" / "DONE").is_file(), row
+    pairs = set(zip(both.tests["a"], both.tests["b"], strict=True))
+    assert {("mamba-ranking", "gbdt"), ("mamba-ranking", "transformer-ranking")} <= pairs
+    assert "| FT-Mamba (ranking) |" in both.markdown
+    assert "Paired tests, FT-Transformer (ranking) − GBDT" in both.markdown
+    # one preset again: its runs and the baselines reused, the other preset's rows left out
+    one = experiments.reproduce(
+        1,
+        tmp_path,
+        seeds=2,
+        settings=_settings()[:1],
+        agents=agents,
+        presets=["ranking"],
+        progress=False,
+        figures=False,
+        **options,
+    )
+    assert {o.status for o in one.outcomes} == {"reused"}
+    assert list(dict.fromkeys(one.summary["agent"])) == [
+        "mamba-ranking",
+        "transformer-ranking",
+        "gbdt",
+        "random",
+    ]
+    same = both.summary.set_index(["agent", "metric"]).loc["gbdt", "mean"]
+    assert one.summary.set_index(["agent", "metric"]).loc["gbdt", "mean"].equals(same)
+    with pytest.raises(ValueError, match="each preset once"):
+        experiments.reproduce(1, tmp_path, settings=_settings()[:1], presets=["paper", "paper"])
+    base = ["reproduce", "--table", "1", "--out", str(tmp_path / "cli"), "--quiet"]
+    assert main([*base, "--preset", "quick", "quick"]) == 2

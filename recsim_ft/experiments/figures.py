@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from recsim_ft.experiments.executors import RunOutcome
-from recsim_ft.experiments.specs import AGENT_LABELS
+from recsim_ft.experiments.specs import agent_label, row_order
 from recsim_ft.models.presets import EMBEDDERS
 
 #: The figures of a report (file ``<stem>_<name>.png``) and what each shows, as the report says.
@@ -82,7 +82,7 @@ def _hr_curves(
     for o in trained:
         path = o.run_dir / "curve.csv"
         if path.exists():
-            curves[o.spec.setting, o.spec.agent, o.spec.seed] = pd.read_csv(path)
+            curves[o.spec.setting, o.spec.row, o.spec.seed] = pd.read_csv(path)
     hr_columns = sorted(
         {c for df in curves.values() for c in df.columns if c.startswith("HR@")},
         key=lambda c: int(c[3:]),
@@ -95,10 +95,11 @@ def _hr_curves(
         squeeze=False,
         figsize=(3.2 * len(hr_columns), 2.6 * len(settings)),
     )
+    rows = sorted({row for _, row, _ in curves}, key=row_order)
     for i, setting in enumerate(settings):
         for j, column in enumerate(hr_columns):
             ax = axes[i, j]
-            for agent in EMBEDDERS:
+            for agent in rows:
                 frames = [
                     df[["step", column]].dropna()
                     for (s, a, _), df in curves.items()
@@ -106,7 +107,7 @@ def _hr_curves(
                 ]
                 if frames:
                     mean = pd.concat(frames).groupby("step")[column].mean()
-                    ax.plot(mean.index, mean.to_numpy(), label=AGENT_LABELS[agent])
+                    ax.plot(mean.index, mean.to_numpy(), label=agent_label(agent))
             for agent, style, color in (
                 ("gbdt", "-.", "black"),
                 ("popularity", ":", "grey"),
@@ -121,7 +122,7 @@ def _hr_curves(
                     and column in o.metrics
                 ]
                 if values:
-                    label = AGENT_LABELS.get(agent, agent)
+                    label = agent_label(agent)
                     ax.axhline(np.mean(values), color=color, ls=style, lw=1, label=label)
             ax.set_title(f"{labels.get(setting, setting)}: {column}", fontsize=8)
             ax.set_xlabel("training step")
@@ -136,13 +137,14 @@ def _recommended_minus_liked(
     """Fig. 5: per item, ranked by how many test users like it, how often it is recommended
     minus how often it is liked (mean over seeds), one panel per setting."""
     fig, axes = plt.subplots(1, len(settings), squeeze=False, figsize=(4.5 * len(settings), 3))
+    rows = sorted({o.spec.row for o in trained}, key=row_order)
     for ax, setting in zip(axes[0], settings, strict=True):
-        for agent in EMBEDDERS:
+        for agent in rows:
             ranked = []
             for o in trained:
                 if (
                     o.spec.setting == setting
-                    and o.spec.agent == agent
+                    and o.spec.row == agent
                     and (o.run_dir / "items.csv").exists()
                 ):
                     items = pd.read_csv(o.run_dir / "items.csv").sort_values(
@@ -153,7 +155,7 @@ def _recommended_minus_liked(
                 ax.plot(
                     np.arange(1, len(ranked[0]) + 1),
                     np.mean(ranked, axis=0),
-                    label=AGENT_LABELS[agent],
+                    label=agent_label(agent),
                 )
         ax.axhline(0, color="grey", lw=0.5)
         ax.set_title(labels.get(setting, setting), fontsize=9)

@@ -27,11 +27,11 @@ from recsim_ft.experiments.runs import (
     write_atomic,
 )
 from recsim_ft.experiments.specs import (
-    AGENT_LABELS,
-    AGENTS,
     TABLE_AGENTS,
     RunSpec,
     Setting,
+    agent_label,
+    row_order,
     table_settings,
     table_specs,
 )
@@ -130,9 +130,7 @@ def markdown_table(
             "|---" * (len(metrics) + len(cost_columns) + 1) + "|",
         ]
         cells = group.set_index(["agent", "metric"])
-        agents = [x for x in TABLE_AGENTS if x in set(group["agent"])] + sorted(
-            set(group["agent"]) - set(TABLE_AGENTS)
-        )
+        agents = sorted(set(group["agent"]), key=row_order)
         n_seeds = group.groupby("agent")["n"].max()
         for agent in agents:
             row = []
@@ -154,7 +152,7 @@ def markdown_table(
             for name, _, form in cost_columns:
                 cost = here_costs.get((agent, name))
                 row.append("" if cost is None else form.format(cost))
-            label = AGENT_LABELS.get(agent, agent)
+            label = agent_label(agent)
             if group["n"].min() != group["n"].max():
                 label += f" ({_count(n_seeds[agent], n_seeds[agent], 'seed')})"
             lines.append(f"| {label} | " + " | ".join(row) + " |")
@@ -180,7 +178,7 @@ def markdown_table(
             pair = pair.set_index("metric")
             lines += [
                 "",
-                f"Paired tests, {AGENT_LABELS.get(a, a)} − {AGENT_LABELS.get(b, b)} over seeds "
+                f"Paired tests, {agent_label(a)} − {agent_label(b)} over seeds "
                 "(paired t-test `scipy.stats.ttest_rel`; "
                 "Wilcoxon signed-rank `scipy.stats.wilcoxon`):",
                 "",
@@ -298,11 +296,13 @@ def _earlier_runs(
     agent_params: dict[str, dict[str, Any]],
     tuned: dict[str, dict[str, dict[str, Any]]],
     options: dict[str, Any],
+    presets: Sequence[str],
 ) -> list[RunOutcome]:
     """The finished runs in ``out`` of ``settings`` (any agent, any seed) that ``specs`` do not
     name: what earlier commands added to the table. Each must be the run these ``options`` make
-    for its agent and seed (``finished`` names any difference), so one table never mixes runs
-    made with other settings."""
+    for its agent, seed and preset (``finished`` names any difference), so one table never mixes
+    runs made with other settings; models trained with a preset not in ``presets`` belong to
+    another table and are left out."""
     by_name = {s.name: s for s in settings}
     requested = {spec.relative_dir() for spec in specs}
     earlier = []
@@ -311,9 +311,16 @@ def _earlier_runs(
         saved = RunSpec.from_dict(json.loads((run_dir / "config.json").read_text())["spec"])
         if saved.setting not in by_name or saved.split != "test":
             continue
+        if saved.agent in EMBEDDERS and saved.preset not in presets:
+            continue
         params = {saved.agent: agent_params[saved.agent]} if saved.agent in agent_params else {}
         (spec,) = table_specs(
-            [by_name[saved.setting]], [saved.seed], [saved.agent], params, tuned, **options
+            [by_name[saved.setting]],
+            [saved.seed],
+            [saved.agent],
+            params,
+            tuned,
+            **{**options, "preset": saved.preset},
         )
         if spec.relative_dir() not in requested and finished(spec, run_dir):
             earlier.append(RunOutcome(spec, run_dir, "reused", read_metrics(run_dir)))
@@ -333,9 +340,14 @@ def reproduce(
     figures: bool = True,
     agent_params: dict[str, dict[str, Any]] | None = None,
     tuned: dict[str, dict[str, dict[str, Any]]] | None = None,
+    presets: Sequence[str] | None = None,
     **options: Any,
 ) -> Report:
     """Run (or continue) the sweep of the paper's Table ``table`` and write its report into ``out``.
+
+    ``presets`` trains the two-tower models under each of these presets (e.g. ``("paper",
+    "ranking")``; one row per model and preset, the baselines once); None: ``options``'s
+    ``preset``, else the paper's.
 
     ``settings`` defaults to ``table_settings(table)``; ``options`` are RunSpec fields
     (``preset``, ``steps``, ``n_samples``, ``eval_every``, ``eval_users``, ...),
@@ -350,9 +362,24 @@ def reproduce(
     # the table's other settings too, with the ones asked for as given (e.g. H&M on other data)
     known = list({s.name: s for s in [*table_settings(table), *settings]}.values())
     agent_params, tuned = agent_params or {}, tuned or {}
-    specs = table_specs(settings, range(seeds), agents, agent_params, tuned, **options)
+    if presets is None:
+        presets = [options.get("preset", "paper")]
+    elif "preset" in options:
+        raise ValueError("give the presets as presets=[...] or as preset=..., not both")
+    elif not presets or len(set(presets)) < len(presets):
+        raise ValueError(f"presets must name each preset once, got {list(presets)}")
+    options = {k: v for k, v in options.items() if k != "preset"}
+    specs = []
+    for i, preset in enumerate(presets):  # the baselines once: they have no preset
+        specs += [
+            spec
+            for spec in table_specs(
+                settings, range(seeds), agents, agent_params, tuned, preset=preset, **options
+            )
+            if spec.agent in EMBEDDERS or i == 0
+        ]
     earlier = _earlier_runs(
-        out, known, specs, agent_params, tuned, options
+        out, known, specs, agent_params, tuned, options, presets
     )  # before any work: may refuse the --out
     outcomes = sweep(specs, out, jobs=jobs, executor=executor, address=address, progress=progress)
     for o in [*outcomes, *earlier]:
@@ -361,6 +388,6 @@ def reproduce(
     position = {s.name: i for i, s in enumerate(known)}
     outcomes = sorted(
         [*outcomes, *earlier],
-        key=lambda o: (position[o.spec.setting], o.spec.seed, AGENTS.index(o.spec.agent)),
+        key=lambda o: (position[o.spec.setting], o.spec.seed, row_order(o.spec.row)),
     )
     return report(outcomes, out, f"table{table}", {s.name: s.label for s in known}, figures)

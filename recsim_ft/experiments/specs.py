@@ -40,6 +40,27 @@ AGENT_LABELS = {
     "linear": "per-item ridge",
     "segment_popularity": "segment popularity",
 }
+
+
+def agent_label(row: str) -> str:
+    """The table label of a row key (``RunSpec.row``): ``"FT-Mamba"``, or with the preset of a
+    model trained otherwise than the paper, ``"FT-Mamba (ranking)"``.
+
+    >>> agent_label("mamba-ranking"), agent_label("gbdt")
+    ('FT-Mamba (ranking)', 'GBDT')
+    """
+    agent, _, preset = row.partition("-")
+    label = AGENT_LABELS.get(agent, agent)
+    return f"{label} ({preset})" if preset else label
+
+
+def row_order(row: str) -> tuple[int, int, str]:
+    """Table order of a row key: ``AGENTS`` order, each model's paper preset before its others."""
+    agent, _, preset = row.partition("-")
+    position = AGENTS.index(agent) if agent in AGENTS else len(AGENTS)
+    return (position, int(bool(preset)), preset)
+
+
 #: The hyperparameters of each strong baseline a spec may set (``RunSpec.params``), and the
 #: grid ``tune`` searches by default (the first value of each: the agent's default).
 BASELINE_GRIDS: dict[str, dict[str, tuple[Any, ...]]] = {
@@ -142,6 +163,10 @@ class RunSpec:
             ) from None
         check_choice("split", self.split, SPLITS)
         check_choice("preset", self.preset, tuple(PRESETS))
+        if self.agent not in EMBEDDERS:  # a baseline has no preset and trains nothing: one spec
+            object.__setattr__(self, "preset", "paper")
+            for name in TRAINING_FIELDS:
+                object.__setattr__(self, name, None)
         training = TrainConfig.from_preset(self.preset)
         for name in TRAINING_FIELDS:
             if getattr(self, name) is None:
@@ -181,6 +206,14 @@ class RunSpec:
         d = dict(d)
         d["ks"] = tuple(d["ks"])
         return cls(**d)
+
+    @property
+    def row(self) -> str:
+        """The row of a results table this run belongs to: the agent, and for a model trained
+        with a preset other than the paper's, ``agent-preset`` (``"mamba-ranking"``)."""
+        if self.agent in EMBEDDERS and self.preset != "paper":
+            return f"{self.agent}-{self.preset}"
+        return self.agent
 
     def train_steps(self) -> int:
         """The training steps of this run (0 for a baseline): ``steps``, else one pass over the

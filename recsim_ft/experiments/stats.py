@@ -13,6 +13,7 @@ from scipy import stats
 
 from recsim_ft.experiments.executors import RunOutcome
 from recsim_ft.experiments.runs import read_costs
+from recsim_ft.experiments.specs import row_order
 from recsim_ft.metrics import METRICS as METRIC_FAMILIES
 from recsim_ft.paper_results import paper_value
 
@@ -75,11 +76,13 @@ def _metric_order(name: str) -> tuple[int, int]:
 
 
 def runs_frame(outcomes: Iterable[RunOutcome]) -> pd.DataFrame:
-    """One row per (run, metric) of the successful runs: setting, agent, seed, metric, value."""
+    """One row per (run, metric) of the successful runs: setting, agent (the table row,
+    ``RunSpec.row``: ``"mamba-ranking"`` for a preset other than the paper's), seed, metric,
+    value."""
     rows = [
         {
             "setting": o.spec.setting,
-            "agent": o.spec.agent,
+            "agent": o.spec.row,
             "seed": o.spec.seed,
             "metric": metric,
             "value": value,
@@ -100,7 +103,7 @@ def costs_frame(outcomes: Iterable[RunOutcome]) -> pd.DataFrame:
     and to fit, milliseconds to score 1,000 test users). Apart from ``runs_frame``: timings
     differ between machines and runs, the metrics never do."""
     rows = [
-        {"setting": o.spec.setting, "agent": o.spec.agent, "seed": o.spec.seed}
+        {"setting": o.spec.setting, "agent": o.spec.row, "seed": o.spec.seed}
         | {"cost": cost, "value": value}
         for o in outcomes
         if o.status != "failed" and (o.run_dir / "metrics.json").is_file()
@@ -133,14 +136,32 @@ def summarize(runs: pd.DataFrame, confidence: float = 0.95) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=[*columns, "paper"])
 
 
-#: The comparisons of every table: FT-Mamba against FT-Transformer (the paper's question) and
-#: against the strong default, the GBDT.
-PAIRS = (("mamba", "transformer"), ("mamba", "gbdt"))
+def table_pairs(rows: Iterable[str]) -> list[tuple[str, str]]:
+    """The comparisons of a table with these rows (``RunSpec.row``): under each preset, FT-Mamba
+    against FT-Transformer (the paper's question) and against the strong default, the GBDT, and
+    under a preset other than the paper's FT-Transformer against the GBDT too.
+
+    >>> table_pairs(["mamba", "transformer", "mamba-ranking", "transformer-ranking", "gbdt"])[3:]
+    [('mamba-ranking', 'gbdt'), ('transformer-ranking', 'gbdt')]
+    """
+    rows = list(rows)
+    presets = dict.fromkeys(r.partition("-")[2] for r in sorted(rows, key=row_order))
+    pairs = []
+    for preset in presets:
+        mamba, transformer = (f"{m}-{preset}" if preset else m for m in ("mamba", "transformer"))
+        pairs += [(mamba, transformer), (mamba, "gbdt")]
+        if preset:
+            pairs.append((transformer, "gbdt"))
+    return pairs
 
 
-def paired_tests(runs: pd.DataFrame, pairs: Sequence[tuple[str, str]] = PAIRS) -> pd.DataFrame:
-    """Per (a, b) of ``pairs``, setting and metric: paired test of agent ``a`` vs ``b`` over the
-    seeds both finished."""
+def paired_tests(
+    runs: pd.DataFrame, pairs: Sequence[tuple[str, str]] | None = None
+) -> pd.DataFrame:
+    """Per (a, b) of ``pairs`` (default: ``table_pairs`` of the rows), setting and metric: paired
+    test of agent ``a`` vs ``b`` over the seeds both finished (pairs without both rows: none)."""
+    if pairs is None:
+        pairs = table_pairs(runs["agent"].unique())
     rows = []
     for a, b in pairs:
         for (setting, metric), group in runs.groupby(["setting", "metric"], sort=False):
