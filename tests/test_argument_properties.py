@@ -294,7 +294,9 @@ def check_make(env_id: str, kwargs: dict[str, Any], wrong: str | None = None) ->
     for name, value in env.spec.kwargs.items():
         assert same(value, kwargs[name])  # gym keeps a copy
         read_back = BUILT[env_id].get(name)
-        if (env_id, name) in DRAWN_FROM_NONE and value is None:
+        if (env_id, name) == ("HMFashion-v0", "n_items") and value is None:  # every article
+            assert env.unwrapped.n_items == env.unwrapped.data_summary["articles"]
+        elif (env_id, name) in DRAWN_FROM_NONE and value is None:
             drawn = read_back(env.unwrapped)
             assert isinstance(drawn, int) and env.unwrapped.spec_kwargs[name] == drawn
         elif read_back is not None and not (value is None and DEFAULTS[env_id].get(name) is None):

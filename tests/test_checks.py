@@ -184,7 +184,11 @@ def test_vaccine_arguments_are_checked_not_truncated(kwargs, shown):
 @pytest.mark.parametrize(
     ("env_id", "kwargs", "shown"),
     [
-        ("HMFashion-v0", {"n_items": "10"}, "n_items must be a positive integer, got '10' (str)"),
+        (
+            "HMFashion-v0",
+            {"n_items": "10"},
+            "n_items must be a positive integer or 'all', got '10'",
+        ),
         (
             "HMFashion-v0",
             {"n_customers": 1e3},

@@ -23,6 +23,7 @@ from recsim_ft.envs.hm_data import (
     UNKNOWN_IDS,
     USER_CATEGORICAL,
     check_item_features,
+    check_n_items,
     load_kaggle,
     process,
 )
@@ -35,7 +36,9 @@ class HMFashionEnv(RecEnv):
 
     The H&M setting of Starnes & Webster, "Mamba for Scalable and Efficient Personalized
     Recommendations": recommend one of the ``n_items`` (100) most purchased H&M articles to a
-    customer, who is described by five features. Each episode is one customer (a contextual
+    customer, who is described by five features; ``n_items=None`` (or ``"all"``) makes every
+    article of the catalogue an item (105,542 in the full data and the stand-in), the ones never
+    bought last. Each episode is one customer (a contextual
     bandit, ``horizon`` steps). Users are real customers: ``reset`` draws one of the training
     customers, and the reward is read from what that customer actually bought. Opt-in modes
     (kwargs of this id, see ``RecEnv``): ``slate_size=k`` shows k articles of which the customer
@@ -156,9 +159,9 @@ class HMFashionEnv(RecEnv):
     env = gym.make("HMFashion-v0", data_dir="data/hm")  # the Kaggle files
     ```
 
-    ``data_dir`` (None: synthetic), ``n_items`` (100), ``item_features`` (("prod_name",)),
-    ``min_test_purchases`` (5), ``test_fraction`` (0.5), ``seed`` (0: the synthetic data and
-    the test split), ``n_customers`` (50,000; synthetic only), ``cache`` (True),
+    ``data_dir`` (None: synthetic), ``n_items`` (100; None: all), ``item_features``
+    (("prod_name",)), ``min_test_purchases`` (5), ``test_fraction`` (0.5), ``seed`` (0: the
+    synthetic data and the test split), ``n_customers`` (50,000; synthetic only), ``cache`` (True),
     ``cache_dir`` (None) and ``unknown_ids`` ("drop" or "error"; Kaggle files only),
     ``horizon`` (1), and the slate and session modes ``slate_size``, ``choice_scale``,
     ``no_choice_utility``, ``session``, ``session_length``, ``history_length``, ``dynamics``
@@ -176,7 +179,7 @@ class HMFashionEnv(RecEnv):
         self,
         data_dir: str | os.PathLike | None = None,
         *,
-        n_items: int = 100,
+        n_items: int | str | None = 100,
         item_features: str | Sequence[str] = ("prod_name",),
         item_feature: str | None = None,
         min_test_purchases: int = 5,
@@ -190,7 +193,7 @@ class HMFashionEnv(RecEnv):
         **modes: Any,
     ) -> None:
         self.data_dir = check_path("data_dir", data_dir, allow_none=True)
-        n_items = check_int("n_items", n_items, low=1)
+        n_items = check_n_items(n_items)
         if item_feature is not None:
             if item_features != ("prod_name",):
                 raise ValueError(
@@ -261,6 +264,7 @@ class HMFashionEnv(RecEnv):
         self.data_summary = {
             "synthetic": self.synthetic,
             "customers": data.n_customers,
+            "articles": data.n_articles,
             "transactions": data.n_transactions,
             "dropped_transactions": data.dropped_transactions,
             "unknown_customers": data.unknown_customers,

@@ -5,7 +5,7 @@ The full ``transactions_train.csv`` has 31.8M rows (3.5 GB). It is streamed in b
 pyarrow, reading only ``customer_id`` and ``article_id``; each block is turned into two int32
 arrays at once (the article's row in articles.csv, the customer's row in customers.csv), so the
 whole file costs 8 bytes a row and no Python objects. Only then are the ``n_items`` most
-purchased articles chosen and every other row dropped.
+purchased articles chosen (or every article) and every other row dropped.
 
 Every problem with the input (missing file or column, wrong type, empty or truncated file,
 duplicate ids) raises :class:`HMDataError`, a ``ValueError`` naming the file and the column.
@@ -139,6 +139,8 @@ class HMData:
     purchases: np.ndarray
     #: transaction rows used (read, minus those dropped for unknown ids)
     n_transactions: int
+    #: articles in the articles file (the whole catalogue)
+    n_articles: int
     #: transaction rows dropped because they name an unknown customer or article
     dropped_transactions: int = 0
     #: distinct customer ids of the transactions missing from the customers file
@@ -333,6 +335,16 @@ def _read_customers(
     return customer_index, age, np.stack(codes, axis=1), categories
 
 
+def check_n_items(n_items: int | str | None) -> int | None:
+    """``n_items`` checked: a positive count, or None for the whole catalogue (also spelled
+    ``"all"``)."""
+    if n_items is None or (isinstance(n_items, str) and n_items == "all"):
+        return None
+    if isinstance(n_items, str):
+        raise ValueError(f"n_items must be a positive integer or 'all', got {n_items!r}")
+    return check_int("n_items", n_items, low=1)
+
+
 def check_item_features(
     item_features: str | Sequence[str], argument: str = "item_features"
 ) -> tuple[str, ...]:
@@ -445,18 +457,21 @@ def _encode_transactions(
 
 def process(
     sources: dict[str, TableSource],
-    n_items: int = 100,
+    n_items: int | None = 100,
     item_features: str | Sequence[str] = ("prod_name",),
     unknown_ids: str = "drop",
 ) -> HMData:
     """Build :class:`HMData` from the three tables (Kaggle files or frames with their columns).
 
-    ``item_features``: the article attributes that describe an item (``ITEM_FEATURES``); a
-    missing value is category ``"missing"``. ``unknown_ids``: ``"drop"`` the transactions
-    naming a customer or article missing from its file (with a warning counting them), or
-    refuse them with an ``"error"``.
+    ``n_items``: the items are the ``n_items`` most purchased articles; ``None`` (or ``"all"``)
+    is every article of the articles file, never-bought ones last (by id), as are any beyond
+    the bought ones when ``n_items`` asks for more. ``item_features``: the article attributes
+    that describe an item (``ITEM_FEATURES``); a missing value is category ``"missing"``.
+    ``unknown_ids``: ``"drop"`` the transactions naming a customer or article missing from its
+    file (with a warning counting them), or refuse them with an ``"error"``.
     """
-    n_items = check_int("n_items", n_items, low=1)
+
+    n_items = check_n_items(n_items)
     item_features = check_item_features(item_features)
     check_choice("unknown_ids", unknown_ids, UNKNOWN_IDS)
     customer_index, age, user_codes, user_categories = _read_customers(sources["customers"])
@@ -481,11 +496,13 @@ def process(
     article_ids = article_index.to_numpy()
 
     counts = np.bincount(article_rows, minlength=len(article_ids))
-    n_bought = int((counts > 0).sum())
-    if n_items > n_bought:
+    if n_items is None:
+        n_items = len(article_ids)
+    elif n_items > len(article_ids):
         raise HMDataError(
-            f"n_items={n_items} but only {n_bought} articles were ever bought in "
-            f"{_source_name(sources['transactions'], 'transactions')}"
+            f"n_items={n_items:,} but {_source_name(sources['articles'], 'articles')} lists "
+            f"{len(article_ids):,} articles; ask for at most that many, or n_items=None for "
+            "all of them"
         )
     top = np.lexsort((article_ids, -counts))[:n_items]  # most bought first, ties: lower id
     item_of_article = np.full(len(article_ids), -1, np.int32)
@@ -509,6 +526,7 @@ def process(
         item_names=tuple(attributes["prod_name"].fill_null(MISSING).to_pylist()),
         purchases=purchases,
         n_transactions=len(article_rows),
+        n_articles=len(article_ids),
         dropped_transactions=unknown.rows,
         unknown_customers=len(unknown.ids["customer_id"]),
         unknown_articles=len(unknown.ids["article_id"]),
@@ -533,7 +551,7 @@ def _warn_dropped(data: HMData, transactions: str) -> None:
 # -- cache ---------------------------------------------------------------------------------------
 def cache_key(
     files: dict[str, Path],
-    n_items: int,
+    n_items: int | None,
     item_features: tuple[str, ...],
     unknown_ids: str = "drop",
 ) -> str:
@@ -542,7 +560,8 @@ def cache_key(
         table: [p.name, p.stat().st_size, p.stat().st_mtime_ns]
         for table, p in sorted(files.items())
     }
-    text = json.dumps([CACHE_VERSION, int(n_items), list(item_features), unknown_ids, stats])
+    count = None if n_items is None else int(n_items)
+    text = json.dumps([CACHE_VERSION, count, list(item_features), unknown_ids, stats])
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -575,6 +594,7 @@ def save_processed(data: HMData, directory: Path) -> None:
             "item_features": data.item_features,
             "item_categories": data.item_categories,
             "n_transactions": data.n_transactions,
+            "n_articles": data.n_articles,
             "dropped_transactions": data.dropped_transactions,
             "unknown_customers": data.unknown_customers,
             "unknown_articles": data.unknown_articles,
@@ -609,6 +629,7 @@ def load_processed(directory: Path) -> HMData:
             [purchases["customer"].to_numpy(), purchases["item"].to_numpy()], axis=1
         ),
         n_transactions=int(meta["n_transactions"]),
+        n_articles=int(meta["n_articles"]),
         dropped_transactions=int(meta["dropped_transactions"]),
         unknown_customers=int(meta["unknown_customers"]),
         unknown_articles=int(meta["unknown_articles"]),
@@ -617,7 +638,7 @@ def load_processed(directory: Path) -> HMData:
 
 def load_kaggle(
     data_dir: str | os.PathLike,
-    n_items: int = 100,
+    n_items: int | None = 100,
     item_features: str | Sequence[str] = ("prod_name",),
     cache: bool = True,
     cache_dir: str | os.PathLike | None = None,
@@ -632,6 +653,7 @@ def load_kaggle(
     that dropped rows warns again).
     """
     files = find_kaggle_files(data_dir)
+    n_items = check_n_items(n_items)
     item_features = check_item_features(item_features)
     if not cache:
         return process(files, n_items, item_features, unknown_ids)
