@@ -78,7 +78,7 @@ SCHEDULES = ("constant", "cosine")
 TRAINING_PRESETS: dict[str, dict[str, Any]] = {
     "ranking": {
         "loss": "softmax",
-        "lr": 1e-3,
+        "lr": 3e-4,
         "batch_size": 128,
         "steps": 2000,
         "schedule": "cosine",
