@@ -32,6 +32,8 @@ import numpy as np
 import pandas as pd
 from scipy import optimize, stats
 
+from recsim_ft.envs.hm_data import ARTICLE_COLUMNS
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_SRC = REPO_ROOT / ".." / "shared" / "data" / "hm_stats"
 DEFAULT_OUT = REPO_ROOT / "recsim_ft" / "assets" / "hm_calibration.json"
@@ -42,25 +44,13 @@ ATTRIBUTE_GROUPS = {
     "departments": (
         "product_group_name",
         "product_type_no",
-        "department_no",
-        "department_name",
-        "index_code",
-        "index_name",
-        "index_group_no",
-        "index_group_name",
-        "section_no",
-        "section_name",
-        "garment_group_no",
-        "garment_group_name",
+        *ARTICLE_COLUMNS[
+            ARTICLE_COLUMNS.index("department_no") : ARTICLE_COLUMNS.index("detail_desc")
+        ],
     ),
-    "colours": (
-        "colour_group_code",
-        "colour_group_name",
-        "perceived_colour_value_id",
-        "perceived_colour_value_name",
-        "perceived_colour_master_id",
-        "perceived_colour_master_name",
-    ),
+    "colours": ARTICLE_COLUMNS[
+        ARTICLE_COLUMNS.index("colour_group_code") : ARTICLE_COLUMNS.index("department_no")
+    ],
     "graphical_appearances": ("graphical_appearance_no", "graphical_appearance_name"),
 }
 #: the attributes of the top 200 articles in top_article_transactions.csv

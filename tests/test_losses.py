@@ -95,30 +95,41 @@ def test_in_batch_softmax_by_hand_with_the_logq_sign():
     assert abs(value - wrong) > 0.05
 
 
-def test_in_batch_softmax_estimates_the_catalogues_softmax():
-    """Over many batches drawn from q, the corrected negatives' mass estimates the other items'
-    mass of the full softmax (unbiased), which the wrong sign does not."""
-    generator = torch.Generator().manual_seed(0)
-    m, n = 6, 5
-    item_table = torch.randn(m, 3, generator=generator)
-    user = torch.randn(1, 3, generator=generator)
-    q = torch.tensor([0.4, 0.25, 0.15, 0.1, 0.06, 0.04])
-    exact = torch.logsumexp(user @ item_table.T, dim=1).item()  # the full softmax of item 0
+def _assert_unbiased_over_batches(item_table, user, q, n, uniform, generator):
+    """Over 4,000 batches of item 0 (the positive) and ``n`` other rows drawn from ``q`` (plus
+    ``uniform`` items drawn uniformly), the corrected negatives' mass estimates the other items'
+    mass of the full softmax of item 0 within 4 standard errors."""
+    m = len(item_table)
     estimates = []
     for _ in range(4000):
         others = torch.multinomial(q[1:] / q[1:].sum(), n, replacement=True, generator=generator)
         batch_items = torch.cat([torch.tensor([0]), others + 1])
+        drawn = torch.randint(m, (uniform,), generator=generator) if uniform else None
         loss = in_batch_softmax_loss(
             user.expand(n + 1, 3),
             item_table[batch_items],
             batch_items,
             torch.tensor([1.0] + [0.0] * n),
             q.log(),
+            1.0,
+            drawn,
+            None if drawn is None else item_table[drawn],
         )
         estimates.append(math.exp(loss.item() + float(user @ item_table[0])))
-    full = math.exp(exact)  # exp(s_0) + the other items' mass, which the batches estimate
+    # exp(s_0) + the other items' mass, which the batches estimate
+    full = math.exp(torch.logsumexp(user @ item_table.T, dim=1).item())
     standard_error = np.std(estimates) / math.sqrt(len(estimates))
     assert abs(np.mean(estimates) - full) < 4 * standard_error < 0.1 * full
+
+
+def test_in_batch_softmax_estimates_the_catalogues_softmax():
+    """Over many batches drawn from q, the corrected negatives' mass estimates the other items'
+    mass of the full softmax (unbiased), which the wrong sign does not."""
+    generator = torch.Generator().manual_seed(0)
+    item_table = torch.randn(6, 3, generator=generator)
+    user = torch.randn(1, 3, generator=generator)
+    q = torch.tensor([0.4, 0.25, 0.15, 0.1, 0.06, 0.04])
+    _assert_unbiased_over_batches(item_table, user, q, 5, 0, generator)
 
 
 def test_mixed_uniform_negatives_by_hand():
@@ -155,30 +166,11 @@ def test_mixed_negatives_estimate_the_catalogues_softmax():
     """Batch negatives drawn from q plus uniform ones: the balance-heuristic correction keeps
     the estimate of the other items' mass unbiased, also for items the log rarely holds."""
     generator = torch.Generator().manual_seed(1)
-    m, n, uniform = 6, 3, 2
-    item_table = torch.randn(m, 3, generator=generator)
+    item_table = torch.randn(6, 3, generator=generator)
     item_table[5] *= 3  # a rarely logged item with a large score: batches alone rarely see it
     user = torch.randn(1, 3, generator=generator)
     q = torch.tensor([0.4, 0.25, 0.15, 0.1, 0.07, 0.03])
-    full = math.exp(torch.logsumexp(user @ item_table.T, dim=1).item())
-    estimates = []
-    for _ in range(4000):
-        others = torch.multinomial(q[1:] / q[1:].sum(), n, replacement=True, generator=generator)
-        batch_items = torch.cat([torch.tensor([0]), others + 1])
-        drawn = torch.randint(m, (uniform,), generator=generator)
-        loss = in_batch_softmax_loss(
-            user.expand(n + 1, 3),
-            item_table[batch_items],
-            batch_items,
-            torch.tensor([1.0] + [0.0] * n),
-            q.log(),
-            1.0,
-            drawn,
-            item_table[drawn],
-        )
-        estimates.append(math.exp(loss.item() + float(user @ item_table[0])))
-    standard_error = np.std(estimates) / math.sqrt(len(estimates))
-    assert abs(np.mean(estimates) - full) < 4 * standard_error < 0.1 * full
+    _assert_unbiased_over_batches(item_table, user, q, 3, 2, generator)
 
 
 def test_uniform_negatives_train_deterministically_resume_and_need_in_batch(env, log, tmp_path):
