@@ -26,6 +26,11 @@ from recsim_ft.metrics import check_scores, ranking_metrics, top_k
 from recsim_ft.protocol import protocol_for
 from recsim_ft.schema import Batch
 
+#: At most this many (user, item) cells of scores and relevance are held at once: beyond it
+#: ``evaluate`` takes the users in chunks (with 100 users, catalogues of up to 335,544 items are
+#: evaluated in one piece, as before; the whole H&M catalogue with 1,000 users in four).
+EVAL_CHUNK_CELLS = 1 << 25
+
 
 def evaluate(
     agent: Any,
@@ -49,7 +54,9 @@ def evaluate(
             Kaggle MAP@12.
 
     Returns:
-        ``{"P@1": ..., "n_users": ..., "n_excluded": ...}`` as ``ranking_metrics`` returns it.
+        ``{"P@1": ..., "n_users": ..., "n_excluded": ...}`` as ``ranking_metrics`` returns it
+        (over a catalogue too large for every user at once, ``EVAL_CHUNK_CELLS``, the mean over
+        chunks of users weighted by the users each scored: the same means).
     """
     rec_env = env.unwrapped
     n_users = check_int("n_users", n_users, low=1)
@@ -57,9 +64,39 @@ def evaluate(
     if metrics is None:
         metrics = protocol_for(env).metrics
     users = rec_env.eval_users(split, n_users, seed)
-    return ranking_metrics(
-        agent_scores(agent, users, rec_env.n_items), rec_env.relevant(users), ks=ks, metrics=metrics
-    )
+    rows = max(1, EVAL_CHUNK_CELLS // rec_env.n_items)
+    if len(users) <= rows:
+        return ranking_metrics(
+            agent_scores(agent, users, rec_env.n_items),
+            rec_env.relevant(users),
+            ks=ks,
+            metrics=metrics,
+        )
+    # a large catalogue: score and rank a chunk of users at a time, then average over all of them
+    totals: dict[str, float] = {}
+    n_scored = n_excluded = 0
+    for start in range(0, len(users), rows):
+        chunk = users[start : start + rows]
+        relevant = rec_env.relevant(chunk)
+        if not np.asarray(relevant).any():  # no scored user here: only excluded ones
+            n_excluded += len(chunk)
+            continue
+        part = ranking_metrics(
+            agent_scores(agent, chunk, rec_env.n_items), relevant, ks=ks, metrics=metrics
+        )
+        n_scored, n_excluded = n_scored + part["n_users"], n_excluded + part["n_excluded"]
+        for name, value in part.items():
+            if name not in ("n_users", "n_excluded"):
+                totals[name] = totals.get(name, 0.0) + value * part["n_users"]
+    if not n_scored:
+        raise ValueError(
+            f"none of the {len(users)} users has a relevant item; the metrics are undefined"
+        )
+    return {
+        **{name: total / n_scored for name, total in totals.items()},
+        "n_users": n_scored,
+        "n_excluded": n_excluded,
+    }
 
 
 def recommended_minus_liked(

@@ -217,3 +217,25 @@ def test_perfect_and_worst_rankings(case):
     for k in range(1, n_items + 1):
         expected = np.mean(k > n_irrelevant)  # a hit only once every irrelevant item is ranked
         assert worst[f"HR@{k}"] == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("cells", [50, 50 * 7, 50 * 100])
+def test_evaluate_in_chunks_of_users_gives_the_same_means(monkeypatch, cells):
+    """A catalogue too large for every user at once is evaluated a chunk of users at a time
+    (``EVAL_CHUNK_CELLS``): the same means, users who like nothing still counted as excluded."""
+    import gymnasium as gym
+
+    from recsim_ft import evaluate as evaluation
+    from recsim_ft.agents import SegmentPopularityAgent
+    from recsim_ft.data import collect
+
+    env = gym.make("Spotify-v0")
+    agent = SegmentPopularityAgent(env).fit(collect(env, n=5_000, seed=0))
+    whole = evaluation.evaluate(agent, env, n_users=100, seed=3, metrics=(*METRICS, "MAP@12"))
+    monkeypatch.setattr(evaluation, "EVAL_CHUNK_CELLS", cells)  # Spotify: 50 items
+    chunked = evaluation.evaluate(agent, env, n_users=100, seed=3, metrics=(*METRICS, "MAP@12"))
+    assert chunked.keys() == whole.keys()
+    assert (chunked["n_users"], chunked["n_excluded"]) == (whole["n_users"], whole["n_excluded"])
+    assert whole["n_excluded"] > 0  # Spotify has users who like no song: some chunks have none
+    for name, value in whole.items():
+        assert chunked[name] == pytest.approx(value, rel=1e-12, abs=1e-12), name
