@@ -229,11 +229,9 @@ class RunSpec:
     def relative_dir(self) -> Path:
         """``setting/agent[-preset][-what differs from the preset's training]/seedN``: the
         paper's preset and training keep the directory names of earlier sweeps."""
-        agent = self.agent
+        agent = self.row
         if self.agent in EMBEDDERS:
             training = TrainConfig.from_preset(self.preset)
-            if self.preset != "paper":
-                agent += f"-{self.preset}"
             for name, tag in _DIR_TAGS.items():
                 value = getattr(self, name)
                 if value != getattr(training, name):
