@@ -3,6 +3,7 @@ and, where asked, the same FT-Mamba on other kernel paths and mambapy's Mamba in
 
     python benchmarks/train_step.py [--threads N] [--steps 30]                  # CPU, batch 32
     python benchmarks/train_step.py --device cuda --batch-sizes 32 2048         # GPU, CUDA graphs
+    python benchmarks/train_step.py --threads 1 --against 767476d              # vs an older commit
 
 Every candidate runs the trainer's own step (``recsim_ft.train.TrainStep``: scores of logged
 pairs, MSE, backward, fused Adam; on CUDA captured once as a CUDA graph and replayed, unless
@@ -10,28 +11,81 @@ pairs, MSE, backward, fused Adam; on CUDA captured once as a CUDA graph and repl
 rounds, so background load hits them alike; the figure is the median over rounds of the block's
 wall time per step (on CUDA, between two device synchronisations: the throughput a training run
 sees). Last line: one JSON object with ``mamba_over_transformer`` (step-time ratio, worst shape
-set and batch; target <= 0.5), ``mambapy_over_mamba`` where mambapy ran (target >= 6), and the
-figures per shape set and batch size.
+set and batch; target <= 0.5), ``mambapy_over_mamba`` where mambapy ran (target >= 6), the CPU
+(model and bf16 units, ``recsim_ft.cpu``), and the figures per shape set and batch size.
+
+``--against COMMIT`` adds FT-Mamba and FT-Transformer as that commit's package builds them (its
+``recsim_ft`` exported by ``git archive`` and imported under another name), taking turns with
+today's, so a speed-up is a ratio measured side by side in one run
+(``mamba_over_<commit>``: today's step time over the commit's).
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
+from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import torch
 from torch import nn
 
+import recsim_ft
+from recsim_ft import cpu
 from recsim_ft.models import FeatureTensors, TwoTower
 from recsim_ft.schema import Batch, Feature, Schema
 from recsim_ft.train import TrainStep, make_optimizer
 
 
-def shape_sets() -> dict[str, tuple[Schema, Schema, Batch]]:
+def package_at(commit: str) -> SimpleNamespace:
+    """The classes this benchmark uses, from ``recsim_ft`` as it was at ``commit``: exported
+    into a temporary folder and renamed so that it imports beside today's package."""
+    name = "recsim_ft_" + "".join(c for c in commit if c.isalnum())
+    root = Path(tempfile.mkdtemp(prefix="recsim_ft_at_"))
+    repo = Path(recsim_ft.__file__).resolve().parents[1]
+    archive = subprocess.run(
+        ["git", "-C", str(repo), "archive", commit, "recsim_ft"], check=True, capture_output=True
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(root)], input=archive, check=True)
+    (root / "recsim_ft").rename(root / name)
+    for source in (root / name).rglob("*.py"):
+        text = source.read_text()
+        source.write_text(text.replace("recsim_ft.", f"{name}.").replace("recsim_ft ", f"{name} "))
+    sys.path.insert(0, str(root))
+    modules = {m: importlib.import_module(f"{name}.{m}") for m in ("models", "schema", "train")}
+    return SimpleNamespace(
+        FeatureTensors=modules["models"].FeatureTensors,
+        TwoTower=modules["models"].TwoTower,
+        Batch=modules["schema"].Batch,
+        Feature=modules["schema"].Feature,
+        Schema=modules["schema"].Schema,
+        TrainStep=modules["train"].TrainStep,
+        make_optimizer=modules["train"].make_optimizer,
+    )
+
+
+#: Today's package, in the form of :func:`package_at`'s.
+TODAY = SimpleNamespace(
+    FeatureTensors=FeatureTensors,
+    TwoTower=TwoTower,
+    Batch=Batch,
+    Feature=Feature,
+    Schema=Schema,
+    TrainStep=TrainStep,
+    make_optimizer=make_optimizer,
+)
+
+
+def shape_sets(pkg: SimpleNamespace = TODAY) -> dict[str, tuple[Schema, Schema, Batch]]:
     """Schemas and item table with the shapes of the Spotify and H&M envs."""
+    Schema, Feature, Batch = pkg.Schema, pkg.Feature, pkg.Batch  # noqa: N806 (classes)
     spotify_users = Schema(
         tuple(Feature(f"genre_{j}", "numeric", low=0, high=1) for j in range(20))
     )
@@ -63,14 +117,17 @@ def shape_sets() -> dict[str, tuple[Schema, Schema, Batch]]:
     }
 
 
-def random_users(schema: Schema, n: int, rng: np.random.Generator) -> Batch:
+def random_users(
+    schema: Schema, n: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The fields of a ``Batch`` of ``n`` random users (any package's ``Batch`` takes them)."""
     numeric = rng.integers(0, 2, (n, schema.n_numeric)).astype(np.float32)
     categorical = (
         np.stack([rng.integers(0, c, n) for c in schema.cardinalities], 1)
         if schema.n_categorical
         else np.zeros((n, 0), np.int64)
     )
-    return Batch(numeric, categorical, np.arange(n))
+    return numeric, categorical, np.arange(n)
 
 
 class MambapyEmbedder(nn.Module):
@@ -95,9 +152,12 @@ class MambapyEmbedder(nn.Module):
         return self.mamba(tokens)[:, -1]
 
 
-def build_model(candidate: str, user_schema: Schema, item_schema: Schema) -> TwoTower:
+def build_model(
+    candidate: str, user_schema: Schema, item_schema: Schema, pkg: SimpleNamespace = TODAY
+) -> TwoTower:
     """``transformer``, ``mamba`` (the automatic kernel path), ``mamba-<path>`` (a forced path of
-    ``recsim_ft.models.mamba.KERNEL_PATHS``) or ``mambapy``."""
+    ``recsim_ft.models.mamba.KERNEL_PATHS``) or ``mambapy``, built by ``pkg``'s ``TwoTower``."""
+    TwoTower = pkg.TwoTower  # noqa: N806 (a class)
     if candidate == "transformer":
         return TwoTower.from_schemas(user_schema, item_schema, "transformer", "paper")
     if candidate.startswith("mamba-"):
@@ -154,7 +214,7 @@ def profile_steps(
     its kernels), sorted by device time on CUDA."""
     from torch.profiler import ProfilerActivity, profile
 
-    eager = TrainStep(
+    eager = type(step)(  # the candidate's own package's TrainStep
         step.model,
         step.optimizer,
         step.users,
@@ -196,6 +256,11 @@ def main() -> None:
     )
     parser.add_argument("--no-cuda-graph", action="store_true", help="eager steps on CUDA")
     parser.add_argument(
+        "--against",
+        metavar="COMMIT",
+        help="also time FT-Mamba and FT-Transformer as COMMIT built them, side by side",
+    )
+    parser.add_argument(
         "--profile",
         type=int,
         default=0,
@@ -221,26 +286,35 @@ def main() -> None:
         else f"{torch.get_num_threads()} threads"
     )
     print(
-        f"torch {torch.__version__}, {where}, CUDA graphs {'on' if graphs else 'off'}, median of "
-        f"{args.steps} rounds of {block} step(s) after {args.warmup} warm-up rounds"
+        f"{cpu.describe()}; torch {torch.__version__}, {where}, CUDA graphs "
+        f"{'on' if graphs else 'off'}, median of {args.steps} rounds of {block} step(s) after "
+        f"{args.warmup} warm-up rounds"
     )
+    packages = {"": TODAY}
+    if args.against:
+        packages[f"@{args.against}"] = package_at(args.against)
     report: dict[str, dict[str, float]] = {}
-    for name, (user_schema, item_schema, item_table) in shape_sets().items():
+    for name in shape_sets():
         for batch_size in args.batch_sizes:
             n_rows = max(4096, 4 * batch_size)
-            users = FeatureTensors.from_batch(random_users(user_schema, n_rows, rng), device)
-            items = FeatureTensors.from_batch(item_table, device)
-            actions = torch.as_tensor(rng.integers(0, len(item_table), n_rows), device=device)
+            user_fields = random_users(shape_sets()[name][0], n_rows, rng)
+            actions = torch.as_tensor(
+                rng.integers(0, len(shape_sets()[name][2]), n_rows), device=device
+            )
             rewards = torch.as_tensor(
                 rng.integers(-1, 2, n_rows), dtype=torch.float32, device=device
             )
             steps = {}
-            for candidate in candidates:
-                model = build_model(candidate, user_schema, item_schema).to(device)
-                optimizer = make_optimizer(model, lr=1e-4, capturable=graphs)
-                steps[candidate] = TrainStep(
-                    model, optimizer, users, items, actions, rewards, batch_size, graphs
-                )
+            for suffix, pkg in packages.items():
+                user_schema, item_schema, item_table = shape_sets(pkg)[name]
+                users = pkg.FeatureTensors.from_batch(pkg.Batch(*user_fields), device)
+                items = pkg.FeatureTensors.from_batch(item_table, device)
+                for candidate in candidates if not suffix else ("transformer", "mamba"):
+                    model = build_model(candidate, user_schema, item_schema, pkg).to(device)
+                    optimizer = pkg.make_optimizer(model, lr=1e-4, capturable=graphs)
+                    steps[candidate + suffix] = pkg.TrainStep(
+                        model, optimizer, users, items, actions, rewards, batch_size, graphs
+                    )
             t = time_steps(steps, n_rows, batch_size, args.steps, block, args.warmup, device)
             if args.profile:
                 for candidate, step in steps.items():
@@ -254,8 +328,18 @@ def main() -> None:
                 report[key]["mamba_over_transformer"] = round(t["mamba"] / t["transformer"], 3)
             if "mambapy" in t and "mamba" in t:
                 report[key]["mambapy_over_mamba"] = round(t["mambapy"] / t["mamba"], 2)
+            if args.against:
+                for candidate in ("transformer", "mamba"):
+                    report[key][f"{candidate}_over_{args.against}"] = round(
+                        t[candidate] / t[f"{candidate}@{args.against}"], 3
+                    )
             print(f"{key:14s} " + "  ".join(f"{k} {v}" for k, v in report[key].items()), flush=True)
-    summary: dict[str, object] = {"device": where, "cuda_graphs": graphs}
+    summary: dict[str, object] = {
+        "device": where,
+        "cpu": cpu.cpu_model(),
+        "cpu_bf16_units": list(cpu.bf16_units()),
+        "cuda_graphs": graphs,
+    }
     for ratio, worst in (("mamba_over_transformer", max), ("mambapy_over_mamba", min)):
         values = [r[ratio] for r in report.values() if ratio in r]
         if values:

@@ -19,7 +19,9 @@ from recsim_ft.models import (
     params_report,
 )
 from recsim_ft.models.io import write_model_file
+from recsim_ft.models.mamba import MambaEmbedder
 from recsim_ft.models.scan import cuda_kernels_available
+from recsim_ft.models.transformer import TransformerEmbedder
 from recsim_ft.schema import Batch, Feature, Schema
 
 EMBEDDERS = ["mamba", "transformer", "mlp"]
@@ -125,6 +127,49 @@ def test_fused_cpu_block_matches_the_composed_float64_block(d_model, d_state, d_
             atol=1e-4 * scale,
             msg=lambda m, name=name: f"{name}: {m}",
         )
+
+
+def _every_token_then_last(embedder: torch.nn.Module, tokens: torch.Tensor) -> torch.Tensor:
+    """The embedder's output computed the plain way: every layer over every token, then the
+    last token read."""
+    if isinstance(embedder, TransformerEmbedder):
+        return embedder.encoder(tokens)[:, -1]
+    x = tokens.transpose(0, 1)
+    for block, norm in zip(embedder.blocks, embedder.norms, strict=True):
+        y = block.forward_time_major(x)
+        x = norm(x + y if embedder.residual else y)
+    return x[-1]
+
+
+@pytest.mark.parametrize(
+    "make,dtype",
+    [
+        (lambda: MambaEmbedder(d_model=16, n_layers=3, d_state=4, d_conv=4), torch.float64),
+        (lambda: MambaEmbedder(d_model=16, n_layers=3, d_state=4, d_conv=4), torch.float32),
+        (lambda: MambaEmbedder(d_model=16, n_layers=2, residual=True, d_state=4), torch.float64),
+        (lambda: TransformerEmbedder(d_model=16, n_layers=2, d_ffn=32), torch.float64),
+        (lambda: TransformerEmbedder(d_model=16, n_layers=1, d_ffn=32), torch.float32),
+    ],
+)
+def test_last_layer_on_the_last_token_alone_gives_the_same_output_and_gradients(make, dtype):
+    """Both embedders read only the last token, so their last layer computes only what it needs
+    (Mamba: gate and out_proj; Transformer: query, feed-forward and norms): the same values and
+    gradients as every layer over every token (float32 runs the fused C block for Mamba)."""
+    torch.manual_seed(0)
+    embedder = make().to(dtype)
+    with torch.no_grad():  # away from the init's constants, so every parameter matters
+        for p in embedder.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    tokens = torch.randn(5, 7, 16, dtype=dtype, requires_grad=True)
+    inputs = [tokens, *embedder.parameters()]
+    fast, plain = embedder(tokens), _every_token_then_last(embedder, tokens)
+    tolerance = {} if dtype == torch.float64 else {"rtol": 1e-5, "atol": 1e-5}
+    torch.testing.assert_close(fast, plain, **tolerance)
+    upstream = torch.randn_like(fast)
+    grads_fast = torch.autograd.grad((fast * upstream).sum(), inputs)
+    grads_plain = torch.autograd.grad((plain * upstream).sum(), inputs)
+    for a, b in zip(grads_fast, grads_plain, strict=True):
+        torch.testing.assert_close(a, b, **tolerance)
 
 
 @pytest.mark.skipif(

@@ -181,48 +181,68 @@ class MambaBlock(nn.Module):
         assert x.dim() == 3, f"expected (batch, L, d_model), got {tuple(x.shape)}"
         return self.forward_time_major(x.transpose(0, 1)).transpose(0, 1)
 
-    def forward_time_major(self, x: Tensor) -> Tensor:
+    def forward_time_major(self, x: Tensor, last_only: bool = False) -> Tensor:
         """The same block on (L, batch, d_model) input: every path computes in this layout, so
-        stacked blocks never copy their activations to transpose them."""
-        xz = self.in_proj(x)  # (L, b, 2 d_inner): x and z side by side
+        stacked blocks never copy their activations to transpose them.
+
+        ``last_only=True`` returns the last step's output alone, (1, batch, d_model), the same
+        values: the scan still runs over every step (the state needs them), but the gate ``z``
+        and ``out_proj`` only at the last one, which the embedder's last layer is all it reads.
+        """
+        xz = self._in_proj(x, last_only)  # (L, b, 2 d_inner): x and z side by side
+        y = self._inner(xz)
+        return self.out_proj(y[-1:] if last_only else y)
+
+    def _in_proj(self, x: Tensor, last_only: bool) -> Tensor:
+        """in_proj's output; with ``last_only`` its ``z`` half only at the last step (zeros
+        before it: their outputs are never read, so they get no gradient either)."""
+        if not last_only:
+            return self.in_proj(x)
+        w_x, w_z = self.in_proj.weight.split(self.d_inner)
+        z = F.pad(F.linear(x[-1:], w_z), (0, 0, 0, 0, x.shape[0] - 1, 0))
+        return torch.cat([F.linear(x, w_x), z], dim=-1)
+
+    def _inner(self, xz: Tensor) -> Tensor:
+        """Everything between in_proj and out_proj, on the path :func:`kernel_path` picks.
+        Under autocast (bf16 training) it runs in float32, as mamba_ssm's ``custom_fwd`` does:
+        the scan's state and decays need float32's range and precision."""
+        if torch.is_autocast_enabled(xz.device.type):
+            with torch.autocast(xz.device.type, enabled=False):
+                return self._inner(xz.float())
         path = kernel_path(xz, self.kernels)
         if path == "mamba_ssm":
-            return self._forward_mamba_ssm(*xz.chunk(2, dim=-1))
+            return self._inner_mamba_ssm(*xz.chunk(2, dim=-1))
         conv_weight = self.conv1d.weight.squeeze(1)
         if path == "triton":
             from recsim_ft.models.triton_mamba import mamba_inner  # imports triton: only here
 
-            return self.out_proj(
-                mamba_inner(
-                    xz,
-                    conv_weight,
-                    self.conv1d.bias,
-                    self.x_proj.weight,
-                    self.dt_proj.weight,
-                    self.dt_proj.bias,
-                    self.A_log,
-                    self.D,
-                )
+            return mamba_inner(
+                xz,
+                conv_weight,
+                self.conv1d.bias,
+                self.x_proj.weight,
+                self.dt_proj.weight,
+                self.dt_proj.bias,
+                self.A_log,
+                self.D,
             )
         A = -torch.exp(_at_least_float32(self.A_log))
         if path == "native":
-            return self.out_proj(
-                mamba_inner_time_major(
-                    xz,
-                    conv_weight,
-                    self.conv1d.bias,
-                    self.x_proj.weight,
-                    self.dt_proj.weight,
-                    self.dt_proj.bias,
-                    A,
-                    self.D,
-                )
+            return mamba_inner_time_major(
+                xz,
+                conv_weight,
+                self.conv1d.bias,
+                self.x_proj.weight,
+                self.dt_proj.weight,
+                self.dt_proj.bias,
+                A,
+                self.D,
             )
         xs, z = xz.chunk(2, dim=-1)
         u = F.silu(causal_conv1d_time_major(xs, conv_weight, self.conv1d.bias))
         dt, B, C = self.x_proj(u).split([self.dt_rank, self.d_state, self.d_state], dim=-1)
         delta = F.linear(dt, self.dt_proj.weight)  # the bias goes into the scan, as in mamba_simple
-        y = selective_scan_time_major(
+        return selective_scan_time_major(
             u,
             delta,
             A,
@@ -233,9 +253,8 @@ class MambaBlock(nn.Module):
             delta_bias=_at_least_float32(self.dt_proj.bias),
             delta_softplus=True,
         )
-        return self.out_proj(y)
 
-    def _forward_mamba_ssm(self, xs: Tensor, z: Tensor) -> Tensor:
+    def _inner_mamba_ssm(self, xs: Tensor, z: Tensor) -> Tensor:
         """mamba_ssm's CUDA selective scan (imported only here), in its (batch, d, L) layout. The
         conv uses causal_conv1d's kernel where it exists (widths 2-4 only); wider convs, such
         as the paper's width 16, use cuDNN's depthwise conv1d, as mamba_simple does without it."""
@@ -262,7 +281,7 @@ class MambaBlock(nn.Module):
             delta_bias=self.dt_proj.bias.float(),
             delta_softplus=True,
         )
-        return self.out_proj(y.permute(2, 0, 1))
+        return y.permute(2, 0, 1)
 
 
 class MambaEmbedder(nn.Module):
@@ -271,7 +290,9 @@ class MambaEmbedder(nn.Module):
     The LayerNorm after the block's output projection is the paper's (their embeddings diverged
     without it); ``residual=True`` makes a layer LayerNorm(x + MambaBlock(x)) as in mamba_ssm's
     ``Block`` (see ``ModelConfig.mamba_residual`` for why the default is the paper's). The last
-    token is the [CLS] token, the only one a causal model has let see every feature.
+    token is the [CLS] token, the only one a causal model has let see every feature. The last
+    layer computes its gate, ``out_proj`` and norm at that token alone (the same output for less
+    work; its scan still runs over every token).
 
     Shape:
         input: (batch, n_tokens, d_model); output: (batch, d_model).
@@ -299,8 +320,8 @@ class MambaEmbedder(nn.Module):
     def forward(self, tokens: Tensor) -> Tensor:
         assert tokens.dim() == 3, f"expected (batch, n_tokens, d_model), got {tuple(tokens.shape)}"
         x = tokens.transpose(0, 1)  # time-major inside, see MambaBlock.forward_time_major
-        for block, norm in zip(self.blocks, self.norms, strict=True):
-            x = norm(
-                x + block.forward_time_major(x) if self.residual else block.forward_time_major(x)
-            )
+        last = len(self.blocks) - 1
+        for i, (block, norm) in enumerate(zip(self.blocks, self.norms, strict=True)):
+            y = block.forward_time_major(x, last_only=i == last)  # only the last token is read
+            x = norm(x[-y.shape[0] :] + y if self.residual else y)
         return x[-1]

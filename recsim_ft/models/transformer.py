@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 
@@ -9,7 +10,9 @@ class TransformerEmbedder(nn.Module):
     """``n_layers`` post-norm encoder layers (ReLU feed-forward, no dropout), output = last token.
 
     The last token is the [CLS] token (the tokenizer appends it), as for the Mamba embedder, so
-    both embedders read the same position.
+    both embedders read the same position. As in Gorishniy et al.'s FT-Transformer, the last
+    layer computes only that token: its attention query, feed-forward and norms run on one token
+    instead of all, the same output (its keys and values still come from every token).
 
     Shape:
         input: (batch, n_tokens, d_model); output: (batch, d_model).
@@ -41,4 +44,17 @@ class TransformerEmbedder(nn.Module):
 
     def forward(self, tokens: Tensor) -> Tensor:
         assert tokens.dim() == 3, f"expected (batch, n_tokens, d_model), got {tuple(tokens.shape)}"
-        return self.encoder(tokens)[:, -1]
+        *layers, last = self.encoder.layers
+        for layer in layers:
+            tokens = layer(tokens)
+        return _last_token_of(last, tokens)
+
+
+def _last_token_of(layer: nn.TransformerEncoderLayer, tokens: Tensor) -> Tensor:
+    """``layer(tokens)[:, -1]`` (post-norm, ReLU, no dropout, as this embedder builds it),
+    computed for the last token's query alone."""
+    query = tokens[:, -1:]
+    attended = layer.self_attn(query, tokens, tokens, need_weights=False)[0]
+    x = layer.norm1(query + attended)
+    x = layer.norm2(x + layer.linear2(F.relu(layer.linear1(x))))
+    return x[:, 0]
