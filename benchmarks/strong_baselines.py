@@ -17,12 +17,12 @@ import argparse
 import platform
 import resource
 import time
-from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
 
 import recsim_ft  # noqa: F401  (registers the envs)
+from recsim_ft import cpu
 from recsim_ft.agents import (
     GBDTAgent,
     LinearAgent,
@@ -71,14 +71,6 @@ AGENTS = {
 }
 
 
-def cpu_name() -> str:
-    cpuinfo = Path("/proc/cpuinfo")
-    for line in cpuinfo.read_text().splitlines() if cpuinfo.exists() else []:
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown CPU"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
@@ -89,7 +81,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0, help="run seed (as reproduce's seeds)")
     args = parser.parse_args()
     agents = args.agents + (["lightgbm"] if args.lightgbm else [])
-    print(f"CPU: {cpu_name()}; Python {platform.python_version()}; seed {args.seed}")
+    print(f"CPU: {cpu.describe()}; Python {platform.python_version()}; seed {args.seed}")
     print(
         f"{'setting':<11}{'items':>7} {'agent':<20}{'fit s':>8}{'ms/1k users':>13}"
         f"{'HR@1':>7}{'HR@10':>7}{'MAP@12':>8}{'peak RSS GB':>13}"

@@ -4,6 +4,7 @@ and, where asked, the same FT-Mamba on other kernel paths and mambapy's Mamba in
     python benchmarks/train_step.py [--threads N] [--steps 30]                  # CPU, batch 32
     python benchmarks/train_step.py --device cuda --batch-sizes 32 2048         # GPU, CUDA graphs
     python benchmarks/train_step.py --threads 1 --against 767476d              # vs an older commit
+    python benchmarks/train_step.py --threads 1 --precision fp32 bf16          # both precisions
 
 Every candidate runs the trainer's own step (``recsim_ft.train.TrainStep``: scores of logged
 pairs, MSE, backward, fused Adam; on CUDA captured once as a CUDA graph and replayed, unless
@@ -256,6 +257,14 @@ def main() -> None:
     )
     parser.add_argument("--no-cuda-graph", action="store_true", help="eager steps on CUDA")
     parser.add_argument(
+        "--precision",
+        nargs="+",
+        choices=("fp32", "bf16"),
+        default=["fp32"],
+        help="training precision of each candidate; several: each candidate at each, side by "
+        "side (a candidate at bf16 is named candidate-bf16)",
+    )
+    parser.add_argument(
         "--against",
         metavar="COMMIT",
         help="also time FT-Mamba and FT-Transformer as COMMIT built them, side by side",
@@ -310,11 +319,21 @@ def main() -> None:
                 users = pkg.FeatureTensors.from_batch(pkg.Batch(*user_fields), device)
                 items = pkg.FeatureTensors.from_batch(item_table, device)
                 for candidate in candidates if not suffix else ("transformer", "mamba"):
-                    model = build_model(candidate, user_schema, item_schema, pkg).to(device)
-                    optimizer = pkg.make_optimizer(model, lr=1e-4, capturable=graphs)
-                    steps[candidate + suffix] = pkg.TrainStep(
-                        model, optimizer, users, items, actions, rewards, batch_size, graphs
-                    )
+                    for precision in args.precision if not suffix else ["fp32"]:
+                        model = build_model(candidate, user_schema, item_schema, pkg).to(device)
+                        optimizer = pkg.make_optimizer(model, lr=1e-4, capturable=graphs)
+                        tag = "" if precision == "fp32" else f"-{precision}"
+                        steps[candidate + tag + suffix] = pkg.TrainStep(
+                            model,
+                            optimizer,
+                            users,
+                            items,
+                            actions,
+                            rewards,
+                            batch_size,
+                            graphs,
+                            **({"precision": precision} if tag else {}),
+                        )
             t = time_steps(steps, n_rows, batch_size, args.steps, block, args.warmup, device)
             if args.profile:
                 for candidate, step in steps.items():
@@ -328,6 +347,19 @@ def main() -> None:
                 report[key]["mamba_over_transformer"] = round(t["mamba"] / t["transformer"], 3)
             if "mambapy" in t and "mamba" in t:
                 report[key]["mambapy_over_mamba"] = round(t["mambapy"] / t["mamba"], 2)
+            for precision in args.precision:
+                for candidate in ("transformer", "mamba"):
+                    if precision != "fp32" and f"{candidate}-{precision}" in t:
+                        report[key][f"{candidate}_{precision}_over_fp32"] = round(
+                            t[f"{candidate}-{precision}"] / t[candidate], 3
+                        )
+                if precision != "fp32" and {
+                    f"mamba-{precision}",
+                    f"transformer-{precision}",
+                } <= set(t):
+                    report[key][f"mamba_over_transformer_{precision}"] = round(
+                        t[f"mamba-{precision}"] / t[f"transformer-{precision}"], 3
+                    )
             if args.against:
                 for candidate in ("transformer", "mamba"):
                     report[key][f"{candidate}_over_{args.against}"] = round(

@@ -35,6 +35,7 @@ from recsim_ft.envs.hm_data import UNKNOWN_IDS
 from recsim_ft.experiments import RunSpec
 from recsim_ft.losses import LOSSES
 from recsim_ft.models import PRESETS, params_report
+from recsim_ft.precision import PRECISIONS
 from recsim_ft.threads import default_threads, use_threads
 from recsim_ft.train import CHECKPOINT_NAME, SCHEDULES
 
@@ -168,6 +169,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             temperature=args.temperature,
             uniform_negatives=args.uniform_negatives,
             batch_size=args.batch_size,
+            precision=args.precision,
             eval_every=args.eval_every,
             eval_users=args.eval_users,
             model=parse_env_kwargs(args.model, "--model"),
@@ -317,6 +319,7 @@ def _run_options(args: argparse.Namespace) -> dict[str, Any]:
         temperature=args.temperature,
         uniform_negatives=args.uniform_negatives,
         batch_size=args.batch_size,
+        precision=args.precision,
         steps=args.steps,
         n_samples=args.n,
         eval_every=args.eval_every,
@@ -505,6 +508,15 @@ def build_parser() -> argparse.ArgumentParser:
             type=_positive_int,
             default=None,
             help="training batch size (default: the preset's; paper: 32)",
+        )
+        p.add_argument(
+            "--precision",
+            choices=PRECISIONS,
+            default=None,
+            help="the two-tower models' training precision (default: the preset's, fp32; bf16: "
+            "matrix products in bfloat16, weights and the Mamba scan in float32; auto: bf16 where "
+            "the CPU has AMX or AVX512-BF16 or on a CUDA GPU with bf16, else fp32; recsim-ft info "
+            "says which)",
         )
         p.add_argument(
             "--schedule",

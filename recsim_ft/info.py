@@ -12,10 +12,11 @@ import platform
 
 import torch
 
-from recsim_ft import __version__
+from recsim_ft import __version__, cpu
 from recsim_ft.models import native_scan
 from recsim_ft.models.mamba import kernel_path, triton_status
 from recsim_ft.models.scan import cuda_kernels_available
+from recsim_ft.precision import resolve_precision
 
 
 def _path_line(device: str, dtype: torch.dtype) -> str:
@@ -29,9 +30,11 @@ def _path_line(device: str, dtype: torch.dtype) -> str:
 def system_report() -> str:
     """A printable report: versions, threads, devices, and the Mamba block's path per device."""
     cuda = torch.cuda.is_available()
+    units = ", ".join(cpu.bf16_units()) or "none (" + " / ".join(cpu.BF16_UNITS) + ")"
     lines = [
         f"recsim-ft {__version__}, Python {platform.python_version()}, torch {torch.__version__}",
-        f"CPU: {os.cpu_count()} cores; torch threads {torch.get_num_threads()} "
+        f"CPU: {cpu.cpu_model()}, {os.cpu_count()} cores, bf16 units: {units}; "
+        f"torch threads {torch.get_num_threads()} "
         f"(OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')})",
     ]
     for i in range(torch.cuda.device_count() if cuda else 0):
@@ -58,4 +61,14 @@ def system_report() -> str:
     lines += [_path_line("cpu", dtype) for dtype in (torch.float32, torch.float64)]
     if cuda:
         lines += [_path_line("cuda", dtype) for dtype in (torch.float32, torch.bfloat16)]
+    lines.append(
+        "training precision --precision auto (see recsim_ft.precision; the default is fp32):"
+    )
+    for device in ["cpu"] + (["cuda"] if cuda else []):
+        precision, why = resolve_precision("auto", torch.device(device))
+        lines.append(f"  on {device:<5} -> {precision}: {why.removeprefix('auto: ')}")
+    lines.append(
+        "  bf16 runs the towers' matrix products in bfloat16; weights, Adam, losses and the "
+        "Mamba scan stay float32"
+    )
     return "\n".join(lines)

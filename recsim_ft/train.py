@@ -29,6 +29,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +55,7 @@ from recsim_ft.losses import (
     softmax_negatives,
 )
 from recsim_ft.models import FeatureTensors, TwoTower
+from recsim_ft.precision import autocast, resolve_precision
 from recsim_ft.protocol import DEFAULT_PROTOCOL, SPLITS, Protocol, protocol_for
 from recsim_ft.schema import Batch
 from recsim_ft.threads import torch_threads
@@ -86,6 +88,7 @@ TRAINING_PRESETS: dict[str, dict[str, Any]] = {
 }
 #: Settings that must match for a checkpoint to be resumed (the rest only changes speed or logging).
 _RESUME_KEYS = (
+    "precision",
     "loss",
     "temperature",
     "negatives",
@@ -124,6 +127,9 @@ class TrainConfig:
     correction), with ``uniform_negatives`` items drawn uniformly per step mixed into the
     in-batch negatives; ``recsim_ft.losses`` has their equations. ``schedule``: see
     ``SCHEDULES``.
+    ``precision``: ``"fp32"``, ``"bf16"`` (the towers' matrix products in bfloat16 under
+    autocast; weights, Adam, losses and the Mamba scan in float32) or ``"auto"`` (bf16 only where
+    the CPU has AMX or AVX512-BF16, or on a CUDA device with bf16; see ``recsim_ft.precision``).
     ``TrainConfig.from_preset("ranking")`` is the training of a preset (``TRAINING_PRESETS``).
     """
 
@@ -146,6 +152,7 @@ class TrainConfig:
     device: str = "cpu"
     cuda_graph: bool = True
     threads: int | None = None
+    precision: str = "fp32"
 
     @classmethod
     def from_preset(cls, preset: str, **overrides: Any) -> TrainConfig:
@@ -183,6 +190,7 @@ class TrainConfig:
                 "checkpoint_every", self.checkpoint_every, low=1, allow_none=True
             ),
             threads=check_int("threads", self.threads, low=1, allow_none=True),
+            precision=resolve_precision(self.precision, torch.device(self.device))[0],
         )
 
 
@@ -253,8 +261,11 @@ class TrainStep:
         temperature: float = 1.0,
         log_q: torch.Tensor | None = None,
         uniform_negatives: int = 0,
+        precision: str = "fp32",
     ) -> None:
         self.model, self.optimizer = model, optimizer
+        # the forward's matrix products in bf16 (autocast), weights, Adam and losses in float32
+        self.autocast = partial(autocast, precision, actions.device)
         # log_q: the in-batch softmax's item log-frequencies; None: the catalogue's softmax
         self.loss_kind, self.temperature, self.log_q = loss, temperature, log_q
         self.uniform_negatives = uniform_negatives
@@ -274,16 +285,21 @@ class TrainStep:
     def _step(self) -> torch.Tensor:
         index = self.index
         users, actions, rewards = _rows(self.users, index), self.actions[index], self.rewards[index]
+        model, low_precision = self.model, self.autocast  # the towers under it, the losses not
         if self.loss_kind == "softmax" and self.log_q is not None:
             uniform = uniform_embeddings = None
             if self.uniform_negatives:  # from the run's RNG: a resumed run draws the same items
                 uniform = torch.randint(
                     len(self.log_q), (self.uniform_negatives,), device=actions.device
                 )
-                uniform_embeddings = self.model.item_tower(_rows(self.item_table, uniform))
+                with low_precision():
+                    uniform_embeddings = model.item_tower(_rows(self.item_table, uniform))
+            with low_precision():
+                user_embeddings = model.user_tower(users)
+                item_embeddings = model.item_tower(_rows(self.item_table, actions))
             loss = in_batch_softmax_loss(
-                self.model.user_tower(users),
-                self.model.item_tower(_rows(self.item_table, actions)),
+                user_embeddings,
+                item_embeddings,
                 actions,
                 rewards,
                 self.log_q,
@@ -292,17 +308,16 @@ class TrainStep:
                 uniform_embeddings,
             )
         elif self.loss_kind == "softmax":
+            with low_precision():
+                user_embeddings = model.user_tower(users)
+                item_embeddings = model.item_tower(self.item_table)
             loss = softmax_loss(
-                self.model.user_tower(users),
-                self.model.item_tower(self.item_table),
-                actions,
-                rewards,
-                self.temperature,
+                user_embeddings, item_embeddings, actions, rewards, self.temperature
             )
         else:
-            loss = pair_loss(
-                self.loss_kind, self.model.score_logged(users, actions, self.item_table), rewards
-            )
+            with low_precision():
+                scores = model.score_logged(users, actions, self.item_table)
+            loss = pair_loss(self.loss_kind, scores, rewards)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
@@ -391,6 +406,7 @@ def _load_checkpoint(path: Path, config: TrainConfig, log_digest: str) -> dict[s
     saved.setdefault("negatives", "auto")
     saved.setdefault("schedule", "constant")  # and before the schedules
     saved.setdefault("uniform_negatives", 0)
+    saved.setdefault("precision", "fp32")  # and before the precisions
     changed = [k for k in _RESUME_KEYS if _plain(saved[k]) != _plain(wanted[k])]
     if state["log_digest"] != log_digest:
         changed.append("the training log")
@@ -569,6 +585,7 @@ def train(
             config.temperature,
             log_q,
             config.uniform_negatives,
+            config.precision,
         )
 
         def save_checkpoint(step: int) -> None:

@@ -150,6 +150,7 @@ def run(
             uniform_negatives=spec.uniform_negatives,
             batch_size=spec.batch_size,
             steps=spec.steps,
+            precision=spec.precision,
             seed=train_seed,
             eval_users=spec.eval_users,
             eval_seed=test_seed,

@@ -20,6 +20,7 @@ import torch
 from recsim_ft.checks import check_choice, check_float, check_int
 from recsim_ft.losses import LOSSES
 from recsim_ft.models.presets import EMBEDDERS, PRESETS, make_config
+from recsim_ft.precision import PRECISIONS, resolve_precision
 from recsim_ft.protocol import DEFAULT_PROTOCOL, PROTOCOLS, SPLITS
 from recsim_ft.train import SCHEDULES, TrainConfig
 
@@ -143,6 +144,7 @@ class RunSpec:
     temperature: float | None = None
     uniform_negatives: int | None = None
     batch_size: int | None = None
+    precision: str | None = None
     eval_every: int | None = None
     eval_users: int = 100
     ks: tuple[int, ...] = (1, 5, 10)
@@ -177,6 +179,11 @@ class RunSpec:
         check_int("batch_size", self.batch_size, low=1)
         check_float("temperature", self.temperature, low=0, low_open=True)
         check_int("uniform_negatives", self.uniform_negatives, low=0)
+        if self.precision == "auto":  # named by what this machine runs, so its directory says it
+            object.__setattr__(
+                self, "precision", resolve_precision("auto", torch.device(self.device))[0]
+            )
+        check_choice("precision", self.precision, PRECISIONS)
         for name in ("n_samples", "steps", "eval_every"):
             check_int(name, getattr(self, name), low=1, allow_none=True)
         check_int("eval_users", self.eval_users, low=1)
@@ -250,6 +257,7 @@ TRAINING_FIELDS = (
     "uniform_negatives",
     "batch_size",
     "steps",
+    "precision",
 )
 #: How a training field that differs from its preset's shows in a run directory's name (empty:
 #: the value itself).
@@ -261,6 +269,7 @@ _DIR_TAGS = {
     "uniform_negatives": "u",
     "schedule": "",
     "steps": "s",
+    "precision": "",
 }
 
 

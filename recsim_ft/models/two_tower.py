@@ -88,8 +88,14 @@ class Tower(nn.Module):
             if len(distinct) < x.n_rows:
                 n_num = x.numeric.shape[1]
                 x = FeatureTensors(distinct[:, :n_num].float(), distinct[:, n_num:].long())
-                return self.head(self.embedder(self.tokenizer(x)))[inverse]
-        return self.head(self.embedder(self.tokenizer(x)))
+                return self._embed(x)[inverse]
+        return self._embed(x)
+
+    def _embed(self, x: FeatureTensors) -> Tensor:
+        """The tower's output in at least float32: under bf16 autocast the scores and losses
+        built from it keep float32's precision."""
+        out = self.head(self.embedder(self.tokenizer(x)))
+        return out.to(torch.promote_types(out.dtype, torch.float32))
 
 
 class TwoTower(nn.Module):
