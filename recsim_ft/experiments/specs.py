@@ -44,15 +44,15 @@ AGENT_LABELS = {
 
 
 def agent_label(row: str) -> str:
-    """The table label of a row key (``RunSpec.row``): ``"FT-Mamba"``, or with the preset of a
-    model trained otherwise than the paper, ``"FT-Mamba (ranking)"``.
+    """The table label of a row key (``RunSpec.row``): ``"FT-Mamba"``, or with the preset and
+    precision of a model trained otherwise than the paper in fp32, ``"FT-Mamba (ranking)"``.
 
-    >>> agent_label("mamba-ranking"), agent_label("gbdt")
-    ('FT-Mamba (ranking)', 'GBDT')
+    >>> agent_label("mamba-ranking"), agent_label("gbdt"), agent_label("mamba-ranking-bf16")
+    ('FT-Mamba (ranking)', 'GBDT', 'FT-Mamba (ranking, bf16)')
     """
-    agent, _, preset = row.partition("-")
+    agent, _, variant = row.partition("-")
     label = AGENT_LABELS.get(agent, agent)
-    return f"{label} ({preset})" if preset else label
+    return f"{label} ({variant.replace('-', ', ')})" if variant else label
 
 
 def row_order(row: str) -> tuple[int, int, str]:
@@ -217,10 +217,12 @@ class RunSpec:
     @property
     def row(self) -> str:
         """The row of a results table this run belongs to: the agent, and for a model trained
-        with a preset other than the paper's, ``agent-preset`` (``"mamba-ranking"``)."""
-        if self.agent in EMBEDDERS and self.preset != "paper":
-            return f"{self.agent}-{self.preset}"
-        return self.agent
+        with a preset other than the paper's or at a precision other than fp32, those after it
+        (``"mamba-ranking"``, ``"mamba-bf16"``, ``"mamba-ranking-bf16"``)."""
+        if self.agent not in EMBEDDERS:
+            return self.agent
+        variant = [v for v, base in ((self.preset, "paper"), (self.precision, "fp32")) if v != base]
+        return "-".join([self.agent, *variant])
 
     def train_steps(self) -> int:
         """The training steps of this run (0 for a baseline): ``steps``, else one pass over the
@@ -260,7 +262,7 @@ TRAINING_FIELDS = (
     "precision",
 )
 #: How a training field that differs from its preset's shows in a run directory's name (empty:
-#: the value itself).
+#: the value itself; the precision is in ``RunSpec.row``, which the name starts with).
 _DIR_TAGS = {
     "lr": "lr",
     "batch_size": "b",
@@ -269,7 +271,6 @@ _DIR_TAGS = {
     "uniform_negatives": "u",
     "schedule": "",
     "steps": "s",
-    "precision": "",
 }
 
 

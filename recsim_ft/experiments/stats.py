@@ -137,21 +137,30 @@ def summarize(runs: pd.DataFrame, confidence: float = 0.95) -> pd.DataFrame:
 
 
 def table_pairs(rows: Iterable[str]) -> list[tuple[str, str]]:
-    """The comparisons of a table with these rows (``RunSpec.row``): under each preset, FT-Mamba
-    against FT-Transformer (the paper's question) and against the strong default, the GBDT, and
-    under a preset other than the paper's FT-Transformer against the GBDT too.
+    """The comparisons of a table with these rows (``RunSpec.row``): under each preset (and
+    precision), FT-Mamba against FT-Transformer (the paper's question) and against the strong
+    default, the GBDT; under a variant other than the paper's FT-Transformer against the GBDT
+    too; and each model at bf16 against itself at fp32 (does the precision cost quality?).
 
     >>> table_pairs(["mamba", "transformer", "mamba-ranking", "transformer-ranking", "gbdt"])[3:]
     [('mamba-ranking', 'gbdt'), ('transformer-ranking', 'gbdt')]
+    >>> table_pairs(["mamba", "transformer", "mamba-bf16", "transformer-bf16", "gbdt"])[5:]
+    [('mamba-bf16', 'mamba'), ('transformer-bf16', 'transformer')]
     """
     rows = list(rows)
-    presets = dict.fromkeys(r.partition("-")[2] for r in sorted(rows, key=row_order))
+    variants = dict.fromkeys(r.partition("-")[2] for r in sorted(rows, key=row_order))
     pairs = []
-    for preset in presets:
-        mamba, transformer = (f"{m}-{preset}" if preset else m for m in ("mamba", "transformer"))
+    for variant in variants:
+        mamba, transformer = (f"{m}-{variant}" if variant else m for m in ("mamba", "transformer"))
         pairs += [(mamba, transformer), (mamba, "gbdt")]
-        if preset:
+        if variant:
             pairs.append((transformer, "gbdt"))
+    for variant in variants:
+        if variant == "bf16" or variant.endswith("-bf16"):
+            fp32 = variant.removesuffix("bf16").removesuffix("-")
+            pairs += [
+                (f"{m}-{variant}", f"{m}-{fp32}" if fp32 else m) for m in ("mamba", "transformer")
+            ]
     return pairs
 
 
