@@ -1,4 +1,5 @@
-"""Atomic file writes: every file recsim-ft saves appears complete or not at all."""
+"""Atomic file writes (every file recsim-ft saves appears complete or not at all) and the cache
+folder of what recsim-ft builds once per machine."""
 
 from __future__ import annotations
 
@@ -39,3 +40,10 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def cache_root() -> Path:
+    """``$XDG_CACHE_HOME/recsim_ft`` (default ``~/.cache/recsim_ft``): compiled kernels and
+    generated data, each rebuilt when missing."""
+    root = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(root) / "recsim_ft"

@@ -5,9 +5,12 @@ Sources: the product-group shares of the full catalogue (``hm_stats``, in the ca
 ``product_group_shares``) and the counts of 1,000 real articles (``article_attributes``, built
 by scripts/build_hm_calibration.py from ``hm_sample/articles_sample.parquet``).
 
+With ``--dynamics N``, also the figures of time, repurchase and taste
+(``recsim_ft.envs.hm_measures``) of N generated customers, without and with the dynamics.
+
 Usage (from the repo root)::
 
-    python scripts/hm_synthetic_report.py [--seed 0]
+    python scripts/hm_synthetic_report.py [--seed 0] [--dynamics 50000]
 """
 
 from __future__ import annotations
@@ -16,7 +19,8 @@ import argparse
 
 import pandas as pd
 
-from recsim_ft.envs.hm_synthetic import _world, load_calibration
+from recsim_ft.envs import hm_measures
+from recsim_ft.envs.hm_synthetic import DYNAMICS, _world, generate_frames, load_calibration
 
 
 def side_by_side(title: str, source: str, real: pd.Series, synthetic: pd.Series, top: int) -> str:
@@ -32,6 +36,7 @@ def side_by_side(title: str, source: str, real: pd.Series, synthetic: pd.Series,
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--dynamics", type=int, default=0, metavar="N", help="customers to measure")
     args = parser.parse_args()
     cal = load_calibration()
     articles = _world(args.seed).articles.to_pandas()
@@ -73,6 +78,40 @@ def main() -> None:
     )
     print(f"Synthetic catalogue of seed {args.seed}: {len(articles):,} articles.\n")
     print("\n\n".join(tables))
+    if args.dynamics:
+        print("\n" + dynamics_table(args.dynamics, args.seed))
+
+
+def dynamics_table(n_customers: int, seed: int) -> str:
+    """The measures of ``hm_measures`` without and with the dynamics, as a Markdown table."""
+    measures = {
+        "repeat purchases (share of purchases)": hm_measures.repeat_share,
+        "rank correlation of weekly top-100 counts, lag 1": hm_measures.weekly_rank_correlation,
+        "the same, lag 26 weeks": lambda tx: hm_measures.weekly_rank_correlation(tx, lag=26),
+        "purchases of articles first sold in the last 4 weeks": hm_measures.new_article_share,
+    }
+    frames = {d: generate_frames(n_customers, seed, dynamics=d) for d in (False, True)}
+    lines = [
+        f"**Time, repurchase and taste** ({n_customers:,} customers, seed {seed}; invented "
+        f"parameters: {DYNAMICS})",
+        "",
+        "| measure | without dynamics | with dynamics |",
+        "| --- | ---: | ---: |",
+    ]
+    for name, measure in measures.items():
+        values = [measure(frames[d]["transactions"]) for d in (False, True)]
+        lines.append(f"| {name} | {values[0]:.3f} | {values[1]:.3f} |")
+    taste = [
+        hm_measures.taste_concentration(
+            frames[d]["transactions"], frames[d]["articles"], "index_group_name"
+        )
+        for d in (False, True)
+    ]
+    lines.append(
+        f"| a customer's largest share in one index group (>= 10 purchases) | {taste[0]:.3f} | "
+        f"{taste[1]:.3f} |"
+    )
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from recsim_ft.envs import hm_data
+from recsim_ft.envs import hm_data, hm_synthetic
 from recsim_ft.envs.hm import HMFashionEnv
 from recsim_ft.envs.hm_data import HMDataError, load_kaggle
 from recsim_ft.envs.hm_synthetic import generate_frames, load_calibration, write_kaggle_files
@@ -291,6 +291,26 @@ def test_written_full_format_files_load_like_the_frames(tmp_path):
 
 
 # -- cache ---------------------------------------------------------------------------------------
+def test_the_synthetic_stand_in_is_written_once_and_read_back_like_the_frames(
+    tmp_path, monkeypatch
+):
+    """With the cache (the default) the stand-in's files go to parquet once, under cache_dir,
+    and the env built from them is the one built in memory; the second env reuses the files."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "home-cache"))
+    in_memory = HMFashionEnv(n_customers=1500, seed=2, n_items=30, cache=False)
+    first = HMFashionEnv(n_customers=1500, seed=2, n_items=30)
+    _same_data(first, in_memory)
+    (folder,) = (tmp_path / "home-cache" / "recsim_ft" / "hm_synthetic").iterdir()
+    assert folder.name == f"v{hm_synthetic.GENERATOR_VERSION}-c1500-s2"
+    written = {p.name: p.stat().st_mtime_ns for p in folder.glob("*.parquet")}
+    assert set(written) == {"customers.parquet", "articles.parquet", "transactions_train.parquet"}
+    _same_data(HMFashionEnv(n_customers=1500, seed=2, n_items=30), in_memory)
+    assert {p.name: p.stat().st_mtime_ns for p in folder.glob("*.parquet")} == written
+    elsewhere = HMFashionEnv(n_customers=1500, seed=2, n_items=30, cache_dir=tmp_path / "mine")
+    _same_data(elsewhere, in_memory)
+    assert (tmp_path / "mine" / folder.name / "transactions_train.parquet").exists()
+
+
 def test_cache_is_reused_and_invalidated(sample_dir, tmp_path, monkeypatch):
     data_dir = tmp_path / "data"
     shutil.copytree(sample_dir, data_dir)

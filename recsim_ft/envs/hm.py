@@ -27,7 +27,7 @@ from recsim_ft.envs.hm_data import (
     load_kaggle,
     process,
 )
-from recsim_ft.envs.hm_synthetic import generate_frames
+from recsim_ft.envs.hm_synthetic import generate_frames, synthetic_files
 from recsim_ft.schema import Batch, Feature, Schema
 
 
@@ -64,7 +64,11 @@ class HMFashionEnv(RecEnv):
     bimodal age, purchase counts and real names of the top articles; see
     ``recsim_ft/assets/hm_calibration.json``), and purchases of the top articles depend on the
     customer's features through an invented preference model. Numbers measured on it are not
-    numbers about H&M customers.
+    numbers about H&M customers. ``synthetic_dynamics=True`` adds what the real data is known
+    for and the default stand-in lacks (``hm_synthetic._Dynamics``): articles released over
+    time in their seasons with a sales life (weekly popularity drifts), customers' taste over
+    index groups steering their purchases of the long tail (content carries signal), and
+    repurchases; the default stays off, so every number of the tables holds.
 
     **Items.** Articles ranked by transaction rows (repeat purchases count), ties by lower
     article id; item ``i`` is the ``i``-th most purchased. Item features: the article attributes
@@ -161,7 +165,11 @@ class HMFashionEnv(RecEnv):
 
     ``data_dir`` (None: synthetic), ``n_items`` (100; None: all), ``item_features``
     (("prod_name",)), ``min_test_purchases`` (5), ``test_fraction`` (0.5), ``seed`` (0: the
-    synthetic data and the test split), ``n_customers`` (50,000; synthetic only), ``cache`` (True),
+    synthetic data and the test split), ``n_customers`` (50,000; synthetic only),
+    ``synthetic_dynamics`` (False; synthetic only), ``cache`` (True: the processed data is
+    cached as parquet; the synthetic stand-in's files are also written once, as parquet, under
+    ``cache_dir`` or ``~/.cache/recsim_ft/hm_synthetic``, and read back like Kaggle's, so a
+    full-size stand-in is generated once per machine; False: all in memory, each time),
     ``cache_dir`` (None) and ``unknown_ids`` ("drop" or "error"; Kaggle files only),
     ``horizon`` (1), and the slate and session modes ``slate_size``, ``choice_scale``,
     ``no_choice_utility``, ``session``, ``session_length``, ``history_length``, ``dynamics``
@@ -186,6 +194,7 @@ class HMFashionEnv(RecEnv):
         test_fraction: float = 0.5,
         seed: int = 0,
         n_customers: int = 50_000,
+        synthetic_dynamics: bool = False,
         cache: bool = True,
         cache_dir: str | os.PathLike | None = None,
         unknown_ids: str = "drop",
@@ -209,13 +218,25 @@ class HMFashionEnv(RecEnv):
         )
         self.seed = check_int("seed", seed, low=0)
         self.n_customers = check_int("n_customers", n_customers, low=1)
+        self.synthetic_dynamics = check_bool("synthetic_dynamics", synthetic_dynamics)
+        if self.synthetic_dynamics and data_dir is not None:
+            raise ValueError(
+                "synthetic_dynamics=True shapes the synthetic stand-in; the Kaggle files in "
+                f"data_dir={str(data_dir)!r} have their own: drop one of the two"
+            )
         self.cache = check_bool("cache", cache)
         self.cache_dir = check_path("cache_dir", cache_dir, allow_none=True)
         self.unknown_ids = check_choice("unknown_ids", unknown_ids, UNKNOWN_IDS)
         self.synthetic = data_dir is None
         if self.synthetic:
-            frames = generate_frames(self.n_customers, self.seed)
-            data = process(frames, n_items, self.item_features)
+            if self.cache:  # files written once (parquet), processed and cached as Kaggle's
+                files = synthetic_files(
+                    self.n_customers, self.seed, self.synthetic_dynamics, self.cache_dir
+                )
+                data = load_kaggle(files, n_items, self.item_features)
+            else:
+                frames = generate_frames(self.n_customers, self.seed, self.synthetic_dynamics)
+                data = process(frames, n_items, self.item_features)
         else:
             data = load_kaggle(
                 data_dir, n_items, self.item_features, self.cache, self.cache_dir, self.unknown_ids

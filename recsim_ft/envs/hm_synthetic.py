@@ -22,7 +22,9 @@ preference for the customer's age (smooth in the age bucket's centre), FN, Activ
 and news frequency, with per-article weights re-fitted so that each article's expected
 purchase share over the customer population is the real one. The other purchases ignore the
 customer. So the purchase probabilities depend on the user features, and a model can learn
-something, as it can on the real data.
+something, as it can on the real data. ``dynamics=True`` adds dates that follow each
+article's release and sales life (drift, new articles, seasons), customers' taste over index
+groups for the long tail, and repurchases (:class:`_Dynamics`; invented, see docs/hm_synthetic.md).
 
 Format: the Kaggle column names and text formats (64-hex customer and postal codes, article ids
 zero-padded to 10 digits in CSV, YYYY-MM-DD dates); articles.csv has all 25 columns; transactions
@@ -39,6 +41,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import lru_cache
@@ -53,11 +57,14 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from recsim_ft.checks import check_int
+from recsim_ft.checks import check_bool, check_int
 from recsim_ft.envs.hm_data import ARTICLE_COLUMNS
+from recsim_ft.fileio import cache_root
 
 #: customers in the full Kaggle data
 FULL_N_CUSTOMERS = 1_371_980
+#: bump when the generated files change for the same arguments, so cached files are not reused
+GENERATOR_VERSION = 1
 #: the top articles whose purchases depend on the customer
 N_HEAD = 1000
 _ATTRIBUTES = ("age_bucket", "FN", "Active", "club_member_status", "fashion_news_frequency")
@@ -343,9 +350,16 @@ def _customers(rng: np.random.Generator, world: _World, n: int) -> tuple[pa.Tabl
 
 
 def _transactions(
-    rng: np.random.Generator, world: _World, customer_ids: pa.Array, segment: np.ndarray
+    rng: np.random.Generator,
+    world: _World,
+    customer_ids: pa.Array,
+    segment: np.ndarray,
+    dynamics: tuple[_Dynamics, np.random.Generator] | None = None,
 ) -> pa.Table:
-    """The transactions of a chunk of customers (article_id as int64)."""
+    """The transactions of a chunk of customers (article_id as int64). With ``dynamics`` (the
+    seed's :class:`_Dynamics` and the chunk's own stream), tail articles follow the customers'
+    taste, dates each article's life cycle, and some purchases repeat earlier ones; without, the
+    rows are exactly those of the generator before dynamics existed."""
     cal = world.calibration
     n = len(segment)
     buys = rng.random(n) < cal["n_buying_customers"] / cal["n_customers"]
@@ -365,11 +379,13 @@ def _transactions(
     first = np.datetime64(cal["first_day"])
     days = int((np.datetime64(cal["last_day"]) - first).astype(int)) + 1
     channel, channel_labels = _choice(rng, cal["sales_channel_shares"], rows)
+    day = rng.integers(0, days, rows)
+    if dynamics is not None:
+        world_dynamics, dynamic_rng = dynamics
+        customer, article, day = world_dynamics.apply(dynamic_rng, customer, article, head, n, days)
     return pa.table(
         {
-            "t_dat": pa.array(first + rng.integers(0, days, rows).astype("timedelta64[D]")).cast(
-                pa.date32()
-            ),
+            "t_dat": pa.array(first + day.astype("timedelta64[D]")).cast(pa.date32()),
             "customer_id": customer_ids.take(pa.array(customer)),
             "article_id": world.articles["article_id"].take(pa.array(article)),
             "price": world.price[article],
@@ -378,25 +394,168 @@ def _transactions(
     )
 
 
+#: The invented parameters of the dynamics (the statistics are silent on all of them): the
+#: share of purchases that repeat one of the customer's earlier articles, an article's sales
+#: life (days; log-normal: median, sigma), how seasonal releases are (amplitude of a yearly
+#: cosine around each product group's peak), how far before the data an article may come out
+#: (days), and how strongly a customer's taste over index groups steers the long tail
+#: (Dirichlet concentration: smaller = more peaked; share of tail purchases it steers).
+DYNAMICS = {
+    "repurchase_share": 0.12,
+    "life_days_median": 45.0,
+    "life_days_sigma": 0.8,
+    "season_amplitude": 0.6,
+    "released_before_data_days": 365,
+    "taste_concentration": 0.3,
+    "taste_share": 0.8,
+}
+#: Day of the year of each product group's release peak where the season is known (invented
+#: from the calendar: swimwear before summer, socks and tights before winter); other groups
+#: draw theirs from the seed.
+SEASON_PEAKS = {"Swimwear": 120, "Socks & Tights": 270}
+
+
+@dataclass
+class _Dynamics:
+    """What the dated stand-in adds (``dynamics=True``), shared by all customers of one seed:
+
+    - **Life cycles and drift**: every article has a release day (before or during the data's
+      span, more often in its product group's season) and a sales life; a purchase of it falls
+      on its release day plus an exponential wait of that life, truncated to the span. So weekly
+      popularity drifts, articles appear during the data and fade, and product groups have
+      seasons. Each article's total purchases stay calibrated: only the dates move.
+    - **Taste**: each customer has a taste over index groups (Ladieswear, Menswear, ...; a
+      Dirichlet draw around the groups' shares of tail purchases); ``taste_share`` of their
+      purchases outside the top 1,000 articles take an article of a group drawn from it (by
+      popularity within the group). So content predicts purchases; the group shares hold on
+      average.
+    - **Repurchases**: a share of each customer's purchases after the first repeat one of their
+      earlier articles (uniformly among them), on its own later date.
+    """
+
+    release_day: np.ndarray  # (n_articles,) day index, negative: before the data
+    life_days: np.ndarray  # (n_articles,)
+    tail_groups: list[np.ndarray]  # per index group: its tail article indices
+    tail_group_cdfs: list[np.ndarray]  # per index group: popularity CDF over those
+    tail_group_shares: np.ndarray  # each group's share of tail purchases
+
+    def apply(
+        self,
+        rng: np.random.Generator,
+        customer: np.ndarray,
+        article: np.ndarray,
+        head: np.ndarray,
+        n_customers: int,
+        days: int,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(customer, article, day) of a chunk's purchases, grouped by customer in date order."""
+        article = article.copy()
+        n_groups = len(self.tail_groups)
+        taste = rng.dirichlet(
+            DYNAMICS["taste_concentration"] * n_groups * self.tail_group_shares, n_customers
+        )
+        steered = np.flatnonzero(~head & (rng.random(len(article)) < DYNAMICS["taste_share"]))
+        cdf = np.cumsum(taste[customer[steered]], axis=1)
+        group = (rng.random(len(steered))[:, None] > cdf[:, :-1]).sum(axis=1)
+        for g in range(n_groups):
+            at = steered[group == g]
+            rank = np.searchsorted(self.tail_group_cdfs[g], rng.random(len(at)), side="right")
+            article[at] = self.tail_groups[g][np.minimum(rank, len(self.tail_groups[g]) - 1)]
+        day = self.purchase_days(rng, article, days)
+        order = np.lexsort((day, customer))
+        customer, article, day = customer[order], article[order], day[order]
+        start = np.searchsorted(customer, customer)  # each row's customer's first row
+        position = np.arange(len(customer)) - start
+        repeat = np.flatnonzero(
+            (position > 0) & (rng.random(len(customer)) < DYNAMICS["repurchase_share"])
+        )
+        earlier = start[repeat] + (rng.random(len(repeat)) * position[repeat]).astype(np.int64)
+        article[repeat] = article[earlier]
+        return customer, article, day
+
+    def purchase_days(self, rng: np.random.Generator, article: np.ndarray, days: int) -> np.ndarray:
+        """A day for each purchase: from the later of release and the data's first day, an
+        exponential wait of the article's life, truncated to the span (inverse CDF)."""
+        start = np.maximum(self.release_day[article], 0)
+        life, room = self.life_days[article], days - start
+        cut = -np.expm1(-room / life)  # P(wait < room)
+        wait = -life * np.log1p(-rng.random(len(article)) * cut)
+        return np.minimum(start + wait.astype(np.int64), days - 1)
+
+
+@lru_cache(maxsize=4)
+def _dynamics(seed: int) -> _Dynamics:
+    world = _world(seed)
+    cal = world.calibration
+    rng = np.random.default_rng([seed, 4])
+    first = np.datetime64(cal["first_day"])
+    days = int((np.datetime64(cal["last_day"]) - first).astype(int)) + 1
+    n = world.articles.num_rows
+    # release days: each product group's yearly season, from a year before the data to a week
+    # before its end
+    before = DYNAMICS["released_before_data_days"]
+    candidates = np.arange(-before, days - 7)
+    day_of_year = (
+        (first + candidates.astype("timedelta64[D]")).astype("datetime64[D]")
+        - (first + candidates.astype("timedelta64[D]")).astype("datetime64[Y]")
+    ).astype(int)
+    groups = world.articles["product_group_name"].to_numpy(zero_copy_only=False)
+    release = np.empty(n, np.int64)
+    for name in np.unique(groups):
+        at = np.flatnonzero(groups == name)
+        peak = SEASON_PEAKS.get(name, rng.integers(0, 365))
+        weight = 1 + DYNAMICS["season_amplitude"] * np.cos(
+            2 * np.pi * (day_of_year - peak) / 365.25
+        )
+        release[at] = rng.choice(candidates, size=len(at), p=weight / weight.sum())
+    life = rng.lognormal(np.log(DYNAMICS["life_days_median"]), DYNAMICS["life_days_sigma"], n)
+    # the long tail by index group, with each article's popularity weight (as tail_cdf draws it)
+    n_tail = len(world.tail_cdf)
+    tail = np.arange(N_HEAD, N_HEAD + n_tail)
+    weight = np.diff(world.tail_cdf, prepend=0.0)
+    index_group = world.articles["index_group_name"].to_numpy(zero_copy_only=False)[tail]
+    names = np.unique(index_group.astype(str))
+    tail_groups, cdfs, shares = [], [], []
+    for name in names:
+        at = index_group.astype(str) == name
+        tail_groups.append(tail[at])
+        cdfs.append(np.cumsum(weight[at]) / weight[at].sum())
+        shares.append(weight[at].sum())
+    return _Dynamics(release, life, tail_groups, cdfs, np.array(shares) / np.sum(shares))
+
+
 def iter_chunks(
-    n_customers: int, seed: int = 0, chunk_customers: int = 100_000
+    n_customers: int, seed: int = 0, chunk_customers: int = 100_000, dynamics: bool = False
 ) -> Iterator[tuple[pa.Table, pa.Table]]:
-    """(customers, transactions) tables of successive chunks of ``n_customers`` customers."""
+    """(customers, transactions) tables of successive chunks of ``n_customers`` customers;
+    ``dynamics=True``: with drift, new articles, seasons, repurchases and taste (see
+    :class:`_Dynamics`)."""
     n_customers = check_int("n_customers", n_customers, low=1)
     world = _world(int(seed))
+    world_dynamics = _dynamics(int(seed)) if check_bool("dynamics", dynamics) else None
     for k, start in enumerate(range(0, n_customers, chunk_customers)):
         rng = np.random.default_rng([int(seed), 1, k])
         customers, segment = _customers(rng, world, min(chunk_customers, n_customers - start))
+        chunk_dynamics = (
+            None
+            if world_dynamics is None
+            else (world_dynamics, np.random.default_rng([int(seed), 5, k]))
+        )
         yield (
             customers,
-            _transactions(rng, world, customers["customer_id"].combine_chunks(), segment),
+            _transactions(
+                rng, world, customers["customer_id"].combine_chunks(), segment, chunk_dynamics
+            ),
         )
 
 
-def generate_frames(n_customers: int = 50_000, seed: int = 0) -> dict[str, pd.DataFrame]:
+def generate_frames(
+    n_customers: int = 50_000, seed: int = 0, dynamics: bool = False
+) -> dict[str, pd.DataFrame]:
     """Kaggle-format ``customers``, ``articles`` and ``transactions`` frames (article_id as int64,
-    as pandas reads the CSV; t_dat as YYYY-MM-DD strings)."""
-    chunks = list(iter_chunks(n_customers, seed))
+    as pandas reads the CSV; t_dat as YYYY-MM-DD strings); ``dynamics`` as in
+    :func:`iter_chunks`."""
+    chunks = list(iter_chunks(n_customers, seed, dynamics=dynamics))
     transactions = pa.concat_tables([t for _, t in chunks])
     transactions = transactions.set_column(0, "t_dat", transactions["t_dat"].cast(pa.string()))
     return {
@@ -413,9 +572,11 @@ def write_kaggle_files(
     seed: int = 0,
     chunk_customers: int = 100_000,
     overwrite: bool = False,
+    dynamics: bool = False,
 ) -> dict[str, Path]:
     """Write customers, articles and transactions_train as Kaggle-format CSV (zero-padded
-    article ids, unquoted ids and dates) or parquet, chunk by chunk; returns the paths.
+    article ids, unquoted ids and dates) or parquet, chunk by chunk; returns the paths
+    (``dynamics`` as in :func:`iter_chunks`).
 
     Existing files are kept (error) unless ``overwrite``; each file is written under a temporary
     name and renamed when complete.
@@ -465,7 +626,7 @@ def write_kaggle_files(
             )
         else:
             pq.write_table(world.articles, tmp["articles"])
-        for customers, transactions in iter_chunks(n_customers, seed, chunk_customers):
+        for customers, transactions in iter_chunks(n_customers, seed, chunk_customers, dynamics):
             for table, data in (
                 ("customers", customers),
                 ("transactions", as_written(transactions)),
@@ -484,3 +645,31 @@ def write_kaggle_files(
     for table, path in paths.items():
         os.replace(tmp[table], path)
     return paths
+
+
+def synthetic_files(
+    n_customers: int, seed: int = 0, dynamics: bool = False, root: str | os.PathLike | None = None
+) -> Path:
+    """The folder of the stand-in's Kaggle files (parquet) for these arguments, written on first
+    use under ``root`` (default ``recsim_ft.fileio.cache_root() / "hm_synthetic"``) and reused
+    after: the folder's name holds the arguments and :data:`GENERATOR_VERSION`. Written into a
+    temporary folder first and renamed, so a kill or a second process never leaves it half
+    written."""
+    n_customers = check_int("n_customers", n_customers, low=1)
+    root = Path(root) if root is not None else cache_root() / "hm_synthetic"
+    name = f"v{GENERATOR_VERSION}-c{n_customers}-s{int(seed)}" + ("-dynamics" if dynamics else "")
+    folder = root / name
+    if folder.is_dir():
+        return folder
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=root))
+    try:
+        write_kaggle_files(tmp, n_customers, fmt="parquet", seed=seed, dynamics=dynamics)
+        try:
+            os.rename(tmp, folder)
+        except OSError:  # another process finished first: its files are the same
+            if not folder.is_dir():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return folder

@@ -41,6 +41,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from recsim_ft.fileio import cache_root
+
 #: The scan's chunk length: the forward keeps the states entering each chunk of this many steps
 #: for the backward, which recomputes the states in between (``chunk_len`` in
 #: :mod:`recsim_ft.models.scan`, compiled into the kernel).
@@ -58,11 +60,6 @@ class NativeKernelWarning(RuntimeWarning):
 
 class _BuildError(Exception):
     """A compiler command that failed, with the end of what it reported."""
-
-
-def _cache_dir() -> Path:
-    root = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(root) / "recsim_ft"
 
 
 def _cpu_signature() -> str:
@@ -143,7 +140,7 @@ def _build_library() -> Path:
     for source in sorted(_SOURCES.glob("*.[ch]")):
         digest.update(source.name.encode() + source.read_bytes())
     digest.update(repr((_compiler(), candidates, _cpu_signature())).encode())
-    lib_path = _cache_dir() / f"scan_{digest.hexdigest()[:16]}.so"
+    lib_path = cache_root() / f"scan_{digest.hexdigest()[:16]}.so"
     if lib_path.exists():
         return lib_path
     try:
