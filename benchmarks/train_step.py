@@ -157,7 +157,14 @@ def build_model(
     candidate: str, user_schema: Schema, item_schema: Schema, pkg: SimpleNamespace = TODAY
 ) -> TwoTower:
     """``transformer``, ``mamba`` (the automatic kernel path), ``mamba-<path>`` (a forced path of
-    ``recsim_ft.models.mamba.KERNEL_PATHS``) or ``mambapy``, built by ``pkg``'s ``TwoTower``."""
+    ``recsim_ft.models.mamba.KERNEL_PATHS``) or ``mambapy``, built by ``pkg``'s ``TwoTower``;
+    ``<candidate>+compile``: its embedders under ``torch.compile`` (the user tower's shapes
+    fixed, the de-duplicated item tower's dynamic)."""
+    if candidate.endswith("+compile"):
+        model = build_model(candidate.removesuffix("+compile"), user_schema, item_schema, pkg)
+        model.user_tower.embedder = torch.compile(model.user_tower.embedder, dynamic=False)
+        model.item_tower.embedder = torch.compile(model.item_tower.embedder, dynamic=True)
+        return model
     TwoTower = pkg.TwoTower  # noqa: N806 (a class)
     if candidate == "transformer":
         return TwoTower.from_schemas(user_schema, item_schema, "transformer", "paper")
@@ -252,7 +259,8 @@ def main() -> None:
         "--candidates",
         nargs="+",
         default=None,
-        help="transformer, mamba, mamba-<kernel path>, mambapy (default: transformer mamba "
+        help="transformer, mamba, mamba-<kernel path>, mambapy, any of them +compile (default: "
+        "transformer mamba "
         "mambapy on CPU; transformer mamba mamba-torch on CUDA)",
     )
     parser.add_argument("--no-cuda-graph", action="store_true", help="eager steps on CUDA")
