@@ -1,5 +1,6 @@
 """Shared fixtures."""
 
+import contextlib
 import os
 
 import pytest
@@ -52,3 +53,22 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@contextlib.contextmanager
+def interrupted_at_step(step: int):
+    """Within the block, the trainer's ``step``-th step (counted from the block's start) raises
+    KeyboardInterrupt, as a Ctrl-C during that step would; the block must raise it."""
+    from recsim_ft.train import TrainStep
+
+    calls, original = [], TrainStep.__call__
+
+    def interrupt(self, index):
+        calls.append(1)
+        if len(calls) == step:
+            raise KeyboardInterrupt
+        return original(self, index)
+
+    with pytest.MonkeyPatch.context() as patch, pytest.raises(KeyboardInterrupt):
+        patch.setattr(TrainStep, "__call__", interrupt)
+        yield

@@ -13,6 +13,7 @@ import pytest
 import torch
 from toy_env import ToyEnv  # noqa: F401  (registers ToyRec-v0)
 
+from conftest import interrupted_at_step
 from recsim_ft.agents import TwoTowerAgent
 from recsim_ft.data import collect
 from recsim_ft.experiments import RunSpec
@@ -194,18 +195,8 @@ def test_uniform_negatives_train_deterministically_resume_and_need_in_batch(env,
         plain.model_.state_dict()["user_tower.head.0.weight"],
     )
     # interrupted after step 15 (checkpoint at 10), resumed: the same weights
-    calls, step = [], TrainStep.__call__
-
-    def interrupt(self, index):
-        calls.append(1)
-        if len(calls) == 16:
-            raise KeyboardInterrupt
-        return step(self, index)
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(TrainStep, "__call__", interrupt)
-        with pytest.raises(KeyboardInterrupt):
-            TwoTowerAgent(env, "mlp", "quick", config).fit(log, out_dir=tmp_path)
+    with interrupted_at_step(16):
+        TwoTowerAgent(env, "mlp", "quick", config).fit(log, out_dir=tmp_path)
     resumed = TwoTowerAgent(env, "mlp", "quick", config).fit(log, out_dir=tmp_path, resume=True)
     for name, tensor in a.model_.state_dict().items():
         assert torch.equal(tensor, resumed.model_.state_dict()[name]), name

@@ -13,13 +13,14 @@ import pytest
 import torch
 from toy_env import ToyEnv  # noqa: F401  (registers ToyRec-v0)
 
+from conftest import interrupted_at_step
 from recsim_ft import cpu
 from recsim_ft.agents import TwoTowerAgent
 from recsim_ft.data import collect
 from recsim_ft.experiments import RunSpec
 from recsim_ft.models import FeatureTensors, TwoTower
 from recsim_ft.precision import autocast, resolve_precision
-from recsim_ft.train import CHECKPOINT_NAME, TrainConfig, TrainStep
+from recsim_ft.train import CHECKPOINT_NAME, TrainConfig
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -128,22 +129,12 @@ def test_bf16_training_is_bit_identical_from_a_seed_and_differs_from_fp32(toy):
     )
 
 
-def test_bf16_run_resumes_bit_identically_and_refuses_another_precision(toy, tmp_path, monkeypatch):
+def test_bf16_run_resumes_bit_identically_and_refuses_another_precision(toy, tmp_path):
     env, log = toy
     config = TrainConfig(steps=30, eval_every=15, checkpoint_every=10, precision="bf16")
     reference = TwoTowerAgent(env, "transformer", "quick", config).fit(log)
-    calls, step = [], TrainStep.__call__
-
-    def interrupt_at_step_25(self, index):
-        calls.append(1)
-        if len(calls) == 25:
-            raise KeyboardInterrupt
-        return step(self, index)
-
-    with monkeypatch.context() as patch:
-        patch.setattr(TrainStep, "__call__", interrupt_at_step_25)
-        with pytest.raises(KeyboardInterrupt):
-            TwoTowerAgent(env, "transformer", "quick", config).fit(log, out_dir=tmp_path)
+    with interrupted_at_step(25):
+        TwoTowerAgent(env, "transformer", "quick", config).fit(log, out_dir=tmp_path)
     assert torch.load(tmp_path / CHECKPOINT_NAME, weights_only=True)["step"] == 20
     with pytest.raises(ValueError, match=r"cannot resume .*\['precision'\]"):
         fp32 = dataclasses.replace(config, precision="fp32")

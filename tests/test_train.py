@@ -19,6 +19,7 @@ import pytest
 import torch
 from toy_env import ToyEnv  # noqa: F401  (registers ToyRec-v0)
 
+from conftest import interrupted_at_step
 from recsim_ft.agents import TwoTowerAgent
 from recsim_ft.data import collect
 from recsim_ft.evaluate import evaluate
@@ -148,27 +149,15 @@ def test_same_seed_same_weights_and_metrics(env, log):
 @pytest.mark.parametrize(
     "schedule", ["constant", "cosine"], ids=["constant-lr", "scheduled-lr-from-the-step"]
 )
-def test_resume_after_interrupt_is_bit_identical(env, tmp_path, monkeypatch, schedule):
+def test_resume_after_interrupt_is_bit_identical(env, tmp_path, schedule):
     log = collect(
         env, n=640, seed=0
     )  # 20 steps per pass: the run reshuffles at step 20, resumes at 30
     config = TrainConfig(steps=40, eval_every=15, checkpoint_every=10, schedule=schedule)
     reference = TwoTowerAgent(env, "mamba", "quick", config).fit(log)
 
-    interrupted = TwoTowerAgent(env, "mamba", "quick", config)
-    calls = []
-    step = TrainStep.__call__
-
-    def interrupt_at_step_35(self, index):
-        calls.append(1)
-        if len(calls) == 35:
-            raise KeyboardInterrupt
-        return step(self, index)
-
-    with monkeypatch.context() as patch:
-        patch.setattr(TrainStep, "__call__", interrupt_at_step_35)
-        with pytest.raises(KeyboardInterrupt):
-            interrupted.fit(log, out_dir=tmp_path)
+    with interrupted_at_step(35):
+        TwoTowerAgent(env, "mamba", "quick", config).fit(log, out_dir=tmp_path)
     assert torch.load(tmp_path / CHECKPOINT_NAME, weights_only=True)["step"] == 30
 
     resumed = TwoTowerAgent(env, "mamba", "quick", config).fit(log, out_dir=tmp_path, resume=True)
@@ -399,9 +388,7 @@ def test_load_takes_a_run_directory_as_the_cli_does(env, log, tmp_path):
 # -- CUDA: captured steps ------------------------------------------------------------------------
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
 @pytest.mark.parametrize("embedder", ["mamba", "transformer"])
-def test_cuda_graph_training_is_reproducible_and_resumes_bit_identically(
-    env, embedder, tmp_path, monkeypatch
-):
+def test_cuda_graph_training_is_reproducible_and_resumes_bit_identically(env, embedder, tmp_path):
     """On CUDA every step after the first few replays one captured graph: two runs with the
     same seed give the same weights, a run resumed from its checkpoint too, and the metrics
     match an eager run's."""
@@ -410,18 +397,8 @@ def test_cuda_graph_training_is_reproducible_and_resumes_bit_identically(
     runs = [TwoTowerAgent(env, embedder, "quick", config).fit(log) for _ in range(2)]
     _assert_same_weights(runs[0].model_, runs[1].model_)
     assert runs[0].result_.curve.equals(runs[1].result_.curve)
-    calls, step = [], TrainStep.__call__
-
-    def interrupt_at_step_25(self, index):
-        calls.append(1)
-        if len(calls) == 25:
-            raise KeyboardInterrupt
-        return step(self, index)
-
-    with monkeypatch.context() as patch:
-        patch.setattr(TrainStep, "__call__", interrupt_at_step_25)
-        with pytest.raises(KeyboardInterrupt):
-            TwoTowerAgent(env, embedder, "quick", config).fit(log, out_dir=tmp_path)
+    with interrupted_at_step(25):
+        TwoTowerAgent(env, embedder, "quick", config).fit(log, out_dir=tmp_path)
     resumed = TwoTowerAgent(env, embedder, "quick", config).fit(log, out_dir=tmp_path, resume=True)
     _assert_same_weights(resumed.model_, runs[0].model_)
     eager = TwoTowerAgent(
