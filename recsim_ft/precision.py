@@ -50,7 +50,10 @@ def resolve_precision(precision: str, device: torch.device) -> tuple[str, str]:
 
 
 def autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
-    """The context a forward pass runs in at a resolved ``precision``."""
+    """The context a forward pass runs in at a resolved ``precision``. On CUDA without autocast's
+    cache of cast weights, which a captured CUDA graph would replay stale."""
     if precision == "bf16":
-        return torch.autocast(device.type, dtype=torch.bfloat16)
+        return torch.autocast(
+            device.type, dtype=torch.bfloat16, cache_enabled=device.type != "cuda"
+        )
     return contextlib.nullcontext()
