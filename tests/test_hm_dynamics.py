@@ -93,3 +93,18 @@ def test_the_env_takes_the_dated_stand_in_and_refuses_it_for_real_files(tmp_path
     assert (dated._bought != plain._bought).nnz > 0
     with pytest.raises(ValueError, match="synthetic_dynamics=True shapes the synthetic"):
         HMFashionEnv(data_dir=tmp_path, synthetic_dynamics=True)
+
+
+def test_a_week_without_purchases_keeps_the_lags_in_weeks():
+    """Week 1 has no purchases: at lag 1 only weeks 2 -> 3 have a correlation (-0.5; the pairs
+    with the empty week have none), at lag 2 only weeks 0 -> 2 (1.0). Counting the weeks that
+    have rows instead would give 0.25 and -0.5."""
+    days = {0: ["a", "b", "c", "a"], 2: ["a", "b", "c", "a"], 3: ["c", "b", "a", "c"]}
+    rows = [
+        (pd.Timestamp("2020-01-06") + pd.Timedelta(weeks=week), "x", article)
+        for week, articles in days.items()
+        for article in articles
+    ]
+    tx = pd.DataFrame(rows, columns=["t_dat", "customer_id", "article_id"])
+    assert hm_measures.weekly_rank_correlation(tx, lag=1) == pytest.approx(-0.5)
+    assert hm_measures.weekly_rank_correlation(tx, lag=2) == pytest.approx(1.0)

@@ -29,23 +29,27 @@ def weekly_rank_correlation(transactions: pd.DataFrame, lag: int = 1, top: int =
     """Median over weeks w of the Spearman correlation between the purchase counts of week w and
     of week w + ``lag``, over the ``top`` articles most purchased overall. Drift shows as a
     correlation that falls with the lag; a static popularity gives the same at every lag (below
-    1 by sampling noise alone)."""
+    1 by sampling noise alone). A week without purchases is a week of zeros: the pairs with it
+    have no correlation and are left out, and the lag still counts it."""
     articles = transactions["article_id"].value_counts().index[:top]
+    weeks = _weeks(transactions)
     counts = (
         transactions[transactions["article_id"].isin(articles)]
-        .groupby([_weeks(transactions), "article_id"])
+        .groupby([weeks, "article_id"])
         .size()
         .unstack(fill_value=0)
-        .reindex(columns=articles, fill_value=0)
+        .reindex(index=range(weeks.max() + 1), columns=articles, fill_value=0)
     )
     ranks = counts.rank(axis=1).to_numpy()
-    pairs = [np.corrcoef(a, b)[0, 1] for a, b in zip(ranks[:-lag], ranks[lag:], strict=True)]
+    with np.errstate(invalid="ignore", divide="ignore"):  # a constant week: no correlation
+        pairs = [np.corrcoef(a, b)[0, 1] for a, b in zip(ranks[:-lag], ranks[lag:], strict=True)]
     return float(np.nanmedian(pairs))
 
 
 def new_article_share(transactions: pd.DataFrame, weeks: int = 4) -> float:
     """Mean over weeks (after the first ``weeks``) of the share of a week's purchases whose
-    article was first sold within the last ``weeks`` weeks."""
+    article was first sold within the last ``weeks`` weeks; weeks without purchases have no
+    share and are left out."""
     week = _weeks(transactions)
     first_week = week.groupby(transactions["article_id"]).transform("min")
     new = (week - first_week < weeks).groupby(week).mean()
