@@ -245,6 +245,36 @@ def test_a_model_run_made_before_the_cost_columns_gets_its_scoring_cost(toy_swee
     assert again["metrics"] == saved["metrics"]
 
 
+def test_a_table_rerun_at_bf16_shows_both_precisions_and_pairs_them(toy_sweep, tmp_path):
+    """``reproduce --precision bf16`` into the results of an fp32 sweep trains only the models
+    at bf16 (the baselines are shared) and reports both precisions as rows of their own, each
+    model at bf16 paired against itself at fp32."""
+    import shutil
+
+    first_out, _, options = toy_sweep
+    out = tmp_path / "results"
+    shutil.copytree(first_out, out)
+    again = experiments.reproduce(
+        1,
+        out,
+        seeds=2,
+        settings=_toy_settings()[:1],
+        agents=["mamba", "transformer", "gbdt"],
+        progress=False,
+        **{**options, "precision": "bf16"},
+    )
+    done = {(o.spec.row, o.status) for o in again.outcomes if o.status == "done"}
+    assert done == {("mamba-quick-bf16", "done"), ("transformer-quick-bf16", "done")}
+    rows = set(pd.read_csv(out / "table1.csv").agent)
+    assert {"mamba-quick", "mamba-quick-bf16", "transformer-quick-bf16", "gbdt"} <= rows
+    paired = pd.read_csv(out / "table1_paired.csv")
+    assert {
+        ("mamba-quick-bf16", "mamba-quick"),
+        ("transformer-quick-bf16", "transformer-quick"),
+    } <= set(zip(paired.a, paired.b, strict=True))
+    assert "| FT-Mamba (quick, bf16) |" in (out / "table1.md").read_text()
+
+
 def test_sweep_figures(toy_sweep):
     out, report, _ = toy_sweep
     pytest.importorskip("matplotlib")

@@ -300,9 +300,10 @@ def _earlier_runs(
 ) -> list[RunOutcome]:
     """The finished runs in ``out`` of ``settings`` (any agent, any seed) that ``specs`` do not
     name: what earlier commands added to the table. Each must be the run these ``options`` make
-    for its agent, seed and preset (``finished`` names any difference), so one table never mixes
-    runs made with other settings; models trained with a preset not in ``presets`` belong to
-    another table and are left out."""
+    for its agent, seed, preset and precision (``finished`` names any difference), so one table
+    never mixes runs made with other settings; models trained with a preset not in ``presets``
+    belong to another table and are left out; a model at another precision is a row of its own
+    (``RunSpec.row``), so a table re-run with ``--precision bf16`` shows both."""
     by_name = {s.name: s for s in settings}
     requested = {spec.relative_dir() for spec in specs}
     earlier = []
@@ -320,7 +321,7 @@ def _earlier_runs(
             [saved.agent],
             params,
             tuned,
-            **{**options, "preset": saved.preset},
+            **{**options, "preset": saved.preset, "precision": saved.precision},
         )
         if spec.relative_dir() not in requested and finished(spec, run_dir):
             earlier.append(RunOutcome(spec, run_dir, "reused", read_metrics(run_dir)))
