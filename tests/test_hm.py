@@ -362,6 +362,14 @@ def test_real_articles_give_their_attributes_and_a_missing_column_is_named(sampl
     HMFashionEnv(data_dir, min_test_purchases=1, cache=False)  # prod_name alone still loads
 
 
+def test_an_unwritable_cache_leaves_the_synthetic_stand_in_in_memory(tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a directory")
+    with pytest.warns(UserWarning, match="could not write the synthetic H&M files"):
+        env = HMFashionEnv(n_customers=1500, seed=2, n_items=30, cache_dir=blocker / "cache")
+    _same_data(env, HMFashionEnv(n_customers=1500, seed=2, n_items=30, cache=False))
+
+
 def test_unwritable_cache_warns_and_loads(sample_dir, tmp_path):
     blocker = tmp_path / "a_file"
     blocker.write_text("not a directory")

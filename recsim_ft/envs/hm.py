@@ -4,7 +4,9 @@ calibrated synthetic stand-in."""
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -229,10 +231,8 @@ class HMFashionEnv(RecEnv):
         self.unknown_ids = check_choice("unknown_ids", unknown_ids, UNKNOWN_IDS)
         self.synthetic = data_dir is None
         if self.synthetic:
-            if self.cache:  # files written once (parquet), processed and cached as Kaggle's
-                files = synthetic_files(
-                    self.n_customers, self.seed, self.synthetic_dynamics, self.cache_dir
-                )
+            files = self._synthetic_files() if self.cache else None
+            if files is not None:  # written once (parquet), processed and cached as Kaggle's
                 data = load_kaggle(files, n_items, self.item_features)
             else:
                 frames = generate_frames(self.n_customers, self.seed, self.synthetic_dynamics)
@@ -304,6 +304,22 @@ class HMFashionEnv(RecEnv):
         self._init_spaces(horizon, **modes)
 
     # -- vectorized API -------------------------------------------------------------------------
+    def _synthetic_files(self) -> Path | None:
+        """The folder of the stand-in's files, written on first use; None, with a warning,
+        where it cannot be written (the stand-in is then generated in memory, as with
+        ``cache=False``)."""
+        try:
+            return synthetic_files(
+                self.n_customers, self.seed, self.synthetic_dynamics, self.cache_dir
+            )
+        except OSError as err:
+            warnings.warn(
+                f"could not write the synthetic H&M files ({err}); generating them in memory "
+                "(pass cache_dir= to cache elsewhere, or cache=False)",
+                stacklevel=3,
+            )
+            return None
+
     def _users(self, ids: np.ndarray) -> Batch:
         return Batch(self._age[ids, None], self._user_codes[ids], ids)
 
