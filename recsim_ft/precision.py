@@ -43,8 +43,8 @@ def resolve_precision(precision: str, device: torch.device) -> tuple[str, str]:
         return precision, "asked for"
     fast, why = bf16_is_fast(device)
     if precision == "auto":
-        return ("bf16", f"auto: {why}") if fast else ("fp32", f"auto: {why}")
-    if precision == "bf16" and not fast:
+        return "bf16" if fast else "fp32", f"auto: {why}"
+    if not fast:
         warnings.warn(f"precision='bf16' will train slower than fp32 here: {why}", stacklevel=3)
     return precision, "asked for"
 

@@ -213,31 +213,16 @@ class MambaBlock(nn.Module):
         if path == "mamba_ssm":
             return self._inner_mamba_ssm(*xz.chunk(2, dim=-1))
         conv_weight = self.conv1d.weight.squeeze(1)
+        # the fused paths take the same weights; Triton takes A_log, the C kernels A itself
+        conv_bias, dt_weight, dt_bias = self.conv1d.bias, self.dt_proj.weight, self.dt_proj.bias
+        weights = (conv_weight, conv_bias, self.x_proj.weight, dt_weight, dt_bias)
         if path == "triton":
             from recsim_ft.models.triton_mamba import mamba_inner  # imports triton: only here
 
-            return mamba_inner(
-                xz,
-                conv_weight,
-                self.conv1d.bias,
-                self.x_proj.weight,
-                self.dt_proj.weight,
-                self.dt_proj.bias,
-                self.A_log,
-                self.D,
-            )
+            return mamba_inner(xz, *weights, self.A_log, self.D)
         A = -torch.exp(_at_least_float32(self.A_log))
         if path == "native":
-            return mamba_inner_time_major(
-                xz,
-                conv_weight,
-                self.conv1d.bias,
-                self.x_proj.weight,
-                self.dt_proj.weight,
-                self.dt_proj.bias,
-                A,
-                self.D,
-            )
+            return mamba_inner_time_major(xz, *weights, A, self.D)
         xs, z = xz.chunk(2, dim=-1)
         u = F.silu(causal_conv1d_time_major(xs, conv_weight, self.conv1d.bias))
         dt, B, C = self.x_proj(u).split([self.dt_rank, self.d_state, self.d_state], dim=-1)
