@@ -226,6 +226,12 @@ def _world(seed: int) -> _World:
     )
 
 
+def _span(cal: dict) -> tuple[np.datetime64, int]:
+    """The data's first day and its number of days (the real span, 734 days)."""
+    first = np.datetime64(cal["first_day"])
+    return first, int((np.datetime64(cal["last_day"]) - first).astype(int)) + 1
+
+
 def _counts(figures: dict) -> pd.DataFrame:
     """A count table of the calibration (``columns``, ``counts``) as a frame."""
     return pd.DataFrame(figures["counts"], columns=figures["columns"])
@@ -376,8 +382,7 @@ def _transactions(
     article[~head] = N_HEAD + np.searchsorted(
         world.tail_cdf, rng.random(rows - head.sum()), side="right"
     )
-    first = np.datetime64(cal["first_day"])
-    days = int((np.datetime64(cal["last_day"]) - first).astype(int)) + 1
+    first, days = _span(cal)
     channel, channel_labels = _choice(rng, cal["sales_channel_shares"], rows)
     day = rng.integers(0, days, rows)
     if dynamics is not None:
@@ -488,17 +493,14 @@ def _dynamics(seed: int) -> _Dynamics:
     world = _world(seed)
     cal = world.calibration
     rng = np.random.default_rng([seed, 4])
-    first = np.datetime64(cal["first_day"])
-    days = int((np.datetime64(cal["last_day"]) - first).astype(int)) + 1
+    first, days = _span(cal)
     n = world.articles.num_rows
     # release days: each product group's yearly season, from a year before the data to a week
     # before its end
     before = DYNAMICS["released_before_data_days"]
     candidates = np.arange(-before, days - 7)
-    day_of_year = (
-        (first + candidates.astype("timedelta64[D]")).astype("datetime64[D]")
-        - (first + candidates.astype("timedelta64[D]")).astype("datetime64[Y]")
-    ).astype(int)
+    dates = first + candidates.astype("timedelta64[D]")
+    day_of_year = (dates - dates.astype("datetime64[Y]")).astype(int)
     groups = world.articles["product_group_name"].to_numpy(zero_copy_only=False)
     release = np.empty(n, np.int64)
     for name in np.unique(groups):
@@ -514,10 +516,10 @@ def _dynamics(seed: int) -> _Dynamics:
     tail = np.arange(N_HEAD, N_HEAD + n_tail)
     weight = np.diff(world.tail_cdf, prepend=0.0)
     index_group = world.articles["index_group_name"].to_numpy(zero_copy_only=False)[tail]
-    names = np.unique(index_group.astype(str))
+    index_group = index_group.astype(str)
     tail_groups, cdfs, shares = [], [], []
-    for name in names:
-        at = index_group.astype(str) == name
+    for name in np.unique(index_group):
+        at = index_group == name
         tail_groups.append(tail[at])
         cdfs.append(np.cumsum(weight[at]) / weight[at].sum())
         shares.append(weight[at].sum())
