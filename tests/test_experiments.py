@@ -157,6 +157,18 @@ def toy_sweep(tmp_path_factory):
     return out, report, options
 
 
+@pytest.fixture
+def toy_sweep_copy(toy_sweep, tmp_path):
+    """A copy of the toy sweep's results for a test to re-run into: (copy, first sweep's
+    folder, its report, its options)."""
+    import shutil
+
+    first_out, first, options = toy_sweep
+    out = tmp_path / "results"
+    shutil.copytree(first_out, out)
+    return out, first_out, first, options
+
+
 def test_sweep_writes_the_table_and_reports_the_failure(toy_sweep):
     out, report, _ = toy_sweep
     for name in ("table1.md", "table1.csv", "table1_paired.csv", "table1_runs.csv"):
@@ -227,12 +239,8 @@ def test_tables_show_costs_and_test_ft_mamba_against_the_gbdt(toy_sweep):
         assert hr > popularity["mean"].item(), agent  # the toy env's groups need the user
 
 
-def test_a_model_run_made_before_the_cost_columns_gets_its_scoring_cost(toy_sweep, tmp_path):
-    import shutil
-
-    first_out, _, options = toy_sweep
-    out = tmp_path / "results"
-    shutil.copytree(first_out, out)
+def test_a_model_run_made_before_the_cost_columns_gets_its_scoring_cost(toy_sweep_copy):
+    out, _, _, options = toy_sweep_copy
     path = out / "runs" / "toy" / "mamba-quick-s10" / "seed0" / "metrics.json"
     saved = json.loads(path.read_text())
     del saved["score_ms_per_1000_users"]
@@ -245,15 +253,11 @@ def test_a_model_run_made_before_the_cost_columns_gets_its_scoring_cost(toy_swee
     assert again["metrics"] == saved["metrics"]
 
 
-def test_a_table_rerun_at_bf16_shows_both_precisions_and_pairs_them(toy_sweep, tmp_path):
+def test_a_table_rerun_at_bf16_shows_both_precisions_and_pairs_them(toy_sweep_copy):
     """``reproduce --precision bf16`` into the results of an fp32 sweep trains only the models
     at bf16 (the baselines are shared) and reports both precisions as rows of their own, each
     model at bf16 paired against itself at fp32."""
-    import shutil
-
-    first_out, _, options = toy_sweep
-    out = tmp_path / "results"
-    shutil.copytree(first_out, out)
+    out, _, _, options = toy_sweep_copy
     again = experiments.reproduce(
         1,
         out,
@@ -305,15 +309,11 @@ def test_rerunning_a_sweep_reuses_finished_runs(toy_sweep):
 
 
 def test_rerunning_with_fewer_agents_keeps_every_finished_run_in_the_tables(
-    toy_sweep, tmp_path, monkeypatch
+    toy_sweep_copy, monkeypatch
 ):
     """``--agents oracle random`` into a results directory of a full sweep: the tables and
     figures still cover every finished run there, never only the subset."""
-    import shutil
-
-    first_out, first, options = toy_sweep
-    out = tmp_path / "results"
-    shutil.copytree(first_out, out)
+    out, first_out, first, options = toy_sweep_copy
     again = experiments.reproduce(
         1,
         out,
