@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import gymnasium as gym
 import numpy as np
@@ -205,3 +206,45 @@ def test_real_envs_round_trip(env_id, kwargs, tmp_path):
     assert (loaded.env_id, loaded.env_kwargs) == (env_id, kwargs)
     rebuilt = gym.make(loaded.env_id, **loaded.env_kwargs).unwrapped
     np.testing.assert_array_equal(rebuilt.item_table().numeric, loaded.item_table.numeric)
+
+
+def test_dates_are_a_column_of_their_own_and_select_splits_by_them(log, tmp_path):
+    days = np.datetime64("2020-01-01") + np.arange(len(log)) % 30
+    dated = replace(log, times=days)
+    path = dated.save(tmp_path / "dated.parquet")
+    schema = pq.read_schema(path)
+    assert schema.field("time").type == pa.date32()
+    assert json.loads(schema.metadata[METADATA_KEY])["version"] == 3
+    plain = pq.read_schema(log.save(tmp_path / "plain.parquet"))
+    assert json.loads(plain.metadata[METADATA_KEY])["version"] == 2 and "time" not in plain.names
+    loaded = InteractionLog.load(path)
+    np.testing.assert_array_equal(loaded.times, days)
+    assert loaded.content_digest() == dated.content_digest() != log.content_digest()
+    assert loaded.to_pandas()["time"].iloc[31] == np.datetime64("2020-01-02")
+
+    cut = days < np.datetime64("2020-01-10")
+    early = loaded.select(cut)
+    assert len(early) == cut.sum() and (early.times < np.datetime64("2020-01-10")).all()
+    np.testing.assert_array_equal(early.users.ids, log.users.ids[cut])
+    np.testing.assert_array_equal(early.rewards, log.rewards[cut])
+    picked = log.select(np.array([3, 1]))
+    np.testing.assert_array_equal(picked.actions, log.actions[[3, 1]])
+    assert picked.times is None and picked.env_kwargs == log.env_kwargs
+
+
+def test_bad_dates_and_selections_are_refused(env, log, tmp_path):
+    with pytest.raises(ValueError, match="times has missing dates"):
+        replace(log, times=np.full(len(log), np.datetime64("NaT"), "datetime64[D]"))
+    with pytest.raises(ValueError, match="times must be .* dates"):
+        replace(log, times=np.arange(len(log)))
+    with pytest.raises(ValueError, match="row mask must have shape"):
+        log.select(np.ones(3, bool))
+    with pytest.raises(ValueError, match="boolean mask or 1-d indices, got float64"):
+        log.select(np.array([0.5]))
+    slates = collect(gym.make("Spotify-v0", slate_size=2), n=10, seed=0)
+    with pytest.raises(ValueError, match="slate log"):
+        slates.select(np.arange(2))
+    path = log.save(tmp_path / "log.parquet")
+    table = pq.read_table(path).append_column("time", pa.array(np.arange(len(log))))
+    with pytest.raises(ValueError, match="bad_time.parquet.*'time' has type int64, expected dates"):
+        InteractionLog.load(_rewrite(path, tmp_path / "bad_time.parquet", table))

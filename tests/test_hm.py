@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
+from recsim_ft.data import InteractionLog, collect
 from recsim_ft.envs import hm_data, hm_synthetic
 from recsim_ft.envs.hm import HMFashionEnv
 from recsim_ft.envs.hm_data import HMDataError, load_kaggle
@@ -141,6 +142,44 @@ def test_training_log_is_half_purchases_with_documented_propensities(env):
     again = env.sample_log(40_000, np.random.default_rng(1))
     np.testing.assert_array_equal(again[1], actions)
     np.testing.assert_array_equal(again[0].ids, users.ids)
+
+
+def test_a_logged_event_is_dated_by_the_purchase_behind_it(tmp_path):
+    """collect's H&M log has a time column: a bought article on the day the customer first
+    bought it, a negative on the day of the purchase it was drawn beside; a split by date
+    leaves no event after the cut, and the dates survive save and load."""
+    frames = generate_frames(3_000, seed=4)
+    env = HMFashionEnv(n_customers=3_000, seed=4, cache=False)
+    log = collect(env, n=4_000, seed=0)
+    tx = frames["transactions"]
+    article_item = {a: i for i, a in enumerate(env.article_ids)}
+    customer_row = {c: r for r, c in enumerate(frames["customers"]["customer_id"])}
+    first = (
+        tx.assign(
+            user=tx["customer_id"].map(customer_row),
+            item=tx["article_id"].map(article_item),
+            day=pd.to_datetime(tx["t_dat"]).values.astype("datetime64[D]"),
+        )
+        .dropna(subset=["item"])
+        .groupby(["user", "item"])["day"]
+        .min()
+    )
+    bought = log.rewards == 1
+    expected = first.loc[
+        list(zip(log.users.ids[bought], log.actions[bought], strict=True))
+    ].to_numpy()
+    np.testing.assert_array_equal(log.times[bought], expected.astype("datetime64[D]"))
+    customer_days = first.groupby(level="user").agg(["min", "max"])
+    span = customer_days.loc[log.users.ids[~bought]]
+    negative_days = log.times[~bought]
+    assert ((negative_days >= span["min"].values) & (negative_days <= span["max"].values)).all()
+    cut = np.datetime64("2020-01-01")
+    before = log.select(log.times < cut)
+    assert 0 < len(before) < len(log) and (before.times < cut).all()
+    np.testing.assert_array_equal(before.actions, log.actions[log.times < cut])
+    again = InteractionLog.load(log.save(tmp_path / "log.parquet"))
+    np.testing.assert_array_equal(again.times, log.times)
+    assert again.to_pandas()["time"].min() >= pd.Timestamp("2018-09-20")
 
 
 ATTRIBUTES = ("product_type_name", "colour_group_name", "index_group_name", "department_no")
@@ -323,6 +362,7 @@ def test_cache_is_reused_and_invalidated(sample_dir, tmp_path, monkeypatch):
     monkeypatch.setattr(hm_data, "process", no_processing)
     cached = load_kaggle(data_dir)
     np.testing.assert_array_equal(cached.purchases, first.purchases)
+    np.testing.assert_array_equal(cached.purchase_days, first.purchase_days)
     np.testing.assert_array_equal(cached.user_codes, first.user_codes)
     assert (
         cached.user_categories == first.user_categories
@@ -448,12 +488,47 @@ def test_tiny_valid_files(tmp_path):
             "transactions_train.csv",
             "truncated",
         ),
+        (
+            {"transactions_train": TINY["transactions_train"].replace("t_dat,", "date,")},
+            "transactions_train.csv",
+            "no column 't_dat'",
+        ),
+        (
+            {"transactions_train": TINY["transactions_train"].replace("2020-01-02", "2020-13-02")},
+            "transactions_train.csv",
+            "column 't_dat'",
+        ),
+        (
+            {"transactions_train": TINY["transactions_train"].replace("2020-01-02,c2", ",c2")},
+            "transactions_train.csv",
+            "column 't_dat': missing values",
+        ),
     ],
 )
 def test_bad_csv_input_names_file_and_column(tmp_path, changes, file, pattern):
     with pytest.raises(HMDataError, match=pattern) as error:
         HMFashionEnv(_tiny(tmp_path, **changes), n_items=3, cache=False)
     assert file in str(error.value)
+
+
+def test_a_purchase_keeps_the_day_it_was_first_made(tmp_path):
+    """The same article bought again later, and earlier rows listed after later ones: each
+    distinct (customer, item) purchase keeps its earliest t_dat."""
+    rows = TINY["transactions_train"] + (
+        "2020-03-05,c1,0100000001,0.1,2\n2019-12-24,c1,0200000001,0.1,2\n"
+    )
+    data = hm_data.process(
+        hm_data.find_kaggle_files(_tiny(tmp_path, transactions_train=rows)), n_items=3
+    )
+    days = dict(
+        zip(map(tuple, data.purchases.tolist()), data.purchase_days.astype(str), strict=True)
+    )
+    assert days == {  # items: Tee 0100000001 (3 rows), Jeans (2), Tee 0100000002 (1)
+        (0, 0): "2020-01-01",  # c1's Tee: 2020-01-01 and 2020-03-05
+        (0, 1): "2019-12-24",  # c1's Jeans: the later-listed earlier day
+        (1, 0): "2020-01-02",
+        (2, 2): "2020-01-02",
+    }
 
 
 def test_the_whole_catalogue_as_items_never_bought_articles_last(tmp_path):

@@ -32,7 +32,10 @@ def collect(
     ``sample_slate_log`` (uniformly random slates, exact propensities); a callable policy
     returns the slates (distinct items each) and, for off-policy estimates, the probability of
     each slate's item at its position and of the whole slate. The user's choice and the reward
-    follow the env's choice model (``RecEnv.respond``). Session envs are refused: an event of a
+    follow the env's choice model (``RecEnv.respond``). Where the env's own behaviour policy
+    dates its events (HMFashion-v0: the day of the purchase behind each event), the log has a
+    ``time`` column (``log.times``); a callable policy's events, and slates, have no dates.
+    Session envs are refused: an event of a
     session depends on the ones before it, which a log of independent events cannot hold.
 
     >>> import gymnasium as gym
@@ -59,8 +62,9 @@ def collect(
     )
     if base.slate_size is not None:
         return _collect_slates(env, n, policy, behaviour_rng, reward_rng, seed)
+    times = None
     if policy is None:
-        users, actions, propensities = base.sample_log(n, behaviour_rng)
+        users, actions, propensities, times = base.sample_dated_log(n, behaviour_rng)
     else:
         users = base.sample_users(n, behaviour_rng)
         chosen = policy(users, behaviour_rng)
@@ -70,7 +74,7 @@ def collect(
     actions = check_actions(actions, base.n_items, n, "the policy's actions")
     propensities = _checked_propensities("propensities", propensities, (n,))
     rewards = base.sample_reward(users, actions, reward_rng)
-    return InteractionLog.from_env(env, users, actions, rewards, propensities, seed)
+    return InteractionLog.from_env(env, users, actions, rewards, propensities, seed, times=times)
 
 
 def _collect_slates(

@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +31,11 @@ from recsim_ft.schema import Batch, Schema
 METADATA_KEY = b"recsim_ft"
 #: Bump when the file layout changes. Version 2 added the content hash; version 1 files (written
 #: before it) still load, without the check, since there is nothing to check them against.
+#: A log with dates (a ``time`` column) is written as version 3, which older readers refuse
+#: rather than load without its dates; a log without them stays version 2.
 FORMAT_VERSION = 2
-_READABLE_VERSIONS = (1, 2)
+_DATED_FORMAT_VERSION = 3
+_READABLE_VERSIONS = (1, 2, 3)
 _FORMAT = "recsim_ft.InteractionLog"
 #: Key of the content hash inside the recsim-ft metadata.
 _HASH_KEY = "content_sha256"
@@ -203,7 +206,9 @@ class InteractionLog:
     ``propensities`` are the behaviour policy's probabilities of the logged actions (NaN when the
     policy did not report them); ``item_table`` holds the features of every item, so ``items``
     (the item features of each row) needs no env. A slate log also has ``slate_columns`` (see
-    ``SlateColumns``); None for a log of single recommendations.
+    ``SlateColumns``); None for a log of single recommendations. ``times`` is the day of each
+    event (datetime64[D]) where the env dates its events (HMFashion-v0), else None; ``select``
+    takes the events of a date range.
     """
 
     users: Batch
@@ -217,6 +222,7 @@ class InteractionLog:
     item_schema: Schema
     item_table: Batch = field(repr=False)
     slate_columns: SlateColumns | None = field(default=None, repr=False)
+    times: np.ndarray | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         n = len(self.users)
@@ -237,6 +243,19 @@ class InteractionLog:
             raise ValueError("InteractionLog: rewards contain NaN or inf")
         if self.slate_columns is not None:
             self.slate_columns.check(self.rewards)
+        if self.times is not None:
+            self.times = np.asarray(self.times)
+            if self.times.dtype.kind != "M" or self.times.shape != (n,):
+                raise ValueError(
+                    f"InteractionLog: times must be ({n},) dates (datetime64), got "
+                    f"{self.times.dtype} of shape {self.times.shape}"
+                )
+            self.times = self.times.astype("datetime64[D]")
+            if np.isnat(self.times).any():
+                raise ValueError(
+                    "InteractionLog: times has missing dates (NaT); a log without dates has "
+                    "times=None"
+                )
 
     @classmethod
     def from_env(
@@ -248,6 +267,7 @@ class InteractionLog:
         propensities: np.ndarray,
         seed: int | None,
         slate_columns: SlateColumns | None = None,
+        times: np.ndarray | None = None,
     ) -> InteractionLog:
         """A log of events in ``env`` (or a wrapper of it), recording the env's id, kwargs, schemas
         and item table so the log can rebuild and check against the env later."""
@@ -264,6 +284,7 @@ class InteractionLog:
             item_schema=base.item_schema,
             item_table=base.item_table(),
             slate_columns=slate_columns,
+            times=times,
         )
 
     def check_env(self, env: gym.Env, allow_env_mismatch: bool = False) -> None:
@@ -317,6 +338,31 @@ class InteractionLog:
         """Item features of each row (row ``i`` = features of item ``actions[i]``)."""
         return self.item_table[self.actions]
 
+    def select(self, rows: np.ndarray) -> InteractionLog:
+        """The log of the events ``rows`` (a boolean mask or indices), e.g. a split by date:
+        ``log.select(log.times < np.datetime64("2020-09-16"))``. Everything else (env, seed,
+        schemas, item table) is kept. Slate logs are refused (a slate's rows belong together)."""
+        if self.slate_columns is not None:
+            raise ValueError(
+                "select takes events of a log of single recommendations; this is a slate log, "
+                "whose rows belong to slates"
+            )
+        rows = np.asarray(rows)
+        if rows.dtype == bool:
+            if rows.shape != (len(self),):
+                raise ValueError(f"a row mask must have shape ({len(self)},), got {rows.shape}")
+            rows = np.flatnonzero(rows)
+        elif rows.dtype.kind not in "iu" or rows.ndim != 1:
+            raise ValueError(f"rows must be a boolean mask or 1-d indices, got {rows.dtype}")
+        return replace(
+            self,
+            users=self.users[rows],
+            actions=self.actions[rows],
+            rewards=self.rewards[rows],
+            propensities=self.propensities[rows],
+            times=None if self.times is None else self.times[rows],
+        )
+
     def _columns(self, with_items: bool) -> dict[str, np.ndarray]:
         """The table columns: ``user.<feature>``, optionally ``item.<feature>``, then the event."""
         sides = [("user", self.user_schema, self.users)]
@@ -334,6 +380,8 @@ class InteractionLog:
             propensity=self.propensities,
             user_id=self.users.ids,
         )
+        if self.times is not None:
+            columns["time"] = self.times
         if self.slate_columns is not None:
             columns.update(
                 slate_id=self.slate_columns.slate_ids,
@@ -346,14 +394,15 @@ class InteractionLog:
     def to_pandas(self) -> pd.DataFrame:
         """One row per event: ``user.<feature>``, ``item.<feature>`` (categorical features as
         codes; labels are in the schemas), ``action``, ``reward``, ``propensity``, ``user_id``,
-        and for a slate log ``slate_id``, ``position``, ``chosen``, ``slate_propensity``."""
+        ``time`` for a dated log, and for a slate log ``slate_id``, ``position``, ``chosen``,
+        ``slate_propensity``."""
         return pd.DataFrame(self._columns(with_items=True))
 
     # -- storage ----------------------------------------------------------------------------------
     def _metadata(self) -> dict[str, Any]:
         return {
             "format": _FORMAT,
-            "version": FORMAT_VERSION,
+            "version": FORMAT_VERSION if self.times is None else _DATED_FORMAT_VERSION,
             "env_id": self.env_id,
             "env_kwargs": self.env_kwargs,
             "seed": self.seed,
@@ -486,6 +535,12 @@ class InteractionLog:
             np.asarray(items["categorical"], np.int64).reshape(n_items, item_schema.n_categorical),
             np.asarray(items["ids"], np.int64),
         )
+        times = None
+        if "time" in table.column_names:
+            values = table.column("time")
+            if not pa.types.is_date(values.type):
+                raise ValueError(f"column 'time' has type {values.type}, expected dates")
+            times = values.to_numpy().astype("datetime64[D]")
         slate_names = {"slate_id": np.int64, "position": np.int64, "chosen": np.bool_}
         slate_names["slate_propensity"] = np.float64
         present = [c for c in slate_names if c in table.column_names]
@@ -509,4 +564,5 @@ class InteractionLog:
             item_schema,
             item_table,
             slate_columns,
+            times,
         )

@@ -189,6 +189,13 @@ class RecEnv(gym.Env):
         actions = rng.integers(0, self.n_items, size=n)
         return users, actions, np.full(n, 1.0 / self.n_items)
 
+    def sample_dated_log(
+        self, n: int, rng: np.random.Generator
+    ) -> tuple[schema.Batch, np.ndarray, np.ndarray, np.ndarray | None]:
+        """``sample_log`` and the day of each event (datetime64[D]), for an env whose events
+        have dates (HMFashion-v0); default: ``sample_log``'s events and None (no dates)."""
+        return *self.sample_log(n, rng), None
+
     # -- slates: the choice model and the slate behaviour policy --------------------------------
     def choice_probabilities(self, values: np.ndarray, slates: np.ndarray) -> np.ndarray:
         """(n, k) multinomial-logit probability that user ``i`` chooses position ``j`` of slate

@@ -50,9 +50,10 @@ class HMFashionEnv(RecEnv):
     Recommendations" are read: ``customers``, ``articles`` and ``transactions_train``, each as
     ``.parquet``, ``.csv`` or ``.csv.gz``. The data are not shipped: they are subject to the
     competition's terms, so the user downloads them from Kaggle and points ``data_dir`` at them.
-    The 31.8M transaction rows are streamed (only ``customer_id`` and ``article_id``), and the
-    processed result is cached as parquet in ``data_dir/.recsim_ft_cache`` (or ``cache_dir``),
-    keyed by the parameters and the files' sizes and mtimes, so the second load is fast.
+    The 31.8M transaction rows are streamed (only ``t_dat``, ``customer_id`` and
+    ``article_id``), and the processed result is cached as parquet in
+    ``data_dir/.recsim_ft_cache`` (or ``cache_dir``), keyed by the parameters and the files'
+    sizes and mtimes, so the second load is fast.
     Transactions naming a customer missing from customers.csv, or an article missing from
     articles.csv (as in any sample or subset of the files), are dropped with a warning
     (``unknown_ids="drop"``, the default, so such files load; ``data_summary`` counts the rows,
@@ -149,7 +150,10 @@ class HMFashionEnv(RecEnv):
     (negatives drawn afresh from ``rng``). Propensity of the logged item given the customer,
     who bought ``b`` of the ``n_items`` items: ``1 / (2 b)`` for a bought item and
     ``1 / (2 (n_items - b))`` for another (a customer who bought every item has no negatives:
-    ``1 / b``).
+    ``1 / b``). Every event has a day (``sample_dated_log``; the ``time`` column of a log from
+    ``collect``): the day the customer first bought that article (``t_dat``), and for a
+    negative the day of the purchase it was drawn beside, so a log splits by date
+    (``log.select(log.times < np.datetime64("2020-09-16"))``) with no event after the cut.
 
     ## Episode End
 
@@ -280,6 +284,7 @@ class HMFashionEnv(RecEnv):
         is_test = np.zeros(data.n_customers, bool)
         is_test[self._test_pool] = True  # a lookup, not np.isin's sort of 30M rows
         self._train_purchases = data.purchases[~is_test[customers]]
+        self._train_purchase_days = data.purchase_days[~is_test[customers]]
         self._train_users = np.flatnonzero((self._n_bought > 0) & ~is_test)
         with_negative = self._n_bought[self._train_purchases[:, 0]] < self.n_items
         self._negative_slots = np.flatnonzero(with_negative)
@@ -388,6 +393,11 @@ class HMFashionEnv(RecEnv):
         )
 
     def sample_log(self, n: int, rng: np.random.Generator) -> tuple[Batch, np.ndarray, np.ndarray]:
+        return self.sample_dated_log(n, rng)[:3]
+
+    def sample_dated_log(
+        self, n: int, rng: np.random.Generator
+    ) -> tuple[Batch, np.ndarray, np.ndarray, np.ndarray]:
         n_positive = len(self._train_purchases)
         if n_positive == 0:
             raise ValueError(
@@ -413,7 +423,12 @@ class HMFashionEnv(RecEnv):
             1 / (2 * np.maximum(self.n_items - bought, 1)),
             np.where(bought < self.n_items, 1 / (2 * bought), 1 / bought),
         )
-        return self._users(customers), actions, propensity.astype(np.float64)
+        return (
+            self._users(customers),
+            actions,
+            propensity.astype(np.float64),
+            self._train_purchase_days[purchase],
+        )
 
     # -- sessions (see the class docstring) -------------------------------------------------------
     def session_start(self, users: Batch) -> dict[str, np.ndarray]:
