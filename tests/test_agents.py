@@ -82,6 +82,22 @@ def test_popularity_rules_and_unlogged_items(env, log):
     assert np.allclose(agent.item_popularity_[:9], mean_reward.item_popularity_[:9])
 
 
+def test_popularity_by_share_counts_positives_whatever_was_shown(env, log):
+    """An item logged 4 times and rewarded 3 times beats one logged once and rewarded once by
+    share (how often it was bought), and loses to it by rate (how often it was bought when
+    shown); an item never rewarded scores 0 by share."""
+    tiny = collect(env, n=5, seed=0)
+    tiny.actions, tiny.rewards = np.array([0, 0, 0, 0, 1]), np.array([1, 1, 1, 0, 1], np.float32)
+    share = PopularityAgent(env, by="positive_share").fit(tiny)
+    np.testing.assert_allclose(share.item_popularity_[:3], [0.75, 0.25, 0.0])
+    assert share.recommend(env.unwrapped.test_users(1), 1)[0, 0] == 0
+    rate = PopularityAgent(env, by="positive_rate").fit(tiny)
+    assert rate.recommend(env.unwrapped.test_users(1), 1)[0, 0] == 1
+    full = PopularityAgent(env, by="positive_share").fit(log)
+    counts = np.bincount(log.actions[log.rewards > 0], minlength=env.unwrapped.n_items)
+    np.testing.assert_allclose(full.item_popularity_, counts / counts.sum())
+
+
 def test_popularity_errors(env, log):
     users = env.unwrapped.test_users(3)
     with pytest.raises(RuntimeError, match="not fitted yet: call fit"):

@@ -148,6 +148,23 @@ def test_linear_agent_is_a_ridge_regression_per_item(toy, toy_log):
         np.testing.assert_allclose(agent.theta_[item], ridge.coef_, rtol=1e-7, atol=1e-10)
 
 
+def test_segment_popularity_by_share_estimates_the_items_share_of_the_segments_positives(
+    toy, toy_log
+):
+    agent = SegmentPopularityAgent(toy, features=["group"], prior=5.0, by="positive_share")
+    agent.fit(toy_log)
+    positive = toy_log.rewards > 0
+    overall = np.bincount(toy_log.actions[positive], minlength=toy.unwrapped.n_items)
+    np.testing.assert_allclose(agent.item_popularity_, overall / overall.sum())
+    users = toy.unwrapped.test_users(50, seed=4)
+    g = int(users.categorical[0, 0])
+    in_group = positive & (toy_log.users.categorical[:, 0] == g)
+    counts = np.bincount(toy_log.actions[in_group], minlength=toy.unwrapped.n_items)
+    expected = (counts + 5.0 * agent.item_popularity_) / (in_group.sum() + 5.0)
+    np.testing.assert_allclose(agent.score_items(users[:1])[0], expected)
+    assert agent.score_items(users[:1]).sum() == pytest.approx(1.0)  # a distribution over items
+
+
 def test_segment_popularity_backs_off_to_coarser_segments(toy, toy_log):
     agent = SegmentPopularityAgent(toy, features=["group"], prior=5.0).fit(toy_log)
     users = toy.unwrapped.test_users(200, seed=4)

@@ -354,7 +354,11 @@ class SegmentPopularityAgent(Agent):
     from ``score_-1``, the popularity of all items together, so an item or a segment with few
     events keeps the coarser estimate (a single lucky event does not put an item on top), and
     an unseen segment keeps it entirely. Popularity is the share of positive rewards
-    (``by="positive_rate"``) or the mean reward (``"mean_reward"``), as ``PopularityAgent``.
+    (``by="positive_rate"``) or the mean reward (``"mean_reward"``), as ``PopularityAgent``; or
+    (``"positive_share"``) the item's share of the segment's positive rewards, how often the
+    segment bought it, with ``events_j`` the segment's positives (the same for every item) and
+    ``score_-1`` the item's share of all positives: a smoothed estimate of ``p(item | segment)``,
+    which over a large catalogue ranks far better than a rate over a few events per item.
 
     Args:
         env: the environment whose items are ranked.
@@ -363,7 +367,7 @@ class SegmentPopularityAgent(Agent):
         max_depth: use the first ``max_depth`` features only (None: all).
         features: the user features in order, coarsest split first (None: by mutual
             information).
-        by: ``"positive_rate"`` or ``"mean_reward"``.
+        by: ``"positive_rate"``, ``"mean_reward"`` or ``"positive_share"``.
         allow_env_mismatch: as ``SklearnAgent``.
 
     Memory: two sparse (segments x items) count matrices per level; scoring holds a few
@@ -423,9 +427,12 @@ class SegmentPopularityAgent(Agent):
         self.features_ = self._ordered_features(codes, log.actions, rewards)
         item_events = np.bincount(log.actions, minlength=self.n_items)
         item_positives = np.bincount(log.actions, weights=values, minlength=self.n_items)
-        self.item_popularity_ = (item_positives + self.prior * values.mean()) / (
-            item_events + self.prior
-        )
+        if self.by == "positive_share":
+            self.item_popularity_ = item_positives / max(values.sum(), 1.0)
+        else:
+            self.item_popularity_ = (item_positives + self.prior * values.mean()) / (
+                item_events + self.prior
+            )
         self.levels_ = []
         for depth in range(1, len(self.features_) + 1):
             keys = codes[self.features_[:depth]]
@@ -445,8 +452,11 @@ class SegmentPopularityAgent(Agent):
             keys = codes[self.features_[:depth]]
             found = segments.get_indexer(pd.MultiIndex.from_frame(keys))
             rows = np.flatnonzero(found >= 0)
-            n = events[found[rows]].toarray()
             p = positives[found[rows]].toarray()
+            if self.by == "positive_share":  # events: the segment's positives, for every item
+                n = p.sum(axis=1, keepdims=True)
+            else:
+                n = events[found[rows]].toarray()
             scores[rows] = (p + self.prior * scores[rows]) / (n + self.prior)
         return scores
 

@@ -1,0 +1,99 @@
+"""The best any recommender can do on the default synthetic H&M stand-in from what the env shows
+of a customer, measured on the env's test users beside popularity.
+
+In the default stand-in (``synthetic_dynamics=False``) a purchase is one of the 1,000 head
+articles with a probability that depends on the customer's segment (age bucket, FN, Active,
+club status, news frequency), or a tail article drawn whatever the customer
+(``recsim_ft.envs.hm_synthetic``). So the generator's own purchase probability given the segment,
+``p(a | s) = head_share p_head(a | s) + (1 - head_share) p_tail(a)``, ranks each customer's
+articles as well as anything can (the Bayes-optimal ranking: a customer's purchases are
+independent draws from it); no model trained on the env's features can beat it, beyond the luck
+of a finite test set. Its metrics are the ceiling of issue 26's H&M targets; "popularity (truth)"
+ranks by the population's ``p(a)``; the other rows are the popularity baselines fitted on a
+collected log (the paper's 160,000 events), by positive rate (the tables' rows) and by share
+of the positives (``by="positive_share"``).
+
+    python scripts/hm_ceiling.py --n-items 20000 --users 2000
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+
+from recsim_ft.agents import PopularityAgent, SegmentPopularityAgent
+from recsim_ft.data import collect
+from recsim_ft.envs.hm import HMFashionEnv
+from recsim_ft.envs.hm_synthetic import N_HEAD, _customers, _segment_probabilities, _world
+from recsim_ft.evaluate import evaluate
+from recsim_ft.schema import Batch
+
+CHUNK_CUSTOMERS = 100_000  # iter_chunks' default: the segments are redrawn chunk by chunk
+
+
+class _Truth:
+    """Scores items by the generator's purchase probability given the segment (or, with
+    ``by_segment=False``, averaged over the population)."""
+
+    def __init__(self, env: HMFashionEnv, by_segment: bool = True) -> None:
+        world = _world(env.seed)
+        cal = world.calibration
+        cdf = world.head_cdf_flat.reshape(-1, N_HEAD)
+        cdf = cdf - np.arange(len(cdf))[:, None]  # the flat form adds the segment index
+        head = np.diff(cdf, axis=1, prepend=0.0)  # (segments, N_HEAD): p_head(a | s)
+        tail = np.diff(world.tail_cdf, prepend=0.0)  # tail rank r -> probability
+        n_articles = len(world.articles)
+        p = np.zeros((len(head), n_articles))
+        p[:, :N_HEAD] = world.head_share * head
+        p[:, N_HEAD : N_HEAD + len(tail)] = (1 - world.head_share) * tail
+        index = {a: i for i, a in enumerate(world.articles["article_id"].to_pylist())}
+        columns = np.array([index[a] for a in env.article_ids.tolist()])
+        self.p = p[:, columns]
+        if not by_segment:
+            self.p = np.broadcast_to(_segment_probabilities(cal) @ self.p, self.p.shape)
+        self.segment = _segments(env)
+
+    def score_items(self, users: Batch) -> np.ndarray:
+        return np.asarray(self.p[self.segment[users.ids]])
+
+
+def _segments(env: HMFashionEnv) -> np.ndarray:
+    """Each customer's segment, redrawn from the generator's streams chunk by chunk."""
+    world = _world(env.seed)
+    parts = []
+    for k, start in enumerate(range(0, env.n_customers, CHUNK_CUSTOMERS)):
+        rng = np.random.default_rng([env.seed, 1, k])
+        parts.append(_customers(rng, world, min(CHUNK_CUSTOMERS, env.n_customers - start))[1])
+    return np.concatenate(parts)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n-items", type=int, default=20_000)
+    parser.add_argument("--users", type=int, default=2_000)
+    parser.add_argument("--n-customers", type=int, default=50_000)
+    args = parser.parse_args()
+    env = HMFashionEnv(n_items=args.n_items, n_customers=args.n_customers)
+    log = collect(env, seed=0)  # the paper's 160,000 events
+    agents = {
+        "Bayes-optimal (segment truth)": _Truth(env),
+        "popularity (truth)": _Truth(env, by_segment=False),
+        "popularity (log, by rate: the tables' row)": PopularityAgent(env).fit(log),
+        "popularity (log, by share)": PopularityAgent(env, by="positive_share").fit(log),
+        "segment popularity (log, by rate)": SegmentPopularityAgent(env).fit(log),
+        "segment popularity (log, by share)": SegmentPopularityAgent(env, by="positive_share").fit(
+            log
+        ),
+    }
+    metrics = ("HR@1", "HR@10", "MAP@12")
+    print(f"HMFashion-v0 n_items={env.n_items:,}, {args.users:,} test users (seed 0)")
+    print("| agent | " + " | ".join(metrics) + " |")
+    print("| --- |" + " --- |" * len(metrics))
+    for name, agent in agents.items():
+        m = evaluate(agent, env, n_users=args.users, ks=(1, 10))
+        print(f"| {name} | " + " | ".join(f"{m[k]:.4f}" for k in metrics) + " |")
+
+
+if __name__ == "__main__":
+    main()
