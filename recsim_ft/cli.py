@@ -357,7 +357,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
 
 def cmd_tune(args: argparse.Namespace) -> int:
     settings, agents = _settings_and_agents(
-        args, experiments.TUNE_AGENTS, experiments.EMBEDDERS + experiments.STRONG_BASELINES
+        args, experiments.TUNE_AGENTS, experiments.EMBEDDERS + tuple(experiments.BASELINE_GRIDS)
     )
     training = parse_training_grid(args.grid)
     if args.lrs is not None:

@@ -253,6 +253,30 @@ def test_a_model_run_made_before_the_cost_columns_gets_its_scoring_cost(toy_swee
     assert again["metrics"] == saved["metrics"]
 
 
+def test_popularity_by_share_runs_as_rows_of_their_own(toy_sweep_copy):
+    """The share baselines (``SHARE_BASELINES``) join a table on request: their own rows and
+    run directories beside the rate-based ones, and the segment one is tunable."""
+    out, _, _, options = toy_sweep_copy
+    experiments.reproduce(
+        1,
+        out,
+        seeds=1,
+        settings=_toy_settings()[:1],
+        agents=["popularity", *experiments.SHARE_BASELINES],
+        progress=False,
+        **options,
+    )
+    for agent in experiments.SHARE_BASELINES:
+        assert (out / "runs" / "toy" / agent / "seed0" / "metrics.json").is_file()
+    markdown = (out / "table1.md").read_text()
+    assert "| popularity (share) (1 seed) |" in markdown  # the toy sweep's others have 2
+    assert "| segment popularity (share) (1 seed) |" in markdown
+    summary = pd.read_csv(out / "table1.csv")
+    hr = summary[summary.metric == "HR@1"].set_index("agent")["mean"]
+    assert hr["segment_popularity_share"] > hr["popularity_share"]  # the toy's groups need the user
+    assert "segment_popularity_share" in experiments.BASELINE_GRIDS
+
+
 def test_a_table_rerun_at_bf16_shows_both_precisions_and_pairs_them(toy_sweep_copy):
     """``reproduce --precision bf16`` into the results of an fp32 sweep trains only the models
     at bf16 (the baselines are shared) and reports both precisions as rows of their own, each

@@ -19,6 +19,7 @@ import json
 import os
 import time
 from dataclasses import asdict
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -87,11 +88,14 @@ class _TimedScoring:
         return 1e6 * self.seconds / max(self.users, 1)
 
 
-#: The strong baselines of ``STRONG_BASELINES`` by name; each takes ``RunSpec.params``.
+#: The strong baselines of ``STRONG_BASELINES`` and ``SHARE_BASELINES`` by name; each takes
+#: ``RunSpec.params``.
 STRONG_AGENTS = {
     "gbdt": GBDTAgent,
     "linear": LinearAgent,
     "segment_popularity": SegmentPopularityAgent,
+    "segment_popularity_share": partial(SegmentPopularityAgent, by="positive_share"),
+    "popularity_share": partial(PopularityAgent, by="positive_share"),
 }
 
 

@@ -20,7 +20,6 @@ from recsim_ft.experiments.runs import to_json, write_atomic
 from recsim_ft.experiments.specs import (
     AGENT_LABELS,
     BASELINE_GRIDS,
-    STRONG_BASELINES,
     TRAINING_FIELDS,
     TUNE_AGENTS,
     Setting,
@@ -93,7 +92,7 @@ def tune(
     embedder) of its ``metric`` as a share of that pair's best candidate's, so that no setting
     weighs more for having a larger metric.
     """
-    tunable = EMBEDDERS + STRONG_BASELINES
+    tunable = EMBEDDERS + tuple(BASELINE_GRIDS)
     bad = [a for a in agents if a not in tunable]
     if bad:
         raise ValueError(
@@ -136,7 +135,7 @@ def tune(
                 **{**options, **candidate},
             )
         ]
-    for agent in (a for a in agents if a in STRONG_BASELINES):
+    for agent in (a for a in agents if a in BASELINE_GRIDS):
         grid = (grids or {}).get(agent, BASELINE_GRIDS[agent])
         for values in itertools.product(*grid.values()):
             params = dict(zip(grid, values, strict=True))
@@ -177,7 +176,7 @@ def tune(
     table["chosen"] = table.index.isin(chosen_rows)
     best, best_params, best_training = {}, {}, {}
     for r in table[table["chosen"]].itertuples():
-        if r.agent in STRONG_BASELINES:
+        if r.agent in BASELINE_GRIDS:
             best_params[(r.setting, r.agent)] = _params_of(r.params)
         else:
             best[(r.setting, r.agent)] = float(r.lr)
