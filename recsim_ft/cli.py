@@ -46,12 +46,14 @@ class UsageError(Exception):
 
 def parse_env_kwargs(values: Sequence[str] | None, option: str = "--env-kwargs") -> dict[str, Any]:
     """``--env-kwargs`` (or ``option``) as one JSON object or ``key=value`` pairs (values parsed
-    as JSON when they are JSON, else kept as strings).
+    as JSON when they are JSON, ``True``/``False``/``None`` as Python's, else kept as strings).
 
     >>> parse_env_kwargs(['{"clusters": 25}'])
     {'clusters': 25}
     >>> parse_env_kwargs(["clusters=25", "data_dir=/tmp/hm", "p_match=0.9"])
     {'clusters': 25, 'data_dir': '/tmp/hm', 'p_match': 0.9}
+    >>> parse_env_kwargs(["cache=False", "n_items=None", "session=true"])
+    {'cache': False, 'n_items': None, 'session': True}
     """
     if not values:
         return {}
@@ -74,11 +76,17 @@ def parse_env_kwargs(values: Sequence[str] | None, option: str = "--env-kwargs")
             raise UsageError(
                 f"{option} sets {key} twice ({kwargs[key]!r} and {raw!r}); give it once"
             )
+        if raw in _PYTHON_CONSTANTS:  # cache=False as Python spells it, beside JSON's false
+            kwargs[key] = _PYTHON_CONSTANTS[raw]
+            continue
         try:
             kwargs[key] = json.loads(raw)
         except json.JSONDecodeError:
             kwargs[key] = raw
     return kwargs
+
+
+_PYTHON_CONSTANTS = {"True": True, "False": False, "None": None}
 
 
 def _make_env(env_id: str, kwargs: dict[str, Any]):
@@ -105,7 +113,8 @@ def cmd_collect(args: argparse.Namespace) -> int:
     env = _make_env(args.env, parse_env_kwargs(args.env_kwargs))
     log = collect(env, n=args.n, seed=args.seed)
     log.save(out, overwrite=args.overwrite)
-    print(f"wrote {len(log):,} events of {args.env} to {out}")
+    dated = "" if log.times is None else f", dated {log.times.min()} .. {log.times.max()}"
+    print(f"wrote {len(log):,} events of {args.env} to {out}{dated}")
     return 0
 
 

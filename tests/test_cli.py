@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -58,6 +59,17 @@ def test_collect_writes_a_log_and_never_overwrites_silently(tmp_path, capsys):
     assert out.read_bytes() == first
     assert main([*collect, "--overwrite"]) == 0
     assert out.read_bytes() == first  # same seed, same file
+    assert "dated" not in capsys.readouterr().out  # the toy env's events have no dates
+
+
+def test_collect_says_the_dates_of_an_hm_log(tmp_path, capsys):
+    out = tmp_path / "hm.parquet"
+    kwargs = ["--env-kwargs", "n_customers=2000", "cache=False"]
+    assert main(["collect", "--env", "HMFashion-v0", *kwargs, "--n", "500", "--out", str(out)]) == 0
+    log = InteractionLog.load(out)
+    printed = capsys.readouterr().out
+    assert f"dated {log.times.min()} .. {log.times.max()}" in printed
+    assert np.datetime64("2018-09-20") <= log.times.min() <= log.times.max()
 
 
 def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys):
