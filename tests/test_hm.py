@@ -6,6 +6,7 @@ The generic env contract (checkers, spaces, seeding) is in test_env_contract.py.
 
 from __future__ import annotations
 
+import importlib.util
 import shutil
 from pathlib import Path
 
@@ -15,11 +16,13 @@ import pandas as pd
 import pytest
 from scipy import stats
 
+from recsim_ft.agents import PopularityAgent, SegmentPopularityAgent
 from recsim_ft.data import InteractionLog, collect
 from recsim_ft.envs import hm_data, hm_synthetic
 from recsim_ft.envs.hm import HMFashionEnv
 from recsim_ft.envs.hm_data import HMDataError, load_kaggle
 from recsim_ft.envs.hm_synthetic import generate_frames, load_calibration, write_kaggle_files
+from recsim_ft.evaluate import evaluate
 from recsim_ft.schema import Batch
 
 SAMPLE_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "hm_sample"
@@ -681,6 +684,31 @@ def test_bad_parameters():
         HMFashionEnv(n_customers=100, test_fraction=1.0)
     with pytest.raises(ValueError, match="n_customers"):
         HMFashionEnv(n_customers=0)
+
+
+def test_the_generators_truth_ranks_best(env):
+    """scripts/hm_ceiling.py's Bayes-optimal ranking (the generator's purchase probability given
+    the customer's segment) is what its doc says: above segment popularity by share, which is
+    above popularity, on the test users; its probabilities are a distribution per segment."""
+    spec = importlib.util.spec_from_file_location(
+        "hm_ceiling", Path(__file__).resolve().parents[1] / "scripts" / "hm_ceiling.py"
+    )
+    ceiling = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ceiling)
+    truth = ceiling._Truth(env)
+    assert truth.p.shape[1] == env.n_items and len(truth.segment) == len(env._age)
+    np.testing.assert_array_less(truth.p.sum(axis=1), 1.0 + 1e-9)  # 100 of 105,542 articles
+    log = collect(env, n=40_000, seed=0)
+    agents = [
+        truth,
+        SegmentPopularityAgent(env, by="positive_share").fit(log),
+        PopularityAgent(env, by="positive_share").fit(log),
+    ]
+    maps = [
+        evaluate(a, env, n_users=len(env._test_pool), seed=0, metrics=["MAP@12"])["MAP@12"]
+        for a in agents
+    ]
+    assert maps[0] > maps[1] > maps[2], maps
 
 
 def test_map_at_12_is_computable(env):
