@@ -35,8 +35,8 @@ def collect(
     follow the env's choice model (``RecEnv.respond``). Where the env's own behaviour policy
     dates its events (HMFashion-v0: the day of the purchase behind each event), the log has a
     ``time`` column (``log.times``); a callable policy's events, and slates, have no dates.
-    Session envs are refused: an event of a
-    session depends on the ones before it, which a log of independent events cannot hold.
+    Session envs are refused: an event of a session depends on the ones before it, which a log
+    of independent events cannot hold.
 
     >>> import gymnasium as gym
     >>> log = collect(gym.make("Spotify-v0"), n=1_000, seed=0)

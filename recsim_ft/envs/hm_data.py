@@ -438,19 +438,17 @@ def _encode_transactions(
         "transactions",
         {"t_dat": pa.date32(), "customer_id": pa.string(), "article_id": pa.int64()},
     ):
+        for column in rows:
+            if batch.column(column).null_count:
+                raise HMDataError(f"{name}, column {column!r}: missing values")
         found = {}
         for column, index in (("customer_id", customer_index), ("article_id", article_index)):
             values = batch.column(column)
-            if values.null_count:
-                raise HMDataError(f"{name}, column {column!r}: missing values")
             found[column] = index.get_indexer(values.to_pandas())
             missing = found[column] < 0
             if missing.any():
                 unknown[column].append(pc.unique(values.filter(pa.array(missing))))
-        days = batch.column("t_dat")
-        if days.null_count:
-            raise HMDataError(f"{name}, column 't_dat': missing values")
-        found["t_dat"] = days.cast(pa.int32()).to_numpy()
+        found["t_dat"] = batch.column("t_dat").cast(pa.int32()).to_numpy()
         known = (found["customer_id"] >= 0) & (found["article_id"] >= 0)
         for column, values in found.items():
             rows[column].append(values[known].astype(np.int32))

@@ -75,8 +75,8 @@ BASELINE_GRIDS: dict[str, dict[str, tuple[Any, ...]]] = {
     "gbdt": {"learning_rate": (0.1, 0.05, 0.2), "max_leaf_nodes": (31, 63)},
     "linear": {"ridge": (1.0, 0.1, 10.0, 100.0)},
     "segment_popularity": {"prior": (10.0, 1.0, 100.0), "n_bins": (4, 2, 8)},
-    "segment_popularity_share": {"prior": (10.0, 1.0, 100.0), "n_bins": (4, 2, 8)},
 }
+BASELINE_GRIDS["segment_popularity_share"] = BASELINE_GRIDS["segment_popularity"]  # same agent
 
 
 @dataclass(frozen=True)
