@@ -177,6 +177,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             loss=args.loss,
             temperature=args.temperature,
             uniform_negatives=args.uniform_negatives,
+            popularity_prior=args.popularity_prior,
             batch_size=args.batch_size,
             precision=args.precision,
             eval_every=args.eval_every,
@@ -279,10 +280,11 @@ def parse_agent_params(values: Sequence[str] | None) -> dict[str, dict[str, Any]
 
 
 def parse_training_grid(values: Sequence[str] | None) -> dict[str, list[Any]]:
-    """``--grid`` as ``{field: [values]}``, from ``FIELD=V1,V2`` words (numbers as numbers).
+    """``--grid`` as ``{field: [values]}``, from ``FIELD=V1,V2`` words (numbers as numbers,
+    true / false as booleans).
 
-    >>> parse_training_grid(["lr=1e-3,3e-3", "schedule=constant,cosine"])
-    {'lr': [0.001, 0.003], 'schedule': ['constant', 'cosine']}
+    >>> parse_training_grid(["lr=1e-3,3e-3", "popularity_prior=true,false"])
+    {'lr': [0.001, 0.003], 'popularity_prior': [True, False]}
     """
     grid: dict[str, list[Any]] = {}
     for word in values or ():
@@ -302,6 +304,8 @@ def parse_training_grid(values: Sequence[str] | None) -> dict[str, list[Any]]:
 
 
 def _number_or_word(text: str) -> Any:
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
     try:
         number = float(text)
     except ValueError:
@@ -327,6 +331,7 @@ def _run_options(args: argparse.Namespace) -> dict[str, Any]:
         loss=args.loss,
         temperature=args.temperature,
         uniform_negatives=args.uniform_negatives,
+        popularity_prior=args.popularity_prior,
         batch_size=args.batch_size,
         precision=args.precision,
         steps=args.steps,
@@ -511,6 +516,14 @@ def build_parser() -> argparse.ArgumentParser:
             default=None,
             help="items drawn uniformly per step and mixed into the in-batch softmax's negatives "
             "(default: the preset's, 0; see recsim_ft.losses)",
+        )
+        p.add_argument(
+            "--popularity-prior",
+            action=argparse.BooleanOptionalAction,
+            default=None,
+            help="the softmax's logits carry the log's popularity log q: the towers learn what "
+            "popularity does not explain, and the model ranks by its scores plus T log q "
+            "(default: the preset's, off; see recsim_ft.losses)",
         )
         p.add_argument(
             "--batch-size",

@@ -37,6 +37,15 @@ embedding ``v_{a_b}``, reward ``r_b``, score ``s_b = u_b . v_{a_b}``.
   Uniform draws of the positive's item are left out, as batch rows are. Memory: one more
   item-tower pass over ``M`` items.
 
+  **The popularity prior** (``prior=True``; ``TrainConfig.popularity_prior``): every item's
+  logit is ``s_j / T + log q_j``, in the catalogue's softmax and in the batch's alike (where
+  each candidate's correction becomes ``- log e_c + log q_c``: for batch negatives alone, the
+  same ``log((1 - q_a) / n)`` for every candidate, i.e. no logQ correction at all, and the
+  positive ``s_a / T + log q_a``). The towers then learn ``log p(a | u) - log q_a`` up to a
+  constant, what the log's popularity does not explain, and the model ranks by
+  ``u . v_j + T log q_j`` (``TwoTower.item_prior``). Over a large catalogue whose positives are
+  mostly popularity this is what lets the towers learn anything else (ranking_preset.md).
+
 A batch without a positive row contributes a loss of 0 to ``softmax`` (no gradient); a log
 without any positive reward is refused by ``bce`` and ``softmax`` before training
 (``check_loss_log``).
@@ -96,10 +105,14 @@ def softmax_loss(
     logged_items: Tensor,
     rewards: Tensor,
     temperature: float = 1.0,
+    log_prior: Tensor | None = None,
 ) -> Tensor:
     """``softmax``: the users' (B, d) cross-entropy of their logged items (B,) against the whole
-    catalogue (n_items, d), over the rows with a positive reward (0 when there is none)."""
+    catalogue (n_items, d), over the rows with a positive reward (0 when there is none).
+    ``log_prior`` (n_items,): the popularity prior's ``log q`` added to every item's logit."""
     logits = user_embeddings @ item_embeddings.T / temperature
+    if log_prior is not None:
+        logits = logits + log_prior
     per_row = F.cross_entropy(logits, logged_items, reduction="none")
     positive = (rewards > 0).to(per_row.dtype)
     return (per_row * positive).sum() / positive.sum().clamp(min=1.0)
@@ -114,12 +127,14 @@ def in_batch_softmax_loss(
     temperature: float = 1.0,
     uniform_items: Tensor | None = None,
     uniform_embeddings: Tensor | None = None,
+    prior: bool = False,
 ) -> Tensor:
     """``softmax`` with in-batch negatives and the logQ correction (module docstring): the
     users' (B, d) logged items (B,), whose embeddings are ``item_embeddings`` (B, d), against the
     other rows' items; ``log_q`` (n_items,) is the log of each item's share of the logged rows.
     ``uniform_items`` (M,) drawn uniformly from the ``len(log_q)`` items, with embeddings
-    ``uniform_embeddings`` (M, d), are mixed into every row's negatives. Over the rows with a
+    ``uniform_embeddings`` (M, d), are mixed into every row's negatives. ``prior``: every
+    logit carries the popularity prior ``log q`` (module docstring). Over the rows with a
     positive reward (0 when there is none)."""
     scores = user_embeddings @ item_embeddings.T / temperature  # [b, c]: user b, row c's item
     positive_scores = scores.diagonal()
@@ -138,6 +153,9 @@ def in_batch_softmax_loss(
     if len(candidates) > len(logged_items):  # plus its expected uniform draws, M / N
         share = math.log(len(uniform_items) / len(log_q))
         correction = torch.logaddexp(correction, torch.full_like(correction, share))
+    if prior:
+        positive_scores = positive_scores + log_positive_q
+        correction = correction - log_q[candidates][None, :]
     corrected = (scores - correction).masked_fill(~negative, float("-inf"))
     denominator = torch.logsumexp(torch.cat([positive_scores[:, None], corrected], dim=1), dim=1)
     per_row = denominator - positive_scores

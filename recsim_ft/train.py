@@ -93,6 +93,7 @@ _RESUME_KEYS = (
     "temperature",
     "negatives",
     "uniform_negatives",
+    "popularity_prior",
     "lr",
     "schedule",
     "batch_size",
@@ -125,8 +126,10 @@ class TrainConfig:
     ``loss``: ``"mse"`` (the paper's), ``"bce"`` or ``"softmax"`` with its ``temperature`` and
     ``negatives`` (``"auto"``, ``"catalogue"`` or ``"batch"``: in-batch with the logQ
     correction), with ``uniform_negatives`` items drawn uniformly per step mixed into the
-    in-batch negatives; ``recsim_ft.losses`` has their equations. ``schedule``: see
-    ``SCHEDULES``.
+    in-batch negatives; ``popularity_prior`` (softmax only) adds the log's popularity ``log q``
+    to every item's logit, so the towers learn what popularity does not explain and the model
+    ranks by its scores plus ``T log q`` (``TwoTower.item_prior``); ``recsim_ft.losses`` has
+    their equations. ``schedule``: see ``SCHEDULES``.
     ``precision``: ``"fp32"``, ``"bf16"`` (the towers' matrix products in bfloat16 under
     autocast; weights, Adam, losses and the Mamba scan in float32) or ``"auto"`` (bf16 only where
     the CPU has AMX or AVX512-BF16, or on a CUDA device with bf16; see ``recsim_ft.precision``).
@@ -139,6 +142,7 @@ class TrainConfig:
     temperature: float = 1.0
     negatives: str = "auto"
     uniform_negatives: int = 0
+    popularity_prior: bool = False
     batch_size: int = 32
     steps: int | None = None
     seed: int = 0
@@ -176,6 +180,15 @@ class TrainConfig:
         check_choice("negatives", self.negatives, NEGATIVES)
         check_choice("schedule", self.schedule, SCHEDULES)
         check_int("uniform_negatives", self.uniform_negatives, low=0)
+        if not isinstance(self.popularity_prior, bool):
+            raise ValueError(
+                f"popularity_prior must be True or False, got {self.popularity_prior!r}"
+            )
+        if self.popularity_prior and self.loss != "softmax":
+            raise ValueError(
+                f"popularity_prior adds the log's popularity to the softmax's logits; loss "
+                f"{self.loss!r} has none: use loss='softmax' or popularity_prior=False"
+            )
         return replace(
             self,
             lr=check_float("lr", protocol.lr if self.lr is None else self.lr, low=0, low_open=True),
@@ -262,12 +275,18 @@ class TrainStep:
         log_q: torch.Tensor | None = None,
         uniform_negatives: int = 0,
         precision: str = "fp32",
+        in_batch: bool | None = None,
+        popularity_prior: bool = False,
     ) -> None:
         self.model, self.optimizer = model, optimizer
         # the forward's matrix products in bf16 (autocast), weights, Adam and losses in float32
         self.autocast = partial(autocast, precision, actions.device)
-        # log_q: the in-batch softmax's item log-frequencies; None: the catalogue's softmax
+        # log_q: the items' log-frequencies among the softmax's rows, which the in-batch softmax
+        # and the popularity prior need; in_batch (default: whether log_q is given): negatives
+        # from the batch, else the catalogue
         self.loss_kind, self.temperature, self.log_q = loss, temperature, log_q
+        self.in_batch = log_q is not None if in_batch is None else in_batch
+        self.popularity_prior = popularity_prior
         self.uniform_negatives = uniform_negatives
         self.users, self.item_table, self.actions, self.rewards = (
             users,
@@ -286,7 +305,7 @@ class TrainStep:
         index = self.index
         users, actions, rewards = _rows(self.users, index), self.actions[index], self.rewards[index]
         model, low_precision = self.model, self.autocast  # the towers under it, the losses not
-        if self.loss_kind == "softmax" and self.log_q is not None:
+        if self.loss_kind == "softmax" and self.in_batch:
             uniform = uniform_embeddings = None
             if self.uniform_negatives:  # from the run's RNG: a resumed run draws the same items
                 uniform = torch.randint(
@@ -306,13 +325,19 @@ class TrainStep:
                 self.temperature,
                 uniform,
                 uniform_embeddings,
+                self.popularity_prior,
             )
         elif self.loss_kind == "softmax":
             with low_precision():
                 user_embeddings = model.user_tower(users)
                 item_embeddings = model.item_tower(self.item_table)
             loss = softmax_loss(
-                user_embeddings, item_embeddings, actions, rewards, self.temperature
+                user_embeddings,
+                item_embeddings,
+                actions,
+                rewards,
+                self.temperature,
+                self.log_q if self.popularity_prior else None,
             )
         else:
             with low_precision():
@@ -406,6 +431,7 @@ def _load_checkpoint(path: Path, config: TrainConfig, log_digest: str) -> dict[s
     saved.setdefault("negatives", "auto")
     saved.setdefault("schedule", "constant")  # and before the schedules
     saved.setdefault("uniform_negatives", 0)
+    saved.setdefault("popularity_prior", False)
     saved.setdefault("precision", "fp32")  # and before the precisions
     changed = [k for k in _RESUME_KEYS if _plain(saved[k]) != _plain(wanted[k])]
     if state["log_digest"] != log_digest:
@@ -499,13 +525,15 @@ def train(
         )
     config = config.resolve(n_rows, protocol_for(env))
     log_q = None
-    if in_batch:
+    if in_batch or config.popularity_prior:
         counts = np.bincount(log.actions[positive_rows], minlength=log.n_items)  # batch items
         log_q = torch.as_tensor(
             np.log(np.maximum(counts, 1) / n_rows), dtype=torch.float32, device=config.device
         )
     device = _device(config.device)
     model.to(device)
+    # the prior the model ranks by: T log q (the logits' log q, on the scale of u . v)
+    model.set_item_prior(config.temperature * log_q if config.popularity_prior else None)
     users = FeatureTensors.from_batch(log.users, device)
     item_table = FeatureTensors.from_batch(log.item_table, device)
     actions = torch.as_tensor(log.actions, device=device)
@@ -586,6 +614,8 @@ def train(
             log_q,
             config.uniform_negatives,
             config.precision,
+            in_batch,
+            config.popularity_prior,
         )
 
         def save_checkpoint(step: int) -> None:

@@ -96,10 +96,12 @@ def test_in_batch_softmax_by_hand_with_the_logq_sign():
     assert abs(value - wrong) > 0.05
 
 
-def _assert_unbiased_over_batches(item_table, user, q, n, uniform, generator):
+def _assert_unbiased_over_batches(item_table, user, q, n, uniform, generator, prior=False):
     """Over 4,000 batches of item 0 (the positive) and ``n`` other rows drawn from ``q`` (plus
     ``uniform`` items drawn uniformly), the corrected negatives' mass estimates the other items'
-    mass of the full softmax of item 0 within 4 standard errors."""
+    mass of the full softmax of item 0 within 4 standard errors (with ``prior``: of the softmax
+    whose logits carry ``log q``)."""
+    offset = q.log() if prior else torch.zeros(len(q))
     m = len(item_table)
     estimates = []
     for _ in range(4000):
@@ -115,10 +117,11 @@ def _assert_unbiased_over_batches(item_table, user, q, n, uniform, generator):
             1.0,
             drawn,
             None if drawn is None else item_table[drawn],
+            prior,
         )
-        estimates.append(math.exp(loss.item() + float(user @ item_table[0])))
+        estimates.append(math.exp(loss.item() + float(user @ item_table[0]) + float(offset[0])))
     # exp(s_0) + the other items' mass, which the batches estimate
-    full = math.exp(torch.logsumexp(user @ item_table.T, dim=1).item())
+    full = math.exp(torch.logsumexp(user @ item_table.T + offset, dim=1).item())
     standard_error = np.std(estimates) / math.sqrt(len(estimates))
     assert abs(np.mean(estimates) - full) < 4 * standard_error < 0.1 * full
 
@@ -172,6 +175,103 @@ def test_mixed_negatives_estimate_the_catalogues_softmax():
     user = torch.randn(1, 3, generator=generator)
     q = torch.tensor([0.4, 0.25, 0.15, 0.1, 0.07, 0.03])
     _assert_unbiased_over_batches(item_table, user, q, 3, 2, generator)
+
+
+def test_the_popularity_prior_by_hand():
+    """With the prior every logit carries log q: in the catalogue's softmax plainly, in the
+    batch's with each candidate corrected by - log e_c + log q_c (for batch rows alone the same
+    log((1 - q_a) / n) for every candidate: no logQ correction) and the positive s_a + log q_a."""
+    users = torch.tensor([[1.0, 0.0], [0.0, 2.0], [1.0, 1.0]])
+    items = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.5, 0.5]])
+    logged = torch.tensor([0, 1, 2])
+    rewards = torch.tensor([1.0, 0.0, 2.0])
+    q = torch.tensor([0.6, 0.3, 0.1])
+
+    def catalogue_row(b):
+        logits = [float(users[b] @ v) / 0.5 + math.log(q[j]) for j, v in enumerate(items)]
+        return math.log(sum(math.exp(x) for x in logits)) - logits[int(logged[b])]
+
+    value = softmax_loss(users, items, logged, rewards, 0.5, q.log())
+    assert value.item() == pytest.approx((catalogue_row(0) + catalogue_row(2)) / 2, rel=1e-6)
+
+    def batch_row(b):
+        a = int(logged[b])
+        terms = [math.exp(float(users[b] @ items[b]) + math.log(q[a]))]
+        terms += [
+            math.exp(float(users[b] @ items[c]) + math.log((1 - q[a]) / 2))
+            for c in range(3)
+            if c != b
+        ]
+        return math.log(sum(terms)) - float(users[b] @ items[b]) - math.log(q[a])
+
+    value = in_batch_softmax_loss(users, items, logged, rewards, q.log(), prior=True)
+    assert value.item() == pytest.approx((batch_row(0) + batch_row(2)) / 2, rel=1e-6)
+    corrected = in_batch_softmax_loss(users, items, logged, rewards, q.log())
+    assert abs(value.item() - corrected.item()) > 0.05
+
+
+@pytest.mark.parametrize("uniform", [0, 2])
+def test_the_prior_in_batch_estimates_the_catalogues_softmax_with_the_prior(uniform):
+    """Batches drawn from q (plus uniform items), with the prior: the estimate of the other
+    items' mass is that of the catalogue's softmax whose logits carry log q, unbiased."""
+    generator = torch.Generator().manual_seed(2)
+    item_table = torch.randn(6, 3, generator=generator)
+    user = torch.randn(1, 3, generator=generator)
+    q = torch.tensor([0.4, 0.25, 0.15, 0.1, 0.06, 0.04])
+    _assert_unbiased_over_batches(item_table, user, q, 4, uniform, generator, prior=True)
+
+
+@pytest.mark.parametrize("negatives", ["catalogue", "batch"])
+def test_the_popularity_prior_is_part_of_the_model(env, log, tmp_path, negatives):
+    """The trained model ranks by its towers plus T log q of the log's positive rows, in every
+    scoring path, keeps the prior in its file and resumes; the same seed, the same model."""
+    config = TrainConfig(
+        steps=20,
+        lr=1e-3,
+        loss="softmax",
+        negatives=negatives,
+        temperature=0.5,
+        popularity_prior=True,
+        eval_every=None,
+        checkpoint_every=10,
+    )
+    agent = TwoTowerAgent(env, "mlp", "quick", config).fit(log)
+    model = agent.model_
+    counts = np.bincount(log.actions[log.rewards > 0], minlength=log.n_items)
+    expected = 0.5 * np.log(np.maximum(counts, 1) / counts.sum())
+    np.testing.assert_allclose(model.item_prior.numpy(), expected, rtol=1e-6)
+    users, items = log.users[:5], log.item_table
+    with torch.no_grad():
+        towers = model.embed_users(users) @ model.embed_items(items).T
+        scores = model.score_all(users, items)
+        paired = model(users, items[[2, 2, 0, 1, 3]])
+    np.testing.assert_allclose(scores.numpy(), (towers + model.item_prior).numpy(), rtol=1e-6)
+    np.testing.assert_allclose(paired.numpy(), scores.numpy()[range(5), [2, 2, 0, 1, 3]], rtol=1e-5)
+    np.testing.assert_allclose(agent.score_items(users), scores.numpy(), rtol=1e-6)
+    with pytest.raises(ValueError, match="prior to each of its catalogue's 10 items"):
+        model.score_all(users, items[[0, 1]])
+    with pytest.raises(ValueError, match="as a Batch with their ids"):
+        model(FeatureTensors.from_batch(users, "cpu"), FeatureTensors.from_batch(items[:5], "cpu"))
+    loaded = TwoTower.load(model.save(tmp_path / "model.safetensors"))
+    assert torch.equal(loaded.item_prior, model.item_prior)
+    with torch.no_grad():
+        assert torch.equal(loaded.score_all(users, items), scores)
+    again = TwoTowerAgent(env, "mlp", "quick", config).fit(log)
+    assert torch.equal(again.model_.score_all(users, items).detach(), scores)
+    with interrupted_at_step(16):
+        TwoTowerAgent(env, "mlp", "quick", config).fit(log, out_dir=tmp_path / "run")
+    resumed = TwoTowerAgent(env, "mlp", "quick", config).fit(
+        log, out_dir=tmp_path / "run", resume=True
+    )
+    with torch.no_grad():
+        assert torch.equal(resumed.model_.score_all(users, items), scores)
+    plain = dataclasses.replace(config, popularity_prior=False)
+    with pytest.raises(ValueError, match=r"differ in \['popularity_prior'\]"):
+        TwoTowerAgent(env, "mlp", "quick", plain).fit(log, out_dir=tmp_path / "run", resume=True)
+    without = TwoTowerAgent(env, "mlp", "quick", plain).fit(log).model_
+    assert len(without.item_prior) == 0
+    with pytest.raises(ValueError, match="popularity_prior adds the log's popularity"):
+        TwoTowerAgent(env, "mlp", "quick", dataclasses.replace(config, loss="mse")).fit(log)
 
 
 def test_uniform_negatives_train_deterministically_resume_and_need_in_batch(env, log, tmp_path):
@@ -293,6 +393,14 @@ def test_runs_with_another_loss_get_their_own_directory():
         RunSpec("Spotify-v0", "mamba", loss="hinge")
     with pytest.raises(ValueError, match="batch_size must be a positive integer"):
         RunSpec("Spotify-v0", "mamba", batch_size=0)
+    spec = RunSpec("Spotify-v0", "mamba", preset="ranking", popularity_prior=True)
+    assert str(spec.relative_dir()) == "Spotify-v0/mamba-ranking-prior/seed0"
+    saved = spec.to_dict()
+    assert RunSpec.from_dict(saved) == spec
+    del saved["popularity_prior"]  # a run saved before the option: the preset's, off
+    assert RunSpec.from_dict(saved) == RunSpec("Spotify-v0", "mamba", preset="ranking")
+    with pytest.raises(ValueError, match="popularity_prior must be True or False, got 1"):
+        RunSpec("Spotify-v0", "mamba", popularity_prior=1)
 
 
 def test_the_cli_trains_with_a_loss_and_batch_size(tmp_path):
@@ -301,9 +409,11 @@ def test_the_cli_trains_with_a_loss_and_batch_size(tmp_path):
     run = tmp_path / "run"
     argv = ["train", "--env", "toy_env:ToyRec-v0", "--embedder", "mlp", "--preset", "quick"]
     options = ["--n", "640", "--steps", "10", "--loss", "softmax", "--batch-size", "64"]
-    assert main([*argv, *options, "--quiet", "--out", str(run)]) == 0
+    assert main([*argv, *options, "--popularity-prior", "--quiet", "--out", str(run)]) == 0
     config = json.loads((run / "config.json").read_text())
-    assert (config["train"]["loss"], config["train"]["batch_size"]) == ("softmax", 64)
+    train = config["train"]
+    assert (train["loss"], train["batch_size"], train["popularity_prior"]) == ("softmax", 64, True)
+    assert len(TwoTower.load(run).item_prior) == 10
 
 
 def test_the_softmax_draws_its_batches_from_the_positive_rows(env, log):

@@ -152,6 +152,7 @@ def run(
             loss=spec.loss,
             temperature=spec.temperature,
             uniform_negatives=spec.uniform_negatives,
+            popularity_prior=spec.popularity_prior,
             batch_size=spec.batch_size,
             steps=spec.steps,
             precision=spec.precision,

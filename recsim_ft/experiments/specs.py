@@ -151,6 +151,7 @@ class RunSpec:
     loss: str | None = None
     temperature: float | None = None
     uniform_negatives: int | None = None
+    popularity_prior: bool | None = None
     batch_size: int | None = None
     precision: str | None = None
     eval_every: int | None = None
@@ -187,6 +188,10 @@ class RunSpec:
         check_int("batch_size", self.batch_size, low=1)
         check_float("temperature", self.temperature, low=0, low_open=True)
         check_int("uniform_negatives", self.uniform_negatives, low=0)
+        if not isinstance(self.popularity_prior, bool):
+            raise ValueError(
+                f"popularity_prior must be True or False, got {self.popularity_prior!r}"
+            )
         if self.precision == "auto":  # named by what this machine runs, so its directory says it
             object.__setattr__(
                 self, "precision", resolve_precision("auto", torch.device(self.device))[0]
@@ -251,7 +256,11 @@ class RunSpec:
             training = TrainConfig.from_preset(self.preset)
             for name, tag in _DIR_TAGS.items():
                 value = getattr(self, name)
-                if value != getattr(training, name):
+                if value == getattr(training, name):
+                    continue
+                if isinstance(value, bool):
+                    agent += f"-{tag}" if value else f"-no{tag}"
+                else:
                     agent += f"-{tag}{value:g}" if tag else f"-{value}"
         agent += "".join(f"-{key}{value:g}" for key, value in sorted(self.params.items()))
         return Path(self.setting or self.env_id) / agent / f"seed{self.seed}"
@@ -265,6 +274,7 @@ TRAINING_FIELDS = (
     "loss",
     "temperature",
     "uniform_negatives",
+    "popularity_prior",
     "batch_size",
     "steps",
     "precision",
@@ -277,6 +287,7 @@ _DIR_TAGS = {
     "loss": "",
     "temperature": "t",
     "uniform_negatives": "u",
+    "popularity_prior": "prior",
     "schedule": "",
     "steps": "s",
 }

@@ -290,13 +290,16 @@ def tuned_params(path: str | os.PathLike) -> dict[str, dict[str, dict[str, Any]]
 def params_text(params: dict[str, Any]) -> str:
     """Hyperparameters as ``key=value`` words, as tables show them and ``--params`` takes them.
 
-    >>> params_text({"ridge": 10.0, "prior": 1, "schedule": "cosine"})
-    'prior=1 ridge=10 schedule=cosine'
+    >>> params_text({"ridge": 10.0, "prior": 1, "schedule": "cosine", "popularity_prior": True})
+    'popularity_prior=true prior=1 ridge=10 schedule=cosine'
     """
-    return " ".join(
-        f"{key}={value}" if isinstance(value, str) else f"{key}={value:g}"
-        for key, value in sorted(params.items())
-    )
+
+    def text(value: Any) -> str:
+        if isinstance(value, bool):
+            return str(value).lower()
+        return value if isinstance(value, str) else f"{value:g}"
+
+    return " ".join(f"{key}={text(value)}" for key, value in sorted(params.items()))
 
 
 def _params_of(text: str) -> dict[str, Any]:
@@ -304,6 +307,9 @@ def _params_of(text: str) -> dict[str, Any]:
     params: dict[str, Any] = {}
     for word in text.split():
         key, value = word.split("=")
+        if value in ("true", "false"):
+            params[key] = value == "true"
+            continue
         try:
             number = float(value)
         except ValueError:  # a word: a schedule, a loss

@@ -116,6 +116,11 @@ class TwoTower(nn.Module):
         >>> items = Batch([[]] * 5, [[i] for i in range(5)], range(5))
         >>> model(users, items[[3, 4]]).shape, model.score_all(users, items).shape
         (torch.Size([2]), torch.Size([2, 5]))
+
+    ``item_prior`` (empty, or one value per item of the catalogue): added to every score of
+    that item, in ``score_all`` and ``forward``; the popularity prior ``T log q`` a softmax
+    trained with ``TrainConfig.popularity_prior`` sets (``recsim_ft.losses``), saved with the
+    model.
     """
 
     def __init__(self, user_schema: Schema, item_schema: Schema, config: ModelConfig) -> None:
@@ -125,6 +130,8 @@ class TwoTower(nn.Module):
             torch.manual_seed(config.seed)
             self.user_tower = Tower(user_schema, config)
             self.item_tower = Tower(item_schema, config, dedupe=True)
+        # not in state_dict: the trainer's checkpoints recompute it from the log; save() keeps it
+        self.register_buffer("item_prior", torch.zeros(0), persistent=False)
         self._item_cache: tuple[Tensor, int] | None = None
 
     # -- construction ---------------------------------------------------------------------------
@@ -163,13 +170,42 @@ class TwoTower(nn.Module):
         tower.tokenizer.check_finite(rows)
         return tower(rows)
 
+    def set_item_prior(self, prior: Tensor | None) -> TwoTower:
+        """Add ``prior[j]`` to every score of item ``j`` from now on (None: no prior)."""
+        prior = torch.zeros(0) if prior is None else torch.as_tensor(prior, dtype=torch.float32)
+        if prior.ndim != 1 or not torch.isfinite(prior).all():
+            raise ValueError("the item prior must be one finite value per item")
+        self.item_prior = prior.to(self.device)
+        return self
+
+    def _with_prior(self, scores: Tensor, item_ids: Tensor | None = None) -> Tensor:
+        """``scores`` (..., n_items) of the whole catalogue, or of items ``item_ids``, plus the
+        item prior."""
+        prior = self.item_prior
+        if not len(prior):
+            return scores
+        if item_ids is None:
+            if scores.shape[-1] != len(prior):
+                raise ValueError(
+                    f"this model adds a prior to each of its catalogue's {len(prior):,} items "
+                    f"and cannot score {scores.shape[-1]:,}: score the whole item table"
+                )
+            return scores + prior
+        return scores + prior[item_ids]
+
     def forward(self, users: Rows, items: Rows) -> Tensor:
         u, i = self.embed_users(users), self.embed_items(items)
         if u.shape[0] != i.shape[0]:
             raise ValueError(
                 f"forward scores paired rows: got {u.shape[0]} users and {i.shape[0]} items"
             )
-        return (u * i).sum(-1)
+        if not len(self.item_prior):
+            return (u * i).sum(-1)
+        if not isinstance(items, Batch) or (items.ids < 0).any():
+            raise ValueError(
+                "this model adds a prior per item: pass the items as a Batch with their ids"
+            )
+        return self._with_prior((u * i).sum(-1), torch.as_tensor(items.ids, device=self.device))
 
     def score_logged(
         self, users: FeatureTensors, item_ids: Tensor, item_table: FeatureTensors
@@ -219,7 +255,7 @@ class TwoTower(nn.Module):
                     "parameter update, or pass items"
                 )
             item_embeddings = self._item_cache[0]
-        return self.embed_users(users) @ item_embeddings.T
+        return self._with_prior(self.embed_users(users) @ item_embeddings.T)
 
     # -- compatibility and files ----------------------------------------------------------------
     def check_compatible(self, env: gym.Env) -> None:
@@ -248,7 +284,10 @@ class TwoTower(nn.Module):
             "user_schema": self.user_schema.to_dict(),
             "item_schema": self.item_schema.to_dict(),
         }
-        return write_model_file(path, self.state_dict(), meta, overwrite=overwrite)
+        tensors = self.state_dict()
+        if len(self.item_prior):
+            tensors["item_prior"] = self.item_prior
+        return write_model_file(path, tensors, meta, overwrite=overwrite)
 
     @classmethod
     def load(cls, path: str | os.PathLike, map_location: str | torch.device = "cpu") -> TwoTower:
@@ -258,6 +297,7 @@ class TwoTower(nn.Module):
             model = cls(
                 Schema.from_dict(meta["user_schema"]), Schema.from_dict(meta["item_schema"]), config
             )
+            model.set_item_prior(tensors.pop("item_prior", None))
             model.load_state_dict(tensors)
         except (KeyError, TypeError, ValueError, RuntimeError) as err:
             raise ValueError(
