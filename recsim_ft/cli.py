@@ -229,7 +229,11 @@ def _settings_and_agents(
     """The table's settings (only ``--settings`` when given) and the agents, checked."""
     tables = args.table if isinstance(args.table, list) else [args.table]
     _distinct("--table", tables)
-    settings = [s for t in tables for s in experiments.table_settings(t, hm_data=args.hm_data)]
+    settings = [
+        s
+        for t in tables
+        for s in experiments.table_settings(t, hm_data=args.hm_data, extra=bool(args.settings))
+    ]
     if args.hm_unknown_ids is not None:
         if args.hm_data is None:
             raise UsageError("--hm-unknown-ids applies to the Kaggle files: give --hm-data too")
@@ -634,7 +638,8 @@ def build_parser() -> argparse.ArgumentParser:
             "--envs",
             nargs="+",
             metavar="NAME",
-            help="only these settings (table 1: spotify hm; table 2: k25_m25 k25_m50 ...)",
+            help="only these settings (table 1: spotify hm, and hm_20k: H&M with 20,000 "
+            "articles, run only when named; table 2: k25_m25 k25_m50 ...)",
         )
         p.add_argument(
             "--agents",

@@ -86,6 +86,8 @@ def test_paper_numbers_match_the_paper_text():
 
 def test_table_settings():
     assert [s.name for s in experiments.table_settings(1)] == ["spotify", "hm"]
+    *_, large = experiments.table_settings(1, extra=True)  # run only when named
+    assert (large.name, large.env_kwargs) == ("hm_20k", {"n_items": 20_000})
     table2 = experiments.table_settings(2)
     assert [s.name for s in table2] == list(TABLE_2)
     assert table2[3].env_kwargs == {"clusters": 50, "messages": 50}
@@ -301,6 +303,34 @@ def test_a_table_rerun_at_bf16_shows_both_precisions_and_pairs_them(toy_sweep_co
         ("transformer-quick-bf16", "transformer-quick"),
     } <= set(zip(paired.a, paired.b, strict=True))
     assert "| FT-Mamba (quick, bf16) |" in (out / "table1.md").read_text()
+
+
+def test_a_table_rerun_with_the_popularity_prior_shows_it_as_a_row_of_its_own(toy_sweep_copy):
+    """``reproduce --preset ranking --popularity-prior`` into a ranking sweep's results: the
+    models with the prior are rows of their own beside those without, paired with them."""
+    out, _, _, options = toy_sweep_copy
+    options = {k: v for k, v in options.items() if k != "preset"}
+    options["batch_size"] = 16  # the toy log's positive rows are few
+    for prior in (False, True):
+        experiments.reproduce(
+            1,
+            out,
+            seeds=2,
+            settings=_toy_settings()[:1],
+            agents=["mamba", "popularity"],
+            presets=["ranking"],
+            progress=False,
+            popularity_prior=prior,
+            **options,
+        )
+    assert (out / "runs" / "toy" / "mamba-ranking-prior-b16-s10" / "seed1" / "DONE").is_file()
+    rows = set(pd.read_csv(out / "table1.csv").agent)
+    assert {"mamba-ranking", "mamba-ranking-prior", "popularity"} <= rows
+    paired = pd.read_csv(out / "table1_paired.csv")
+    assert ("mamba-ranking-prior", "mamba-ranking") in set(zip(paired.a, paired.b, strict=True))
+    assert "| FT-Mamba (ranking, prior) |" in (out / "table1.md").read_text()
+    with pytest.raises(ValueError, match="popularity_prior adds the log's popularity.*'mse'"):
+        experiments.RunSpec("Spotify-v0", "mamba", popularity_prior=True)
 
 
 def test_sweep_figures(toy_sweep):

@@ -302,8 +302,9 @@ def _earlier_runs(
     name: what earlier commands added to the table. Each must be the run these ``options`` make
     for its agent, seed, preset and precision (``finished`` names any difference), so one table
     never mixes runs made with other settings; models trained with a preset not in ``presets``
-    belong to another table and are left out; a model at another precision is a row of its own
-    (``RunSpec.row``), so a table re-run with ``--precision bf16`` shows both."""
+    belong to another table and are left out; a model at another precision or with the
+    popularity prior is a row of its own (``RunSpec.row``), so a table re-run with
+    ``--precision bf16`` or ``--popularity-prior`` shows both."""
     by_name = {s.name: s for s in settings}
     requested = {spec.relative_dir() for spec in specs}
     earlier = []
@@ -321,7 +322,12 @@ def _earlier_runs(
             [saved.agent],
             params,
             tuned,
-            **{**options, "preset": saved.preset, "precision": saved.precision},
+            **{
+                **options,
+                "preset": saved.preset,
+                "precision": saved.precision,
+                "popularity_prior": saved.popularity_prior,
+            },
         )
         if spec.relative_dir() not in requested and finished(spec, run_dir):
             earlier.append(RunOutcome(spec, run_dir, "reused", read_metrics(run_dir)))

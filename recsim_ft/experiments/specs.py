@@ -100,11 +100,16 @@ class Setting:
 VACCINE_SETTINGS = ((25, 25), (25, 50), (25, 100), (50, 50), (50, 100), (100, 100))
 
 
-def table_settings(table: int, hm_data: str | os.PathLike | None = None) -> list[Setting]:
+def table_settings(
+    table: int, hm_data: str | os.PathLike | None = None, extra: bool = False
+) -> list[Setting]:
     """The env settings of the paper's Table I (Spotify, H&M) or Table II (vaccine).
 
     Without ``hm_data`` the H&M setting uses the env's synthetic stand-in (the Kaggle data is
-    not redistributable); with it, the Kaggle files in that directory.
+    not redistributable); with it, the Kaggle files in that directory. ``extra``: also the
+    settings beyond the paper's, which run only when named (``--settings hm_20k``: H&M with
+    20,000 articles, where popularity is a strong baseline and the catalogue too large for the
+    full softmax).
     """
     if table == 1:
         hm_kwargs = {} if hm_data is None else {"data_dir": os.fspath(hm_data)}
@@ -112,6 +117,18 @@ def table_settings(table: int, hm_data: str | os.PathLike | None = None) -> list
         return [
             Setting("spotify", "Spotify", "Spotify-v0"),
             Setting("hm", hm_label, "HMFashion-v0", hm_kwargs),
+            *(
+                [
+                    Setting(
+                        "hm_20k",
+                        f"{hm_label}, 20,000 articles",
+                        "HMFashion-v0",
+                        {**hm_kwargs, "n_items": 20_000},
+                    )
+                ]
+                if extra
+                else []
+            ),
         ]
     if table == 2:
         return [
@@ -192,6 +209,11 @@ class RunSpec:
             raise ValueError(
                 f"popularity_prior must be True or False, got {self.popularity_prior!r}"
             )
+        if self.popularity_prior and self.loss != "softmax":
+            raise ValueError(
+                f"popularity_prior adds the log's popularity to the softmax's logits; loss "
+                f"{self.loss!r} (preset {self.preset!r}) has none: use loss 'softmax'"
+            )
         if self.precision == "auto":  # named by what this machine runs, so its directory says it
             object.__setattr__(
                 self, "precision", resolve_precision("auto", torch.device(self.device))[0]
@@ -225,17 +247,20 @@ class RunSpec:
     def from_dict(cls, d: dict[str, Any]) -> RunSpec:
         d = dict(d)
         d["ks"] = tuple(d["ks"])
+        # runs saved before the option trained without it, whatever a preset says today
+        d.setdefault("popularity_prior", False)
         return cls(**d)
 
     @property
     def row(self) -> str:
         """The row of a results table this run belongs to: the agent, and for a model trained
-        with a preset other than the paper's or at a precision other than fp32, those after it
-        (``"mamba-ranking"``, ``"mamba-bf16"``, ``"mamba-ranking-bf16"``)."""
+        with a preset other than the paper's, at a precision other than fp32 or with the
+        popularity prior, those after it (``"mamba-ranking"``, ``"mamba-bf16"``,
+        ``"mamba-ranking-prior"``)."""
         if self.agent not in EMBEDDERS:
             return self.agent
         variant = [v for v, base in ((self.preset, "paper"), (self.precision, "fp32")) if v != base]
-        return "-".join([self.agent, *variant])
+        return "-".join([self.agent, *variant, *(["prior"] if self.popularity_prior else [])])
 
     def train_steps(self) -> int:
         """The training steps of this run (0 for a baseline): ``steps``, else one pass over the
@@ -256,11 +281,7 @@ class RunSpec:
             training = TrainConfig.from_preset(self.preset)
             for name, tag in _DIR_TAGS.items():
                 value = getattr(self, name)
-                if value == getattr(training, name):
-                    continue
-                if isinstance(value, bool):
-                    agent += f"-{tag}" if value else f"-no{tag}"
-                else:
+                if value != getattr(training, name):
                     agent += f"-{tag}{value:g}" if tag else f"-{value}"
         agent += "".join(f"-{key}{value:g}" for key, value in sorted(self.params.items()))
         return Path(self.setting or self.env_id) / agent / f"seed{self.seed}"
@@ -280,14 +301,14 @@ TRAINING_FIELDS = (
     "precision",
 )
 #: How a training field that differs from its preset's shows in a run directory's name (empty:
-#: the value itself; the precision is in ``RunSpec.row``, which the name starts with).
+#: the value itself; the precision and the popularity prior are in ``RunSpec.row``, which the
+#: name starts with).
 _DIR_TAGS = {
     "lr": "lr",
     "batch_size": "b",
     "loss": "",
     "temperature": "t",
     "uniform_negatives": "u",
-    "popularity_prior": "prior",
     "schedule": "",
     "steps": "s",
 }

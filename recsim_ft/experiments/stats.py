@@ -13,7 +13,7 @@ from scipy import stats
 
 from recsim_ft.experiments.executors import RunOutcome
 from recsim_ft.experiments.runs import read_costs
-from recsim_ft.experiments.specs import row_order
+from recsim_ft.experiments.specs import SHARE_BASELINES, row_order
 from recsim_ft.metrics import METRICS as METRIC_FAMILIES
 from recsim_ft.paper_results import paper_value
 
@@ -140,12 +140,17 @@ def table_pairs(rows: Iterable[str]) -> list[tuple[str, str]]:
     """The comparisons of a table with these rows (``RunSpec.row``): under each preset (and
     precision), FT-Mamba against FT-Transformer (the paper's question) and against the strong
     default, the GBDT; under a variant other than the paper's FT-Transformer against the GBDT
-    too; and each model at bf16 against itself at fp32 (does the precision cost quality?).
+    too, and against the popularity-by-share baselines where a table has them; each model at bf16
+    against itself at fp32 (does the precision cost quality?), and with the popularity prior
+    against itself without.
 
     >>> table_pairs(["mamba", "transformer", "mamba-ranking", "transformer-ranking", "gbdt"])[3:]
     [('mamba-ranking', 'gbdt'), ('transformer-ranking', 'gbdt')]
     >>> table_pairs(["mamba", "transformer", "mamba-bf16", "transformer-bf16", "gbdt"])[5:]
     [('mamba-bf16', 'mamba'), ('transformer-bf16', 'transformer')]
+    >>> pairs = table_pairs(["mamba-ranking", "mamba-ranking-prior", "segment_popularity_share"])
+    >>> [p for p in pairs if p[0] == "mamba-ranking-prior"][2:]
+    [('mamba-ranking-prior', 'segment_popularity_share'), ('mamba-ranking-prior', 'mamba-ranking')]
     """
     rows = list(rows)
     variants = dict.fromkeys(r.partition("-")[2] for r in sorted(rows, key=row_order))
@@ -155,12 +160,15 @@ def table_pairs(rows: Iterable[str]) -> list[tuple[str, str]]:
         pairs += [(mamba, transformer), (mamba, "gbdt")]
         if variant:
             pairs.append((transformer, "gbdt"))
+        pairs += [(m, b) for m in (mamba, transformer) for b in SHARE_BASELINES if b in rows]
     for variant in variants:
-        if variant == "bf16" or variant.endswith("-bf16"):
-            fp32 = variant.removesuffix("bf16").removesuffix("-")
-            pairs += [
-                (f"{m}-{variant}", f"{m}-{fp32}" if fp32 else m) for m in ("mamba", "transformer")
-            ]
+        for suffix in ("bf16", "prior"):
+            if variant == suffix or variant.endswith(f"-{suffix}"):
+                other = variant.removesuffix(suffix).removesuffix("-")
+                pairs += [
+                    (f"{m}-{variant}", f"{m}-{other}" if other else m)
+                    for m in ("mamba", "transformer")
+                ]
     return pairs
 
 
