@@ -54,13 +54,14 @@ without any positive reward is refused by ``bce`` and ``softmax`` before trainin
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from recsim_ft.checks import check_choice
+from recsim_ft.checks import check_bool, check_choice
 
 LOSSES = ("mse", "bce", "softmax")
 #: Where the softmax takes its negatives: ``auto`` is the catalogue up to
@@ -81,6 +82,16 @@ def softmax_negatives(negatives: str, n_items: int) -> str:
             f"{FULL_SOFTMAX_MAX_ITEMS:,} items; this one has {n_items:,}: use 'batch' or 'auto'"
         )
     return negatives
+
+
+def check_popularity_prior(loss: str, popularity_prior: Any) -> bool:
+    """``popularity_prior`` as a bool, refused with any loss but the softmax's."""
+    if check_bool("popularity_prior", popularity_prior) and loss != "softmax":
+        raise ValueError(
+            f"popularity_prior adds the log's popularity to the softmax's logits; loss "
+            f"{loss!r} has none: use loss 'softmax' or no popularity prior"
+        )
+    return bool(popularity_prior)
 
 
 def check_loss_log(loss: str, rewards: np.ndarray) -> None:

@@ -49,6 +49,7 @@ from recsim_ft.losses import (
     LOSSES,
     NEGATIVES,
     check_loss_log,
+    check_popularity_prior,
     in_batch_softmax_loss,
     pair_loss,
     softmax_loss,
@@ -180,15 +181,7 @@ class TrainConfig:
         check_choice("negatives", self.negatives, NEGATIVES)
         check_choice("schedule", self.schedule, SCHEDULES)
         check_int("uniform_negatives", self.uniform_negatives, low=0)
-        if not isinstance(self.popularity_prior, bool):
-            raise ValueError(
-                f"popularity_prior must be True or False, got {self.popularity_prior!r}"
-            )
-        if self.popularity_prior and self.loss != "softmax":
-            raise ValueError(
-                f"popularity_prior adds the log's popularity to the softmax's logits; loss "
-                f"{self.loss!r} has none: use loss='softmax' or popularity_prior=False"
-            )
+        check_popularity_prior(self.loss, self.popularity_prior)
         return replace(
             self,
             lr=check_float("lr", protocol.lr if self.lr is None else self.lr, low=0, low_open=True),

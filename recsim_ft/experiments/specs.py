@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from recsim_ft.checks import check_choice, check_float, check_int
-from recsim_ft.losses import LOSSES
+from recsim_ft.losses import LOSSES, check_popularity_prior
 from recsim_ft.models.presets import EMBEDDERS, PRESETS, make_config
 from recsim_ft.precision import PRECISIONS, resolve_precision
 from recsim_ft.protocol import DEFAULT_PROTOCOL, PROTOCOLS, SPLITS
@@ -205,15 +205,7 @@ class RunSpec:
         check_int("batch_size", self.batch_size, low=1)
         check_float("temperature", self.temperature, low=0, low_open=True)
         check_int("uniform_negatives", self.uniform_negatives, low=0)
-        if not isinstance(self.popularity_prior, bool):
-            raise ValueError(
-                f"popularity_prior must be True or False, got {self.popularity_prior!r}"
-            )
-        if self.popularity_prior and self.loss != "softmax":
-            raise ValueError(
-                f"popularity_prior adds the log's popularity to the softmax's logits; loss "
-                f"{self.loss!r} (preset {self.preset!r}) has none: use loss 'softmax'"
-            )
+        check_popularity_prior(self.loss, self.popularity_prior)
         if self.precision == "auto":  # named by what this machine runs, so its directory says it
             object.__setattr__(
                 self, "precision", resolve_precision("auto", torch.device(self.device))[0]
