@@ -177,7 +177,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             loss=args.loss,
             temperature=args.temperature,
             uniform_negatives=args.uniform_negatives,
-            popularity_prior=args.popularity_prior,
+            popularity_prior=_popularity_prior(args),
             batch_size=args.batch_size,
             precision=args.precision,
             eval_every=args.eval_every,
@@ -326,6 +326,11 @@ def _distinct(option: str, values: Sequence[Any]) -> None:
         )
 
 
+def _popularity_prior(args: argparse.Namespace) -> bool | str | None:
+    """``--popularity-prior`` as ``RunSpec`` takes it (None: the preset's)."""
+    return {"on": True, "off": False}.get(args.popularity_prior, args.popularity_prior)
+
+
 def _run_options(args: argparse.Namespace) -> dict[str, Any]:
     """The ``RunSpec`` fields every sweep command takes from ``run_options`` (``reproduce``'s
     several presets apart)."""
@@ -335,7 +340,7 @@ def _run_options(args: argparse.Namespace) -> dict[str, Any]:
         loss=args.loss,
         temperature=args.temperature,
         uniform_negatives=args.uniform_negatives,
-        popularity_prior=args.popularity_prior,
+        popularity_prior=_popularity_prior(args),
         batch_size=args.batch_size,
         precision=args.precision,
         steps=args.steps,
@@ -523,11 +528,15 @@ def build_parser() -> argparse.ArgumentParser:
         )
         p.add_argument(
             "--popularity-prior",
-            action=argparse.BooleanOptionalAction,
+            nargs="?",
+            const="on",
+            choices=("on", "off", "auto"),
             default=None,
-            help="the softmax's logits carry the log's popularity log q: the towers learn what "
-            "popularity does not explain, and the model ranks by its scores plus T log q "
-            "(default: the preset's, off; see recsim_ft.losses)",
+            help="on (the flag alone): the softmax's logits carry the log's popularity log q, "
+            "the towers learn what popularity does not explain and the model ranks by its "
+            "scores plus T log q; auto: on only with in-batch negatives (catalogues beyond "
+            "4,096 items) (default: the preset's; paper: off, ranking: auto; see "
+            "recsim_ft.losses)",
         )
         p.add_argument(
             "--batch-size",

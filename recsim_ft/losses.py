@@ -44,7 +44,9 @@ embedding ``v_{a_b}``, reward ``r_b``, score ``s_b = u_b . v_{a_b}``.
   positive ``s_a / T + log q_a``). The towers then learn ``log p(a | u) - log q_a`` up to a
   constant, what the log's popularity does not explain, and the model ranks by
   ``u . v_j + T log q_j`` (``TwoTower.item_prior``). Over a large catalogue whose positives are
-  mostly popularity this is what lets the towers learn anything else (ranking_preset.md).
+  mostly popularity this is what lets the towers learn anything else (ranking_preset.md);
+  ``"auto"`` (the ranking preset's) adds it only with in-batch negatives
+  (``resolve_popularity_prior``).
 
 A batch without a positive row contributes a loss of 0 to ``softmax`` (no gradient); a log
 without any positive reward is refused by ``bce`` and ``softmax`` before training
@@ -61,7 +63,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from recsim_ft.checks import check_bool, check_choice
+from recsim_ft.checks import check_choice
 
 LOSSES = ("mse", "bce", "softmax")
 #: Where the softmax takes its negatives: ``auto`` is the catalogue up to
@@ -84,14 +86,35 @@ def softmax_negatives(negatives: str, n_items: int) -> str:
     return negatives
 
 
-def check_popularity_prior(loss: str, popularity_prior: Any) -> bool:
-    """``popularity_prior`` as a bool, refused with any loss but the softmax's."""
-    if check_bool("popularity_prior", popularity_prior) and loss != "softmax":
+def check_popularity_prior(loss: str, popularity_prior: Any) -> bool | str:
+    """``popularity_prior``: True, False or ``"auto"`` (on exactly where the softmax takes its
+    negatives from the batch: see ``resolve_popularity_prior``); True is refused with any loss
+    but the softmax's."""
+    if popularity_prior == "auto" and isinstance(popularity_prior, str):
+        return "auto"
+    if not isinstance(popularity_prior, (bool, np.bool_)):
+        raise ValueError(
+            f"popularity_prior must be True, False or 'auto', got {popularity_prior!r} "
+            f"({type(popularity_prior).__name__})"
+        )
+    if popularity_prior and loss != "softmax":
         raise ValueError(
             f"popularity_prior adds the log's popularity to the softmax's logits; loss "
             f"{loss!r} has none: use loss 'softmax' or no popularity prior"
         )
     return bool(popularity_prior)
+
+
+def resolve_popularity_prior(popularity_prior: bool | str, in_batch: bool) -> bool:
+    """Whether a run adds the prior: ``"auto"`` is on where the softmax's negatives come from
+    the batch, the catalogues too large for the full softmax, where the logQ-corrected towers
+    learn popularity and little more (docs/results/ranking_preset.md), and off over the full
+    catalogue, whose softmax learns ``log p(a | u)`` without help.
+
+    >>> resolve_popularity_prior("auto", in_batch=True), resolve_popularity_prior(False, True)
+    (True, False)
+    """
+    return in_batch if popularity_prior == "auto" else bool(popularity_prior)
 
 
 def check_loss_log(loss: str, rewards: np.ndarray) -> None:

@@ -52,6 +52,7 @@ from recsim_ft.losses import (
     check_popularity_prior,
     in_batch_softmax_loss,
     pair_loss,
+    resolve_popularity_prior,
     softmax_loss,
     softmax_negatives,
 )
@@ -85,6 +86,7 @@ TRAINING_PRESETS: dict[str, dict[str, Any]] = {
         "batch_size": 128,
         "steps": 2000,
         "schedule": "cosine",
+        "popularity_prior": "auto",
     },
 }
 #: Settings that must match for a checkpoint to be resumed (the rest only changes speed or logging).
@@ -129,8 +131,9 @@ class TrainConfig:
     correction), with ``uniform_negatives`` items drawn uniformly per step mixed into the
     in-batch negatives; ``popularity_prior`` (softmax only) adds the log's popularity ``log q``
     to every item's logit, so the towers learn what popularity does not explain and the model
-    ranks by its scores plus ``T log q`` (``TwoTower.item_prior``); ``recsim_ft.losses`` has
-    their equations. ``schedule``: see ``SCHEDULES``.
+    ranks by its scores plus ``T log q`` (``TwoTower.item_prior``); ``"auto"``: only with
+    in-batch negatives (``recsim_ft.losses.resolve_popularity_prior``; the result's config says
+    what was run); ``recsim_ft.losses`` has their equations. ``schedule``: see ``SCHEDULES``.
     ``precision``: ``"fp32"``, ``"bf16"`` (the towers' matrix products in bfloat16 under
     autocast; weights, Adam, losses and the Mamba scan in float32) or ``"auto"`` (bf16 only where
     the CPU has AMX or AVX512-BF16, or on a CUDA device with bf16; see ``recsim_ft.precision``).
@@ -143,7 +146,7 @@ class TrainConfig:
     temperature: float = 1.0
     negatives: str = "auto"
     uniform_negatives: int = 0
-    popularity_prior: bool = False
+    popularity_prior: bool | str = False
     batch_size: int = 32
     steps: int | None = None
     seed: int = 0
@@ -516,6 +519,8 @@ def train(
             f"the softmax loss trains on the log's rows with a positive reward, {n_rows} here, "
             f"fewer than batch_size={config.batch_size}: collect more or lower the batch size"
         )
+    prior = check_popularity_prior(config.loss, config.popularity_prior)
+    config = replace(config, popularity_prior=resolve_popularity_prior(prior, in_batch))
     config = config.resolve(n_rows, protocol_for(env))
     log_q = None
     if in_batch or config.popularity_prior:

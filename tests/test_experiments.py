@@ -311,7 +311,7 @@ def test_a_table_rerun_with_the_popularity_prior_shows_it_as_a_row_of_its_own(to
     out, _, _, options = toy_sweep_copy
     options = {k: v for k, v in options.items() if k != "preset"}
     options["batch_size"] = 16  # the toy log's positive rows are few
-    for prior in (False, True):
+    for prior in ("auto", True):  # auto, the preset's: off over the toy's whole catalogue
         experiments.reproduce(
             1,
             out,

@@ -266,12 +266,31 @@ def test_the_popularity_prior_is_part_of_the_model(env, log, tmp_path, negatives
     with torch.no_grad():
         assert torch.equal(resumed.model_.score_all(users, items), scores)
     plain = dataclasses.replace(config, popularity_prior=False)
+    with pytest.raises(ValueError, match="must be True, False or 'auto', got 'yes'"):
+        TwoTowerAgent(env, "mlp", "quick", dataclasses.replace(config, popularity_prior="yes")).fit(
+            log
+        )
     with pytest.raises(ValueError, match=r"differ in \['popularity_prior'\]"):
         TwoTowerAgent(env, "mlp", "quick", plain).fit(log, out_dir=tmp_path / "run", resume=True)
     without = TwoTowerAgent(env, "mlp", "quick", plain).fit(log).model_
     assert len(without.item_prior) == 0
     with pytest.raises(ValueError, match="popularity_prior adds the log's popularity"):
         TwoTowerAgent(env, "mlp", "quick", dataclasses.replace(config, loss="mse")).fit(log)
+
+
+@pytest.mark.parametrize(("negatives", "expected"), [("catalogue", False), ("batch", True)])
+def test_the_ranking_presets_prior_is_on_with_in_batch_negatives_only(
+    env, log, negatives, expected
+):
+    """``popularity_prior="auto"`` (the ranking preset's): the full softmax learns log p(a|u)
+    alone, the in-batch one with the prior; the result's config says which ran."""
+    config = TrainConfig.from_preset("ranking", steps=5, negatives=negatives, eval_every=None)
+    assert config.popularity_prior == "auto"
+    agent = TwoTowerAgent(env, "mlp", "quick", config).fit(log)
+    assert agent.result_.config.popularity_prior is expected
+    assert len(agent.model_.item_prior) == (env.unwrapped.n_items if expected else 0)
+    mse = TrainConfig(steps=5, popularity_prior="auto", eval_every=None)
+    assert TwoTowerAgent(env, "mlp", "quick", mse).fit(log).result_.config.popularity_prior is False
 
 
 def test_uniform_negatives_train_deterministically_resume_and_need_in_batch(env, log, tmp_path):
@@ -397,10 +416,15 @@ def test_runs_with_another_loss_get_their_own_directory():
     assert str(spec.relative_dir()) == "Spotify-v0/mamba-ranking-prior/seed0"
     saved = spec.to_dict()
     assert RunSpec.from_dict(saved) == spec
-    del saved["popularity_prior"]  # a run saved before the option: the preset's, off
+    del saved["popularity_prior"]  # a run saved before the option: the preset's, "auto"
     assert RunSpec.from_dict(saved) == RunSpec("Spotify-v0", "mamba", preset="ranking")
-    with pytest.raises(ValueError, match="popularity_prior must be True or False, got 1"):
+    with pytest.raises(ValueError, match="popularity_prior must be True, False or 'auto', got 1"):
         RunSpec("Spotify-v0", "mamba", popularity_prior=1)
+    # the ranking preset's prior is "auto"; another value is named, True in the row
+    spec = RunSpec("Spotify-v0", "mamba", preset="ranking", popularity_prior=False)
+    assert str(spec.relative_dir()) == "Spotify-v0/mamba-ranking-noprior/seed0"
+    spec = RunSpec("Spotify-v0", "mamba", loss="softmax", popularity_prior="auto")
+    assert str(spec.relative_dir()) == "Spotify-v0/mamba-softmax-autoprior/seed0"
 
 
 def test_the_cli_trains_with_a_loss_and_batch_size(tmp_path):

@@ -168,7 +168,7 @@ class RunSpec:
     loss: str | None = None
     temperature: float | None = None
     uniform_negatives: int | None = None
-    popularity_prior: bool | None = None
+    popularity_prior: bool | str | None = None
     batch_size: int | None = None
     precision: str | None = None
     eval_every: int | None = None
@@ -239,8 +239,6 @@ class RunSpec:
     def from_dict(cls, d: dict[str, Any]) -> RunSpec:
         d = dict(d)
         d["ks"] = tuple(d["ks"])
-        # runs saved before the option trained without it, whatever a preset says today
-        d.setdefault("popularity_prior", False)
         return cls(**d)
 
     @property
@@ -252,7 +250,8 @@ class RunSpec:
         if self.agent not in EMBEDDERS:
             return self.agent
         variant = [v for v, base in ((self.preset, "paper"), (self.precision, "fp32")) if v != base]
-        return "-".join([self.agent, *variant, *(["prior"] if self.popularity_prior else [])])
+        prior = ["prior"] if self.popularity_prior is True else []
+        return "-".join([self.agent, *variant, *prior])
 
     def train_steps(self) -> int:
         """The training steps of this run (0 for a baseline): ``steps``, else one pass over the
@@ -275,6 +274,9 @@ class RunSpec:
                 value = getattr(self, name)
                 if value != getattr(training, name):
                     agent += f"-{tag}{value:g}" if tag else f"-{value}"
+            prior = self.popularity_prior  # True is in the row
+            if prior is not True and prior != training.popularity_prior:
+                agent += "-noprior" if prior is False else "-autoprior"
         agent += "".join(f"-{key}{value:g}" for key, value in sorted(self.params.items()))
         return Path(self.setting or self.env_id) / agent / f"seed{self.seed}"
 
