@@ -420,7 +420,7 @@ def test_runs_with_another_loss_get_their_own_directory():
     assert RunSpec.from_dict(saved) == RunSpec("Spotify-v0", "mamba", preset="ranking")
     with pytest.raises(ValueError, match="popularity_prior must be True, False or 'auto', got 1"):
         RunSpec("Spotify-v0", "mamba", popularity_prior=1)
-    # the ranking preset's prior is "auto"; another value is named, True in the row
+    # the ranking preset's prior is "auto"; on and off are rows of their own, auto elsewhere named
     spec = RunSpec("Spotify-v0", "mamba", preset="ranking", popularity_prior=False)
     assert str(spec.relative_dir()) == "Spotify-v0/mamba-ranking-noprior/seed0"
     spec = RunSpec("Spotify-v0", "mamba", loss="softmax", popularity_prior="auto")

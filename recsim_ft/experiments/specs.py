@@ -245,13 +245,21 @@ class RunSpec:
     def row(self) -> str:
         """The row of a results table this run belongs to: the agent, and for a model trained
         with a preset other than the paper's, at a precision other than fp32 or with the
-        popularity prior, those after it (``"mamba-ranking"``, ``"mamba-bf16"``,
-        ``"mamba-ranking-prior"``)."""
+        popularity prior on or off where its preset says otherwise, those after it
+        (``"mamba-ranking"``, ``"mamba-bf16"``, ``"mamba-ranking-prior"``,
+        ``"mamba-ranking-noprior"``)."""
         if self.agent not in EMBEDDERS:
             return self.agent
         variant = [v for v, base in ((self.preset, "paper"), (self.precision, "fp32")) if v != base]
-        prior = ["prior"] if self.popularity_prior is True else []
-        return "-".join([self.agent, *variant, *prior])
+        return "-".join([self.agent, *variant, *self._prior_variant()])
+
+    def _prior_variant(self) -> list[str]:
+        """``["prior"]`` with the popularity prior, ``["noprior"]`` without it where the preset
+        would add it (``"auto"`` resolves only in training, so it is named in the directory)."""
+        if self.popularity_prior is True:
+            return ["prior"]
+        preset_prior = TrainConfig.from_preset(self.preset).popularity_prior
+        return ["noprior"] if self.popularity_prior is False and preset_prior is not False else []
 
     def train_steps(self) -> int:
         """The training steps of this run (0 for a baseline): ``steps``, else one pass over the
@@ -274,9 +282,8 @@ class RunSpec:
                 value = getattr(self, name)
                 if value != getattr(training, name):
                     agent += f"-{tag}{value:g}" if tag else f"-{value}"
-            prior = self.popularity_prior  # True is in the row
-            if prior is not True and prior != training.popularity_prior:
-                agent += "-noprior" if prior is False else "-autoprior"
+            if self.popularity_prior == "auto" != training.popularity_prior:  # True, False: row
+                agent += "-autoprior"
         agent += "".join(f"-{key}{value:g}" for key, value in sorted(self.params.items()))
         return Path(self.setting or self.env_id) / agent / f"seed{self.seed}"
 

@@ -142,15 +142,17 @@ def table_pairs(rows: Iterable[str]) -> list[tuple[str, str]]:
     default, the GBDT; under a variant other than the paper's FT-Transformer against the GBDT
     too, and against the popularity-by-share baselines where a table has them; each model at bf16
     against itself at fp32 (does the precision cost quality?), and with the popularity prior
-    against itself without.
+    against itself without (rows ``-prior`` against those without a prior variant and those
+    with ``-noprior``).
 
     >>> table_pairs(["mamba", "transformer", "mamba-ranking", "transformer-ranking", "gbdt"])[3:]
     [('mamba-ranking', 'gbdt'), ('transformer-ranking', 'gbdt')]
     >>> table_pairs(["mamba", "transformer", "mamba-bf16", "transformer-bf16", "gbdt"])[5:]
     [('mamba-bf16', 'mamba'), ('transformer-bf16', 'transformer')]
     >>> pairs = table_pairs(["mamba-ranking", "mamba-ranking-prior", "segment_popularity_share"])
-    >>> [p for p in pairs if p[0] == "mamba-ranking-prior"][2:]
-    [('mamba-ranking-prior', 'segment_popularity_share'), ('mamba-ranking-prior', 'mamba-ranking')]
+    >>> [p for p in pairs if p[0] == "mamba-ranking-prior"][2:]  # doctest: +NORMALIZE_WHITESPACE
+    [('mamba-ranking-prior', 'segment_popularity_share'), ('mamba-ranking-prior', 'mamba-ranking'),
+     ('mamba-ranking-prior', 'mamba-ranking-noprior')]
     """
     rows = list(rows)
     variants = dict.fromkeys(r.partition("-")[2] for r in sorted(rows, key=row_order))
@@ -162,13 +164,14 @@ def table_pairs(rows: Iterable[str]) -> list[tuple[str, str]]:
             pairs.append((transformer, "gbdt"))
         pairs += [(m, b) for m in (mamba, transformer) for b in SHARE_BASELINES if b in rows]
     for variant in variants:
-        for suffix in ("bf16", "prior"):
+        for suffix, bases in (("bf16", ("",)), ("prior", ("", "noprior"))):
             if variant == suffix or variant.endswith(f"-{suffix}"):
                 other = variant.removesuffix(suffix).removesuffix("-")
-                pairs += [
-                    (f"{m}-{variant}", f"{m}-{other}" if other else m)
-                    for m in ("mamba", "transformer")
-                ]
+                for base in ("-".join(filter(None, (other, b))) for b in bases):
+                    pairs += [
+                        (f"{m}-{variant}", f"{m}-{base}" if base else m)
+                        for m in ("mamba", "transformer")
+                    ]
     return pairs
 
 
