@@ -178,6 +178,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             temperature=args.temperature,
             uniform_negatives=args.uniform_negatives,
             popularity_prior=_popularity_prior(args),
+            select_metric=args.select_metric,
             batch_size=args.batch_size,
             precision=args.precision,
             eval_every=args.eval_every,
@@ -341,6 +342,7 @@ def _run_options(args: argparse.Namespace) -> dict[str, Any]:
         temperature=args.temperature,
         uniform_negatives=args.uniform_negatives,
         popularity_prior=_popularity_prior(args),
+        select_metric=args.select_metric,
         batch_size=args.batch_size,
         precision=args.precision,
         steps=args.steps,
@@ -537,6 +539,14 @@ def build_parser() -> argparse.ArgumentParser:
             "scores plus T log q; auto: on only with in-batch negatives (catalogues beyond "
             "4,096 items) (default: the preset's; paper: off, ranking: auto; see "
             "recsim_ft.losses)",
+        )
+        p.add_argument(
+            "--select-metric",
+            default=None,
+            metavar="METRIC",
+            help="early stopping: at every evaluation also score 400 validation users and end "
+            "with the weights where this metric (e.g. NDCG@10) was highest (default: the "
+            "preset's, none: the last step's weights)",
         )
         p.add_argument(
             "--batch-size",

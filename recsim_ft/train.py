@@ -56,6 +56,7 @@ from recsim_ft.losses import (
     softmax_loss,
     softmax_negatives,
 )
+from recsim_ft.metrics import parse_metrics
 from recsim_ft.models import FeatureTensors, TwoTower
 from recsim_ft.precision import autocast, resolve_precision
 from recsim_ft.protocol import DEFAULT_PROTOCOL, SPLITS, Protocol, protocol_for
@@ -108,6 +109,8 @@ _RESUME_KEYS = (
     "eval_split",
     "ks",
     "metrics",
+    "select_metric",
+    "select_users",
 )
 
 
@@ -137,6 +140,11 @@ class TrainConfig:
     ``precision``: ``"fp32"``, ``"bf16"`` (the towers' matrix products in bfloat16 under
     autocast; weights, Adam, losses and the Mamba scan in float32) or ``"auto"`` (bf16 only where
     the CPU has AMX or AVX512-BF16, or on a CUDA device with bf16; see ``recsim_ft.precision``).
+    ``select_metric`` (e.g. ``"NDCG@10"``, one of the evaluated metrics): early stopping; at
+    every evaluation the model is also scored on ``select_users`` validation users, drawn with a
+    seed of their own (so a run evaluated on validation users, as ``tune``'s are, is not scored
+    on the users that chose its weights), and the run ends with the weights of the evaluation
+    where that metric was highest (the earliest on a tie), its metrics the final ones.
     ``TrainConfig.from_preset("ranking")`` is the training of a preset (``TRAINING_PRESETS``).
     """
 
@@ -161,6 +169,8 @@ class TrainConfig:
     cuda_graph: bool = True
     threads: int | None = None
     precision: str = "fp32"
+    select_metric: str | None = None
+    select_users: int = 400
 
     @classmethod
     def from_preset(cls, preset: str, **overrides: Any) -> TrainConfig:
@@ -185,6 +195,10 @@ class TrainConfig:
         check_choice("schedule", self.schedule, SCHEDULES)
         check_int("uniform_negatives", self.uniform_negatives, low=0)
         check_popularity_prior(self.loss, self.popularity_prior)
+        metrics = tuple(protocol.metrics if self.metrics is None else self.metrics)
+        if self.select_metric is not None:
+            evaluated = [f"{name}@{k}" for name, k in parse_metrics(metrics, self.ks)]
+            check_choice("select_metric", self.select_metric, evaluated)
         return replace(
             self,
             lr=check_float("lr", protocol.lr if self.lr is None else self.lr, low=0, low_open=True),
@@ -194,7 +208,8 @@ class TrainConfig:
             eval_every=check_int("eval_every", self.eval_every, low=1, allow_none=True),
             eval_users=check_int("eval_users", self.eval_users, low=1),
             ks=tuple(self.ks),
-            metrics=tuple(protocol.metrics if self.metrics is None else self.metrics),
+            metrics=metrics,
+            select_users=check_int("select_users", self.select_users, low=1),
             checkpoint_every=check_int(
                 "checkpoint_every", self.checkpoint_every, low=1, allow_none=True
             ),
@@ -215,6 +230,8 @@ class TrainResult:
     wall_time_s: float
     steps_per_s: float
     checkpoint: Path | None = field(default=None)
+    #: with ``config.select_metric``: the step whose weights the model has
+    best_step: int | None = None
 
 
 def make_optimizer(
@@ -428,6 +445,8 @@ def _load_checkpoint(path: Path, config: TrainConfig, log_digest: str) -> dict[s
     saved.setdefault("schedule", "constant")  # and before the schedules
     saved.setdefault("uniform_negatives", 0)
     saved.setdefault("popularity_prior", False)
+    saved.setdefault("select_metric", None)  # and before early stopping
+    saved.setdefault("select_users", 400)
     saved.setdefault("precision", "fp32")  # and before the precisions
     changed = [k for k in _RESUME_KEYS if _plain(saved[k]) != _plain(wanted[k])]
     if state["log_digest"] != log_digest:
@@ -566,10 +585,34 @@ def train(
         model.train()
         return metrics
 
+    select_column = f"validation {config.select_metric}"
+    # the selection's users: validation users drawn with a seed of their own
+    select_seed = int(np.random.SeedSequence([config.eval_seed, 1]).generate_state(1)[0])
+
+    def evaluation_row(step: int, loss: float) -> dict[str, Any]:
+        """The curve's row of an evaluation; with early stopping, keeps the best weights."""
+        row = {"step": step, "loss": loss, **evaluate_model()}
+        if config.select_metric is not None:
+            model.eval()
+            row[select_column] = value = evaluate(
+                scorer,
+                env,
+                config.select_users,
+                select_seed,
+                config.ks,
+                config.metrics,
+                "validation",
+            )[config.select_metric]
+            model.train()
+            if not best or value > best["value"]:
+                state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                best.update(step=step, value=value, model=state)
+        return row
+
     checkpoint = Path(out_dir) / CHECKPOINT_NAME if out_dir is not None else None
     log_digest = log.content_digest() if checkpoint is not None else ""
     start, curve, loss_sum, loss_count = 0, [], torch.zeros((), device=device), 0
-    rng_states = {}
+    rng_states, best = {}, {}
     if not resume and checkpoint is not None and checkpoint.exists():
         raise FileExistsError(
             f"{checkpoint} already exists; pass resume=True to continue that run, "
@@ -586,7 +629,7 @@ def train(
         optimizer.load_state_dict(state["optimizer"])
         start, curve, loss_count = state["step"], state["curve"], state["loss_count"]
         loss_sum = state["loss_sum"].to(device)
-        rng_states = state["rng"]
+        rng_states, best = state["rng"], state.get("best", {})
 
     started, first_step = time.perf_counter(), start
     rng_devices = [device] if device.type == "cuda" else []
@@ -633,6 +676,7 @@ def train(
                     "loss_count": loss_count,
                     "config": {k: _plain(v) for k, v in asdict(config).items()},
                     "log_digest": log_digest,
+                    "best": best,
                 },
             )
 
@@ -650,7 +694,7 @@ def train(
         completed, saved = start, start if curve else None  # a resumed run's checkpoint: start
         with bar, _CtrlCAtStepEnd() as ctrl_c:
             if not curve:
-                curve.append({"step": 0, "loss": math.nan, **evaluate_model()})
+                curve.append(evaluation_row(0, math.nan))
             for step in range(start + 1, config.steps + 1):
                 if ctrl_c.requested:
                     break
@@ -679,7 +723,7 @@ def train(
                             f"training diverged: the mean loss up to step {step:,} is {mean_loss} "
                             f"(lr {config.lr:g}); train with a lower learning rate (--lr)"
                         )
-                    curve.append({"step": step, "loss": mean_loss, **evaluate_model()})
+                    curve.append(evaluation_row(step, mean_loss))
                     loss_sum, loss_count = torch.zeros((), device=device), 0
                 if checkpoint is not None and (
                     step == config.steps
@@ -696,7 +740,11 @@ def train(
     model.eval()
     wall = time.perf_counter() - started
     frame = pd.DataFrame(curve)
-    final = {k: v for k, v in curve[-1].items() if k not in ("step", "loss")}
+    last = curve[-1]
+    if best:  # the best evaluation's weights, and its row's metrics
+        model.load_state_dict(best["model"])
+        last = next(row for row in curve if row["step"] == best["step"])
+    final = {k: v for k, v in last.items() if k not in ("step", "loss", select_column)}
     return TrainResult(
         model,
         frame,
@@ -705,4 +753,5 @@ def train(
         wall,
         (config.steps - first_step) / wall if wall > 0 else math.nan,
         checkpoint,
+        best.get("step"),
     )

@@ -425,6 +425,10 @@ def test_runs_with_another_loss_get_their_own_directory():
     assert str(spec.relative_dir()) == "Spotify-v0/mamba-ranking-noprior/seed0"
     spec = RunSpec("Spotify-v0", "mamba", loss="softmax", popularity_prior="auto")
     assert str(spec.relative_dir()) == "Spotify-v0/mamba-softmax-autoprior/seed0"
+    spec = RunSpec("Spotify-v0", "mamba", preset="ranking", select_metric="HR@1")
+    assert str(spec.relative_dir()) == "Spotify-v0/mamba-ranking-bestHR@1/seed0"
+    with pytest.raises(ValueError, match="select_metric must be one of"):
+        RunSpec("Spotify-v0", "mamba", select_metric="MAP@12")  # not one Spotify evaluates
 
 
 def test_the_cli_trains_with_a_loss_and_batch_size(tmp_path):
@@ -433,10 +437,12 @@ def test_the_cli_trains_with_a_loss_and_batch_size(tmp_path):
     run = tmp_path / "run"
     argv = ["train", "--env", "toy_env:ToyRec-v0", "--embedder", "mlp", "--preset", "quick"]
     options = ["--n", "640", "--steps", "10", "--loss", "softmax", "--batch-size", "64"]
-    assert main([*argv, *options, "--popularity-prior", "--quiet", "--out", str(run)]) == 0
+    options += ["--popularity-prior", "--select-metric", "HR@1", "--eval-every", "5"]
+    assert main([*argv, *options, "--quiet", "--out", str(run)]) == 0
     config = json.loads((run / "config.json").read_text())
     train = config["train"]
     assert (train["loss"], train["batch_size"], train["popularity_prior"]) == ("softmax", 64, True)
+    assert train["select_metric"] == "HR@1"
     assert len(TwoTower.load(run).item_prior) == 10
 
 

@@ -198,6 +198,37 @@ def _fit_with_ctrl_c(env, log, config, out_dir, monkeypatch, at_call: int, press
     return len(calls)
 
 
+def test_early_stopping_keeps_the_best_validation_evaluations_weights(env, log, tmp_path):
+    """``select_metric``: the run ends with the weights of its best evaluation on validation
+    users (the earliest on a tie), which are those of a run stopped at that step, and with that
+    evaluation's metrics; an interrupted run resumes to the same choice."""
+    config = TrainConfig(
+        steps=60,
+        lr=3e-2,
+        eval_every=10,
+        checkpoint_every=10,
+        select_metric="NDCG@10",
+        select_users=50,
+    )
+    result = TwoTowerAgent(env, "mlp", "quick", config).fit(log).result_
+    curve = result.curve
+    values = curve["validation NDCG@10"].to_numpy()
+    best = int(curve.step[np.flatnonzero(values == values.max())[0]])
+    assert result.best_step == best and 0 < best < 60  # the toy's lr overshoots after a while
+    row = curve[curve.step == best].iloc[0]
+    assert result.metrics == {k: row[k] for k in result.metrics}
+    stopped = TwoTowerAgent(env, "mlp", "quick", TrainConfig(steps=best, lr=3e-2, eval_every=None))
+    _assert_same_weights(result.model, stopped.fit(log).model_)
+    assert curve["validation NDCG@10"].ne(curve["NDCG@10"]).any()  # users of their own
+    with interrupted_at_step(36):
+        TwoTowerAgent(env, "mlp", "quick", config).fit(log, out_dir=tmp_path)
+    resumed = TwoTowerAgent(env, "mlp", "quick", config).fit(log, out_dir=tmp_path, resume=True)
+    assert resumed.result_.best_step == best
+    _assert_same_weights(result.model, resumed.model_)
+    with pytest.raises(ValueError, match="select_metric must be one of .*'NDCG@10'.*got 'AUC'"):
+        TwoTowerAgent(env, "mlp", "quick", TrainConfig(steps=5, select_metric="AUC")).fit(log)
+
+
 def test_ctrl_c_before_the_first_checkpoint_saves_the_last_step_and_resumes_bit_identically(
     env, tmp_path, monkeypatch
 ):

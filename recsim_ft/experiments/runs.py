@@ -153,6 +153,7 @@ def run(
             temperature=spec.temperature,
             uniform_negatives=spec.uniform_negatives,
             popularity_prior=spec.popularity_prior,
+            select_metric=spec.select_metric,
             batch_size=spec.batch_size,
             steps=spec.steps,
             precision=spec.precision,

@@ -19,6 +19,7 @@ import torch
 
 from recsim_ft.checks import check_choice, check_float, check_int
 from recsim_ft.losses import LOSSES, check_popularity_prior
+from recsim_ft.metrics import parse_metrics
 from recsim_ft.models.presets import EMBEDDERS, PRESETS, make_config
 from recsim_ft.precision import PRECISIONS, resolve_precision
 from recsim_ft.protocol import DEFAULT_PROTOCOL, PROTOCOLS, SPLITS
@@ -169,6 +170,7 @@ class RunSpec:
     temperature: float | None = None
     uniform_negatives: int | None = None
     popularity_prior: bool | str | None = None
+    select_metric: str | None = None
     batch_size: int | None = None
     precision: str | None = None
     eval_every: int | None = None
@@ -206,6 +208,10 @@ class RunSpec:
         check_float("temperature", self.temperature, low=0, low_open=True)
         check_int("uniform_negatives", self.uniform_negatives, low=0)
         check_popularity_prior(self.loss, self.popularity_prior)
+        if self.select_metric is not None:
+            protocol = PROTOCOLS.get(self.env_id.split(":")[-1], DEFAULT_PROTOCOL)
+            evaluated = [f"{name}@{k}" for name, k in parse_metrics(protocol.metrics, self.ks)]
+            check_choice("select_metric", self.select_metric, evaluated)
         if self.precision == "auto":  # named by what this machine runs, so its directory says it
             object.__setattr__(
                 self, "precision", resolve_precision("auto", torch.device(self.device))[0]
@@ -281,7 +287,7 @@ class RunSpec:
             for name, tag in _DIR_TAGS.items():
                 value = getattr(self, name)
                 if value != getattr(training, name):
-                    agent += f"-{tag}{value:g}" if tag else f"-{value}"
+                    agent += f"-{tag}{value if isinstance(value, str) else format(value, 'g')}"
             if self.popularity_prior == "auto" != training.popularity_prior:  # True, False: row
                 agent += "-autoprior"
         agent += "".join(f"-{key}{value:g}" for key, value in sorted(self.params.items()))
@@ -297,6 +303,7 @@ TRAINING_FIELDS = (
     "temperature",
     "uniform_negatives",
     "popularity_prior",
+    "select_metric",
     "batch_size",
     "steps",
     "precision",
@@ -312,6 +319,7 @@ _DIR_TAGS = {
     "uniform_negatives": "u",
     "schedule": "",
     "steps": "s",
+    "select_metric": "best",
 }
 
 
