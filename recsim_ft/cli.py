@@ -286,10 +286,10 @@ def parse_agent_params(values: Sequence[str] | None) -> dict[str, dict[str, Any]
 
 def parse_training_grid(values: Sequence[str] | None) -> dict[str, list[Any]]:
     """``--grid`` as ``{field: [values]}``, from ``FIELD=V1,V2`` words (numbers as numbers,
-    true / false as booleans).
+    true / false as booleans, none as None: the preset's).
 
-    >>> parse_training_grid(["lr=1e-3,3e-3", "popularity_prior=true,false"])
-    {'lr': [0.001, 0.003], 'popularity_prior': [True, False]}
+    >>> parse_training_grid(["lr=1e-3,3e-3", "popularity_prior=true,false", "select_metric=none"])
+    {'lr': [0.001, 0.003], 'popularity_prior': [True, False], 'select_metric': [None]}
     """
     grid: dict[str, list[Any]] = {}
     for word in values or ():
@@ -311,6 +311,8 @@ def parse_training_grid(values: Sequence[str] | None) -> dict[str, list[Any]]:
 def _number_or_word(text: str) -> Any:
     if text.lower() in ("true", "false"):
         return text.lower() == "true"
+    if text.lower() == "none":
+        return None
     try:
         number = float(text)
     except ValueError:

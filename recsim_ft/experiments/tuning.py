@@ -290,12 +290,12 @@ def tuned_params(path: str | os.PathLike) -> dict[str, dict[str, dict[str, Any]]
 def params_text(params: dict[str, Any]) -> str:
     """Hyperparameters as ``key=value`` words, as tables show them and ``--params`` takes them.
 
-    >>> params_text({"ridge": 10.0, "prior": 1, "schedule": "cosine", "popularity_prior": True})
-    'popularity_prior=true prior=1 ridge=10 schedule=cosine'
+    >>> params_text({"ridge": 10.0, "prior": 1, "popularity_prior": True, "select_metric": None})
+    'popularity_prior=true prior=1 ridge=10 select_metric=none'
     """
 
     def text(value: Any) -> str:
-        if isinstance(value, bool):
+        if isinstance(value, bool) or value is None:
             return str(value).lower()
         return value if isinstance(value, str) else f"{value:g}"
 
@@ -307,8 +307,8 @@ def _params_of(text: str) -> dict[str, Any]:
     params: dict[str, Any] = {}
     for word in text.split():
         key, value = word.split("=")
-        if value in ("true", "false"):
-            params[key] = value == "true"
+        if value in ("true", "false", "none"):
+            params[key] = None if value == "none" else value == "true"
             continue
         try:
             number = float(value)
