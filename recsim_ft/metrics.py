@@ -41,6 +41,15 @@ METRICS = ("P", "R", "MRR", "HR", "NDCG", "MAP")
 _METRIC_AT_K = re.compile(r"^([A-Z]+)@(\d+)$")
 
 
+def metric_names(metrics: Sequence[str], ks: Sequence[int]) -> list[str]:
+    """The names ``ranking_metrics`` reports for ``metrics`` at ``ks``.
+
+    >>> metric_names(("HR", "MAP@12"), ks=(1, 10))
+    ['HR@1', 'HR@10', 'MAP@12']
+    """
+    return [f"{name}@{k}" for name, k in parse_metrics(metrics, ks)]
+
+
 def parse_metrics(metrics: Sequence[str], ks: Sequence[int]) -> list[tuple[str, int]]:
     """``(name, k)`` pairs of ``metrics``: a bare name (``"P"``) expands to every k in ``ks``, a
     name with its own k (``"MAP@12"``) stands for that one k only.

@@ -56,7 +56,7 @@ from recsim_ft.losses import (
     softmax_loss,
     softmax_negatives,
 )
-from recsim_ft.metrics import parse_metrics
+from recsim_ft.metrics import metric_names
 from recsim_ft.models import FeatureTensors, TwoTower
 from recsim_ft.precision import autocast, resolve_precision
 from recsim_ft.protocol import DEFAULT_PROTOCOL, SPLITS, Protocol, protocol_for
@@ -197,8 +197,7 @@ class TrainConfig:
         check_popularity_prior(self.loss, self.popularity_prior)
         metrics = tuple(protocol.metrics if self.metrics is None else self.metrics)
         if self.select_metric is not None:
-            evaluated = [f"{name}@{k}" for name, k in parse_metrics(metrics, self.ks)]
-            check_choice("select_metric", self.select_metric, evaluated)
+            check_choice("select_metric", self.select_metric, metric_names(metrics, self.ks))
         return replace(
             self,
             lr=check_float("lr", protocol.lr if self.lr is None else self.lr, low=0, low_open=True),
@@ -571,17 +570,13 @@ def train(
         order = _permutation(n_rows, config.seed, epoch).to(device)
         return order if training_rows is None else training_rows[order]
 
-    def evaluate_model() -> dict[str, float]:
+    def evaluate_model(
+        n_users: int = config.eval_users,
+        seed: int = config.eval_seed,
+        split: str = config.eval_split,
+    ) -> dict[str, float]:
         model.eval()
-        metrics = evaluate(
-            scorer,
-            env,
-            config.eval_users,
-            config.eval_seed,
-            config.ks,
-            config.metrics,
-            config.eval_split,
-        )
+        metrics = evaluate(scorer, env, n_users, seed, config.ks, config.metrics, split)
         model.train()
         return metrics
 
@@ -593,17 +588,8 @@ def train(
         """The curve's row of an evaluation; with early stopping, keeps the best weights."""
         row = {"step": step, "loss": loss, **evaluate_model()}
         if config.select_metric is not None:
-            model.eval()
-            row[select_column] = value = evaluate(
-                scorer,
-                env,
-                config.select_users,
-                select_seed,
-                config.ks,
-                config.metrics,
-                "validation",
-            )[config.select_metric]
-            model.train()
+            validation = evaluate_model(config.select_users, select_seed, "validation")
+            row[select_column] = value = validation[config.select_metric]
             if not best or value > best["value"]:
                 state = {k: v.detach().clone() for k, v in model.state_dict().items()}
                 best.update(step=step, value=value, model=state)

@@ -19,7 +19,7 @@ import torch
 
 from recsim_ft.checks import check_choice, check_float, check_int
 from recsim_ft.losses import LOSSES, check_popularity_prior
-from recsim_ft.metrics import parse_metrics
+from recsim_ft.metrics import metric_names
 from recsim_ft.models.presets import EMBEDDERS, PRESETS, make_config
 from recsim_ft.precision import PRECISIONS, resolve_precision
 from recsim_ft.protocol import DEFAULT_PROTOCOL, PROTOCOLS, SPLITS
@@ -210,8 +210,9 @@ class RunSpec:
         check_popularity_prior(self.loss, self.popularity_prior)
         if self.select_metric is not None:
             protocol = PROTOCOLS.get(self.env_id.split(":")[-1], DEFAULT_PROTOCOL)
-            evaluated = [f"{name}@{k}" for name, k in parse_metrics(protocol.metrics, self.ks)]
-            check_choice("select_metric", self.select_metric, evaluated)
+            check_choice(
+                "select_metric", self.select_metric, metric_names(protocol.metrics, self.ks)
+            )
         if self.precision == "auto":  # named by what this machine runs, so its directory says it
             object.__setattr__(
                 self, "precision", resolve_precision("auto", torch.device(self.device))[0]

@@ -26,7 +26,7 @@ from recsim_ft.experiments.specs import (
     table_specs,
 )
 from recsim_ft.experiments.stats import mean_ci
-from recsim_ft.metrics import parse_metrics
+from recsim_ft.metrics import metric_names
 from recsim_ft.models.presets import EMBEDDERS
 from recsim_ft.protocol import DEFAULT_PROTOCOL, PROTOCOLS
 
@@ -117,7 +117,7 @@ def tune(
         raise ValueError("give at least one learning rate (or a training grid)")
     for setting in settings:  # before any training: a typo must not cost the whole search
         protocol = PROTOCOLS.get(setting.env_id.split(":")[-1], DEFAULT_PROTOCOL)
-        measured = [f"{name}@{k}" for name, k in parse_metrics(protocol.metrics, setting.ks)]
+        measured = metric_names(protocol.metrics, setting.ks)
         if metric not in measured:
             raise ValueError(
                 f"metric {metric!r} was not measured in {setting.label}; choose from {measured}"
