@@ -286,10 +286,11 @@ def parse_agent_params(values: Sequence[str] | None) -> dict[str, dict[str, Any]
 
 def parse_training_grid(values: Sequence[str] | None) -> dict[str, list[Any]]:
     """``--grid`` as ``{field: [values]}``, from ``FIELD=V1,V2`` words (numbers as numbers,
-    true / false as booleans, none as None: the preset's).
+    true / false as booleans, none as None: the preset's; ``select_metric``'s are metric names,
+    and its none is no early stopping).
 
     >>> parse_training_grid(["lr=1e-3,3e-3", "popularity_prior=true,false", "select_metric=none"])
-    {'lr': [0.001, 0.003], 'popularity_prior': [True, False], 'select_metric': [None]}
+    {'lr': [0.001, 0.003], 'popularity_prior': [True, False], 'select_metric': ['none']}
     """
     grid: dict[str, list[Any]] = {}
     for word in values or ():
@@ -303,7 +304,8 @@ def parse_training_grid(values: Sequence[str] | None) -> dict[str, list[Any]]:
             )
         if name in grid:
             raise UsageError(f"--grid names {name!r} twice; list its values once, comma-separated")
-        grid[name] = [_number_or_word(v) for v in listed.split(",")]
+        words = listed.split(",")
+        grid[name] = words if name == "select_metric" else [_number_or_word(v) for v in words]
         _distinct(f"--grid {name}", grid[name])
     return grid
 

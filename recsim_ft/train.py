@@ -144,7 +144,8 @@ class TrainConfig:
     every evaluation the model is also scored on ``select_users`` validation users, drawn with a
     seed of their own (so a run evaluated on validation users, as ``tune``'s are, is not scored
     on the users that chose its weights), and the run ends with the weights of the evaluation
-    where that metric was highest (the earliest on a tie), its metrics the final ones.
+    where that metric was highest (the earliest on a tie), its metrics the final ones; ``None``
+    or ``"none"``: the last step's weights.
     ``TrainConfig.from_preset("ranking")`` is the training of a preset (``TRAINING_PRESETS``).
     """
 
@@ -196,8 +197,9 @@ class TrainConfig:
         check_int("uniform_negatives", self.uniform_negatives, low=0)
         check_popularity_prior(self.loss, self.popularity_prior)
         metrics = tuple(protocol.metrics if self.metrics is None else self.metrics)
-        if self.select_metric is not None:
-            check_choice("select_metric", self.select_metric, metric_names(metrics, self.ks))
+        select_metric = None if self.select_metric == "none" else self.select_metric
+        if select_metric is not None:
+            check_choice("select_metric", select_metric, metric_names(metrics, self.ks))
         return replace(
             self,
             lr=check_float("lr", protocol.lr if self.lr is None else self.lr, low=0, low_open=True),
@@ -208,6 +210,7 @@ class TrainConfig:
             eval_users=check_int("eval_users", self.eval_users, low=1),
             ks=tuple(self.ks),
             metrics=metrics,
+            select_metric=select_metric,
             select_users=check_int("select_users", self.select_users, low=1),
             checkpoint_every=check_int(
                 "checkpoint_every", self.checkpoint_every, low=1, allow_none=True

@@ -227,6 +227,8 @@ def test_early_stopping_keeps_the_best_validation_evaluations_weights(env, log, 
     _assert_same_weights(result.model, resumed.model_)
     with pytest.raises(ValueError, match="select_metric must be one of .*'NDCG@10'.*got 'AUC'"):
         TwoTowerAgent(env, "mlp", "quick", TrainConfig(steps=5, select_metric="AUC")).fit(log)
+    off = TrainConfig(steps=5, select_metric="none").resolve(len(log))  # "none": no selection
+    assert off.select_metric is None
 
 
 def test_ctrl_c_before_the_first_checkpoint_saves_the_last_step_and_resumes_bit_identically(

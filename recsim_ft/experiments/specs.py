@@ -151,7 +151,8 @@ class RunSpec:
     only when its saved spec equals the requested one). The training fields
     (``TRAINING_FIELDS``) left ``None`` take the preset's (``TrainConfig.from_preset``), where
     ``lr=None`` and ``steps=None`` remain the env's protocol (``recsim_ft.protocol``) and one
-    pass over the log, as ``n_samples=None`` is the protocol's. The baselines ignore the
+    pass over the log, as ``n_samples=None`` is the protocol's, and ``select_metric="none"`` is
+    no early stopping (what a preset without it gives). The baselines ignore the
     training fields; ``model`` holds two-tower model options over the preset, ``params`` the
     hyperparameters of a strong baseline (those of ``BASELINE_GRIDS``; unset ones take the
     agent's defaults)."""
@@ -197,10 +198,10 @@ class RunSpec:
             object.__setattr__(self, "preset", "paper")
             for name in TRAINING_FIELDS:
                 object.__setattr__(self, name, None)
-        training = TrainConfig.from_preset(self.preset)
+        training = _preset_training(self.preset)
         for name in TRAINING_FIELDS:
             if getattr(self, name) is None:
-                object.__setattr__(self, name, getattr(training, name))
+                object.__setattr__(self, name, training[name])
         check_float("lr", self.lr, low=0, low_open=True, allow_none=True)
         check_choice("schedule", self.schedule, SCHEDULES)
         check_choice("loss", self.loss, LOSSES)
@@ -208,7 +209,7 @@ class RunSpec:
         check_float("temperature", self.temperature, low=0, low_open=True)
         check_int("uniform_negatives", self.uniform_negatives, low=0)
         check_popularity_prior(self.loss, self.popularity_prior)
-        if self.select_metric is not None:
+        if self.select_metric != "none":
             protocol = PROTOCOLS.get(self.env_id.split(":")[-1], DEFAULT_PROTOCOL)
             check_choice(
                 "select_metric", self.select_metric, metric_names(protocol.metrics, self.ks)
@@ -246,6 +247,8 @@ class RunSpec:
     def from_dict(cls, d: dict[str, Any]) -> RunSpec:
         d = dict(d)
         d["ks"] = tuple(d["ks"])
+        # saved before early stopping, or saved as null when off was spelled None: off
+        d["select_metric"] = d.get("select_metric") or "none"
         return cls(**d)
 
     @property
@@ -265,7 +268,7 @@ class RunSpec:
         would add it (``"auto"`` resolves only in training, so it is named in the directory)."""
         if self.popularity_prior is True:
             return ["prior"]
-        preset_prior = TrainConfig.from_preset(self.preset).popularity_prior
+        preset_prior = _preset_training(self.preset)["popularity_prior"]
         return ["noprior"] if self.popularity_prior is False and preset_prior is not False else []
 
     def train_steps(self) -> int:
@@ -284,12 +287,12 @@ class RunSpec:
         paper's preset and training keep the directory names of earlier sweeps."""
         agent = self.row
         if self.agent in EMBEDDERS:
-            training = TrainConfig.from_preset(self.preset)
+            training = _preset_training(self.preset)
             for name, tag in _DIR_TAGS.items():
                 value = getattr(self, name)
-                if value != getattr(training, name):
+                if value != training[name]:
                     agent += f"-{tag}{value if isinstance(value, str) else format(value, 'g')}"
-            if self.popularity_prior == "auto" != training.popularity_prior:  # True, False: row
+            if self.popularity_prior == "auto" != training["popularity_prior"]:  # True, False: row
                 agent += "-autoprior"
         agent += "".join(f"-{key}{value:g}" for key, value in sorted(self.params.items()))
         return Path(self.setting or self.env_id) / agent / f"seed{self.seed}"
@@ -309,6 +312,18 @@ TRAINING_FIELDS = (
     "steps",
     "precision",
 )
+
+
+def _preset_training(preset: str) -> dict[str, Any]:
+    """The training fields (``TRAINING_FIELDS``) of ``preset``, as a ``RunSpec`` holds them: no
+    early stopping is ``select_metric="none"``, so that a saved run says it ran without it
+    whatever a later preset's ``select_metric`` is."""
+    training = TrainConfig.from_preset(preset)
+    fields = {name: getattr(training, name) for name in TRAINING_FIELDS}
+    fields["select_metric"] = fields["select_metric"] or "none"
+    return fields
+
+
 #: How a training field that differs from its preset's shows in a run directory's name (empty:
 #: the value itself; the precision and the popularity prior are in ``RunSpec.row``, which the
 #: name starts with).

@@ -290,8 +290,8 @@ def tuned_params(path: str | os.PathLike) -> dict[str, dict[str, dict[str, Any]]
 def params_text(params: dict[str, Any]) -> str:
     """Hyperparameters as ``key=value`` words, as tables show them and ``--params`` takes them.
 
-    >>> params_text({"ridge": 10.0, "prior": 1, "popularity_prior": True, "select_metric": None})
-    'popularity_prior=true prior=1 ridge=10 select_metric=none'
+    >>> params_text({"ridge": 10.0, "prior": 1, "popularity_prior": True, "lr": None})
+    'lr=none popularity_prior=true prior=1 ridge=10'
     """
 
     def text(value: Any) -> str:
@@ -307,6 +307,9 @@ def _params_of(text: str) -> dict[str, Any]:
     params: dict[str, Any] = {}
     for word in text.split():
         key, value = word.split("=")
+        if key == "select_metric":  # a metric name, or none: no early stopping
+            params[key] = value
+            continue
         if value in ("true", "false", "none"):
             params[key] = None if value == "none" else value == "true"
             continue
