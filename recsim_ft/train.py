@@ -583,16 +583,18 @@ def train(
         model.train()
         return metrics
 
-    select_column = f"validation {config.select_metric}"
     # the selection's users: validation users drawn with a seed of their own
     select_seed = int(np.random.SeedSequence([config.eval_seed, 1]).generate_state(1)[0])
 
     def evaluation_row(step: int, loss: float) -> dict[str, Any]:
-        """The curve's row of an evaluation; with early stopping, keeps the best weights."""
+        """The curve's row of an evaluation; with early stopping, keeps the best weights (and
+        the curve has every metric on the validation users, so that what selecting on another
+        metric would have chosen can be read from it)."""
         row = {"step": step, "loss": loss, **evaluate_model()}
         if config.select_metric is not None:
             validation = evaluate_model(config.select_users, select_seed, "validation")
-            row[select_column] = value = validation[config.select_metric]
+            row.update({f"validation {k}": v for k, v in validation.items()})
+            value = validation[config.select_metric]
             if not best or value > best["value"]:
                 state = {k: v.detach().clone() for k, v in model.state_dict().items()}
                 best.update(step=step, value=value, model=state)
@@ -733,7 +735,11 @@ def train(
     if best:  # the best evaluation's weights, and its row's metrics
         model.load_state_dict(best["model"])
         last = next(row for row in curve if row["step"] == best["step"])
-    final = {k: v for k, v in last.items() if k not in ("step", "loss", select_column)}
+    final = {
+        k: v
+        for k, v in last.items()
+        if k not in ("step", "loss") and not k.startswith("validation ")
+    }
     return TrainResult(
         model,
         frame,

@@ -220,6 +220,7 @@ def test_early_stopping_keeps_the_best_validation_evaluations_weights(env, log, 
     stopped = TwoTowerAgent(env, "mlp", "quick", TrainConfig(steps=best, lr=3e-2, eval_every=None))
     _assert_same_weights(result.model, stopped.fit(log).model_)
     assert curve["validation NDCG@10"].ne(curve["NDCG@10"]).any()  # users of their own
+    assert {f"validation {k}" for k in result.metrics} <= set(curve.columns)  # every metric
     with interrupted_at_step(36):
         TwoTowerAgent(env, "mlp", "quick", config).fit(log, out_dir=tmp_path)
     resumed = TwoTowerAgent(env, "mlp", "quick", config).fit(log, out_dir=tmp_path, resume=True)
