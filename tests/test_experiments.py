@@ -305,13 +305,21 @@ def test_a_table_rerun_at_bf16_shows_both_precisions_and_pairs_them(toy_sweep_co
     assert "| FT-Mamba (quick, bf16) |" in (out / "table1.md").read_text()
 
 
-def test_a_table_rerun_with_the_popularity_prior_shows_it_as_a_row_of_its_own(toy_sweep_copy):
-    """``reproduce --preset ranking --popularity-prior`` into a ranking sweep's results: the
-    models with the prior are rows of their own beside those without, paired with them."""
+def test_a_table_rerun_with_the_prior_or_early_stopping_shows_it_as_a_row_of_its_own(
+    toy_sweep_copy,
+):
+    """``reproduce --preset ranking --popularity-prior`` (or ``--select-metric HR@1``) into a
+    ranking sweep's results: the models with the prior (or early stopping) are rows of their own
+    beside those without, paired with them."""
     out, _, _, options = toy_sweep_copy
     options = {k: v for k, v in options.items() if k != "preset"}
     options["batch_size"] = 16  # the toy log's positive rows are few
-    for prior in ("auto", True):  # auto, the preset's: off over the toy's whole catalogue
+    # auto, the preset's: off over the toy's whole catalogue
+    for change in (
+        {"popularity_prior": "auto"},
+        {"popularity_prior": True},
+        {"select_metric": "HR@1"},
+    ):
         experiments.reproduce(
             1,
             out,
@@ -320,15 +328,20 @@ def test_a_table_rerun_with_the_popularity_prior_shows_it_as_a_row_of_its_own(to
             agents=["mamba", "popularity"],
             presets=["ranking"],
             progress=False,
-            popularity_prior=prior,
+            **change,
             **options,
         )
     assert (out / "runs" / "toy" / "mamba-ranking-prior-b16-s10" / "seed1" / "DONE").is_file()
     rows = set(pd.read_csv(out / "table1.csv").agent)
-    assert {"mamba-ranking", "mamba-ranking-prior", "popularity"} <= rows
-    paired = pd.read_csv(out / "table1_paired.csv")
-    assert ("mamba-ranking-prior", "mamba-ranking") in set(zip(paired.a, paired.b, strict=True))
-    assert "| FT-Mamba (ranking, prior) |" in (out / "table1.md").read_text()
+    assert {"mamba-ranking", "mamba-ranking-prior", "mamba-ranking-bestHR@1", "popularity"} <= rows
+    paired = set(zip(*pd.read_csv(out / "table1_paired.csv")[["a", "b"]].T.values, strict=True))
+    assert {
+        ("mamba-ranking-prior", "mamba-ranking"),
+        ("mamba-ranking-bestHR@1", "mamba-ranking"),
+    } <= paired
+    table = (out / "table1.md").read_text()
+    assert "| FT-Mamba (ranking, prior) |" in table
+    assert "| FT-Mamba (ranking, early stopping on HR@1) |" in table
     with pytest.raises(ValueError, match="popularity_prior adds the log's popularity.*'mse'"):
         experiments.RunSpec("Spotify-v0", "mamba", popularity_prior=True)
 

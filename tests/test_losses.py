@@ -445,7 +445,8 @@ def test_a_saved_run_without_early_stopping_stays_without_it_when_a_preset_adds_
     monkeypatch.setitem(TRAINING_PRESETS["ranking"], "select_metric", "HR@1")
     preset = RunSpec("Spotify-v0", "mamba", preset="ranking")
     assert preset.select_metric == "HR@1" and RunSpec.from_dict(old) != preset
-    assert str(RunSpec.from_dict(old).relative_dir()) == "Spotify-v0/mamba-ranking-bestnone/seed0"
+    assert RunSpec.from_dict(old).row == "mamba-ranking-laststep"  # a row of its own
+    assert str(RunSpec.from_dict(old).relative_dir()) == "Spotify-v0/mamba-ranking-laststep/seed0"
     assert RunSpec("Spotify-v0", "mamba", preset="ranking", select_metric="none") == spec
 
 

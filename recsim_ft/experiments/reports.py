@@ -302,9 +302,10 @@ def _earlier_runs(
     name: what earlier commands added to the table. Each must be the run these ``options`` make
     for its agent, seed, preset and precision (``finished`` names any difference), so one table
     never mixes runs made with other settings; models trained with a preset not in ``presets``
-    belong to another table and are left out; a model at another precision or with the
-    popularity prior is a row of its own (``RunSpec.row``), so a table re-run with
-    ``--precision bf16`` or ``--popularity-prior`` shows both."""
+    belong to another table and are left out; a model at another precision, with the
+    popularity prior or with other early stopping is a row of its own (``RunSpec.row``), so a
+    table re-run with ``--precision bf16``, ``--popularity-prior`` or ``--select-metric`` shows
+    both."""
     by_name = {s.name: s for s in settings}
     requested = {spec.relative_dir() for spec in specs}
     earlier = []
@@ -327,6 +328,7 @@ def _earlier_runs(
                 "preset": saved.preset,
                 "precision": saved.precision,
                 "popularity_prior": saved.popularity_prior,
+                "select_metric": saved.select_metric,
             },
         )
         if spec.relative_dir() not in requested and finished(spec, run_dir):

@@ -57,10 +57,19 @@ def agent_label(row: str) -> str:
 
     >>> agent_label("mamba-ranking"), agent_label("gbdt"), agent_label("mamba-ranking-bf16")
     ('FT-Mamba (ranking)', 'GBDT', 'FT-Mamba (ranking, bf16)')
+    >>> agent_label("mamba-ranking-bestHR@1"), agent_label("transformer-ranking-laststep")
+    ('FT-Mamba (ranking, early stopping on HR@1)', 'FT-Transformer (ranking, no early stopping)')
     """
     agent, _, variant = row.partition("-")
     label = AGENT_LABELS.get(agent, agent)
-    return f"{label} ({variant.replace('-', ', ')})" if variant else label
+    return f"{label} ({', '.join(map(_variant_label, variant.split('-')))})" if variant else label
+
+
+def _variant_label(part: str) -> str:
+    """A row key's variant word as a table says it (early stopping spelled out)."""
+    if part == "laststep":
+        return "no early stopping"
+    return f"early stopping on {part.removeprefix('best')}" if part.startswith("best") else part
 
 
 def row_order(row: str) -> tuple[int, int, str]:
@@ -254,14 +263,19 @@ class RunSpec:
     @property
     def row(self) -> str:
         """The row of a results table this run belongs to: the agent, and for a model trained
-        with a preset other than the paper's, at a precision other than fp32 or with the
-        popularity prior on or off where its preset says otherwise, those after it
-        (``"mamba-ranking"``, ``"mamba-bf16"``, ``"mamba-ranking-prior"``,
-        ``"mamba-ranking-noprior"``)."""
+        with a preset other than the paper's, at a precision other than fp32, with the
+        popularity prior on or off or with early stopping other than its preset's, those after
+        it (``"mamba-ranking"``, ``"mamba-bf16"``, ``"mamba-ranking-prior"``,
+        ``"mamba-ranking-noprior"``, ``"mamba-ranking-bestHR@1"``, ``"mamba-ranking-laststep"``:
+        the last step's weights where the preset selects)."""
         if self.agent not in EMBEDDERS:
             return self.agent
         variant = [v for v, base in ((self.preset, "paper"), (self.precision, "fp32")) if v != base]
-        return "-".join([self.agent, *variant, *self._prior_variant()])
+        if self.select_metric != _preset_training(self.preset)["select_metric"]:
+            select = ["laststep" if self.select_metric == "none" else f"best{self.select_metric}"]
+        else:
+            select = []
+        return "-".join([self.agent, *variant, *self._prior_variant(), *select])
 
     def _prior_variant(self) -> list[str]:
         """``["prior"]`` with the popularity prior, ``["noprior"]`` without it where the preset
@@ -325,8 +339,8 @@ def _preset_training(preset: str) -> dict[str, Any]:
 
 
 #: How a training field that differs from its preset's shows in a run directory's name (empty:
-#: the value itself; the precision and the popularity prior are in ``RunSpec.row``, which the
-#: name starts with).
+#: the value itself; the precision, the popularity prior and early stopping are in
+#: ``RunSpec.row``, which the name starts with).
 _DIR_TAGS = {
     "lr": "lr",
     "batch_size": "b",
@@ -335,7 +349,6 @@ _DIR_TAGS = {
     "uniform_negatives": "u",
     "schedule": "",
     "steps": "s",
-    "select_metric": "best",
 }
 
 

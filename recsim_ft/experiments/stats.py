@@ -143,7 +143,8 @@ def table_pairs(rows: Iterable[str]) -> list[tuple[str, str]]:
     too, and against the popularity-by-share baselines where a table has them; each model at bf16
     against itself at fp32 (does the precision cost quality?), and with the popularity prior
     against itself without (rows ``-prior`` against those without a prior variant and those
-    with ``-noprior``).
+    with ``-noprior``), and with early stopping other than its preset's (``-bestHR@1``,
+    ``-laststep``) against itself with its preset's.
 
     >>> table_pairs(["mamba", "transformer", "mamba-ranking", "transformer-ranking", "gbdt"])[3:]
     [('mamba-ranking', 'gbdt'), ('transformer-ranking', 'gbdt')]
@@ -153,6 +154,8 @@ def table_pairs(rows: Iterable[str]) -> list[tuple[str, str]]:
     >>> [p for p in pairs if p[0] == "mamba-ranking-prior"][2:]  # doctest: +NORMALIZE_WHITESPACE
     [('mamba-ranking-prior', 'segment_popularity_share'), ('mamba-ranking-prior', 'mamba-ranking'),
      ('mamba-ranking-prior', 'mamba-ranking-noprior')]
+    >>> table_pairs(["mamba-ranking", "mamba-ranking-laststep", "gbdt"])[-2]
+    ('mamba-ranking-laststep', 'mamba-ranking')
     """
     rows = list(rows)
     variants = dict.fromkeys(r.partition("-")[2] for r in sorted(rows, key=row_order))
@@ -164,14 +167,18 @@ def table_pairs(rows: Iterable[str]) -> list[tuple[str, str]]:
             pairs.append((transformer, "gbdt"))
         pairs += [(m, b) for m in (mamba, transformer) for b in SHARE_BASELINES if b in rows]
     for variant in variants:
-        for suffix, bases in (("bf16", ("",)), ("prior", ("", "noprior"))):
-            if variant == suffix or variant.endswith(f"-{suffix}"):
-                other = variant.removesuffix(suffix).removesuffix("-")
-                for base in ("-".join(filter(None, (other, b))) for b in bases):
-                    pairs += [
-                        (f"{m}-{variant}", f"{m}-{base}" if base else m)
-                        for m in ("mamba", "transformer")
-                    ]
+        other, _, suffix = variant.rpartition("-")
+        if suffix == "prior":
+            bases = (other, "-".join(filter(None, (other, "noprior"))))
+        elif suffix in ("bf16", "laststep") or suffix.startswith("best"):
+            bases = (other,)
+        else:
+            continue
+        pairs += [
+            (f"{m}-{variant}", f"{m}-{base}" if base else m)
+            for base in bases
+            for m in ("mamba", "transformer")
+        ]
     return pairs
 
 
