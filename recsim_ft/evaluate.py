@@ -40,9 +40,11 @@ def evaluate(
     ks: Sequence[int] = (1, 5, 10),
     metrics: Sequence[str] | None = None,
     split: str = "test",
+    users: Batch | None = None,
 ) -> dict[str, float | int]:
     """Ranking metrics of ``agent`` on ``env.test_users(n_users, seed)``
-    (``split="validation"``: on ``env.validation_users``, for choosing hyperparameters).
+    (``split="validation"``: on ``env.validation_users``, for choosing hyperparameters; ``users``:
+    on these instead, e.g. ``env.selection_users``).
 
     Args:
         agent: anything with ``score_items(users) -> (n_users, n_items)`` (see
@@ -63,7 +65,8 @@ def evaluate(
     check_agent_env(agent, env)
     if metrics is None:
         metrics = protocol_for(env).metrics
-    users = rec_env.eval_users(split, n_users, seed)
+    if users is None:
+        users = rec_env.eval_users(split, n_users, seed)
     rows = max(1, EVAL_CHUNK_CELLS // rec_env.n_items)
     if len(users) <= rows:
         return ranking_metrics(

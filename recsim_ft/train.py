@@ -142,8 +142,10 @@ class TrainConfig:
     the CPU has AMX or AVX512-BF16, or on a CUDA device with bf16; see ``recsim_ft.precision``).
     ``select_metric`` (e.g. ``"NDCG@10"``, one of the evaluated metrics): early stopping; at
     every evaluation the model is also scored on ``select_users`` validation users, drawn with a
-    seed of their own (so a run evaluated on validation users, as ``tune``'s are, is not scored
-    on the users that chose its weights), and the run ends with the weights of the evaluation
+    seed of their own and never the users that score the run (``RecEnv.selection_users``; so a
+    run evaluated on validation users, as ``tune``'s are, is not scored on the users that chose
+    its weights, and on H&M's finite pool of customers no test user chooses), and the run ends
+    with the weights of the evaluation
     where that metric was highest (the earliest on a tie), its metrics the final ones; ``None``
     or ``"none"``: the last step's weights.
     ``TrainConfig.from_preset("ranking")`` is the training of a preset (``TRAINING_PRESETS``).
@@ -573,18 +575,27 @@ def train(
         order = _permutation(n_rows, config.seed, epoch).to(device)
         return order if training_rows is None else training_rows[order]
 
-    def evaluate_model(
-        n_users: int = config.eval_users,
-        seed: int = config.eval_seed,
-        split: str = config.eval_split,
-    ) -> dict[str, float]:
+    def evaluate_model(users: Batch | None = None) -> dict[str, float]:
         model.eval()
-        metrics = evaluate(scorer, env, n_users, seed, config.ks, config.metrics, split)
+        metrics = evaluate(
+            scorer,
+            env,
+            config.eval_users,
+            config.eval_seed,
+            config.ks,
+            config.metrics,
+            config.eval_split,
+            users,
+        )
         model.train()
         return metrics
 
-    # the selection's users: validation users drawn with a seed of their own
-    select_seed = int(np.random.SeedSequence([config.eval_seed, 1]).generate_state(1)[0])
+    if config.select_metric is not None:
+        # the selection's users: validation users with a seed of their own, never the scoring ones
+        select_seed = int(np.random.SeedSequence([config.eval_seed, 1]).generate_state(1)[0])
+        select_users = env.unwrapped.selection_users(
+            config.select_users, select_seed, config.eval_split, config.eval_users, config.eval_seed
+        )
 
     def evaluation_row(step: int, loss: float) -> dict[str, Any]:
         """The curve's row of an evaluation; with early stopping, keeps the best weights (and
@@ -592,7 +603,7 @@ def train(
         metric would have chosen can be read from it)."""
         row = {"step": step, "loss": loss, **evaluate_model()}
         if config.select_metric is not None:
-            validation = evaluate_model(config.select_users, select_seed, "validation")
+            validation = evaluate_model(select_users)
             row.update({f"validation {k}": v for k, v in validation.items()})
             value = validation[config.select_metric]
             if not best or value > best["value"]:

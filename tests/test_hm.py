@@ -120,6 +120,20 @@ def test_test_users_are_held_out_and_have_enough_purchases(env):
         env.test_users(len(env._test_pool) + 1)
 
 
+def test_early_stoppings_users_are_never_the_users_that_score_the_run(env):
+    """The customers are a finite pool, so ``validation_users(150, seed)`` holds some of
+    ``test_users(100, other_seed)``; ``selection_users`` never does."""
+    for split in ("test", "validation"):
+        scoring = set(env.eval_users(split, 100, seed=3).ids.tolist())
+        chosen = env.selection_users(200, 7, split, 100, 3).ids
+        assert len(set(chosen.tolist())) == 200 and not scoring & set(chosen.tolist())
+        assert set(chosen.tolist()) <= set(env._test_pool.tolist())
+        np.testing.assert_array_equal(env.selection_users(200, 7, split, 100, 3).ids, chosen)
+    assert set(env.validation_users(150, 7).ids.tolist()) & set(env.test_users(100, 3).ids.tolist())
+    with pytest.raises(ValueError, match="selection users besides 100 test users"):
+        env.selection_users(len(env._test_pool), 7, "test", 100, 3)
+
+
 def test_rewards_and_relevance_are_the_purchase_indicator(env):
     users = env.test_users(50, seed=0)
     expected, relevant = env.expected_reward(users), env.relevant(users)

@@ -173,6 +173,16 @@ class RecEnv(gym.Env):
         rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(VALIDATION_STREAM,)))
         return self.sample_users(check_int("n", n, low=0), rng)
 
+    def selection_users(
+        self, n: int, seed: int, split: str, eval_n: int, eval_seed: int
+    ) -> schema.Batch:
+        """Validation users that choose a run's weights (early stopping): never one of the users
+        that score the run, ``eval_users(split, eval_n, eval_seed)``. Default:
+        ``validation_users(n, seed)``, fresh users, so never the same people; an env with a
+        finite pool of users (H&M's customers) draws them from the pool without those."""
+        check_choice("split", split, SPLITS)
+        return self.validation_users(n, seed)
+
     def eval_users(self, split: str, n: int = 100, seed: int = 0) -> schema.Batch:
         """``test_users`` or ``validation_users`` by name, with a clear error for anything else."""
         check_choice("split", split, SPLITS)

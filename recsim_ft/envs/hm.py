@@ -374,6 +374,20 @@ class HMFashionEnv(RecEnv):
         rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(VALIDATION_STREAM,)))
         return self._users(rng.choice(rest, size=check_int("n", n, low=0), replace=False))
 
+    def selection_users(self, n: int, seed: int, split: str, eval_n: int, eval_seed: int) -> Batch:
+        """Held-out customers besides the run's evaluation users (``eval_users(split, eval_n,
+        eval_seed)``): the test pool is finite, so ``validation_users(n, seed)`` could hold some
+        of them."""
+        scoring = self._user_ids(self.eval_users(split, eval_n, eval_seed))
+        rest = np.setdiff1d(self._test_pool, scoring)
+        if check_int("n", n, low=0) > len(rest):
+            raise ValueError(
+                f"asked for {n} selection users besides {eval_n} {split} users, but the test "
+                f"pool holds {len(self._test_pool)} customers; ask for fewer (select_users)"
+            )
+        rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(VALIDATION_STREAM,)))
+        return self._users(rng.choice(rest, size=n, replace=False))
+
     def _test_ids(self, n: int, seed: int) -> np.ndarray:
         if len(self._test_pool) == 0:
             most = int(self._n_bought.max()) if len(self._n_bought) else 0
