@@ -548,9 +548,10 @@ def build_parser() -> argparse.ArgumentParser:
             "--select-metric",
             default=None,
             metavar="METRIC",
-            help="early stopping: at every evaluation also score 400 validation users and end "
-            "with the weights where this metric (e.g. NDCG@10) was highest (default: the "
-            "preset's, none: the last step's weights)",
+            help="early stopping: at every evaluation also score 400 validation users (never "
+            "the users that score the run) and end with the weights where this metric (e.g. "
+            "NDCG@10) was highest (default: the preset's; paper: none, ranking: NDCG@10; none: "
+            "the last step's weights)",
         )
         p.add_argument(
             "--batch-size",

@@ -78,8 +78,9 @@ SCHEDULES = ("constant", "cosine")
 #: The training side of the presets whose training is not the paper's (the model side is
 #: ``recsim_ft.models.presets.PRESETS``; a preset not listed here trains with ``TrainConfig``'s
 #: defaults, the paper's protocol). ``ranking``: the softmax over the catalogue (in-batch with
-#: the logQ correction beyond ``recsim_ft.losses.CATALOGUE_SOFTMAX_MAX`` items), chosen by
-#: ``recsim-ft tune`` on validation users; docs/results/ranking_preset.md has the evidence.
+#: the logQ correction beyond ``recsim_ft.losses.CATALOGUE_SOFTMAX_MAX`` items) and early
+#: stopping on validation users' NDCG@10, chosen by ``recsim-ft tune`` on validation users;
+#: docs/results/ranking_preset.md has the evidence.
 TRAINING_PRESETS: dict[str, dict[str, Any]] = {
     "ranking": {
         "loss": "softmax",
@@ -88,6 +89,7 @@ TRAINING_PRESETS: dict[str, dict[str, Any]] = {
         "steps": 2000,
         "schedule": "cosine",
         "popularity_prior": "auto",
+        "select_metric": "NDCG@10",
     },
 }
 #: Settings that must match for a checkpoint to be resumed (the rest only changes speed or logging).

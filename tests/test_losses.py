@@ -436,6 +436,7 @@ def test_a_saved_run_without_early_stopping_stays_without_it_when_a_preset_adds_
     stopping, so a preset that later selects on validation users must not adopt it."""
     from recsim_ft.train import TRAINING_PRESETS
 
+    monkeypatch.delitem(TRAINING_PRESETS["ranking"], "select_metric", raising=False)  # before
     spec = RunSpec("Spotify-v0", "mamba", preset="ranking")
     assert spec.select_metric == "none"
     assert str(spec.relative_dir()) == "Spotify-v0/mamba-ranking/seed0"
@@ -448,6 +449,7 @@ def test_a_saved_run_without_early_stopping_stays_without_it_when_a_preset_adds_
     assert RunSpec.from_dict(old).row == "mamba-ranking-laststep"  # a row of its own
     assert str(RunSpec.from_dict(old).relative_dir()) == "Spotify-v0/mamba-ranking-laststep/seed0"
     assert RunSpec("Spotify-v0", "mamba", preset="ranking", select_metric="none") == spec
+    assert RunSpec("Spotify-v0", "mamba", preset="ranking", select_metric="HR@1") == preset
 
 
 def test_the_cli_trains_with_a_loss_and_batch_size(tmp_path):
