@@ -147,9 +147,8 @@ class TrainConfig:
     seed of their own and never the users that score the run (``RecEnv.selection_users``; so a
     run evaluated on validation users, as ``tune``'s are, is not scored on the users that chose
     its weights, and on H&M's finite pool of customers no test user chooses), and the run ends
-    with the weights of the evaluation
-    where that metric was highest (the earliest on a tie), its metrics the final ones; ``None``
-    or ``"none"``: the last step's weights.
+    with the weights of the evaluation where that metric was highest (the earliest on a tie),
+    its metrics the final ones; ``None`` or ``"none"``: the last step's weights.
     ``TrainConfig.from_preset("ranking")`` is the training of a preset (``TRAINING_PRESETS``).
     """
 

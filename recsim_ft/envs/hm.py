@@ -365,25 +365,27 @@ class HMFashionEnv(RecEnv):
 
     def validation_users(self, n: int = 100, seed: int = 0) -> Batch:
         """Held-out customers like ``test_users``, but never one of ``test_users(n, seed)``."""
-        rest = np.setdiff1d(self._test_pool, self._test_ids(n, seed))
-        if check_int("n", n, low=0) > len(rest):
-            raise ValueError(
-                f"asked for {n} validation users besides {n} test users, but the test pool holds "
-                f"{len(self._test_pool)} customers; ask for fewer users"
-            )
-        rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(VALIDATION_STREAM,)))
-        return self._users(rng.choice(rest, size=check_int("n", n, low=0), replace=False))
+        return self._held_out_besides(
+            n, seed, self._test_ids(n, seed), f"validation users besides {n} test users", "users"
+        )
 
     def selection_users(self, n: int, seed: int, split: str, eval_n: int, eval_seed: int) -> Batch:
         """Held-out customers besides the run's evaluation users (``eval_users(split, eval_n,
         eval_seed)``): the test pool is finite, so ``validation_users(n, seed)`` could hold some
         of them."""
         scoring = self._user_ids(self.eval_users(split, eval_n, eval_seed))
-        rest = np.setdiff1d(self._test_pool, scoring)
+        what = f"selection users besides {eval_n} {split} users"
+        return self._held_out_besides(n, seed, scoring, what, "(select_users)")
+
+    def _held_out_besides(
+        self, n: int, seed: int, besides: np.ndarray, what: str, fewer: str
+    ) -> Batch:
+        """``n`` customers of the test pool that are not ``besides``, drawn with ``seed``."""
+        rest = np.setdiff1d(self._test_pool, besides)
         if check_int("n", n, low=0) > len(rest):
             raise ValueError(
-                f"asked for {n} selection users besides {eval_n} {split} users, but the test "
-                f"pool holds {len(self._test_pool)} customers; ask for fewer (select_users)"
+                f"asked for {n} {what}, but the test pool holds {len(self._test_pool)} "
+                f"customers; ask for fewer {fewer}"
             )
         rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(VALIDATION_STREAM,)))
         return self._users(rng.choice(rest, size=n, replace=False))
