@@ -33,6 +33,7 @@ from recsim_ft.data import InteractionLog, collect
 from recsim_ft.envs import make_env
 from recsim_ft.envs.hm_data import UNKNOWN_IDS
 from recsim_ft.experiments import RunSpec
+from recsim_ft.experiments.tuning import param_value
 from recsim_ft.losses import LOSSES
 from recsim_ft.models import PRESETS, params_report
 from recsim_ft.precision import PRECISIONS
@@ -285,9 +286,8 @@ def parse_agent_params(values: Sequence[str] | None) -> dict[str, dict[str, Any]
 
 
 def parse_training_grid(values: Sequence[str] | None) -> dict[str, list[Any]]:
-    """``--grid`` as ``{field: [values]}``, from ``FIELD=V1,V2`` words (numbers as numbers,
-    true / false as booleans, none as None: the preset's; ``select_metric``'s are metric names,
-    and its none is no early stopping).
+    """``--grid`` as ``{field: [values]}``, from ``FIELD=V1,V2`` words, each read as
+    ``param_value`` reads it (so a tuned report's words and ``--grid``'s mean the same).
 
     >>> parse_training_grid(["lr=1e-3,3e-3", "popularity_prior=true,false", "select_metric=none"])
     {'lr': [0.001, 0.003], 'popularity_prior': [True, False], 'select_metric': ['none']}
@@ -304,22 +304,9 @@ def parse_training_grid(values: Sequence[str] | None) -> dict[str, list[Any]]:
             )
         if name in grid:
             raise UsageError(f"--grid names {name!r} twice; list its values once, comma-separated")
-        words = listed.split(",")
-        grid[name] = words if name == "select_metric" else [_number_or_word(v) for v in words]
+        grid[name] = [param_value(name, v) for v in listed.split(",")]
         _distinct(f"--grid {name}", grid[name])
     return grid
-
-
-def _number_or_word(text: str) -> Any:
-    if text.lower() in ("true", "false"):
-        return text.lower() == "true"
-    if text.lower() == "none":
-        return None
-    try:
-        number = float(text)
-    except ValueError:
-        return text
-    return int(number) if number.is_integer() and "." not in text and "e" not in text else number
 
 
 def _distinct(option: str, values: Sequence[Any]) -> None:

@@ -303,23 +303,30 @@ def params_text(params: dict[str, Any]) -> str:
 
 
 def _params_of(text: str) -> dict[str, Any]:
-    """The hyperparameters ``params_text`` wrote (numbers as int where they are whole)."""
-    params: dict[str, Any] = {}
-    for word in text.split():
-        key, value = word.split("=")
-        if key == "select_metric":  # a metric name, or none: no early stopping
-            params[key] = value
-            continue
-        if value in ("true", "false", "none"):
-            params[key] = None if value == "none" else value == "true"
-            continue
-        try:
-            number = float(value)
-        except ValueError:  # a word: a schedule, a loss
-            params[key] = value
-            continue
-        params[key] = int(number) if number.is_integer() and "." not in value else number
-    return params
+    """The hyperparameters ``params_text`` wrote."""
+    return {key: param_value(key, value) for key, value in (w.split("=") for w in text.split())}
+
+
+def param_value(key: str, text: str) -> Any:
+    """One ``key=value`` word's value, as ``params_text`` writes it and ``--grid`` takes it:
+    numbers as numbers (int where whole and written without a point), true / false as
+    booleans, none as None (the preset's); ``select_metric``'s values are metric names, and its
+    none is no early stopping.
+
+    >>> [param_value("steps", "2000"), param_value("lr", "1e-3"), param_value("loss", "bce")]
+    [2000, 0.001, 'bce']
+    >>> [param_value("popularity_prior", "none"), param_value("select_metric", "none")]
+    [None, 'none']
+    """
+    if key == "select_metric":
+        return text
+    if text.lower() in ("true", "false", "none"):
+        return None if text.lower() == "none" else text.lower() == "true"
+    try:
+        number = float(text)
+    except ValueError:  # a word: a schedule, a loss
+        return text
+    return int(number) if number.is_integer() and "." not in text else number
 
 
 def _group_runs(
