@@ -225,6 +225,40 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    run_dir = Path(args.run)
+    if not (run_dir / "config.json").is_file():
+        raise UsageError(f"{run_dir} is not a recsim-ft run directory (no config.json)")
+    try:
+        manifest = experiments.export_saved_model(
+            run_dir,
+            args.out,
+            n_users=args.users,
+            seed=args.seed,
+            onnx=not args.no_onnx,
+            overwrite=args.overwrite,
+        )
+    except (FileNotFoundError, FileExistsError, ValueError, ImportError) as err:
+        raise UsageError(str(err)) from None
+    check = manifest.get("user_tower_check", {})
+    print(
+        f"{args.out}: {manifest['n_items']:,} item embeddings (dim {manifest['dim']})"
+        + (f", {manifest['n_users']:,} user embeddings" if "n_users" in manifest else "")
+        + (
+            ", user tower as ONNX"
+            + (
+                f" (checked on {check['checked_users']} users: max difference "
+                f"{check['max_abs_difference']:.2g})"
+                if check.get("max_abs_difference") is not None
+                else " (not checked: no onnxruntime)"
+            )
+            if not args.no_onnx
+            else ""
+        )
+    )
+    return 0
+
+
 def _settings_and_agents(
     args: argparse.Namespace, default_agents: Sequence[str], allowed_agents: Sequence[str]
 ) -> tuple[list, Sequence[str]]:
@@ -628,6 +662,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=None, help="test-user seed (default: as trained)")
     threads_option(p)
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser(
+        "export",
+        help="export a run's model for serving: item embeddings, user tower as ONNX, test users",
+    )
+    p.add_argument("--run", required=True, help="run directory written by 'recsim-ft train'")
+    p.add_argument("--out", required=True, help="folder to write (see recsim_ft.retrieval)")
+    p.add_argument(
+        "--users",
+        type=int,
+        default=0,
+        help="also the embeddings of this many test users (default: none)",
+    )
+    p.add_argument("--seed", type=int, default=None, help="test-user seed (default: as trained)")
+    p.add_argument(
+        "--no-onnx", action="store_true", help="no ONNX user tower (it needs the onnx extra)"
+    )
+    p.add_argument("--overwrite", action="store_true", help="replace files already in --out")
+    threads_option(p)
+    p.set_defaults(func=cmd_export)
 
     def sweep_options(
         p: argparse.ArgumentParser,

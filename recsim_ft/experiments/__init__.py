@@ -23,6 +23,7 @@ from recsim_ft.experiments.runs import (
     ERROR_FILE,
     MODEL_FILE,
     evaluate_saved_model,
+    export_saved_model,
     finished,
     run,
 )
@@ -75,6 +76,7 @@ __all__ = [
     "TuneReport",
     "derived_seeds",
     "evaluate_saved_model",
+    "export_saved_model",
     "finished",
     "markdown_table",
     "mean_ci",

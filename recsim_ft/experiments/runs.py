@@ -36,6 +36,7 @@ from recsim_ft.agents import (
     SegmentPopularityAgent,
     TwoTowerAgent,
 )
+from recsim_ft.checks import check_int
 from recsim_ft.data import InteractionLog, collect
 from recsim_ft.envs import make_env
 from recsim_ft.evaluate import evaluate, recommended_minus_liked
@@ -44,6 +45,7 @@ from recsim_ft.fileio import atomic_path
 from recsim_ft.models.io import MODEL_FILE
 from recsim_ft.models.presets import EMBEDDERS, config_from_dict, make_config
 from recsim_ft.protocol import protocol_for
+from recsim_ft.retrieval import export_model
 from recsim_ft.train import CHECKPOINT_NAME, Progress, TrainConfig
 
 DONE_MARKER = "DONE"
@@ -218,6 +220,29 @@ def evaluate_saved_model(
     spec, test_seed, env, agent = _saved_model_run(Path(run_dir))
     test_seed = test_seed if seed is None else seed
     return _metrics_for_json(agent, env, spec, n_users or spec.eval_users, test_seed)
+
+
+def export_saved_model(
+    run_dir: str | os.PathLike,
+    out: str | os.PathLike,
+    n_users: int = 0,
+    seed: int | None = None,
+    onnx: bool = True,
+    overwrite: bool = False,
+) -> dict[str, Any]:
+    """Export the model of a finished two-tower run for serving
+    (:func:`recsim_ft.retrieval.export_model` into ``out``): its env's whole catalogue and, with
+    ``n_users``, that many test users drawn with ``seed`` (default: the run's test users)."""
+    spec, test_seed, env, agent = _saved_model_run(Path(run_dir))
+    check_int("n_users", n_users, low=0)
+    users = (
+        env.unwrapped.eval_users(spec.split, n_users, test_seed if seed is None else seed)
+        if n_users
+        else None
+    )
+    return export_model(
+        agent.model_, env.unwrapped.item_table(), out, users=users, onnx=onnx, overwrite=overwrite
+    )
 
 
 def add_scoring_cost(run_dir: Path) -> None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import importlib.util
 import math
 import os
+from collections.abc import Callable
 from functools import lru_cache
 
 import torch
@@ -32,6 +33,7 @@ from recsim_ft.models.scan import (
     causal_conv1d_time_major,
     cuda_kernels_available,
     mamba_inner_time_major,
+    selective_scan_reference,
     selective_scan_time_major,
 )
 
@@ -209,9 +211,13 @@ class MambaBlock(nn.Module):
         if torch.is_autocast_enabled(xz.device.type):
             with torch.autocast(xz.device.type, enabled=False):
                 return self._inner(xz.float())
+        if torch.compiler.is_exporting():  # torch.export / ONNX: plain ops, no custom kernel
+            return self._inner_channels_first(*xz.chunk(2, dim=-1), selective_scan_reference)
         path = kernel_path(xz, self.kernels)
         if path == "mamba_ssm":
-            return self._inner_mamba_ssm(*xz.chunk(2, dim=-1))
+            from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
+
+            return self._inner_channels_first(*xz.chunk(2, dim=-1), selective_scan_fn)
         conv_weight = self.conv1d.weight.squeeze(1)
         # the fused paths take the same weights; Triton takes A_log, the C kernels A itself
         conv_bias, dt_weight, dt_bias = self.conv1d.bias, self.dt_proj.weight, self.dt_proj.bias
@@ -239,14 +245,14 @@ class MambaBlock(nn.Module):
             delta_softplus=True,
         )
 
-    def _inner_mamba_ssm(self, xs: Tensor, z: Tensor) -> Tensor:
-        """mamba_ssm's CUDA selective scan (imported only here), in its (batch, d, L) layout. The
-        conv uses causal_conv1d's kernel where it exists (widths 2-4 only); wider convs, such
-        as the paper's width 16, use cuDNN's depthwise conv1d, as mamba_simple does without it."""
-        from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
-
+    def _inner_channels_first(self, xs: Tensor, z: Tensor, scan: Callable[..., Tensor]) -> Tensor:
+        """The block's middle in mamba_ssm's (batch, d, L) layout around ``scan`` (mamba_ssm's
+        CUDA ``selective_scan_fn``, or :func:`selective_scan_reference`'s plain ops, which
+        ``torch.export`` traces). The conv uses causal_conv1d's kernel where it exists (CUDA,
+        widths 2-4 only); elsewhere, as for the paper's width 16, the depthwise ``conv1d``, as
+        mamba_simple does without it."""
         xs, z = xs.permute(1, 2, 0).contiguous(), z.permute(1, 2, 0).contiguous()
-        conv_kernel = causal_conv1d_kernel() if 2 <= self.d_conv <= 4 else None
+        conv_kernel = causal_conv1d_kernel() if xs.is_cuda and 2 <= self.d_conv <= 4 else None
         if conv_kernel is not None:
             u = conv_kernel(xs, self.conv1d.weight.squeeze(1), self.conv1d.bias, activation="silu")
         else:
@@ -255,15 +261,15 @@ class MambaBlock(nn.Module):
             [self.dt_rank, self.d_state, self.d_state], dim=-1
         )
         delta = F.linear(dt, self.dt_proj.weight).transpose(1, 2).contiguous()
-        y = selective_scan_fn(
+        y = scan(
             u,
             delta,
-            -torch.exp(self.A_log.float()),
+            -torch.exp(_at_least_float32(self.A_log)),
             B.transpose(1, 2).contiguous(),
             C.transpose(1, 2).contiguous(),
-            self.D.float(),
+            _at_least_float32(self.D),
             z=z,
-            delta_bias=self.dt_proj.bias.float(),
+            delta_bias=_at_least_float32(self.dt_proj.bias),
             delta_softplus=True,
         )
         return y.permute(2, 0, 1)

@@ -1,0 +1,135 @@
+"""An approximate nearest-neighbour index over :class:`ItemEmbeddings` for serving, on FAISS (the
+``retrieval`` extra: ``pip install recsim-ft[retrieval]``), with its recall against the exact
+top-k measured, never assumed.
+
+The score ``e_u . e_j + prior_j`` is an inner product in one more dimension: item rows
+``[e_j, prior_j]`` against query rows ``[e_u, 1]``, so the index ranks exactly what the model
+ranks, prior included. Kinds: ``"flat"`` (exhaustive: exact, the reference), ``"ivf"`` (an
+inverted file of ``n_lists`` k-means cells, ``n_probe`` of them searched per query) and
+``"hnsw"`` (a graph of ``hnsw_m`` links per item, ``ef_search`` candidates per query).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from recsim_ft.checks import check_choice, check_int
+from recsim_ft.fileio import atomic_path
+from recsim_ft.retrieval.catalogue import ItemEmbeddings
+
+KINDS = ("flat", "ivf", "hnsw")
+
+
+def _faiss() -> Any:
+    try:
+        import faiss
+    except ImportError as err:
+        raise ImportError(
+            "the approximate index needs FAISS: pip install 'recsim-ft[retrieval]' "
+            "(or faiss-cpu); exact retrieval (ItemEmbeddings.top_k) needs nothing more"
+        ) from err
+    return faiss
+
+
+def recall_at_k(found: np.ndarray, exact: np.ndarray) -> float:
+    """Mean over queries of the share of the exact top k (``exact``, (n, k)) that ``found`` (n, k)
+    holds, in any order; -1 in ``found`` (no item) counts as a miss.
+
+    >>> recall_at_k(np.array([[1, 2], [3, -1]]), np.array([[2, 1], [3, 4]]))
+    0.75
+    """
+    found, exact = np.asarray(found), np.asarray(exact)
+    if found.shape != exact.shape or found.ndim != 2:
+        raise ValueError(
+            f"found and exact must be (n, k) arrays of one shape, got {found.shape} and "
+            f"{exact.shape}"
+        )
+    hits = (found[:, :, None] == exact[:, None, :]).any(axis=1)
+    return float(hits.mean()) if hits.size else float("nan")
+
+
+class ApproximateIndex:
+    """A FAISS index of a catalogue's item embeddings, searched by user embeddings.
+
+    Building is deterministic: the k-means of ``"ivf"`` is seeded with ``seed``, and
+    ``"hnsw"`` inserts its items on one thread (its graph depends on the insertion order).
+    Searching uses FAISS's threads.
+
+    Examples:
+        >>> rng = np.random.default_rng(0)
+        >>> items = ItemEmbeddings(rng.normal(size=(500, 8)), np.zeros(500))
+        >>> index = ApproximateIndex(items, kind="ivf", n_lists=8, n_probe=8)
+        >>> users = rng.normal(size=(20, 8)).astype(np.float32)
+        >>> index.recall(users, k=10)
+        1.0
+    """
+
+    def __init__(
+        self,
+        items: ItemEmbeddings,
+        kind: str = "ivf",
+        *,
+        n_lists: int | None = None,
+        n_probe: int = 16,
+        hnsw_m: int = 32,
+        ef_search: int = 128,
+        seed: int = 0,
+    ) -> None:
+        faiss = _faiss()
+        self.items, self.kind = items, check_choice("kind", kind, KINDS)
+        rows = np.ascontiguousarray(np.hstack([items.vectors, items.prior[:, None]]))
+        dim = rows.shape[1]
+        if kind == "flat":
+            index = faiss.IndexFlatIP(dim)
+            index.add(rows)
+        elif kind == "ivf":
+            # FAISS's k-means wants >= 39 items per cell; 4 sqrt(n) cells is its usual advice
+            default = max(1, min(round(4 * math.sqrt(items.n_items)), items.n_items // 39))
+            n_lists = check_int("n_lists", default if n_lists is None else n_lists, low=1)
+            n_lists = min(n_lists, items.n_items)
+            inner = faiss.METRIC_INNER_PRODUCT
+            index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, n_lists, inner)
+            index.cp.seed = check_int("seed", seed, low=0)
+            index.train(rows)
+            index.add(rows)
+            index.nprobe = min(check_int("n_probe", n_probe, low=1), n_lists)
+        else:
+            links = check_int("hnsw_m", hnsw_m, low=2)
+            index = faiss.IndexHNSWFlat(dim, links, faiss.METRIC_INNER_PRODUCT)
+            index.hnsw.efSearch = check_int("ef_search", ef_search, low=1)
+            threads = faiss.omp_get_max_threads()
+            faiss.omp_set_num_threads(1)
+            try:
+                index.add(rows)
+            finally:
+                faiss.omp_set_num_threads(threads)
+        self.index = index
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Top ``k`` items per query as the index finds them: (n, k) int64 item indices, best
+        first, and float32 scores; an index that finds fewer than k items pads with -1 and -inf."""
+        queries = self.items.check_queries(queries)
+        k = check_int("k", k, low=1, high=self.items.n_items)
+        augmented = np.hstack([queries, np.ones((len(queries), 1), np.float32)])
+        scores, ids = self.index.search(np.ascontiguousarray(augmented), k)
+        scores[ids < 0] = -np.inf
+        return ids.astype(np.int64), scores.astype(np.float32)
+
+    def recall(self, queries: np.ndarray, k: int) -> float:
+        """Recall@k of :meth:`search` against the exact top k (:meth:`ItemEmbeddings.top_k`)."""
+        return recall_at_k(self.search(queries, k)[0], self.items.top_k(queries, k)[0])
+
+    def save(self, path: str | os.PathLike, overwrite: bool = False) -> Path:
+        """Write the FAISS index to one file (``faiss.read_index`` reads it back, with queries
+        ``[e_u, 1]``); refuse to replace an existing file unless ``overwrite``."""
+        path = Path(path)
+        if path.exists() and not overwrite:
+            raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
+        with atomic_path(path) as tmp:
+            _faiss().write_index(self.index, str(tmp))
+        return path

@@ -1,0 +1,224 @@
+"""Retrieval over the whole catalogue and export for serving (``recsim_ft.retrieval``): exact
+top-k against the model's own ranking, the FAISS index against exact, the ONNX user tower
+against the model, and the ``export`` command."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from recsim_ft.cli import main
+from recsim_ft.metrics import top_k
+from recsim_ft.models import TwoTower
+from recsim_ft.retrieval import (
+    ApproximateIndex,
+    ItemEmbeddings,
+    embed_rows,
+    export_model,
+    export_user_tower,
+    recall_at_k,
+    sample_users,
+)
+from recsim_ft.schema import Batch, Feature, Schema
+
+USERS = Schema(
+    (
+        Feature("age", "numeric", low=16, high=99),
+        Feature("x", "numeric"),
+        Feature("club", "categorical", ("a", "b", "c")),
+        Feature("news", "categorical", ("none", "weekly")),
+    )
+)
+needs_faiss = pytest.mark.skipif(
+    importlib.util.find_spec("faiss") is None, reason="the retrieval extra (faiss-cpu)"
+)
+needs_onnx = pytest.mark.skipif(
+    any(importlib.util.find_spec(m) is None for m in ("onnx", "onnxscript", "onnxruntime")),
+    reason="the onnx extra",
+)
+
+
+def runtime():
+    return importlib.import_module("onnxruntime")
+
+
+ITEMS = Schema((Feature("article", "categorical", tuple(f"a{i}" for i in range(300))),))
+
+
+def model(embedder: str, prior: bool = False) -> TwoTower:
+    m = TwoTower.from_schemas(USERS, ITEMS, embedder, "quick", seed=3)
+    if prior:
+        m.set_item_prior(torch.linspace(-2, 2, 300))
+    return m
+
+
+def item_table() -> Batch:
+    return Batch(np.zeros((300, 0), np.float32), np.arange(300)[:, None], np.arange(300))
+
+
+def random_items(n: int, d: int, seed: int = 0, prior_scale: float = 0.0) -> ItemEmbeddings:
+    rng = np.random.default_rng(seed)
+    return ItemEmbeddings(rng.normal(size=(n, d)), prior_scale * rng.normal(size=n))
+
+
+@pytest.mark.parametrize("prior", [False, True])
+def test_exact_top_k_is_the_models_own_ranking(prior):
+    m = model("mamba", prior)
+    users = sample_users(m, 50, seed=1)
+    items = ItemEmbeddings.from_model(m, item_table(), batch_rows=64)
+    with torch.no_grad():
+        scores = m.score_all(users, item_table()).numpy()
+    for block in (1, 300, 301, 10**9):  # one user per block, one per block exactly, more, all
+        ids, got = items.top_k(embed_rows(m, users, batch_rows=7), 10, block_scores=block)
+        np.testing.assert_array_equal(ids, top_k(scores, 10))
+        np.testing.assert_allclose(got, np.take_along_axis(scores, ids, 1), rtol=1e-5, atol=1e-5)
+    assert np.abs(items.prior).max() == (2.0 if prior else 0.0)
+
+
+def test_exact_top_k_keeps_equal_scores_in_index_order():
+    items = ItemEmbeddings(np.ones((6, 2)), np.array([0, 1, 1, 0, 1, 0]))
+    ids, scores = items.top_k(np.array([[1.0, 0.0], [0.0, 0.0]]), 4)
+    assert ids.tolist() == [[1, 2, 4, 0], [1, 2, 4, 0]]
+    assert scores.tolist() == [[2.0, 2.0, 2.0, 1.0], [1.0, 1.0, 1.0, 0.0]]
+
+
+def test_bad_input_is_refused_naming_it():
+    items = random_items(20, 4)
+    with pytest.raises(ValueError, match=r"shape \(n, 4\), got shape \(3, 5\)"):
+        items.top_k(np.zeros((3, 5)), 2)
+    with pytest.raises(ValueError, match="query row 1 is not finite"):
+        items.top_k(np.array([[0, 0, 0, 0], [0, np.nan, 0, 0]]), 2)
+    with pytest.raises(ValueError, match="k must be an integer in"):
+        items.top_k(np.zeros((1, 4)), 21)
+    with pytest.raises(ValueError, match="not finite at item 2"):
+        ItemEmbeddings(np.ones((3, 2)), np.array([0, 0, np.inf]))
+    with pytest.raises(ValueError, match="one value per item"):
+        ItemEmbeddings(np.ones((3, 2)), np.zeros(2))
+    m = model("mlp", prior=True)
+    with pytest.raises(ValueError, match="300 items; the item table has 10 rows"):
+        ItemEmbeddings.from_model(m, item_table()[:10])
+
+
+def test_item_embeddings_save_load_and_never_overwrite(tmp_path):
+    items = random_items(30, 3, prior_scale=1.0)
+    items.save(tmp_path / "e")
+    back = ItemEmbeddings.load(tmp_path / "e")
+    np.testing.assert_array_equal(back.vectors, items.vectors)
+    np.testing.assert_array_equal(back.prior, items.prior)
+    manifest = json.loads((tmp_path / "e" / "items.json").read_text())
+    assert manifest["n_items"] == 30 and manifest["dim"] == 3
+    before = (tmp_path / "e" / "items.npy").read_bytes()
+    with pytest.raises(FileExistsError, match="overwrite=True"):
+        random_items(30, 3, seed=1).save(tmp_path / "e")
+    assert (tmp_path / "e" / "items.npy").read_bytes() == before
+    (tmp_path / "e" / "item_prior.npy").write_bytes(b"junk")
+    with pytest.raises(ValueError, match="damaged"):
+        ItemEmbeddings.load(tmp_path / "e")
+    with pytest.raises(FileNotFoundError, match="no items.npy"):
+        ItemEmbeddings.load(tmp_path)
+
+
+def test_recall_at_k():
+    assert recall_at_k(np.array([[1, 2, 3]]), np.array([[3, 2, 1]])) == 1.0
+    assert recall_at_k(np.array([[1, -1], [5, 6]]), np.array([[1, 2], [7, 8]])) == 0.25
+    with pytest.raises(ValueError, match="one shape"):
+        recall_at_k(np.zeros((2, 3)), np.zeros((2, 2)))
+
+
+@needs_faiss
+@pytest.mark.parametrize("kind", ["flat", "ivf", "hnsw"])
+def test_index_ranks_what_the_model_ranks_prior_included(kind):
+    # the prior is as large as the inner products: an index that dropped it would miss half
+    items = random_items(2_000, 8, prior_scale=3.0)
+    queries = np.random.default_rng(1).normal(size=(100, 8)).astype(np.float32)
+    exhaustive = {"ivf": {"n_lists": 16, "n_probe": 16}, "hnsw": {"ef_search": 2_000}}
+    index = ApproximateIndex(items, kind, **exhaustive.get(kind, {}))
+    ids, scores = index.search(queries, 10)
+    exact_ids, exact_scores = items.top_k(queries, 10)
+    assert recall_at_k(ids, exact_ids) >= (0.99 if kind == "hnsw" else 1.0)
+    if kind == "flat":
+        np.testing.assert_allclose(scores, exact_scores, rtol=1e-5, atol=1e-4)
+    without_prior = ItemEmbeddings(items.vectors, 0 * items.prior).top_k(queries, 10)[0]
+    assert recall_at_k(without_prior, exact_ids) < 0.8
+
+
+@needs_faiss
+def test_approximate_index_reports_its_recall_and_builds_deterministically(tmp_path):
+    items = random_items(3_000, 16)
+    queries = np.random.default_rng(2).normal(size=(200, 16)).astype(np.float32)
+    few = ApproximateIndex(items, "ivf", n_lists=64, n_probe=1)
+    recall = few.recall(queries, 10)
+    assert 0.0 < recall < 0.9  # one cell of 64 misses most of a random catalogue's top 10
+    assert ApproximateIndex(items, "ivf", n_lists=64, n_probe=64).recall(queries, 10) == 1.0
+    for kind in ("ivf", "hnsw"):
+        one, two = (ApproximateIndex(items, kind, n_probe=2, ef_search=16) for _ in range(2))
+        assert np.array_equal(one.search(queries, 10)[0], two.search(queries, 10)[0])
+    few.save(tmp_path / "index.faiss")
+    loaded = importlib.import_module("faiss").read_index(str(tmp_path / "index.faiss"))
+    assert loaded.ntotal == 3_000
+    with pytest.raises(FileExistsError):
+        few.save(tmp_path / "index.faiss")
+    with pytest.raises(ValueError, match="kind must be one of"):
+        ApproximateIndex(items, "lsh")
+
+
+@needs_onnx
+@pytest.mark.parametrize("embedder", ["mamba", "transformer", "mlp"])
+def test_onnx_user_tower_gives_the_models_embeddings(tmp_path, embedder):
+    m = model(embedder)
+    path = tmp_path / "user_tower.onnx"
+    report = export_user_tower(m, path)
+    assert report["checked_users"] == 256 and report["max_abs_difference"] <= 1e-4
+    users = sample_users(m, 1_000, seed=5)  # another row count than the export's example
+    session = runtime().InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = session.run(None, {"numeric": users.numeric, "categorical": users.categorical})[0]
+    np.testing.assert_allclose(got, embed_rows(m, users), rtol=1e-4, atol=1e-5)
+    assert m.training  # the export left the model as it found it
+    with pytest.raises(FileExistsError, match="overwrite=True"):
+        export_user_tower(m, path)
+
+
+@needs_onnx
+def test_export_model_writes_everything_a_service_needs(tmp_path):
+    m = model("mamba", prior=True)
+    users = sample_users(m, 40, seed=9)
+    manifest = export_model(m, item_table(), tmp_path / "serve", users=users)
+    out = tmp_path / "serve"
+    items = ItemEmbeddings.load(out)
+    session = runtime().InferenceSession(str(out / "user_tower.onnx"))
+    served = session.run(None, {"numeric": users.numeric, "categorical": users.categorical})[0]
+    ids, _ = items.top_k(served, 5)
+    with torch.no_grad():
+        np.testing.assert_array_equal(ids, top_k(m.score_all(users, item_table()).numpy(), 5))
+    np.testing.assert_allclose(np.load(out / "users.npy"), served, rtol=1e-4, atol=1e-5)
+    assert np.load(out / "user_ids.npy").tolist() == list(range(40))
+    assert manifest == json.loads((out / "export.json").read_text())
+    assert manifest["user_features"]["categorical"]["club"] == ["a", "b", "c"]
+    stamp = (out / "items.npy").stat().st_mtime_ns
+    with pytest.raises(FileExistsError, match="users.npy"):
+        export_model(m, item_table(), out, users=users, onnx=False)
+    assert (out / "items.npy").stat().st_mtime_ns == stamp
+
+
+@needs_onnx
+def test_export_command_on_a_trained_run(tmp_path, capsys):
+    run = tmp_path / "run"
+    train = "--preset quick --n 320 --steps 10 --eval-every 5 --eval-users 40 --quiet".split()
+    env = ["--env", "toy_env:ToyRec-v0", "--env-kwargs", "n_items=12", "n_groups=3"]
+    assert main(["train", *env, "--embedder", "mamba", "--out", str(run), *train]) == 0
+    capsys.readouterr()
+    out = tmp_path / "serve"
+    assert main(["export", "--run", str(run), "--out", str(out), "--users", "30"]) == 0
+    said = capsys.readouterr().out
+    assert "12 item embeddings" in said and "30 user embeddings" in said and "checked on" in said
+    assert np.load(out / "users.npy").shape[0] == 30
+    assert main(["export", "--run", str(run), "--out", str(out)]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert main(["export", "--run", str(run), "--out", str(out), "--overwrite", "--no-onnx"]) == 0
+    assert main(["export", "--run", str(tmp_path), "--out", str(out)]) == 2
+    assert main(["export", "--run", str(run), "--out", str(out), "--users", "-1"]) == 2
