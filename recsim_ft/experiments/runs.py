@@ -217,7 +217,7 @@ def evaluate_saved_model(
 ) -> dict[str, float]:
     """Evaluate the model file of a finished two-tower run again, on ``n_users`` test users
     drawn with ``seed`` (default: the run's own test users)."""
-    spec, test_seed, env, agent = _saved_model_run(Path(run_dir))
+    spec, test_seed, env, agent = saved_model_run(Path(run_dir))
     test_seed = test_seed if seed is None else seed
     return _metrics_for_json(agent, env, spec, n_users or spec.eval_users, test_seed)
 
@@ -233,7 +233,7 @@ def export_saved_model(
     """Export the model of a finished two-tower run for serving
     (:func:`recsim_ft.retrieval.export_model` into ``out``): its env's whole catalogue and, with
     ``n_users``, that many test users drawn with ``seed`` (default: the run's test users)."""
-    spec, test_seed, env, agent = _saved_model_run(Path(run_dir))
+    spec, test_seed, env, agent = saved_model_run(Path(run_dir))
     check_int("n_users", n_users, low=0)
     users = (
         env.unwrapped.eval_users(spec.split, n_users, test_seed if seed is None else seed)
@@ -254,14 +254,14 @@ def add_scoring_cost(run_dir: Path) -> None:
     saved = json.loads(path.read_text())
     if "score_ms_per_1000_users" in saved or not (run_dir / MODEL_FILE).is_file():
         return
-    spec, test_seed, env, agent = _saved_model_run(run_dir)
+    spec, test_seed, env, agent = saved_model_run(run_dir)
     timed = _TimedScoring(agent)
     timed.score_items(env.eval_users(spec.split, spec.eval_users, test_seed))
     saved["score_ms_per_1000_users"] = timed.ms_per_1000_users
     write_atomic(path, to_json(saved))
 
 
-def _saved_model_run(run_dir: Path) -> tuple[RunSpec, int, Any, TwoTowerAgent]:
+def saved_model_run(run_dir: Path) -> tuple[RunSpec, int, Any, TwoTowerAgent]:
     """The spec, test-user seed, env and loaded agent of the two-tower run in ``run_dir``."""
     config = json.loads((run_dir / "config.json").read_text())
     spec = RunSpec.from_dict(config["spec"])

@@ -23,9 +23,9 @@ from recsim_ft.fileio import atomic_path
 from recsim_ft.models import TwoTower
 from recsim_ft.schema import Batch
 
-#: Scores held at once by :meth:`ItemEmbeddings.top_k` (64 MiB of float32): users per block =
+#: Scores held at once by :meth:`ItemEmbeddings.top_k` (16 MiB of float32): users per block =
 #: this // n_items.
-BLOCK_SCORES = 1 << 24
+BLOCK_SCORES = 1 << 22
 #: The files of :meth:`ItemEmbeddings.save` in a folder.
 VECTORS_FILE, PRIOR_FILE, MANIFEST_FILE = "items.npy", "item_prior.npy", "items.json"
 
@@ -132,29 +132,34 @@ class ItemEmbeddings:
         queries = self.check_queries(queries)
         k = check_int("k", k, low=1, high=self.n_items)
         check_int("block_scores", block_scores, low=1)
-        items, prior = torch.from_numpy(self.vectors), torch.from_numpy(self.prior)
+        items, prior = torch.from_numpy(self.vectors).T, torch.from_numpy(self.prior)
         ids = np.empty((len(queries), k), np.int64)
         scores = np.empty((len(queries), k), np.float32)
-        rows = max(1, block_scores // self.n_items)
+        rows = max(1, min(len(queries), block_scores // self.n_items))
+        # one buffer for every block: a fresh one each block would be fresh pages, whose faults
+        # cost more than the product
+        buffer = torch.empty(rows, self.n_items)
+        # one score past the k-th tells whether the k-th is tied with an item left out
+        extra = int(k < self.n_items)
         with torch.no_grad():
             for start in range(0, len(queries), rows):
-                block = torch.from_numpy(queries[start : start + rows]) @ items.T + prior
-                best, index = torch.topk(block, k, dim=1)
+                users = torch.from_numpy(queries[start : start + rows])
+                block = torch.addmm(prior, users, items, out=buffer[: len(users)])
+                best, index = torch.topk(block, k + extra, dim=1)
+                tied = (best[:, k - 1] == best[:, -1]) & bool(extra)
+                best, index = best[:, :k], index[:, :k]
                 # equal scores in index order: sort by index, then stably by score
                 index, by_index = index.sort(dim=1)
-                best = best.gather(1, by_index)
-                best, by_score = best.sort(dim=1, descending=True, stable=True)
+                best, by_score = best.gather(1, by_index).sort(dim=1, descending=True, stable=True)
                 index = index.gather(1, by_score)
-                # where the k-th score is shared with an item topk left out, it may have left
-                # out the lower index: those rows get the full stable sort
-                kth = best[:, -1:]
-                tied = (block == kth).sum(1) > (best == kth).sum(1)
+                # where the k-th score is shared with an item topk left out, it may have left out
+                # the lower index: those rows get the full stable sort
                 if tied.any():
                     best[tied], index[tied] = (
                         t[:, :k] for t in block[tied].sort(dim=1, descending=True, stable=True)
                     )
-                ids[start : start + rows] = index.numpy()
-                scores[start : start + rows] = best.numpy()
+                ids[start : start + len(block)] = index.numpy()
+                scores[start : start + len(block)] = best.numpy()
         return ids, scores
 
     def save(self, directory: str | os.PathLike, overwrite: bool = False) -> Path:
