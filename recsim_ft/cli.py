@@ -27,13 +27,15 @@ from typing import Any
 
 import torch
 
-from recsim_ft import experiments
+from recsim_ft import competition, experiments
 from recsim_ft.checks import check_int
 from recsim_ft.data import InteractionLog, collect
 from recsim_ft.envs import make_env
-from recsim_ft.envs.hm_data import UNKNOWN_IDS
+from recsim_ft.envs.hm_data import UNKNOWN_IDS, read_transactions
+from recsim_ft.envs.hm_synthetic import synthetic_files
 from recsim_ft.experiments import RunSpec
 from recsim_ft.experiments.tuning import param_value
+from recsim_ft.fileio import atomic_path
 from recsim_ft.losses import LOSSES
 from recsim_ft.models import PRESETS, params_report
 from recsim_ft.precision import PRECISIONS
@@ -256,6 +258,36 @@ def cmd_export(args: argparse.Namespace) -> int:
             else ""
         )
     )
+    return 0
+
+
+def cmd_hm_competition(args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    files = [out / "competition.md", out / "competition.csv"]
+    existing = [str(f) for f in files if f.exists()]
+    if existing and not args.overwrite:
+        raise UsageError(f"{', '.join(existing)} exist(s); pass --overwrite to replace")
+    unknown = [s for s in args.strategies or () if s not in competition.STRATEGIES]
+    if unknown:
+        raise UsageError(f"unknown strategy {unknown}; choose from {tuple(competition.STRATEGIES)}")
+    if args.hm_data is not None:
+        source, data = f"the Kaggle files in {args.hm_data}", args.hm_data
+    else:
+        data = synthetic_files(args.customers, seed=args.seed, dynamics=True)
+        source = f"the synthetic stand-in, {args.customers:,} customers, seed {args.seed}"
+    try:
+        transactions = read_transactions(data, args.hm_unknown_ids or "drop")
+        strategies = {
+            name: competition.STRATEGIES[name] for name in args.strategies or competition.STRATEGIES
+        }
+        results = competition.evaluate_weeks(transactions, strategies, weeks=args.weeks)
+    except (FileNotFoundError, ValueError) as err:
+        raise UsageError(str(err)) from None
+    text = competition.markdown(results, source)
+    for path, content in zip(files, (text, results.to_csv(index=False)), strict=True):
+        with atomic_path(path) as tmp:
+            tmp.write_text(content)
+    print(text, end="")
     return 0
 
 
@@ -682,6 +714,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace files already in --out")
     threads_option(p)
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser(
+        "hm-competition",
+        help="the H&M competition's protocol: 12 articles per customer for a week, MAP@12, "
+        "baseline strategies (Kaggle files or the synthetic stand-in)",
+    )
+    p.add_argument("--hm-data", help="directory of the Kaggle H&M files")
+    p.add_argument(
+        "--customers",
+        type=_positive_int,
+        default=100_000,
+        help="customers of the synthetic stand-in, without --hm-data (default: 100,000)",
+    )
+    p.add_argument("--seed", type=int, default=0, help="the synthetic stand-in's seed")
+    p.add_argument(
+        "--weeks", type=_positive_int, default=3, help="target weeks, the last ones (default 3)"
+    )
+    p.add_argument("--strategies", nargs="+", metavar="NAME", help="default: all of them")
+    p.add_argument("--hm-unknown-ids", choices=UNKNOWN_IDS)
+    p.add_argument("--out", required=True, help="folder for competition.md and .csv")
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=cmd_hm_competition)
 
     def sweep_options(
         p: argparse.ArgumentParser,

@@ -465,6 +465,71 @@ def _encode_transactions(
     return customers, articles, days, _UnknownIds(n_read - len(customers), ids)
 
 
+@dataclass(frozen=True)
+class Transactions:
+    """Every transaction of the Kaggle files that names a known customer and article, one
+    entry per row of transactions_train (repeat purchases kept), as int32 arrays: the
+    customer's row in customers.csv, the article's row in articles.csv, and the day (days since
+    1970-01-01), in file order."""
+
+    customers: np.ndarray
+    articles: np.ndarray
+    days: np.ndarray
+    #: customer_id of each row of customers.csv
+    customer_ids: pd.Index
+    #: article_id (int64) of each row of articles.csv
+    article_ids: np.ndarray
+    #: transaction rows dropped for naming an unknown customer or article
+    dropped: int = 0
+
+    @property
+    def n_customers(self) -> int:
+        return len(self.customer_ids)
+
+    @property
+    def n_articles(self) -> int:
+        return len(self.article_ids)
+
+    def where(self, mask: np.ndarray) -> Transactions:
+        """The transactions where ``mask`` is true (same customers and articles)."""
+        return Transactions(
+            self.customers[mask],
+            self.articles[mask],
+            self.days[mask],
+            self.customer_ids,
+            self.article_ids,
+            self.dropped,
+        )
+
+
+def read_transactions(
+    sources: str | os.PathLike | dict[str, TableSource], unknown_ids: str = "drop"
+) -> Transactions:
+    """Every transaction of the Kaggle files in a folder (or of the three tables, as
+    :func:`process` takes them), streamed in bounded memory (12 bytes a row); ``unknown_ids``
+    as in :func:`process` (dropped rows are counted in ``dropped``, with a warning)."""
+    check_choice("unknown_ids", unknown_ids, UNKNOWN_IDS)
+    if not isinstance(sources, dict):
+        sources = find_kaggle_files(sources)
+    customer_index = _read_customers(sources["customers"])[0]
+    article_index = _read_articles(sources["articles"], ())[0]
+    customers, articles, days, unknown = _encode_transactions(
+        sources["transactions"], customer_index, article_index
+    )
+    name = _source_name(sources["transactions"], "transactions")
+    if unknown.rows:
+        files = {t: _source_name(sources[t], t) for t in ("customers", "articles")}
+        if unknown_ids == "error" or len(customers) == 0:
+            raise HMDataError(
+                f"{name}: {unknown.describe(files)}"
+                + ("; pass unknown_ids='drop' to drop those rows" if len(customers) else "")
+            )
+        warnings.warn(f"{name}: dropped {unknown.describe(files)}", stacklevel=2)
+    return Transactions(
+        customers, articles, days, customer_index, article_index.to_numpy(), unknown.rows
+    )
+
+
 def _first_purchases(keys: np.ndarray, days: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The distinct ``keys``, sorted, and the earliest of the ``days`` of each: one sort of
     ``key * span + day`` (numpy 2.4's hash-based ``np.unique`` took 4.5 s on 3.2M int64 where

@@ -1,0 +1,150 @@
+"""The H&M competition's protocol (``recsim_ft.competition``): Kaggle's MAP@12 against a
+transcription of the competition's scorer, the week split, the baseline strategies on data whose
+answer is known, and the ``hm-competition`` command on the synthetic stand-in and real rows."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from recsim_ft import competition
+from recsim_ft.cli import main
+from recsim_ft.competition import (
+    best_sellers,
+    buy_again,
+    decayed_popularity,
+    evaluate_weeks,
+    map_at_k,
+    split_week,
+)
+from recsim_ft.envs.hm_data import Transactions, read_transactions
+
+SAMPLE_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "hm_sample"
+DAY0 = int(np.datetime64("2020-09-01", "D").astype(int))
+
+
+def transactions(rows: list[tuple[int, int, int]], n_customers=5, n_articles=8) -> Transactions:
+    """(customer, article, day offset from 2020-09-01) rows."""
+    c, a, d = (np.array(x, np.int32) for x in zip(*rows, strict=True))
+    return Transactions(
+        c, a, d + DAY0, pd.Index([f"c{i}" for i in range(n_customers)]), np.arange(n_articles)
+    )
+
+
+def kaggle_apk(actual: list[int], predicted: list[int], k: int = 12) -> float:
+    """The competition's average precision (ml_metrics' apk, as its notebooks use it)."""
+    predicted = predicted[:k]
+    score, hits = 0.0, 0.0
+    for i, p in enumerate(predicted):
+        if p in actual and p not in predicted[:i]:
+            hits += 1.0
+            score += hits / (i + 1.0)
+    return score / min(len(actual), k) if actual else 0.0
+
+
+def test_map_at_12_is_kaggles():
+    rng = np.random.default_rng(0)
+    rows = [
+        (int(c), int(a), int(d))
+        for c, a, d in zip(
+            rng.integers(0, 300, 6_000),
+            rng.integers(0, 40, 6_000),
+            rng.integers(0, 30, 6_000),
+            strict=True,
+        )
+    ]
+    rows += [(0, a, 29) for a in range(20)]  # one customer buys 20 articles in the target week
+    split = split_week(transactions(rows, 300, 40))
+    predictions = rng.integers(-1, 40, (len(split.customers), 12))
+    predictions[:50, 3] = predictions[:50, 1]  # repeats count once
+    bought = [
+        set(split.articles[split.indptr[i] : split.indptr[i + 1]].tolist())
+        for i in range(len(split.customers))
+    ]
+    assert max(len(b) for b in bought) > 12  # the normaliser's cap is exercised
+    expected = np.mean(
+        [kaggle_apk(list(b), list(p)) for b, p in zip(bought, predictions, strict=True)]
+    )
+    assert map_at_k(predictions, split) == pytest.approx(expected, rel=1e-12)
+    truth = np.full((len(bought), 12), -1)
+    for i, b in enumerate(bought):
+        truth[i, : min(12, len(b))] = sorted(b)[:12]
+    assert map_at_k(truth, split) == pytest.approx(1.0)
+    with pytest.raises(ValueError, match=r"\(n_customers, k\)"):
+        map_at_k(predictions[1:], split)
+
+
+def test_the_target_week_is_the_last_seven_days_and_never_seen():
+    t = transactions([(0, 1, 0), (1, 2, 10), (2, 3, 16), (3, 4, 17), (3, 4, 23), (4, 5, 23)])
+    split = split_week(t)  # last day 23: the week 17..23
+    assert split.week == "2020-09-18..2020-09-24"
+    assert split.customers.tolist() == [3, 4]
+    assert split.articles.tolist() == [4, 5] and split.indptr.tolist() == [0, 1, 2]
+    assert int(split.train.days.max()) == DAY0 + 16
+    earlier = split_week(t, weeks_before_end=1)  # the week 10..16
+    assert earlier.customers.tolist() == [1, 2] and int(earlier.train.days.max()) == DAY0
+    with pytest.raises(ValueError, match="no transaction before"):
+        split_week(t, weeks_before_end=3)
+    with pytest.raises(ValueError, match="nobody bought"):
+        split_week(transactions([(0, 1, 0), (1, 2, 23)]), weeks_before_end=1)
+
+
+def test_strategies_on_data_whose_answer_is_known():
+    t = transactions(
+        [
+            (0, 7, 0),
+            (0, 7, 1),
+            (0, 7, 2),
+            (0, 7, 3),  # article 7: most bought, long ago
+            (1, 3, 20),
+            (2, 3, 21),
+            (3, 3, 20),  # article 3: last week's best seller
+            (1, 5, 22),
+            (2, 5, 21),  # article 5: second last week
+            (4, 6, 1),
+            (4, 2, 19),  # customer 4's own articles, 2 the most recent
+        ]
+    )
+    customers = np.array([0, 4])
+    assert best_sellers(t, customers, 3).tolist() == [[3, 5, 2], [3, 5, 2]]
+    assert decayed_popularity(t, customers, 2, half_life=100.0).tolist() == [[7, 3]] * 2
+    assert decayed_popularity(t, customers, 2, half_life=1.0).tolist() == [[5, 3]] * 2
+    # own articles of the last 28 days, most recent first, then last week's best sellers
+    assert buy_again(t, customers, 4).tolist() == [[7, 3, 5, 2], [2, 6, 3, 5]]
+    assert buy_again(t, customers, 4, days=7).tolist() == [[3, 5, 2, -1], [2, 3, 5, -1]]
+    assert buy_again(t, np.array([1]), 2, days=7).tolist() == [[5, 3]]
+
+
+def test_evaluate_weeks_and_the_command_on_the_synthetic_stand_in(tmp_path, capsys):
+    out = tmp_path / "comp"
+    assert main(["hm-competition", "--customers", "2000", "--weeks", "2", "--out", str(out)]) == 0
+    said = capsys.readouterr().out
+    results = pd.read_csv(out / "competition.csv")
+    assert len(results) == 2 * len(competition.STRATEGIES)
+    assert results["MAP@12"].between(0, 1).all() and (results["MAP@12"] > 0).all()
+    assert "| best_sellers |" in said and said == (out / "competition.md").read_text()
+    assert main(["hm-competition", "--customers", "2000", "--out", str(out)]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert main(["hm-competition", "--strategies", "oracle", "--out", str(tmp_path / "x")]) == 2
+    assert "unknown strategy" in capsys.readouterr().err
+    again = pd.read_csv(out / "competition.csv")
+    pd.testing.assert_frame_equal(results.drop(columns="seconds"), again.drop(columns="seconds"))
+
+
+def test_real_rows(tmp_path):
+    if not SAMPLE_DIR.is_dir():
+        pytest.skip(f"real H&M sample rows not found at {SAMPLE_DIR}")
+    for source, name in (
+        ("customers", "customers"),
+        ("articles", "articles"),
+        ("transactions", "transactions_train"),
+    ):
+        shutil.copy(SAMPLE_DIR / f"{source}_sample.parquet", tmp_path / f"{name}.parquet")
+    t = read_transactions(tmp_path)
+    assert len(t.days) == 5_000 and t.dropped == 0 and t.n_articles == 1_000
+    results = evaluate_weeks(t, weeks=2)
+    assert (results["customers"] > 0).all() and results["MAP@12"].between(0, 1).all()
