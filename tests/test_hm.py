@@ -120,6 +120,14 @@ def test_test_users_are_held_out_and_have_enough_purchases(env):
         env.test_users(len(env._test_pool) + 1)
 
 
+def test_customers_are_every_customer_as_the_other_accessors_give_them(env):
+    everyone = env.customers()
+    assert everyone.ids.tolist() == list(range(env.n_customers))
+    test = env.test_users(20, seed=1)
+    np.testing.assert_array_equal(everyone[test.ids].numeric, test.numeric)
+    np.testing.assert_array_equal(everyone[test.ids].categorical, test.categorical)
+
+
 def test_early_stoppings_users_are_never_the_users_that_score_the_run(env):
     """The customers are a finite pool, so ``validation_users(150, seed)`` holds some of
     ``test_users(100, other_seed)``; ``selection_users`` never does."""

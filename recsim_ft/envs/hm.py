@@ -338,6 +338,11 @@ class HMFashionEnv(RecEnv):
             )
         return ids
 
+    def customers(self) -> Batch:
+        """Every customer as a user row, id = customer index (what serving ranks for: the
+        competition predicts for every customer, test users or not)."""
+        return self._users(np.arange(len(self._age)))
+
     def sample_users(self, n: int, rng: np.random.Generator) -> Batch:
         return self._users(rng.choice(self._train_users, size=check_int("n", n, low=0)))
 
