@@ -111,18 +111,19 @@ def main() -> None:
     report = {}
     for size in args.items:
         print(f"-- {size} articles", flush=True)
-        child = subprocess.run(
+        child = subprocess.Popen(
             [sys.executable, __file__, *sys.argv[1:], "--one", size],
             stdout=subprocess.PIPE,
             text=True,
-            check=False,
         )
-        lines = child.stdout.splitlines()
-        for line in lines:
-            if not line.startswith("RESULT "):
-                print(line, flush=True)
-        results = [json.loads(line[7:]) for line in lines if line.startswith("RESULT ")]
-        report[size] = results[0] if results else {"exit_status": child.returncode}
+        results = []
+        for line in child.stdout:  # each stage's line as it ends
+            if line.startswith("RESULT "):
+                results.append(json.loads(line[7:]))
+            else:
+                print(line, end="", flush=True)
+        status = child.wait()
+        report[size] = results[0] if results else {"exit_status": status}
     print(json.dumps({"cpu": cpu.cpu_model(), "threads": args.threads, **report}))
 
 

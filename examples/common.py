@@ -59,7 +59,7 @@ def output_paths(out: Path | None, names: list[str], overwrite: bool) -> dict[st
             import matplotlib  # noqa: F401  (pandas draws the figures with it)
     paths = {name: out / name for name in names}
     existing = [str(p) for p in paths.values() if p.exists()]
-    if existing:
+    if existing and not overwrite:
         raise SystemExit(
             f"refusing to overwrite {existing}; pass --overwrite or choose another --out"
         )

@@ -30,6 +30,11 @@ CASES = {
         ["greedy one-step oracle", "planner (reward + 5 x P(stays))", "PPO, gamma 0.9"],
         ["session_Spotify.csv"],
     ),
+    "serve.py": (
+        [],
+        ["exact top 12", "service: load + answer", "FAISS hnsw"],
+        ["serve.csv", "serve/user_tower.onnx", "serve/items.npy"],
+    ),
     "slate_ope.py": (
         [],
         ["SNDR", "Switch-DR", "slates: oracle top 3", "PI", "bandit_feedback"],
@@ -86,6 +91,11 @@ def test_example_refuses_to_overwrite_saved_results(tmp_path):
     returncode, _, stderr = finish(start_example("custom_agent.py", "--out", str(tmp_path)))
     assert returncode != 0 and "refusing to overwrite" in stderr and str(saved) in stderr
     assert saved.read_text() == "mine"
+    returncode, _, stderr = finish(
+        start_example("custom_agent.py", "--out", str(tmp_path), "--overwrite")
+    )
+    assert returncode == 0, stderr[-3000:]
+    assert saved.read_text().startswith("agent,")  # --overwrite replaced it
 
 
 #: Run an example with one module made unimportable (as if its extra were not installed).

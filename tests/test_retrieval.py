@@ -85,6 +85,13 @@ def test_exact_top_k_keeps_equal_scores_in_index_order():
     ids, scores = items.top_k(np.array([[1.0, 0.0], [0.0, 0.0]]), 4)
     assert ids.tolist() == [[1, 2, 4, 0], [1, 2, 4, 0]]
     assert scores.tolist() == [[2.0, 2.0, 2.0, 1.0], [1.0, 1.0, 1.0, 0.0]]
+    # items of equal features share their embedding: ties at the cut in most rows
+    rng = np.random.default_rng(4)
+    tied = ItemEmbeddings(rng.normal(size=(7, 3))[rng.integers(0, 7, 500)], np.zeros(500))
+    queries = rng.normal(size=(60, 3)).astype(np.float32)
+    expected = top_k(queries @ tied.vectors.T, 10)
+    for block in (500, 7_000, 10**9):
+        np.testing.assert_array_equal(tied.top_k(queries, 10, block_scores=block)[0], expected)
 
 
 def test_bad_input_is_refused_naming_it():

@@ -38,7 +38,8 @@ def _faiss() -> Any:
 
 def recall_at_k(found: np.ndarray, exact: np.ndarray) -> float:
     """Mean over queries of the share of the exact top k (``exact``, (n, k)) that ``found`` (n, k)
-    holds, in any order; -1 in ``found`` (no item) counts as a miss.
+    holds, in any order; -1 in ``found`` (no item) counts as a miss. By ids: where several items
+    tie at the k-th score, :meth:`ApproximateIndex.recall` counts any of them.
 
     >>> recall_at_k(np.array([[1, 2], [3, -1]]), np.array([[2, 1], [3, 4]]))
     0.75
@@ -121,8 +122,17 @@ class ApproximateIndex:
         return ids.astype(np.int64), scores.astype(np.float32)
 
     def recall(self, queries: np.ndarray, k: int) -> float:
-        """Recall@k of :meth:`search` against the exact top k (:meth:`ItemEmbeddings.top_k`)."""
-        return recall_at_k(self.search(queries, k)[0], self.items.top_k(queries, k)[0])
+        """Recall@k of :meth:`search` against the exact top k (:meth:`ItemEmbeddings.top_k`):
+        the share of the items found that belong in it, an item whose score equals the exact
+        k-th score counting as belonging (items of equal features have equal embeddings, and
+        which of them makes the cut is arbitrary; without ties this is :func:`recall_at_k`)."""
+        queries = self.items.check_queries(queries)
+        found, _ = self.search(queries, k)
+        kth = self.items.top_k(queries, k)[1][:, -1:]
+        vectors = self.items.vectors[found.clip(min=0)]
+        scores = np.einsum("nd,nkd->nk", queries, vectors) + self.items.prior[found.clip(min=0)]
+        tolerance = 1e-5 * np.maximum(1.0, np.abs(kth))  # float32 sums in another order
+        return float(((found >= 0) & (scores >= kth - tolerance)).mean())
 
     def save(self, path: str | os.PathLike, overwrite: bool = False) -> Path:
         """Write the FAISS index to one file (``faiss.read_index`` reads it back, with queries
