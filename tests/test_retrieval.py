@@ -155,6 +155,23 @@ def test_index_ranks_what_the_model_ranks_prior_included(kind):
 
 
 @needs_faiss
+@pytest.mark.parametrize("kind", ["flat", "ivf", "hnsw"])
+def test_index_of_a_catalogue_of_equal_items_expands_them_in_index_order(kind):
+    # items of equal features share their embedding and prior: 40 distinct of 3,000
+    rng = np.random.default_rng(6)
+    group = rng.integers(0, 40, 3_000)
+    items = ItemEmbeddings(rng.normal(size=(40, 8))[group], rng.normal(size=40)[group])
+    queries = rng.normal(size=(100, 8)).astype(np.float32)
+    index = ApproximateIndex(items, kind, n_probe=64, ef_search=64)
+    assert index.index.ntotal == 40
+    ids, scores = index.search(queries, 200)  # more items than one point holds
+    exact_ids, exact_scores = items.top_k(queries, 200)
+    np.testing.assert_array_equal(ids, exact_ids)
+    np.testing.assert_allclose(scores, exact_scores, rtol=1e-5, atol=1e-5)
+    assert index.recall(queries, 12) == 1.0
+
+
+@needs_faiss
 def test_approximate_index_reports_its_recall_and_builds_deterministically(tmp_path):
     items = random_items(3_000, 16)
     queries = np.random.default_rng(2).normal(size=(200, 16)).astype(np.float32)
