@@ -4,9 +4,11 @@ top-k measured, never assumed.
 
 The score ``e_u . e_j + prior_j`` is an inner product in one more dimension: item rows
 ``[e_j, prior_j]`` against query rows ``[e_u, 1]``, so the index ranks exactly what the model
-ranks, prior included. Kinds: ``"flat"`` (exhaustive: exact, the reference), ``"ivf"`` (an
-inverted file of ``n_lists`` k-means cells, ``n_probe`` of them searched per query) and
-``"hnsw"`` (a graph of ``hnsw_m`` links per item, ``ef_search`` candidates per query).
+ranks, prior included; IVF and HNSW search it as Euclidean distance after one more coordinate
+(see ``__init__``), as inner products mislead their k-means and graphs. Kinds: ``"flat"``
+(exhaustive: exact, the reference), ``"ivf"`` (an inverted file of ``n_lists`` k-means cells,
+``n_probe`` of them searched per query) and ``"hnsw"`` (a graph of ``hnsw_m`` links per point,
+``ef_search`` candidates per query).
 """
 
 from __future__ import annotations
@@ -89,6 +91,13 @@ class ApproximateIndex:
         rows, group = np.unique(
             np.hstack([items.vectors, items.prior[:, None]]), axis=0, return_inverse=True
         )
+        if kind != "flat":
+            # inner products are no distance: a graph or k-means over them links every point to
+            # those of largest norm (here the most negative priors, the least bought items). One
+            # more coordinate sqrt(M^2 - |x|^2), 0 for queries, makes the nearest point in
+            # Euclidean distance the one of largest inner product (Bachrach et al. 2014)
+            squared = (rows.astype(np.float64) ** 2).sum(axis=1)
+            rows = np.hstack([rows, np.sqrt(squared.max() - squared)[:, None]])
         rows = np.ascontiguousarray(rows, dtype=np.float32)
         self._members = np.argsort(group, kind="stable")  # items by point, index order within
         self._sizes = np.bincount(group, minlength=len(rows))
@@ -102,15 +111,14 @@ class ApproximateIndex:
             default = max(1, min(round(4 * math.sqrt(n_points)), n_points // 39))
             n_lists = check_int("n_lists", default if n_lists is None else n_lists, low=1)
             n_lists = min(n_lists, n_points)
-            inner = faiss.METRIC_INNER_PRODUCT
-            index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, n_lists, inner)
+            index = faiss.IndexIVFFlat(faiss.IndexFlatL2(dim), dim, n_lists, faiss.METRIC_L2)
             index.cp.seed = check_int("seed", seed, low=0)
             index.train(rows)
             index.add(rows)
             index.nprobe = min(check_int("n_probe", n_probe, low=1), n_lists)
         else:
             links = check_int("hnsw_m", hnsw_m, low=2)
-            index = faiss.IndexHNSWFlat(dim, links, faiss.METRIC_INNER_PRODUCT)
+            index = faiss.IndexHNSWFlat(dim, links, faiss.METRIC_L2)
             index.hnsw.efSearch = check_int("ef_search", ef_search, low=1)
             threads = faiss.omp_get_max_threads()
             faiss.omp_set_num_threads(1)
@@ -126,7 +134,10 @@ class ApproximateIndex:
         index that finds fewer than k items pads with -1 and -inf."""
         queries = self.items.check_queries(queries)
         k = check_int("k", k, low=1, high=self.items.n_items)
-        augmented = np.hstack([queries, np.ones((len(queries), 1), np.float32)])
+        columns = [queries, np.ones((len(queries), 1), np.float32)]
+        if self.kind != "flat":
+            columns.append(np.zeros((len(queries), 1), np.float32))
+        augmented = np.hstack(columns)
         # k points hold at least k items
         _, points = self.index.search(np.ascontiguousarray(augmented), min(k, len(self._sizes)))
         sizes = np.where(points >= 0, self._sizes[points.clip(min=0)], 0)
@@ -157,8 +168,9 @@ class ApproximateIndex:
 
     def save(self, path: str | os.PathLike, overwrite: bool = False) -> Path:
         """Write the FAISS index to one file (``faiss.read_index`` reads it back, with queries
-        ``[e_u, 1]``; its points are the distinct rows ``[e_j, prior_j]``); refuse to replace an
-        existing file unless ``overwrite``."""
+        ``[e_u, 1]`` (``[e_u, 1, 0]`` for IVF and HNSW, whose points carry one more coordinate);
+        its points are the distinct rows ``[e_j, prior_j]``); refuse to replace an existing file
+        unless ``overwrite``."""
         path = Path(path)
         if path.exists() and not overwrite:
             raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
