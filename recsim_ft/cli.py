@@ -242,22 +242,18 @@ def cmd_export(args: argparse.Namespace) -> int:
         )
     except (FileNotFoundError, FileExistsError, ValueError, ImportError) as err:
         raise UsageError(str(err)) from None
-    check = manifest.get("user_tower_check", {})
-    print(
-        f"{args.out}: {manifest['n_items']:,} item embeddings (dim {manifest['dim']})"
-        + (f", {manifest['n_users']:,} user embeddings" if "n_users" in manifest else "")
-        + (
-            ", user tower as ONNX"
-            + (
-                f" (checked on {check['checked_users']} users: max difference "
-                f"{check['max_abs_difference']:.2g})"
-                if check.get("max_abs_difference") is not None
-                else " (not checked: no onnxruntime)"
-            )
-            if not args.no_onnx
-            else ""
+    parts = [f"{manifest['n_items']:,} item embeddings (dim {manifest['dim']})"]
+    if "n_users" in manifest:
+        parts.append(f"{manifest['n_users']:,} user embeddings")
+    check = manifest.get("user_tower_check")
+    if check is not None and check["max_abs_difference"] is None:
+        parts.append("user tower as ONNX (not checked: no onnxruntime)")
+    elif check is not None:
+        parts.append(
+            f"user tower as ONNX (checked on {check['checked_users']} users: max difference "
+            f"{check['max_abs_difference']:.2g})"
         )
-    )
+    print(f"{args.out}: " + ", ".join(parts))
     return 0
 
 

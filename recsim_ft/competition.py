@@ -124,11 +124,16 @@ def _ranked(weights: np.ndarray, k: int) -> np.ndarray:
     return top[weights[top] > 0]
 
 
-def best_sellers(train: Transactions, customers: np.ndarray, k: int = K, days: int = WEEK):
-    """The ``k`` articles bought most in the last ``days`` days of ``train``, for everyone."""
+def _best_sellers(train: Transactions, k: int, days: int = WEEK) -> np.ndarray:
+    """The (up to) ``k`` articles bought most in the last ``days`` days of ``train``."""
     recent = train.days > int(train.days.max()) - check_int("days", days, low=1)
     counts = np.bincount(train.articles[recent], minlength=train.n_articles)
-    return _broadcast(_ranked(counts.astype(float), k), len(customers), k)
+    return _ranked(counts.astype(float), k)
+
+
+def best_sellers(train: Transactions, customers: np.ndarray, k: int = K, days: int = WEEK):
+    """The ``k`` articles bought most in the last ``days`` days of ``train``, for everyone."""
+    return _broadcast(_best_sellers(train, k, days), len(customers), k)
 
 
 def decayed_popularity(
@@ -161,8 +166,7 @@ def buy_again(train: Transactions, customers: np.ndarray, k: int = K, days: int 
     own = own.reset_index().sort_values(
         ["customer", "day", "n", "article"], ascending=[True, False, False, True]
     )
-    fill = best_sellers(train, customers[:1], k)[0]
-    fill = fill[fill >= 0]
+    fill = _best_sellers(train, k)
     filled = pd.DataFrame(
         {
             "customer": np.repeat(customers, len(fill)),

@@ -465,6 +465,26 @@ def _encode_transactions(
     return customers, articles, days, _UnknownIds(n_read - len(customers), ids)
 
 
+def _refuse_unknown_ids(
+    unknown: _UnknownIds, sources: dict[str, TableSource], unknown_ids: str, n_known: int
+) -> None:
+    """Raise for transactions naming a customer or article missing from its file when
+    ``unknown_ids`` is ``"error"``, or when no transaction is left (``n_known`` rows)."""
+    if not unknown.rows:
+        return
+    transactions = _source_name(sources["transactions"], "transactions")
+    files = {t: _source_name(sources[t], t) for t in ("customers", "articles")}
+    if unknown_ids == "error":
+        raise HMDataError(
+            f"{transactions}: {unknown.describe(files)}; pass unknown_ids='drop' to drop those rows"
+        )
+    if n_known == 0:
+        raise HMDataError(
+            f"{transactions}: no transaction names a known customer and article "
+            f"({unknown.describe(files)})"
+        )
+
+
 @dataclass(frozen=True)
 class Transactions:
     """Every transaction of the Kaggle files that names a known customer and article, one
@@ -516,14 +536,10 @@ def read_transactions(
     customers, articles, days, unknown = _encode_transactions(
         sources["transactions"], customer_index, article_index
     )
-    name = _source_name(sources["transactions"], "transactions")
+    _refuse_unknown_ids(unknown, sources, unknown_ids, len(customers))
     if unknown.rows:
         files = {t: _source_name(sources[t], t) for t in ("customers", "articles")}
-        if unknown_ids == "error" or len(customers) == 0:
-            raise HMDataError(
-                f"{name}: {unknown.describe(files)}"
-                + ("; pass unknown_ids='drop' to drop those rows" if len(customers) else "")
-            )
+        name = _source_name(sources["transactions"], "transactions")
         warnings.warn(f"{name}: dropped {unknown.describe(files)}", stacklevel=2)
     return Transactions(
         customers, articles, days, customer_index, article_index.to_numpy(), unknown.rows
@@ -573,19 +589,7 @@ def process(
     customer_rows, article_rows, days, unknown = _encode_transactions(
         sources["transactions"], customer_index, article_index
     )
-    if unknown.rows:
-        transactions = _source_name(sources["transactions"], "transactions")
-        files = {t: _source_name(sources[t], t) for t in ("customers", "articles")}
-        if unknown_ids == "error":
-            raise HMDataError(
-                f"{transactions}: {unknown.describe(files)}; pass unknown_ids='drop' to drop "
-                "those rows"
-            )
-        if len(customer_rows) == 0:
-            raise HMDataError(
-                f"{transactions}: no transaction names a known customer and article "
-                f"({unknown.describe(files)})"
-            )
+    _refuse_unknown_ids(unknown, sources, unknown_ids, len(customer_rows))
     del customer_index
     article_ids = article_index.to_numpy()
 

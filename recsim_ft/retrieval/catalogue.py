@@ -31,6 +31,12 @@ BLOCK_SCORES = 1 << 22
 VECTORS_FILE, PRIOR_FILE, MANIFEST_FILE = "items.npy", "item_prior.npy", "items.json"
 
 
+def save_array(path: Path, array: np.ndarray) -> None:
+    """``array`` as an ``.npy`` file at ``path``, written atomically."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.save(f, array)
+
+
 def embed_rows(
     model: TwoTower, rows: Batch, side: str = "users", batch_rows: int = 4096
 ) -> np.ndarray:
@@ -193,8 +199,7 @@ class ItemEmbeddings:
             "rows": "row j is item j, the env's action j",
         }
         for path, array in zip(files[:2], (self.vectors, self.prior), strict=True):
-            with atomic_path(path) as tmp, open(tmp, "wb") as f:
-                np.save(f, array)
+            save_array(path, array)
         with atomic_path(files[2]) as tmp:
             tmp.write_text(json.dumps(manifest, indent=2) + "\n")
         return directory

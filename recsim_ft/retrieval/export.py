@@ -27,7 +27,13 @@ from recsim_ft.checks import check_int
 from recsim_ft.fileio import atomic_path
 from recsim_ft.models import FeatureTensors, TwoTower
 from recsim_ft.retrieval.catalogue import MANIFEST_FILE as ITEMS_MANIFEST
-from recsim_ft.retrieval.catalogue import PRIOR_FILE, VECTORS_FILE, ItemEmbeddings, embed_rows
+from recsim_ft.retrieval.catalogue import (
+    PRIOR_FILE,
+    VECTORS_FILE,
+    ItemEmbeddings,
+    embed_rows,
+    save_array,
+)
 from recsim_ft.schema import Batch
 
 #: The files :func:`export_model` writes besides those of :meth:`ItemEmbeddings.save`.
@@ -210,8 +216,7 @@ def export_model(
             (USERS_FILE, embed_rows(model, users, "users", batch_rows)),
             (USER_IDS_FILE, np.asarray(users.ids, np.int64)),
         ):
-            with atomic_path(directory / name) as tmp, open(tmp, "wb") as f:
-                np.save(f, array)
+            save_array(directory / name, array)
         manifest["n_users"] = len(users.ids)
     if onnx:
         manifest["user_tower_check"] = export_user_tower(
