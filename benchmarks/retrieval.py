@@ -40,7 +40,7 @@ def trained(run_dir: str, n_users: int) -> tuple[ItemEmbeddings, np.ndarray]:
     spec, test_seed, env, agent = saved_model_run(Path(run_dir))
     rec_env = env.unwrapped
     items = ItemEmbeddings.from_model(agent.model_, rec_env.item_table())
-    users = rec_env.eval_users(spec.split, n_users, test_seed)
+    users = rec_env.eval_users(spec.train.eval_split, n_users, test_seed)
     return items, embed_rows(agent.model_, users)
 
 

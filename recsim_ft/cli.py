@@ -36,11 +36,9 @@ from recsim_ft.envs.hm_synthetic import synthetic_files
 from recsim_ft.experiments import RunSpec
 from recsim_ft.experiments.tuning import param_value
 from recsim_ft.fileio import atomic_path
-from recsim_ft.losses import LOSSES
 from recsim_ft.models import PRESETS, params_report
-from recsim_ft.precision import PRECISIONS
 from recsim_ft.threads import default_threads, use_threads
-from recsim_ft.train import CHECKPOINT_NAME, SCHEDULES
+from recsim_ft.train import CHECKPOINT_NAME, PRESET_FIELDS, Option, TrainConfig, run_options
 
 
 class UsageError(Exception):
@@ -174,27 +172,14 @@ def cmd_train(args: argparse.Namespace) -> int:
             env_kwargs,
             preset=args.preset,
             n_samples=args.n,
-            steps=args.steps,
-            lr=args.lr,
-            schedule=args.schedule,
-            loss=args.loss,
-            temperature=args.temperature,
-            uniform_negatives=args.uniform_negatives,
-            popularity_prior=_popularity_prior(args),
-            select_metric=args.select_metric,
-            batch_size=args.batch_size,
-            precision=args.precision,
-            eval_every=args.eval_every,
-            eval_users=args.eval_users,
             model=parse_env_kwargs(args.model, "--model"),
-            device=args.device,
-            ks=tuple(args.ks),
             data=None if args.data is None else str(Path(args.data).resolve()),
+            **training_options(args),
         )
     except ValueError as err:
         raise UsageError(str(err)) from None
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        raise UsageError(f"--device {args.device}: CUDA is not available on this machine")
+    if spec.train.device.startswith("cuda") and not torch.cuda.is_available():
+        raise UsageError(f"--device {spec.train.device}: CUDA is not available on this machine")
     if args.resume:
         saved = _checkpoint_progress(run_dir)
         if not (run_dir / CHECKPOINT_NAME).exists():
@@ -359,10 +344,10 @@ def parse_training_grid(values: Sequence[str] | None) -> dict[str, list[Any]]:
         name, equals, listed = word.partition("=")
         if not equals or not listed:
             raise UsageError(f"--grid expects FIELD=V1,V2 (e.g. lr=1e-3,3e-3), got {word!r}")
-        if name not in experiments.TRAINING_FIELDS:
+        if name not in PRESET_FIELDS:
             raise UsageError(
                 f"--grid: {name!r} is not a training field; choose from "
-                f"{experiments.TRAINING_FIELDS}"
+                f"{PRESET_FIELDS}"
             )
         if name in grid:
             raise UsageError(f"--grid names {name!r} twice; list its values once, comma-separated")
@@ -380,28 +365,13 @@ def _distinct(option: str, values: Sequence[Any]) -> None:
         )
 
 
-def _popularity_prior(args: argparse.Namespace) -> bool | str | None:
-    """``--popularity-prior`` as ``RunSpec`` takes it (None: the preset's)."""
-    return {"on": True, "off": False}.get(args.popularity_prior, args.popularity_prior)
-
-
 def _run_options(args: argparse.Namespace) -> dict[str, Any]:
     """The ``RunSpec`` fields every sweep command takes from ``run_options`` (``reproduce``'s
     several presets apart)."""
     return dict(
         **({} if isinstance(args.preset, list) else {"preset": args.preset}),
-        schedule=args.schedule,
-        loss=args.loss,
-        temperature=args.temperature,
-        uniform_negatives=args.uniform_negatives,
-        popularity_prior=_popularity_prior(args),
-        select_metric=args.select_metric,
-        batch_size=args.batch_size,
-        precision=args.precision,
-        steps=args.steps,
+        **training_options(args),
         n_samples=args.n,
-        eval_every=args.eval_every,
-        eval_users=args.eval_users,
         model=parse_env_kwargs(args.model, "--model"),
     )
 
@@ -476,6 +446,72 @@ def _format_metrics(metrics: dict[str, float]) -> str:
 
 
 # -- parser -------------------------------------------------------------------------------------
+def add_training_options(p: argparse.ArgumentParser, exclude: Sequence[str] = ()) -> None:
+    """One ``--the-name`` option per run option of ``TrainConfig`` (``recsim_ft.train.Option``:
+    its help line, its parser, and its default, the preset's where a preset may set it), but
+    those in ``exclude``; every default is None, so ``training_options`` passes only what was
+    given."""
+    for name, option in run_options().items():
+        if name in exclude:
+            continue
+        p.add_argument(
+            "--" + name.replace("_", "-"),
+            dest=name,
+            type=_argument_type(option.parse),
+            choices=option.choices,
+            metavar=option.metavar,
+            nargs="+" if option.many else None if option.alone is None else "?",
+            const=option.alone,
+            default=None,
+            help=f"{option.help} ({_default_text(name, option)})",
+        )
+
+
+def _default_text(name: str, option: Option) -> str:
+    """``default: 32``, or for an option a preset may set, every preset's value."""
+
+    def text(value: Any) -> str:
+        if value is None:
+            return option.none
+        if name == "popularity_prior" and isinstance(value, bool):
+            return "on" if value else "off"
+        return " ".join(map(str, value)) if isinstance(value, tuple) else f"{value}"
+
+    default = next(f.default for f in dataclasses.fields(TrainConfig) if f.name == name)
+    if not option.preset:
+        return f"default: {text(default)}"
+    values = {preset: TrainConfig.from_preset(preset) for preset in PRESETS}
+    differs = {p: getattr(c, name) for p, c in values.items() if getattr(c, name) != default}
+    if not differs:
+        return f"default: the preset's, {text(default)}"
+    return "default: the preset's; " + ", ".join(
+        f"{preset}: {text(value)}" for preset, value in {"paper": default, **differs}.items()
+    )
+
+
+def _argument_type(parse: Any) -> Any:
+    """``parse`` as an argparse type: its ``ValueError`` becomes argparse's usage error."""
+
+    def convert(text: str) -> Any:
+        try:
+            return parse(text)
+        except ValueError as err:
+            raise argparse.ArgumentTypeError(str(err)) from None
+
+    convert.__name__ = getattr(parse, "__name__", "value")
+    return convert
+
+
+def training_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The run options given on the command line (``add_training_options``), by field name."""
+    given = {name: getattr(args, name, None) for name in run_options()}
+    return {
+        name: tuple(value) if isinstance(value, list) else value
+        for name, value in given.items()
+        if value is not None
+    }
+
+
 def _positive_int(text: str) -> int:
     """argparse type of the count options: the text as an integer, checked like every count."""
     try:
@@ -546,14 +582,16 @@ def build_parser() -> argparse.ArgumentParser:
             "an idle machine, see recsim_ft/threads.py)",
         )
 
-    def run_options(p: argparse.ArgumentParser, several_presets: bool = False) -> None:
+    def run_options(
+        p: argparse.ArgumentParser, several_presets: bool = False, exclude: Sequence[str] = ()
+    ) -> None:
         p.add_argument(
             "--preset",
             choices=tuple(PRESETS),
             default=["paper"] if several_presets else "paper",
             nargs="+" if several_presets else None,
             help="the model and its training (default: paper, the paper's model and protocol; "
-            "ranking: the paper's model trained for ranking, see recsim_ft.train.TRAINING_PRESETS; "
+            "ranking: the paper's model trained for ranking, see recsim_ft.models.presets; "
             "quick: a small model)"
             + (
                 "; several: one row per model and preset (e.g. --preset paper ranking)"
@@ -561,89 +599,12 @@ def build_parser() -> argparse.ArgumentParser:
                 else ""
             ),
         )
-        p.add_argument(
-            "--loss",
-            choices=LOSSES,
-            default=None,
-            help="the two-tower models' training loss (default: the preset's; paper: mse; see "
-            "recsim_ft.losses)",
-        )
-        p.add_argument(
-            "--temperature",
-            type=float,
-            default=None,
-            help="temperature of the softmax loss (default: the preset's, 1)",
-        )
-        p.add_argument(
-            "--uniform-negatives",
-            type=_non_negative_int,
-            default=None,
-            help="items drawn uniformly per step and mixed into the in-batch softmax's negatives "
-            "(default: the preset's, 0; see recsim_ft.losses)",
-        )
-        p.add_argument(
-            "--popularity-prior",
-            nargs="?",
-            const="on",
-            choices=("on", "off", "auto"),
-            default=None,
-            help="on (the flag alone): the softmax's logits carry the log's popularity log q, "
-            "the towers learn what popularity does not explain and the model ranks by its "
-            "scores plus T log q; auto: on only with in-batch negatives (catalogues beyond "
-            "4,096 items) (default: the preset's; paper: off, ranking: auto; see "
-            "recsim_ft.losses)",
-        )
-        p.add_argument(
-            "--select-metric",
-            default=None,
-            metavar="METRIC",
-            help="early stopping: at every evaluation also score 400 validation users (never "
-            "the users that score the run) and end with the weights where this metric (e.g. "
-            "NDCG@10) was highest (default: the preset's; paper: none, ranking: NDCG@10; none: "
-            "the last step's weights)",
-        )
-        p.add_argument(
-            "--batch-size",
-            type=_positive_int,
-            default=None,
-            help="training batch size (default: the preset's; paper: 32)",
-        )
-        p.add_argument(
-            "--precision",
-            choices=PRECISIONS,
-            default=None,
-            help="the two-tower models' training precision (default: the preset's, fp32; bf16: "
-            "matrix products in bfloat16, weights and the Mamba scan in float32; auto: bf16 where "
-            "the CPU has AMX or AVX512-BF16 or on a CUDA GPU with bf16, else fp32; recsim-ft info "
-            "says which)",
-        )
-        p.add_argument(
-            "--schedule",
-            choices=SCHEDULES,
-            default=None,
-            help="learning-rate schedule (default: the preset's; paper: constant)",
-        )
+        add_training_options(p, exclude)
         p.add_argument(
             "--n",
             type=_positive_int,
             default=None,
             help="logged events to collect per run (default: the paper's, 160000)",
-        )
-        p.add_argument(
-            "--steps",
-            type=_positive_int,
-            default=None,
-            help="training steps (default: the preset's; paper: one pass over the log, 5000 for "
-            "160000 events)",
-        )
-        p.add_argument(
-            "--eval-every",
-            type=_positive_int,
-            default=None,
-            help="evaluate on the test users every N steps (default: the trainer's)",
-        )
-        p.add_argument(
-            "--eval-users", type=_positive_int, default=100, help="test users (default: 100)"
         )
         p.add_argument(
             "--model",
@@ -662,21 +623,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, help="run directory to write")
     p.add_argument("--data", help="train on this logged-interaction file instead of collecting")
-    p.add_argument(
-        "--lr",
-        type=float,
-        default=None,
-        help="learning rate (default: the preset's; paper: the paper's for the env, see "
-        "recsim_ft.protocol)",
-    )
-    p.add_argument(
-        "--ks",
-        nargs="+",
-        type=_positive_int,
-        default=[1, 5, 10],
-        help="cut-offs of the evaluation metrics, at most the number of items (default: 1 5 10)",
-    )
-    p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
     p.add_argument("--overwrite", action="store_true", help="replace the run in --out")
     run_options(p)
@@ -739,6 +685,7 @@ def build_parser() -> argparse.ArgumentParser:
         seeds: int,
         tables: str | None = None,
         several_presets: bool = False,
+        exclude: Sequence[str] = (),
     ) -> None:
         p.add_argument(
             "--table",
@@ -785,12 +732,15 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument(
             "--out", required=True, help="results directory (re-running continues the sweep)"
         )
-        run_options(p, several_presets)
+        run_options(p, several_presets, exclude=exclude)
 
     p = sub.add_parser(
         "reproduce", help="run a paper table: every setting, embedder and seed, plus baselines"
     )
-    sweep_options(p, experiments.TABLE_AGENTS, seeds=5, several_presets=True)
+    # a table reports the test users at its settings' cut-offs
+    sweep_options(
+        p, experiments.TABLE_AGENTS, seeds=5, several_presets=True, exclude=("ks", "eval_split")
+    )
     p.add_argument(
         "--params",
         nargs="+",
@@ -812,7 +762,10 @@ def build_parser() -> argparse.ArgumentParser:
         "(gbdt, linear, segment_popularity: a grid each), on validation users (never the test "
         "users)",
     )
-    sweep_options(p, experiments.TUNE_AGENTS, seeds=2, tables="+")
+    # on validation users, with --lrs or --grid for the learning rates
+    sweep_options(
+        p, experiments.TUNE_AGENTS, seeds=2, tables="+", exclude=("ks", "eval_split", "lr")
+    )
     p.add_argument(
         "--lrs",
         nargs="+",
@@ -827,7 +780,7 @@ def build_parser() -> argparse.ArgumentParser:
         nargs="+",
         metavar="FIELD=V1,V2",
         help="search the two-tower training instead: every combination of these values of "
-        f"{', '.join(experiments.TRAINING_FIELDS)} over --preset (e.g. --preset ranking --grid "
+        f"{', '.join(PRESET_FIELDS)} over --preset (e.g. --preset ranking --grid "
         "lr=1e-3,3e-3 schedule=constant,cosine); the report also chooses one training for every "
         "setting and embedder",
     )

@@ -66,6 +66,16 @@ def registered_id(env: gym.Env) -> str | None:
     )
 
 
+def protocol_of(env_id: str) -> Protocol:
+    """The protocol of the env ``gymnasium.make(env_id)`` makes, without making it: the id it is
+    registered under is ``env_id`` without a ``module:`` prefix.
+
+    >>> protocol_of("VaccineMessaging-v0").lr, protocol_of("recsim_ft:VaccineMessaging-v0").lr
+    (1e-05, 1e-05)
+    """
+    return PROTOCOLS.get(env_id.rpartition(":")[2], DEFAULT_PROTOCOL)
+
+
 def protocol_for(env: gym.Env) -> Protocol:
     """The protocol of ``env`` (or of a Gymnasium wrapper of it): ``PROTOCOLS`` by env id, else
     ``DEFAULT_PROTOCOL``."""

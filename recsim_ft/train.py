@@ -28,7 +28,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -58,7 +58,8 @@ from recsim_ft.losses import (
 )
 from recsim_ft.metrics import metric_names
 from recsim_ft.models import FeatureTensors, TwoTower
-from recsim_ft.precision import autocast, resolve_precision
+from recsim_ft.models.presets import preset_of
+from recsim_ft.precision import PRECISIONS, autocast, resolve_precision
 from recsim_ft.protocol import DEFAULT_PROTOCOL, SPLITS, Protocol, protocol_for
 from recsim_ft.schema import Batch
 from recsim_ft.threads import torch_threads
@@ -75,23 +76,6 @@ _CHECKPOINT_VERSION = 3  # 3: the log's fingerprint is InteractionLog.content_di
 #: Learning-rate schedules: ``constant`` (the paper's), or ``cosine``: a linear warm-up over the
 #: first 5% of the steps, then a cosine decay towards 0 over the rest (see :func:`scheduled_lr`).
 SCHEDULES = ("constant", "cosine")
-#: The training side of the presets whose training is not the paper's (the model side is
-#: ``recsim_ft.models.presets.PRESETS``; a preset not listed here trains with ``TrainConfig``'s
-#: defaults, the paper's protocol). ``ranking``: the softmax over the catalogue (in-batch with
-#: the logQ correction beyond ``recsim_ft.losses.CATALOGUE_SOFTMAX_MAX`` items) and early
-#: stopping on validation users' NDCG@10, chosen by ``recsim-ft tune`` on validation users;
-#: docs/results/ranking_preset.md has the evidence.
-TRAINING_PRESETS: dict[str, dict[str, Any]] = {
-    "ranking": {
-        "loss": "softmax",
-        "lr": 3e-4,
-        "batch_size": 128,
-        "steps": 2000,
-        "schedule": "cosine",
-        "popularity_prior": "auto",
-        "select_metric": "NDCG@10",
-    },
-}
 #: Settings that must match for a checkpoint to be resumed (the rest only changes speed or logging).
 _RESUME_KEYS = (
     "precision",
@@ -116,10 +100,64 @@ _RESUME_KEYS = (
 )
 
 
+@dataclass(frozen=True)
+class Option:
+    """How a :class:`TrainConfig` field is set from outside the trainer; a field without one is
+    set per run by the caller (seeds) or only in code.
+
+    Such a field is a *run option*: a ``RunSpec`` carries it (saved in a run's ``config.json``)
+    and the commands ``train``, ``reproduce`` and ``tune`` take it as ``--the-name``, with
+    ``help`` and the default the command line adds to it. ``preset``: a preset's training may set
+    it (``recsim_ft.models.presets.Preset.training``); ``tune --grid`` searches it, and a run
+    directory's name carries ``tag`` and the value where it differs from the preset's
+    (``tag=None``: ``RunSpec.row`` names it instead). ``parse`` reads the command line's text
+    (raising ``ValueError``); ``none`` says what ``None`` means; ``many``: one or more values;
+    ``alone``: the text the option stands for when given without a value.
+    """
+
+    help: str
+    parse: Callable[[str], Any] = str
+    preset: bool = False
+    tag: str | None = None
+    choices: tuple[str, ...] | None = None
+    metavar: str | None = None
+    many: bool = False
+    none: str = "none"
+    alone: str | None = None
+
+
+def _option(default: Any, help: str, **option: Any) -> Any:
+    """A ``TrainConfig`` field that is a run option (:class:`Option`)."""
+    return field(default=default, metadata={"option": Option(help, **option)})
+
+
+def parse_count(text: str, low: int = 1) -> int:
+    """A count on the command line: an integer of at least ``low``.
+
+    >>> parse_count("32"), parse_count("0", low=0)
+    (32, 0)
+    """
+    try:
+        return check_int("the value", int(text), low=low)
+    except ValueError:
+        expected = "a positive integer" if low == 1 else f"an integer >= {low}"
+        raise ValueError(f"expected {expected}, got {text!r}") from None
+
+
+def parse_popularity_prior(text: str) -> bool | str:
+    """``on``, ``off`` or ``auto`` as ``TrainConfig.popularity_prior`` takes it."""
+    values = {"on": True, "off": False, "auto": "auto"}
+    if text not in values:
+        raise ValueError(f"expected one of on, off, auto, got {text!r}")
+    return values[text]
+
+
 @dataclass
 class TrainConfig:
-    """Every setting of a training run; ``None`` means "the paper's protocol for this env"
-    (``recsim_ft.protocol``).
+    """Every setting of a training run, and the one place each is declared: its default, its
+    check (:meth:`check`) and, for a run option, its help line (:class:`Option`, in the field's
+    metadata), from which ``RunSpec`` and the command line's options are made. ``None`` means
+    "the paper's protocol for this env" (``recsim_ft.protocol``).
 
     ``lr=None`` takes the protocol's learning rate; ``steps=None`` makes one pass over the log
     (longer runs reshuffle every pass). ``eval_every=None`` / ``checkpoint_every=None`` evaluate /
@@ -149,78 +187,188 @@ class TrainConfig:
     its weights, and on H&M's finite pool of customers no test user chooses), and the run ends
     with the weights of the evaluation where that metric was highest (the earliest on a tie),
     its metrics the final ones; ``None`` or ``"none"``: the last step's weights.
-    ``TrainConfig.from_preset("ranking")`` is the training of a preset (``TRAINING_PRESETS``).
+    ``TrainConfig.from_preset("ranking")`` is the training of a preset
+    (``recsim_ft.models.presets.PRESETS``).
+
+    The run options with a ``tag`` come first, in the order a run directory's name lists them.
     """
 
-    lr: float | None = None
-    schedule: str = "constant"
-    loss: str = "mse"
-    temperature: float = 1.0
-    negatives: str = "auto"
-    uniform_negatives: int = 0
-    popularity_prior: bool | str = False
-    batch_size: int = 32
-    steps: int | None = None
+    lr: float | None = _option(
+        None,
+        "learning rate",
+        parse=float,
+        preset=True,
+        tag="lr",
+        metavar="LR",
+        none="the paper's for the env, see recsim_ft.protocol",
+    )
+    batch_size: int = _option(
+        32, "training batch size", parse=parse_count, preset=True, tag="b", metavar="N"
+    )
+    loss: str = _option(
+        "mse",
+        "the two-tower models' training loss (see recsim_ft.losses)",
+        preset=True,
+        tag="",
+        choices=LOSSES,
+    )
+    temperature: float = _option(
+        1.0, "temperature of the softmax loss", parse=float, preset=True, tag="t", metavar="T"
+    )
+    uniform_negatives: int = _option(
+        0,
+        "items drawn uniformly per step and mixed into the in-batch softmax's negatives "
+        "(see recsim_ft.losses)",
+        parse=partial(parse_count, low=0),
+        preset=True,
+        tag="u",
+        metavar="N",
+    )
+    schedule: str = _option(
+        "constant", "learning-rate schedule", preset=True, tag="", choices=SCHEDULES
+    )
+    steps: int | None = _option(
+        None,
+        "training steps",
+        parse=parse_count,
+        preset=True,
+        tag="s",
+        metavar="N",
+        none="one pass over the log, 5000 for 160000 events",
+    )
+    negatives: str = _option(
+        "auto",
+        "the softmax's negatives: the whole catalogue, the batch's items (with the logQ "
+        "correction), or auto: the catalogue up to 4,096 items (see recsim_ft.losses)",
+        preset=True,
+        tag="neg",
+        choices=NEGATIVES,
+    )
+    popularity_prior: bool | str = _option(
+        False,
+        "on: the softmax's logits carry the log's popularity log q, the towers learn what "
+        "popularity does not explain and the model ranks by its scores plus T log q; auto: on "
+        "only with in-batch negatives (catalogues beyond 4,096 items) (see recsim_ft.losses)",
+        parse=parse_popularity_prior,
+        preset=True,
+        metavar="{on,off,auto}",
+        alone="on",
+    )
+    select_metric: str | None = _option(
+        None,
+        "early stopping: at every evaluation also score 400 validation users (never the users "
+        "that score the run) and end with the weights where this metric (e.g. NDCG@10) was "
+        "highest; none: the last step's weights",
+        preset=True,
+        metavar="METRIC",
+    )
+    precision: str = _option(
+        "fp32",
+        "the two-tower models' training precision (bf16: matrix products in bfloat16, weights "
+        "and the Mamba scan in float32; auto: bf16 where the CPU has AMX or AVX512-BF16 or on a "
+        "CUDA GPU with bf16, else fp32; recsim-ft info says which)",
+        preset=True,
+        choices=PRECISIONS,
+    )
+    eval_every: int | None = _option(
+        500, "evaluate every N steps", parse=parse_count, none="only at the end", metavar="N"
+    )
+    eval_users: int = _option(100, "users to evaluate on", parse=parse_count, metavar="N")
+    eval_split: str = _option(
+        "test",
+        "the users to evaluate on: test (reported results) or validation (choosing "
+        "hyperparameters, as recsim-ft tune does)",
+        choices=SPLITS,
+    )
+    ks: tuple[int, ...] = _option(
+        (1, 5, 10),
+        "cut-offs of the evaluation metrics, at most the number of items",
+        parse=parse_count,
+        many=True,
+        metavar="K",
+    )
+    device: str = _option("cpu", "cpu or cuda")
     seed: int = 0
-    eval_every: int | None = 500
-    eval_users: int = 100
     eval_seed: int = 0
-    eval_split: str = "test"
-    ks: tuple[int, ...] = (1, 5, 10)
     metrics: tuple[str, ...] | None = None
     checkpoint_every: int | None = 1000
-    device: str = "cpu"
     cuda_graph: bool = True
     threads: int | None = None
-    precision: str = "fp32"
-    select_metric: str | None = None
     select_users: int = 400
 
     @classmethod
     def from_preset(cls, preset: str, **overrides: Any) -> TrainConfig:
-        """The training of ``preset`` (``TRAINING_PRESETS``; the paper's protocol for a preset
-        not listed there), with any field overridden.
+        """The training of ``preset`` (``recsim_ft.models.presets.PRESETS``), with any field
+        overridden.
 
         >>> TrainConfig.from_preset("ranking", steps=10).loss, TrainConfig.from_preset("paper").loss
         ('softmax', 'mse')
         """
-        return cls(**{**TRAINING_PRESETS.get(preset, {}), **overrides})
+        return cls(**{**preset_of(preset).training, **overrides})
 
-    def resolve(self, n_samples: int, protocol: Protocol = DEFAULT_PROTOCOL) -> TrainConfig:
-        """A copy with every ``None`` default taken from ``protocol`` (and ``steps`` from the
-        log's ``n_samples``), after checking every value."""
-        check_choice("eval_split", self.eval_split, SPLITS)
-        batch_size = check_int("batch_size", self.batch_size, low=1)
-        steps = check_int("steps", self.steps, low=1, allow_none=True)
-        if n_samples < batch_size:
-            raise ValueError(f"the log has {n_samples} rows, fewer than batch_size={batch_size}")
+    def checked(self, protocol: Protocol = DEFAULT_PROTOCOL) -> TrainConfig:
+        """A copy with every value checked, and numbers as Python's ``int`` and ``float`` (so it
+        saves as JSON); ``protocol``: the metrics ``select_metric`` may name. The error names the
+        field and the value."""
         check_choice("loss", self.loss, LOSSES)
-        check_choice("negatives", self.negatives, NEGATIVES)
         check_choice("schedule", self.schedule, SCHEDULES)
-        check_int("uniform_negatives", self.uniform_negatives, low=0)
+        check_choice("negatives", self.negatives, NEGATIVES)
         check_popularity_prior(self.loss, self.popularity_prior)
-        metrics = tuple(protocol.metrics if self.metrics is None else self.metrics)
-        select_metric = None if self.select_metric == "none" else self.select_metric
-        if select_metric is not None:
-            check_choice("select_metric", select_metric, metric_names(metrics, self.ks))
+        check_choice("precision", self.precision, PRECISIONS)
+        check_choice("eval_split", self.eval_split, SPLITS)
+        try:
+            torch.device(self.device)
+        except RuntimeError:
+            raise ValueError(
+                f"device must be a torch device such as 'cpu' or 'cuda', got {self.device!r}"
+            ) from None
+        ks = tuple(check_int("ks", k, low=1) for k in self.ks)
+        if self.select_metric not in (None, "none"):
+            metrics = protocol.metrics if self.metrics is None else self.metrics
+            check_choice("select_metric", self.select_metric, metric_names(metrics, ks))
         return replace(
             self,
-            lr=check_float("lr", protocol.lr if self.lr is None else self.lr, low=0, low_open=True),
+            lr=check_float("lr", self.lr, low=0, low_open=True, allow_none=True),
+            batch_size=check_int("batch_size", self.batch_size, low=1),
             temperature=check_float("temperature", self.temperature, low=0, low_open=True),
-            batch_size=batch_size,
-            steps=n_samples // batch_size if steps is None else steps,
+            uniform_negatives=check_int("uniform_negatives", self.uniform_negatives, low=0),
+            steps=check_int("steps", self.steps, low=1, allow_none=True),
             eval_every=check_int("eval_every", self.eval_every, low=1, allow_none=True),
             eval_users=check_int("eval_users", self.eval_users, low=1),
-            ks=tuple(self.ks),
-            metrics=metrics,
-            select_metric=select_metric,
-            select_users=check_int("select_users", self.select_users, low=1),
+            ks=ks,
             checkpoint_every=check_int(
                 "checkpoint_every", self.checkpoint_every, low=1, allow_none=True
             ),
             threads=check_int("threads", self.threads, low=1, allow_none=True),
-            precision=resolve_precision(self.precision, torch.device(self.device))[0],
+            select_users=check_int("select_users", self.select_users, low=1),
         )
+
+    def resolve(self, n_samples: int, protocol: Protocol = DEFAULT_PROTOCOL) -> TrainConfig:
+        """A checked copy (:meth:`checked`) with every ``None`` default taken from ``protocol``
+        (and ``steps`` from the log's ``n_samples``)."""
+        config = self.checked(protocol)
+        if n_samples < config.batch_size:
+            raise ValueError(
+                f"the log has {n_samples} rows, fewer than batch_size={config.batch_size}"
+            )
+        return replace(
+            config,
+            lr=protocol.lr if config.lr is None else config.lr,
+            steps=n_samples // config.batch_size if config.steps is None else config.steps,
+            metrics=tuple(protocol.metrics if config.metrics is None else config.metrics),
+            select_metric=None if config.select_metric == "none" else config.select_metric,
+            precision=resolve_precision(config.precision, torch.device(config.device))[0],
+        )
+
+
+def run_options() -> dict[str, Option]:
+    """The run options of ``TrainConfig`` (:class:`Option`) by field name, in field order."""
+    return {f.name: f.metadata["option"] for f in fields(TrainConfig) if "option" in f.metadata}
+
+
+#: The run options a preset's training may set (``Option.preset``), which ``tune --grid``
+#: searches.
+PRESET_FIELDS = tuple(name for name, option in run_options().items() if option.preset)
 
 
 @dataclass

@@ -577,10 +577,10 @@ def test_tune_chooses_the_best_lr_on_validation_users_only(tmp_path):
         # every run was scored on validation users: its metrics are those of the saved model on them
         config = json.loads((o.run_dir / "config.json").read_text())
         assert (
-            config["spec"]["split"] == "validation"
+            config["spec"]["eval_split"] == "validation"
             and config["train"]["eval_split"] == "validation"
         )
-        assert o.run_dir.parent.name == f"mlp-quick-lr{o.spec.lr:g}-s20"
+        assert o.run_dir.parent.name == f"mlp-quick-lr{o.spec.train.lr:g}-s20"
         env = make_env(TOY, {"n_items": 12, "n_groups": 3})
         from recsim_ft.agents import TwoTowerAgent
         from recsim_ft.evaluate import evaluate
@@ -622,7 +622,7 @@ def test_tune_chooses_baseline_hyperparameters_on_validation_users(tmp_path):
         eval_users=60,
     )
     assert [o.status for o in report.outcomes] == ["done"] * 8
-    assert {o.spec.split for o in report.outcomes} == {"validation"}
+    assert {o.spec.train.eval_split for o in report.outcomes} == {"validation"}
     assert {o.run_dir.parent.name for o in report.outcomes} == {
         "linear-ridge0.1",
         "linear-ridge1000",
@@ -714,8 +714,8 @@ def test_run_spec_checks_baseline_hyperparameters():
 
 
 def test_run_spec_rejects_bad_split_and_lr():
-    with pytest.raises(ValueError, match="split must be one of"):
-        RunSpec(TOY, "mamba", split="train")
+    with pytest.raises(ValueError, match="eval_split must be one of"):
+        RunSpec(TOY, "mamba", eval_split="train")
     with pytest.raises(ValueError, match="lr must be a positive number or None"):
         RunSpec(TOY, "mamba", lr=0.0)
     with pytest.raises(ValueError, match="unknown model option.*'bogus'"):

@@ -434,18 +434,18 @@ def test_runs_with_another_loss_get_their_own_directory():
 def test_a_saved_run_without_early_stopping_stays_without_it_when_a_preset_adds_it(monkeypatch):
     """Off is saved as ``"none"``; a run saved with null (or before the field) ran without early
     stopping, so a preset that later selects on validation users must not adopt it."""
-    from recsim_ft.train import TRAINING_PRESETS
+    from recsim_ft.models.presets import PRESETS
 
-    monkeypatch.delitem(TRAINING_PRESETS["ranking"], "select_metric", raising=False)  # before
+    monkeypatch.delitem(PRESETS["ranking"].training, "select_metric", raising=False)  # before
     spec = RunSpec("Spotify-v0", "mamba", preset="ranking")
-    assert spec.select_metric == "none"
+    assert spec.train.select_metric == "none"
     assert str(spec.relative_dir()) == "Spotify-v0/mamba-ranking/seed0"
     saved = spec.to_dict()
     old = {k: v for k, v in saved.items() if k != "select_metric"}
     assert RunSpec.from_dict(old) == RunSpec.from_dict({**saved, "select_metric": None}) == spec
-    monkeypatch.setitem(TRAINING_PRESETS["ranking"], "select_metric", "HR@1")
+    monkeypatch.setitem(PRESETS["ranking"].training, "select_metric", "HR@1")
     preset = RunSpec("Spotify-v0", "mamba", preset="ranking")
-    assert preset.select_metric == "HR@1" and RunSpec.from_dict(old) != preset
+    assert preset.train.select_metric == "HR@1" and RunSpec.from_dict(old) != preset
     assert RunSpec.from_dict(old).row == "mamba-ranking-laststep"  # a row of its own
     assert str(RunSpec.from_dict(old).relative_dir()) == "Spotify-v0/mamba-ranking-laststep/seed0"
     assert RunSpec("Spotify-v0", "mamba", preset="ranking", select_metric="none") == spec

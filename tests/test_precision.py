@@ -152,11 +152,11 @@ def test_a_run_spec_names_the_precision_its_machine_runs(monkeypatch):
     the names and saved specs of runs made before the precisions."""
     fake_cpu(monkeypatch, "avx512_bf16")
     spec = RunSpec("ToyRec-v0", "mamba", 0, setting="toy", precision="auto")
-    assert spec.precision == "bf16"
+    assert spec.train.precision == "bf16"
     assert spec.relative_dir().as_posix() == "toy/mamba-bf16/seed0"
     fake_cpu(monkeypatch)
     spec = RunSpec("ToyRec-v0", "mamba", 0, setting="toy", precision="auto")
-    assert (spec.precision, spec.relative_dir().as_posix()) == ("fp32", "toy/mamba/seed0")
+    assert (spec.train.precision, spec.relative_dir().as_posix()) == ("fp32", "toy/mamba/seed0")
     saved_before = {k: v for k, v in spec.to_dict().items() if k != "precision"}
     assert RunSpec.from_dict(saved_before) == spec
     # a baseline trains no tower: one spec (and one shared run) whatever the precision

@@ -17,7 +17,8 @@ from recsim_ft.cli import main, parse_training_grid
 from recsim_ft.data import collect
 from recsim_ft.experiments import RunSpec, Setting
 from recsim_ft.models import make_config
-from recsim_ft.train import TRAINING_PRESETS, TrainConfig, TrainStep, scheduled_lr
+from recsim_ft.models.presets import PRESETS
+from recsim_ft.train import TrainConfig, TrainStep, scheduled_lr
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 TOY = "toy_env:ToyRec-v0"
@@ -64,8 +65,8 @@ def test_the_trainer_steps_with_the_scheduled_lr(env, log, monkeypatch):
 def test_the_ranking_preset_is_the_papers_model_trained_for_ranking():
     assert make_config("ranking") == make_config("paper")
     ranking = TrainConfig.from_preset("ranking")
-    assert {k: getattr(ranking, k) for k in TRAINING_PRESETS["ranking"]} == (
-        TRAINING_PRESETS["ranking"]
+    assert {k: getattr(ranking, k) for k in PRESETS["ranking"].training} == (
+        PRESETS["ranking"].training
     )
     assert ranking.loss == "softmax" and ranking.schedule == "cosine"
     assert TrainConfig.from_preset("paper") == TrainConfig() == TrainConfig.from_preset("quick")
@@ -91,7 +92,8 @@ def test_an_agent_without_a_train_config_trains_as_its_preset(env, log, monkeypa
 
 def test_a_run_spec_takes_its_presets_training_and_names_what_differs():
     paper = RunSpec("Spotify-v0", "mamba")
-    assert (paper.lr, paper.steps, paper.loss, paper.batch_size, paper.schedule) == (
+    training = paper.train
+    assert (training.lr, training.steps, training.loss, training.batch_size, training.schedule) == (
         None,  # the env's protocol
         None,  # one pass over the log
         "mse",
@@ -99,9 +101,9 @@ def test_a_run_spec_takes_its_presets_training_and_names_what_differs():
         "constant",
     )
     ranking = RunSpec("Spotify-v0", "mamba", preset="ranking")
-    for name, value in TRAINING_PRESETS["ranking"].items():
-        assert getattr(ranking, name) == value, name
-    assert ranking.train_steps() == TRAINING_PRESETS["ranking"]["steps"]
+    for name, value in PRESETS["ranking"].training.items():
+        assert getattr(ranking.train, name) == value, name
+    assert ranking.train_steps() == PRESETS["ranking"].training["steps"]
     assert str(ranking.relative_dir()) == "Spotify-v0/mamba-ranking/seed0"
     other = RunSpec("Spotify-v0", "mamba", preset="ranking", lr=3e-3, schedule="constant")
     assert str(other.relative_dir()) == "Spotify-v0/mamba-ranking-lr0.003-constant/seed0"
@@ -215,9 +217,9 @@ def test_reproduce_trains_the_models_under_each_preset_and_the_baselines_once(tm
     assert [o.status for o in both.outcomes] == ["done"] * 12  # 2 seeds x (2 x 2 models + 2)
     rows = ["mamba", "mamba-ranking", "transformer", "transformer-ranking", "gbdt", "random"]
     assert list(dict.fromkeys(both.summary["agent"])) == rows
-    ranking = [o.spec for o in both.outcomes if o.spec.row == "mamba-ranking"]
+    ranking = [o.spec.train for o in both.outcomes if o.spec.row == "mamba-ranking"]
     assert {(s.loss, s.schedule, s.lr, s.steps) for s in ranking} == {
-        ("softmax", "cosine", TRAINING_PRESETS["ranking"]["lr"], 10)
+        ("softmax", "cosine", PRESETS["ranking"].training["lr"], 10)
     }
     for row in ("mamba-s10", "mamba-ranking-s10", "transformer-ranking-s10", "gbdt"):
         assert (tmp_path / "runs" / "toy" / row / "seed1" / "DONE").is_file(), row

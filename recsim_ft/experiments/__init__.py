@@ -36,7 +36,6 @@ from recsim_ft.experiments.specs import (
     SHARE_BASELINES,
     STRONG_BASELINES,
     TABLE_AGENTS,
-    TRAINING_FIELDS,
     TUNE_AGENTS,
     VACCINE_SETTINGS,
     RunSpec,
@@ -48,10 +47,15 @@ from recsim_ft.experiments.specs import (
 from recsim_ft.experiments.stats import mean_ci, paired_test, paired_tests, runs_frame, summarize
 from recsim_ft.experiments.tuning import TuneReport, tune, tuned_params
 
-#: Names that moved in version 0.2: ``make_env`` to the env layer, ``evaluate_run`` renamed.
+#: Names that moved in version 0.2: ``make_env`` to the env layer, ``evaluate_run`` renamed; in
+#: 0.2 the training fields a preset sets went to ``TrainConfig``'s field metadata.
 __getattr__ = moved_names(
     __name__,
-    {"make_env": "recsim_ft.envs.make_env", "evaluate_run": f"{__name__}.evaluate_saved_model"},
+    {
+        "make_env": "recsim_ft.envs.make_env",
+        "evaluate_run": f"{__name__}.evaluate_saved_model",
+        "TRAINING_FIELDS": "recsim_ft.train.PRESET_FIELDS",
+    },
 )
 
 __all__ = [
@@ -66,7 +70,6 @@ __all__ = [
     "SHARE_BASELINES",
     "STRONG_BASELINES",
     "TABLE_AGENTS",
-    "TRAINING_FIELDS",
     "TUNE_AGENTS",
     "VACCINE_SETTINGS",
     "Report",

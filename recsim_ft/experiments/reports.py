@@ -222,7 +222,7 @@ def _users_scored(outcomes: Iterable[RunOutcome]) -> dict[str, tuple[int, int, i
     for o in outcomes:
         if o.status != "failed" and "n_users" in o.metrics:
             scored.setdefault(o.spec.setting, []).append(int(o.metrics["n_users"]))
-            drawn[o.spec.setting] = o.spec.eval_users
+            drawn[o.spec.setting] = o.spec.train.eval_users
     return {s: (min(n), max(n), drawn[s]) for s, n in scored.items()}
 
 
@@ -312,7 +312,7 @@ def _earlier_runs(
     for done in sorted((out / "runs").glob(f"*/*/seed*/{DONE_MARKER}")):
         run_dir = done.parent
         saved = RunSpec.from_dict(json.loads((run_dir / "config.json").read_text())["spec"])
-        if saved.setting not in by_name or saved.split != "test":
+        if saved.setting not in by_name or saved.train.eval_split != "test":
             continue
         if saved.agent in EMBEDDERS and saved.preset not in presets:
             continue
@@ -326,9 +326,9 @@ def _earlier_runs(
             **{
                 **options,
                 "preset": saved.preset,
-                "precision": saved.precision,
-                "popularity_prior": saved.popularity_prior,
-                "select_metric": saved.select_metric,
+                "precision": saved.train.precision,
+                "popularity_prior": saved.train.popularity_prior,
+                "select_metric": saved.train.select_metric,
             },
         )
         if spec.relative_dir() not in requested and finished(spec, run_dir):

@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -46,7 +46,7 @@ from recsim_ft.models.io import MODEL_FILE
 from recsim_ft.models.presets import EMBEDDERS, config_from_dict, make_config
 from recsim_ft.protocol import protocol_for
 from recsim_ft.retrieval import export_model
-from recsim_ft.train import CHECKPOINT_NAME, Progress, TrainConfig
+from recsim_ft.train import CHECKPOINT_NAME, Progress
 
 DONE_MARKER = "DONE"
 ERROR_FILE = "error.txt"
@@ -67,7 +67,9 @@ def _metrics_for_json(
     agent: Any, env: Any, spec: RunSpec, n_users: int, test_seed: int
 ) -> dict[str, float]:
     """``evaluate``'s metrics as floats, as ``metrics.json`` stores them."""
-    metrics = evaluate(agent, env, n_users=n_users, seed=test_seed, ks=spec.ks, split=spec.split)
+    metrics = evaluate(
+        agent, env, n_users=n_users, seed=test_seed, ks=spec.train.ks, split=spec.train.eval_split
+    )
     return {name: float(value) for name, value in metrics.items()}
 
 
@@ -126,7 +128,6 @@ def run(
     run_dir.mkdir(parents=True, exist_ok=True)
     data_seed, train_seed, test_seed = derived_seeds(spec.seed)
     env = make_env(spec.env_id, spec.env_kwargs)
-    protocol = protocol_for(env)
     config: dict[str, Any] = {
         "spec": spec.to_dict(),
         "seeds": {"data": data_seed, "train": train_seed, "test": test_seed},
@@ -140,7 +141,7 @@ def run(
         if spec.data is not None:
             log = InteractionLog.load(spec.data)
         else:
-            log = collect(env, n=spec.n_samples or protocol.n_samples, seed=data_seed)
+            log = collect(env, n=spec.n_samples or protocol_for(env).n_samples, seed=data_seed)
         costs["collect_seconds"] = time.perf_counter() - start
 
     start = time.perf_counter()
@@ -148,25 +149,7 @@ def run(
     agent: Agent
     if spec.agent in EMBEDDERS:
         # the train seed also seeds the initial weights
-        train_config = TrainConfig(
-            lr=protocol.lr if spec.lr is None else spec.lr,
-            schedule=spec.schedule,
-            loss=spec.loss,
-            temperature=spec.temperature,
-            uniform_negatives=spec.uniform_negatives,
-            popularity_prior=spec.popularity_prior,
-            select_metric=spec.select_metric,
-            batch_size=spec.batch_size,
-            steps=spec.steps,
-            precision=spec.precision,
-            seed=train_seed,
-            eval_users=spec.eval_users,
-            eval_seed=test_seed,
-            eval_split=spec.split,
-            ks=spec.ks,
-            device=spec.device,
-            **({} if spec.eval_every is None else {"eval_every": spec.eval_every}),
-        )
+        train_config = replace(spec.train, seed=train_seed, eval_seed=test_seed)
         agent = TwoTowerAgent(env, spec.agent, spec.preset, train_config, **spec.model)
         agent.fit(log, out_dir=run_dir, resume=resume, progress=progress)
         result = agent.result_
@@ -189,15 +172,16 @@ def run(
     fit_seconds = time.perf_counter() - start
 
     timed = _TimedScoring(agent)
-    metrics = _metrics_for_json(timed, env, spec, spec.eval_users, test_seed)
+    evaluation = spec.train
+    metrics = _metrics_for_json(timed, env, spec, evaluation.eval_users, test_seed)
     costs["score_ms_per_1000_users"] = timed.ms_per_1000_users
-    users = env.eval_users(spec.split, spec.eval_users, test_seed)
+    users = env.eval_users(evaluation.eval_split, evaluation.eval_users, test_seed)
     items = pd.DataFrame(
         {
             "item": np.arange(env.n_items),
             "liked": env.relevant(users).sum(axis=0),
             "recommended_minus_liked": recommended_minus_liked(
-                agent, env, spec.eval_users, test_seed, spec.split
+                agent, env, evaluation.eval_users, test_seed, evaluation.eval_split
             ),
         }
     )
@@ -219,7 +203,7 @@ def evaluate_saved_model(
     drawn with ``seed`` (default: the run's own test users)."""
     spec, test_seed, env, agent = saved_model_run(Path(run_dir))
     test_seed = test_seed if seed is None else seed
-    return _metrics_for_json(agent, env, spec, n_users or spec.eval_users, test_seed)
+    return _metrics_for_json(agent, env, spec, n_users or spec.train.eval_users, test_seed)
 
 
 def export_saved_model(
@@ -236,7 +220,9 @@ def export_saved_model(
     spec, test_seed, env, agent = saved_model_run(Path(run_dir))
     check_int("n_users", n_users, low=0)
     users = (
-        env.unwrapped.eval_users(spec.split, n_users, test_seed if seed is None else seed)
+        env.unwrapped.eval_users(
+            spec.train.eval_split, n_users, test_seed if seed is None else seed
+        )
         if n_users
         else None
     )
@@ -256,7 +242,7 @@ def add_scoring_cost(run_dir: Path) -> None:
         return
     spec, test_seed, env, agent = saved_model_run(run_dir)
     timed = _TimedScoring(agent)
-    timed.score_items(env.eval_users(spec.split, spec.eval_users, test_seed))
+    timed.score_items(env.eval_users(spec.train.eval_split, spec.train.eval_users, test_seed))
     saved["score_ms_per_1000_users"] = timed.ms_per_1000_users
     write_atomic(path, to_json(saved))
 

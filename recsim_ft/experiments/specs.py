@@ -10,20 +10,18 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from recsim_ft.checks import check_choice, check_float, check_int
-from recsim_ft.losses import LOSSES, check_popularity_prior
-from recsim_ft.metrics import metric_names
+from recsim_ft.checks import check_choice, check_int
 from recsim_ft.models.presets import EMBEDDERS, PRESETS, make_config
-from recsim_ft.precision import PRECISIONS, resolve_precision
-from recsim_ft.protocol import DEFAULT_PROTOCOL, PROTOCOLS, SPLITS
-from recsim_ft.train import SCHEDULES, TrainConfig
+from recsim_ft.precision import resolve_precision
+from recsim_ft.protocol import protocol_of
+from recsim_ft.train import PRESET_FIELDS, TrainConfig, run_options
 
 BASELINES = ("oracle", "popularity", "random")
 #: The strong baselines (``recsim_ft.agents.tabular``): what a default tabular model gets from
@@ -154,17 +152,21 @@ def table_settings(
     raise ValueError(f"table must be 1 or 2, got {table!r}")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class RunSpec:
     """Everything that determines one run (saved as ``config.json``; a finished run is reused
-    only when its saved spec equals the requested one). The training fields
-    (``TRAINING_FIELDS``) left ``None`` take the preset's (``TrainConfig.from_preset``), where
-    ``lr=None`` and ``steps=None`` remain the env's protocol (``recsim_ft.protocol``) and one
-    pass over the log, as ``n_samples=None`` is the protocol's, and ``select_metric="none"`` is
-    no early stopping (what a preset without it gives). The baselines ignore the
-    training fields; ``model`` holds two-tower model options over the preset, ``params`` the
-    hyperparameters of a strong baseline (those of ``BASELINE_GRIDS``; unset ones take the
-    agent's defaults)."""
+    only when its saved spec equals the requested one).
+
+    ``train`` is the run's training and evaluation (``recsim_ft.train.TrainConfig``); its run
+    options (``recsim_ft.train.run_options``) are given as keywords
+    (``RunSpec("Spotify-v0", "mamba", 0, steps=100)``), and those left ``None`` take the
+    preset's (``TrainConfig.from_preset``), where ``lr=None`` and ``steps=None`` remain the env's
+    protocol (``recsim_ft.protocol``) and one pass over the log, as ``n_samples=None`` is the
+    protocol's, and ``select_metric="none"`` is no early stopping (what a preset without it
+    gives). The seeds of ``train`` are drawn per run (``derived_seeds``). A baseline trains
+    nothing: only the evaluation options of ``train`` apply to it. ``model`` holds two-tower
+    model options over the preset, ``params`` the hyperparameters of a strong baseline (those of
+    ``BASELINE_GRIDS``; unset ones take the agent's defaults)."""
 
     env_id: str
     agent: str = "mamba"
@@ -173,64 +175,70 @@ class RunSpec:
     setting: str = ""
     preset: str = "paper"
     n_samples: int | None = None
-    steps: int | None = None
-    lr: float | None = None
-    schedule: str | None = None
-    loss: str | None = None
-    temperature: float | None = None
-    uniform_negatives: int | None = None
-    popularity_prior: bool | str | None = None
-    select_metric: str | None = None
-    batch_size: int | None = None
-    precision: str | None = None
-    eval_every: int | None = None
-    eval_users: int = 100
-    ks: tuple[int, ...] = (1, 5, 10)
-    device: str = "cpu"
     data: str | None = None
-    split: str = "test"
     model: dict[str, Any] = field(default_factory=dict, hash=False)
     params: dict[str, Any] = field(default_factory=dict, hash=False)
+    train: TrainConfig = field(default_factory=TrainConfig, hash=False)
 
-    def __post_init__(self) -> None:
-        check_choice("agent", self.agent, AGENTS)
-        check_int("seed", self.seed, low=0)
-        try:
-            torch.device(self.device)
-        except RuntimeError:
-            raise ValueError(
-                f"device must be a torch device such as 'cpu' or 'cuda', got {self.device!r}"
-            ) from None
-        check_choice("split", self.split, SPLITS)
-        check_choice("preset", self.preset, tuple(PRESETS))
-        if self.agent not in EMBEDDERS:  # a baseline has no preset and trains nothing: one spec
-            object.__setattr__(self, "preset", "paper")
-            for name in TRAINING_FIELDS:
-                object.__setattr__(self, name, None)
-        training = _preset_training(self.preset)
-        for name in TRAINING_FIELDS:
-            if getattr(self, name) is None:
-                object.__setattr__(self, name, training[name])
-        check_float("lr", self.lr, low=0, low_open=True, allow_none=True)
-        check_choice("schedule", self.schedule, SCHEDULES)
-        check_choice("loss", self.loss, LOSSES)
-        check_int("batch_size", self.batch_size, low=1)
-        check_float("temperature", self.temperature, low=0, low_open=True)
-        check_int("uniform_negatives", self.uniform_negatives, low=0)
-        check_popularity_prior(self.loss, self.popularity_prior)
-        if self.select_metric != "none":
-            protocol = PROTOCOLS.get(self.env_id.split(":")[-1], DEFAULT_PROTOCOL)
-            check_choice(
-                "select_metric", self.select_metric, metric_names(protocol.metrics, self.ks)
+    def __init__(
+        self,
+        env_id: str,
+        agent: str = "mamba",
+        seed: int = 0,
+        env_kwargs: dict[str, Any] | None = None,
+        setting: str = "",
+        preset: str = "paper",
+        n_samples: int | None = None,
+        data: str | None = None,
+        model: dict[str, Any] | None = None,
+        params: dict[str, Any] | None = None,
+        train: TrainConfig | None = None,
+        **options: Any,
+    ) -> None:
+        unknown = sorted(set(options) - set(run_options()))
+        if unknown:
+            raise TypeError(
+                f"RunSpec has no option {', '.join(map(repr, unknown))}; the run options are "
+                f"{tuple(run_options())}"
             )
-        if self.precision == "auto":  # named by what this machine runs, so its directory says it
-            object.__setattr__(
-                self, "precision", resolve_precision("auto", torch.device(self.device))[0]
+        check_choice("agent", agent, AGENTS)
+        check_choice("preset", preset, tuple(PRESETS))
+        given = {name: value for name, value in options.items() if value is not None}
+        if agent not in EMBEDDERS:  # a baseline has no preset and trains nothing: one spec
+            preset = "paper"
+            given = {k: v for k, v in given.items() if k not in PRESET_FIELDS}
+        if train is None:
+            train = TrainConfig.from_preset(preset, **given)
+        elif given:
+            train = replace(train, **given)
+        if agent not in EMBEDDERS:
+            train = replace(
+                TrainConfig(),
+                **{k: getattr(train, k) for k in run_options() if k not in PRESET_FIELDS},
             )
-        check_choice("precision", self.precision, PRECISIONS)
-        for name in ("n_samples", "steps", "eval_every"):
-            check_int(name, getattr(self, name), low=1, allow_none=True)
-        check_int("eval_users", self.eval_users, low=1)
+        # no early stopping is "none", so that a saved run says it ran without it whatever a
+        # later preset's select_metric is; "auto" precision is named by what this machine runs,
+        # so its directory says it
+        train = train.checked(protocol_of(env_id))
+        if train.precision == "auto":
+            train = replace(
+                train, precision=resolve_precision("auto", torch.device(train.device))[0]
+            )
+        train = replace(train, select_metric=train.select_metric or "none")
+        for name, value in (
+            ("env_id", env_id),
+            ("agent", agent),
+            ("seed", check_int("seed", seed, low=0)),
+            ("env_kwargs", dict(env_kwargs or {})),
+            ("setting", setting),
+            ("preset", preset),
+            ("n_samples", check_int("n_samples", n_samples, low=1, allow_none=True)),
+            ("data", data),
+            ("model", dict(model or {})),
+            ("params", dict(params or {})),
+            ("train", train),
+        ):
+            object.__setattr__(self, name, value)
         if self.model:
             try:
                 make_config(self.preset, **self.model)
@@ -250,13 +258,23 @@ class RunSpec:
                 )
 
     def to_dict(self) -> dict[str, Any]:
-        return json.loads(json.dumps(asdict(self)))
+        """The spec as ``config.json`` saves it: its fields and its run options side by side
+        (a baseline's training options as ``None``)."""
+        spec = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "train"}
+        trains = self.agent in EMBEDDERS
+        for name in run_options():
+            spec[name] = getattr(self.train, name) if trains or name not in PRESET_FIELDS else None
+        return json.loads(json.dumps(spec))
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> RunSpec:
+        """The spec ``to_dict`` saved, or one saved by an earlier version (its evaluation split
+        as ``split``, no early stopping as null, evaluation every 500 steps as null)."""
         d = dict(d)
-        d["ks"] = tuple(d["ks"])
-        # saved before early stopping, or saved as null when off was spelled None: off
+        if "split" in d:
+            d["eval_split"] = d.pop("split")
+        if d.get("ks") is not None:
+            d["ks"] = tuple(d["ks"])
         d["select_metric"] = d.get("select_metric") or "none"
         return cls(**d)
 
@@ -270,9 +288,12 @@ class RunSpec:
         the last step's weights where the preset selects)."""
         if self.agent not in EMBEDDERS:
             return self.agent
-        variant = [v for v, base in ((self.preset, "paper"), (self.precision, "fp32")) if v != base]
-        if self.select_metric != _preset_training(self.preset)["select_metric"]:
-            select = ["laststep" if self.select_metric == "none" else f"best{self.select_metric}"]
+        train, preset = self.train, _preset_training(self.preset)
+        variant = [
+            v for v, base in ((self.preset, "paper"), (train.precision, "fp32")) if v != base
+        ]
+        if train.select_metric != preset.select_metric:
+            select = ["laststep" if train.select_metric == "none" else f"best{train.select_metric}"]
         else:
             select = []
         return "-".join([self.agent, *variant, *self._prior_variant(), *select])
@@ -280,10 +301,14 @@ class RunSpec:
     def _prior_variant(self) -> list[str]:
         """``["prior"]`` with the popularity prior, ``["noprior"]`` without it where the preset
         would add it (``"auto"`` resolves only in training, so it is named in the directory)."""
-        if self.popularity_prior is True:
+        if self.train.popularity_prior is True:
             return ["prior"]
-        preset_prior = _preset_training(self.preset)["popularity_prior"]
-        return ["noprior"] if self.popularity_prior is False and preset_prior is not False else []
+        preset_prior = _preset_training(self.preset).popularity_prior
+        return (
+            ["noprior"]
+            if self.train.popularity_prior is False and preset_prior is not False
+            else []
+        )
 
     def train_steps(self) -> int:
         """The training steps of this run (0 for a baseline): ``steps``, else one pass over the
@@ -291,65 +316,34 @@ class RunSpec:
         the softmax loss it passes over the positive rows only, so this is an upper bound)."""
         if self.agent not in EMBEDDERS:
             return 0
-        if self.steps is not None:
-            return self.steps
-        n_samples = self.n_samples or PROTOCOLS.get(self.env_id, DEFAULT_PROTOCOL).n_samples
-        return n_samples // self.batch_size
+        if self.train.steps is not None:
+            return self.train.steps
+        n_samples = self.n_samples or protocol_of(self.env_id).n_samples
+        return n_samples // self.train.batch_size
 
     def relative_dir(self) -> Path:
         """``setting/agent[-preset][-what differs from the preset's training]/seedN``: the
         paper's preset and training keep the directory names of earlier sweeps."""
         agent = self.row
         if self.agent in EMBEDDERS:
-            training = _preset_training(self.preset)
-            for name, tag in _DIR_TAGS.items():
-                value = getattr(self, name)
-                if value != training[name]:
-                    agent += f"-{tag}{value if isinstance(value, str) else format(value, 'g')}"
-            if self.popularity_prior == "auto" != training["popularity_prior"]:  # True, False: row
+            preset = _preset_training(self.preset)
+            for name, option in run_options().items():
+                value = getattr(self.train, name)
+                if option.tag is not None and value != getattr(preset, name):
+                    agent += (
+                        f"-{option.tag}{value if isinstance(value, str) else format(value, 'g')}"
+                    )
+            if self.train.popularity_prior == "auto" != preset.popularity_prior:  # True, False: row
                 agent += "-autoprior"
         agent += "".join(f"-{key}{value:g}" for key, value in sorted(self.params.items()))
         return Path(self.setting or self.env_id) / agent / f"seed{self.seed}"
 
 
-#: The two-tower training fields of a ``RunSpec`` (``TrainConfig.from_preset`` gives their
-#: defaults), which ``tune(training=...)`` searches.
-TRAINING_FIELDS = (
-    "lr",
-    "schedule",
-    "loss",
-    "temperature",
-    "uniform_negatives",
-    "popularity_prior",
-    "select_metric",
-    "batch_size",
-    "steps",
-    "precision",
-)
-
-
-def _preset_training(preset: str) -> dict[str, Any]:
-    """The training fields (``TRAINING_FIELDS``) of ``preset``, as a ``RunSpec`` holds them: no
-    early stopping is ``select_metric="none"``, so that a saved run says it ran without it
-    whatever a later preset's ``select_metric`` is."""
+def _preset_training(preset: str) -> TrainConfig:
+    """The training of ``preset`` as a ``RunSpec`` holds it: no early stopping is
+    ``select_metric="none"``."""
     training = TrainConfig.from_preset(preset)
-    fields = {name: getattr(training, name) for name in TRAINING_FIELDS}
-    fields["select_metric"] = fields["select_metric"] or "none"
-    return fields
-
-
-#: How a training field that differs from its preset's shows in a run directory's name (empty:
-#: the value itself; the precision, the popularity prior and early stopping are in
-#: ``RunSpec.row``, which the name starts with).
-_DIR_TAGS = {
-    "lr": "lr",
-    "batch_size": "b",
-    "loss": "",
-    "temperature": "t",
-    "uniform_negatives": "u",
-    "schedule": "",
-    "steps": "s",
-}
+    return replace(training, select_metric=training.select_metric or "none")
 
 
 def derived_seeds(seed: int) -> tuple[int, int, int]:

@@ -20,7 +20,6 @@ from recsim_ft.experiments.runs import to_json, write_atomic
 from recsim_ft.experiments.specs import (
     AGENT_LABELS,
     BASELINE_GRIDS,
-    TRAINING_FIELDS,
     TUNE_AGENTS,
     Setting,
     table_specs,
@@ -28,7 +27,8 @@ from recsim_ft.experiments.specs import (
 from recsim_ft.experiments.stats import mean_ci
 from recsim_ft.metrics import metric_names
 from recsim_ft.models.presets import EMBEDDERS
-from recsim_ft.protocol import DEFAULT_PROTOCOL, PROTOCOLS
+from recsim_ft.protocol import protocol_of
+from recsim_ft.train import PRESET_FIELDS
 
 
 @dataclass
@@ -85,7 +85,7 @@ def tune(
     ``reproduce``.
 
     ``training`` searches the two-tower models' training instead of their lr alone: a grid over
-    ``TRAINING_FIELDS`` (``{"lr": [1e-3, 3e-3], "schedule": ["constant", "cosine"]}``; ``lrs``
+    ``PRESET_FIELDS`` (``{"lr": [1e-3, 3e-3], "schedule": ["constant", "cosine"]}``; ``lrs``
     then must be empty), every combination over ``options`` (e.g. ``preset="ranking"``). Besides
     the best candidate of each (setting, embedder), the report then chooses the one candidate
     for every setting and embedder (``TuneReport.shared``): the best mean over (setting,
@@ -100,9 +100,9 @@ def tune(
             f"are tuned; got {bad}, choose from {tunable}"
         )
     training = dict(training or {})
-    unknown = sorted(set(training) - set(TRAINING_FIELDS))
+    unknown = sorted(set(training) - set(PRESET_FIELDS))
     if unknown:
-        raise ValueError(f"training has no field {unknown}; choose from {TRAINING_FIELDS}")
+        raise ValueError(f"training has no field {unknown}; choose from {PRESET_FIELDS}")
     for name, values in training.items():
         if not len(values):
             raise ValueError(f"training[{name!r}] lists no value")
@@ -116,7 +116,7 @@ def tune(
     if not training and any(a in EMBEDDERS for a in agents):
         raise ValueError("give at least one learning rate (or a training grid)")
     for setting in settings:  # before any training: a typo must not cost the whole search
-        protocol = PROTOCOLS.get(setting.env_id.split(":")[-1], DEFAULT_PROTOCOL)
+        protocol = protocol_of(setting.env_id)
         measured = metric_names(protocol.metrics, setting.ks)
         if metric not in measured:
             raise ValueError(
@@ -127,7 +127,7 @@ def tune(
     for values in itertools.product(*training.values()):
         candidate = dict(zip(training, values, strict=True))
         specs += [
-            replace(spec, split="validation")
+            replace(spec, eval_split="validation")
             for spec in table_specs(
                 settings,
                 seed_range,
@@ -140,7 +140,7 @@ def tune(
         for values in itertools.product(*grid.values()):
             params = dict(zip(grid, values, strict=True))
             specs += [
-                replace(spec, params=params, split="validation")
+                replace(spec, params=params, eval_split="validation")
                 for spec in table_specs(settings, seed_range, [agent], **options)
             ]
     outcomes = sweep(specs, out, jobs=jobs, executor=executor, address=address, progress=progress)
@@ -343,11 +343,11 @@ def _group_runs(
             raise ValueError(f"metric {metric!r} was not measured; choose from {sorted(o.metrics)}")
         spec = o.spec
         candidate = (
-            {name: getattr(spec, name) for name in training}
+            {name: getattr(spec.train, name) for name in training}
             if spec.agent in EMBEDDERS
             else spec.params
         )
-        key = (spec.setting, spec.agent, spec.lr, params_text(candidate))
+        key = (spec.setting, spec.agent, spec.train.lr, params_text(candidate))
         groups.setdefault(key, []).append(o.metrics[metric])
     return iter(groups.items())
 

@@ -1,10 +1,10 @@
-"""Model configuration: one dataclass, and the named presets ``paper``, ``paper_relu_head``,
-``quick`` and ``ranking`` (the paper's model, trained as ``recsim_ft.train.TRAINING_PRESETS``
-says)."""
+"""Model configuration: one dataclass, and the named presets (``PRESETS``: ``paper``,
+``paper_relu_head``, ``quick`` and ``ranking``), each a model and its training."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
 
 from recsim_ft.checks import check_choice, check_int
 
@@ -107,22 +107,57 @@ class ModelConfig:
         return self.head_dims[-1]
 
 
-PRESETS: dict[str, ModelConfig] = {
-    "paper": ModelConfig(),
-    # the paper's model; only its training differs (recsim_ft.train.TRAINING_PRESETS)
-    "ranking": ModelConfig(),
-    # the paper's ReLU between the head's layers, as every version before 0.2 had it
-    "paper_relu_head": ModelConfig(head_activation="relu"),
-    "quick": ModelConfig(
-        d_token=32,
-        mamba_layers=2,
-        d_state=8,
-        d_conv=4,
-        transformer_layers=1,
-        d_ffn=64,
-        mlp_hidden=64,
+@dataclass(frozen=True)
+class Preset:
+    """A named model and its training: ``model`` builds the towers, ``training`` overrides
+    fields of ``recsim_ft.train.TrainConfig`` (empty: the paper's protocol; the trainer checks
+    the values, a test checks every preset's)."""
+
+    model: ModelConfig
+    training: dict[str, Any] = field(default_factory=dict, hash=False)
+
+
+#: Every preset, model and training side in one table. ``paper``: the paper's model and
+#: protocol. ``ranking``: the paper's model trained for ranking: the softmax over the catalogue
+#: (in-batch with the logQ correction beyond ``recsim_ft.losses.CATALOGUE_SOFTMAX_MAX`` items),
+#: the popularity prior where the negatives come from the batch, and early stopping on
+#: validation users' NDCG@10, chosen by ``recsim-ft tune`` on validation users
+#: (docs/results/ranking_preset.md has the evidence). ``paper_relu_head``: the paper's ReLU
+#: between the head's layers, as every version before 0.2 had it. ``quick``: a small model.
+PRESETS: dict[str, Preset] = {
+    "paper": Preset(ModelConfig()),
+    "ranking": Preset(
+        ModelConfig(),
+        {
+            "loss": "softmax",
+            "lr": 3e-4,
+            "batch_size": 128,
+            "steps": 2000,
+            "schedule": "cosine",
+            "popularity_prior": "auto",
+            "select_metric": "NDCG@10",
+        },
+    ),
+    "paper_relu_head": Preset(ModelConfig(head_activation="relu")),
+    "quick": Preset(
+        ModelConfig(
+            d_token=32,
+            mamba_layers=2,
+            d_state=8,
+            d_conv=4,
+            transformer_layers=1,
+            d_ffn=64,
+            mlp_hidden=64,
+        )
     ),
 }
+
+
+def preset_of(name: str) -> Preset:
+    """The preset called ``name``, or an error naming the presets there are."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
+    return PRESETS[name]
 
 
 #: Fields added after model files and run directories were first written, with the value every
@@ -148,12 +183,7 @@ def make_config(
     >>> make_config("paper", "transformer", d_token=192).d_token
     192
     """
-    if isinstance(preset, ModelConfig):
-        config = preset
-    elif preset in PRESETS:
-        config = PRESETS[preset]
-    else:
-        raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
+    config = preset if isinstance(preset, ModelConfig) else preset_of(preset).model
     known = {f.name for f in fields(ModelConfig)}
     unknown = sorted(set(overrides) - known)
     if unknown:
