@@ -23,13 +23,8 @@ import numpy as np
 
 import recsim_ft  # noqa: F401  (registers the envs)
 from recsim_ft import cpu
-from recsim_ft.agents import (
-    GBDTAgent,
-    LinearAgent,
-    PopularityAgent,
-    SegmentPopularityAgent,
-    SklearnAgent,
-)
+from recsim_ft.agents import SklearnAgent
+from recsim_ft.agents.registry import REGISTRY, names
 from recsim_ft.data import collect
 from recsim_ft.evaluate import evaluate
 from recsim_ft.experiments.specs import derived_seeds
@@ -62,11 +57,13 @@ def lightgbm_agent(env: gym.Env, seed: int) -> SklearnAgent:
     return agent
 
 
+#: The registry's agents that learn from the log and train no model, with their defaults, and
+#: LightGBM beside them.
 AGENTS = {
-    "gbdt": lambda env, seed: GBDTAgent(env, seed=seed),
-    "linear": lambda env, seed: LinearAgent(env),
-    "segment_popularity": lambda env, seed: SegmentPopularityAgent(env),
-    "popularity": lambda env, seed: PopularityAgent(env),
+    **{
+        name: lambda env, seed, name=name: REGISTRY[name].build(env, seed=seed, params={})
+        for name in names(trains_model=False, fits=True)
+    },
     "lightgbm": lightgbm_agent,
 }
 
@@ -75,7 +72,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
     parser.add_argument(
-        "--agents", nargs="+", default=["gbdt", "linear", "segment_popularity", "popularity"]
+        "--agents",
+        nargs="+",
+        default=[*names(strong=True), "popularity"],
+        choices=list(AGENTS),
     )
     parser.add_argument("--lightgbm", action="store_true", help="add LightGBM beside the GBDT")
     parser.add_argument("--seed", type=int, default=0, help="run seed (as reproduce's seeds)")

@@ -28,6 +28,7 @@ from typing import Any
 import torch
 
 from recsim_ft import competition, experiments
+from recsim_ft.agents.registry import names as agent_names
 from recsim_ft.checks import check_int
 from recsim_ft.data import InteractionLog, collect
 from recsim_ft.envs import make_env
@@ -346,8 +347,7 @@ def parse_training_grid(values: Sequence[str] | None) -> dict[str, list[Any]]:
             raise UsageError(f"--grid expects FIELD=V1,V2 (e.g. lr=1e-3,3e-3), got {word!r}")
         if name not in PRESET_FIELDS:
             raise UsageError(
-                f"--grid: {name!r} is not a training field; choose from "
-                f"{PRESET_FIELDS}"
+                f"--grid: {name!r} is not a training field; choose from {PRESET_FIELDS}"
             )
         if name in grid:
             raise UsageError(f"--grid names {name!r} twice; list its values once, comma-separated")
@@ -405,7 +405,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
 
 def cmd_tune(args: argparse.Namespace) -> int:
     settings, agents = _settings_and_agents(
-        args, experiments.TUNE_AGENTS, experiments.EMBEDDERS + tuple(experiments.BASELINE_GRIDS)
+        args, experiments.TUNE_AGENTS, experiments.TUNABLE_AGENTS
     )
     training = parse_training_grid(args.grid)
     if args.lrs is not None:
@@ -619,7 +619,12 @@ def build_parser() -> argparse.ArgumentParser:
         "train", help="train and evaluate one two-tower model, saved to a run directory"
     )
     env_options(p, required=False)
-    p.add_argument("--embedder", choices=experiments.EMBEDDERS, default="mamba")
+    p.add_argument(
+        "--embedder",
+        choices=agent_names(trains_model=True),
+        default="mamba",
+        help="the towers' encoder (default: mamba, FT-Mamba)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, help="run directory to write")
     p.add_argument("--data", help="train on this logged-interaction file instead of collecting")

@@ -15,6 +15,9 @@ articles that week; repeats of an article in a prediction count once). Several t
 - ``decayed_popularity``: every purchase weighted by ``0.5 ** (age in days / half_life)``;
 - ``buy_again``: the customer's own articles of the last ``days`` days, most recent first,
   filled with last week's best sellers.
+
+A learned model enters the table through :func:`scorer_strategy` (any scorer of customers x
+articles) or :func:`agent_strategy` (any fitted agent of ``recsim_ft.agents``).
 """
 
 from __future__ import annotations
@@ -26,8 +29,11 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from recsim_ft.agents.base import Agent
 from recsim_ft.checks import check_int
 from recsim_ft.envs.hm_data import Transactions
+from recsim_ft.metrics import top_k
+from recsim_ft.schema import Batch
 
 #: articles predicted per customer, and the metric's cut-off
 K = 12
@@ -192,6 +198,63 @@ def _broadcast(articles: np.ndarray, n: int, k: int) -> np.ndarray:
 
 #: A strategy: (transactions seen, customers sorted, k) -> (n, k) article rows, -1 for none
 Strategy = Callable[[Transactions, np.ndarray, int], np.ndarray]
+#: A learned model's side of a strategy: customer rows (n,) -> (n, articles) scores, higher
+#: first; ``scorer_strategy`` ranks them.
+Scorer = Callable[[np.ndarray], np.ndarray]
+
+
+def scorer_strategy(fit: Callable[[Transactions], Scorer], block: int = 1024) -> Strategy:
+    """Any learned scorer of customers x articles as a strategy: ``fit(train)`` learns from
+    the transactions the strategy sees (never the target week) and returns a :data:`Scorer`;
+    each customer gets the ``k`` articles of highest score, equal scores in article order (the
+    ranking of ``recsim_ft.metrics.top_k``), ``block`` customers at a time so that memory holds
+    ``block`` rows of scores, not one per customer.
+
+    >>> t = Transactions(np.array([0, 1, 1]), np.array([2, 0, 2]), np.array([0, 0, 9]),
+    ...                  pd.Index(["a", "b"]), np.arange(3))
+    >>> def fit(train):  # everyone: the articles bought most
+    ...     counts = np.bincount(train.articles, minlength=train.n_articles)
+    ...     return lambda customers: np.tile(counts, (len(customers), 1))
+    >>> scorer_strategy(fit)(t, np.array([0, 1]), 2)
+    array([[2, 0],
+           [2, 0]])
+    """
+    check_int("block", block, low=1)
+
+    def strategy(train: Transactions, customers: np.ndarray, k: int) -> np.ndarray:
+        score = fit(train)
+        k_ranked = min(check_int("k", k, low=1), train.n_articles)
+        out = np.full((len(customers), k), -1, np.int64)
+        for start in range(0, len(customers), block):
+            rows = customers[start : start + block]
+            scores = np.asarray(score(rows))
+            if scores.shape != (len(rows), train.n_articles):
+                raise ValueError(
+                    f"the scorer gave scores of shape {scores.shape} for {len(rows)} customers; "
+                    f"expected ({len(rows)}, {train.n_articles}), one per article"
+                )
+            out[start : start + len(rows), :k_ranked] = top_k(scores, k_ranked)
+        return out
+
+    return strategy
+
+
+def agent_strategy(
+    fit: Callable[[Transactions], Agent],
+    users: Callable[[np.ndarray], Batch],
+    block: int = 1024,
+) -> Strategy:
+    """A fitted agent as a strategy: ``fit(train)`` returns an agent whose items are the
+    articles (in the files' order), ``users(customers)`` the user rows it scores for those
+    customers (e.g. ``HMFashion-v0``'s ``customers()`` rows); see :func:`scorer_strategy`."""
+
+    def fit_scorer(train: Transactions) -> Scorer:
+        agent = fit(train)
+        return lambda customers: agent.checked_scores(users(customers))
+
+    return scorer_strategy(fit_scorer, block)
+
+
 STRATEGIES: dict[str, Strategy] = {
     "best_sellers": best_sellers,
     "decayed_popularity": decayed_popularity,

@@ -148,3 +148,55 @@ def test_real_rows(tmp_path):
     assert len(t.days) == 5_000 and t.dropped == 0 and t.n_articles == 1_000
     results = evaluate_weeks(t, weeks=2)
     assert (results["customers"] > 0).all() and results["MAP@12"].between(0, 1).all()
+
+
+def test_a_learned_scorer_and_a_fitted_agent_enter_the_competition():
+    """The adapters rank what a model scores, see only the weeks before the target and give
+    Kaggle's MAP@12 through the same table as the rules."""
+    import gymnasium as gym
+
+    from recsim_ft.agents import Agent
+    from recsim_ft.competition import agent_strategy, scorer_strategy
+
+    t = transactions(
+        [(0, 7, 0), (0, 7, 1), (1, 3, 20), (2, 3, 21), (4, 6, 1), (4, 2, 19), (1, 1, 27)]
+    )
+    seen = []
+
+    def fit_own(train: Transactions):
+        """Each customer's own articles by count, then the articles bought most."""
+        seen.append(int(train.days.max()))
+        own = np.zeros((train.n_customers, train.n_articles))
+        np.add.at(own, (train.customers, train.articles), 1.0)
+        popular = np.bincount(train.articles, minlength=train.n_articles)
+        return lambda customers: own[customers] + popular / (1 + popular.sum())
+
+    results = evaluate_weeks(t, {"own": scorer_strategy(fit_own, block=1)}, weeks=1)
+    assert seen == [DAY0 + 20]  # the target week (days 21..27) never seen
+    split = split_week(t)
+    assert split.customers.tolist() == [1, 2]
+    predictions = scorer_strategy(fit_own)(split.train, split.customers, 12)
+    assert (predictions[:, 8:] == -1).all()  # 8 articles to rank
+    # customer 1 bought article 3 before, then the most bought (7: twice), then article order;
+    # customer 2 bought nothing before
+    assert predictions[:, :8].tolist() == [[3, 7, 2, 6, 0, 1, 4, 5], [7, 2, 3, 6, 0, 1, 4, 5]]
+    assert results[f"MAP@{competition.K}"].item() == map_at_k(predictions, split)
+
+    class BoughtMost(Agent):
+        def __init__(self, env, train):
+            super().__init__(env)
+            self.counts = np.bincount(train.articles, minlength=train.n_articles)
+
+        def score_items(self, users):
+            return np.tile(self.counts.astype(float), (len(users), 1))
+
+    env = gym.make("toy_env:ToyRec-v0", n_items=8)
+    rng = np.random.default_rng(0)
+    strategy = agent_strategy(
+        lambda train: BoughtMost(env, train),
+        lambda customers: env.unwrapped.sample_users(len(customers), rng),
+    )
+    # everyone the most bought before the week, equal counts in article order
+    assert strategy(split.train, split.customers, 3).tolist() == [[7, 2, 3]] * 2
+    with pytest.raises(ValueError, match=r"scores of shape \(2, 5\).*expected \(2, 8\)"):
+        scorer_strategy(lambda train: lambda c: np.zeros((len(c), 5)))(t, split.customers, 12)

@@ -14,6 +14,7 @@ import pytest
 from scipy import stats
 
 from recsim_ft import experiments
+from recsim_ft.agents.registry import names
 from recsim_ft.envs import make_env
 from recsim_ft.experiments import TABLE_AGENTS, RunSpec, Setting, mean_ci, paired_test
 from recsim_ft.paper_results import METRICS, TABLE_1, TABLE_2
@@ -256,7 +257,7 @@ def test_a_model_run_made_before_the_cost_columns_gets_its_scoring_cost(toy_swee
 
 
 def test_popularity_by_share_runs_as_rows_of_their_own(toy_sweep_copy):
-    """The share baselines (``SHARE_BASELINES``) join a table on request: their own rows and
+    """The share baselines (``names(paired=True)``) join a table on request: their own rows and
     run directories beside the rate-based ones, and the segment one is tunable."""
     out, _, _, options = toy_sweep_copy
     experiments.reproduce(
@@ -264,11 +265,11 @@ def test_popularity_by_share_runs_as_rows_of_their_own(toy_sweep_copy):
         out,
         seeds=1,
         settings=_toy_settings()[:1],
-        agents=["popularity", *experiments.SHARE_BASELINES],
+        agents=["popularity", *names(paired=True)],
         progress=False,
         **options,
     )
-    for agent in experiments.SHARE_BASELINES:
+    for agent in names(paired=True):
         assert (out / "runs" / "toy" / agent / "seed0" / "metrics.json").is_file()
     markdown = (out / "table1.md").read_text()
     assert "| popularity (share) (1 seed) |" in markdown  # the toy sweep's others have 2

@@ -31,9 +31,6 @@ from recsim_ft.experiments.specs import (
     AGENT_LABELS,
     AGENTS,
     BASELINE_GRIDS,
-    BASELINES,
-    EMBEDDERS,
-    SHARE_BASELINES,
     STRONG_BASELINES,
     TABLE_AGENTS,
     TUNE_AGENTS,
@@ -45,7 +42,8 @@ from recsim_ft.experiments.specs import (
     table_specs,
 )
 from recsim_ft.experiments.stats import mean_ci, paired_test, paired_tests, runs_frame, summarize
-from recsim_ft.experiments.tuning import TuneReport, tune, tuned_params
+from recsim_ft.experiments.tuning import TUNABLE_AGENTS, TuneReport, tune, tuned_params
+from recsim_ft.models.presets import EMBEDDERS
 
 #: Names that moved in version 0.2: ``make_env`` to the env layer, ``evaluate_run`` renamed; in
 #: 0.2 the training fields a preset sets went to ``TrainConfig``'s field metadata.
@@ -61,15 +59,14 @@ __getattr__ = moved_names(
 __all__ = [
     "AGENTS",
     "AGENT_LABELS",
-    "BASELINES",
     "BASELINE_GRIDS",
     "DONE_MARKER",
     "EMBEDDERS",
     "ERROR_FILE",
     "MODEL_FILE",
-    "SHARE_BASELINES",
     "STRONG_BASELINES",
     "TABLE_AGENTS",
+    "TUNABLE_AGENTS",
     "TUNE_AGENTS",
     "VACCINE_SETTINGS",
     "Report",

@@ -10,9 +10,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from recsim_ft.agents.registry import REFERENCE_BASELINE
 from recsim_ft.experiments.executors import RunOutcome
 from recsim_ft.experiments.specs import agent_label, row_order
-from recsim_ft.models.presets import EMBEDDERS
 
 #: The figures of a report (file ``<stem>_<name>.png``) and what each shows, as the report says.
 FIGURES = {
@@ -50,7 +50,7 @@ def paper_figures(
     matplotlib.use("Agg")  # files only: no display needed
     import matplotlib.pyplot as plt
 
-    trained = [o for o in outcomes if o.status != "failed" and o.spec.agent in EMBEDDERS]
+    trained = [o for o in outcomes if o.status != "failed" and o.spec.trains_model]
     settings = list(dict.fromkeys(o.spec.setting for o in trained))
     if not settings:
         return []
@@ -109,7 +109,7 @@ def _hr_curves(
                     mean = pd.concat(frames).groupby("step")[column].mean()
                     ax.plot(mean.index, mean.to_numpy(), label=agent_label(agent))
             for agent, style, color in (
-                ("gbdt", "-.", "black"),
+                (REFERENCE_BASELINE, "-.", "black"),
                 ("popularity", ":", "grey"),
                 ("random", "--", "grey"),
             ):

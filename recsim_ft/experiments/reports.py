@@ -36,7 +36,6 @@ from recsim_ft.experiments.specs import (
     table_specs,
 )
 from recsim_ft.experiments.stats import costs_frame, paired_tests, runs_frame, summarize
-from recsim_ft.models.presets import EMBEDDERS
 from recsim_ft.paper_results import METRICS as PAPER_METRICS
 
 
@@ -314,7 +313,7 @@ def _earlier_runs(
         saved = RunSpec.from_dict(json.loads((run_dir / "config.json").read_text())["spec"])
         if saved.setting not in by_name or saved.train.eval_split != "test":
             continue
-        if saved.agent in EMBEDDERS and saved.preset not in presets:
+        if saved.trains_model and saved.preset not in presets:
             continue
         params = {saved.agent: agent_params[saved.agent]} if saved.agent in agent_params else {}
         (spec,) = table_specs(
@@ -385,14 +384,14 @@ def reproduce(
             for spec in table_specs(
                 settings, range(seeds), agents, agent_params, tuned, preset=preset, **options
             )
-            if spec.agent in EMBEDDERS or i == 0
+            if spec.trains_model or i == 0
         ]
     earlier = _earlier_runs(
         out, known, specs, agent_params, tuned, options, presets
     )  # before any work: may refuse the --out
     outcomes = sweep(specs, out, jobs=jobs, executor=executor, address=address, progress=progress)
     for o in [*outcomes, *earlier]:
-        if o.status != "failed" and o.spec.agent in EMBEDDERS:
+        if o.status != "failed" and o.spec.trains_model:
             add_scoring_cost(o.run_dir)  # a run made before the cost columns
     position = {s.name: i for i, s in enumerate(known)}
     outcomes = sorted(

@@ -19,23 +19,14 @@ import json
 import os
 import time
 from dataclasses import asdict, replace
-from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from recsim_ft.agents import (
-    Agent,
-    GBDTAgent,
-    LinearAgent,
-    OracleAgent,
-    PopularityAgent,
-    RandomAgent,
-    SegmentPopularityAgent,
-    TwoTowerAgent,
-)
+from recsim_ft.agents import Agent, TwoTowerAgent
+from recsim_ft.agents.registry import entry
 from recsim_ft.checks import check_int
 from recsim_ft.data import InteractionLog, collect
 from recsim_ft.envs import make_env
@@ -43,7 +34,7 @@ from recsim_ft.evaluate import evaluate, recommended_minus_liked
 from recsim_ft.experiments.specs import RunSpec, derived_seeds
 from recsim_ft.fileio import atomic_path
 from recsim_ft.models.io import MODEL_FILE
-from recsim_ft.models.presets import EMBEDDERS, config_from_dict, make_config
+from recsim_ft.models.presets import config_from_dict, make_config
 from recsim_ft.protocol import protocol_for
 from recsim_ft.retrieval import export_model
 from recsim_ft.train import CHECKPOINT_NAME, Progress
@@ -92,17 +83,6 @@ class _TimedScoring:
         return 1e6 * self.seconds / max(self.users, 1)
 
 
-#: The strong baselines of ``STRONG_BASELINES`` and ``SHARE_BASELINES`` by name; each takes
-#: ``RunSpec.params``.
-STRONG_AGENTS = {
-    "gbdt": GBDTAgent,
-    "linear": LinearAgent,
-    "segment_popularity": SegmentPopularityAgent,
-    "segment_popularity_share": partial(SegmentPopularityAgent, by="positive_share"),
-    "popularity_share": partial(PopularityAgent, by="positive_share"),
-}
-
-
 def run(
     spec: RunSpec,
     run_dir: str | os.PathLike,
@@ -137,7 +117,8 @@ def run(
     costs: dict[str, float] = {}
     start = time.perf_counter()
     log: InteractionLog | None = None
-    if spec.agent not in ("oracle", "random"):
+    registered = entry(spec.agent)
+    if registered.fits:
         if spec.data is not None:
             log = InteractionLog.load(spec.data)
         else:
@@ -146,11 +127,17 @@ def run(
 
     start = time.perf_counter()
     extra: dict[str, Any] = {}
-    agent: Agent
-    if spec.agent in EMBEDDERS:
-        # the train seed also seeds the initial weights
-        train_config = replace(spec.train, seed=train_seed, eval_seed=test_seed)
-        agent = TwoTowerAgent(env, spec.agent, spec.preset, train_config, **spec.model)
+    # the train seed also seeds a two-tower model's initial weights
+    train_config = replace(spec.train, seed=train_seed, eval_seed=test_seed)
+    agent = registered.build(
+        env,
+        seed=train_seed,
+        params=spec.params,
+        preset=spec.preset,
+        train=train_config,
+        model=spec.model,
+    )
+    if registered.trains_model:
         agent.fit(log, out_dir=run_dir, resume=resume, progress=progress)
         result = agent.result_
         config.update(model=asdict(agent.model_.config), train=asdict(result.config))
@@ -159,16 +146,8 @@ def run(
         agent.save(run_dir / MODEL_FILE, overwrite=True)
         extra["n_params"] = sum(p.numel() for p in agent.model_.parameters() if p.requires_grad)
         extra["train_steps_per_s"] = result.steps_per_s
-    elif spec.agent == "gbdt":
-        agent = GBDTAgent(env, seed=train_seed, **spec.params).fit(log)
-    elif spec.agent in STRONG_AGENTS:
-        agent = STRONG_AGENTS[spec.agent](env, **spec.params).fit(log)
-    elif spec.agent == "popularity":
-        agent = PopularityAgent(env).fit(log)  # by the share of positive rewards
-    elif spec.agent == "oracle":
-        agent = OracleAgent(env)
-    else:
-        agent = RandomAgent(env, seed=train_seed)
+    elif registered.fits:
+        agent.fit(log)
     fit_seconds = time.perf_counter() - start
 
     timed = _TimedScoring(agent)
@@ -191,7 +170,7 @@ def run(
         to_json({"metrics": metrics, "fit_seconds": fit_seconds, **costs, **extra}),
     )
     write_atomic(run_dir / DONE_MARKER, to_json({"finished": time.strftime("%Y-%m-%dT%H:%M:%S")}))
-    if spec.agent in EMBEDDERS and not keep_checkpoint:
+    if spec.trains_model and not keep_checkpoint:
         (run_dir / CHECKPOINT_NAME).unlink(missing_ok=True)
     return metrics
 
@@ -274,7 +253,7 @@ def differences(spec: RunSpec, run_dir: Path) -> list[str]:
         raise ValueError(f"{path} is damaged or not a recsim-ft run's ({err!r})") from None
     wanted = spec.to_dict()
     changed = sorted(k for k in saved.keys() | wanted.keys() if saved.get(k) != wanted.get(k))
-    if spec.agent in EMBEDDERS and "model" in config:
+    if spec.trains_model and "model" in config:
         built = asdict(config_from_dict(config["model"]))
         model = asdict(make_config(spec.preset, spec.agent, **spec.model))
         changed += sorted(f"model.{k}" for k in model if k != "seed" and built.get(k) != model[k])

@@ -17,36 +17,23 @@ from typing import Any
 import numpy as np
 import torch
 
+from recsim_ft.agents.registry import REGISTRY, entry, names, trains_model
 from recsim_ft.checks import check_choice, check_int
-from recsim_ft.models.presets import EMBEDDERS, PRESETS, make_config
+from recsim_ft.models.presets import PRESETS, make_config
 from recsim_ft.precision import resolve_precision
 from recsim_ft.protocol import protocol_of
 from recsim_ft.train import PRESET_FIELDS, TrainConfig, run_options
 
-BASELINES = ("oracle", "popularity", "random")
-#: The strong baselines (``recsim_ft.agents.tabular``): what a default tabular model gets from
-#: the same log in seconds, beside every model in every table.
-STRONG_BASELINES = ("gbdt", "linear", "segment_popularity")
-#: Popularity counted as each item's share of the positive rewards (``by="positive_share"``)
-#: instead of its positive rate: the popularity baselines to show over a large catalogue, where
-#: an item is logged a few times and a rate is noise (``docs/results/ranking_preset.md``). Not in
-#: the paper's tables by default (over 100 items or fewer they rank as the rate does).
-SHARE_BASELINES = ("popularity_share", "segment_popularity_share")
-AGENTS = EMBEDDERS + STRONG_BASELINES + SHARE_BASELINES + BASELINES
-#: The two embedders the paper compares; ``tune`` searches their learning rates by default.
-TUNE_AGENTS = ("mamba", "transformer")
-#: The agents of a paper table, in table order.
-TABLE_AGENTS = TUNE_AGENTS + STRONG_BASELINES + BASELINES
-AGENT_LABELS = {
-    "mamba": "FT-Mamba",
-    "transformer": "FT-Transformer",
-    "mlp": "MLP two-tower",
-    "gbdt": "GBDT",
-    "linear": "per-item ridge",
-    "segment_popularity": "segment popularity",
-    "popularity_share": "popularity (share)",
-    "segment_popularity_share": "segment popularity (share)",
-}
+#: Views of the agent registry (``recsim_ft.agents.registry``, where each agent is declared):
+#: every agent in table order, the strong baselines (what a default tabular model gets from the
+#: same log in seconds, beside every model in every table), the agents of a paper table, those
+#: ``tune`` searches by default, each agent's table label and its hyperparameters' grid.
+AGENTS = tuple(REGISTRY)
+STRONG_BASELINES = names(strong=True)
+TABLE_AGENTS = names(table=True)
+TUNE_AGENTS = names(tuned=True)
+AGENT_LABELS = {name: e.label for name, e in REGISTRY.items()}
+BASELINE_GRIDS = {name: e.grid for name, e in REGISTRY.items() if e.grid}
 
 
 def agent_label(row: str) -> str:
@@ -59,7 +46,7 @@ def agent_label(row: str) -> str:
     ('FT-Mamba (ranking, early stopping on HR@1)', 'FT-Transformer (ranking, no early stopping)')
     """
     agent, _, variant = row.partition("-")
-    label = AGENT_LABELS.get(agent, agent)
+    label = REGISTRY[agent].label if agent in REGISTRY else agent
     return f"{label} ({', '.join(map(_variant_label, variant.split('-')))})" if variant else label
 
 
@@ -71,20 +58,12 @@ def _variant_label(part: str) -> str:
 
 
 def row_order(row: str) -> tuple[int, int, str]:
-    """Table order of a row key: ``AGENTS`` order, each model's paper preset before its others."""
+    """Table order of a row key: the registry's order, each model's paper preset before its
+    others."""
     agent, _, preset = row.partition("-")
-    position = AGENTS.index(agent) if agent in AGENTS else len(AGENTS)
+    order = list(REGISTRY)
+    position = order.index(agent) if agent in order else len(order)
     return (position, int(bool(preset)), preset)
-
-
-#: The hyperparameters of each strong baseline a spec may set (``RunSpec.params``), and the
-#: grid ``tune`` searches by default (the first value of each: the agent's default).
-BASELINE_GRIDS: dict[str, dict[str, tuple[Any, ...]]] = {
-    "gbdt": {"learning_rate": (0.1, 0.05, 0.2), "max_leaf_nodes": (31, 63)},
-    "linear": {"ridge": (1.0, 0.1, 10.0, 100.0)},
-    "segment_popularity": {"prior": (10.0, 1.0, 100.0), "n_bins": (4, 2, 8)},
-}
-BASELINE_GRIDS["segment_popularity_share"] = BASELINE_GRIDS["segment_popularity"]  # same agent
 
 
 @dataclass(frozen=True)
@@ -166,7 +145,7 @@ class RunSpec:
     gives). The seeds of ``train`` are drawn per run (``derived_seeds``). A baseline trains
     nothing: only the evaluation options of ``train`` apply to it. ``model`` holds two-tower
     model options over the preset, ``params`` the hyperparameters of a strong baseline (those of
-    ``BASELINE_GRIDS``; unset ones take the agent's defaults)."""
+    its registry entry's ``grid``; unset ones take the agent's defaults)."""
 
     env_id: str
     agent: str = "mamba"
@@ -201,17 +180,17 @@ class RunSpec:
                 f"RunSpec has no option {', '.join(map(repr, unknown))}; the run options are "
                 f"{tuple(run_options())}"
             )
-        check_choice("agent", agent, AGENTS)
+        entry(agent)  # a registered agent
         check_choice("preset", preset, tuple(PRESETS))
         given = {name: value for name, value in options.items() if value is not None}
-        if agent not in EMBEDDERS:  # a baseline has no preset and trains nothing: one spec
+        if not trains_model(agent):  # a baseline has no preset and trains nothing: one spec
             preset = "paper"
             given = {k: v for k, v in given.items() if k not in PRESET_FIELDS}
         if train is None:
             train = TrainConfig.from_preset(preset, **given)
         elif given:
             train = replace(train, **given)
-        if agent not in EMBEDDERS:
+        if not trains_model(agent):
             train = replace(
                 TrainConfig(),
                 **{k: getattr(train, k) for k in run_options() if k not in PRESET_FIELDS},
@@ -244,7 +223,7 @@ class RunSpec:
                 make_config(self.preset, **self.model)
             except TypeError as err:  # an unknown option
                 raise ValueError(str(err)) from None
-        allowed = BASELINE_GRIDS.get(self.agent, {})
+        allowed = REGISTRY[self.agent].grid
         unknown = sorted(set(self.params) - set(allowed))
         if unknown:
             raise ValueError(
@@ -261,9 +240,9 @@ class RunSpec:
         """The spec as ``config.json`` saves it: its fields and its run options side by side
         (a baseline's training options as ``None``)."""
         spec = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "train"}
-        trains = self.agent in EMBEDDERS
         for name in run_options():
-            spec[name] = getattr(self.train, name) if trains or name not in PRESET_FIELDS else None
+            trained = self.trains_model or name not in PRESET_FIELDS
+            spec[name] = getattr(self.train, name) if trained else None
         return json.loads(json.dumps(spec))
 
     @classmethod
@@ -279,6 +258,11 @@ class RunSpec:
         return cls(**d)
 
     @property
+    def trains_model(self) -> bool:
+        """Whether the run trains a two-tower model (its agent's registry entry says)."""
+        return trains_model(self.agent)
+
+    @property
     def row(self) -> str:
         """The row of a results table this run belongs to: the agent, and for a model trained
         with a preset other than the paper's, at a precision other than fp32, with the
@@ -286,7 +270,7 @@ class RunSpec:
         it (``"mamba-ranking"``, ``"mamba-bf16"``, ``"mamba-ranking-prior"``,
         ``"mamba-ranking-noprior"``, ``"mamba-ranking-bestHR@1"``, ``"mamba-ranking-laststep"``:
         the last step's weights where the preset selects)."""
-        if self.agent not in EMBEDDERS:
+        if not self.trains_model:
             return self.agent
         train, preset = self.train, _preset_training(self.preset)
         variant = [
@@ -314,7 +298,7 @@ class RunSpec:
         """The training steps of this run (0 for a baseline): ``steps``, else one pass over the
         logged events (for a run on a ``data`` file, the trainer counts that file's rows; with
         the softmax loss it passes over the positive rows only, so this is an upper bound)."""
-        if self.agent not in EMBEDDERS:
+        if not self.trains_model:
             return 0
         if self.train.steps is not None:
             return self.train.steps
@@ -325,7 +309,7 @@ class RunSpec:
         """``setting/agent[-preset][-what differs from the preset's training]/seedN``: the
         paper's preset and training keep the directory names of earlier sweeps."""
         agent = self.row
-        if self.agent in EMBEDDERS:
+        if self.trains_model:
             preset = _preset_training(self.preset)
             for name, option in run_options().items():
                 value = getattr(self.train, name)

@@ -11,9 +11,10 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from recsim_ft.agents.registry import REFERENCE_BASELINE, names
 from recsim_ft.experiments.executors import RunOutcome
 from recsim_ft.experiments.runs import read_costs
-from recsim_ft.experiments.specs import SHARE_BASELINES, row_order
+from recsim_ft.experiments.specs import row_order
 from recsim_ft.metrics import METRICS as METRIC_FAMILIES
 from recsim_ft.paper_results import paper_value
 
@@ -162,10 +163,10 @@ def table_pairs(rows: Iterable[str]) -> list[tuple[str, str]]:
     pairs = []
     for variant in variants:
         mamba, transformer = (f"{m}-{variant}" if variant else m for m in ("mamba", "transformer"))
-        pairs += [(mamba, transformer), (mamba, "gbdt")]
+        pairs += [(mamba, transformer), (mamba, REFERENCE_BASELINE)]
         if variant:
-            pairs.append((transformer, "gbdt"))
-        pairs += [(m, b) for m in (mamba, transformer) for b in SHARE_BASELINES if b in rows]
+            pairs.append((transformer, REFERENCE_BASELINE))
+        pairs += [(m, b) for m in (mamba, transformer) for b in names(paired=True) if b in rows]
     for variant in variants:
         other, _, suffix = variant.rpartition("-")
         if suffix == "prior":

@@ -14,6 +14,7 @@ from typing import Any
 
 import pandas as pd
 
+from recsim_ft.agents.registry import names, trains_model
 from recsim_ft.experiments.executors import RunOutcome, sweep
 from recsim_ft.experiments.reports import MIN_SEEDS_FOR_CI, RANGE_NOTE, spread_cell
 from recsim_ft.experiments.runs import to_json, write_atomic
@@ -26,9 +27,12 @@ from recsim_ft.experiments.specs import (
 )
 from recsim_ft.experiments.stats import mean_ci
 from recsim_ft.metrics import metric_names
-from recsim_ft.models.presets import EMBEDDERS
 from recsim_ft.protocol import protocol_of
 from recsim_ft.train import PRESET_FIELDS
+
+#: What ``tune`` can search: the two-tower models (their training) and every agent with
+#: hyperparameters (their grid).
+TUNABLE_AGENTS = names(trains_model=True) + tuple(BASELINE_GRIDS)
 
 
 @dataclass
@@ -92,7 +96,7 @@ def tune(
     embedder) of its ``metric`` as a share of that pair's best candidate's, so that no setting
     weighs more for having a larger metric.
     """
-    tunable = EMBEDDERS + tuple(BASELINE_GRIDS)
+    tunable = TUNABLE_AGENTS
     bad = [a for a in agents if a not in tunable]
     if bad:
         raise ValueError(
@@ -113,7 +117,7 @@ def tune(
         raise ValueError("give learning rates either as lrs or in training['lr'], not both")
     if lrs:
         training = {"lr": [float(lr) for lr in lrs]}
-    if not training and any(a in EMBEDDERS for a in agents):
+    if not training and any(map(trains_model, agents)):
         raise ValueError("give at least one learning rate (or a training grid)")
     for setting in settings:  # before any training: a typo must not cost the whole search
         protocol = protocol_of(setting.env_id)
@@ -131,7 +135,7 @@ def tune(
             for spec in table_specs(
                 settings,
                 seed_range,
-                [a for a in agents if a in EMBEDDERS],
+                [a for a in agents if trains_model(a)],
                 **{**options, **candidate},
             )
         ]
@@ -203,7 +207,7 @@ def tune(
     for r in table.itertuples():
         cell = spread_cell(r.mean, r.ci_low, r.ci_high, r.min, r.max, r.n)
         setting, agent = labels.get(r.setting, r.setting), AGENT_LABELS.get(r.agent, r.agent)
-        lr_only = r.agent in EMBEDDERS and set(training) == {"lr"}
+        lr_only = trains_model(r.agent) and set(training) == {"lr"}
         candidate = f"{r.lr:g}" if lr_only else r.params
         lines.append(
             f"| {setting} | {agent} | {candidate} | {r.n} | {cell} | {'yes' if r.chosen else ''} |"
@@ -344,7 +348,7 @@ def _group_runs(
         spec = o.spec
         candidate = (
             {name: getattr(spec.train, name) for name in training}
-            if spec.agent in EMBEDDERS
+            if spec.trains_model
             else spec.params
         )
         key = (spec.setting, spec.agent, spec.train.lr, params_text(candidate))
@@ -356,7 +360,7 @@ def _shared_candidate(table: pd.DataFrame) -> tuple[dict[str, Any] | None, pd.Da
     """The two-tower training candidate with the best mean, over (setting, embedder), of its
     mean metric as a share of that pair's best candidate's, among candidates run in every pair;
     and the shares of every candidate (``mean``, ``worst``, ``groups``), best first."""
-    models = table[table["agent"].isin(EMBEDDERS)]
+    models = table[table["agent"].map(trains_model)]
     if models.empty:
         return None, None
     best = models.groupby(["setting", "agent"])["mean"].transform("max")
