@@ -82,7 +82,7 @@ def protocol_child(n_customers: int, cache_dir: str) -> None:
 
     from recsim_ft.data import collect
     from recsim_ft.experiments import RunSpec, sweep
-    from recsim_ft.experiments.runs import read_costs
+    from recsim_ft.experiments.rundir import RunDir
 
     torch.set_num_threads(1)
     kwargs = {"n_customers": n_customers, "n_items": None, "cache_dir": cache_dir}
@@ -106,7 +106,7 @@ def protocol_child(n_customers: int, cache_dir: str) -> None:
             raise SystemExit(f"{failed[0].spec.row} failed: {failed[0].error}")
         runs = {
             o.spec.row: {
-                "fit_seconds": read_costs(o.run_dir)["fit_seconds"],
+                "fit_seconds": RunDir(o.run_dir).costs()["fit_seconds"],
                 **{k: o.metrics[k] for k in ("HR@1", "HR@10", "MAP@12")},
             }
             for o in outcomes

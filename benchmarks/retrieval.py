@@ -18,13 +18,12 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
 from recsim_ft import cpu
-from recsim_ft.experiments.runs import saved_model_run
+from recsim_ft.experiments import RunDir
 from recsim_ft.retrieval import ApproximateIndex, ItemEmbeddings, embed_rows, recall_at_k
 
 HM_CUSTOMERS = 1_371_980
@@ -37,11 +36,9 @@ INDEXES = {
 
 def trained(run_dir: str, n_users: int) -> tuple[ItemEmbeddings, np.ndarray]:
     """A finished two-tower run's catalogue and ``n_users`` of its test users, embedded."""
-    spec, test_seed, env, agent = saved_model_run(Path(run_dir))
-    rec_env = env.unwrapped
-    items = ItemEmbeddings.from_model(agent.model_, rec_env.item_table())
-    users = rec_env.eval_users(spec.train.eval_split, n_users, test_seed)
-    return items, embed_rows(agent.model_, users)
+    saved = RunDir(run_dir).load()
+    items = ItemEmbeddings.from_model(saved.model, saved.env.unwrapped.item_table())
+    return items, embed_rows(saved.model, saved.users(n_users))
 
 
 def measure(items: ItemEmbeddings, queries: np.ndarray, k: int) -> dict[str, float]:

@@ -34,10 +34,11 @@ from recsim_ft.data import InteractionLog, collect
 from recsim_ft.envs import make_env
 from recsim_ft.envs.hm_data import UNKNOWN_IDS, read_transactions
 from recsim_ft.envs.hm_synthetic import synthetic_files
-from recsim_ft.experiments import RunSpec
+from recsim_ft.experiments import RunDir, RunSpec, SavedRun
 from recsim_ft.experiments.tuning import param_value
 from recsim_ft.fileio import atomic_path
 from recsim_ft.models import PRESETS, params_report
+from recsim_ft.retrieval import export_model
 from recsim_ft.threads import default_threads, use_threads
 from recsim_ft.train import CHECKPOINT_NAME, PRESET_FIELDS, Option, TrainConfig, run_options
 
@@ -125,24 +126,6 @@ def cmd_params(args: argparse.Namespace) -> int:
     return 0
 
 
-def _prepare_run_dir(run_dir: Path, overwrite: bool, resume: bool) -> None:
-    """Refuse a non-empty directory unless told; ``overwrite`` only ever deletes a run directory."""
-    if run_dir.exists() and not run_dir.is_dir():
-        raise UsageError(f"--out {run_dir} is a file; a run is written to a directory")
-    if not run_dir.exists() or not any(run_dir.iterdir()) or resume:
-        return
-    if not overwrite:
-        raise UsageError(
-            f"run directory {run_dir} is not empty; pass --overwrite to replace it "
-            "or --resume to continue it"
-        )
-    if not (run_dir / "config.json").exists():
-        raise UsageError(
-            f"{run_dir} is not a recsim-ft run directory (no config.json); refusing to delete it"
-        )
-    shutil.rmtree(run_dir)
-
-
 def cmd_train(args: argparse.Namespace) -> int:
     env_id, env_kwargs = args.env, parse_env_kwargs(args.env_kwargs)
     if args.data is not None:
@@ -162,9 +145,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     # check the id and kwargs before touching the run directory; run with the kwargs that rebuild
     # the env (a seed drawn for seed=None included), so evaluate meets the env it trained in
     env_kwargs = _make_env(env_id, env_kwargs).unwrapped.spec_kwargs
-    run_dir = Path(args.out)
-    _prepare_run_dir(run_dir, args.overwrite, args.resume)
-    fresh = not run_dir.exists() or not any(run_dir.iterdir())
+    run_dir = RunDir(args.out)
+    try:
+        fresh = run_dir.prepare(overwrite=args.overwrite, resume=args.resume)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
     try:
         spec = RunSpec(
             env_id,
@@ -182,7 +167,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if spec.train.device.startswith("cuda") and not torch.cuda.is_available():
         raise UsageError(f"--device {spec.train.device}: CUDA is not available on this machine")
     if args.resume:
-        saved = _checkpoint_progress(run_dir)
+        saved = run_dir.progress()
         if not (run_dir / CHECKPOINT_NAME).exists():
             print(f"recsim-ft: no checkpoint in {run_dir}: training from step 0", file=sys.stderr)
         elif saved is not None:
@@ -192,7 +177,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         metrics = experiments.run(spec, run_dir, resume=args.resume, progress=not args.quiet)
     except Exception as err:
         if fresh:  # a run that failed leaves nothing behind, so the corrected command just runs
-            shutil.rmtree(run_dir, ignore_errors=True)
+            shutil.rmtree(run_dir.path, ignore_errors=True)
         if isinstance(err, (ValueError, FloatingPointError)):  # other settings, divergence
             raise UsageError(str(err)) from None
         raise
@@ -201,28 +186,30 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_evaluate(args: argparse.Namespace) -> int:
-    run_dir = Path(args.run)
-    if not (run_dir / "config.json").is_file():
-        raise UsageError(f"{run_dir} is not a recsim-ft run directory (no config.json)")
+def _saved_run(path: str) -> SavedRun:
+    """The finished two-tower run in ``path``, or a usage error saying why it is not one."""
     try:
-        metrics = experiments.evaluate_saved_model(run_dir, n_users=args.n_users, seed=args.seed)
-    except (FileNotFoundError, ValueError) as err:  # no model file, or not a model file
+        return RunDir(path).load()
+    except (FileNotFoundError, ValueError) as err:  # no run, no model file, a damaged file
         raise UsageError(str(err)) from None
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    saved = _saved_run(args.run)
+    metrics = experiments.evaluate_saved_model(saved, n_users=args.n_users, seed=args.seed)
     print(_format_metrics(metrics))
     return 0
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    run_dir = Path(args.run)
-    if not (run_dir / "config.json").is_file():
-        raise UsageError(f"{run_dir} is not a recsim-ft run directory (no config.json)")
+    saved = _saved_run(args.run)
     try:
-        manifest = experiments.export_saved_model(
-            run_dir,
+        n_users = check_int("--users", args.users, low=0)
+        manifest = export_model(
+            saved.model,
+            saved.env.unwrapped.item_table(),
             args.out,
-            n_users=args.users,
-            seed=args.seed,
+            users=saved.users(n_users, args.seed) if n_users else None,
             onnx=not args.no_onnx,
             overwrite=args.overwrite,
         )
@@ -806,16 +793,6 @@ def build_parser() -> argparse.ArgumentParser:
 DEFAULT_TUNE_LRS = [1e-5, 3e-5, 1e-4, 3e-4, 1e-3]
 
 
-def _checkpoint_progress(run_dir: Path) -> tuple[int, int] | None:
-    """(step, steps) of the checkpoint in ``run_dir``; None without a readable one (the trainer
-    says what is wrong with an unreadable one)."""
-    try:
-        state = torch.load(run_dir / CHECKPOINT_NAME, map_location="cpu", weights_only=True)
-        return int(state["step"]), int(state["config"]["steps"])
-    except Exception:  # missing or damaged: no progress to report
-        return None
-
-
 _SWEEP_HINTS = {
     command: f"; run the same command again to continue the {what} (finished runs are kept; "
     "with the local executor an interrupted run continues from its checkpoint)"
@@ -827,7 +804,7 @@ def _interrupted(args: argparse.Namespace) -> str:
     """What Ctrl-C leaves behind and how to continue."""
     if args.command != "train":
         return "recsim-ft: interrupted" + _SWEEP_HINTS.get(args.command, "")
-    saved = _checkpoint_progress(Path(args.out))
+    saved = RunDir(args.out).progress()
     if saved is None:
         return (
             "recsim-ft: interrupted before the first training step, so there is nothing to "

@@ -6,6 +6,7 @@ reach an env module, directly or through the modules they import. Checked on the
 from __future__ import annotations
 
 import ast
+import functools
 from pathlib import Path
 
 import pytest
@@ -35,10 +36,27 @@ def module_file(name: str) -> Path | None:
     return None
 
 
+def _typing_only(tree: ast.Module) -> set[int]:
+    """The ids of the nodes under ``if TYPE_CHECKING:``: imports for annotations only, which
+    never run."""
+    return {
+        id(inner)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.If) and ast.unparse(node.test).endswith("TYPE_CHECKING")
+        for inner in ast.walk(node)
+    }
+
+
+@functools.cache
 def imported(name: str) -> set[str]:
-    """The recsim-ft modules that module ``name`` imports anywhere in its source."""
+    """The recsim-ft modules that module ``name`` imports anywhere in its source (but for
+    annotations only)."""
     found = set()
-    for node in ast.walk(ast.parse(module_file(name).read_text())):
+    tree = ast.parse(module_file(name).read_text())
+    skipped = _typing_only(tree)
+    for node in ast.walk(tree):
+        if id(node) in skipped:
+            continue
         if isinstance(node, ast.Import):
             found |= {alias.name for alias in node.names}
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
@@ -58,6 +76,16 @@ def import_chains(start: str) -> dict[str, list[str]]:
             chains[other] = chains[name] + [other]
             todo.append(other)
     return chains
+
+
+def every_module() -> list[str]:
+    """Every module of the package, subpackages included."""
+    return sorted(
+        ".".join(("recsim_ft", *p.relative_to(PACKAGE).with_suffix("").parts)).removesuffix(
+            ".__init__"
+        )
+        for p in PACKAGE.rglob("*.py")
+    )
 
 
 def modules_under(folder: str) -> list[str]:
@@ -89,3 +117,26 @@ def test_the_check_sees_imports_inside_functions():
     # agents.bandits imports the trainer only inside OnlineTwoTowerAgent.refit
     assert "recsim_ft.train" in imported("recsim_ft.agents.bandits")
     assert "recsim_ft.envs.base" in import_chains("recsim_ft.online")
+
+
+def test_no_module_reaches_itself():
+    """No import circle. A module importing a package it belongs to (whose ``__init__`` names
+    the package's public API) is not counted."""
+    graph = {
+        module: {other for other in imported(module) if not module.startswith(other + ".")}
+        for module in every_module()
+    }
+    circles, finished = [], set()
+
+    def visit(module: str, chain: list[str]) -> None:
+        for other in sorted(graph.get(module, ())):
+            if other in chain:
+                circles.append(" -> ".join([*chain[chain.index(other) :], other]))
+            elif other not in finished:
+                visit(other, [*chain, other])
+        finished.add(module)
+
+    for module in graph:
+        if module not in finished:
+            visit(module, [module])
+    assert not circles, "\n".join(circles)

@@ -10,11 +10,14 @@ per slot for leaving.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from recsim_ft.envs.base import RecEnv
 from recsim_ft.schema import Batch
+
+if TYPE_CHECKING:  # for the annotations: base imports this module
+    from recsim_ft.envs.base import RecEnv
 
 
 @dataclass

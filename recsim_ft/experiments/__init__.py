@@ -4,6 +4,8 @@ One run, from ``recsim-ft reproduce`` to a table, passes through one module per 
 
 - ``specs``: what to run: the paper's table settings and the ``RunSpec`` of one run;
 - ``runs``: one run (``run``): fit or build the agent, evaluate it, write its run directory;
+- ``rundir``: the run directory (``RunDir``): its files, preparing it, reading it, loading its
+  model;
 - ``executors``: a sweep of runs in-process, in a process pool or on Ray, reusing finished runs;
 - ``stats``: mean and confidence interval over seeds, paired tests FT-Mamba vs FT-Transformer;
 - ``reports``: the Markdown and CSV tables beside the paper's numbers (``reproduce``);
@@ -18,15 +20,8 @@ The paper's protocol per env (learning rate, logged events, extra metrics) is
 from recsim_ft._deprecation import moved_names
 from recsim_ft.experiments.executors import RunOutcome, run_safely, sweep
 from recsim_ft.experiments.reports import Report, markdown_table, report, reproduce
-from recsim_ft.experiments.runs import (
-    DONE_MARKER,
-    ERROR_FILE,
-    MODEL_FILE,
-    evaluate_saved_model,
-    export_saved_model,
-    finished,
-    run,
-)
+from recsim_ft.experiments.rundir import DONE_MARKER, ERROR_FILE, RunDir, SavedRun, finished
+from recsim_ft.experiments.runs import MODEL_FILE, evaluate_saved_model, run
 from recsim_ft.experiments.specs import (
     AGENT_LABELS,
     AGENTS,
@@ -71,12 +66,13 @@ __all__ = [
     "VACCINE_SETTINGS",
     "Report",
     "RunOutcome",
+    "RunDir",
     "RunSpec",
+    "SavedRun",
     "Setting",
     "TuneReport",
     "derived_seeds",
     "evaluate_saved_model",
-    "export_saved_model",
     "finished",
     "markdown_table",
     "mean_ci",

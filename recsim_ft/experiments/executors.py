@@ -25,14 +25,8 @@ import torch
 
 from recsim_ft.checks import check_choice, check_int
 from recsim_ft.experiments.progress import StepReporter, SweepProgress
-from recsim_ft.experiments.runs import (
-    DONE_MARKER,
-    ERROR_FILE,
-    finished,
-    read_metrics,
-    run,
-    write_atomic,
-)
+from recsim_ft.experiments.rundir import DONE_MARKER, ERROR_FILE, RunDir, finished, write_atomic
+from recsim_ft.experiments.runs import run
 from recsim_ft.experiments.specs import RunSpec
 from recsim_ft.threads import default_threads
 from recsim_ft.train import Progress
@@ -205,7 +199,7 @@ def sweep(
     for spec in specs:
         run_dir = out / "runs" / spec.relative_dir()
         if finished(spec, run_dir):
-            outcomes.append(RunOutcome(spec, run_dir, "reused", read_metrics(run_dir)))
+            outcomes.append(RunOutcome(spec, run_dir, "reused", RunDir(run_dir).metrics()))
         else:
             run_dir.mkdir(parents=True, exist_ok=True)
             pending.append((spec, run_dir))

@@ -7,7 +7,6 @@ shrinks it, and the figures always match the table."""
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -18,14 +17,8 @@ import pandas as pd
 
 from recsim_ft.experiments.executors import RunOutcome, sweep
 from recsim_ft.experiments.figures import FIGURES, figure_path, paper_figures
-from recsim_ft.experiments.runs import (
-    DONE_MARKER,
-    ERROR_FILE,
-    add_scoring_cost,
-    finished,
-    read_metrics,
-    write_atomic,
-)
+from recsim_ft.experiments.rundir import DONE_MARKER, ERROR_FILE, RunDir, finished, write_atomic
+from recsim_ft.experiments.runs import add_scoring_cost
 from recsim_ft.experiments.specs import (
     TABLE_AGENTS,
     RunSpec,
@@ -310,7 +303,7 @@ def _earlier_runs(
     earlier = []
     for done in sorted((out / "runs").glob(f"*/*/seed*/{DONE_MARKER}")):
         run_dir = done.parent
-        saved = RunSpec.from_dict(json.loads((run_dir / "config.json").read_text())["spec"])
+        saved = RunDir(run_dir).spec()
         if saved.setting not in by_name or saved.train.eval_split != "test":
             continue
         if saved.trains_model and saved.preset not in presets:
@@ -331,7 +324,7 @@ def _earlier_runs(
             },
         )
         if spec.relative_dir() not in requested and finished(spec, run_dir):
-            earlier.append(RunOutcome(spec, run_dir, "reused", read_metrics(run_dir)))
+            earlier.append(RunOutcome(spec, run_dir, "reused", RunDir(run_dir).metrics()))
     return earlier
 
 

@@ -1,17 +1,6 @@
 """One run: fit (or build) one agent on one env setting with one seed, evaluate it on the env's
-test users, and write its run directory::
-
-    config.json        what was run (the RunSpec, the model and train configs, the seeds)
-    metrics.json       the evaluation metrics, the costs (seconds to collect the log and to fit,
-                       milliseconds to score 1,000 test users), parameter count
-    curve.csv          the training curve (two-tower agents)
-    items.csv          per item: times liked by the test users, recommended minus liked (Fig. 5)
-    model.safetensors  the model file (two-tower agents)
-    DONE               written last: the run is finished
-
-Each file is written under a temporary name and renamed, and ``DONE`` comes last, so a sweep
-that is killed and restarted knows which runs finished.
-"""
+test users, and write its run directory (``recsim_ft.experiments.rundir``: its files, the
+order they are written in, and what reads them)."""
 
 from __future__ import annotations
 
@@ -25,33 +14,24 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from recsim_ft.agents import Agent, TwoTowerAgent
+from recsim_ft.agents import Agent
 from recsim_ft.agents.registry import entry
-from recsim_ft.checks import check_int
 from recsim_ft.data import InteractionLog, collect
 from recsim_ft.envs import make_env
 from recsim_ft.evaluate import evaluate, recommended_minus_liked
+from recsim_ft.experiments.rundir import (
+    CONFIG_FILE,
+    CURVE_FILE,
+    DONE_MARKER,
+    ITEMS_FILE,
+    METRICS_FILE,
+    RunDir,
+    SavedRun,
+)
 from recsim_ft.experiments.specs import RunSpec, derived_seeds
-from recsim_ft.fileio import atomic_path
 from recsim_ft.models.io import MODEL_FILE
-from recsim_ft.models.presets import config_from_dict, make_config
 from recsim_ft.protocol import protocol_for
-from recsim_ft.retrieval import export_model
 from recsim_ft.train import CHECKPOINT_NAME, Progress
-
-DONE_MARKER = "DONE"
-ERROR_FILE = "error.txt"
-
-
-def write_atomic(path: Path, content: str | bytes) -> None:
-    """Write ``content`` to ``path`` via a temporary file and a rename (never half-written)."""
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(content.encode() if isinstance(content, str) else content)
-
-
-def to_json(obj: Any) -> str:
-    """The JSON text of every file a run writes: indented, keys sorted, one final newline."""
-    return json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n"
 
 
 def _metrics_for_json(
@@ -97,22 +77,22 @@ def run(
     (sweeps); ``progress`` shows the training (see ``recsim_ft.train.Progress``). ``None``
     fields of ``spec`` take the env's protocol (``recsim_ft.protocol``).
     """
-    run_dir = Path(run_dir)
-    kept = (run_dir / CHECKPOINT_NAME).exists() or (run_dir / DONE_MARKER).exists()
-    changed = differences(spec, run_dir) if resume and kept else []
+    run_dir = RunDir(run_dir)
+    kept = (run_dir / CHECKPOINT_NAME).exists() or run_dir.done
+    changed = run_dir.differences(spec) if resume and kept else []
     if changed:  # refused before anything in run_dir is touched
         raise ValueError(
             f"cannot resume {run_dir}: it holds a run with other settings ({', '.join(changed)}); "
             "resume with its settings, or write to another directory"
         )
-    run_dir.mkdir(parents=True, exist_ok=True)
+    run_dir.path.mkdir(parents=True, exist_ok=True)
     data_seed, train_seed, test_seed = derived_seeds(spec.seed)
     env = make_env(spec.env_id, spec.env_kwargs)
     config: dict[str, Any] = {
         "spec": spec.to_dict(),
         "seeds": {"data": data_seed, "train": train_seed, "test": test_seed},
     }
-    write_atomic(run_dir / "config.json", to_json(config))
+    run_dir.write(CONFIG_FILE, config)
 
     costs: dict[str, float] = {}
     start = time.perf_counter()
@@ -138,11 +118,11 @@ def run(
         model=spec.model,
     )
     if registered.trains_model:
-        agent.fit(log, out_dir=run_dir, resume=resume, progress=progress)
+        agent.fit(log, out_dir=run_dir.path, resume=resume, progress=progress)
         result = agent.result_
         config.update(model=asdict(agent.model_.config), train=asdict(result.config))
-        write_atomic(run_dir / "config.json", to_json(config))
-        write_atomic(run_dir / "curve.csv", result.curve.to_csv(index=False))
+        run_dir.write(CONFIG_FILE, config)
+        run_dir.write(CURVE_FILE, result.curve.to_csv(index=False))
         agent.save(run_dir / MODEL_FILE, overwrite=True)
         extra["n_params"] = sum(p.numel() for p in agent.model_.parameters() if p.requires_grad)
         extra["train_steps_per_s"] = result.steps_per_s
@@ -164,50 +144,23 @@ def run(
             ),
         }
     )
-    write_atomic(run_dir / "items.csv", items.to_csv(index=False))
-    write_atomic(
-        run_dir / "metrics.json",
-        to_json({"metrics": metrics, "fit_seconds": fit_seconds, **costs, **extra}),
-    )
-    write_atomic(run_dir / DONE_MARKER, to_json({"finished": time.strftime("%Y-%m-%dT%H:%M:%S")}))
+    run_dir.write(ITEMS_FILE, items.to_csv(index=False))
+    run_dir.write(METRICS_FILE, {"metrics": metrics, "fit_seconds": fit_seconds, **costs, **extra})
+    run_dir.write(DONE_MARKER, {"finished": time.strftime("%Y-%m-%dT%H:%M:%S")})
     if spec.trains_model and not keep_checkpoint:
         (run_dir / CHECKPOINT_NAME).unlink(missing_ok=True)
     return metrics
 
 
 def evaluate_saved_model(
-    run_dir: str | os.PathLike, n_users: int | None = None, seed: int | None = None
+    run: str | os.PathLike | SavedRun, n_users: int | None = None, seed: int | None = None
 ) -> dict[str, float]:
-    """Evaluate the model file of a finished two-tower run again, on ``n_users`` test users
-    drawn with ``seed`` (default: the run's own test users)."""
-    spec, test_seed, env, agent = saved_model_run(Path(run_dir))
-    test_seed = test_seed if seed is None else seed
-    return _metrics_for_json(agent, env, spec, n_users or spec.train.eval_users, test_seed)
-
-
-def export_saved_model(
-    run_dir: str | os.PathLike,
-    out: str | os.PathLike,
-    n_users: int = 0,
-    seed: int | None = None,
-    onnx: bool = True,
-    overwrite: bool = False,
-) -> dict[str, Any]:
-    """Export the model of a finished two-tower run for serving
-    (:func:`recsim_ft.retrieval.export_model` into ``out``): its env's whole catalogue and, with
-    ``n_users``, that many test users drawn with ``seed`` (default: the run's test users)."""
-    spec, test_seed, env, agent = saved_model_run(Path(run_dir))
-    check_int("n_users", n_users, low=0)
-    users = (
-        env.unwrapped.eval_users(
-            spec.train.eval_split, n_users, test_seed if seed is None else seed
-        )
-        if n_users
-        else None
-    )
-    return export_model(
-        agent.model_, env.unwrapped.item_table(), out, users=users, onnx=onnx, overwrite=overwrite
-    )
+    """Evaluate the model file of a finished two-tower run (its directory, or the run loaded)
+    again, on ``n_users`` test users drawn with ``seed`` (default: the run's own test users)."""
+    saved = run if isinstance(run, SavedRun) else RunDir(run).load()
+    test_seed = saved.test_seed if seed is None else seed
+    n_users = n_users or saved.spec.train.eval_users
+    return _metrics_for_json(saved.agent, saved.env, saved.spec, n_users, test_seed)
 
 
 def add_scoring_cost(run_dir: Path) -> None:
@@ -215,75 +168,12 @@ def add_scoring_cost(run_dir: Path) -> None:
     model, score its test users as the run did (the first call embeds the catalogue, as in a
     run), and add ``score_ms_per_1000_users`` to its ``metrics.json``; a run that has it, or has
     no model file, is left alone."""
-    path = run_dir / "metrics.json"
-    saved = json.loads(path.read_text())
-    if "score_ms_per_1000_users" in saved or not (run_dir / MODEL_FILE).is_file():
+    run = RunDir(run_dir)
+    saved = json.loads((run / METRICS_FILE).read_text())
+    if "score_ms_per_1000_users" in saved or not (run / MODEL_FILE).is_file():
         return
-    spec, test_seed, env, agent = saved_model_run(run_dir)
-    timed = _TimedScoring(agent)
-    timed.score_items(env.eval_users(spec.train.eval_split, spec.train.eval_users, test_seed))
+    loaded = run.load()
+    timed = _TimedScoring(loaded.agent)
+    timed.score_items(loaded.users(loaded.spec.train.eval_users))
     saved["score_ms_per_1000_users"] = timed.ms_per_1000_users
-    write_atomic(path, to_json(saved))
-
-
-def saved_model_run(run_dir: Path) -> tuple[RunSpec, int, Any, TwoTowerAgent]:
-    """The spec, test-user seed, env and loaded agent of the two-tower run in ``run_dir``."""
-    config = json.loads((run_dir / "config.json").read_text())
-    spec = RunSpec.from_dict(config["spec"])
-    if not (run_dir / MODEL_FILE).is_file():
-        raise FileNotFoundError(
-            f"{run_dir} has no model file ({MODEL_FILE}); is the run finished "
-            f"and a two-tower run (agent {spec.agent!r})?"
-        )
-    env = make_env(spec.env_id, spec.env_kwargs)
-    return spec, config["seeds"]["test"], env, TwoTowerAgent.load(run_dir, env)
-
-
-def differences(spec: RunSpec, run_dir: Path) -> list[str]:
-    """What differs between ``spec`` and the run saved in ``run_dir`` (its ``config.json``): the
-    spec's fields, and the fields of the model the spec builds today (a default may change
-    between versions); empty when ``run_dir`` holds no run, an error when its file is damaged."""
-    path = run_dir / "config.json"
-    if not path.is_file():
-        return []
-    try:
-        config = json.loads(path.read_text())
-        saved = RunSpec.from_dict(config["spec"]).to_dict()
-    except (ValueError, KeyError, TypeError) as err:
-        raise ValueError(f"{path} is damaged or not a recsim-ft run's ({err!r})") from None
-    wanted = spec.to_dict()
-    changed = sorted(k for k in saved.keys() | wanted.keys() if saved.get(k) != wanted.get(k))
-    if spec.trains_model and "model" in config:
-        built = asdict(config_from_dict(config["model"]))
-        model = asdict(make_config(spec.preset, spec.agent, **spec.model))
-        changed += sorted(f"model.{k}" for k in model if k != "seed" and built.get(k) != model[k])
-    return changed
-
-
-def finished(spec: RunSpec, run_dir: Path) -> bool:
-    """True when ``run_dir`` holds a finished run of ``spec``; an error when it holds another's."""
-    if not (run_dir / DONE_MARKER).exists():
-        return False
-    changed = differences(spec, run_dir)
-    if changed:
-        raise ValueError(
-            f"{run_dir} holds a finished run with different settings ({', '.join(changed)}); "
-            "write the sweep to another --out directory"
-        )
-    return True
-
-
-def read_metrics(run_dir: Path) -> dict[str, float]:
-    """The metrics a finished run wrote."""
-    return json.loads((run_dir / "metrics.json").read_text())["metrics"]
-
-
-#: What a run cost, as ``metrics.json`` stores it (runs before the cost columns lack the last two,
-#: and their ``fit_seconds`` includes collecting the log).
-COSTS = ("fit_seconds", "score_ms_per_1000_users", "collect_seconds")
-
-
-def read_costs(run_dir: Path) -> dict[str, float]:
-    """The costs (``COSTS``) a finished run wrote, those it has."""
-    saved = json.loads((run_dir / "metrics.json").read_text())
-    return {name: float(saved[name]) for name in COSTS if name in saved}
+    run.write(METRICS_FILE, saved)

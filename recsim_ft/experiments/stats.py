@@ -13,7 +13,7 @@ from scipy import stats
 
 from recsim_ft.agents.registry import REFERENCE_BASELINE, names
 from recsim_ft.experiments.executors import RunOutcome
-from recsim_ft.experiments.runs import read_costs
+from recsim_ft.experiments.rundir import RunDir
 from recsim_ft.experiments.specs import row_order
 from recsim_ft.metrics import METRICS as METRIC_FAMILIES
 from recsim_ft.paper_results import paper_value
@@ -108,7 +108,7 @@ def costs_frame(outcomes: Iterable[RunOutcome]) -> pd.DataFrame:
         | {"cost": cost, "value": value}
         for o in outcomes
         if o.status != "failed" and (o.run_dir / "metrics.json").is_file()
-        for cost, value in read_costs(o.run_dir).items()
+        for cost, value in RunDir(o.run_dir).costs().items()
     ]
     return pd.DataFrame(rows, columns=["setting", "agent", "seed", "cost", "value"])
 

@@ -17,7 +17,7 @@ import pandas as pd
 from recsim_ft.agents.registry import names, trains_model
 from recsim_ft.experiments.executors import RunOutcome, sweep
 from recsim_ft.experiments.reports import MIN_SEEDS_FOR_CI, RANGE_NOTE, spread_cell
-from recsim_ft.experiments.runs import to_json, write_atomic
+from recsim_ft.experiments.rundir import to_json, write_atomic
 from recsim_ft.experiments.specs import (
     AGENT_LABELS,
     BASELINE_GRIDS,

@@ -88,12 +88,13 @@ class Tower(nn.Module):
             if len(distinct) < x.n_rows:
                 n_num = x.numeric.shape[1]
                 x = FeatureTensors(distinct[:, :n_num].float(), distinct[:, n_num:].long())
-                return self._embed(x)[inverse]
-        return self._embed(x)
+                return self.embed(x)[inverse]
+        return self.embed(x)
 
-    def _embed(self, x: FeatureTensors) -> Tensor:
-        """The tower's output in at least float32: under bf16 autocast the scores and losses
-        built from it keep float32's precision."""
+    def embed(self, x: FeatureTensors) -> Tensor:
+        """The tower's output for every row, in at least float32 (under bf16 autocast the
+        scores and losses built from it keep float32's precision); ``forward`` without the
+        search for distinct rows, so a traced graph (ONNX) has no data-dependent branch."""
         out = self.head(self.embedder(self.tokenizer(x)))
         return out.to(torch.promote_types(out.dtype, torch.float32))
 

@@ -56,7 +56,7 @@ class _UserTower(nn.Module):
         self.tower = model.user_tower
 
     def forward(self, numeric: Tensor, categorical: Tensor) -> Tensor:
-        return self.tower._embed(FeatureTensors(numeric, categorical))
+        return self.tower.embed(FeatureTensors(numeric, categorical))
 
 
 @contextmanager
