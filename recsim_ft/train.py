@@ -112,7 +112,9 @@ class Option:
     directory's name carries ``tag`` and the value where it differs from the preset's
     (``tag=None``: ``RunSpec.row`` names it instead). ``parse`` reads the command line's text
     (raising ``ValueError``); ``none`` says what ``None`` means; ``many``: one or more values;
-    ``alone``: the text the option stands for when given without a value.
+    ``alone``: the text the option stands for when given without a value; ``flag``: its name on
+    the command line where it is not ``--the-name``, ``old_flags`` earlier names that still
+    work, with a warning.
     """
 
     help: str
@@ -124,6 +126,8 @@ class Option:
     many: bool = False
     none: str = "none"
     alone: str | None = None
+    flag: str | None = None
+    old_flags: tuple[str, ...] = ()
 
 
 def _option(default: Any, help: str, **option: Any) -> Any:
@@ -273,7 +277,14 @@ class TrainConfig:
     eval_every: int | None = _option(
         500, "evaluate every N steps", parse=parse_count, none="only at the end", metavar="N"
     )
-    eval_users: int = _option(100, "users to evaluate on", parse=parse_count, metavar="N")
+    eval_users: int = _option(
+        100,
+        "users to evaluate on",
+        parse=parse_count,
+        metavar="N",
+        flag="--users",
+        old_flags=("--eval-users",),
+    )
     eval_split: str = _option(
         "test",
         "the users to evaluate on: test (reported results) or validation (choosing "

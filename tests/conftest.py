@@ -11,6 +11,10 @@ if not torch.cuda.is_available():
     # GPU, proves them correct. Set before anything imports them (jit reads it then).
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
+import gymnasium as gym  # noqa: E402
+from toy_env import ToyEnv  # noqa: E402, F401  (registers ToyRec-v0)
+
+from recsim_ft.data import collect  # noqa: E402
 from recsim_ft.models import mamba, native_scan  # noqa: E402  (after TRITON_INTERPRET)
 
 
@@ -27,6 +31,19 @@ def require(available: bool, what: str, detail: str, chosen_off: bool = False) -
     if _in_ci() and not chosen_off:
         pytest.fail(f"{what} is not available under CI: {detail}")
     pytest.skip(f"{what} is not available: {detail}")
+
+
+@pytest.fixture(scope="module")
+def env():
+    """The toy env (tests/toy_env.py), for a test of anything that needs an env; a module that
+    needs another defines its own ``env``."""
+    return gym.make("ToyRec-v0")
+
+
+@pytest.fixture(scope="module")
+def log(env):
+    """2,000 logged events of ``env``'s behaviour policy, seed 0."""
+    return collect(env, n=2_000, seed=0)
 
 
 @pytest.fixture

@@ -15,11 +15,6 @@ from recsim_ft.schema import Batch
 
 
 @pytest.fixture(scope="module")
-def env():
-    return gym.make("ToyRec-v0")
-
-
-@pytest.fixture(scope="module")
 def log(env):
     return collect(env, n=4_000, seed=0)
 

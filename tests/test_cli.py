@@ -19,7 +19,7 @@ from recsim_ft.envs.hm_synthetic import write_kaggle_files
 # "toy_env:" makes Gymnasium import tests/toy_env.py (pytest puts tests/ on sys.path)
 TOY = "toy_env:ToyRec-v0"
 TOY_KWARGS = "--env-kwargs n_items=12 n_groups=3".split()
-QUICK = "--preset quick --n 320 --steps 10 --eval-every 5 --eval-users 40 --quiet".split()
+QUICK = "--preset quick --n 320 --steps 10 --eval-every 5 --users 40 --quiet".split()
 
 
 def fails_cleanly(capsys, argv: list[str], *fragments: str) -> None:
@@ -169,7 +169,7 @@ def test_train_then_evaluate(tmp_path, capsys):
     assert main(["evaluate", "--run", str(run)]) == 0
     printed = dict(line.split() for line in capsys.readouterr().out.strip().splitlines())
     assert float(printed["HR@1"]) == pytest.approx(saved["HR@1"], abs=5e-5)
-    assert main(["evaluate", "--run", str(run), "--n-users", "60", "--seed", "7"]) == 0
+    assert main(["evaluate", "--run", str(run), "--users", "60", "--seed", "7"]) == 0
     assert (
         float(
             dict(line.split() for line in capsys.readouterr().out.strip().splitlines())["n_users"]
@@ -240,7 +240,7 @@ def test_train_on_a_collected_file_matches_collecting(tmp_path, capsys):
 
 def test_reproduce_baselines_on_spotify(tmp_path, capsys):
     out = tmp_path / "results"
-    argv = "reproduce --table 1 --envs spotify --agents oracle random --seeds 2 --eval-users 50"
+    argv = "reproduce --table 1 --envs spotify --agents oracle random --seeds 2 --users 50"
     argv = [*argv.split(), "--quiet", "--out", str(out)]
     assert main(argv) == 0
     printed = capsys.readouterr().out
@@ -292,7 +292,7 @@ def test_hm_unknown_ids_option_reaches_the_kaggle_files(tmp_path, capsys):
     paths = write_kaggle_files(data, n_customers=1500, fmt="csv", seed=2)
     with paths["transactions"].open("a") as transactions:
         transactions.write("2020-01-01,nobody,0622718001,0.1,1\n")
-    argv = "reproduce --table 1 --envs hm --agents oracle --seeds 1 --eval-users 20 --quiet"
+    argv = "reproduce --table 1 --envs hm --agents oracle --seeds 1 --users 20 --quiet"
     argv = [*argv.split(), "--hm-data", str(data), "--out", str(tmp_path / "out")]
     assert main([*argv, "--hm-unknown-ids", "error"]) == 1  # the run fails, the sweep reports it
     assert "1 row name 1 customer missing from" in capsys.readouterr().out

@@ -121,13 +121,13 @@ def test_strategies_on_data_whose_answer_is_known():
 
 def test_evaluate_weeks_and_the_command_on_the_synthetic_stand_in(tmp_path, capsys):
     out = tmp_path / "comp"
-    assert main(["hm-competition", "--customers", "2000", "--weeks", "2", "--out", str(out)]) == 0
+    assert main(["hm-competition", "--users", "2000", "--weeks", "2", "--out", str(out)]) == 0
     said = capsys.readouterr().out
     results = pd.read_csv(out / "competition.csv")
     assert len(results) == 2 * len(competition.STRATEGIES)
     assert results["MAP@12"].between(0, 1).all() and (results["MAP@12"] > 0).all()
     assert "| best_sellers |" in said and said == (out / "competition.md").read_text()
-    assert main(["hm-competition", "--customers", "2000", "--out", str(out)]) == 2
+    assert main(["hm-competition", "--users", "2000", "--out", str(out)]) == 2
     assert "--overwrite" in capsys.readouterr().err
     assert main(["hm-competition", "--strategies", "oracle", "--out", str(tmp_path / "x")]) == 2
     assert "unknown strategy" in capsys.readouterr().err

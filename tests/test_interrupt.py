@@ -30,11 +30,11 @@ TESTS_DIR = Path(__file__).resolve().parent
 STEPS, FIRST_CHECKPOINT = 1500, 1000
 TRAIN = (
     "train --env toy_env:ToyRec-v0 --env-kwargs n_items=12 n_groups=3 --embedder mlp --seed 3 "
-    f"--preset quick --n 320 --steps {STEPS} --eval-every 250 --eval-users 40 --quiet"
+    f"--preset quick --n 320 --steps {STEPS} --eval-every 250 --users 40 --quiet"
 ).split()
 REPRODUCE = (
     "reproduce --table 1 --settings spotify --agents oracle mlp --seeds 2 "
-    "--preset quick --n 320 --steps 10 --eval-users 40 --quiet"
+    "--preset quick --n 320 --steps 10 --users 40 --quiet"
 ).split()
 
 
@@ -221,7 +221,7 @@ def test_reproduce_killed_then_rerun_reuses_finished_runs_and_matches(tmp_path):
 
 PARALLEL = (
     "reproduce --table 1 --settings spotify --agents mlp --seeds 3 --preset quick --n 640 "
-    f"--steps {STEPS} --eval-every 500 --eval-users 40 --jobs 2 --quiet"
+    f"--steps {STEPS} --eval-every 500 --users 40 --jobs 2 --quiet"
 ).split()
 
 

@@ -140,3 +140,14 @@ def test_no_module_reaches_itself():
         if module not in finished:
             visit(module, [module])
     assert not circles, "\n".join(circles)
+
+
+def test_the_command_line_is_the_top_floor():
+    """The library never imports its command line (``python -m recsim_ft`` runs it)."""
+    importers = [
+        module
+        for module in every_module()
+        if not module.startswith(("recsim_ft.cli", "recsim_ft.__main__"))
+        and any(other.startswith("recsim_ft.cli") for other in imported(module))
+    ]
+    assert not importers

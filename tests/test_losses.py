@@ -29,16 +29,6 @@ from recsim_ft.train import CHECKPOINT_NAME, TrainConfig, TrainStep, make_optimi
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-@pytest.fixture(scope="module")
-def env():
-    return gym.make("ToyRec-v0")
-
-
-@pytest.fixture(scope="module")
-def log(env):
-    return collect(env, n=2_000, seed=0)
-
-
 def test_pair_losses_by_hand():
     scores = torch.tensor([0.5, -1.0, 2.0])
     rewards = torch.tensor([1.0, 0.0, -1.0])  # Spotify's like, indifference, dislike

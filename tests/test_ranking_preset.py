@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import math
 
-import gymnasium as gym
 import pandas as pd
 import pytest
 from toy_env import ToyEnv  # noqa: F401  (registers ToyRec-v0)
@@ -14,7 +13,6 @@ from toy_env import ToyEnv  # noqa: F401  (registers ToyRec-v0)
 from recsim_ft import experiments
 from recsim_ft.agents import TwoTowerAgent
 from recsim_ft.cli import main, parse_training_grid
-from recsim_ft.data import collect
 from recsim_ft.experiments import RunSpec, Setting
 from recsim_ft.models import make_config
 from recsim_ft.models.presets import PRESETS
@@ -22,16 +20,6 @@ from recsim_ft.train import TrainConfig, TrainStep, scheduled_lr
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 TOY = "toy_env:ToyRec-v0"
-
-
-@pytest.fixture(scope="module")
-def env():
-    return gym.make("ToyRec-v0")
-
-
-@pytest.fixture(scope="module")
-def log(env):
-    return collect(env, n=2_000, seed=0)
 
 
 def test_the_cosine_schedule_warms_up_then_decays_towards_zero():

@@ -245,7 +245,7 @@ def test_export_model_writes_everything_a_service_needs(tmp_path):
 @needs_onnx
 def test_export_command_on_a_trained_run(tmp_path, capsys):
     run = tmp_path / "run"
-    train = "--preset quick --n 320 --steps 10 --eval-every 5 --eval-users 40 --quiet".split()
+    train = "--preset quick --n 320 --steps 10 --eval-every 5 --users 40 --quiet".split()
     env = ["--env", "toy_env:ToyRec-v0", "--env-kwargs", "n_items=12", "n_groups=3"]
     assert main(["train", *env, "--embedder", "mamba", "--out", str(run), *train]) == 0
     capsys.readouterr()

@@ -132,3 +132,25 @@ def test_replace_changes_a_run_option_and_keeps_the_rest():
     other = dataclasses.replace(spec, eval_split="validation", seed=4)
     assert (other.train.eval_split, other.seed, other.train.lr) == ("validation", 4, 1e-3)
     assert other.train.loss == "softmax"  # the preset's, kept
+
+
+def test_a_count_of_users_is_users_in_every_command_and_the_old_names_still_work(capsys):
+    parser = build_parser()
+    for argv, dest in (
+        (["train", "--env", "Spotify-v0", "--out", "x"], "eval_users"),
+        (["reproduce", "--table", "1", "--out", "x"], "eval_users"),
+        (["evaluate", "--run", "x"], "users"),
+        (["export", "--run", "x", "--out", "y"], "users"),
+        (["hm-competition", "--out", "x"], "users"),
+    ):
+        assert getattr(parser.parse_args([*argv, "--users", "7"]), dest) == 7, argv
+    assert capsys.readouterr().err == ""
+    for argv, old, dest in (
+        (["train", "--env", "Spotify-v0", "--out", "x"], "--eval-users", "eval_users"),
+        (["evaluate", "--run", "x"], "--n-users", "users"),
+        (["hm-competition", "--out", "x"], "--customers", "users"),
+    ):
+        assert getattr(parser.parse_args([*argv, old, "9"]), dest) == 9
+        assert f"{old} is deprecated; use --users" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # the old name parses its value as the new one does
+        parser.parse_args(["evaluate", "--run", "x", "--n-users", "0"])

@@ -33,16 +33,6 @@ TESTS_DIR = Path(__file__).resolve().parent
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-@pytest.fixture(scope="module")
-def env():
-    return gym.make("ToyRec-v0")
-
-
-@pytest.fixture(scope="module")
-def log(env):
-    return collect(env, n=2_000, seed=0)
-
-
 def _assert_same_weights(a: torch.nn.Module, b: torch.nn.Module) -> None:
     sa, sb = a.state_dict(), b.state_dict()
     assert sa.keys() == sb.keys()
