@@ -40,7 +40,7 @@ def child(n_customers: int, dynamics: bool) -> None:
     """Write the files once and print seconds, peak RSS and the transaction count as JSON."""
     import pyarrow.parquet as pq
 
-    from recsim_ft.envs.hm_synthetic import write_kaggle_files
+    from recsim_ft.envs.hm.synthetic import write_kaggle_files
 
     out = Path(tempfile.mkdtemp(prefix="hm_generate_"))
     try:
@@ -62,7 +62,7 @@ def child(n_customers: int, dynamics: bool) -> None:
 def env_child(n_customers: int, cache_dir: str) -> None:
     """Build HMFashion-v0 over the whole catalogue; print seconds and peak RSS as JSON."""
     start = time.perf_counter()
-    from recsim_ft.envs.hm import HMFashionEnv
+    from recsim_ft.envs.hm.env import HMFashionEnv
 
     env = HMFashionEnv(n_customers=n_customers, n_items=None, cache_dir=cache_dir)
     seconds = time.perf_counter() - start
@@ -162,7 +162,7 @@ def main() -> None:
     if args.protocol and not args.env:
         parser.error("--protocol builds on the caches of --env: pass both")
     from recsim_ft import cpu
-    from recsim_ft.envs.hm_synthetic import FULL_N_CUSTOMERS
+    from recsim_ft.envs.hm.synthetic import FULL_N_CUSTOMERS
 
     n_customers = max(1, round(FULL_N_CUSTOMERS * args.scale))
     print(f"{cpu.describe()}; {n_customers:,} customers (scale {args.scale}), parquet")

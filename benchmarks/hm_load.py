@@ -1,6 +1,6 @@
 """How fast, and in how much memory, HMFashion-v0 loads full-size Kaggle files.
 
-Writes synthetic files in the Kaggle format (``recsim_ft.envs.hm_synthetic``; at ``--scale 1``
+Writes synthetic files in the Kaggle format (``recsim_ft.envs.hm.synthetic``; at ``--scale 1``
 1.37M customers, 105k articles and about 31.8M transactions, 3.5 GB of CSV) as CSV and as
 parquet, then builds ``HMFashion-v0`` from each in a fresh subprocess, twice: the first load
 processes the files and writes the cache, the second reads the cache. Prints wall time and the
@@ -26,14 +26,14 @@ import tempfile
 import time
 from pathlib import Path
 
-from recsim_ft.envs.hm_data import find_kaggle_files
-from recsim_ft.envs.hm_synthetic import FULL_N_CUSTOMERS, write_kaggle_files
+from recsim_ft.envs.hm.data import find_kaggle_files
+from recsim_ft.envs.hm.synthetic import FULL_N_CUSTOMERS, write_kaggle_files
 
 
 def child(data_dir: str, cache_dir: str) -> None:
     """Build the env from ``data_dir`` and print wall time and peak RSS as JSON."""
     start = time.perf_counter()
-    from recsim_ft.envs.hm import HMFashionEnv
+    from recsim_ft.envs.hm.env import HMFashionEnv
 
     env = HMFashionEnv(data_dir, cache_dir=cache_dir)
     seconds = time.perf_counter() - start

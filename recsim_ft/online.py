@@ -168,7 +168,7 @@ def run_online(
     eval_users = check_int("eval_users", eval_users, low=1)
     if not hasattr(agent, "score_items"):
         raise TypeError(
-            "agent must follow the recsim_ft Agent protocol (score_items), "
+            "agent must implement the recsim_ft Agent interface (score_items), "
             f"got {type(agent).__name__}"
         )
     user_rng, reward_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(2))

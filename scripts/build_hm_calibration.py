@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 from scipy import optimize, stats
 
-from recsim_ft.envs.hm_data import ARTICLE_COLUMNS
+from recsim_ft.envs.hm.data import ARTICLE_COLUMNS
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_SRC = REPO_ROOT / ".." / "shared" / "data" / "hm_stats"

@@ -4,7 +4,7 @@ of a customer, measured on the env's test users beside popularity.
 In the default stand-in (``synthetic_dynamics=False``) a purchase is one of the 1,000 head
 articles with a probability that depends on the customer's segment (age bucket, FN, Active,
 club status, news frequency), or a tail article drawn whatever the customer
-(``recsim_ft.envs.hm_synthetic``). So the generator's own purchase probability given the segment,
+(``recsim_ft.envs.hm.synthetic``). So the generator's own purchase probability given the segment,
 ``p(a | s) = head_share p_head(a | s) + (1 - head_share) p_tail(a)``, ranks each customer's
 articles as well as anything can (the Bayes-optimal ranking: a customer's purchases are
 independent draws from it); no model trained on the env's features can beat it, beyond the luck
@@ -24,8 +24,8 @@ import numpy as np
 
 from recsim_ft.agents import PopularityAgent, SegmentPopularityAgent
 from recsim_ft.data import collect
-from recsim_ft.envs.hm import HMFashionEnv
-from recsim_ft.envs.hm_synthetic import N_HEAD, _customers, _segment_probabilities, _world
+from recsim_ft.envs.hm.env import HMFashionEnv
+from recsim_ft.envs.hm.synthetic import N_HEAD, _customers, _segment_probabilities, _world
 from recsim_ft.evaluate import evaluate
 from recsim_ft.schema import Batch
 

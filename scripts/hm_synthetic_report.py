@@ -6,7 +6,7 @@ Sources: the product-group shares of the full catalogue (``hm_stats``, in the ca
 by scripts/build_hm_calibration.py from ``hm_sample/articles_sample.parquet``).
 
 With ``--dynamics N``, also the figures of time, repurchase and taste
-(``recsim_ft.envs.hm_measures``) of N generated customers, without and with the dynamics.
+(``recsim_ft.envs.hm.measures``) of N generated customers, without and with the dynamics.
 
 Usage (from the repo root)::
 
@@ -19,8 +19,8 @@ import argparse
 
 import pandas as pd
 
-from recsim_ft.envs import hm_measures
-from recsim_ft.envs.hm_synthetic import DYNAMICS, _world, generate_frames, load_calibration
+from recsim_ft.envs.hm import measures as hm_measures
+from recsim_ft.envs.hm.synthetic import DYNAMICS, _world, generate_frames, load_calibration
 
 
 def side_by_side(title: str, source: str, real: pd.Series, synthetic: pd.Series, top: int) -> str:

@@ -20,7 +20,7 @@ from hypothesis.extra import numpy as hnp
 
 import recsim_ft  # noqa: F401  (registers the env ids)
 from recsim_ft.envs.base import MODE_DEFAULTS
-from recsim_ft.envs.hm import HMFashionEnv
+from recsim_ft.envs.hm.env import HMFashionEnv
 from recsim_ft.envs.spotify import SpotifyEnv
 from recsim_ft.envs.vaccine import VaccineMessagingEnv
 

@@ -14,7 +14,7 @@ import pytest
 
 from recsim_ft.cli import main, parse_env_kwargs
 from recsim_ft.data import InteractionLog
-from recsim_ft.envs.hm_synthetic import write_kaggle_files
+from recsim_ft.envs.hm.synthetic import write_kaggle_files
 
 # "toy_env:" makes Gymnasium import tests/toy_env.py (pytest puts tests/ on sys.path)
 TOY = "toy_env:ToyRec-v0"

@@ -21,7 +21,7 @@ from recsim_ft.competition import (
     map_at_k,
     split_week,
 )
-from recsim_ft.envs.hm_data import Transactions, read_transactions
+from recsim_ft.envs.hm.data import Transactions, read_transactions
 
 SAMPLE_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "hm_sample"
 DAY0 = int(np.datetime64("2020-09-01", "D").astype(int))

@@ -11,7 +11,11 @@ import pytest
 import recsim_ft
 from recsim_ft import envs, experiments, schema
 from recsim_ft.agents import bandits
+from recsim_ft.envs.hm import data as hm_data
+from recsim_ft.envs.hm import measures as hm_measures
+from recsim_ft.envs.hm import synthetic as hm_synthetic
 from recsim_ft.models import io
+from recsim_ft.train import PRESET_FIELDS
 
 MOVED = [
     ("recsim_ft.envs.base", "Feature", schema.Feature),
@@ -24,6 +28,11 @@ MOVED = [
     ("recsim_ft.experiments", "evaluate_run", experiments.evaluate_saved_model),
     ("recsim_ft.models.io", "write_checkpoint", io.write_model_file),
     ("recsim_ft.models.io", "read_checkpoint", io.read_model_file),
+    ("recsim_ft.experiments", "TRAINING_FIELDS", PRESET_FIELDS),
+    ("recsim_ft.envs.hm_data", "read_transactions", hm_data.read_transactions),
+    ("recsim_ft.envs.hm_data", "Transactions", hm_data.Transactions),
+    ("recsim_ft.envs.hm_synthetic", "synthetic_files", hm_synthetic.synthetic_files),
+    ("recsim_ft.envs.hm_measures", "repeat_share", hm_measures.repeat_share),
 ]
 
 

@@ -19,8 +19,8 @@ from safetensors.torch import save_file
 import recsim_ft  # noqa: F401  (registers the env ids)
 from recsim_ft.data import InteractionLog, collect
 from recsim_ft.data.log import METADATA_KEY
-from recsim_ft.envs.hm_data import process, save_processed
-from recsim_ft.envs.hm_synthetic import generate_frames
+from recsim_ft.envs.hm.data import process, save_processed
+from recsim_ft.envs.hm.synthetic import generate_frames
 from recsim_ft.experiments.rundir import write_atomic
 from recsim_ft.models import TwoTower
 from recsim_ft.models.io import FORMAT, read_model_file, write_model_file

@@ -18,10 +18,11 @@ from scipy import stats
 
 from recsim_ft.agents import PopularityAgent, SegmentPopularityAgent
 from recsim_ft.data import InteractionLog, collect
-from recsim_ft.envs import hm_data, hm_synthetic
-from recsim_ft.envs.hm import HMFashionEnv
-from recsim_ft.envs.hm_data import HMDataError, load_kaggle
-from recsim_ft.envs.hm_synthetic import generate_frames, load_calibration, write_kaggle_files
+from recsim_ft.envs.hm import data as hm_data
+from recsim_ft.envs.hm import synthetic as hm_synthetic
+from recsim_ft.envs.hm.data import HMDataError, load_kaggle
+from recsim_ft.envs.hm.env import HMFashionEnv
+from recsim_ft.envs.hm.synthetic import generate_frames, load_calibration, write_kaggle_files
 from recsim_ft.evaluate import evaluate
 from recsim_ft.schema import Batch
 

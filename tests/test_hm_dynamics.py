@@ -1,15 +1,15 @@
 """The dated synthetic H&M stand-in (``dynamics=True``, ``HMFashion-v0(synthetic_dynamics=True)``):
 dates in the span and after each article's release, drift, new articles, repurchases and taste,
-each measured (``recsim_ft.envs.hm_measures``) against the stand-in without them."""
+each measured (``recsim_ft.envs.hm.measures``) against the stand-in without them."""
 
 from __future__ import annotations
 
 import pandas as pd
 import pytest
 
-from recsim_ft.envs import hm_measures
-from recsim_ft.envs.hm import HMFashionEnv
-from recsim_ft.envs.hm_synthetic import _dynamics, generate_frames, load_calibration
+from recsim_ft.envs.hm import measures as hm_measures
+from recsim_ft.envs.hm.env import HMFashionEnv
+from recsim_ft.envs.hm.synthetic import _dynamics, generate_frames, load_calibration
 
 N_CUSTOMERS = 5000
 

@@ -175,7 +175,7 @@ def test_bad_arguments_are_named(spotify):
     ]:
         with pytest.raises(ValueError, match=name):
             run_online(agent, spotify, progress=False, **kwargs)
-    with pytest.raises(TypeError, match="Agent protocol"):
+    with pytest.raises(TypeError, match="Agent interface"):
         run_online(object(), spotify, 10, progress=False)
 
     class Wild(Agent):

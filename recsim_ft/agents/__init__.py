@@ -1,4 +1,4 @@
-"""Recommenders behind one protocol (``Agent``): the two-tower models, the baselines (chance,
+"""Recommenders behind one interface (``Agent``): the two-tower models, the baselines (chance,
 popularity, the oracle, and the strong ones of ``tabular``: any scikit-learn model, a GBDT,
 per-item ridge, segment popularity) and the bandits that learn online.
 

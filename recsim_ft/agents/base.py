@@ -1,4 +1,5 @@
-"""The protocol every recommender follows, so that ours and a user's plug into the same evaluation.
+"""The interface every recommender implements (``Agent``), so that ours and a user's plug into
+the same evaluation.
 
 An agent is built from the environment it recommends in and scores every item for a batch of
 users; ranking, top-k recommendation and single Gymnasium actions all derive from those scores::

@@ -8,8 +8,8 @@ from pathlib import Path
 
 from recsim_ft import competition
 from recsim_ft.cli.options import UsageError, add_option, positive_int
-from recsim_ft.envs.hm_data import UNKNOWN_IDS, read_transactions
-from recsim_ft.envs.hm_synthetic import synthetic_files
+from recsim_ft.envs.hm.data import UNKNOWN_IDS, read_transactions
+from recsim_ft.envs.hm.synthetic import synthetic_files
 from recsim_ft.fileio import atomic_path
 
 

@@ -17,7 +17,7 @@ from recsim_ft.cli.options import (
     positive_int,
     training_options,
 )
-from recsim_ft.envs.hm_data import UNKNOWN_IDS
+from recsim_ft.envs.hm.data import UNKNOWN_IDS
 from recsim_ft.experiments.tuning import param_value
 from recsim_ft.train import PRESET_FIELDS
 

@@ -19,7 +19,7 @@ ENV_IDS = ("Spotify-v0", "HMFashion-v0", "VaccineMessaging-v0")
 
 _ENTRY_POINTS = {
     "Spotify-v0": "recsim_ft.envs.spotify:SpotifyEnv",
-    "HMFashion-v0": "recsim_ft.envs.hm:HMFashionEnv",
+    "HMFashion-v0": "recsim_ft.envs.hm.env:HMFashionEnv",
     "VaccineMessaging-v0": "recsim_ft.envs.vaccine:VaccineMessagingEnv",
 }
 

@@ -21,7 +21,7 @@ from recsim_ft.checks import (
     check_path,
 )
 from recsim_ft.envs.base import VALIDATION_STREAM, RecEnv
-from recsim_ft.envs.hm_data import (
+from recsim_ft.envs.hm.data import (
     UNKNOWN_IDS,
     USER_CATEGORICAL,
     check_item_features,
@@ -29,7 +29,7 @@ from recsim_ft.envs.hm_data import (
     load_kaggle,
     process,
 )
-from recsim_ft.envs.hm_synthetic import generate_frames, synthetic_files
+from recsim_ft.envs.hm.synthetic import generate_frames, synthetic_files
 from recsim_ft.schema import Batch, Feature, Schema
 
 
@@ -62,7 +62,7 @@ class HMFashionEnv(RecEnv):
 
     **Without** ``data_dir`` the env is **synthetic** (``env.synthetic is True``): Kaggle-format
     tables for ``n_customers`` (50,000) customers are generated from ``seed`` by
-    :mod:`recsim_ft.envs.hm_synthetic` and processed by the same code as the real files. They
+    :mod:`recsim_ft.envs.hm.synthetic` and processed by the same code as the real files. They
     are calibrated to statistics of the full data (attribute shares incl. missing values,
     bimodal age, purchase counts and real names of the top articles; see
     ``recsim_ft/assets/hm_calibration.json``), and purchases of the top articles depend on the
@@ -77,7 +77,7 @@ class HMFashionEnv(RecEnv):
     article id; item ``i`` is the ``i``-th most purchased. Item features: the article attributes
     named by ``item_features``, each one categorical feature, in that order: by default
     ``("prod_name",)`` alone, as in the paper; any of the 23 attribute columns of articles.csv
-    (``recsim_ft.envs.hm_data.ITEM_FEATURES``: ``product_code``, ``prod_name``, the product
+    (``recsim_ft.envs.hm.data.ITEM_FEATURES``: ``product_code``, ``prod_name``, the product
     type and group, graphical appearance, colour group, perceived colour value and master,
     department, index, index group, section and garment group, each as number and as name; not
     the free-text ``detail_desc``), e.g. ``item_features=("product_type_name",

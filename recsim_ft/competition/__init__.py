@@ -1,0 +1,55 @@
+"""The H&M Personalized Fashion Recommendations competition's own protocol, on the Kaggle files
+or the synthetic stand-in: for every customer, 12 articles they will buy in the week after the
+data used, out of the whole catalogue, scored by MAP@12 over the customers who bought that week.
+
+The paper's H&M figure is MAP@12 over 100 articles for 100 users, which says nothing about the
+leaderboard (random ranking of 100 articles already scores about 0.03). Here the protocol is
+the competition's, with the local validation its top teams used: the target is a week of the
+data (by default the last), the strategies see only the transactions before it, and
+:func:`map_at_k` scores as Kaggle does (the normaliser is min(m, 12), m the customer's distinct
+articles that week; repeats of an article in a prediction count once). Several target weeks
+(``weeks``) give a spread. The strategies are the public notebooks' baselines:
+
+- ``best_sellers``: last week's best sellers, the same 12 for everyone (the "trending products
+  weekly" notebooks, about 0.0225 public on the real data);
+- ``decayed_popularity``: every purchase weighted by ``0.5 ** (age in days / half_life)``;
+- ``buy_again``: the customer's own articles of the last ``days`` days, most recent first,
+  filled with last week's best sellers.
+
+A learned model enters the table through :func:`scorer_strategy` (any scorer of customers x
+articles) or :func:`agent_strategy` (any fitted agent of ``recsim_ft.agents``).
+
+The package: ``protocol`` (the target week, the split, the metric), ``strategies`` (the rules
+and the adapters of learned models), ``report`` (several weeks, the table).
+"""
+
+from recsim_ft.competition.protocol import WEEK, K, WeekSplit, map_at_k, split_week
+from recsim_ft.competition.report import evaluate_weeks, markdown
+from recsim_ft.competition.strategies import (
+    STRATEGIES,
+    Scorer,
+    Strategy,
+    agent_strategy,
+    best_sellers,
+    buy_again,
+    decayed_popularity,
+    scorer_strategy,
+)
+
+__all__ = [
+    "K",
+    "STRATEGIES",
+    "WEEK",
+    "Scorer",
+    "Strategy",
+    "WeekSplit",
+    "agent_strategy",
+    "best_sellers",
+    "buy_again",
+    "decayed_popularity",
+    "evaluate_weeks",
+    "map_at_k",
+    "markdown",
+    "scorer_strategy",
+    "split_week",
+]
