@@ -4,7 +4,9 @@ folder of what recsim-ft builds once per machine."""
 from __future__ import annotations
 
 import os
+import shutil
 import stat
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -40,6 +42,44 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+@contextmanager
+def atomic_directory(path: str | os.PathLike, replace: bool = False) -> Iterator[Path]:
+    """Yield a fresh temporary folder beside ``path``; when the block ends without error, it
+    becomes ``path``, replacing a folder already there only with ``replace`` (the old one is
+    deleted after the swap). So ``path`` holds all of what one block wrote, or what it held
+    before: never a mix, never half of it. The temporary folder is removed whatever happens.
+
+    >>> target = Path(tempfile.mkdtemp()) / "export"
+    >>> with atomic_directory(target) as tmp:
+    ...     _ = (tmp / "a.txt").write_text("first")
+    >>> with atomic_directory(target, replace=True) as tmp:
+    ...     _ = (tmp / "b.txt").write_text("second")
+    >>> sorted(p.name for p in target.iterdir()), sorted(p.name for p in target.parent.iterdir())
+    (['b.txt'], ['export'])
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise NotADirectoryError(f"{path} is a file: give the path of a folder to write")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+    try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o777 & ~umask)  # what a new folder gets, not mkdtemp's 0o700
+        yield tmp
+        old = None
+        if path.exists():
+            if any(path.iterdir()) and not replace:
+                raise FileExistsError(f"{path} is not empty; pass replace=True to replace it")
+            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old-", dir=path.parent))
+            os.replace(path, old / path.name)
+        os.replace(tmp, path)
+        if old is not None:
+            shutil.rmtree(old)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def cache_root() -> Path:

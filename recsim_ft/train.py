@@ -714,7 +714,9 @@ def train(
     device = _device(config.device)
     model.to(device)
     # the prior the model ranks by: T log q (the logits' log q, on the scale of u . v)
-    model.set_item_prior(config.temperature * log_q if config.popularity_prior else None)
+    model.set_item_prior(
+        config.temperature * log_q if config.popularity_prior else None, log.item_table.digest()
+    )
     users = FeatureTensors.from_batch(log.users, device)
     item_table = FeatureTensors.from_batch(log.item_table, device)
     actions = torch.as_tensor(log.actions, device=device)

@@ -100,8 +100,15 @@ def test_popularity_errors(env, log):
     with pytest.raises(ValueError, match="by must be one of .*'clicks'"):
         PopularityAgent(env, by="clicks")
     other = collect(gym.make("ToyRec-v0", n_items=12), n=100, seed=0)
-    with pytest.raises(ValueError, match="item schemas differ"):
+    with pytest.raises(ValueError, match="item features"):
         PopularityAgent(env).fit(other)
+    # issue 45: a log of another setting (same features) was counted as this env's
+    setting = collect(gym.make("ToyRec-v0", p_none=0.5), n=100, seed=0)
+    with pytest.raises(ValueError, match="p_none=0.5 in the log.*allow_env_mismatch=True"):
+        PopularityAgent(env).fit(setting)
+    PopularityAgent(env, allow_env_mismatch=True).fit(setting)
+    with pytest.raises(ValueError, match="allow_env_mismatch must be True or False"):
+        PopularityAgent(env, allow_env_mismatch="no").fit(setting)
 
 
 def test_act_in_a_gymnasium_loop(env):

@@ -24,10 +24,10 @@ QUICK = "--preset quick --n 320 --steps 10 --eval-every 5 --users 40 --quiet".sp
 
 def fails_cleanly(capsys, argv: list[str], *fragments: str) -> None:
     """``main(argv)`` exits 2 with one ``recsim-ft: error:`` line naming ``fragments``, no
-    traceback."""
+    traceback, and nothing before it that says otherwise (a refused resume said "resuming")."""
     assert main(argv) == 2
     err = capsys.readouterr().err
-    assert "Traceback" not in err
+    assert "Traceback" not in err and "resuming" not in err
     lines = [line for line in err.splitlines() if line.startswith("recsim-ft: error:")]
     assert len(lines) == 1, err
     for fragment in fragments:
@@ -323,7 +323,10 @@ def test_errors_below_the_commands_are_one_line_too(tmp_path, capsys):
     a_file = tmp_path / "file.txt"
     a_file.write_text("mine")
     cases = [
-        (["collect", "--env", "Spotify-v0", "--seed", "-1", "--n", "10"], "seed must be"),
+        (
+            ["collect", "--env", "VaccineMessaging-v0", "--env-kwargs", "clusters=abc", "--n", "9"],
+            "clusters must be",
+        ),
         (["collect", "--env", "CartPole-v1", "--n", "10"], "not a recsim-ft one"),
         (["train", "--env", TOY, *TOY_KWARGS, "--device", "tpu", *QUICK], "'tpu'"),
     ]
@@ -350,3 +353,14 @@ def test_a_diverging_training_says_so(tmp_path, capsys):
     argv = ["train", "--env", TOY, *TOY_KWARGS, "--embedder", "mlp", "--lr", "1e6"]
     fails_cleanly(capsys, [*argv, "--out", str(tmp_path / "run"), *QUICK], "diverged", "--lr")
     assert not (tmp_path / "run").exists()
+
+
+def test_a_negative_seed_is_refused_naming_the_option(capsys):
+    for argv in (
+        ["collect", "--env", "Spotify-v0", "--out", "x.parquet"],
+        ["export", "--run", "r", "--out", "s"],
+        ["hm-competition", "--out", "c"],
+        ["evaluate", "--run", "r"],
+    ):
+        assert main([*argv, "--seed", "-1"]) == 2
+        assert "argument --seed: expected an integer >= 0, got '-1'" in capsys.readouterr().err

@@ -200,3 +200,37 @@ def test_a_learned_scorer_and_a_fitted_agent_enter_the_competition():
     assert strategy(split.train, split.customers, 3).tolist() == [[7, 2, 3]] * 2
     with pytest.raises(ValueError, match=r"scores of shape \(2, 5\).*expected \(2, 8\)"):
         scorer_strategy(lambda train: lambda c: np.zeros((len(c), 5)))(t, split.customers, 12)
+
+
+def test_ids_outside_the_catalogue_k_and_customers_are_refused_by_name():
+    """Issue 45: an id that is no article was credited to the next customer's purchase, a
+    transaction beyond the catalogue to another customer, k of 0 gave NaN."""
+    t = transactions([(0, 1, 0), (1, 2, 10), (2, 3, 21), (3, 4, 22)])
+    split = split_week(t)  # customers 2 and 3 bought articles 3 and 4
+    assert map_at_k(np.array([[3], [4]]), split) == 1.0
+    with pytest.raises(ValueError, match=r"predictions\[\[0, 0\]\] = 8 is not a row of the 8 "):
+        map_at_k(np.array([[8], [4]]), split)  # 8 = 0 * 8 + 8 aliased customer 3's article 0
+    with pytest.raises(ValueError, match=r"predictions\[\[1, 0\]\] = -2 .*or -1 for none"):
+        map_at_k(np.array([[3], [-2]]), split)
+    with pytest.raises(ValueError, match="integer rows.*bool"):
+        map_at_k(np.array([[True], [False]]), split)
+    for k in (0, -1):
+        with pytest.raises(ValueError, match="k must be a positive integer"):
+            map_at_k(np.array([[3], [4]]), split, k=k)
+        with pytest.raises(ValueError, match="k must be a positive integer"):
+            best_sellers(split.train, split.customers, k)
+    beyond = Transactions(
+        np.array([0, 1], np.int32),
+        np.array([1, 9], np.int32),
+        np.array([DAY0, DAY0 + 9]),
+        t.customer_ids,
+        t.article_ids,
+    )
+    with pytest.raises(ValueError, match=r"transactions.articles\[1\] = 9 is not a row of the 8"):
+        split_week(beyond)
+    for customers in (np.array([3, 2]), np.array([2, 2]), np.array([True, False]), np.array([7])):
+        for strategy in (best_sellers, decayed_popularity, buy_again):
+            with pytest.raises(ValueError, match="customers"):
+                strategy(split.train, customers, 12)
+    with pytest.raises(ValueError, match="no MAP@12 results"):
+        competition.markdown(evaluate_weeks(t, {}, weeks=1), "nothing")

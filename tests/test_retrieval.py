@@ -107,7 +107,7 @@ def test_bad_input_is_refused_naming_it():
     with pytest.raises(ValueError, match="one value per item"):
         ItemEmbeddings(np.ones((3, 2)), np.zeros(2))
     m = model("mlp", prior=True)
-    with pytest.raises(ValueError, match="300 items; the item table has 10 rows"):
+    with pytest.raises(ValueError, match="prior has 300 items, the catalogue 10"):
         ItemEmbeddings.from_model(m, item_table()[:10])
 
 
@@ -242,6 +242,34 @@ def test_export_model_writes_everything_a_service_needs(tmp_path):
     assert (out / "items.npy").stat().st_mtime_ns == stamp
 
 
+def test_an_export_folder_holds_one_model_or_keeps_what_it_held(tmp_path):
+    """Issue 45: a second export with fewer files left the first's ONNX tower and users beside
+    its own items; a failed export had already replaced items.npy."""
+    first, second = model("mlp", prior=True), model("transformer")
+    out = tmp_path / "serve"
+    export_model(first, item_table(), out, users=sample_users(first, 10), onnx=False)
+    kept = {p.name: p.read_bytes() for p in out.iterdir()}
+    with pytest.raises(ValueError):  # users of another schema: fails after the items are embedded
+        export_model(second, item_table(), out, users=item_table(), onnx=False, overwrite=True)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == kept  # as it was
+    manifest = export_model(second, item_table(), out, onnx=False, overwrite=True)
+    assert sorted(p.name for p in out.iterdir()) == [
+        "export.json",
+        "item_prior.npy",
+        "items.json",
+        "items.npy",
+    ]
+    np.testing.assert_array_equal(
+        ItemEmbeddings.load(out).vectors, ItemEmbeddings.from_model(second, item_table()).vectors
+    )
+    assert json.loads((out / "export.json").read_text()) == manifest and "n_users" not in manifest
+    assert [p.name for p in tmp_path.iterdir()] == ["serve"]  # no temporary folder left
+    (out / "app.py").write_text("my service")  # a service's own file: never deleted
+    with pytest.raises(FileExistsError, match=r"files an export does not write \(app.py\)"):
+        export_model(first, item_table(), out, onnx=False, overwrite=True)
+    assert (out / "app.py").read_text() == "my service"
+
+
 @needs_onnx
 def test_export_command_on_a_trained_run(tmp_path, capsys):
     run = tmp_path / "run"
@@ -259,3 +287,51 @@ def test_export_command_on_a_trained_run(tmp_path, capsys):
     assert main(["export", "--run", str(run), "--out", str(out), "--overwrite", "--no-onnx"]) == 0
     assert main(["export", "--run", str(tmp_path), "--out", str(out)]) == 2
     assert main(["export", "--run", str(run), "--out", str(out), "--users", "-1"]) == 2
+
+
+def test_scores_that_overflow_are_an_error_naming_the_query():
+    """Issue 45: they ranked first, as NaN."""
+    items = ItemEmbeddings(np.full((20, 4), 1e20, np.float32), np.zeros(20, np.float32))
+    queries = np.ones((3, 4), np.float32)
+    queries[2] *= 1e20  # 4 * 1e40 overflows float32
+    assert items.top_k(queries[:2], 5)[0].tolist() == [[0, 1, 2, 3, 4]] * 2
+    with pytest.raises(ValueError, match="query row 2: its scores are not finite"):
+        items.top_k(queries, 5)
+
+
+def test_a_model_with_a_prior_takes_only_its_own_catalogue(tmp_path):
+    """Issue 45: a model trained with the popularity prior was exported against a catalogue of
+    the same schema whose articles had moved, and most carried another article's prior."""
+    m = model("mlp")
+    table = item_table()
+    m.set_item_prior(torch.linspace(-2, 2, 300), catalogue=table.digest())
+    m.save(tmp_path / "m.safetensors")
+    loaded = TwoTower.load(tmp_path / "m.safetensors")
+    assert loaded.catalogue == table.digest()
+    ItemEmbeddings.from_model(loaded, table)  # its own catalogue
+    moved = Batch(table.numeric, table.categorical[::-1].copy(), table.ids)  # items reordered
+    for call in (
+        lambda: ItemEmbeddings.from_model(loaded, moved),
+        lambda: export_model(loaded, moved, tmp_path / "serve", onnx=False),
+    ):
+        with pytest.raises(ValueError, match="prior belongs to another catalogue"):
+            call()
+    assert not (tmp_path / "serve").exists()
+    with pytest.raises(ValueError, match="prior has 300 items, the catalogue 299"):
+        ItemEmbeddings.from_model(loaded, table[np.arange(299)])
+    loaded.set_item_prior(None)  # without a prior the towers take any catalogue of the schema
+    ItemEmbeddings.from_model(loaded, moved)
+
+
+def test_the_trainer_ties_the_prior_to_the_logs_catalogue():
+    import gymnasium as gym
+
+    from recsim_ft.data import collect
+    from recsim_ft.train import TrainConfig, train
+
+    env = gym.make("toy_env:ToyRec-v0")
+    log = collect(env, n=400, seed=0)
+    m = TwoTower.from_env(env, "mlp", "quick")
+    config = TrainConfig(loss="softmax", popularity_prior=True, steps=3, eval_every=None)
+    train(m, log, env, config, progress=False)
+    assert len(m.item_prior) and m.catalogue == env.unwrapped.item_table().digest()

@@ -154,3 +154,14 @@ def test_a_count_of_users_is_users_in_every_command_and_the_old_names_still_work
         assert f"{old} is deprecated; use --users" in capsys.readouterr().err
     with pytest.raises(SystemExit):  # the old name parses its value as the new one does
         parser.parse_args(["evaluate", "--run", "x", "--n-users", "0"])
+
+
+def test_tune_refuses_one_value_under_two_spellings(tmp_path):
+    """Issue 45: ``lr=none`` is the protocol's learning rate (ToyRec-v0: 1e-2), so the grid
+    ``none,1e-2`` trained the same runs twice; refused before any training."""
+    from recsim_ft.experiments import Setting, tune
+
+    settings = [Setting("toy", "Toy", "toy_env:ToyRec-v0")]
+    with pytest.raises(ValueError, match="same run \\(lr none is the protocol's 0.01 there\\)"):
+        tune(settings, tmp_path, training={"lr": [None, 1e-2]}, agents=["mlp"], seeds=1)
+    assert not any(tmp_path.iterdir())

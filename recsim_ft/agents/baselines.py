@@ -69,19 +69,21 @@ class PopularityAgent(Agent):
 
     RULES = ("mean_reward", "positive_rate", "positive_share")
 
-    def __init__(self, env: gym.Env, by: str = "positive_rate") -> None:
+    def __init__(
+        self, env: gym.Env, by: str = "positive_rate", allow_env_mismatch: bool = False
+    ) -> None:
         super().__init__(env)
         self.by = check_choice("by", by, self.RULES)
+        self.allow_env_mismatch = allow_env_mismatch
 
     def fit(self, log: Any) -> PopularityAgent:
+        """Count ``log`` (an ``InteractionLog`` of this env, refused from another env setting
+        unless ``allow_env_mismatch``, as every agent does; or any object with ``actions`` and
+        ``rewards`` of this env's items)."""
         if len(log) == 0:
             raise ValueError("cannot fit PopularityAgent on an empty log")
-        item_schema = getattr(log, "item_schema", None)
-        if item_schema is not None and item_schema != self.rec_env.item_schema:
-            raise ValueError(
-                f"the log's items ({getattr(log, 'env_id', '?')}, {getattr(log, 'n_items', '?')} "
-                f"items) are not this env's ({self.n_items} items): item schemas differ"
-            )
+        if hasattr(log, "check_env"):
+            log.check_env(self.env, self.allow_env_mismatch)
         actions = check_actions(log.actions, self.n_items, len(log), "the log's actions")
         rewards = np.asarray(log.rewards, dtype=np.float64)
         values = reward_values(rewards, self.by)

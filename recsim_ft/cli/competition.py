@@ -7,7 +7,7 @@ import argparse
 from pathlib import Path
 
 from recsim_ft import competition
-from recsim_ft.cli.options import UsageError, add_option, positive_int
+from recsim_ft.cli.options import UsageError, add_option, non_negative_int, positive_int
 from recsim_ft.envs.hm.data import UNKNOWN_IDS, read_transactions
 from recsim_ft.envs.hm.synthetic import synthetic_files
 from recsim_ft.fileio import atomic_path
@@ -58,7 +58,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=100_000,
         help="customers of the synthetic stand-in, without --hm-data (default: 100,000)",
     )
-    p.add_argument("--seed", type=int, default=0, help="the synthetic stand-in's seed")
+    p.add_argument("--seed", type=non_negative_int, default=0, help="the synthetic stand-in's seed")
     p.add_argument(
         "--weeks", type=positive_int, default=3, help="target weeks, the last ones (default 3)"
     )

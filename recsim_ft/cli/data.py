@@ -9,6 +9,7 @@ from recsim_ft.cli.options import (
     UsageError,
     env_options,
     make_env_or_fail,
+    non_negative_int,
     parse_env_kwargs,
     positive_int,
 )
@@ -36,7 +37,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--n", type=positive_int, default=160_000, help="events to log (default: 160000)"
     )
     p.add_argument(
-        "--seed", type=int, default=0, help="seed of the users, actions and rewards (default: 0)"
+        "--seed",
+        type=non_negative_int,
+        default=0,
+        help="seed of the users, actions and rewards (default: 0)",
     )
     p.add_argument("--out", required=True, help="parquet file to write")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")

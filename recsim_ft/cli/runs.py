@@ -22,6 +22,7 @@ from recsim_ft.cli.options import (
     load_log,
     make_env_or_fail,
     model_options,
+    non_negative_int,
     parse_env_kwargs,
     positive_int,
     threads_option,
@@ -86,6 +87,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     if spec.train.device.startswith("cuda") and not torch.cuda.is_available():
         raise UsageError(f"--device {spec.train.device}: CUDA is not available on this machine")
     if args.resume:
+        changed = run_dir.differences(spec)
+        if changed:  # before saying it resumes
+            raise UsageError(
+                f"cannot resume {run_dir}: it holds a run with other settings "
+                f"({', '.join(changed)}); resume with its settings, or write to another directory"
+            )
         saved = run_dir.progress()
         if not (run_dir / CHECKPOINT_NAME).exists():
             print(f"recsim-ft: no checkpoint in {run_dir}: training from step 0", file=sys.stderr)
@@ -188,7 +195,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--seed",
-        type=int,
+        type=non_negative_int,
         default=0,
         help="run seed: the logged data, the initial weights and the test users derive from it "
         "(default: 0)",
@@ -210,7 +217,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="test users (default: as trained)",
     )
-    p.add_argument("--seed", type=int, default=None, help="test-user seed (default: as trained)")
+    p.add_argument(
+        "--seed", type=non_negative_int, default=None, help="test-user seed (default: as trained)"
+    )
     threads_option(p)
     p.set_defaults(func=cmd_evaluate)
 
@@ -226,7 +235,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=0,
         help="also the embeddings of this many test users (default: none)",
     )
-    p.add_argument("--seed", type=int, default=None, help="test-user seed (default: as trained)")
+    p.add_argument(
+        "--seed", type=non_negative_int, default=None, help="test-user seed (default: as trained)"
+    )
     p.add_argument(
         "--no-onnx", action="store_true", help="no ONNX user tower (it needs the onnx extra)"
     )

@@ -38,10 +38,52 @@ class WeekSplit:
         return f"{first}..{first + WEEK - 1}"
 
 
+def _rows(name: str, rows: np.ndarray, n: int, what: str, low: int = 0) -> np.ndarray:
+    """``rows`` checked as integer rows of ``n`` ``what`` (``low=-1``: -1 for none too); the
+    error names the first bad one and where it is."""
+    rows = np.asarray(rows)
+    if rows.dtype == bool or not np.issubdtype(rows.dtype, np.integer):
+        raise ValueError(f"{name} must be integer rows of the {what}, got dtype {rows.dtype}")
+    bad = (rows < low) | (rows >= n)
+    if bad.any():
+        where = tuple(int(i) for i in np.argwhere(bad)[0])
+        place = where[0] if len(where) == 1 else list(where)
+        none = " (or -1 for none)" if low == -1 else ""
+        raise ValueError(f"{name}[{place}] = {rows[where]} is not a row of the {n:,} {what}{none}")
+    return rows
+
+
+def check_transactions(transactions: Transactions) -> Transactions:
+    """``transactions``, checked: arrays of one length, every row a customer and an article of
+    the files (a row beyond them would credit one customer's purchase to another)."""
+    t = transactions
+    if not len(t.customers) == len(t.articles) == len(t.days):
+        raise ValueError(
+            f"transactions have {len(t.customers)} customers, {len(t.articles)} articles and "
+            f"{len(t.days)} days: one of each per transaction"
+        )
+    _rows("transactions.customers", t.customers, t.n_customers, "customers")
+    _rows("transactions.articles", t.articles, t.n_articles, "articles")
+    return t
+
+
+def check_customers(customers: np.ndarray, n_customers: int) -> np.ndarray:
+    """The customers a strategy predicts for: distinct customer rows in increasing order, as
+    :class:`WeekSplit` gives them."""
+    customers = _rows("customers", customers, n_customers, "customers")
+    if customers.ndim != 1 or (np.diff(customers) <= 0).any():
+        raise ValueError(
+            "customers must be distinct customer rows in increasing order (as "
+            "WeekSplit.customers), one prediction row each"
+        )
+    return customers
+
+
 def split_week(transactions: Transactions, weeks_before_end: int = 0) -> WeekSplit:
     """The week that ends ``weeks_before_end`` weeks before the last day of the data (0: the
     last 7 days) as the target, and every transaction before it as what a strategy sees."""
     check_int("weeks_before_end", weeks_before_end, low=0)
+    check_transactions(transactions)
     if len(transactions.days) == 0:
         raise ValueError("there are no transactions to split")
     last = int(transactions.days.max()) - WEEK * weeks_before_end
@@ -80,14 +122,15 @@ def map_at_k(predictions: np.ndarray, split: WeekSplit, k: int = K) -> float:
     >>> map_at_k(np.array([[4, 3], [0, 3]]), split, k=2)  # (1 + 1/2) / 2
     0.75
     """
+    k = check_int("k", k, low=1)
     predictions = np.asarray(predictions)
     if predictions.ndim != 2 or predictions.shape != (len(split.customers), predictions.shape[1]):
         raise ValueError(
             f"predictions must be (n_customers, k) = ({len(split.customers)}, k), got shape "
             f"{predictions.shape}"
         )
-    predictions = predictions[:, :k]
     n_articles = split.train.n_articles
+    predictions = _rows("predictions", predictions[:, :k], n_articles, "articles", low=-1)
     rows = np.repeat(np.arange(len(split.customers)), np.diff(split.indptr))
     truth = rows * n_articles + split.articles  # sorted: rows ascending, articles within
     keys = np.arange(len(predictions))[:, None] * n_articles + predictions

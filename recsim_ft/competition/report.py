@@ -22,6 +22,7 @@ def evaluate_weeks(
     (trained on everything before it): one row per (week, strategy) with the customers scored
     and the strategy's seconds."""
     strategies = STRATEGIES if strategies is None else strategies
+    k = check_int("k", k, low=1)
     rows = []
     for back in range(check_int("weeks", weeks, low=1)):
         split = split_week(transactions, back)
@@ -44,6 +45,8 @@ def markdown(results: pd.DataFrame, source: str, k: int = K) -> str:
     """:func:`evaluate_weeks`'s results as Markdown: each strategy's MAP@k per target week and
     their mean, ``source`` saying which data."""
     metric = f"MAP@{k}"
+    if results.empty or metric not in results:
+        raise ValueError(f"no {metric} results to show (evaluate_weeks gives them)")
     table = results.pivot(index="strategy", columns="week", values=metric)
     table = table.loc[list(dict.fromkeys(results["strategy"]))]  # the strategies' order
     weeks = list(table.columns)[::-1]  # latest first

@@ -10,7 +10,7 @@ import pandas as pd
 
 from recsim_ft.agents.base import Agent
 from recsim_ft.checks import check_int
-from recsim_ft.competition.protocol import WEEK, K
+from recsim_ft.competition.protocol import WEEK, K, check_customers
 from recsim_ft.envs.hm.data import Transactions
 from recsim_ft.metrics import top_k
 from recsim_ft.schema import Batch
@@ -31,6 +31,7 @@ def _best_sellers(train: Transactions, k: int, days: int = WEEK) -> np.ndarray:
 
 def best_sellers(train: Transactions, customers: np.ndarray, k: int = K, days: int = WEEK):
     """The ``k`` articles bought most in the last ``days`` days of ``train``, for everyone."""
+    customers, k = check_customers(customers, train.n_customers), check_int("k", k, low=1)
     return _broadcast(_best_sellers(train, k, days), len(customers), k)
 
 
@@ -41,6 +42,7 @@ def decayed_popularity(
     days before the last day of ``train``), for everyone."""
     if not half_life > 0:
         raise ValueError(f"half_life must be positive, got {half_life!r}")
+    customers, k = check_customers(customers, train.n_customers), check_int("k", k, low=1)
     age = int(train.days.max()) - train.days
     weights = np.bincount(train.articles, 0.5 ** (age / half_life), minlength=train.n_articles)
     return _broadcast(_ranked(weights, k), len(customers), k)
@@ -49,6 +51,7 @@ def decayed_popularity(
 def buy_again(train: Transactions, customers: np.ndarray, k: int = K, days: int = 28) -> np.ndarray:
     """Each customer's own articles of the last ``days`` days of ``train``, most recently bought
     first (then most bought, then lower row), filled with :func:`best_sellers`."""
+    customers, k = check_customers(customers, train.n_customers), check_int("k", k, low=1)
     recent = train.days > int(train.days.max()) - check_int("days", days, low=1)
     wanted = np.isin(train.customers, customers) & recent
     own = pd.DataFrame(
@@ -116,6 +119,7 @@ def scorer_strategy(fit: Callable[[Transactions], Scorer], block: int = 1024) ->
     check_int("block", block, low=1)
 
     def strategy(train: Transactions, customers: np.ndarray, k: int) -> np.ndarray:
+        customers = check_customers(customers, train.n_customers)
         score = fit(train)
         k_ranked = min(check_int("k", k, low=1), train.n_articles)
         out = np.full((len(customers), k), -1, np.int64)

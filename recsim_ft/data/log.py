@@ -23,7 +23,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from recsim_ft.checks import check_actions
+from recsim_ft.checks import check_actions, check_bool
 from recsim_ft.fileio import atomic_path
 from recsim_ft.schema import Batch, Schema
 
@@ -290,7 +290,9 @@ class InteractionLog:
     def check_env(self, env: gym.Env, allow_env_mismatch: bool = False) -> None:
         """Refuse ``env`` unless it is the env this log was collected in: the same user and item
         features, and the same id and kwargs (``allow_env_mismatch=True`` accepts another env
-        with the same features, e.g. other vaccine ``clusters``)."""
+        with the same features, e.g. other vaccine ``clusters``): the one check of a log's env
+        that every agent and exporter calls."""
+        check_bool("allow_env_mismatch", allow_env_mismatch)  # "no" must not switch it off
         env_id, env_kwargs = env_identity(env)
         base = env.unwrapped
         self.check_features(

@@ -22,6 +22,7 @@ from recsim_ft.experiments.specs import (
     AGENT_LABELS,
     BASELINE_GRIDS,
     TUNE_AGENTS,
+    RunSpec,
     Setting,
     table_specs,
 )
@@ -147,6 +148,7 @@ def tune(
                 replace(spec, params=params, eval_split="validation")
                 for spec in table_specs(settings, seed_range, [agent], **options)
             ]
+    _refuse_same_runs(specs)
     outcomes = sweep(specs, out, jobs=jobs, executor=executor, address=address, progress=progress)
     rows = []
     for (setting, agent, lr, params), group in _group_runs(outcomes, metric, tuple(training)):
@@ -271,6 +273,21 @@ def tune(
     )
 
 
+def _refuse_same_runs(specs: Sequence[RunSpec]) -> None:
+    """Refuse two candidates that are one run under two spellings (``lr=none`` is the protocol's
+    learning rate, e.g. 1e-4 on Spotify): the search would train it twice and count it as two."""
+    seen: dict[str, RunSpec] = {}
+    for spec in specs:
+        lr = protocol_of(spec.env_id).lr if spec.train.lr is None else spec.train.lr
+        key = json.dumps({**spec.to_dict(), "lr": lr}, sort_keys=True)
+        other = seen.setdefault(key, spec)
+        if other.relative_dir() != spec.relative_dir():
+            raise ValueError(
+                f"{other.relative_dir().parent} and {spec.relative_dir().parent} are the same run "
+                f"(lr none is the protocol's {lr:g} there); list each value once"
+            )
+
+
 def tuned_params(path: str | os.PathLike) -> dict[str, dict[str, dict[str, Any]]]:
     """The hyperparameters ``tune`` chose for the strong baselines, from its ``tune.json``, as
     ``reproduce(tuned=...)`` takes them: ``{setting: {agent: params}}`` (learning rates are left
@@ -351,7 +368,8 @@ def _group_runs(
             if spec.trains_model
             else spec.params
         )
-        key = (spec.setting, spec.agent, spec.train.lr, params_text(candidate))
+        lr = protocol_of(spec.env_id).lr if spec.train.lr is None else spec.train.lr
+        key = (spec.setting, spec.agent, lr, params_text(candidate))
         groups.setdefault(key, []).append(o.metrics[metric])
     return iter(groups.items())
 

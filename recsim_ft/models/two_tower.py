@@ -133,6 +133,8 @@ class TwoTower(nn.Module):
             self.item_tower = Tower(item_schema, config, dedupe=True)
         # not in state_dict: the trainer's checkpoints recompute it from the log; save() keeps it
         self.register_buffer("item_prior", torch.zeros(0), persistent=False)
+        #: the digest of the item table the prior belongs to (``set_item_prior``)
+        self.catalogue: str | None = None
         self._item_cache: tuple[Tensor, int] | None = None
 
     # -- construction ---------------------------------------------------------------------------
@@ -171,13 +173,37 @@ class TwoTower(nn.Module):
         tower.tokenizer.check_finite(rows)
         return tower(rows)
 
-    def set_item_prior(self, prior: Tensor | None) -> TwoTower:
-        """Add ``prior[j]`` to every score of item ``j`` from now on (None: no prior)."""
+    def set_item_prior(self, prior: Tensor | None, catalogue: str | None = None) -> TwoTower:
+        """Add ``prior[j]`` to every score of item ``j`` from now on (None: no prior).
+        ``catalogue``: the digest (``Batch.digest``) of the item table whose rows the prior
+        belongs to; saved with the model, and another catalogue is refused
+        (:meth:`check_catalogue`)."""
         prior = torch.zeros(0) if prior is None else torch.as_tensor(prior, dtype=torch.float32)
         if prior.ndim != 1 or not torch.isfinite(prior).all():
             raise ValueError("the item prior must be one finite value per item")
         self.item_prior = prior.to(self.device)
+        self.catalogue = catalogue if len(prior) else None
         return self
+
+    def check_catalogue(self, item_table: Batch) -> None:
+        """Refuse an item table other than the one the item prior belongs to: the prior of item
+        ``j`` would be another item's (the item features alone fit any catalogue of the same
+        schema, so a model without a prior takes any)."""
+        if not len(self.item_prior):
+            return
+        if len(item_table) != len(self.item_prior):
+            raise ValueError(
+                f"the model's item prior has {len(self.item_prior):,} items, the catalogue "
+                f"{len(item_table):,}: it belongs to another catalogue; re-train on this one, or "
+                "drop the prior (set_item_prior(None))"
+            )
+        if self.catalogue is not None and item_table.digest() != self.catalogue:
+            raise ValueError(
+                f"the model's item prior belongs to another catalogue of {len(item_table):,} "
+                f"items (item table digest {self.catalogue[:12]}, this one "
+                f"{item_table.digest()[:12]}): item j's prior would be another item's; "
+                "re-train on this catalogue, or drop the prior (set_item_prior(None))"
+            )
 
     def _with_prior(self, scores: Tensor, item_ids: Tensor | None = None) -> Tensor:
         """``scores`` (..., n_items) of the whole catalogue, or of items ``item_ids``, plus the
@@ -261,7 +287,7 @@ class TwoTower(nn.Module):
     # -- compatibility and files ----------------------------------------------------------------
     def check_compatible(self, env: gym.Env) -> None:
         """Raise ValueError when ``env``'s feature schemas differ from the ones this model was
-        built for."""
+        built for, or its catalogue from the one its item prior belongs to."""
         env = getattr(env, "unwrapped", env)
         for side, mine, theirs in (
             ("user", self.user_schema, env.user_schema),
@@ -277,6 +303,7 @@ class TwoTower(nn.Module):
                     f"defined differently in the env: {differing}; only in the env: {extra}"
                     + ("" if differing or extra else "; the feature order differs")
                 )
+        self.check_catalogue(env.item_table())
 
     def save(self, path: str | os.PathLike, overwrite: bool = False) -> Path:
         """One safetensors file with the weights, config and both schemas."""
@@ -284,6 +311,7 @@ class TwoTower(nn.Module):
             "config": asdict(self.config),
             "user_schema": self.user_schema.to_dict(),
             "item_schema": self.item_schema.to_dict(),
+            **({"catalogue": self.catalogue} if self.catalogue else {}),
         }
         tensors = self.state_dict()
         if len(self.item_prior):
@@ -298,7 +326,7 @@ class TwoTower(nn.Module):
             model = cls(
                 Schema.from_dict(meta["user_schema"]), Schema.from_dict(meta["item_schema"]), config
             )
-            model.set_item_prior(tensors.pop("item_prior", None))
+            model.set_item_prior(tensors.pop("item_prior", None), meta.get("catalogue"))
             model.load_state_dict(tensors)
         except (KeyError, TypeError, ValueError, RuntimeError) as err:
             raise ValueError(

@@ -115,14 +115,11 @@ class ItemEmbeddings:
         cls, model: TwoTower, item_table: Batch, batch_rows: int = 4096
     ) -> ItemEmbeddings:
         """The embeddings of ``item_table`` (e.g. ``env.item_table()``) by ``model``'s item tower,
-        with its item prior (zero when it has none)."""
+        with its item prior (zero when it has none; a model with a prior takes only the
+        catalogue it was trained on, ``TwoTower.check_catalogue``)."""
+        model.check_catalogue(item_table)  # its prior is for its own catalogue's rows
         vectors = embed_rows(model, item_table, "items", batch_rows)
         prior = model.item_prior.detach().float().cpu().numpy()
-        if len(prior) and len(prior) != len(vectors):
-            raise ValueError(
-                f"the model adds a prior to each of its catalogue's {len(prior):,} items; the "
-                f"item table has {len(vectors):,} rows: pass the whole catalogue"
-            )
         return cls(vectors, prior if len(prior) else np.zeros(len(vectors), np.float32))
 
     @property
@@ -152,7 +149,8 @@ class ItemEmbeddings:
     ) -> tuple[np.ndarray, np.ndarray]:
         """Exact top ``k`` items per query: (n, k) int64 item indices, best first, and their
         float32 scores ``q . e_j + prior_j``; equal scores in index order (the ranking of
-        :func:`recsim_ft.metrics.top_k` on the full score matrix). Memory:
+        :func:`recsim_ft.metrics.top_k` on the full score matrix); a query whose scores are not
+        finite (they overflow float32) is an error naming it. Memory:
         ``block_scores`` scores at a time (users per block = block_scores // n_items)."""
         queries = self.check_queries(queries)
         k = check_int("k", k, low=1, high=self.n_items)
@@ -171,6 +169,14 @@ class ItemEmbeddings:
                 users = torch.from_numpy(queries[start : start + rows])
                 block = torch.addmm(prior, users, items, out=buffer[: len(users)])
                 best, index = torch.topk(block, k + extra, dim=1)
+                # NaN and +inf rank first: a row with one has it among its best
+                overflow = ~torch.isfinite(best).all(dim=1)
+                if overflow.any():
+                    row = start + int(torch.nonzero(overflow)[0])
+                    raise ValueError(
+                        f"query row {row}: its scores are not finite (the product of its "
+                        "embedding and an item's overflows float32); no ranking of them holds"
+                    )
                 tied = (best[:, k - 1] == best[:, -1]) & bool(extra)
                 best, index = best[:, :k], index[:, :k]
                 # equal scores in index order: sort by index, then stably by score

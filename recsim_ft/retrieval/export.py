@@ -24,7 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from recsim_ft.checks import check_int
-from recsim_ft.fileio import atomic_path
+from recsim_ft.fileio import atomic_directory, atomic_path
 from recsim_ft.models import FeatureTensors, TwoTower
 from recsim_ft.retrieval.catalogue import MANIFEST_FILE as ITEMS_MANIFEST
 from recsim_ft.retrieval.catalogue import (
@@ -42,6 +42,16 @@ USER_TOWER_FILE, USERS_FILE, USER_IDS_FILE, MANIFEST_FILE = (
     "users.npy",
     "user_ids.npy",
     "export.json",
+)
+#: Every file an export may write (what a folder replaced by an export may hold).
+EXPORT_FILES = (
+    VECTORS_FILE,
+    PRIOR_FILE,
+    ITEMS_MANIFEST,
+    USERS_FILE,
+    USER_IDS_FILE,
+    USER_TOWER_FILE,
+    MANIFEST_FILE,
 )
 #: Largest difference allowed between the ONNX graph's embeddings and the model's (float32:
 #: both compute the same ops, in another order).
@@ -164,7 +174,7 @@ def export_user_tower(
         if not difference <= ONNX_TOLERANCE:
             raise RuntimeError(
                 f"{path}: the ONNX graph's embeddings differ from the model's by {difference:.3g} "
-                f"(> {ONNX_TOLERANCE}); the file is written, do not serve it"
+                f"(> {ONNX_TOLERANCE}): do not serve this graph"
             )
         report = {"max_abs_difference": difference, "checked_users": len(users.ids)}
     return report
@@ -182,21 +192,44 @@ def export_model(
     """Everything a service needs, into ``directory``: the item embeddings and prior
     (:meth:`ItemEmbeddings.save`), ``users``' embeddings and ids where given (``users.npy``,
     ``user_ids.npy``), the ONNX user tower where ``onnx`` (:func:`export_user_tower`), and
-    ``export.json`` saying what each file is. Refuses to replace any existing file unless
-    ``overwrite``, before writing anything. Returns the manifest."""
+    ``export.json`` saying what each file is. Returns the manifest.
+
+    An export is all of one model or nothing: it is written into a fresh folder that then
+    replaces ``directory`` (only with ``overwrite``, and only a folder that holds nothing but
+    an export's files: a service's own files beside it are never deleted), so a failed export
+    leaves ``directory`` as it was, and files of an earlier export that this one does not write
+    are gone with it."""
     check_int("batch_rows", batch_rows, low=1)
     directory = Path(directory)
-    names = [USERS_FILE, USER_IDS_FILE] if users is not None else []
-    names += [USER_TOWER_FILE] if onnx else []
-    names += [VECTORS_FILE, PRIOR_FILE, ITEMS_MANIFEST, MANIFEST_FILE]
-    existing = [name for name in names if (directory / name).exists()]
-    if existing and not overwrite:
+    if directory.exists() and not directory.is_dir():
+        raise FileExistsError(f"{directory} is a file; an export is written to a folder")
+    present = sorted(p.name for p in directory.iterdir()) if directory.is_dir() else []
+    foreign = [name for name in present if name not in EXPORT_FILES]
+    if foreign:
         raise FileExistsError(
-            f"{directory} already holds {', '.join(existing)}; pass overwrite=True (--overwrite) "
+            f"{directory} holds files an export does not write ({', '.join(foreign)}); "
+            "export to a folder of its own"
+        )
+    if present and not overwrite:
+        raise FileExistsError(
+            f"{directory} already holds {', '.join(present)}; pass overwrite=True (--overwrite) "
             "to replace them"
         )
+    with atomic_directory(directory, replace=True) as folder:
+        return _write_export(model, item_table, folder, users, onnx, batch_rows)
+
+
+def _write_export(
+    model: TwoTower,
+    item_table: Batch,
+    directory: Path,
+    users: Batch | None,
+    onnx: bool,
+    batch_rows: int,
+) -> dict[str, Any]:
+    """What :func:`export_model` writes, into the empty folder ``directory``."""
     items = ItemEmbeddings.from_model(model, item_table, batch_rows)
-    items.save(directory, overwrite=True)
+    items.save(directory)
     manifest: dict[str, Any] = {
         "embedder": model.config.embedder,
         "dim": items.dim,
@@ -219,9 +252,7 @@ def export_model(
             save_array(directory / name, array)
         manifest["n_users"] = len(users.ids)
     if onnx:
-        manifest["user_tower_check"] = export_user_tower(
-            model, directory / USER_TOWER_FILE, overwrite=True
-        )
+        manifest["user_tower_check"] = export_user_tower(model, directory / USER_TOWER_FILE)
     with atomic_path(directory / MANIFEST_FILE) as tmp:
         tmp.write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest
