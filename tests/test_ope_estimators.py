@@ -271,8 +271,17 @@ def test_bandit_feedback_layout(env):
         feedback["expected_reward"], env.unwrapped.expected_reward(log.users)
     )
     unlogged = collect(env, n=10, policy=lambda users, rng: np.zeros(len(users), np.int64))
-    with pytest.raises(ValueError, match="10 of 10 propensities are NaN"):
+    with pytest.raises(ValueError, match="10 propensities are NaN"):
         to_obp(unlogged)
+    # issue 45: pscores of 0, -1 or 7 passed, and another env's expected rewards were added
+    for bad in (0.0, -1.0, 7.0):
+        log.propensities[3] = bad
+        with pytest.raises(ValueError, match=f"row 3, value {bad!r}"):
+            to_obp(log)
+    log.propensities[3] = 1.0 / N_ITEMS
+    other = gym.make("ToyRec-v0", n_items=N_ITEMS, n_groups=4, p_none=0.5)
+    with pytest.raises(ValueError, match="0.5 in the env"):
+        to_obp(log, other)
 
 
 def test_the_truth_is_refused_in_another_env_than_the_logs():

@@ -335,3 +335,28 @@ def test_the_trainer_ties_the_prior_to_the_logs_catalogue():
     config = TrainConfig(loss="softmax", popularity_prior=True, steps=3, eval_every=None)
     train(m, log, env, config, progress=False)
     assert len(m.item_prior) and m.catalogue == env.unwrapped.item_table().digest()
+
+
+def test_recall_counts_as_before_and_refuses_no_queries():
+    rng = np.random.default_rng(0)
+    exact = np.argsort(rng.random((50, 300)), axis=1)[:, :20]
+    found = np.where(rng.random((50, 20)) < 0.2, -1, exact[:, rng.permutation(20)])
+    found[:, :5] = rng.integers(0, 300, (50, 5))
+    by_pairs = (found[:, :, None] == exact[:, None, :]).any(axis=1).mean()  # the old way
+    assert recall_at_k(found, exact) == pytest.approx(by_pairs)
+    with pytest.raises(ValueError, match="zero queries"):
+        recall_at_k(np.zeros((0, 3), int), np.zeros((0, 3), int))
+
+
+@needs_faiss
+def test_search_with_a_large_k_and_index_bounds():
+    """Issue 45: search with k = 1,000 built an (n, k, k) comparison (2.1 GB over 2,000
+    queries); HNSW took any M."""
+    items = ItemEmbeddings(np.repeat(np.eye(8, dtype=np.float32), 150, axis=0), np.zeros(1200))
+    queries = np.random.default_rng(1).normal(size=(30, 8)).astype(np.float32)
+    index = ApproximateIndex(items, kind="flat")
+    found, _ = index.search(queries, 1_000)
+    exact, _ = items.top_k(queries, 1_000)
+    np.testing.assert_array_equal(found, exact)  # 8 points of 150 equal items each
+    with pytest.raises(ValueError, match="hnsw_m must be an integer in \\[2, 512\\]"):
+        ApproximateIndex(items, kind="hnsw", hnsw_m=100_000)

@@ -45,6 +45,11 @@ def test_a_finished_run_is_read_reloaded_and_recognised(tmp_path):
         saved.env.unwrapped.eval_users("test", 30, saved.test_seed).ids.tolist()
     )
     assert experiments.evaluate_saved_model(saved) == metrics  # the same users, the same model
+    config = run_dir.config()  # issue 45: a config.json without a field was a KeyError
+    del config["seeds"]
+    run_dir.write(CONFIG_FILE, config)
+    with pytest.raises(ValueError, match="config.json is damaged.*no seeds.test"):
+        run_dir.load()
     # RunDir is a path: anything that takes one takes it
     assert RunDir(run_dir) == run_dir and (run_dir / DONE_MARKER).is_file()
 

@@ -274,3 +274,18 @@ def test_scoring_before_fit_says_so(toy, name):
 def test_bad_hyperparameters_are_named(toy, toy_log, agent, message):
     with pytest.raises(ValueError, match=message):
         agent(toy).fit(toy_log)
+
+
+@pytest.mark.parametrize("agent_class", [GBDTAgent, SegmentPopularityAgent, LinearAgent])
+def test_every_agent_refuses_users_with_a_missing_feature(agent_class):
+    """Issue 45: the GBDT and segment popularity recommended to users with a NaN feature,
+    while the per-item ridge refused them: one rule for all, naming the feature."""
+    env = gym.make("ToyRec-v0")
+    agent = agent_class(env).fit(collect(env, n=2_000, seed=0))
+    users = env.unwrapped.test_users(4)
+    users.numeric[2, 0] = np.nan
+    name = env.unwrapped.user_schema.numeric[0].name
+    with pytest.raises(ValueError, match=f"numeric feature '{name}' has NaN"):
+        agent.score_items(users)
+    with pytest.raises(ValueError, match=f"numeric feature '{name}' has NaN"):
+        agent.recommend(users, 3)

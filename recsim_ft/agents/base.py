@@ -107,11 +107,18 @@ class Agent:
     def update(self, observation: dict[str, np.ndarray], action: int, reward: float) -> None:
         """Learn from one online interaction; a no-op for agents that do not learn online."""
 
+    def check_users(self, users: Batch) -> Batch:
+        """``users``, refused (naming the feature) unless they fit the env's user features: a
+        missing (NaN) or infinite numeric feature, a code outside a category. The one rule every
+        agent applies before it scores users, as the log's rows are checked before it learns."""
+        self.rec_env.user_schema.validate(users, "users")
+        return users
+
     def checked_scores(self, users: Batch) -> np.ndarray:
-        """``score_items(users)``, with a clear error when they are not (n_users, n_items) real
-        numbers without NaN."""
+        """``score_items(users)`` of checked users (:meth:`check_users`), with a clear error
+        when they are not (n_users, n_items) real numbers without NaN."""
         return check_scores(
-            self.score_items(users),
+            self.score_items(self.check_users(users)),
             (len(users), self.n_items),
             f"{type(self).__name__}.score_items",
         )

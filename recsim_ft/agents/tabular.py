@@ -172,6 +172,7 @@ class SklearnAgent(Agent):
     def score_items(self, users: Batch) -> np.ndarray:
         if not hasattr(self, "estimator_"):
             raise RuntimeError(f"{type(self).__name__} is not fitted yet: call fit(log) first")
+        self.check_users(users)  # a tree routes a missing value somewhere: refuse it instead
         n_items = self.n_items
         scores = np.empty(len(users) * n_items)
         for start in range(0, len(scores), self.chunk_rows):
@@ -335,7 +336,7 @@ class LinearAgent(Agent):
     def score_items(self, users: Batch) -> np.ndarray:
         if not hasattr(self, "theta_"):
             raise RuntimeError("LinearAgent is not fitted yet: call fit(log) first")
-        return self.context(users) @ self.theta_.T + self.mean_reward_
+        return self.context(self.check_users(users)) @ self.theta_.T + self.mean_reward_
 
 
 class SegmentPopularityAgent(Agent):
@@ -446,6 +447,7 @@ class SegmentPopularityAgent(Agent):
     def score_items(self, users: Batch) -> np.ndarray:
         if not hasattr(self, "levels_"):
             raise RuntimeError("SegmentPopularityAgent is not fitted yet: call fit(log) first")
+        self.check_users(users)  # a missing value would fall into some bin: refuse it instead
         codes = self.codes(users)
         scores = np.tile(self.item_popularity_, (len(users), 1))
         for depth, (segments, events, positives) in enumerate(self.levels_, start=1):

@@ -28,7 +28,12 @@ import pandas as pd
 from gymnasium import spaces
 
 from recsim_ft.checks import check_choice
-from recsim_ft.data.log import InteractionLog, logged_uniform_slates, uniform_slate_cascade
+from recsim_ft.data.log import (
+    InteractionLog,
+    check_propensities,
+    logged_uniform_slates,
+    uniform_slate_cascade,
+)
 from recsim_ft.schema import Batch, Schema
 
 if TYPE_CHECKING:
@@ -109,8 +114,9 @@ def to_obp(log: InteractionLog, env: Any = None, layout: str | None = None) -> d
       probability at that position. OBP's IPW there is recsim-ft's ``iips`` divided by the slate
       size (a mean over impressions, not slates); OBP's slate estimators must not read it.
 
-    A log without propensities (NaN, from a policy that did not report them) is refused: obp's
-    estimators need them.
+    A log without propensities (NaN, from a policy that did not report them) or with one outside
+    (0, 1] is refused, as recsim-ft's own estimators refuse it: obp's need them; so is an ``env``
+    the log was not collected in.
     """
     slates = log.slate_columns
     layout = check_choice(
@@ -125,12 +131,9 @@ def to_obp(log: InteractionLog, env: Any = None, layout: str | None = None) -> d
             + f"; this {log.env_id} log holds "
             + ("single recommendations" if slates is None else "slates")
         )
-    missing = np.isnan(log.propensities)
-    if missing.any():
-        raise ValueError(
-            f"{log.env_id} log: {int(missing.sum())} of {len(log)} propensities are NaN; "
-            "bandit_feedback needs the behaviour policy's pscore of every row"
-        )
+    if env is not None:
+        log.check_env(env)  # expected_reward of another env's users would be another's
+    check_propensities(log.propensities, f"{log.env_id} log")  # every pscore in (0, 1]
     items = user_observations(log.item_table, log.item_schema, flatten=True)
     if layout == "slates":
         k = slates.slate_size

@@ -568,3 +568,22 @@ class InteractionLog:
             slate_columns,
             times,
         )
+
+
+def check_propensities(propensities: np.ndarray, name: str) -> None:
+    """Raise a ValueError naming the first bad propensity unless all lie in (0, 1]."""
+    problems = {
+        "NaN": np.isnan(propensities),
+        "zero or negative": propensities <= 0,
+        "above 1": propensities > 1,
+    }
+    for what, mask in problems.items():
+        if mask.any():
+            first = tuple(int(i) for i in np.argwhere(mask)[0])
+            where = f"row {first[0]}" + (f", position {first[1]}" if len(first) > 1 else "")
+            raise ValueError(
+                f"{name}: {int(mask.sum())} propensities are {what} "
+                f"(first: {where}, value {float(propensities[first])!r}); off-policy estimates "
+                "need the behaviour policy's probability of every logged action, in (0, 1] "
+                "(collect with a policy that returns (actions, propensities))"
+            )

@@ -198,8 +198,14 @@ class RunDir:
                 f"{self.path} has no model file ({MODEL_FILE}); is the run finished "
                 f"and a two-tower run (agent {spec.agent!r})?"
             )
+        test_seed = config.get("seeds", {}).get("test") if isinstance(config, dict) else None
+        if not isinstance(test_seed, int):
+            raise ValueError(
+                f"{self / CONFIG_FILE} is damaged or not a recsim-ft run's (no seeds.test: the "
+                "seed of its test users)"
+            )
         env = make_env(spec.env_id, spec.env_kwargs)
-        return SavedRun(spec, config["seeds"]["test"], env, TwoTowerAgent.load(self.path, env))
+        return SavedRun(spec, test_seed, env, TwoTowerAgent.load(self.path, env))
 
 
 def finished(spec: RunSpec, run_dir: str | os.PathLike | RunDir) -> bool:

@@ -25,6 +25,7 @@ import numpy as np
 
 from recsim_ft.checks import check_actions, check_float, check_int
 from recsim_ft.data import InteractionLog
+from recsim_ft.data.log import check_propensities
 from recsim_ft.evaluate import agent_scores
 from recsim_ft.metrics import top_k
 from recsim_ft.ope.estimate import Estimate, _estimate, finish, per_event_mean
@@ -190,25 +191,6 @@ def importance_weights(log: InteractionLog | BanditData, target: Any) -> np.ndar
         raise ValueError("cannot estimate a policy value from an empty log")
     check_propensities(data.propensities, data.name)
     return target_probabilities(data, target) / data.propensities
-
-
-def check_propensities(propensities: np.ndarray, name: str) -> None:
-    """Raise a ValueError naming the first bad propensity unless all lie in (0, 1]."""
-    problems = {
-        "NaN": np.isnan(propensities),
-        "zero or negative": propensities <= 0,
-        "above 1": propensities > 1,
-    }
-    for what, mask in problems.items():
-        if mask.any():
-            first = tuple(int(i) for i in np.argwhere(mask)[0])
-            where = f"row {first[0]}" + (f", position {first[1]}" if len(first) > 1 else "")
-            raise ValueError(
-                f"{name}: {int(mask.sum())} propensities are {what} "
-                f"(first: {where}, value {propensities[first]!r}); off-policy estimates need the "
-                "behaviour policy's probability of every logged action, in (0, 1] "
-                "(collect with a policy that returns (actions, propensities))"
-            )
 
 
 def ips(

@@ -26,6 +26,9 @@ from recsim_ft.fileio import atomic_path
 from recsim_ft.retrieval.catalogue import ItemEmbeddings
 
 KINDS = ("flat", "ivf", "hnsw")
+#: Bounds of the HNSW parameters (FAISS's own advice is M of 4 to 64, efSearch in the hundreds):
+#: beyond them the graph's memory or a search's time grows without a gain in recall.
+MAX_HNSW_M, MAX_EF_SEARCH = 512, 65_536
 
 
 def _faiss() -> Any:
@@ -53,8 +56,16 @@ def recall_at_k(found: np.ndarray, exact: np.ndarray) -> float:
             f"found and exact must be (n, k) arrays of one shape, got {found.shape} and "
             f"{exact.shape}"
         )
-    hits = (found[:, :, None] == exact[:, None, :]).any(axis=1)
-    return float(hits.mean()) if hits.size else float("nan")
+    if found.size == 0:
+        raise ValueError("no queries: recall is undefined over zero queries")
+    # is each exact id among its row's found ids? Every row's ids shifted into a range of its
+    # own (a -1 below it), sorted once: one search for all rows, in memory linear in n * k (a
+    # comparison of every pair took n * k * k)
+    shift = (np.arange(len(exact)) * (int(max(found.max(), exact.max())) + 2))[:, None]
+    pool = np.sort(found + shift, axis=None)
+    keys = exact + shift
+    at = np.searchsorted(pool, keys).clip(max=len(pool) - 1)
+    return float((pool[at] == keys).mean())
 
 
 class ApproximateIndex:
@@ -129,9 +140,10 @@ class ApproximateIndex:
             index.add(rows)
             index.nprobe = min(check_int("n_probe", n_probe, low=1), n_lists)
         else:
-            links = check_int("hnsw_m", hnsw_m, low=2)
+            # FAISS allocates M links per point up front: M = 100,000 asks for gigabytes
+            links = check_int("hnsw_m", hnsw_m, low=2, high=MAX_HNSW_M)
             index = faiss.IndexHNSWFlat(dim, links, metric)
-            index.hnsw.efSearch = check_int("ef_search", ef_search, low=1)
+            index.hnsw.efSearch = check_int("ef_search", ef_search, low=1, high=MAX_EF_SEARCH)
             threads = faiss.omp_get_max_threads()
             faiss.omp_set_num_threads(1)
             try:
@@ -155,7 +167,11 @@ class ApproximateIndex:
         sizes = np.where(points >= 0, self._sizes[points.clip(min=0)], 0)
         ends = np.cumsum(sizes, axis=1)  # items held by the points up to each column
         place = np.arange(k)
-        column = (ends[:, :, None] <= place).sum(axis=1)  # the point holding each place
+        # the point holding each place: how many points end at or before it, one search over
+        # every row at once (each row's ends shifted into a range of its own), memory n * k
+        shift = (np.arange(len(ends)) * (int(ends[:, -1].max()) + k + 1))[:, None]
+        column = np.searchsorted((ends + shift).ravel(), (place + shift).ravel(), side="right")
+        column = column.reshape(len(ends), k) - (np.arange(len(ends)) * ends.shape[1])[:, None]
         found = column < points.shape[1]
         column = column.clip(max=points.shape[1] - 1)
         before = np.take_along_axis(ends - sizes, column, axis=1)
