@@ -165,3 +165,17 @@ def test_tune_refuses_one_value_under_two_spellings(tmp_path):
     with pytest.raises(ValueError, match="same run \\(lr none is the protocol's 0.01 there\\)"):
         tune(settings, tmp_path, training={"lr": [None, 1e-2]}, agents=["mlp"], seeds=1)
     assert not any(tmp_path.iterdir())
+
+
+def test_every_option_of_every_command_says_what_it_does():
+    import argparse
+
+    parser = build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    silent = [
+        f"{name} {action.option_strings[0]}"
+        for name, sub in commands.choices.items()
+        for action in sub._actions
+        if action.option_strings and action.dest != "help" and not action.help
+    ]
+    assert not silent

@@ -205,7 +205,9 @@ def sweep_options(
         choices=(1, 2),
         required=True,
         nargs=tables,
-        help=None if tables is None else "the tables whose settings are searched together",
+        help="the paper table: 1 (Spotify, H&M) or 2 (vaccine messaging)"
+        if tables is None
+        else "the tables whose settings are searched together: 1 (Spotify, H&M), 2 (vaccine)",
     )
     p.add_argument(
         "--settings",
@@ -239,7 +241,13 @@ def sweep_options(
     p.add_argument(
         "--jobs", type=positive_int, default=1, help="parallel processes (local executor)"
     )
-    p.add_argument("--executor", choices=("local", "ray"), default="local")
+    p.add_argument(
+        "--executor",
+        choices=("local", "ray"),
+        default="local",
+        help="where the runs go: local (--jobs processes on this machine, the default) or ray "
+        "(a Ray cluster: --address, or a local Ray runtime; needs the ray extra)",
+    )
     p.add_argument("--address", help="Ray cluster address (default: start a local Ray runtime)")
     p.add_argument(
         "--out", required=True, help="results directory (re-running continues the sweep)"
