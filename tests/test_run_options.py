@@ -179,3 +179,26 @@ def test_every_option_of_every_command_says_what_it_does():
         if action.option_strings and action.dest != "help" and not action.help
     ]
     assert not silent
+
+
+def test_more_bad_input_is_refused_by_name(tmp_path):
+    """Issue 45, class 9: each of these was a traceback or named the wrong cause."""
+    import gymnasium as gym
+    import numpy as np
+
+    from recsim_ft.agents import GBDTAgent, PopularityAgent
+    from recsim_ft.data import InteractionLog, collect
+    from recsim_ft.retrieval import ApproximateIndex
+
+    env = gym.make("Spotify-v0")
+    with pytest.raises(IsADirectoryError, match="is a folder; give the path of an interaction"):
+        InteractionLog.load(tmp_path)
+    with pytest.raises(ValueError, match="n must be an integer >= 0"):
+        env.unwrapped.sample_users(-1, np.random.default_rng(0))
+    log = collect(env, n=500, seed=0)
+    with pytest.raises(TypeError, match="policy is an agent \\(PopularityAgent\\)"):
+        collect(env, n=10, policy=PopularityAgent(env).fit(log))
+    with pytest.raises(ValueError, match="seed must be an integer >= 0"):
+        GBDTAgent(env, seed=-1).fit(log)
+    with pytest.raises(TypeError, match="items must be ItemEmbeddings.*got ndarray"):
+        ApproximateIndex(np.zeros((5, 3)), kind="flat")

@@ -240,6 +240,7 @@ class GBDTAgent(SklearnAgent):
         """The pipeline ``fit`` clones: the target encodings (for a large catalogue), then the
         trees."""
         params = {**self.DEFAULTS, **self.params}
+        check_int("seed", self.seed, low=0)
         counts = self.category_counts
         max_categories = params.get("max_bins", 255)
         large = np.flatnonzero(counts > max_categories)

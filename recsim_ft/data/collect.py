@@ -57,6 +57,12 @@ def collect(
             "steps depend on the ones before; collect from the bandit env (session=False), or "
             "record episodes from gym.make_vec(..., session=True) yourself"
         )
+    if hasattr(policy, "score_items"):  # an agent: its recommend is not a behaviour policy
+        raise TypeError(
+            f"policy is an agent ({type(policy).__name__}); collect takes a function "
+            "(users, rng) -> actions (or (actions, propensities)), e.g. "
+            "lambda users, rng: agent.recommend(users, 1)[:, 0]"
+        )
     behaviour_rng, reward_rng = (
         np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(2)
     )

@@ -456,6 +456,10 @@ class InteractionLog:
         page checksums and the content digest). Files written before the digest existed
         (format version 1) load without that check."""
         path = Path(path)
+        if path.is_dir():
+            raise IsADirectoryError(
+                f"{path} is a folder; give the path of an interaction log file (parquet)"
+            )
         if not path.is_file():
             raise FileNotFoundError(f"interaction log {path} does not exist")
         try:

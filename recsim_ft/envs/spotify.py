@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from recsim_ft.checks import check_actions, check_choice, check_float
+from recsim_ft.checks import check_actions, check_choice, check_float, check_int
 from recsim_ft.envs.base import RecEnv
 from recsim_ft.schema import Batch, Feature, Schema
 
@@ -245,6 +245,7 @@ class SpotifyEnv(RecEnv):
 
     # -- vectorized API -------------------------------------------------------------------------
     def sample_users(self, n: int, rng: np.random.Generator) -> Batch:
+        n = check_int("n", n, low=0)
         n_genres = len(self.genres)
         n_liked = np.floor(rng.uniform(*self.genre_fraction, size=n) * n_genres).astype(np.int64)
         # a random permutation per user; its first n_liked genres are the liked ones

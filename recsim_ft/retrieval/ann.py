@@ -96,6 +96,11 @@ class ApproximateIndex:
         seed: int = 0,
         space: str = "auto",
     ) -> None:
+        if not isinstance(items, ItemEmbeddings):
+            raise TypeError(
+                f"items must be ItemEmbeddings (ItemEmbeddings(vectors, prior), or "
+                f"ItemEmbeddings.from_model(model, item_table)), got {type(items).__name__}"
+            )
         faiss = _faiss()
         self.items, self.kind = items, check_choice("kind", kind, KINDS)
         # one point per distinct (embedding, prior): items of equal features share both, and a
