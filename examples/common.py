@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -36,16 +36,49 @@ def example_parser(doc: str) -> argparse.ArgumentParser:
         description=doc, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
-        "--smoke", action="store_true", help="tiny settings that run in seconds (a wiring check)"
+        "--smoke",
+        action="store_true",
+        help="tiny settings that run in seconds (a wiring check); flags you give still win",
     )
     parser.add_argument(
-        "--seed", type=int, default=0, help="seed of the data, the weights and the test users"
+        "--seed",
+        type=at_least(0),
+        default=0,
+        help="seed of the data, the weights and the test users",
     )
     parser.add_argument(
         "--out", type=Path, help="directory for the results table (CSV) and figures"
     )
     parser.add_argument("--overwrite", action="store_true", help="replace existing files in --out")
     return parser
+
+
+def parse_example_args(
+    parser: argparse.ArgumentParser, smoke: dict[str, object]
+) -> argparse.Namespace:
+    """The command line, where ``--smoke`` changes the defaults of the flags in ``smoke`` (keyed
+    by destination) and never a value the user gave: ``--smoke --steps 50`` trains 50 steps."""
+    args = parser.parse_args()
+    if args.smoke:
+        parser.set_defaults(**smoke)
+        args = parser.parse_args()
+    return args
+
+
+def at_least(low: int) -> Callable[[str], int]:
+    """An argparse type: an integer no smaller than ``low``; argparse's error names the flag."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
+        return value
+
+    parse.__name__ = f"integer >= {low}"
+    return parse
 
 
 def output_paths(out: Path | None, names: list[str], overwrite: bool) -> dict[str, Path]:

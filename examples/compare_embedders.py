@@ -18,13 +18,14 @@ import time
 
 import gymnasium as gym
 import pandas as pd
-from common import example_parser, output_paths, print_table
+from common import at_least, example_parser, output_paths, parse_example_args, print_table
 
 from recsim_ft.agents import OracleAgent, PopularityAgent, RandomAgent, TwoTowerAgent
 from recsim_ft.data import collect
 from recsim_ft.envs import ENV_IDS
 from recsim_ft.evaluate import evaluate
 from recsim_ft.models import EMBEDDERS
+from recsim_ft.models.presets import PRESETS
 from recsim_ft.protocol import protocol_for
 from recsim_ft.train import TrainConfig
 
@@ -35,20 +36,20 @@ def main() -> None:
     parser = example_parser(__doc__)
     parser.add_argument("--env", default="Spotify-v0", choices=ENV_IDS)
     parser.add_argument("--embedders", nargs="+", default=list(EMBEDDERS))
-    parser.add_argument("--preset", default="quick", help="model preset: quick or paper")
+    parser.add_argument(
+        "--preset", default="quick", choices=list(PRESETS), help="model and training preset"
+    )
     parser.add_argument(
         "--samples",
-        type=int,
+        type=at_least(1),
         default=160_000,
         help="logged events, one pass of batch 32 (paper: 160000)",
     )
     parser.add_argument(
         "--lr", type=float, default=None, help="learning rate (default: the paper's for the env)"
     )
-    parser.add_argument("--users", type=int, default=100, help="test users (paper: 100)")
-    args = parser.parse_args()
-    if args.smoke:
-        args.samples, args.users = 320, 30
+    parser.add_argument("--users", type=at_least(1), default=100, help="test users (paper: 100)")
+    args = parse_example_args(parser, smoke={"samples": 320, "users": 30})
     stem = f"compare_{args.env.removesuffix('-v0')}"
     paths = output_paths(args.out, [f"{stem}.csv", f"{stem}.png"], args.overwrite)
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import gymnasium as gym
 import numpy as np
 import pandas as pd
-from common import example_parser, output_paths, print_table
+from common import at_least, example_parser, output_paths, parse_example_args, print_table
 from sklearn.linear_model import Ridge
 
 from recsim_ft.agents import Agent, OracleAgent, PopularityAgent, RandomAgent
@@ -62,10 +62,8 @@ def main() -> None:
         choices=[e for e in ENV_IDS if e != "HMFashion-v0"],
         help="an env with a uniform behaviour policy, so every item is logged",
     )
-    parser.add_argument("--samples", type=int, default=20_000)
-    args = parser.parse_args()
-    if args.smoke:
-        args.samples = 2_000
+    parser.add_argument("--samples", type=at_least(1), default=20_000)
+    args = parse_example_args(parser, smoke={"samples": 2_000})
     paths = output_paths(args.out, ["custom_agent.csv"], args.overwrite)
 
     env = gym.make(args.env)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import gymnasium as gym
 import pandas as pd
-from common import example_parser, output_paths, print_table
+from common import at_least, example_parser, output_paths, parse_example_args, print_table
 
 from recsim_ft import run_online
 from recsim_ft.agents import EpsilonGreedyAgent, LinUCBAgent, RandomAgent
@@ -26,17 +26,15 @@ from recsim_ft.envs import ENV_IDS
 def main() -> None:
     parser = example_parser(__doc__)
     parser.add_argument("--env", default="Spotify-v0", choices=ENV_IDS)
-    parser.add_argument("--steps", type=int, default=5_000, help="users served online")
+    parser.add_argument("--steps", type=at_least(1), default=5_000, help="users served online")
     parser.add_argument(
-        "--batch-size", type=int, default=1, help="users per round (1: fully sequential)"
+        "--batch-size", type=at_least(1), default=1, help="users per round (1: fully sequential)"
     )
     parser.add_argument("--alpha", type=float, default=1.0, help="LinUCB exploration bonus")
     parser.add_argument(
         "--epsilon", type=float, default=0.1, help="epsilon-greedy exploration rate"
     )
-    args = parser.parse_args()
-    if args.smoke:
-        args.steps, args.batch_size = 200, 10
+    args = parse_example_args(parser, smoke={"steps": 200, "batch_size": 10})
     stem = f"online_{args.env.removesuffix('-v0')}"
     paths = output_paths(args.out, [f"{stem}.csv", f"{stem}.png"], args.overwrite)
 

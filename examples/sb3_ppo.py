@@ -34,7 +34,14 @@ import time
 import gymnasium as gym
 import numpy as np
 import pandas as pd
-from common import example_parser, needs_extra, output_paths, print_table
+from common import (
+    at_least,
+    example_parser,
+    needs_extra,
+    output_paths,
+    parse_example_args,
+    print_table,
+)
 
 from recsim_ft.agents import OracleAgent, PopularityAgent, RandomAgent
 from recsim_ft.data import collect
@@ -74,12 +81,10 @@ def main() -> None:
     parser.add_argument("--algos", nargs="+", default=["ppo", "dqn"], choices=["ppo", "dqn"])
     parser.add_argument("--embedder", default="mamba", choices=EMBEDDERS)
     parser.add_argument(
-        "--timesteps", type=int, default=20_000, help="environment steps per algorithm"
+        "--timesteps", type=at_least(1), default=20_000, help="environment steps per algorithm"
     )
-    parser.add_argument("--n-envs", type=int, default=8)
-    args = parser.parse_args()
-    if args.smoke:
-        args.timesteps, args.n_envs = 128, 2
+    parser.add_argument("--n-envs", type=at_least(1), default=8)
+    args = parse_example_args(parser, smoke={"timesteps": 128, "n_envs": 2})
     paths = output_paths(args.out, [f"sb3_{args.env.removesuffix('-v0')}.csv"], args.overwrite)
 
     env = gym.make(args.env)

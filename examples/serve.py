@@ -21,7 +21,14 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 import pandas as pd
-from common import example_parser, needs_extra, output_paths, print_table
+from common import (
+    at_least,
+    example_parser,
+    needs_extra,
+    output_paths,
+    parse_example_args,
+    print_table,
+)
 
 from recsim_ft.agents import TwoTowerAgent
 from recsim_ft.data import collect
@@ -29,8 +36,10 @@ from recsim_ft.metrics import top_k
 from recsim_ft.retrieval import ApproximateIndex, ItemEmbeddings, embed_rows, export_model
 from recsim_ft.train import TrainConfig
 
+K = 12  # the articles each answer holds: the competition's 12
 
-def answer(folder: Path, numeric: np.ndarray, categorical: np.ndarray, k: int = 12) -> np.ndarray:
+
+def answer(folder: Path, numeric: np.ndarray, categorical: np.ndarray, k: int = K) -> np.ndarray:
     """What a service runs: the user tower's ONNX graph, then the exact top k by numpy."""
     import onnxruntime
 
@@ -44,12 +53,19 @@ def answer(folder: Path, numeric: np.ndarray, categorical: np.ndarray, k: int = 
 def main() -> None:
     parser = example_parser(__doc__)
     parser.add_argument("--embedder", default="mamba", choices=("mamba", "transformer"))
-    parser.add_argument("--items", type=int, default=20_000, help="H&M articles")
-    parser.add_argument("--steps", type=int, default=2_000)
-    parser.add_argument("--users", type=int, default=2_000, help="test users to answer")
-    args = parser.parse_args()
-    if args.smoke:
-        args.items, args.steps, args.users = 500, 20, 200
+    parser.add_argument(
+        "--items", type=at_least(K), default=20_000, help=f"H&M articles (at least {K})"
+    )
+    parser.add_argument("--steps", type=at_least(1), default=2_000, help="training steps")
+    parser.add_argument("--users", type=at_least(1), default=2_000, help="test users to answer")
+    parser.add_argument(
+        "--customers", type=at_least(1), default=50_000, help="customers in the env's population"
+    )
+    parser.add_argument("--samples", type=at_least(1), default=160_000, help="logged events")
+    args = parse_example_args(
+        parser,
+        smoke={"items": 500, "steps": 20, "users": 200, "customers": 20_000, "samples": 20_000},
+    )
     exported = ["serve/items.npy", "serve/item_prior.npy", "serve/user_tower.onnx"]
     paths = output_paths(args.out, ["serve.csv", *exported], args.overwrite)
     with needs_extra("onnx"):
@@ -57,11 +73,18 @@ def main() -> None:
     with needs_extra("retrieval"):
         import faiss  # noqa: F401
 
-    env = gym.make("HMFashion-v0", n_items=args.items, n_customers=20_000 if args.smoke else 50_000)
-    log = collect(env, n=20_000 if args.smoke else 160_000, seed=args.seed)
+    env = gym.make("HMFashion-v0", n_items=args.items, n_customers=args.customers)
     config = TrainConfig.from_preset("ranking", steps=args.steps, seed=args.seed)
+    try:  # before any data is generated: the test pool is known as soon as the env is
+        users = env.unwrapped.test_users(args.users, seed=args.seed)
+    except ValueError as err:
+        parser.error(f"--users {args.users}: {err}; ask for fewer or pass more --customers")
+    try:
+        config.evaluation_users(env)
+    except ValueError as err:
+        parser.error(f"training's evaluation users: {err}; pass more --customers")
+    log = collect(env, n=args.samples, seed=args.seed)
     agent = TwoTowerAgent(env, args.embedder, "ranking", config).fit(log, progress=False)
-    users = env.unwrapped.test_users(args.users, seed=args.seed)
 
     folder = (args.out or Path(tempfile.mkdtemp(prefix="recsim_ft_serve_"))) / "serve"
     export_model(agent.model_, env.unwrapped.item_table(), folder, overwrite=args.overwrite)
@@ -69,11 +92,11 @@ def main() -> None:
     served = answer(folder, users.numeric.astype(np.float32), users.categorical)
     served_s = time.perf_counter() - start
     start = time.perf_counter()
-    ranked = top_k(agent.score_items(users), 12)
+    ranked = top_k(agent.score_items(users), K)
     model_s = time.perf_counter() - start
     queries = embed_rows(agent.model_, users)
     items = ItemEmbeddings.load(folder)
-    exact = items.top_k(queries, 12)[1]
+    exact = items.top_k(queries, K)[1]
 
     def same_scores(found: np.ndarray) -> float:
         """Users whose 12 answers score as the exact top 12 do (items of equal features tie,
@@ -88,12 +111,12 @@ def main() -> None:
     for kind in ("ivf", "hnsw"):
         index = ApproximateIndex(items, kind)
         start = time.perf_counter()
-        found, _ = index.search(queries, 12)
+        found, _ = index.search(queries, K)
         searched = time.perf_counter() - start
         rows[f"FAISS {kind}, embeddings given"] = (
             searched,
             same_scores(found),
-            index.recall(queries, 12),
+            index.recall(queries, K),
         )
     table = pd.DataFrame(rows, index=["seconds", "exact top 12", "recall@12"]).T
     print_table(

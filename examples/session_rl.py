@@ -35,7 +35,7 @@ from collections.abc import Callable
 import gymnasium as gym
 import numpy as np
 import pandas as pd
-from common import example_parser, output_paths, print_table
+from common import at_least, example_parser, output_paths, parse_example_args, print_table
 
 import recsim_ft  # noqa: F401  (registers the env ids)
 from recsim_ft.envs import ENV_IDS
@@ -119,15 +119,15 @@ def ppo_policy(env_id: str, steps: int, gamma: float, seed: int) -> Policy:
 def main() -> None:
     parser = example_parser(__doc__)
     parser.add_argument("--env", default="Spotify-v0", choices=ENV_IDS)
-    parser.add_argument("--episodes", type=int, default=2_000, help="sessions per policy")
+    parser.add_argument("--episodes", type=at_least(1), default=2_000, help="sessions per policy")
     parser.add_argument(
         "--continuation", type=float, help="the planner's V (default: per env, see above)"
     )
-    parser.add_argument("--ppo-steps", type=int, default=0, help="train PPO for this many steps")
+    parser.add_argument(
+        "--ppo-steps", type=at_least(0), default=0, help="train PPO for this many steps"
+    )
     parser.add_argument("--gamma", type=float, default=0.9, help="PPO's discount")
-    args = parser.parse_args()
-    if args.smoke:
-        args.episodes, args.ppo_steps = 50, 256
+    args = parse_example_args(parser, smoke={"episodes": 50, "ppo_steps": 256})
     stem = f"session_{args.env.removesuffix('-v0')}"
     paths = output_paths(args.out, [f"{stem}.csv"], args.overwrite)
 

@@ -28,7 +28,7 @@ from __future__ import annotations
 import gymnasium as gym
 import numpy as np
 import pandas as pd
-from common import example_parser, output_paths, print_table
+from common import at_least, example_parser, output_paths, parse_example_args, print_table
 
 import recsim_ft  # noqa: F401  (registers the env ids)
 from recsim_ft.agents import OracleAgent, PopularityAgent
@@ -66,12 +66,10 @@ def row(case: str, estimate, truth: float) -> dict:
 def main() -> None:
     parser = example_parser(__doc__)
     parser.add_argument("--env", default="Spotify-v0", choices=ENV_IDS)
-    parser.add_argument("--events", type=int, default=20_000, help="single-item log size")
-    parser.add_argument("--slates", type=int, default=60_000, help="slate log size")
+    parser.add_argument("--events", type=at_least(1), default=20_000, help="single-item log size")
+    parser.add_argument("--slates", type=at_least(1), default=60_000, help="slate log size")
     parser.add_argument("--no-choice-utility", type=float, default=0.0)
-    args = parser.parse_args()
-    if args.smoke:
-        args.events, args.slates = 2_000, 3_000
+    args = parse_example_args(parser, smoke={"events": 2_000, "slates": 3_000})
     stem = f"ope_{args.env.removesuffix('-v0')}"
     paths = output_paths(args.out, [f"{stem}.csv"], args.overwrite)
     options = {"ci": "bootstrap", "n_bootstrap": 300, "seed": args.seed}

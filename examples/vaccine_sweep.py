@@ -18,13 +18,14 @@ from __future__ import annotations
 
 import gymnasium as gym
 import pandas as pd
-from common import example_parser, output_paths, print_table
+from common import at_least, example_parser, output_paths, parse_example_args, print_table
 
 from recsim_ft.agents import PopularityAgent, TwoTowerAgent
 from recsim_ft.data import collect
 from recsim_ft.evaluate import evaluate
 from recsim_ft.experiments import table_settings
 from recsim_ft.models import EMBEDDERS
+from recsim_ft.models.presets import PRESETS
 from recsim_ft.paper_results import paper_value
 from recsim_ft.train import TrainConfig
 
@@ -32,19 +33,25 @@ from recsim_ft.train import TrainConfig
 def main() -> None:
     parser = example_parser(__doc__)
     parser.add_argument("--embedder", default="mamba", choices=EMBEDDERS)
-    parser.add_argument("--preset", default="quick", help="model preset: quick or paper")
     parser.add_argument(
-        "--samples", type=int, default=160_000, help="logged events per setting (paper: 160000)"
+        "--preset", default="quick", choices=list(PRESETS), help="model and training preset"
+    )
+    parser.add_argument(
+        "--samples",
+        type=at_least(1),
+        default=160_000,
+        help="logged events per setting (paper: 160000)",
     )
     parser.add_argument(
         "--lr", type=float, default=None, help="learning rate (default: the paper's, 1e-5)"
     )
     parser.add_argument(
-        "--pool", type=int, default=50_000, help="people in each env's population (paper: 50000)"
+        "--pool",
+        type=at_least(1),
+        default=50_000,
+        help="people in each env's population (paper: 50000)",
     )
-    args = parser.parse_args()
-    if args.smoke:
-        args.samples, args.pool = 160, 500
+    args = parse_example_args(parser, smoke={"samples": 160, "pool": 500})
     paths = output_paths(args.out, ["vaccine_sweep.csv", "vaccine_sweep.png"], args.overwrite)
 
     config = TrainConfig(lr=args.lr, seed=args.seed, eval_every=None, checkpoint_every=None)

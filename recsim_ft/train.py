@@ -334,6 +334,12 @@ class TrainConfig:
                 f"device must be a torch device such as 'cpu' or 'cuda', got {self.device!r}"
             ) from None
         ks = tuple(check_int("ks", k, low=1) for k in self.ks)
+        temperature = check_float("temperature", self.temperature, low=0, low_open=True)
+        if temperature < np.finfo(np.float32).tiny:  # logits / T would be inf, the loss nan
+            raise ValueError(
+                f"temperature={self.temperature!r} underflows float32, in which the loss is "
+                f"computed (smallest normal {np.finfo(np.float32).tiny:.3g}); use a larger one"
+            )
         if self.select_metric not in (None, "none"):
             metrics = protocol.metrics if self.metrics is None else self.metrics
             check_choice("select_metric", self.select_metric, metric_names(metrics, ks))
@@ -341,7 +347,7 @@ class TrainConfig:
             self,
             lr=check_float("lr", self.lr, low=0, low_open=True, allow_none=True),
             batch_size=check_int("batch_size", self.batch_size, low=1),
-            temperature=check_float("temperature", self.temperature, low=0, low_open=True),
+            temperature=temperature,
             uniform_negatives=check_int("uniform_negatives", self.uniform_negatives, low=0),
             steps=check_int("steps", self.steps, low=1, allow_none=True),
             eval_every=check_int("eval_every", self.eval_every, low=1, allow_none=True),
@@ -353,6 +359,33 @@ class TrainConfig:
             threads=check_int("threads", self.threads, low=1, allow_none=True),
             select_users=check_int("select_users", self.select_users, low=1),
         )
+
+    def evaluation_users(self, env: gym.Env) -> tuple[Batch, Batch | None]:
+        """The users the run is scored on during training (``eval_users`` of ``eval_split``) and,
+        when it selects its weights (``select_metric``), the validation users it selects on:
+        drawn before any step, so a pool too small for either is refused by the option's name
+        (call it before collecting data to learn that first)."""
+        rec_env = env.unwrapped
+        try:
+            scoring = rec_env.eval_users(self.eval_split, self.eval_users, self.eval_seed)
+        except ValueError as err:
+            raise ValueError(
+                f"eval_users={self.eval_users} ({self.eval_split} users): {err}"
+            ) from None
+        if self.select_metric in (None, "none"):
+            return scoring, None
+        # a seed of their own, never the scoring users
+        seed = int(np.random.SeedSequence([self.eval_seed, 1]).generate_state(1)[0])
+        try:
+            selecting = rec_env.selection_users(
+                self.select_users, seed, self.eval_split, self.eval_users, self.eval_seed
+            )
+        except ValueError as err:
+            raise ValueError(
+                f"select_users={self.select_users} (validation users of select_metric="
+                f"{self.select_metric!r}, besides eval_users={self.eval_users}): {err}"
+            ) from None
+        return scoring, selecting
 
     def resolve(self, n_samples: int, protocol: Protocol = DEFAULT_PROTOCOL) -> TrainConfig:
         """A checked copy (:meth:`checked`) with every ``None`` default taken from ``protocol``
@@ -737,33 +770,21 @@ def train(
         order = _permutation(n_rows, config.seed, epoch).to(device)
         return order if training_rows is None else training_rows[order]
 
-    def evaluate_model(users: Batch | None = None) -> dict[str, float]:
+    scoring_users, select_users = config.evaluation_users(env)
+
+    def evaluate_model(users: Batch) -> dict[str, float]:
         model.eval()
         metrics = evaluate(
-            scorer,
-            env,
-            config.eval_users,
-            config.eval_seed,
-            config.ks,
-            config.metrics,
-            config.eval_split,
-            users,
+            scorer, env, len(users), config.eval_seed, config.ks, config.metrics, users=users
         )
         model.train()
         return metrics
-
-    if config.select_metric is not None:
-        # the selection's users: validation users with a seed of their own, never the scoring ones
-        select_seed = int(np.random.SeedSequence([config.eval_seed, 1]).generate_state(1)[0])
-        select_users = env.unwrapped.selection_users(
-            config.select_users, select_seed, config.eval_split, config.eval_users, config.eval_seed
-        )
 
     def evaluation_row(step: int, loss: float) -> dict[str, Any]:
         """The curve's row of an evaluation; with early stopping, keeps the best weights (and
         the curve has every metric on the validation users, so that what selecting on another
         metric would have chosen can be read from it)."""
-        row = {"step": step, "loss": loss, **evaluate_model()}
+        row = {"step": step, "loss": loss, **evaluate_model(scoring_users)}
         if config.select_metric is not None:
             validation = evaluate_model(select_users)
             row.update({f"validation {k}": v for k, v in validation.items()})
@@ -883,9 +904,17 @@ def train(
                 if step == config.steps or (config.eval_every and step % config.eval_every == 0):
                     mean_loss = loss_sum.item() / loss_count
                     if not math.isfinite(mean_loss):  # the weights are lost: say so, not NaN scores
+                        scaled = (
+                            ""
+                            if config.loss != "softmax"
+                            else (
+                                f" or a higher temperature (now {config.temperature:g}: the logits "
+                                "are divided by it, and may overflow float32)"
+                            )
+                        )
                         raise FloatingPointError(
                             f"training diverged: the mean loss up to step {step:,} is {mean_loss} "
-                            f"(lr {config.lr:g}); train with a lower learning rate (--lr)"
+                            f"(lr {config.lr:g}); train with a lower learning rate (--lr){scaled}"
                         )
                     curve.append(evaluation_row(step, mean_loss))
                     loss_sum, loss_count = torch.zeros((), device=device), 0

@@ -239,8 +239,19 @@ def test_bad_dates_and_selections_are_refused(env, log, tmp_path):
         replace(log, times=np.arange(len(log)))
     with pytest.raises(ValueError, match="row mask must have shape"):
         log.select(np.ones(3, bool))
-    with pytest.raises(ValueError, match="boolean mask or 1-d indices, got float64"):
+    with pytest.raises(ValueError, match="boolean mask or 1-d integer indices, got float64"):
         log.select(np.array([0.5]))
+    for row in (len(log), -len(log) - 1):
+        with pytest.raises(ValueError, match=f"row {row} is out of range for a log of {len(log)}"):
+            log.select([0, row])
+    assert len(log.select([])) == 0 == len(log.select(np.zeros(len(log), bool)))
+    assert log.select([-1]).actions[0] == log.actions[-1]
+    with pytest.warns(UserWarning, match="all 0 or 1.*read as row indices.*astype\\(bool\\)"):
+        log.select((log.rewards > 0).astype(int))
+    with pytest.raises(
+        ValueError, match=r"select\(before='2020-09-16'\) needs a dated log.*no dates"
+    ):
+        log.select(before="2020-09-16")
     slates = collect(gym.make("Spotify-v0", slate_size=2), n=10, seed=0)
     with pytest.raises(ValueError, match="slate log"):
         slates.select(np.arange(2))

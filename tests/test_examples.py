@@ -130,3 +130,42 @@ def test_example_without_its_extra_says_what_to_install(script, blocked, extra, 
     assert f"{script} needs {blocked}" in process.stderr
     assert f'pip install "recsim-ft[{extra}]"' in process.stderr
     assert not any(tmp_path.iterdir())  # it stopped before doing anything
+
+
+@pytest.fixture
+def common(monkeypatch):
+    """The examples' shared module, imported as the examples import it."""
+    monkeypatch.syspath_prepend(str(EXAMPLES))
+    import common
+
+    return common
+
+
+def test_smoke_sets_defaults_and_never_a_flag_the_user_gave(common, monkeypatch):
+    def parse(*argv):
+        parser = common.example_parser("doc")
+        parser.add_argument("--steps", type=common.at_least(1), default=2_000)
+        parser.add_argument("--users", type=common.at_least(1), default=2_000)
+        monkeypatch.setattr(sys, "argv", ["x.py", *argv])
+        return common.parse_example_args(parser, smoke={"steps": 20, "users": 200})
+
+    assert vars(parse("--smoke", "--steps", "50")).items() >= {"steps": 50, "users": 200}.items()
+    assert vars(parse("--steps", "50")).items() >= {"steps": 50, "users": 2_000}.items()
+    assert vars(parse("--smoke")).items() >= {"steps": 20, "users": 200}.items()
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--items", "11"], "argument --items: must be at least 12, got 11"),
+        (["--items", "0"], "argument --items: must be at least 12, got 0"),
+        (["--steps", "0"], "argument --steps: must be at least 1, got 0"),
+        (["--seed", "-1"], "argument --seed: must be at least 0, got -1"),
+        # the pool is known once the env is: refused before any data is generated
+        (["--users", "100000"], "--users 100000: asked for 100000 test users but the test pool"),
+    ],
+)
+def test_serve_refuses_what_it_cannot_answer_before_any_work(flags, message, tmp_path):
+    returncode, _, stderr = finish(start_example("serve.py", *flags, "--out", str(tmp_path)))
+    assert returncode == 2 and message in stderr and "Traceback" not in stderr, stderr
+    assert not any(tmp_path.iterdir())

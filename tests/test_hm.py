@@ -203,6 +203,12 @@ def test_a_logged_event_is_dated_by_the_purchase_behind_it(tmp_path):
     before = log.select(log.times < cut)
     assert 0 < len(before) < len(log) and (before.times < cut).all()
     np.testing.assert_array_equal(before.actions, log.actions[log.times < cut])
+    np.testing.assert_array_equal(before.actions, log.select(before="2020-01-01").actions)
+    week = log.select(since="2020-09-16", before="2020-09-23")
+    in_week = (log.times >= np.datetime64("2020-09-16")) & (log.times < np.datetime64("2020-09-23"))
+    np.testing.assert_array_equal(week.users.ids, log.users.ids[in_week])
+    with pytest.raises(ValueError, match="since must be a date.*'soon'"):
+        log.select(since="soon")
     again = InteractionLog.load(log.save(tmp_path / "log.parquet"))
     np.testing.assert_array_equal(again.times, log.times)
     assert again.to_pandas()["time"].min() >= pd.Timestamp("2018-09-20")

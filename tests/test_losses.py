@@ -380,6 +380,8 @@ def test_bad_loss_settings_are_named(env, log):
     for config, message in (
         (TrainConfig(steps=5, loss="hinge"), "loss must be one of"),
         (TrainConfig(steps=5, loss="softmax", temperature=0), "temperature"),
+        # 1/T would overflow float32: refused by name, never reported as a divergence
+        (TrainConfig(steps=5, loss="softmax", temperature=1e-40), "temperature=1e-40 underflows"),
     ):
         with pytest.raises(ValueError, match=message):
             TwoTowerAgent(env, "mlp", "quick", config).fit(log)
@@ -474,3 +476,17 @@ def test_the_softmax_draws_its_batches_from_the_positive_rows(env, log):
     assert agent.result_.config.steps == positives // 16 == len(seen)
     rows = torch.cat(seen).numpy()
     assert (log.rewards[rows] > 0).all() and len(set(rows.tolist())) == len(rows)
+
+
+def test_the_users_a_run_is_scored_on_are_checked_before_its_first_step(env, log):
+    """A pool too small for the training's evaluation (or its selection) is named by option
+    before any training, and before any data need be collected (``evaluation_users``)."""
+    hm = gym.make("HMFashion-v0", n_items=100, n_customers=20_000)  # 337 in the test pool
+    with pytest.raises(ValueError, match=r"eval_users=5000 \(test users\)"):
+        TrainConfig(steps=5, eval_users=5_000).evaluation_users(hm)
+    ranking = TrainConfig.from_preset("ranking", steps=5, select_users=300)
+    with pytest.raises(ValueError, match="select_users=300 .*select_metric"):
+        ranking.evaluation_users(hm)
+    scoring, selecting = TrainConfig.from_preset("ranking").evaluation_users(env)
+    assert len(scoring) == 100 and len(selecting) == 400
+    assert not set(scoring.ids) & set(selecting.ids)

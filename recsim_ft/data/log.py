@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -340,22 +341,39 @@ class InteractionLog:
         """Item features of each row (row ``i`` = features of item ``actions[i]``)."""
         return self.item_table[self.actions]
 
-    def select(self, rows: np.ndarray) -> InteractionLog:
-        """The log of the events ``rows`` (a boolean mask or indices), e.g. a split by date:
-        ``log.select(log.times < np.datetime64("2020-09-16"))``. Everything else (env, seed,
-        schemas, item table) is kept. Slate logs are refused (a slate's rows belong together)."""
+    def select(
+        self,
+        rows: np.ndarray | None = None,
+        *,
+        before: str | np.datetime64 | None = None,
+        since: str | np.datetime64 | None = None,
+    ) -> InteractionLog:
+        """The log of the events ``rows`` (a boolean mask or indices), and of those only the
+        days ``since <= day < before`` (a dated log's split: ``log.select(before="2020-09-16")``).
+        Everything else (env, seed, schemas, item table) is kept. Slate logs are refused (a
+        slate's rows belong together)."""
         if self.slate_columns is not None:
             raise ValueError(
                 "select takes events of a log of single recommendations; this is a slate log, "
                 "whose rows belong to slates"
             )
-        rows = np.asarray(rows)
-        if rows.dtype == bool:
-            if rows.shape != (len(self),):
-                raise ValueError(f"a row mask must have shape ({len(self)},), got {rows.shape}")
-            rows = np.flatnonzero(rows)
-        elif rows.dtype.kind not in "iu" or rows.ndim != 1:
-            raise ValueError(f"rows must be a boolean mask or 1-d indices, got {rows.dtype}")
+        rows = np.arange(len(self)) if rows is None else self._row_indices(rows)
+        for name, day in (("before", before), ("since", since)):
+            if day is None:
+                continue
+            if self.times is None:
+                raise ValueError(
+                    f"select({name}={day!r}) needs a dated log; this log of {self.env_id} has no "
+                    "dates (times=None): only logs of HMFashion-v0 are dated"
+                )
+            try:
+                day = np.datetime64(day, "D")
+            except ValueError:
+                raise ValueError(
+                    f"{name} must be a date such as '2020-09-16', got {day!r}"
+                ) from None
+            days = self.times[rows]
+            rows = rows[days < day if name == "before" else days >= day]
         return replace(
             self,
             users=self.users[rows],
@@ -364,6 +382,34 @@ class InteractionLog:
             propensities=self.propensities[rows],
             times=None if self.times is None else self.times[rows],
         )
+
+    def _row_indices(self, rows: np.ndarray) -> np.ndarray:
+        """``rows`` (a boolean mask or indices, negative ones from the end) as checked indices."""
+        rows = np.asarray(rows)
+        if rows.size == 0 and rows.ndim == 1:
+            return np.zeros(0, dtype=np.int64)
+        if rows.dtype == bool:
+            if rows.shape != (len(self),):
+                raise ValueError(f"a row mask must have shape ({len(self)},), got {rows.shape}")
+            return np.flatnonzero(rows)
+        if rows.dtype.kind not in "iu" or rows.ndim != 1:
+            raise ValueError(
+                f"rows must be a boolean mask or 1-d integer indices, got {rows.dtype} of shape "
+                f"{rows.shape}"
+            )
+        outside = (rows >= len(self)) | (rows < -len(self))
+        if outside.any():
+            raise ValueError(
+                f"row {rows[outside][0]} is out of range for a log of {len(self)} events"
+            )
+        if len(rows) == len(self) > 2 and np.isin(rows, (0, 1)).all():
+            warnings.warn(
+                "select got integers that are all 0 or 1, as many as the log's events: they are "
+                "read as row indices (rows 0 and 1 again and again); for a mask pass booleans "
+                "(rows.astype(bool))",
+                stacklevel=3,
+            )
+        return rows
 
     def _columns(self, with_items: bool) -> dict[str, np.ndarray]:
         """The table columns: ``user.<feature>``, optionally ``item.<feature>``, then the event."""

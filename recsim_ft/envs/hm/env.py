@@ -153,7 +153,7 @@ class HMFashionEnv(RecEnv):
     ``1 / b``). Every event has a day (``sample_dated_log``; the ``time`` column of a log from
     ``collect``): the day the customer first bought that article (``t_dat``), and for a
     negative the day of the purchase it was drawn beside, so a log splits by date
-    (``log.select(log.times < np.datetime64("2020-09-16"))``) with no event after the cut.
+    (``log.select(before="2020-09-16")``) with no event after the cut.
 
     ## Episode End
 
