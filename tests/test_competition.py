@@ -233,4 +233,14 @@ def test_ids_outside_the_catalogue_k_and_customers_are_refused_by_name():
             with pytest.raises(ValueError, match="customers"):
                 strategy(split.train, customers, 12)
     with pytest.raises(ValueError, match="no MAP@12 results"):
-        competition.markdown(evaluate_weeks(t, {}, weeks=1), "nothing")
+        competition.markdown(pd.DataFrame(), "nothing")
+    with pytest.raises(ValueError, match="no strategy to evaluate"):
+        evaluate_weeks(t, {}, weeks=1)
+    short = {"short": lambda train, customers, k: np.zeros((len(customers) - 1, k), np.int64)}
+    with pytest.raises(
+        ValueError, match=r"strategy 'short', target week 2020-09-\d+\.\..*\(2, k\)"
+    ):
+        evaluate_weeks(t, short, weeks=1)
+    half_days = Transactions(t.customers, t.articles, t.days + 0.5, t.customer_ids, t.article_ids)
+    with pytest.raises(ValueError, match="transactions.days must be integer days.*float64"):
+        split_week(half_days)

@@ -128,6 +128,12 @@ def test_item_embeddings_save_load_and_never_overwrite(tmp_path):
         ItemEmbeddings.load(tmp_path / "e")
     with pytest.raises(FileNotFoundError, match="no items.npy"):
         ItemEmbeddings.load(tmp_path)
+    # a model's export: items saved alone over it would be served with another user tower
+    (tmp_path / "e" / "user_tower.onnx").write_bytes(b"a tower")
+    with pytest.raises(FileExistsError, match="holds a model's export.*export_model"):
+        items.save(tmp_path / "e", overwrite=True)
+    with pytest.raises(FileExistsError, match="is a file"):
+        items.save(tmp_path / "e" / "user_tower.onnx")
 
 
 def test_recall_at_k():

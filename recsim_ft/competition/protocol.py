@@ -64,6 +64,11 @@ def check_transactions(transactions: Transactions) -> Transactions:
         )
     _rows("transactions.customers", t.customers, t.n_customers, "customers")
     _rows("transactions.articles", t.articles, t.n_articles, "articles")
+    days = np.asarray(t.days)
+    if days.dtype == bool or not np.issubdtype(days.dtype, np.integer):
+        raise ValueError(
+            f"transactions.days must be integer days since 1970-01-01, got dtype {days.dtype}"
+        )
     return t
 
 

@@ -22,18 +22,23 @@ def evaluate_weeks(
     (trained on everything before it): one row per (week, strategy) with the customers scored
     and the strategy's seconds."""
     strategies = STRATEGIES if strategies is None else strategies
+    if not strategies:
+        raise ValueError("no strategy to evaluate")
     k = check_int("k", k, low=1)
     rows = []
     for back in range(check_int("weeks", weeks, low=1)):
         split = split_week(transactions, back)
         for name, strategy in strategies.items():
             start = time.perf_counter()
-            predictions = strategy(split.train, split.customers, k)
+            try:
+                score = map_at_k(strategy(split.train, split.customers, k), split, k)
+            except ValueError as err:
+                raise ValueError(f"strategy {name!r}, target week {split.week}: {err}") from err
             rows.append(
                 {
                     "week": split.week,
                     "strategy": name,
-                    f"MAP@{k}": map_at_k(predictions, split, k),
+                    f"MAP@{k}": score,
                     "customers": len(split.customers),
                     "seconds": round(time.perf_counter() - start, 2),
                 }

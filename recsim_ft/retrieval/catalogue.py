@@ -29,6 +29,8 @@ from recsim_ft.schema import Batch
 BLOCK_SCORES = 1 << 22
 #: The files of :meth:`ItemEmbeddings.save` in a folder.
 VECTORS_FILE, PRIOR_FILE, MANIFEST_FILE = "items.npy", "item_prior.npy", "items.json"
+#: the files of a whole export (``recsim_ft.retrieval.export``) that pair items with a user tower
+USER_TOWER, EXPORT_MANIFEST = "user_tower.onnx", "export.json"
 
 
 def save_array(path: Path, array: np.ndarray) -> None:
@@ -194,7 +196,16 @@ class ItemEmbeddings:
         are, for a service that reads them without recsim-ft) into ``directory``; refuse to
         replace existing files unless ``overwrite``."""
         directory = Path(directory)
+        if directory.exists() and not directory.is_dir():
+            raise FileExistsError(f"{directory} is a file; item embeddings are saved to a folder")
         files = [directory / name for name in (VECTORS_FILE, PRIOR_FILE, MANIFEST_FILE)]
+        others = [EXPORT_MANIFEST, USER_TOWER]
+        if any((directory / name).exists() for name in others):
+            # replacing the items alone would pair them with another model's user tower
+            raise FileExistsError(
+                f"{directory} holds a model's export ({', '.join(others)}); replace it whole "
+                "with recsim_ft.retrieval.export_model, or save the items to another folder"
+            )
         existing = [str(p) for p in files if p.exists()]
         if existing and not overwrite:
             raise FileExistsError(f"{', '.join(existing)} exist(s); pass overwrite=True to replace")

@@ -26,22 +26,24 @@ from torch import Tensor, nn
 from recsim_ft.checks import check_int
 from recsim_ft.fileio import atomic_directory, atomic_path
 from recsim_ft.models import FeatureTensors, TwoTower
-from recsim_ft.retrieval.catalogue import MANIFEST_FILE as ITEMS_MANIFEST
 from recsim_ft.retrieval.catalogue import (
+    EXPORT_MANIFEST,
     PRIOR_FILE,
+    USER_TOWER,
     VECTORS_FILE,
     ItemEmbeddings,
     embed_rows,
     save_array,
 )
+from recsim_ft.retrieval.catalogue import MANIFEST_FILE as ITEMS_MANIFEST
 from recsim_ft.schema import Batch
 
 #: The files :func:`export_model` writes besides those of :meth:`ItemEmbeddings.save`.
 USER_TOWER_FILE, USERS_FILE, USER_IDS_FILE, MANIFEST_FILE = (
-    "user_tower.onnx",
+    USER_TOWER,
     "users.npy",
     "user_ids.npy",
-    "export.json",
+    EXPORT_MANIFEST,
 )
 #: Every file an export may write (what a folder replaced by an export may hold).
 EXPORT_FILES = (
