@@ -688,7 +688,7 @@ class _CtrlCAtStepEnd:
 def train(
     model: TwoTower,
     log: InteractionLog,
-    env: gym.Env,
+    env: gym.Env | None,
     config: TrainConfig | None = None,
     out_dir: str | os.PathLike | None = None,
     resume: bool = False,
@@ -699,7 +699,9 @@ def train(
 
     ``env`` must be the env the log was collected in (same id and kwargs), or a model trained on
     one problem would be scored on another; ``allow_env_mismatch=True`` accepts another env
-    with the same features. The model must have the log's features.
+    with the same features. The model must have the log's features. ``env=None`` trains on a
+    log of no env (e.g. the H&M competition's transactions): nobody to evaluate or select on,
+    so ``select_metric`` must be none, and the curve holds the training loss only.
     ``resume=True`` continues from ``out_dir/checkpoint.pt`` when it exists (a finished run
     returns at once) and starts from scratch when it does not; without ``resume`` an existing
     checkpoint is an error rather than silently replaced. Ctrl-C stops training at the end of
@@ -708,9 +710,16 @@ def train(
     from ``config.seed`` only; the caller's global torch RNG is left untouched. The model's
     initial weights are the caller's business (``TwoTowerAgent`` seeds them from ``config.seed``).
     """
-    log.check_env(env, allow_env_mismatch)
-    log.check_features("the model", model.user_schema, model.item_schema)
     config = config or TrainConfig()
+    if env is None:
+        if config.select_metric not in (None, "none"):
+            raise ValueError(
+                f"select_metric={config.select_metric!r} selects on an env's validation users, "
+                "and this run has no env: pass select_metric='none'"
+            )
+    else:
+        log.check_env(env, allow_env_mismatch)
+    log.check_features("the model", model.user_schema, model.item_schema)
     check_loss_log(config.loss, log.rewards)
     in_batch = config.loss == "softmax" and (
         softmax_negatives(config.negatives, log.n_items) == "batch"
@@ -737,7 +746,7 @@ def train(
         )
     prior = check_popularity_prior(config.loss, config.popularity_prior)
     config = replace(config, popularity_prior=resolve_popularity_prior(prior, in_batch))
-    config = config.resolve(n_rows, protocol_for(env))
+    config = config.resolve(n_rows, DEFAULT_PROTOCOL if env is None else protocol_for(env))
     log_q = None
     if in_batch or config.popularity_prior:
         counts = np.bincount(log.actions[positive_rows], minlength=log.n_items)  # batch items
@@ -770,9 +779,11 @@ def train(
         order = _permutation(n_rows, config.seed, epoch).to(device)
         return order if training_rows is None else training_rows[order]
 
-    scoring_users, select_users = config.evaluation_users(env)
+    scoring_users, select_users = (None, None) if env is None else config.evaluation_users(env)
 
-    def evaluate_model(users: Batch) -> dict[str, float]:
+    def evaluate_model(users: Batch | None) -> dict[str, float]:
+        if users is None:  # no env: the curve is the training loss
+            return {}
         model.eval()
         metrics = evaluate(
             scorer, env, len(users), config.eval_seed, config.ks, config.metrics, users=users

@@ -7,10 +7,45 @@ import argparse
 from pathlib import Path
 
 from recsim_ft import competition
-from recsim_ft.cli.options import UsageError, add_option, non_negative_int, positive_int
-from recsim_ft.envs.hm.data import UNKNOWN_IDS, read_transactions
+from recsim_ft.agents.registry import REGISTRY
+from recsim_ft.cli.options import (
+    UsageError,
+    add_option,
+    add_training_options,
+    distinct,
+    non_negative_int,
+    positive_int,
+    training_options,
+)
+from recsim_ft.competition.two_tower import (
+    PRESET,
+    TRAIN_WEEKS,
+    competition_config,
+    two_tower_strategy,
+)
+from recsim_ft.envs.hm.data import UNKNOWN_IDS, read_features, read_transactions
 from recsim_ft.envs.hm.synthetic import synthetic_files
 from recsim_ft.fileio import atomic_path
+from recsim_ft.models import EMBEDDERS
+from recsim_ft.models.presets import PRESETS
+
+#: the learned strategy of the command, beside the rules of ``competition.STRATEGIES``
+TWO_TOWER = "two_tower"
+STRATEGY_NAMES = (*competition.STRATEGIES, TWO_TOWER)
+#: training options that need an env's users, which the competition's training has none of
+NO_ENV_OPTIONS = ("eval_users", "eval_every", "eval_split", "ks", "select_metric")
+
+
+def weeks_or_all(text: str) -> int | None:
+    """``--train-weeks``: a positive count, or ``all`` (None)."""
+    if text == "all":
+        return None
+    try:
+        return positive_int(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(
+            f"expected a positive integer or 'all', got {text!r}"
+        ) from None
 
 
 def cmd_hm_competition(args: argparse.Namespace) -> int:
@@ -19,9 +54,12 @@ def cmd_hm_competition(args: argparse.Namespace) -> int:
     existing = [str(f) for f in files if f.exists()]
     if existing and not args.overwrite:
         raise UsageError(f"{', '.join(existing)} exist(s); pass --overwrite to replace")
-    unknown = [s for s in args.strategies or () if s not in competition.STRATEGIES]
+    names = args.strategies or list(competition.STRATEGIES)
+    unknown = [s for s in names if s not in STRATEGY_NAMES]
     if unknown:
-        raise UsageError(f"unknown strategy {unknown}; choose from {tuple(competition.STRATEGIES)}")
+        raise UsageError(f"unknown strategy {unknown}; choose from {STRATEGY_NAMES}")
+    distinct("--strategies", names)
+    distinct("--embedders", args.embedders)
     if args.hm_data is not None:
         source, data = f"the Kaggle files in {args.hm_data}", args.hm_data
     else:
@@ -29,11 +67,26 @@ def cmd_hm_competition(args: argparse.Namespace) -> int:
         source = f"the synthetic stand-in, {args.users:,} customers, seed {args.seed}"
     try:
         transactions = read_transactions(data, args.hm_unknown_ids or "drop")
-        strategies = {
-            name: competition.STRATEGIES[name] for name in args.strategies or competition.STRATEGIES
-        }
+        strategies = {}
+        for name in names:
+            if name != TWO_TOWER:
+                strategies[name] = competition.STRATEGIES[name]
+                continue
+            features = read_features(data)
+            config = competition_config(seed=args.seed, **training_options(args)).checked()
+            for embedder in args.embedders:
+                strategies[f"{TWO_TOWER} ({REGISTRY[embedder].label})"] = two_tower_strategy(
+                    features,
+                    embedder,
+                    config,
+                    weeks=args.train_weeks,
+                    out_dir=out / TWO_TOWER / embedder,
+                    resume=args.resume,
+                    progress=None,
+                    model_preset=args.model_preset,
+                )
         results = competition.evaluate_weeks(transactions, strategies, weeks=args.weeks)
-    except (FileNotFoundError, ValueError) as err:
+    except (FileNotFoundError, FileExistsError, ValueError) as err:
         raise UsageError(str(err)) from None
     text = competition.markdown(results, source)
     for path, content in zip(files, (text, results.to_csv(index=False)), strict=True):
@@ -58,7 +111,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=100_000,
         help="customers of the synthetic stand-in, without --hm-data (default: 100,000)",
     )
-    p.add_argument("--seed", type=non_negative_int, default=0, help="the synthetic stand-in's seed")
+    p.add_argument(
+        "--seed",
+        type=non_negative_int,
+        default=0,
+        help="the synthetic stand-in's seed, and the two-tower models' (default: 0)",
+    )
     p.add_argument(
         "--weeks", type=positive_int, default=3, help="target weeks, the last ones (default 3)"
     )
@@ -66,7 +124,37 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--strategies",
         nargs="+",
         metavar="NAME",
-        help=f"default: all of them ({' '.join(competition.STRATEGIES)})",
+        help=f"from {' '.join(STRATEGY_NAMES)} (default: the rules, "
+        f"{' '.join(competition.STRATEGIES)}); {TWO_TOWER}: a two-tower model trained on the "
+        "weeks before each target week (recsim_ft.competition.two_tower)",
+    )
+    p.add_argument(
+        "--embedders",
+        nargs="+",
+        choices=EMBEDDERS,
+        default=["mamba"],
+        help=f"the {TWO_TOWER} strategy's towers, one row each (default: mamba)",
+    )
+    p.add_argument(
+        "--model-preset",
+        choices=tuple(PRESETS),
+        default=PRESET,
+        help=f"the size of the {TWO_TOWER} strategy's towers (default: {PRESET}, the paper's "
+        "model; quick: a small one)",
+    )
+    p.add_argument(
+        "--train-weeks",
+        type=weeks_or_all,
+        default=TRAIN_WEEKS,
+        metavar="N",
+        help=f"train {TWO_TOWER} on the last N weeks before each target week, or 'all' (default: "
+        f"{TRAIN_WEEKS}, chosen on a validation week, see recsim_ft/competition/two_tower.py)",
+    )
+    add_training_options(p, exclude=NO_ENV_OPTIONS)
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help=f"continue (or reuse) the {TWO_TOWER} checkpoints in --out (a finished one is reused)",
     )
     p.add_argument(
         "--hm-unknown-ids",

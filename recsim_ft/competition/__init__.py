@@ -17,10 +17,14 @@ articles that week; repeats of an article in a prediction count once). Several t
   filled with last week's best sellers.
 
 A learned model enters the table through :func:`scorer_strategy` (any scorer of customers x
-articles) or :func:`agent_strategy` (any fitted agent of ``recsim_ft.agents``).
+articles) or :func:`agent_strategy` (any fitted agent of ``recsim_ft.agents``);
+:func:`two_tower_strategy` is FT-Mamba, FT-Transformer or an MLP as the two towers, trained on
+the transactions before the target week with no env (``recsim-ft hm-competition --strategies
+two_tower``).
 
 The package: ``protocol`` (the target week, the split, the metric), ``strategies`` (the rules
-and the adapters of learned models), ``report`` (several weeks, the table).
+and the adapters of learned models), ``two_tower`` (the two-tower model's training on the
+transactions and its ranking of the whole catalogue), ``report`` (several weeks, the table).
 """
 
 from recsim_ft.competition.protocol import WEEK, K, WeekSplit, map_at_k, split_week
@@ -35,6 +39,13 @@ from recsim_ft.competition.strategies import (
     decayed_popularity,
     scorer_strategy,
 )
+from recsim_ft.competition.two_tower import (
+    competition_config,
+    fit_two_tower,
+    rank_articles,
+    transactions_log,
+    two_tower_strategy,
+)
 
 __all__ = [
     "K",
@@ -46,10 +57,15 @@ __all__ = [
     "agent_strategy",
     "best_sellers",
     "buy_again",
+    "competition_config",
     "decayed_popularity",
     "evaluate_weeks",
+    "fit_two_tower",
     "map_at_k",
     "markdown",
+    "rank_articles",
     "scorer_strategy",
     "split_week",
+    "transactions_log",
+    "two_tower_strategy",
 ]

@@ -40,6 +40,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from recsim_ft.checks import check_choice, check_int, check_str
+from recsim_ft.schema import Batch, Feature, Schema
 
 #: Kaggle file stems, by table
 KAGGLE_FILES = {
@@ -543,6 +544,102 @@ def read_transactions(
         warnings.warn(f"{name}: dropped {unknown.describe(files)}", stacklevel=2)
     return Transactions(
         customers, articles, days, customer_index, article_index.to_numpy(), unknown.rows
+    )
+
+
+def user_side(
+    age: np.ndarray, user_categories: dict[str, tuple[str, ...]]
+) -> tuple[np.ndarray, Schema, float]:
+    """The customers' ages with the missing ones imputed by the median of the others (0 when
+    none is known), the user schema (age numeric, ``USER_CATEGORICAL``), and that median."""
+    missing = np.isnan(age)
+    median = float(np.median(age[~missing])) if (~missing).any() else 0.0
+    age = np.where(missing, median, age).astype(np.float32)
+    schema = Schema(
+        (
+            Feature(
+                "age",
+                "numeric",
+                low=min(0.0, float(age.min(initial=0.0))),
+                high=max(120.0, float(age.max(initial=0.0))),
+            ),
+            *(Feature(f, "categorical", user_categories[f]) for f in USER_CATEGORICAL),
+        )
+    )
+    return age, schema, median
+
+
+def article_schema(
+    item_features: Sequence[str], item_categories: Sequence[tuple[str, ...]]
+) -> Schema:
+    """The item schema of articles described by ``item_features`` (categorical each)."""
+    return Schema(
+        tuple(
+            Feature(name, "categorical", categories)
+            for name, categories in zip(item_features, item_categories, strict=True)
+        )
+    )
+
+
+#: the article attributes a model of the whole catalogue reads by default: every attribute
+#: column but the numbers that repeat a name beside them (``product_type_no`` ...)
+CATALOGUE_ITEM_FEATURES = (
+    "product_code",
+    "prod_name",
+    "product_type_name",
+    "product_group_name",
+    "graphical_appearance_name",
+    "colour_group_name",
+    "perceived_colour_value_name",
+    "perceived_colour_master_name",
+    "department_name",
+    "index_name",
+    "index_group_name",
+    "section_name",
+    "garment_group_name",
+)
+
+
+@dataclass(frozen=True)
+class CatalogueFeatures:
+    """Every customer's and every article's features, in the files' row order: row ``i`` of
+    ``users`` is customer row ``i`` of customers.csv and row ``j`` of ``items`` article row
+    ``j`` of articles.csv, the rows :class:`Transactions` names (so a model of them ranks the
+    whole catalogue, as the competition asks)."""
+
+    users: Batch
+    user_schema: Schema
+    items: Batch
+    item_schema: Schema
+    #: int64 article_id of each row of articles.csv
+    article_ids: np.ndarray
+
+
+def read_features(
+    sources: str | os.PathLike | dict[str, TableSource],
+    item_features: str | Sequence[str] = CATALOGUE_ITEM_FEATURES,
+) -> CatalogueFeatures:
+    """The features of every customer and article of the Kaggle files in a folder (or of the
+    tables, as :func:`process` takes them): a customer's age (missing ones: the median) and
+    ``USER_CATEGORICAL``, an article's ``item_features`` (a missing value is ``"missing"``)."""
+    item_features = check_item_features(item_features)
+    if not isinstance(sources, dict):
+        sources = find_kaggle_files(sources)
+    _, age, user_codes, user_categories = _read_customers(sources["customers"])
+    article_index, attributes = _read_articles(sources["articles"], item_features)
+    age, users_schema = user_side(age, user_categories)[:2]
+    encoded = [encode_categorical(attributes[feature]) for feature in item_features]
+    n_articles = len(article_index)
+    return CatalogueFeatures(
+        users=Batch(age[:, None], user_codes, np.arange(len(age))),
+        user_schema=users_schema,
+        items=Batch(
+            np.zeros((n_articles, 0), np.float32),
+            np.stack([codes for codes, _ in encoded], axis=1),
+            np.arange(n_articles),
+        ),
+        item_schema=article_schema(item_features, [categories for _, categories in encoded]),
+        article_ids=article_index.to_numpy().astype(np.int64),
     )
 
 

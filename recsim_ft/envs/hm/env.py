@@ -23,14 +23,15 @@ from recsim_ft.checks import (
 from recsim_ft.envs.base import VALIDATION_STREAM, RecEnv
 from recsim_ft.envs.hm.data import (
     UNKNOWN_IDS,
-    USER_CATEGORICAL,
+    article_schema,
     check_item_features,
     check_n_items,
     load_kaggle,
     process,
+    user_side,
 )
 from recsim_ft.envs.hm.synthetic import generate_frames, synthetic_files
-from recsim_ft.schema import Batch, Feature, Schema
+from recsim_ft.schema import Batch
 
 
 class HMFashionEnv(RecEnv):
@@ -251,26 +252,9 @@ class HMFashionEnv(RecEnv):
         self._item_codes = data.item_codes
 
         missing_age = np.isnan(data.age)
-        median_age = float(np.median(data.age[~missing_age])) if (~missing_age).any() else 0.0
-        self._age = np.where(missing_age, median_age, data.age).astype(np.float32)
+        self._age, self.user_schema, median_age = user_side(data.age, data.user_categories)
         self._user_codes = data.user_codes
-        self.user_schema = Schema(
-            (
-                Feature(
-                    "age",
-                    "numeric",
-                    low=min(0.0, float(self._age.min())),
-                    high=max(120.0, float(self._age.max())),
-                ),
-                *(Feature(f, "categorical", data.user_categories[f]) for f in USER_CATEGORICAL),
-            )
-        )
-        self.item_schema = Schema(
-            tuple(
-                Feature(name, "categorical", categories)
-                for name, categories in zip(data.item_features, data.item_categories, strict=True)
-            )
-        )
+        self.item_schema = article_schema(data.item_features, data.item_categories)
 
         customers, items = data.purchases[:, 0], data.purchases[:, 1]
         self._bought = sparse.csr_matrix(
