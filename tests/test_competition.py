@@ -244,3 +244,63 @@ def test_ids_outside_the_catalogue_k_and_customers_are_refused_by_name():
     half_days = Transactions(t.customers, t.articles, t.days + 0.5, t.customer_ids, t.article_ids)
     with pytest.raises(ValueError, match="transactions.days must be integer days.*float64"):
         split_week(half_days)
+
+
+def test_candidate_sources_and_their_recall_on_data_whose_answer_is_known():
+    """Each source proposes what its rule says, best first, and recall counts the target
+    week's purchases among a source's first N and among the union's."""
+    from recsim_ft.competition.candidates import (
+        best_seller_source,
+        bought_together,
+        recall,
+        recall_table,
+        recent,
+        same_product,
+    )
+
+    t = transactions(
+        [
+            (0, 1, 10),
+            (0, 2, 10),  # customer 0's trip on day 10: 1 and 2 together
+            (1, 1, 12),
+            (1, 4, 12),  # customer 1's trip: 1 and 4
+            (2, 1, 15),  # customer 2 bought 1, alone
+            (3, 0, 16),
+            (3, 0, 16),  # article 0: last week's best seller, with 1
+            (4, 6, 17),
+            # the target week, days 18..24
+            (2, 2, 22),
+            (2, 5, 22),
+            (3, 3, 23),
+            (4, 7, 24),
+        ]
+    )
+    split = split_week(t)
+    assert split.customers.tolist() == [2, 3, 4]
+    train, customers = split.train, split.customers
+    assert recent(train, customers, 2).tolist() == [[1, -1], [0, -1], [6, -1]]
+    # 1's partners: 2 (one trip) and 4 (one trip), equal trips in article order
+    assert bought_together()(train, customers, 3).tolist() == [[2, 4, -1], [-1] * 3, [-1] * 3]
+    products = np.array([0, 1, 2, 3, 3, 1, 4, 4])  # 1 & 5 one product, 6 & 7 another
+    assert same_product(products)(train, customers, 2).tolist() == [[5, -1], [-1] * 2, [7, -1]]
+    assert best_seller_source(train, customers, 2).tolist() == [[0, 1]] * 3
+    # the target week's 4 purchases: (2, 2), (2, 5), (3, 3), (4, 7)
+    assert recall(bought_together()(train, customers, 3), split) == 0.25
+    table = recall_table(
+        {
+            "together": bought_together()(train, customers, 3),
+            "same_product": same_product(products)(train, customers, 2),
+        },
+        split,
+        at=(1, 2),
+    )
+    assert (
+        table.loc["together", "recall@1"] == 0.25 and table.loc["same_product", "recall@1"] == 0.5
+    )
+    assert table.loc["union", "recall@1"] == 0.75
+    # customer 2: 2 and 5; customer 3: none; customer 4: 7
+    assert table.loc["union", "candidates@1"] == 1.0
+    with pytest.raises(ValueError, match="product_codes has 3 entries for 8 articles"):
+        same_product(np.zeros(3))(train, customers, 2)
+    with pytest.raises(ValueError, match=r"candidates must be \(3, n\)"):
+        recall(np.zeros((2, 1), np.int64), split)

@@ -132,8 +132,22 @@ def test_the_command_scores_the_two_tower_beside_the_rules(tmp_path, capsys):
         ["hm-competition", "--users", "800", "--weeks", "1", "--out", str(out)]
         + ["--strategies", "best_sellers", "two_tower", "--embedders", "mlp"]
         + ["--steps", "20", "--batch-size", "64", "--model-preset", "quick", "--train-weeks", "all"]
+        + ["--recall"]
     )
     assert code == 0, capsys.readouterr().err
     results = pd.read_csv(out / "competition.csv")
     assert results["strategy"].tolist() == ["best_sellers", "two_tower (MLP two-tower)"]
-    assert (out / "two_tower").is_dir()
+    assert len(list((out / "two_tower" / "mlp").glob("through-*/checkpoint.pt"))) == 1
+    # the recall of every source, the two-tower's the model the strategy trained (read back)
+    recalls = pd.read_csv(out / "candidates.csv").set_index("source")
+    assert list(recalls.index) == [
+        "recent",
+        "same_product",
+        "bought_together",
+        "best_sellers",
+        "two_tower (MLP two-tower)",
+        "union",
+    ]
+    assert (recalls.filter(like="recall@").diff(axis=1).iloc[:, 1:] >= 0).all().all()
+    assert (recalls.loc["union", "recall@200"] >= recalls["recall@200"]).all()
+    assert "| two_tower (MLP two-tower) |" in (out / "candidates.md").read_text()

@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import pandas as pd
+
 from recsim_ft import competition
 from recsim_ft.agents.registry import REGISTRY
 from recsim_ft.cli.options import (
@@ -17,17 +19,28 @@ from recsim_ft.cli.options import (
     positive_int,
     training_options,
 )
+from recsim_ft.competition.candidates import RECALL_AT, recall_report, recall_table, rule_sources
 from recsim_ft.competition.two_tower import (
     PRESET,
     TRAIN_WEEKS,
+    checkpoint_folder,
     competition_config,
+    fit_two_tower,
+    rank_articles,
     two_tower_strategy,
 )
-from recsim_ft.envs.hm.data import UNKNOWN_IDS, read_features, read_transactions
+from recsim_ft.envs.hm.data import (
+    UNKNOWN_IDS,
+    CatalogueFeatures,
+    Transactions,
+    read_features,
+    read_transactions,
+)
 from recsim_ft.envs.hm.synthetic import synthetic_files
 from recsim_ft.fileio import atomic_path
 from recsim_ft.models import EMBEDDERS
 from recsim_ft.models.presets import PRESETS
+from recsim_ft.train import TrainConfig
 
 #: the learned strategy of the command, beside the rules of ``competition.STRATEGIES``
 TWO_TOWER = "two_tower"
@@ -51,6 +64,8 @@ def weeks_or_all(text: str) -> int | None:
 def cmd_hm_competition(args: argparse.Namespace) -> int:
     out = Path(args.out)
     files = [out / "competition.md", out / "competition.csv"]
+    if args.recall:
+        files += [out / "candidates.md", out / "candidates.csv"]
     existing = [str(f) for f in files if f.exists()]
     if existing and not args.overwrite:
         raise UsageError(f"{', '.join(existing)} exist(s); pass --overwrite to replace")
@@ -67,33 +82,70 @@ def cmd_hm_competition(args: argparse.Namespace) -> int:
         source = f"the synthetic stand-in, {args.users:,} customers, seed {args.seed}"
     try:
         transactions = read_transactions(data, args.hm_unknown_ids or "drop")
-        strategies = {}
-        for name in names:
-            if name != TWO_TOWER:
-                strategies[name] = competition.STRATEGIES[name]
-                continue
-            features = read_features(data)
-            config = competition_config(seed=args.seed, **training_options(args)).checked()
-            for embedder in args.embedders:
-                strategies[f"{TWO_TOWER} ({REGISTRY[embedder].label})"] = two_tower_strategy(
-                    features,
-                    embedder,
-                    config,
-                    weeks=args.train_weeks,
-                    out_dir=out / TWO_TOWER / embedder,
-                    resume=args.resume,
-                    progress=None,
-                    model_preset=args.model_preset,
-                )
+        features = read_features(data) if TWO_TOWER in names or args.recall else None
+        config = competition_config(seed=args.seed, **training_options(args)).checked()
+        learned = {  # the two-tower rows: label -> (embedder, its checkpoints)
+            f"{TWO_TOWER} ({REGISTRY[embedder].label})": (embedder, out / TWO_TOWER / embedder)
+            for embedder in (args.embedders if TWO_TOWER in names else ())
+        }
+        strategies = {name: competition.STRATEGIES[name] for name in names if name != TWO_TOWER}
+        for label, (embedder, folder) in learned.items():
+            strategies[label] = two_tower_strategy(
+                features,
+                embedder,
+                config,
+                weeks=args.train_weeks,
+                out_dir=folder,
+                resume=args.resume,
+                progress=None,
+                model_preset=args.model_preset,
+            )
         results = competition.evaluate_weeks(transactions, strategies, weeks=args.weeks)
+        outputs = [competition.markdown(results, source), results.to_csv(index=False)]
+        if args.recall:
+            recalls = candidate_recall(transactions, features, learned, config, args)
+            outputs += [recall_report(recalls), recalls.to_csv(index=False)]
     except (FileNotFoundError, FileExistsError, ValueError) as err:
         raise UsageError(str(err)) from None
-    text = competition.markdown(results, source)
-    for path, content in zip(files, (text, results.to_csv(index=False)), strict=True):
+    for path, content in zip(files, outputs, strict=True):
         with atomic_path(path) as tmp:
             tmp.write_text(content)
-    print(text, end="")
+    print("\n".join(outputs[::2]), end="")
     return 0
+
+
+def candidate_recall(
+    transactions: Transactions,
+    features: CatalogueFeatures,
+    learned: dict[str, tuple[str, Path]],
+    config: TrainConfig,
+    args: argparse.Namespace,
+) -> pd.DataFrame:
+    """Every candidate source's recall on each target week: the rules', and each two-tower
+    model's top N (the model the strategy trained that week, read back from its checkpoints)."""
+    rows = []
+    for back in range(args.weeks):
+        split = competition.split_week(transactions, back)
+        n = max(RECALL_AT)
+        sources = {
+            name: source(split.train, split.customers, n)
+            for name, source in rule_sources(features.product_codes).items()
+        }
+        for label, (embedder, folder) in learned.items():
+            model = fit_two_tower(
+                split.train,
+                features,
+                embedder,
+                config,
+                weeks=args.train_weeks,
+                out_dir=checkpoint_folder(folder, split.train),
+                resume=True,  # the strategy's finished run: read back, not trained again
+                model_preset=args.model_preset,
+            )
+            sources[label] = rank_articles(model, features, split.customers, n)
+        table = recall_table(sources, split)
+        rows.append(table.rename_axis("source").reset_index().assign(week=split.week))
+    return pd.concat(rows, ignore_index=True)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -151,6 +203,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         f"{TRAIN_WEEKS}, chosen on a validation week, see recsim_ft/competition/two_tower.py)",
     )
     add_training_options(p, exclude=NO_ENV_OPTIONS)
+    p.add_argument(
+        "--recall",
+        action="store_true",
+        help="also measure every candidate source's recall at N = "
+        f"{', '.join(map(str, RECALL_AT))} (recsim_ft.competition.candidates), into "
+        "candidates.md and .csv",
+    )
     p.add_argument(
         "--resume",
         action="store_true",

@@ -22,7 +22,7 @@ def _ranked(weights: np.ndarray, k: int) -> np.ndarray:
     return top[weights[top] > 0]
 
 
-def _best_sellers(train: Transactions, k: int, days: int = WEEK) -> np.ndarray:
+def top_sellers(train: Transactions, k: int, days: int = WEEK) -> np.ndarray:
     """The (up to) ``k`` articles bought most in the last ``days`` days of ``train``."""
     recent = train.days > int(train.days.max()) - check_int("days", days, low=1)
     counts = np.bincount(train.articles[recent], minlength=train.n_articles)
@@ -32,7 +32,7 @@ def _best_sellers(train: Transactions, k: int, days: int = WEEK) -> np.ndarray:
 def best_sellers(train: Transactions, customers: np.ndarray, k: int = K, days: int = WEEK):
     """The ``k`` articles bought most in the last ``days`` days of ``train``, for everyone."""
     customers, k = check_customers(customers, train.n_customers), check_int("k", k, low=1)
-    return _broadcast(_best_sellers(train, k, days), len(customers), k)
+    return broadcast(top_sellers(train, k, days), len(customers), k)
 
 
 def decayed_popularity(
@@ -45,7 +45,7 @@ def decayed_popularity(
     customers, k = check_customers(customers, train.n_customers), check_int("k", k, low=1)
     age = int(train.days.max()) - train.days
     weights = np.bincount(train.articles, 0.5 ** (age / half_life), minlength=train.n_articles)
-    return _broadcast(_ranked(weights, k), len(customers), k)
+    return broadcast(_ranked(weights, k), len(customers), k)
 
 
 def buy_again(train: Transactions, customers: np.ndarray, k: int = K, days: int = 28) -> np.ndarray:
@@ -67,25 +67,30 @@ def buy_again(train: Transactions, customers: np.ndarray, k: int = K, days: int 
     own = own.reset_index().sort_values(
         ["customer", "day", "n", "article"], ascending=[True, False, False, True]
     )
-    fill = _best_sellers(train, k)
+    fill = top_sellers(train, k)
     filled = pd.DataFrame(
         {
             "customer": np.repeat(customers, len(fill)),
             "article": np.tile(fill, len(customers)),
         }
     )
-    ranked = pd.concat([own[["customer", "article"]], filled], ignore_index=True)
-    ranked = ranked.sort_values("customer", kind="stable")
+    return ranked_rows(pd.concat([own[["customer", "article"]], filled]), customers, k)
+
+
+def ranked_rows(ranked: pd.DataFrame, customers: np.ndarray, k: int) -> np.ndarray:
+    """(len(customers), k) article rows from ``ranked``'s (customer, article) rows, each
+    customer's in the frame's order, an article's repeats after its first dropped; -1 where a
+    customer has fewer than ``k`` (``customers`` sorted, holding every customer of the frame)."""
     ranked = ranked[~ranked.duplicated(["customer", "article"])]
-    ranked["place"] = ranked.groupby("customer").cumcount()
-    ranked = ranked[ranked["place"] < k]
+    place = ranked.groupby("customer", sort=False).cumcount().to_numpy()
+    kept = place < k
     out = np.full((len(customers), k), -1, np.int64)
-    row = np.searchsorted(customers, ranked["customer"].to_numpy())
-    out[row, ranked["place"].to_numpy()] = ranked["article"].to_numpy()
+    row = np.searchsorted(customers, ranked["customer"].to_numpy()[kept])
+    out[row, place[kept]] = ranked["article"].to_numpy()[kept]
     return out
 
 
-def _broadcast(articles: np.ndarray, n: int, k: int) -> np.ndarray:
+def broadcast(articles: np.ndarray, n: int, k: int) -> np.ndarray:
     row = np.full(k, -1, np.int64)
     row[: len(articles)] = articles
     return np.tile(row, (n, 1))

@@ -137,6 +137,12 @@ def rank_articles(
     return out
 
 
+def checkpoint_folder(out_dir: str | os.PathLike, train: Transactions) -> Path:
+    """The folder of the checkpoints of a model trained on ``train``, under ``out_dir``:
+    ``through-<the last day of train>``, one per target week."""
+    return Path(out_dir) / f"through-{np.datetime64(int(train.days.max()), 'D')}"
+
+
 def two_tower_strategy(
     features: CatalogueFeatures,
     embedder: str = "mamba",
@@ -155,9 +161,7 @@ def two_tower_strategy(
 
     def strategy(train_: Transactions, customers: np.ndarray, k: int) -> np.ndarray:
         customers = check_customers(customers, train_.n_customers)
-        folder = None
-        if out_dir is not None:
-            folder = Path(out_dir) / f"through-{np.datetime64(int(train_.days.max()), 'D')}"
+        folder = None if out_dir is None else checkpoint_folder(out_dir, train_)
         model = fit_two_tower(
             train_, features, embedder, config, weeks, folder, resume, progress, model_preset
         )

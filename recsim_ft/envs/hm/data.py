@@ -613,6 +613,8 @@ class CatalogueFeatures:
     item_schema: Schema
     #: int64 article_id of each row of articles.csv
     article_ids: np.ndarray
+    #: int64 code of each article's ``product_code`` (one product: its colours and sizes)
+    product_codes: np.ndarray
 
 
 def read_features(
@@ -626,7 +628,8 @@ def read_features(
     if not isinstance(sources, dict):
         sources = find_kaggle_files(sources)
     _, age, user_codes, user_categories = _read_customers(sources["customers"])
-    article_index, attributes = _read_articles(sources["articles"], item_features)
+    columns = tuple(dict.fromkeys((*item_features, "product_code")))
+    article_index, attributes = _read_articles(sources["articles"], columns)
     age, users_schema = user_side(age, user_categories)[:2]
     encoded = [encode_categorical(attributes[feature]) for feature in item_features]
     n_articles = len(article_index)
@@ -640,6 +643,7 @@ def read_features(
         ),
         item_schema=article_schema(item_features, [categories for _, categories in encoded]),
         article_ids=article_index.to_numpy().astype(np.int64),
+        product_codes=encode_categorical(attributes["product_code"])[0],
     )
 
 
