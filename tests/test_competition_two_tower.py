@@ -130,13 +130,21 @@ def test_the_command_scores_the_two_tower_beside_the_rules(tmp_path, capsys):
     out = tmp_path / "comp"
     code = main(
         ["hm-competition", "--users", "800", "--weeks", "1", "--out", str(out)]
-        + ["--strategies", "best_sellers", "two_tower", "--embedders", "mlp"]
+        + ["--strategies", "best_sellers", "two_tower", "two_stage", "--embedders", "mlp"]
         + ["--steps", "20", "--batch-size", "64", "--model-preset", "quick", "--train-weeks", "all"]
         + ["--recall"]
     )
     assert code == 0, capsys.readouterr().err
     results = pd.read_csv(out / "competition.csv")
-    assert results["strategy"].tolist() == ["best_sellers", "two_tower (MLP two-tower)"]
+    assert results["strategy"].tolist() == [
+        "best_sellers",
+        "two_tower (MLP two-tower)",
+        "two_stage (MLP two-tower)",
+    ]
+    gains = pd.read_csv(out / "ranker_importance.csv")
+    assert set(gains["strategy"]) == {"two_stage (MLP two-tower)"} and (gains["gain"] >= 0).all()
+    # the two-stage's models: on the ranker's history and on every week seen
+    assert len(list((out / "two_stage" / "mlp").glob("through-*/checkpoint.pt"))) == 2
     assert len(list((out / "two_tower" / "mlp").glob("through-*/checkpoint.pt"))) == 1
     # the recall of every source, the two-tower's the model the strategy trained (read back)
     recalls = pd.read_csv(out / "candidates.csv").set_index("source")
@@ -151,3 +159,35 @@ def test_the_command_scores_the_two_tower_beside_the_rules(tmp_path, capsys):
     assert (recalls.filter(like="recall@").diff(axis=1).iloc[:, 1:] >= 0).all().all()
     assert (recalls.loc["union", "recall@200"] >= recalls["recall@200"]).all()
     assert "| two_tower (MLP two-tower) |" in (out / "candidates.md").read_text()
+
+
+def test_two_stage_learns_on_the_week_before_the_target_and_ranks_its_candidates(data):
+    """The ranker's models see only the weeks before the target, its week of learning is the
+    last one seen; the answer is 12 distinct articles, the same for the same seed."""
+    from recsim_ft.competition.ranker import TwoStage
+
+    transactions, features = data
+    split = split_week(transactions)
+    seen = []
+
+    def fit_model(train_):
+        seen.append(int(train_.days.max()))
+        return fit_two_tower(train_, features, "mlp", CONFIG, None, model_preset="quick")
+
+    ranker = TwoStage(features, fit_model, per_source=12)
+    first = ranker(split.train, split.customers, 12)
+    assert max(seen) < split.first_day  # never the target week
+    last_seen = int(split.train.days.max())
+    assert sorted(seen) == [last_seen - 7, last_seen]  # the ranker's history, then every week
+    assert first.shape == (len(split.customers), 12) and (first >= 0).all()
+    assert (np.diff(np.sort(first, axis=1), axis=1) > 0).all()
+    (through, gains), *_ = ranker.importances.items()
+    assert through == str(np.datetime64(last_seen, "D"))
+    assert {"two_tower_score", "rank_two_tower", "days_since_bought"} <= set(gains.index)
+    again = TwoStage(features, fit_model, per_source=12)(split.train, split.customers, 12)
+    np.testing.assert_array_equal(first, again)
+    rules_only = TwoStage(features)(split.train, split.customers, 12)
+    assert 0 <= map_at_k(rules_only, split) <= 1
+    one_week = split.train.where(split.train.days > last_seen - 7)
+    with pytest.raises(ValueError, match="needs two weeks of transactions before the target"):
+        TwoStage(features)(one_week, np.unique(one_week.customers), 12)

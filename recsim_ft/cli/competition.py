@@ -4,6 +4,7 @@ synthetic stand-in."""
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
@@ -20,6 +21,7 @@ from recsim_ft.cli.options import (
     training_options,
 )
 from recsim_ft.competition.candidates import RECALL_AT, recall_report, recall_table, rule_sources
+from recsim_ft.competition.ranker import TwoStage
 from recsim_ft.competition.two_tower import (
     PRESET,
     TRAIN_WEEKS,
@@ -38,13 +40,13 @@ from recsim_ft.envs.hm.data import (
 )
 from recsim_ft.envs.hm.synthetic import synthetic_files
 from recsim_ft.fileio import atomic_path
-from recsim_ft.models import EMBEDDERS
+from recsim_ft.models import EMBEDDERS, TwoTower
 from recsim_ft.models.presets import PRESETS
 from recsim_ft.train import TrainConfig
 
-#: the learned strategy of the command, beside the rules of ``competition.STRATEGIES``
-TWO_TOWER = "two_tower"
-STRATEGY_NAMES = (*competition.STRATEGIES, TWO_TOWER)
+#: the learned strategies of the command, beside the rules of ``competition.STRATEGIES``
+TWO_TOWER, TWO_STAGE = "two_tower", "two_stage"
+STRATEGY_NAMES = (*competition.STRATEGIES, TWO_TOWER, TWO_STAGE)
 #: training options that need an env's users, which the competition's training has none of
 NO_ENV_OPTIONS = ("eval_users", "eval_every", "eval_split", "ks", "select_metric")
 
@@ -66,6 +68,8 @@ def cmd_hm_competition(args: argparse.Namespace) -> int:
     files = [out / "competition.md", out / "competition.csv"]
     if args.recall:
         files += [out / "candidates.md", out / "candidates.csv"]
+    if args.strategies and TWO_STAGE in args.strategies:
+        files.append(out / "ranker_importance.csv")
     existing = [str(f) for f in files if f.exists()]
     if existing and not args.overwrite:
         raise UsageError(f"{', '.join(existing)} exist(s); pass --overwrite to replace")
@@ -82,13 +86,16 @@ def cmd_hm_competition(args: argparse.Namespace) -> int:
         source = f"the synthetic stand-in, {args.users:,} customers, seed {args.seed}"
     try:
         transactions = read_transactions(data, args.hm_unknown_ids or "drop")
-        features = read_features(data) if TWO_TOWER in names or args.recall else None
+        learns = TWO_TOWER in names or TWO_STAGE in names
+        features = read_features(data) if learns or args.recall else None
         config = competition_config(seed=args.seed, **training_options(args)).checked()
         learned = {  # the two-tower rows: label -> (embedder, its checkpoints)
             f"{TWO_TOWER} ({REGISTRY[embedder].label})": (embedder, out / TWO_TOWER / embedder)
             for embedder in (args.embedders if TWO_TOWER in names else ())
         }
-        strategies = {name: competition.STRATEGIES[name] for name in names if name != TWO_TOWER}
+        strategies = {
+            name: competition.STRATEGIES[name] for name in names if name in competition.STRATEGIES
+        }
         for label, (embedder, folder) in learned.items():
             strategies[label] = two_tower_strategy(
                 features,
@@ -100,18 +107,71 @@ def cmd_hm_competition(args: argparse.Namespace) -> int:
                 progress=None,
                 model_preset=args.model_preset,
             )
+        rankers = {
+            f"{TWO_STAGE} ({REGISTRY[embedder].label})": TwoStage(
+                features, two_tower_fitter(features, embedder, config, out, args), seed=args.seed
+            )
+            for embedder in (args.embedders if TWO_STAGE in names else ())
+        }
+        strategies.update(rankers)
         results = competition.evaluate_weeks(transactions, strategies, weeks=args.weeks)
         outputs = [competition.markdown(results, source), results.to_csv(index=False)]
         if args.recall:
             recalls = candidate_recall(transactions, features, learned, config, args)
             outputs += [recall_report(recalls), recalls.to_csv(index=False)]
-    except (FileNotFoundError, FileExistsError, ValueError) as err:
+        if rankers:
+            outputs.append(importance_table(rankers).to_csv(index=False))
+    except (FileNotFoundError, FileExistsError, ModuleNotFoundError, ValueError) as err:
         raise UsageError(str(err)) from None
     for path, content in zip(files, outputs, strict=True):
         with atomic_path(path) as tmp:
             tmp.write_text(content)
-    print("\n".join(outputs[::2]), end="")
+    print(
+        "\n".join(text for path, text in zip(files, outputs, strict=True) if path.suffix == ".md"),
+        end="",
+    )
     return 0
+
+
+def two_tower_fitter(
+    features: CatalogueFeatures,
+    embedder: str,
+    config: TrainConfig,
+    out: Path,
+    args: argparse.Namespace,
+) -> Callable[[Transactions], TwoTower]:
+    """The two-stage strategy's two-tower model: trained on the transactions it is given, its
+    checkpoints under ``out/two_stage/<embedder>``, one folder per last day."""
+
+    def fit(transactions: Transactions) -> TwoTower:
+        return fit_two_tower(
+            transactions,
+            features,
+            embedder,
+            config,
+            weeks=args.train_weeks,
+            out_dir=checkpoint_folder(out / TWO_STAGE / embedder, transactions),
+            resume=args.resume,
+            progress=None,
+            model_preset=args.model_preset,
+        )
+
+    return fit
+
+
+def importance_table(rankers: dict[str, TwoStage]) -> pd.DataFrame:
+    """Each ranker's feature importance (total gain) per target week, largest first."""
+    return pd.concat(
+        [
+            gains.rename("gain")
+            .rename_axis("feature")
+            .reset_index()
+            .assign(strategy=label, through=through)
+            for label, ranker in rankers.items()
+            for through, gains in ranker.importances.items()
+        ],
+        ignore_index=True,
+    )[["strategy", "through", "feature", "gain"]]
 
 
 def candidate_recall(
@@ -178,14 +238,16 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="NAME",
         help=f"from {' '.join(STRATEGY_NAMES)} (default: the rules, "
         f"{' '.join(competition.STRATEGIES)}); {TWO_TOWER}: a two-tower model trained on the "
-        "weeks before each target week (recsim_ft.competition.two_tower)",
+        f"weeks before each target week (recsim_ft.competition.two_tower); {TWO_STAGE}: "
+        "candidates from every source re-ranked by LightGBM's LambdaRank, the two-tower model "
+        "a source and a feature (recsim_ft.competition.ranker; the 'rank' extra)",
     )
     p.add_argument(
         "--embedders",
         nargs="+",
         choices=EMBEDDERS,
         default=["mamba"],
-        help=f"the {TWO_TOWER} strategy's towers, one row each (default: mamba)",
+        help=f"the towers of {TWO_TOWER} and {TWO_STAGE}, one row each (default: mamba)",
     )
     p.add_argument(
         "--model-preset",

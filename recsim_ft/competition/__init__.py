@@ -20,14 +20,18 @@ A learned model enters the table through :func:`scorer_strategy` (any scorer of 
 articles) or :func:`agent_strategy` (any fitted agent of ``recsim_ft.agents``);
 :func:`two_tower_strategy` is FT-Mamba, FT-Transformer or an MLP as the two towers, trained on
 the transactions before the target week with no env (``recsim-ft hm-competition --strategies
-two_tower``).
+two_tower``); :class:`TwoStage` re-ranks the candidates of every source
+(:mod:`recsim_ft.competition.candidates`) with LightGBM's LambdaRank (``--strategies
+two_stage``).
 
 The package: ``protocol`` (the target week, the split, the metric), ``strategies`` (the rules
 and the adapters of learned models), ``two_tower`` (the two-tower model's training on the
-transactions and its ranking of the whole catalogue), ``report`` (several weeks, the table).
+transactions and its ranking of the whole catalogue), ``candidates`` (the sources and their
+recall), ``ranker`` (the two-stage strategy), ``report`` (several weeks, the table).
 """
 
 from recsim_ft.competition.protocol import WEEK, K, WeekSplit, map_at_k, split_week
+from recsim_ft.competition.ranker import TwoStage
 from recsim_ft.competition.report import evaluate_weeks, markdown
 from recsim_ft.competition.strategies import (
     STRATEGIES,
@@ -53,6 +57,7 @@ __all__ = [
     "WEEK",
     "Scorer",
     "Strategy",
+    "TwoStage",
     "WeekSplit",
     "agent_strategy",
     "best_sellers",
