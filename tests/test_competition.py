@@ -148,6 +148,9 @@ def test_real_rows(tmp_path):
     assert len(t.days) == 5_000 and t.dropped == 0 and t.n_articles == 1_000
     results = evaluate_weeks(t, weeks=2)
     assert (results["customers"] > 0).all() and results["MAP@12"].between(0, 1).all()
+    from recsim_ft.competition.submission import write_submission
+
+    check_submission(write_submission(buy_again, t, tmp_path / "submission.csv"), t)
 
 
 def test_a_learned_scorer_and_a_fitted_agent_enter_the_competition():
@@ -304,3 +307,45 @@ def test_candidate_sources_and_their_recall_on_data_whose_answer_is_known():
         same_product(np.zeros(3))(train, customers, 2)
     with pytest.raises(ValueError, match=r"candidates must be \(3, n\)"):
         recall(np.zeros((2, 1), np.int64), split)
+
+
+def check_submission(path: Path, t: Transactions) -> pd.DataFrame:
+    """Kaggle's format: every customer once, in the files' order, 12 distinct ten-digit ids of
+    articles of the files."""
+    frame = pd.read_csv(path, dtype=str)
+    assert list(frame.columns) == ["customer_id", "prediction"]
+    assert frame["customer_id"].tolist() == list(t.customer_ids)
+    ids = frame["prediction"].str.split()
+    assert (ids.str.len() == 12).all() and ids.map(lambda row: len(set(row)) == 12).all()
+    known = {f"{a:010d}" for a in t.article_ids}
+    assert ids.map(lambda row: all(len(a) == 10 and a in known for a in row)).all()
+    return frame
+
+
+def test_a_submission_has_every_customer_and_refuses_to_overwrite(tmp_path, capsys):
+    from recsim_ft.competition.submission import write_submission
+
+    t = read_transactions(_stand_in(2000))
+    path = write_submission(buy_again, t, tmp_path / "submission.csv")
+    frame = check_submission(path, t)
+    # the week after the data: buy again of every transaction, customer by customer
+    expected = buy_again(t, np.arange(t.n_customers), 12)
+    assert frame["prediction"].iloc[5] == " ".join(f"{t.article_ids[a]:010d}" for a in expected[5])
+    with pytest.raises(FileExistsError, match="submission.csv exists; pass overwrite"):
+        write_submission(best_sellers, t, path)
+    assert write_submission(best_sellers, t, path, overwrite=True) == path
+    out = tmp_path / "cmd"
+    args = ["hm-competition", "--users", "2000", "--weeks", "1", "--out", str(out)]
+    assert main([*args, "--submission", str(path)]) == 2  # two strategies, and the file exists
+    assert "--overwrite" in capsys.readouterr().err
+    gz = tmp_path / "s.csv.gz"
+    assert main([*args, "--submission", str(gz)]) == 2
+    assert "one strategy" in capsys.readouterr().err and not gz.exists()
+    assert main([*args, "--strategies", "best_sellers", "--submission", str(gz)]) == 0
+    check_submission(gz, t)
+
+
+def _stand_in(customers: int) -> Path:
+    from recsim_ft.envs.hm.synthetic import synthetic_files
+
+    return synthetic_files(customers, seed=0, dynamics=True)

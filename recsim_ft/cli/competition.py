@@ -22,6 +22,7 @@ from recsim_ft.cli.options import (
 )
 from recsim_ft.competition.candidates import RECALL_AT, recall_report, recall_table, rule_sources
 from recsim_ft.competition.ranker import TwoStage
+from recsim_ft.competition.submission import save_submission, submission_frame
 from recsim_ft.competition.two_tower import (
     PRESET,
     TRAIN_WEEKS,
@@ -71,6 +72,8 @@ def cmd_hm_competition(args: argparse.Namespace) -> int:
     if args.strategies and TWO_STAGE in args.strategies:
         files.append(out / "ranker_importance.csv")
     existing = [str(f) for f in files if f.exists()]
+    if args.submission and Path(args.submission).exists():
+        existing.append(args.submission)
     if existing and not args.overwrite:
         raise UsageError(f"{', '.join(existing)} exist(s); pass --overwrite to replace")
     names = args.strategies or list(competition.STRATEGIES)
@@ -114,11 +117,19 @@ def cmd_hm_competition(args: argparse.Namespace) -> int:
             for embedder in (args.embedders if TWO_STAGE in names else ())
         }
         strategies.update(rankers)
+        if args.submission and len(strategies) != 1:
+            raise UsageError(
+                f"--submission writes one strategy's predictions, and {len(strategies)} are "
+                f"named ({', '.join(strategies)}): name one with --strategies (and --embedders)"
+            )
         results = competition.evaluate_weeks(transactions, strategies, weeks=args.weeks)
         outputs = [competition.markdown(results, source), results.to_csv(index=False)]
         if args.recall:
             recalls = candidate_recall(transactions, features, learned, config, args)
             outputs += [recall_report(recalls), recalls.to_csv(index=False)]
+        if args.submission:
+            (strategy,) = strategies.values()
+            frame = submission_frame(strategy, transactions)
         if rankers:
             outputs.append(importance_table(rankers).to_csv(index=False))
     except (FileNotFoundError, FileExistsError, ModuleNotFoundError, ValueError) as err:
@@ -130,6 +141,9 @@ def cmd_hm_competition(args: argparse.Namespace) -> int:
         "\n".join(text for path, text in zip(files, outputs, strict=True) if path.suffix == ".md"),
         end="",
     )
+    if args.submission:
+        save_submission(frame, args.submission)
+        print(f"wrote {args.submission}: {len(frame):,} customers, {next(iter(strategies))}")
     return 0
 
 
@@ -265,6 +279,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         f"{TRAIN_WEEKS}, chosen on a validation week, see recsim_ft/competition/two_tower.py)",
     )
     add_training_options(p, exclude=NO_ENV_OPTIONS)
+    p.add_argument(
+        "--submission",
+        metavar="FILE",
+        help="also write a Kaggle submission (customer_id,prediction for every customer; .gz "
+        "compresses) of the one strategy named, trained on every transaction: the week after "
+        "the data (an existing file needs --overwrite)",
+    )
     p.add_argument(
         "--recall",
         action="store_true",

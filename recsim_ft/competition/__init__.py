@@ -27,7 +27,8 @@ two_stage``).
 The package: ``protocol`` (the target week, the split, the metric), ``strategies`` (the rules
 and the adapters of learned models), ``two_tower`` (the two-tower model's training on the
 transactions and its ranking of the whole catalogue), ``candidates`` (the sources and their
-recall), ``ranker`` (the two-stage strategy), ``report`` (several weeks, the table).
+recall), ``ranker`` (the two-stage strategy), ``report`` (several weeks, the table),
+``submission`` (Kaggle's submission file from any strategy).
 """
 
 from recsim_ft.competition.protocol import WEEK, K, WeekSplit, map_at_k, split_week
@@ -43,6 +44,7 @@ from recsim_ft.competition.strategies import (
     decayed_popularity,
     scorer_strategy,
 )
+from recsim_ft.competition.submission import submission_frame, write_submission
 from recsim_ft.competition.two_tower import (
     competition_config,
     fit_two_tower,
@@ -72,5 +74,7 @@ __all__ = [
     "scorer_strategy",
     "split_week",
     "transactions_log",
+    "submission_frame",
     "two_tower_strategy",
+    "write_submission",
 ]
