@@ -78,12 +78,12 @@ def one_catalogue(args: argparse.Namespace) -> dict[str, dict[str, float]]:
             threads=args.threads,
             checkpoint_every=None,
         )
-        agent = TwoTowerAgent(env, "mamba", "ranking", config).fit(log, progress=False)
+        agent = TwoTowerAgent(env, "mamba", "ranking", config).fit(log, progress=None)
     with stage("embed", figures):
-        items = ItemEmbeddings.from_model(agent.model_, rec_env.item_table())
-        users = embed_rows(agent.model_, rec_env.customers())
+        items = ItemEmbeddings.from_model(agent.model_, rec_env.item_table(), progress=None)
+        users = embed_rows(agent.model_, rec_env.customers(), progress=None)
     with stage("retrieve", figures):
-        items.top_k(users, 12)
+        items.top_k(users, 12, progress=None)
     with stage("score", figures):
         metrics = evaluate(agent, env, n_users=args.test_users, seed=0)
     figures["sizes"] = {"items": items.n_items, "customers": len(users), "log": len(log)}

@@ -38,7 +38,6 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from recsim_ft.checks import check_choice, check_float, check_int
 from recsim_ft.data import InteractionLog
@@ -60,14 +59,17 @@ from recsim_ft.metrics import metric_names
 from recsim_ft.models import FeatureTensors, TwoTower
 from recsim_ft.models.presets import preset_of
 from recsim_ft.precision import PRECISIONS, autocast, resolve_precision
+from recsim_ft.progress import progress_bar
 from recsim_ft.protocol import DEFAULT_PROTOCOL, SPLITS, Protocol, protocol_for
 from recsim_ft.schema import Batch
 from recsim_ft.threads import torch_threads
 
 #: What ``train(progress=...)`` takes: ``True`` draws a progress bar, ``False`` draws none, ``None``
-#: draws one where a user can see it (a terminal or a notebook, not a log file or a test run), and
-#: a function is called as ``progress(steps_done, steps_total)`` when training starts and after
-#: every step (how a sweep's worker processes report to the sweep's bars).
+#: draws one where a user can see it (a terminal or a notebook) and elsewhere (a log file, a
+#: captured stream) writes a line every 10 seconds once training has lasted that long
+#: (``recsim_ft.progress``), and a function is called as ``progress(steps_done, steps_total)``
+#: when training starts and after every step (how a sweep's worker processes report to the
+#: sweep's bars).
 Progress = bool | None | Callable[[int, int], None]
 
 #: File name of the checkpoint (the resume state) inside ``out_dir``.
@@ -877,11 +879,10 @@ def train(
             )
 
         report = progress if callable(progress) else None
-        bar = tqdm(
+        bar = progress_bar(
+            False if report is not None else progress,
             total=config.steps,
             initial=start,
-            # None: tqdm draws where a user sees it (a terminal or a notebook)
-            disable=True if report is not None else None if progress is None else not progress,
             desc="train",
             unit="step",
         )

@@ -127,13 +127,13 @@ def rank_articles(
     k of every article by the model's score (-1 beyond the catalogue's size); ``block``
     customers are embedded at a time."""
     k = check_int("k", k, low=1)
-    items = ItemEmbeddings.from_model(model, features.items)
+    items = ItemEmbeddings.from_model(model, features.items, progress=None)
     ranked = min(k, items.n_items)
     out = np.full((len(customers), k), -1, np.int64)
     for start in range(0, len(customers), check_int("block", block, low=1)):
         rows = customers[start : start + block]
-        queries = embed_rows(model, features.users[rows])
-        out[start : start + len(rows), :ranked] = items.top_k(queries, ranked)[0]
+        queries = embed_rows(model, features.users[rows], progress=None)
+        out[start : start + len(rows), :ranked] = items.top_k(queries, ranked, progress=None)[0]
     return out
 
 

@@ -22,6 +22,7 @@ from torch import Tensor
 from recsim_ft.checks import check_choice, check_int
 from recsim_ft.fileio import atomic_path
 from recsim_ft.models import TwoTower
+from recsim_ft.progress import progress_bar
 from recsim_ft.schema import Batch
 
 #: Scores held at once by :meth:`ItemEmbeddings.top_k` (16 MiB of float32): users per block =
@@ -40,21 +41,27 @@ def save_array(path: Path, array: np.ndarray) -> None:
 
 
 def embed_rows(
-    model: TwoTower, rows: Batch, side: str = "users", batch_rows: int = 4096
+    model: TwoTower,
+    rows: Batch,
+    side: str = "users",
+    batch_rows: int = 4096,
+    progress: bool | None = False,
 ) -> np.ndarray:
     """(n, d) float32 embeddings of ``rows`` by the model's user or item tower (``side``), in eval
-    mode and blocks of ``batch_rows``, so any number of rows fits in memory."""
+    mode and blocks of ``batch_rows``, so any number of rows fits in memory; ``progress`` as
+    ``recsim_ft.progress.progress_bar`` takes it (default: none)."""
     check_choice("side", side, ("users", "items"))
     check_int("batch_rows", batch_rows, low=1)
     embed = model.embed_users if side == "users" else model.embed_items
     was_training = model.training
     model.eval()
+    parts = []
+    bar = progress_bar(progress, total=len(rows.ids), desc=f"embed {side}", unit=side[:-1])
     try:
-        with torch.no_grad():
-            parts = [
-                embed(rows[start : start + batch_rows]).float().cpu().numpy()
-                for start in range(0, len(rows.ids), batch_rows)
-            ]
+        with torch.no_grad(), bar:
+            for start in range(0, len(rows.ids), batch_rows):
+                parts.append(embed(rows[start : start + batch_rows]).float().cpu().numpy())
+                bar.update(len(parts[-1]))
     finally:
         model.train(was_training)
     width = model.config.d_out
@@ -114,13 +121,17 @@ class ItemEmbeddings:
 
     @classmethod
     def from_model(
-        cls, model: TwoTower, item_table: Batch, batch_rows: int = 4096
+        cls,
+        model: TwoTower,
+        item_table: Batch,
+        batch_rows: int = 4096,
+        progress: bool | None = False,
     ) -> ItemEmbeddings:
         """The embeddings of ``item_table`` (e.g. ``env.item_table()``) by ``model``'s item tower,
         with its item prior (zero when it has none; a model with a prior takes only the
         catalogue it was trained on, ``TwoTower.check_catalogue``)."""
         model.check_catalogue(item_table)  # its prior is for its own catalogue's rows
-        vectors = embed_rows(model, item_table, "items", batch_rows)
+        vectors = embed_rows(model, item_table, "items", batch_rows, progress)
         prior = model.item_prior.detach().float().cpu().numpy()
         return cls(vectors, prior if len(prior) else np.zeros(len(vectors), np.float32))
 
@@ -147,13 +158,18 @@ class ItemEmbeddings:
         return queries
 
     def top_k(
-        self, queries: np.ndarray, k: int, block_scores: int = BLOCK_SCORES
+        self,
+        queries: np.ndarray,
+        k: int,
+        block_scores: int = BLOCK_SCORES,
+        progress: bool | None = False,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Exact top ``k`` items per query: (n, k) int64 item indices, best first, and their
         float32 scores ``q . e_j + prior_j``; equal scores in index order (the ranking of
         :func:`recsim_ft.metrics.top_k` on the full score matrix); a query whose scores are not
         finite (they overflow float32) is an error naming it. Memory:
-        ``block_scores`` scores at a time (users per block = block_scores // n_items)."""
+        ``block_scores`` scores at a time (users per block = block_scores // n_items).
+        ``progress`` as ``recsim_ft.progress.progress_bar`` takes it (default: none)."""
         queries = self.check_queries(queries)
         k = check_int("k", k, low=1, high=self.n_items)
         check_int("block_scores", block_scores, low=1)
@@ -166,7 +182,8 @@ class ItemEmbeddings:
         buffer = torch.empty(rows, self.n_items)
         # one score past the k-th tells whether the k-th is tied with an item left out
         extra = int(k < self.n_items)
-        with torch.no_grad():
+        bar = progress_bar(progress, total=len(queries), desc=f"top {k}", unit="query")
+        with torch.no_grad(), bar:
             for start in range(0, len(queries), rows):
                 users = torch.from_numpy(queries[start : start + rows])
                 block = torch.addmm(prior, users, items, out=buffer[: len(users)])
@@ -189,6 +206,7 @@ class ItemEmbeddings:
                     _break_ties(block, best, index, torch.nonzero(tied).squeeze(1))
                 ids[start : start + len(block)] = index.numpy()
                 scores[start : start + len(block)] = best.numpy()
+                bar.update(len(block))
         return ids, scores
 
     def save(self, directory: str | os.PathLike, overwrite: bool = False) -> Path:

@@ -230,7 +230,7 @@ def _write_export(
     batch_rows: int,
 ) -> dict[str, Any]:
     """What :func:`export_model` writes, into the empty folder ``directory``."""
-    items = ItemEmbeddings.from_model(model, item_table, batch_rows)
+    items = ItemEmbeddings.from_model(model, item_table, batch_rows, progress=None)
     items.save(directory)
     manifest: dict[str, Any] = {
         "embedder": model.config.embedder,
@@ -248,7 +248,7 @@ def _write_export(
     }
     if users is not None:
         for name, array in (
-            (USERS_FILE, embed_rows(model, users, "users", batch_rows)),
+            (USERS_FILE, embed_rows(model, users, "users", batch_rows, progress=None)),
             (USER_IDS_FILE, np.asarray(users.ids, np.int64)),
         ):
             save_array(directory / name, array)
