@@ -304,7 +304,7 @@ def test_candidate_sources_and_their_recall_on_data_whose_answer_is_known():
     # customer 2: 2 and 5; customer 3: none; customer 4: 7
     assert table.loc["union", "candidates@1"] == 1.0
     with pytest.raises(ValueError, match="product_codes has 3 entries for 8 articles"):
-        same_product(np.zeros(3))(train, customers, 2)
+        same_product(np.zeros(3, np.int64))(train, customers, 2)
     with pytest.raises(ValueError, match=r"candidates must be \(3, n\)"):
         recall(np.zeros((2, 1), np.int64), split)
 

@@ -191,3 +191,43 @@ def test_two_stage_learns_on_the_week_before_the_target_and_ranks_its_candidates
     one_week = split.train.where(split.train.days > last_seen - 7)
     with pytest.raises(ValueError, match="needs two weeks of transactions before the target"):
         TwoStage(features)(one_week, np.unique(one_week.customers), 12)
+
+
+def test_wrong_input_to_the_learned_strategies_is_refused_by_name(frames, data):
+    """Each was a traceback or a silent wrong answer (a negative customer row ranked the last
+    customer, a float or bool prediction became an article, an id beyond the catalogue a miss)."""
+    from recsim_ft.competition.candidates import recall, recall_table, same_product
+    from recsim_ft.competition.ranker import TwoStage
+    from recsim_ft.competition.submission import submission_frame
+
+    transactions, features = data
+    split = split_week(transactions)
+    with pytest.raises(ValueError, match="loss='mse'.*purchases only.*softmax"):
+        fit_two_tower(transactions, features, "mlp", competition_config(loss="mse"))
+    with pytest.raises(TypeError, match="config must be a TrainConfig, got dict"):
+        two_tower_strategy(features, "mlp", {"steps": 3})
+    model = fit_two_tower(split.train, features, "mlp", CONFIG, None, model_preset="quick")
+    for customers, message in (
+        (np.array([-1]), r"customers\[0\] = -1 is not a row of the 800 customers"),
+        (np.array([800]), r"customers\[0\] = 800 is not a row"),
+        (np.array([1.0]), "customers must be integer rows"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            rank_articles(model, features, customers)
+    rows = len(split.customers)
+    with pytest.raises(ValueError, match=r"candidates\[\[0, 0\]\] = 300 is not a row of the 300"):
+        recall(np.full((rows, 2), 300), split)
+    with pytest.raises(ValueError, match="candidates must be integer rows.*float64"):
+        recall(np.zeros((rows, 2)), split)
+    with pytest.raises(ValueError, match="at lists no number"):
+        recall_table({"x": np.zeros((rows, 2), np.int64)}, split, at=[])
+    with pytest.raises(ValueError, match="product_codes must be one integer code per article"):
+        same_product(np.full(transactions.n_articles, 0.5))
+    other = read_features({**frames, "articles": frames["articles"].iloc[:-1]})
+    with pytest.raises(ValueError, match="features describe 299 articles"):
+        TwoStage(other)(split.train, split.customers, 12)
+    with pytest.raises(TypeError, match="features must be CatalogueFeatures, got str|got str"):
+        TwoStage("features")
+    for dtype in (float, bool):
+        with pytest.raises(ValueError, match=f"predictions must be integer rows.*{dtype.__name__}"):
+            submission_frame(lambda t, c, k, d=dtype: np.zeros((len(c), k), d), transactions)

@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from recsim_ft.checks import check_int
-from recsim_ft.competition.protocol import WEEK, WeekSplit, check_customers
+from recsim_ft.competition.protocol import WEEK, WeekSplit, check_customers, check_rows
 from recsim_ft.competition.strategies import broadcast, ranked_rows, top_sellers
 from recsim_ft.envs.hm.data import Transactions
 
@@ -76,6 +76,11 @@ def same_product(product_codes: np.ndarray, days: int = DAYS) -> Source:
     the article's sales in the last week, then lower row; articles the customer bought in the
     window are left to ``recent``."""
     product_codes = np.asarray(product_codes)
+    if product_codes.ndim != 1 or product_codes.dtype.kind not in "iu":
+        raise ValueError(
+            f"product_codes must be one integer code per article, got {product_codes.dtype} of "
+            f"shape {product_codes.shape}"
+        )
 
     def source(train: Transactions, customers: np.ndarray, n: int) -> np.ndarray:
         customers = check_customers(customers, train.n_customers)
@@ -157,6 +162,7 @@ def _hits(candidates: np.ndarray, split: WeekSplit, n: int | None) -> np.ndarray
     if n is not None:
         candidates = candidates[:, : check_int("n", n, low=1)]
     n_articles = split.train.n_articles
+    candidates = check_rows("candidates", candidates, n_articles, "articles", low=-1)
     rows = np.repeat(np.arange(len(split.customers)), np.diff(split.indptr))
     keys = np.arange(len(candidates))[:, None] * n_articles + candidates
     return np.isin(rows * n_articles + split.articles, keys[candidates >= 0])
@@ -179,6 +185,9 @@ def recall_table(
     ``block`` customers at a time)."""
     if not sources:
         raise ValueError("no candidate source to measure")
+    at = [check_int("at", n, low=1) for n in at]
+    if not at:
+        raise ValueError("at lists no number of candidates to measure recall at")
     hits = {name: {n: _hits(c, split, n) for n in at} for name, c in sources.items()}
     rows = {name: {f"recall@{n}": float(h[n].mean()) for n in at} for name, h in hits.items()}
     union: dict[str, float] = {}

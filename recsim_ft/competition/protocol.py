@@ -38,7 +38,7 @@ class WeekSplit:
         return f"{first}..{first + WEEK - 1}"
 
 
-def _rows(name: str, rows: np.ndarray, n: int, what: str, low: int = 0) -> np.ndarray:
+def check_rows(name: str, rows: np.ndarray, n: int, what: str, low: int = 0) -> np.ndarray:
     """``rows`` checked as integer rows of ``n`` ``what`` (``low=-1``: -1 for none too); the
     error names the first bad one and where it is."""
     rows = np.asarray(rows)
@@ -62,8 +62,8 @@ def check_transactions(transactions: Transactions) -> Transactions:
             f"transactions have {len(t.customers)} customers, {len(t.articles)} articles and "
             f"{len(t.days)} days: one of each per transaction"
         )
-    _rows("transactions.customers", t.customers, t.n_customers, "customers")
-    _rows("transactions.articles", t.articles, t.n_articles, "articles")
+    check_rows("transactions.customers", t.customers, t.n_customers, "customers")
+    check_rows("transactions.articles", t.articles, t.n_articles, "articles")
     days = np.asarray(t.days)
     if days.dtype == bool or not np.issubdtype(days.dtype, np.integer):
         raise ValueError(
@@ -75,7 +75,7 @@ def check_transactions(transactions: Transactions) -> Transactions:
 def check_customers(customers: np.ndarray, n_customers: int) -> np.ndarray:
     """The customers a strategy predicts for: distinct customer rows in increasing order, as
     :class:`WeekSplit` gives them."""
-    customers = _rows("customers", customers, n_customers, "customers")
+    customers = check_rows("customers", customers, n_customers, "customers")
     if customers.ndim != 1 or (np.diff(customers) <= 0).any():
         raise ValueError(
             "customers must be distinct customer rows in increasing order (as "
@@ -135,7 +135,7 @@ def map_at_k(predictions: np.ndarray, split: WeekSplit, k: int = K) -> float:
             f"{predictions.shape}"
         )
     n_articles = split.train.n_articles
-    predictions = _rows("predictions", predictions[:, :k], n_articles, "articles", low=-1)
+    predictions = check_rows("predictions", predictions[:, :k], n_articles, "articles", low=-1)
     rows = np.repeat(np.arange(len(split.customers)), np.diff(split.indptr))
     truth = rows * n_articles + split.articles  # sorted: rows ascending, articles within
     keys = np.arange(len(predictions))[:, None] * n_articles + predictions

@@ -26,7 +26,7 @@ from recsim_ft.checks import check_int
 from recsim_ft.competition.candidates import DAYS, rule_sources
 from recsim_ft.competition.protocol import WEEK, K, check_customers
 from recsim_ft.competition.strategies import broadcast, ranked_rows, top_sellers
-from recsim_ft.competition.two_tower import rank_articles
+from recsim_ft.competition.two_tower import check_features, rank_articles
 from recsim_ft.envs.hm.data import CatalogueFeatures, Transactions
 from recsim_ft.models import TwoTower
 from recsim_ft.retrieval import ItemEmbeddings, embed_rows
@@ -183,6 +183,11 @@ class TwoStage:
         n_estimators: int = 200,
     ) -> None:
         _lightgbm()
+        if not isinstance(features, CatalogueFeatures):
+            raise TypeError(
+                f"features must be CatalogueFeatures (recsim_ft.envs.hm.data.read_features), got "
+                f"{type(features).__name__}"
+            )
         self.features, self.fit_model = features, fit_model
         self.per_source = check_int("per_source", per_source, low=1)
         self.train_customers = check_int("train_customers", train_customers, low=1)
@@ -197,6 +202,7 @@ class TwoStage:
 
     def __call__(self, train: Transactions, customers: np.ndarray, k: int = K) -> np.ndarray:
         customers = check_customers(customers, train.n_customers)
+        check_features(train, self.features)
         k = check_int("k", k, low=1)
         last = int(train.days.max())
         week = train.days > last - WEEK

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from recsim_ft.checks import check_int
-from recsim_ft.competition.protocol import K, check_transactions
+from recsim_ft.competition.protocol import K, check_rows, check_transactions
 from recsim_ft.competition.strategies import Strategy
 from recsim_ft.envs.hm.data import Transactions
 from recsim_ft.fileio import atomic_path
@@ -33,14 +33,7 @@ def submission_frame(strategy: Strategy, transactions: Transactions, k: int = K)
             f"the strategy gave predictions of shape {predictions.shape} for "
             f"{len(customers):,} customers; expected ({len(customers):,}, {k})"
         )
-    bad = (predictions < -1) | (predictions >= transactions.n_articles)
-    if bad.any():
-        row, column = np.argwhere(bad)[0]
-        raise ValueError(
-            f"the strategy predicted article row {predictions[row, column]} for customer "
-            f"{transactions.customer_ids[row]!r}: not a row of the {transactions.n_articles:,} "
-            "articles"
-        )
+    predictions = check_rows("predictions", predictions, transactions.n_articles, "articles", -1)
     ids = np.char.zfill(transactions.article_ids.astype(str), ARTICLE_ID_DIGITS)
     text = np.where(predictions >= 0, ids[np.maximum(predictions, 0)], "")
     joined = pd.DataFrame(text).agg(" ".join, axis=1).str.split().str.join(" ")

@@ -19,7 +19,13 @@ from pathlib import Path
 import numpy as np
 
 from recsim_ft.checks import check_choice, check_int
-from recsim_ft.competition.protocol import WEEK, K, check_customers, check_transactions
+from recsim_ft.competition.protocol import (
+    WEEK,
+    K,
+    check_customers,
+    check_rows,
+    check_transactions,
+)
 from recsim_ft.competition.strategies import Strategy
 from recsim_ft.data import InteractionLog
 from recsim_ft.envs.hm.data import CatalogueFeatures, Transactions
@@ -50,6 +56,11 @@ def competition_config(**changes) -> TrainConfig:
 
 def check_features(transactions: Transactions, features: CatalogueFeatures) -> None:
     """Refuse features of other files than the transactions' (another catalogue or customers)."""
+    if not isinstance(features, CatalogueFeatures):
+        raise TypeError(
+            f"features must be CatalogueFeatures (recsim_ft.envs.hm.data.read_features), got "
+            f"{type(features).__name__}"
+        )
     if len(features.article_ids) != transactions.n_articles or not np.array_equal(
         features.article_ids, transactions.article_ids
     ):
@@ -108,12 +119,27 @@ def fit_two_tower(
     :func:`competition_config`. Checkpoints in ``out_dir``, ``resume`` as in ``train``;
     ``model_preset``: the towers' size (``recsim_ft.models.presets``)."""
     check_choice("embedder", embedder, EMBEDDERS)
-    config = competition_config() if config is None else config
+    config = _checked_config(config)
     log = transactions_log(transactions, features, weeks)
     model = TwoTower.from_schemas(
         features.user_schema, features.item_schema, embedder, model_preset, seed=config.seed
     )
     return train(model, log, None, config, out_dir, resume, progress).model
+
+
+def _checked_config(config: TrainConfig | None) -> TrainConfig:
+    """``config`` (default :func:`competition_config`), refused unless it trains a softmax: a
+    log of purchases has one reward, 1, from which a regression or BCE learns nothing."""
+    config = competition_config() if config is None else config
+    if not isinstance(config, TrainConfig):
+        raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
+    if config.loss != "softmax":
+        raise ValueError(
+            f"loss={config.loss!r}: the competition's log is purchases only (every reward 1), "
+            "which only the softmax learns from (which article, among the others); use "
+            "loss='softmax'"
+        )
+    return config.checked()
 
 
 def rank_articles(
@@ -127,6 +153,7 @@ def rank_articles(
     k of every article by the model's score (-1 beyond the catalogue's size); ``block``
     customers are embedded at a time."""
     k = check_int("k", k, low=1)
+    customers = check_rows("customers", customers, len(features.users), "customers")
     items = ItemEmbeddings.from_model(model, features.items, progress=None)
     ranked = min(k, items.n_items)
     out = np.full((len(customers), k), -1, np.int64)
@@ -157,7 +184,7 @@ def two_tower_strategy(
     (:func:`fit_two_tower`), then :func:`rank_articles`. ``out_dir``: each target week's
     checkpoints in a folder of its own, ``through-<the last day it trains on>``."""
     check_choice("embedder", embedder, EMBEDDERS)
-    config = (competition_config() if config is None else config).checked()
+    config = _checked_config(config)
 
     def strategy(train_: Transactions, customers: np.ndarray, k: int) -> np.ndarray:
         customers = check_customers(customers, train_.n_customers)
