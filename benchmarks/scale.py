@@ -28,7 +28,6 @@ import subprocess
 import sys
 import time
 from contextlib import contextmanager
-from pathlib import Path
 
 import gymnasium as gym
 import torch
@@ -38,21 +37,14 @@ from recsim_ft import cpu
 from recsim_ft.agents import TwoTowerAgent
 from recsim_ft.data import collect
 from recsim_ft.evaluate import evaluate
+from recsim_ft.memory import peak_mib, reset_peak
 from recsim_ft.retrieval import ItemEmbeddings, embed_rows
 from recsim_ft.train import TrainConfig
 
 
-def peak_mib() -> float:
-    """The process's peak resident memory since the last reset (VmHWM), MiB."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
 @contextmanager
 def stage(name: str, figures: dict[str, dict[str, float]]):
-    Path("/proc/self/clear_refs").write_text("5")  # the high-water mark restarts here
+    reset_peak()  # the high-water mark restarts here
     start = time.perf_counter()
     yield
     figures[name] = {"s": round(time.perf_counter() - start, 1), "peak_mib": round(peak_mib())}

@@ -18,7 +18,9 @@ GROUND_FLOOR = (
     "recsim_ft._deprecation",
     "recsim_ft.checks",
     "recsim_ft.fileio",
+    "recsim_ft.memory",
     "recsim_ft.metrics",
+    "recsim_ft.progress",
     "recsim_ft.protocol",
     "recsim_ft.schema",
 )

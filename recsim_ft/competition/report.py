@@ -10,6 +10,7 @@ from recsim_ft.checks import check_int
 from recsim_ft.competition.protocol import K, map_at_k, split_week
 from recsim_ft.competition.strategies import STRATEGIES, Strategy
 from recsim_ft.envs.hm.data import Transactions
+from recsim_ft.memory import peak_mib, reset_peak
 
 
 def evaluate_weeks(
@@ -19,8 +20,9 @@ def evaluate_weeks(
     k: int = K,
 ) -> pd.DataFrame:
     """MAP@k of every strategy on each of the last ``weeks`` weeks of the data as the target
-    (trained on everything before it): one row per (week, strategy) with the customers scored
-    and the strategy's seconds."""
+    (trained on everything before it): one row per (week, strategy) with the customers scored,
+    the strategy's seconds and the process's peak resident memory while it ran (MiB, NaN where
+    the system does not say; the data already loaded included)."""
     strategies = STRATEGIES if strategies is None else strategies
     if not strategies:
         raise ValueError("no strategy to evaluate")
@@ -29,6 +31,7 @@ def evaluate_weeks(
     for back in range(check_int("weeks", weeks, low=1)):
         split = split_week(transactions, back)
         for name, strategy in strategies.items():
+            reset_peak()
             start = time.perf_counter()
             try:
                 score = map_at_k(strategy(split.train, split.customers, k), split, k)
@@ -41,6 +44,7 @@ def evaluate_weeks(
                     f"MAP@{k}": score,
                     "customers": len(split.customers),
                     "seconds": round(time.perf_counter() - start, 2),
+                    "peak_mib": round(peak_mib()),
                 }
             )
     return pd.DataFrame(rows)
@@ -62,11 +66,21 @@ def markdown(results: pd.DataFrame, source: str, k: int = K) -> str:
         f"Target: one week of purchases, the strategies seeing every transaction before it; "
         f"{metric} as Kaggle scores it, over the customers who bought that week.",
         "",
-        "| strategy | mean | " + " | ".join(weeks) + " |",
-        "| --- | --- | " + " | ".join("---" for _ in weeks) + " |",
-        "| customers scored | | " + " | ".join(f"{customers[w]:,}" for w in weeks) + " |",
+        "| strategy | mean | " + " | ".join(weeks) + " | s per week | peak MiB |",
+        "| --- | --- | " + " | ".join("---" for _ in weeks) + " | --- | --- |",
+        "| customers scored | | " + " | ".join(f"{customers[w]:,}" for w in weeks) + " | | |",
     ]
+    costs = (
+        results.groupby("strategy").agg(seconds=("seconds", "mean"), peak=("peak_mib", "max"))
+        if {"seconds", "peak_mib"} <= set(results)
+        else None
+    )
     for name, row in table.iterrows():
         values = " | ".join(f"{row[w]:.4f}" for w in weeks)
-        lines.append(f"| {name} | {row[weeks].mean():.4f} | {values} |")
+        cost = (
+            " | |"
+            if costs is None
+            else f" | {costs.loc[name, 'seconds']:.1f} | {costs.loc[name, 'peak']:,.0f} |"
+        )
+        lines.append(f"| {name} | {row[weeks].mean():.4f} | {values}{cost}")
     return "\n".join(lines) + "\n"
