@@ -139,11 +139,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
         )
     except (ValueError, RuntimeError) as err:  # bad options, a clashing earlier sweep, missing ray
         raise UsageError(str(err)) from None
-    print(result.markdown)
-    for note in result.notes:
-        print(f"note: {note}")
-    print("wrote " + ", ".join(str(p) for p in result.files))
-    return 1 if result.failed else 0
+    return _report(result, [f"note: {note}" for note in result.notes])
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
@@ -174,9 +170,14 @@ def cmd_tune(args: argparse.Namespace) -> int:
         )
     except (ValueError, RuntimeError) as err:
         raise UsageError(str(err)) from None
+    return _report(result, [f"failed: {o.run_dir}: {o.error}" for o in result.failed])
+
+
+def _report(result: Any, lines: list[str]) -> int:
+    """Print a sweep's table, ``lines`` and the files it wrote; exit status 1 if a run failed."""
     print(result.markdown)
-    for outcome in result.failed:
-        print(f"failed: {outcome.run_dir}: {outcome.error}")
+    for line in lines:
+        print(line)
     print("wrote " + ", ".join(str(p) for p in result.files))
     return 1 if result.failed else 0
 
