@@ -7,11 +7,14 @@
 - :func:`export_model`: item and user embeddings as ``.npy`` files and the user tower as an
   ONNX graph (``onnx`` extra), checked against the model, so a service answers without
   recsim-ft.
+- :func:`sharded_top_k`: the exact top-k of every user in blocks across Ray workers (``ray``
+  extra), the same arrays as one process.
 """
 
 from recsim_ft.retrieval.ann import ApproximateIndex, recall_at_k
 from recsim_ft.retrieval.catalogue import ItemEmbeddings, embed_rows
 from recsim_ft.retrieval.export import export_model, export_user_tower, sample_users
+from recsim_ft.retrieval.sharded import sharded_top_k
 
 __all__ = [
     "ApproximateIndex",
@@ -21,4 +24,5 @@ __all__ = [
     "export_user_tower",
     "recall_at_k",
     "sample_users",
+    "sharded_top_k",
 ]
