@@ -722,3 +722,18 @@ def test_run_spec_rejects_bad_split_and_lr():
     with pytest.raises(ValueError, match="unknown model option.*'bogus'"):
         RunSpec(TOY, "mamba", model={"bogus": 1})
     assert RunSpec(TOY, "mamba", model={"mamba_residual": False}).model == {"mamba_residual": False}
+
+
+def test_the_time_left_is_shown_once_it_has_settled(capsys, monkeypatch):
+    """The first estimate of a sweep counted its start-up (imports, data, kernels) as training
+    and said 55 minutes for a 3-minute job: the time left is the rate since the first step, shown
+    once a share of the steps is done."""
+    clock = iter([100.0, 100.0, 101.0, 130.0, 130.0])
+    monkeypatch.setattr(experiments.progress.time, "monotonic", lambda: next(clock))
+    with experiments.progress.SweepProgress([RunSpec(TOY, "mlp", 0, steps=100)]) as bars:
+        bars.update(0, 0, 100)
+        bars.update(0, 1, 100)  # the first step at t=100: the clock of the estimate starts
+        assert bars._time_left() == "estimating the time left"  # 1% done, 1 s
+        bars.update(0, 10, 100)  # 10% in 30 s: 90 steps left at 1/3 step per second
+        assert bars._time_left() == "about 04:30 left"
+    capsys.readouterr()

@@ -1,6 +1,7 @@
 """What a sweep shows while it runs: one bar of the training steps of every pending run, whose
-ETA is the steps left at the step rate so far (runs differ too much in length for a count of
-finished runs to predict anything), and one bar per run in training.
+time left is the steps left at the step rate since the first step, shown once it has settled
+(runs differ too much in length for a count of finished runs to predict anything), and one bar
+per run in training.
 
 The runs report ``(key, steps_done, steps_total)`` from wherever they train: in this process, in
 the worker processes of a pool (through a multiprocessing queue) or on Ray (through a Ray queue).
@@ -18,6 +19,9 @@ from recsim_ft.experiments.specs import RunSpec
 
 #: Seconds between two reports of one run to another process (its bar needs no more).
 REPORT_INTERVAL_S = 0.25
+#: The time left is shown once this share of the steps is done and training has run this many
+#: seconds: earlier, a first run's estimate said 55 minutes for a 3-minute job.
+SETTLED_SHARE, SETTLED_S = 0.05, 10.0
 
 
 class StepReporter:
@@ -52,9 +56,11 @@ class SweepProgress:
             total=sum(self.expected),
             desc=self._description(),
             unit="step",
-            smoothing=0,  # the ETA from the mean step rate of the whole sweep, not the last seconds
+            bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}{postfix}]",
+            postfix="estimating the time left",
             disable=not enabled,
         )
+        self.first_step_time: float | None = None
 
     def _description(self) -> str:
         return f"runs {len(self.finished)}/{len(self.specs)} done, training steps"
@@ -99,8 +105,22 @@ class SweepProgress:
         self.steps.refresh()
 
     def _count(self, key: int, steps: int) -> None:
+        if self.first_step_time is None and steps > self.counted[key]:
+            self.first_step_time = time.monotonic()
         self.steps.update(steps - self.counted[key])
         self.counted[key] = steps
+        self.steps.set_postfix_str(self._time_left(), refresh=False)
+
+    def _time_left(self) -> str:
+        """The time left at the step rate since the first step (the start-up before it, imports,
+        data and kernels, is no rate of training), once it has settled: a share
+        ``SETTLED_SHARE`` of the steps done and ``SETTLED_S`` seconds of training."""
+        done, total = self.steps.n, self.steps.total or 0
+        trained = time.monotonic() - self.first_step_time if self.first_step_time else 0.0
+        if done < SETTLED_SHARE * total or trained < SETTLED_S or done >= total:
+            return "estimating the time left" if done < total else ""
+        left = (total - done) * trained / done
+        return f"about {tqdm.format_interval(left)} left"
 
     def __enter__(self) -> SweepProgress:
         return self
