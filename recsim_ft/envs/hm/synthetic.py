@@ -60,6 +60,7 @@ import pyarrow.parquet as pq
 from recsim_ft.checks import check_bool, check_int
 from recsim_ft.envs.hm.data import ARTICLE_COLUMNS
 from recsim_ft.fileio import cache_root
+from recsim_ft.progress import progress_bar
 
 #: customers in the full Kaggle data
 FULL_N_CUSTOMERS = 1_371_980
@@ -628,14 +629,17 @@ def write_kaggle_files(
             )
         else:
             pq.write_table(world.articles, tmp["articles"])
-        for customers, transactions in iter_chunks(n_customers, seed, chunk_customers, dynamics):
-            for table, data in (
-                ("customers", customers),
-                ("transactions", as_written(transactions)),
-            ):
-                if table not in writers:
-                    writers[table] = open_writer(tmp[table], data.schema)
-                writers[table].write_table(data)
+        chunks = iter_chunks(n_customers, seed, chunk_customers, dynamics)
+        with progress_bar(None, total=n_customers, desc="H&M stand-in", unit="customer") as bar:
+            for customers, transactions in chunks:
+                for table, data in (
+                    ("customers", customers),
+                    ("transactions", as_written(transactions)),
+                ):
+                    if table not in writers:
+                        writers[table] = open_writer(tmp[table], data.schema)
+                    writers[table].write_table(data)
+                bar.update(customers.num_rows)
     except BaseException:
         for writer in writers.values():
             writer.close()
