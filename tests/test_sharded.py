@@ -60,3 +60,20 @@ def test_an_address_nobody_answers_is_refused_not_waited_for():
         check_address("127.0.0.1:9")
     with pytest.raises(ValueError, match="address must be host:port"):
         check_address("nowhere")
+
+
+def test_the_competition_ranks_on_ray_as_in_one_process(local_ray):
+    """``rank_articles(workers=2)``: the customers in blocks across Ray workers, the same
+    articles as one process."""
+    from recsim_ft.competition import competition_config, fit_two_tower, rank_articles
+    from recsim_ft.envs.hm.data import read_features, read_transactions
+    from recsim_ft.envs.hm.synthetic import synthetic_files
+
+    files = synthetic_files(2_000, seed=0, dynamics=True)
+    transactions, features = read_transactions(files), read_features(files)
+    config = competition_config(steps=3, batch_size=64)
+    model = fit_two_tower(transactions, features, "mlp", config, None, model_preset="quick")
+    customers = np.arange(0, 2_000, 3)
+    alone = rank_articles(model, features, customers, block=4096)
+    sharded = rank_articles(model, features, customers, block=4096, workers=2)
+    np.testing.assert_array_equal(sharded, alone)

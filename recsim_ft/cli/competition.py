@@ -80,6 +80,8 @@ def cmd_hm_competition(args: argparse.Namespace) -> int:
     unknown = [s for s in names if s not in STRATEGY_NAMES]
     if unknown:
         raise UsageError(f"unknown strategy {unknown}; choose from {STRATEGY_NAMES}")
+    if args.address is not None and args.workers is None:
+        raise UsageError("--address names the Ray cluster of --workers: give --workers too")
     distinct("--strategies", names)
     distinct("--embedders", args.embedders)
     if args.hm_data is not None:
@@ -109,6 +111,8 @@ def cmd_hm_competition(args: argparse.Namespace) -> int:
                 resume=args.resume,
                 progress=None,
                 model_preset=args.model_preset,
+                workers=args.workers,
+                address=args.address,
             )
         rankers = {
             f"{TWO_STAGE} ({REGISTRY[embedder].label})": TwoStage(
@@ -132,7 +136,13 @@ def cmd_hm_competition(args: argparse.Namespace) -> int:
             frame = submission_frame(strategy, transactions)
         if rankers:
             outputs.append(importance_table(rankers).to_csv(index=False))
-    except (FileNotFoundError, FileExistsError, ModuleNotFoundError, ValueError) as err:
+    except (
+        ConnectionError,
+        FileNotFoundError,
+        FileExistsError,
+        ModuleNotFoundError,
+        ValueError,
+    ) as err:
         raise UsageError(str(err)) from None
     for path, content in zip(files, outputs, strict=True):
         with atomic_path(path) as tmp:
@@ -279,6 +289,16 @@ def register(sub: argparse._SubParsersAction) -> None:
         f"{TRAIN_WEEKS}, chosen on a validation week, see recsim_ft/competition/two_tower.py)",
     )
     add_training_options(p, exclude=NO_ENV_OPTIONS)
+    p.add_argument(
+        "--workers",
+        type=positive_int,
+        help=f"rank {TWO_TOWER}'s customers in blocks across this many Ray workers (the 'ray' "
+        "extra; the same answer as one process; default: one process)",
+    )
+    p.add_argument(
+        "--address",
+        help="the Ray cluster of --workers (default: a local Ray runtime with --workers CPUs)",
+    )
     p.add_argument(
         "--submission",
         metavar="FILE",

@@ -30,7 +30,8 @@ from recsim_ft.competition.strategies import Strategy
 from recsim_ft.data import InteractionLog
 from recsim_ft.envs.hm.data import CatalogueFeatures, Transactions
 from recsim_ft.models import EMBEDDERS, TwoTower
-from recsim_ft.retrieval import ItemEmbeddings, embed_rows
+from recsim_ft.retrieval import ItemEmbeddings, embed_rows, sharded_top_k
+from recsim_ft.retrieval.sharded import BLOCK_ROWS
 from recsim_ft.train import Progress, TrainConfig, train
 
 #: what a log of the competition's transactions names as its env (it has none)
@@ -147,16 +148,26 @@ def rank_articles(
     features: CatalogueFeatures,
     customers: np.ndarray,
     k: int = K,
-    block: int = 65_536,
+    block: int = BLOCK_ROWS,
+    workers: int | None = None,
+    address: str | None = None,
 ) -> np.ndarray:
     """(n, k) article rows for ``customers`` (rows of customers.csv), best first: the exact top
     k of every article by the model's score (-1 beyond the catalogue's size); ``block``
-    customers are embedded at a time."""
+    customers are embedded at a time. ``workers``: the blocks across that many Ray workers (on
+    the cluster at ``address``, else a local runtime; ``recsim_ft.retrieval.sharded_top_k``),
+    the same answer."""
     k = check_int("k", k, low=1)
     customers = check_rows("customers", customers, len(features.users), "customers")
-    items = ItemEmbeddings.from_model(model, features.items, progress=None)
-    ranked = min(k, items.n_items)
+    n_items = len(features.items)
+    ranked = min(k, n_items)
     out = np.full((len(customers), k), -1, np.int64)
+    if workers is not None:
+        users = features.users[customers]
+        found = sharded_top_k(model, features.items, users, ranked, workers, address, block)
+        out[:, :ranked] = found[0]
+        return out
+    items = ItemEmbeddings.from_model(model, features.items, progress=None)
     for start in range(0, len(customers), check_int("block", block, low=1)):
         rows = customers[start : start + block]
         queries = embed_rows(model, features.users[rows], progress=None)
@@ -179,10 +190,13 @@ def two_tower_strategy(
     resume: bool = False,
     progress: Progress = False,
     model_preset: str = PRESET,
+    workers: int | None = None,
+    address: str | None = None,
 ) -> Strategy:
     """The two-tower model as a :data:`Strategy`: trained on the transactions it is given
     (:func:`fit_two_tower`), then :func:`rank_articles`. ``out_dir``: each target week's
-    checkpoints in a folder of its own, ``through-<the last day it trains on>``."""
+    checkpoints in a folder of its own, ``through-<the last day it trains on>``; ``workers``
+    and ``address``: the ranking on Ray, as :func:`rank_articles` does it."""
     check_choice("embedder", embedder, EMBEDDERS)
     config = _checked_config(config)
 
@@ -192,6 +206,6 @@ def two_tower_strategy(
         model = fit_two_tower(
             train_, features, embedder, config, weeks, folder, resume, progress, model_preset
         )
-        return rank_articles(model, features, customers, k)
+        return rank_articles(model, features, customers, k, workers=workers, address=address)
 
     return strategy
