@@ -26,7 +26,7 @@ import pandas as pd
 
 from recsim_ft.checks import check_int
 from recsim_ft.competition.protocol import WEEK, WeekSplit, check_customers, check_rows
-from recsim_ft.competition.strategies import broadcast, ranked_rows, top_sellers
+from recsim_ft.competition.strategies import broadcast, ranked_rows, recent_purchases, top_sellers
 from recsim_ft.envs.hm.data import Transactions
 
 #: candidates per customer at which recall is reported
@@ -40,33 +40,13 @@ PARTNERS = 20
 Source = Callable[[Transactions, np.ndarray, int], np.ndarray]
 
 
-def _recent(train: Transactions, customers: np.ndarray, days: int) -> pd.DataFrame:
-    """The distinct (customer, article) pairs of ``customers`` in the last ``days`` days, with
-    the last day and the count of each, most recent first per customer."""
-    recent = train.days > int(train.days.max()) - check_int("days", days, low=1)
-    wanted = np.zeros(train.n_customers, bool)
-    wanted[customers] = True
-    rows = recent & wanted[train.customers]
-    own = pd.DataFrame(
-        {
-            "customer": train.customers[rows],
-            "article": train.articles[rows],
-            "day": train.days[rows],
-        }
-    )
-    own = own.groupby(["customer", "article"], sort=False).agg(
-        day=("day", "max"), n=("day", "size")
-    )
-    return own.reset_index().sort_values(
-        ["customer", "day", "n", "article"], ascending=[True, False, False, True]
-    )
-
-
 def recent(train: Transactions, customers: np.ndarray, n: int, days: int = DAYS) -> np.ndarray:
     """Each customer's own articles of the last ``days`` days, most recently bought first (then
     most bought, then lower row)."""
     customers = check_customers(customers, train.n_customers)
-    return ranked_rows(_recent(train, customers, days), customers, check_int("n", n, low=1))
+    return ranked_rows(
+        recent_purchases(train, customers, days), customers, check_int("n", n, low=1)
+    )
 
 
 def same_product(product_codes: np.ndarray, days: int = DAYS) -> Source:
@@ -89,7 +69,7 @@ def same_product(product_codes: np.ndarray, days: int = DAYS) -> Source:
                 f"product_codes has {len(product_codes):,} entries for {train.n_articles:,} "
                 "articles: one per article row"
             )
-        own = _recent(train, customers, days)
+        own = recent_purchases(train, customers, days)
         own["product"] = product_codes[own["article"].to_numpy()]
         products = own.groupby(["customer", "product"], sort=False)["day"].max().reset_index()
         last_week = train.days > int(train.days.max()) - WEEK
@@ -133,7 +113,7 @@ def bought_together(days: int = DAYS, partners: int = PARTNERS) -> Source:
             ["article", "trips", "article_with"], ascending=[True, False, True]
         )
         counts = counts[counts.groupby("article").cumcount() < partners]
-        own = _recent(train, customers, days)[["customer", "article"]]
+        own = recent_purchases(train, customers, days)[["customer", "article"]]
         found = own.merge(counts, on="article")
         found = found.groupby(["customer", "article_with"])["trips"].sum().reset_index()
         found = found.rename(columns={"article_with": "article"})

@@ -25,7 +25,7 @@ import pandas as pd
 from recsim_ft.checks import check_int
 from recsim_ft.competition.candidates import DAYS, rule_sources
 from recsim_ft.competition.protocol import WEEK, K, check_customers
-from recsim_ft.competition.strategies import broadcast, ranked_rows, top_sellers
+from recsim_ft.competition.strategies import then_best_sellers
 from recsim_ft.competition.two_tower import check_features, rank_articles
 from recsim_ft.envs.hm.data import CatalogueFeatures, Transactions
 from recsim_ft.models import TwoTower
@@ -238,15 +238,7 @@ class TwoStage:
         table = self._table(train, customers)
         table["score"] = ranker.predict(table[columns])
         table = table.sort_values(["customer", "score", "article"], ascending=[True, False, True])
-        fill = top_sellers(train, k)
-        filled = pd.DataFrame(
-            {"customer": np.repeat(customers, len(fill)), "article": np.tile(fill, len(customers))}
-        )
-        ranked = pd.concat([table[["customer", "article"]], filled], ignore_index=True)
-        out = ranked_rows(ranked, customers, k)
-        if (out < 0).any():  # fewer articles sold last week than k: nothing more to propose
-            out = np.where(out < 0, broadcast(fill, len(customers), k), out)
-        return out
+        return then_best_sellers(table, train, customers, k)
 
     def _learning_table(self, week: Transactions, history: Transactions) -> pd.DataFrame:
         """The ranker's examples: the candidates, from ``history``, of (up to

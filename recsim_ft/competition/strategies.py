@@ -48,33 +48,47 @@ def decayed_popularity(
     return broadcast(_ranked(weights, k), len(customers), k)
 
 
-def buy_again(train: Transactions, customers: np.ndarray, k: int = K, days: int = 28) -> np.ndarray:
-    """Each customer's own articles of the last ``days`` days of ``train``, most recently bought
-    first (then most bought, then lower row), filled with :func:`best_sellers`."""
-    customers, k = check_customers(customers, train.n_customers), check_int("k", k, low=1)
+def recent_purchases(train: Transactions, customers: np.ndarray, days: int) -> pd.DataFrame:
+    """The distinct (customer, article) pairs of ``customers`` in the last ``days`` days of
+    ``train``, with the last day and the count of each: most recent first per customer, then
+    most bought, then lower row."""
     recent = train.days > int(train.days.max()) - check_int("days", days, low=1)
-    wanted = np.isin(train.customers, customers) & recent
+    wanted = np.zeros(train.n_customers, bool)
+    wanted[customers] = True
+    rows = recent & wanted[train.customers]
     own = pd.DataFrame(
         {
-            "customer": train.customers[wanted],
-            "article": train.articles[wanted],
-            "day": train.days[wanted],
+            "customer": train.customers[rows],
+            "article": train.articles[rows],
+            "day": train.days[rows],
         }
     )
     own = own.groupby(["customer", "article"], sort=False).agg(
         day=("day", "max"), n=("day", "size")
     )
-    own = own.reset_index().sort_values(
+    return own.reset_index().sort_values(
         ["customer", "day", "n", "article"], ascending=[True, False, False, True]
     )
+
+
+def buy_again(train: Transactions, customers: np.ndarray, k: int = K, days: int = 28) -> np.ndarray:
+    """Each customer's own articles of the last ``days`` days of ``train``, most recently bought
+    first (then most bought, then lower row), filled with :func:`best_sellers`."""
+    customers, k = check_customers(customers, train.n_customers), check_int("k", k, low=1)
+    own = recent_purchases(train, customers, days)
+    return then_best_sellers(own, train, customers, k)
+
+
+def then_best_sellers(
+    ranked: pd.DataFrame, train: Transactions, customers: np.ndarray, k: int
+) -> np.ndarray:
+    """:func:`ranked_rows` of ``ranked``'s (customer, article) rows, each customer's filled up
+    to ``k`` with last week's best sellers they do not have yet."""
     fill = top_sellers(train, k)
     filled = pd.DataFrame(
-        {
-            "customer": np.repeat(customers, len(fill)),
-            "article": np.tile(fill, len(customers)),
-        }
+        {"customer": np.repeat(customers, len(fill)), "article": np.tile(fill, len(customers))}
     )
-    return ranked_rows(pd.concat([own[["customer", "article"]], filled]), customers, k)
+    return ranked_rows(pd.concat([ranked[["customer", "article"]], filled]), customers, k)
 
 
 def ranked_rows(ranked: pd.DataFrame, customers: np.ndarray, k: int) -> np.ndarray:
