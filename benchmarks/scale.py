@@ -26,7 +26,6 @@ import argparse
 import json
 import subprocess
 import sys
-import time
 from contextlib import contextmanager
 
 import gymnasium as gym
@@ -37,17 +36,17 @@ from recsim_ft import cpu
 from recsim_ft.agents import TwoTowerAgent
 from recsim_ft.data import collect
 from recsim_ft.evaluate import evaluate
-from recsim_ft.memory import peak_mib, reset_peak
+from recsim_ft.memory import stage as measured
 from recsim_ft.retrieval import ItemEmbeddings, embed_rows
 from recsim_ft.train import TrainConfig
 
 
 @contextmanager
 def stage(name: str, figures: dict[str, dict[str, float]]):
-    reset_peak()  # the high-water mark restarts here
-    start = time.perf_counter()
-    yield
-    figures[name] = {"s": round(time.perf_counter() - start, 1), "peak_mib": round(peak_mib())}
+    """``recsim_ft.memory.stage`` (its line on stderr), and its figures as a JSON line on
+    stdout, which the parent process reads."""
+    with measured(name, figures):
+        yield
     print(json.dumps({"stage": name, **figures[name]}), flush=True)
 
 

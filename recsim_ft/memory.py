@@ -5,6 +5,10 @@ elsewhere NaN, so a report still prints."""
 from __future__ import annotations
 
 import math
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 _STATUS, _CLEAR_REFS = Path("/proc/self/status"), Path("/proc/self/clear_refs")
@@ -27,3 +31,16 @@ def peak_mib() -> float:
     except OSError:
         pass
     return math.nan
+
+
+@contextmanager
+def stage(name: str, record: dict[str, dict[str, float]] | None = None) -> Iterator[None]:
+    """Time a stage of a long job and measure its peak memory: a line ``name: 12.3 s, peak
+    2,345 MiB`` on stderr when it ends, and the figures in ``record[name]`` where given."""
+    reset_peak()
+    start = time.perf_counter()
+    yield
+    figures = {"s": round(time.perf_counter() - start, 1), "peak_mib": round(peak_mib())}
+    if record is not None:
+        record[name] = figures
+    print(f"{name}: {figures['s']:,} s, peak {figures['peak_mib']:,} MiB", file=sys.stderr)

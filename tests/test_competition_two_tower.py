@@ -4,6 +4,8 @@ files ranked, the same trainer's seeds and checkpoints, and the ``hm-competition
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -134,7 +136,14 @@ def test_the_command_scores_the_two_tower_beside_the_rules(tmp_path, capsys):
         + ["--steps", "20", "--batch-size", "64", "--model-preset", "quick", "--train-weeks", "all"]
         + ["--recall"]
     )
-    assert code == 0, capsys.readouterr().err
+    said = capsys.readouterr()
+    assert code == 0, said.err
+    # each stage of the learned strategies: its time and peak memory
+    assert re.search(
+        r"mlp two-tower through 2020-09-\d+: train: [\d.,]+ s, peak [\d,]+ MiB", said.err
+    )
+    assert "embed and rank" in said.err and "two-stage through" in said.err
+    assert re.search(r"ranker on [\d,]+ pairs: [\d.,]+ s", said.err)
     results = pd.read_csv(out / "competition.csv")
     assert results["strategy"].tolist() == [
         "best_sellers",

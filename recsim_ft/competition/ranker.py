@@ -28,6 +28,7 @@ from recsim_ft.competition.protocol import WEEK, K, check_customers
 from recsim_ft.competition.strategies import then_best_sellers
 from recsim_ft.competition.two_tower import check_features, rank_articles
 from recsim_ft.envs.hm.data import CatalogueFeatures, Transactions
+from recsim_ft.memory import stage
 from recsim_ft.models import TwoTower
 from recsim_ft.retrieval import ItemEmbeddings, embed_rows
 
@@ -196,9 +197,14 @@ class TwoStage:
         self.importances: dict[str, pd.Series] = {}
 
     def _table(self, history: Transactions, customers: np.ndarray) -> pd.DataFrame:
-        model = None if self.fit_model is None else self.fit_model(history)
-        pairs = candidate_pairs(history, customers, self.features, self.per_source, model)
-        return pair_features(history, pairs, self.features, model)
+        through = np.datetime64(int(history.days.max()), "D")
+        model = None
+        if self.fit_model is not None:
+            with stage(f"two-stage through {through}: two-tower"):
+                model = self.fit_model(history)
+        with stage(f"two-stage through {through}: candidates and features"):
+            pairs = candidate_pairs(history, customers, self.features, self.per_source, model)
+            return pair_features(history, pairs, self.features, model)
 
     def __call__(self, train: Transactions, customers: np.ndarray, k: int = K) -> np.ndarray:
         customers = check_customers(customers, train.n_customers)
@@ -227,11 +233,12 @@ class TwoStage:
             verbose=-1,
         )
         columns = [c for c in learn.columns if c not in ("customer", "article", "label")]
-        ranker.fit(
-            learn[columns],
-            learn["label"],
-            group=learn.groupby("customer", sort=False).size().to_numpy(),
-        )
+        with stage(f"two-stage through {np.datetime64(last, 'D')}: ranker on {len(learn):,} pairs"):
+            ranker.fit(
+                learn[columns],
+                learn["label"],
+                group=learn.groupby("customer", sort=False).size().to_numpy(),
+            )
         self.importances[str(np.datetime64(last, "D"))] = pd.Series(
             ranker.booster_.feature_importance("gain"), index=columns
         ).sort_values(ascending=False)

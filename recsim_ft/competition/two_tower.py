@@ -29,6 +29,7 @@ from recsim_ft.competition.protocol import (
 from recsim_ft.competition.strategies import Strategy
 from recsim_ft.data import InteractionLog
 from recsim_ft.envs.hm.data import CatalogueFeatures, Transactions
+from recsim_ft.memory import stage
 from recsim_ft.models import EMBEDDERS, TwoTower
 from recsim_ft.retrieval import ItemEmbeddings, embed_rows, sharded_top_k
 from recsim_ft.retrieval.sharded import BLOCK_ROWS
@@ -196,16 +197,20 @@ def two_tower_strategy(
     """The two-tower model as a :data:`Strategy`: trained on the transactions it is given
     (:func:`fit_two_tower`), then :func:`rank_articles`. ``out_dir``: each target week's
     checkpoints in a folder of its own, ``through-<the last day it trains on>``; ``workers``
-    and ``address``: the ranking on Ray, as :func:`rank_articles` does it."""
+    and ``address``: the ranking on Ray, as :func:`rank_articles` does it. Each stage's time and
+    peak memory on stderr (``recsim_ft.memory.stage``)."""
     check_choice("embedder", embedder, EMBEDDERS)
     config = _checked_config(config)
 
     def strategy(train_: Transactions, customers: np.ndarray, k: int) -> np.ndarray:
         customers = check_customers(customers, train_.n_customers)
         folder = None if out_dir is None else checkpoint_folder(out_dir, train_)
-        model = fit_two_tower(
-            train_, features, embedder, config, weeks, folder, resume, progress, model_preset
-        )
-        return rank_articles(model, features, customers, k, workers=workers, address=address)
+        through = np.datetime64(int(train_.days.max()), "D")
+        with stage(f"{embedder} two-tower through {through}: train"):
+            model = fit_two_tower(
+                train_, features, embedder, config, weeks, folder, resume, progress, model_preset
+            )
+        with stage(f"{embedder} two-tower through {through}: embed and rank {len(customers):,}"):
+            return rank_articles(model, features, customers, k, workers=workers, address=address)
 
     return strategy
