@@ -5,6 +5,7 @@ elsewhere NaN, so a report still prints."""
 from __future__ import annotations
 
 import math
+import os
 import sys
 import time
 from collections.abc import Iterator
@@ -44,3 +45,22 @@ def stage(name: str, record: dict[str, dict[str, float]] | None = None) -> Itera
     if record is not None:
         record[name] = figures
     print(f"{name}: {figures['s']:,} s, peak {figures['peak_mib']:,} MiB", file=sys.stderr)
+
+
+def machine_memory() -> float:
+    """This machine's physical memory in bytes (NaN where the system does not say)."""
+    try:
+        return float(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):
+        return math.nan
+
+
+def check_fits(what: str, needed: float, share: float = 0.5) -> None:
+    """Refuse work whose arrays alone would take more than ``share`` of this machine's memory:
+    it would be killed for memory (or stall the machine), not answered."""
+    total = machine_memory()
+    if needed > share * total:  # False where total is NaN
+        raise ValueError(
+            f"{what} needs about {needed / 2**30:,.1f} GiB, more than {share:.0%} of this "
+            f"machine's {total / 2**30:,.0f} GiB; ask for fewer"
+        )

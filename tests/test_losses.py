@@ -487,6 +487,9 @@ def test_the_users_a_run_is_scored_on_are_checked_before_its_first_step(env, log
     ranking = TrainConfig.from_preset("ranking", steps=5, select_users=300)
     with pytest.raises(ValueError, match="select_users=300 .*select_metric"):
         ranking.evaluation_users(hm)
+    # more users than the machine holds: refused before any is drawn (it was an OOM kill)
+    with pytest.raises(ValueError, match=r"1,000,000,000 test users needs about [\d,.]+ GiB"):
+        TrainConfig(steps=5, eval_users=10**9).evaluation_users(env)
     scoring, selecting = TrainConfig.from_preset("ranking").evaluation_users(env)
     assert len(scoring) == 100 and len(selecting) == 400
     assert not set(scoring.ids) & set(selecting.ids)

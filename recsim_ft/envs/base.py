@@ -28,6 +28,7 @@ from recsim_ft.checks import (
     check_int,
     check_slates,
 )
+from recsim_ft.memory import check_fits
 from recsim_ft.protocol import SPLITS
 
 #: The feature vocabulary lived here before version 0.2; it is ``recsim_ft.schema`` now.
@@ -38,6 +39,9 @@ __getattr__ = moved_names(
 
 #: spawn key of the validation users' random stream (independent of the test users' stream)
 VALIDATION_STREAM = 0x7A11D
+#: Memory a draw of users takes, as a multiple of their features' bytes (the temporaries of
+#: generating them)
+USER_DRAW_OVERHEAD = 8
 
 #: The slate and session arguments every env takes, with their defaults (see ``RecEnv``).
 MODE_DEFAULTS: dict[str, Any] = {
@@ -184,8 +188,12 @@ class RecEnv(gym.Env):
         return self.validation_users(n, seed)
 
     def eval_users(self, split: str, n: int = 100, seed: int = 0) -> schema.Batch:
-        """``test_users`` or ``validation_users`` by name, with a clear error for anything else."""
+        """``test_users`` or ``validation_users`` by name, with a clear error for anything else
+        (and for more users than this machine's memory holds, before any is drawn)."""
         check_choice("split", split, SPLITS)
+        per_user = 4 * self.user_schema.n_numeric + 8 * self.user_schema.n_categorical + 8
+        # drawing users takes several times their features' bytes in temporaries
+        check_fits(f"{check_int('n', n, low=0):,} {split} users", USER_DRAW_OVERHEAD * n * per_user)
         return self.test_users(n, seed) if split == "test" else self.validation_users(n, seed)
 
     def sample_log(
