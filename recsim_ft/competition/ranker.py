@@ -58,16 +58,18 @@ def candidate_pairs(
     features: CatalogueFeatures,
     per_source: int,
     model: TwoTower | None = None,
+    items: ItemEmbeddings | None = None,
 ) -> pd.DataFrame:
     """One row per distinct (customer, article) any source proposes (the rules', and the
-    two-tower ``model``'s top ``per_source`` where given), with the article's rank in each
-    source (NaN where it did not propose it)."""
+    two-tower ``model``'s top ``per_source`` where given; ``items``: its item embeddings, when
+    the caller has them), with the article's rank in each source (NaN where it did not propose
+    it)."""
     proposals = {
         name: source(history, customers, per_source)
         for name, source in rule_sources(features.product_codes, DAYS).items()
     }
     if model is not None:
-        proposals["two_tower"] = rank_articles(model, features, customers, per_source)
+        proposals["two_tower"] = rank_articles(model, features, customers, per_source, items=items)
     frames = []
     for name, proposed in proposals.items():
         row, place = np.nonzero(proposed >= 0)
@@ -93,10 +95,15 @@ def _last(keys: np.ndarray, days: np.ndarray, wanted: np.ndarray) -> pd.DataFram
 
 
 def pair_scores(
-    model: TwoTower, features: CatalogueFeatures, customers: np.ndarray, articles: np.ndarray
+    model: TwoTower,
+    features: CatalogueFeatures,
+    customers: np.ndarray,
+    articles: np.ndarray,
+    items: ItemEmbeddings | None = None,
 ) -> np.ndarray:
-    """The model's score ``u . v + prior`` of each (customer, article) pair."""
-    items = ItemEmbeddings.from_model(model, features.items)
+    """The model's score ``u . v + prior`` of each (customer, article) pair (``items``: the
+    model's item embeddings, computed here when not given)."""
+    items = ItemEmbeddings.from_model(model, features.items) if items is None else items
     unique, inverse = np.unique(customers, return_inverse=True)
     users = embed_rows(model, features.users[unique])
     return np.einsum("nd,nd->n", users[inverse], items.vectors[articles]) + items.prior[articles]
@@ -107,15 +114,17 @@ def pair_features(
     pairs: pd.DataFrame,
     features: CatalogueFeatures,
     model: TwoTower | None = None,
+    items: ItemEmbeddings | None = None,
 ) -> pd.DataFrame:
     """``pairs`` (customer, article, rank_* columns) with every feature of the module's list,
-    all computed from ``history`` (the transactions before the week the pairs are for)."""
+    all computed from ``history`` (the transactions before the week the pairs are for);
+    ``items`` as :func:`pair_scores` takes them."""
     today = int(history.days.max()) + 1
     customer, article = pairs["customer"].to_numpy(), pairs["article"].to_numpy()
     out = pairs.copy()
     n_articles = history.n_articles
     if model is not None:
-        out["two_tower_score"] = pair_scores(model, features, customer, article)
+        out["two_tower_score"] = pair_scores(model, features, customer, article, items)
     # the customer and the article
     bought = _last(
         history.customers.astype(np.int64) * n_articles + history.articles,
@@ -198,13 +207,17 @@ class TwoStage:
 
     def _table(self, history: Transactions, customers: np.ndarray) -> pd.DataFrame:
         through = np.datetime64(int(history.days.max()), "D")
-        model = None
+        model = items = None
         if self.fit_model is not None:
             with stage(f"two-stage through {through}: two-tower"):
                 model = self.fit_model(history)
+                # once for its candidates and its scores
+                items = ItemEmbeddings.from_model(model, self.features.items, progress=None)
         with stage(f"two-stage through {through}: candidates and features"):
-            pairs = candidate_pairs(history, customers, self.features, self.per_source, model)
-            return pair_features(history, pairs, self.features, model)
+            pairs = candidate_pairs(
+                history, customers, self.features, self.per_source, model, items
+            )
+            return pair_features(history, pairs, self.features, model, items)
 
     def __call__(self, train: Transactions, customers: np.ndarray, k: int = K) -> np.ndarray:
         customers = check_customers(customers, train.n_customers)

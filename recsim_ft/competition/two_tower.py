@@ -152,12 +152,13 @@ def rank_articles(
     block: int = BLOCK_ROWS,
     workers: int | None = None,
     address: str | None = None,
+    items: ItemEmbeddings | None = None,
 ) -> np.ndarray:
     """(n, k) article rows for ``customers`` (rows of customers.csv), best first: the exact top
     k of every article by the model's score (-1 beyond the catalogue's size); ``block``
     customers are embedded at a time. ``workers``: the blocks across that many Ray workers (on
     the cluster at ``address``, else a local runtime; ``recsim_ft.retrieval.sharded_top_k``),
-    the same answer."""
+    the same answer. ``items``: the model's item embeddings, when the caller has them."""
     k = check_int("k", k, low=1)
     customers = check_rows("customers", customers, len(features.users), "customers")
     n_items = len(features.items)
@@ -168,7 +169,8 @@ def rank_articles(
         found = sharded_top_k(model, features.items, users, ranked, workers, address, block)
         out[:, :ranked] = found[0]
         return out
-    items = ItemEmbeddings.from_model(model, features.items, progress=None)
+    if items is None:
+        items = ItemEmbeddings.from_model(model, features.items, progress=None)
     for start in range(0, len(customers), check_int("block", block, low=1)):
         rows = customers[start : start + block]
         queries = embed_rows(model, features.users[rows], progress=None)
