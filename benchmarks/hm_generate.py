@@ -1,10 +1,12 @@
-"""How fast, and in how much memory, the synthetic H&M stand-in writes its files, with and
-without the dynamics (drift, new articles, seasons, repurchases, taste; ``dynamics=True``).
+"""How fast, and in how much memory, the synthetic H&M stand-in writes its files: plain, with the
+dynamics (drift, new articles, seasons, repurchases, taste; ``dynamics=True``) and with the
+shopping trips (``trips=True``).
 
 Each mode runs in a fresh subprocess writing parquet (``write_kaggle_files``, chunks of 100,000
 customers) to a temporary folder: wall time and peak resident memory (``ru_maxrss``) of the
 whole process, the catalogue's construction included. Target (issue 28, full size: 1.37M
-customers, 31.8M transactions, 2 cores): <= 60 s and <= 4 GB with the dynamics.
+customers, 31.8M transactions, 2 cores): <= 60 s and <= 4 GB with the dynamics (issue 28) and
+with the trips (issue 41).
 
 ``--env`` then builds ``HMFashion-v0`` over the whole catalogue (``n_items=None``) from the
 stand-in, twice, each in a fresh subprocess with an empty cache folder the first time: the first
@@ -18,7 +20,7 @@ thread), each evaluated on 100 test users over every article; it prints each run
 and metrics, the log's date range, and the peak RSS of the whole process (issue 28: collect and
 the trainer work at ``n_items=None``).
 
-    python benchmarks/hm_generate.py --env            # full size, both modes, then the env
+    python benchmarks/hm_generate.py --env            # full size, all three modes, then the env
     python benchmarks/hm_generate.py --modes plain --env --protocol   # and the protocol
     python benchmarks/hm_generate.py --scale 0.05     # quick check
 """
@@ -36,7 +38,7 @@ import time
 from pathlib import Path
 
 
-def child(n_customers: int, dynamics: bool) -> None:
+def child(n_customers: int, mode: str) -> None:
     """Write the files once and print seconds, peak RSS and the transaction count as JSON."""
     import pyarrow.parquet as pq
 
@@ -45,7 +47,9 @@ def child(n_customers: int, dynamics: bool) -> None:
     out = Path(tempfile.mkdtemp(prefix="hm_generate_"))
     try:
         start = time.perf_counter()
-        paths = write_kaggle_files(out, n_customers, fmt="parquet", dynamics=dynamics)
+        paths = write_kaggle_files(
+            out, n_customers, fmt="parquet", dynamics=mode == "dynamics", trips=mode == "trips"
+        )
         seconds = time.perf_counter() - start
         rows = pq.ParquetFile(paths["transactions"]).metadata.num_rows
         size = sum(p.stat().st_size for p in paths.values())
@@ -140,7 +144,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scale", type=float, default=1.0, help="fraction of the full customers")
     parser.add_argument(
-        "--modes", nargs="+", choices=("plain", "dynamics"), default=["plain", "dynamics"]
+        "--modes",
+        nargs="+",
+        choices=("plain", "dynamics", "trips"),
+        default=["plain", "dynamics", "trips"],
     )
     parser.add_argument("--env", action="store_true", help="also time HMFashion-v0, all items")
     parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
@@ -151,7 +158,7 @@ def main() -> None:
     parser.add_argument("--protocol-child", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        child(int(args.child[0]), args.child[1] == "dynamics")
+        child(int(args.child[0]), args.child[1])
         return
     if args.env_child:
         env_child(int(args.env_child[0]), args.env_child[1])

@@ -124,9 +124,22 @@ def test_evaluate_weeks_and_the_command_on_the_synthetic_stand_in(tmp_path, caps
     assert main(["hm-competition", "--users", "2000", "--weeks", "2", "--out", str(out)]) == 0
     said = capsys.readouterr().out
     results = pd.read_csv(out / "competition.csv")
-    assert len(results) == 2 * len(competition.STRATEGIES)
+    assert len(results) == 2 * (len(competition.STRATEGIES) + 1)  # and the trips' ceiling
+    ceiling = results[results["strategy"] == "ceiling"]["MAP@12"].to_numpy()
+    rules = results[results["strategy"] != "ceiling"].groupby("week", sort=False)["MAP@12"].max()
+    assert (ceiling > rules.to_numpy()).all()
     assert results["MAP@12"].between(0, 1).all() and (results["MAP@12"] > 0).all()
     assert "| best_sellers |" in said and said == (out / "competition.md").read_text()
+    assert "shopping trips" in said  # the default stand-in: weeks as the real data's
+    dated = tmp_path / "dated"
+    command = ["hm-competition", "--users", "2000", "--weeks", "2", "--stand-in", "dated"]
+    assert main([*command, "--out", str(dated)]) == 0
+    assert "single purchases on independent days" in capsys.readouterr().out
+    assert main([*command, "--strategies", "ceiling", "--out", str(tmp_path / "c")]) == 2
+    assert "needs no --hm-data and --stand-in trips" in capsys.readouterr().err
+    dated_results = pd.read_csv(dated / "competition.csv")
+    rules = results[results["strategy"] != "ceiling"].reset_index(drop=True)
+    assert (dated_results["MAP@12"] != rules["MAP@12"]).any()  # another stand-in
     assert main(["hm-competition", "--users", "2000", "--out", str(out)]) == 2
     assert "--overwrite" in capsys.readouterr().err
     assert main(["hm-competition", "--strategies", "oracle", "--out", str(tmp_path / "x")]) == 2
@@ -348,4 +361,4 @@ def test_a_submission_has_every_customer_and_refuses_to_overwrite(tmp_path, caps
 def _stand_in(customers: int) -> Path:
     from recsim_ft.envs.hm.synthetic import synthetic_files
 
-    return synthetic_files(customers, seed=0, dynamics=True)
+    return synthetic_files(customers, seed=0, trips=True)  # the command's default

@@ -32,6 +32,7 @@ from recsim_ft.competition.two_tower import (
     rank_articles,
     two_tower_strategy,
 )
+from recsim_ft.envs.hm.ceiling import ceiling_strategy
 from recsim_ft.envs.hm.data import (
     UNKNOWN_IDS,
     CatalogueFeatures,
@@ -47,7 +48,14 @@ from recsim_ft.train import TrainConfig
 
 #: the learned strategies of the command, beside the rules of ``competition.STRATEGIES``
 TWO_TOWER, TWO_STAGE = "two_tower", "two_stage"
-STRATEGY_NAMES = (*competition.STRATEGIES, TWO_TOWER, TWO_STAGE)
+#: the stand-in with trips' own ceiling (``recsim_ft.envs.hm.ceiling``), a row by default there
+CEILING = "ceiling"
+STRATEGY_NAMES = (*competition.STRATEGIES, TWO_TOWER, TWO_STAGE, CEILING)
+#: the synthetic stand-ins the command scores without --hm-data (``recsim_ft.envs.hm.synthetic``)
+STAND_INS = {
+    "trips": "weeks as the real data's: shopping trips, baskets, activity, repurchase",
+    "dated": "the dated stand-in of the earlier tables: single purchases on independent days",
+}
 #: training options that need an env's users, which the competition's training has none of
 NO_ENV_OPTIONS = ("eval_users", "eval_every", "eval_split", "ks", "select_metric")
 
@@ -76,7 +84,13 @@ def cmd_hm_competition(args: argparse.Namespace) -> int:
         existing.append(args.submission)
     if existing and not args.overwrite:
         raise UsageError(f"{', '.join(existing)} exist(s); pass --overwrite to replace")
-    names = args.strategies or list(competition.STRATEGIES)
+    on_trips = args.hm_data is None and args.stand_in == "trips"
+    names = args.strategies or [*competition.STRATEGIES, *([CEILING] if on_trips else [])]
+    if CEILING in names and not on_trips:
+        raise UsageError(
+            "the ceiling is the expected purchases of the stand-in with trips' own generator: "
+            "it needs no --hm-data and --stand-in trips"
+        )
     unknown = [s for s in names if s not in STRATEGY_NAMES]
     if unknown:
         raise UsageError(f"unknown strategy {unknown}; choose from {STRATEGY_NAMES}")
@@ -87,8 +101,12 @@ def cmd_hm_competition(args: argparse.Namespace) -> int:
     if args.hm_data is not None:
         source, data = f"the Kaggle files in {args.hm_data}", args.hm_data
     else:
-        data = synthetic_files(args.users, seed=args.seed, dynamics=True)
-        source = f"the synthetic stand-in, {args.users:,} customers, seed {args.seed}"
+        trips = args.stand_in == "trips"
+        data = synthetic_files(args.users, seed=args.seed, dynamics=not trips, trips=trips)
+        source = (
+            f"the synthetic stand-in ({STAND_INS[args.stand_in]}), {args.users:,} customers, "
+            f"seed {args.seed}"
+        )
     try:
         transactions = read_transactions(data, args.hm_unknown_ids or "drop")
         learns = TWO_TOWER in names or TWO_STAGE in names
@@ -121,6 +139,8 @@ def cmd_hm_competition(args: argparse.Namespace) -> int:
             for embedder in (args.embedders if TWO_STAGE in names else ())
         }
         strategies.update(rankers)
+        if CEILING in names:
+            strategies[CEILING] = ceiling_strategy(args.seed, args.users)
         if args.submission and len(strategies) != 1:
             raise UsageError(
                 f"--submission writes one strategy's predictions, and {len(strategies)} are "
@@ -254,6 +274,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="the synthetic stand-in's seed, and the two-tower models' (default: 0)",
     )
     p.add_argument(
+        "--stand-in",
+        choices=tuple(STAND_INS),
+        default="trips",
+        help="which synthetic stand-in, without --hm-data: "
+        + "; ".join(f"{name}: {what}" for name, what in STAND_INS.items())
+        + " (default: trips)",
+    )
+    p.add_argument(
         "--weeks", type=positive_int, default=3, help="target weeks, the last ones (default 3)"
     )
     p.add_argument(
@@ -261,10 +289,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         nargs="+",
         metavar="NAME",
         help=f"from {' '.join(STRATEGY_NAMES)} (default: the rules, "
-        f"{' '.join(competition.STRATEGIES)}); {TWO_TOWER}: a two-tower model trained on the "
+        f"{' '.join(competition.STRATEGIES)}, and on the stand-in with trips its {CEILING}); "
+        f"{TWO_TOWER}: a two-tower model trained on the "
         f"weeks before each target week (recsim_ft.competition.two_tower); {TWO_STAGE}: "
         "candidates from every source re-ranked by LightGBM's LambdaRank, the two-tower model "
-        "a source and a feature (recsim_ft.competition.ranker; the 'rank' extra)",
+        f"a source and a feature (recsim_ft.competition.ranker; the 'rank' extra); {CEILING}: "
+        "the generator's own expected purchases of the week, ranked: the best any strategy "
+        "can expect there (recsim_ft.envs.hm.ceiling)",
     )
     p.add_argument(
         "--embedders",

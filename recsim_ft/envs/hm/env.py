@@ -73,6 +73,10 @@ class HMFashionEnv(RecEnv):
     time in their seasons with a sales life (weekly popularity drifts), customers' taste over
     index groups steering their purchases of the long tail (content carries signal), and
     repurchases; the default stays off, so every number of the tables holds.
+    ``synthetic_trips=True`` takes the stand-in whose weeks look like the real data's
+    (:mod:`recsim_ft.envs.hm.trips`: shopping trips with baskets, customers active for a while,
+    repurchases soon after, products in several colours); it has its own dates, drift and taste,
+    so it needs no ``synthetic_dynamics``.
 
     **Items.** Articles ranked by transaction rows (repeat purchases count), ties by lower
     article id; item ``i`` is the ``i``-th most purchased. Item features: the article attributes
@@ -173,7 +177,8 @@ class HMFashionEnv(RecEnv):
     ``data_dir`` (None: synthetic), ``n_items`` (100; None: all), ``item_features``
     (("prod_name",)), ``min_test_purchases`` (5), ``test_fraction`` (0.5), ``seed`` (0: the
     synthetic data and the test split), ``n_customers`` (50,000; synthetic only),
-    ``synthetic_dynamics`` (False; synthetic only), ``cache`` (True: the processed data is
+    ``synthetic_dynamics`` (False; synthetic only), ``synthetic_trips`` (False; synthetic
+    only), ``cache`` (True: the processed data is
     cached as parquet; the synthetic stand-in's files are also written once, as parquet, under
     ``cache_dir`` or ``~/.cache/recsim_ft/hm_synthetic``, and read back like Kaggle's, so a
     full-size stand-in is generated once per machine; False: all in memory, each time),
@@ -202,6 +207,7 @@ class HMFashionEnv(RecEnv):
         seed: int = 0,
         n_customers: int = 50_000,
         synthetic_dynamics: bool = False,
+        synthetic_trips: bool = False,
         cache: bool = True,
         cache_dir: str | os.PathLike | None = None,
         unknown_ids: str = "drop",
@@ -226,10 +232,17 @@ class HMFashionEnv(RecEnv):
         self.seed = check_int("seed", seed, low=0)
         self.n_customers = check_int("n_customers", n_customers, low=1)
         self.synthetic_dynamics = check_bool("synthetic_dynamics", synthetic_dynamics)
-        if self.synthetic_dynamics and data_dir is not None:
+        self.synthetic_trips = check_bool("synthetic_trips", synthetic_trips)
+        for name in ("synthetic_dynamics", "synthetic_trips"):
+            if getattr(self, name) and data_dir is not None:
+                raise ValueError(
+                    f"{name}=True shapes the synthetic stand-in; the Kaggle files in "
+                    f"data_dir={str(data_dir)!r} have their own: drop one of the two"
+                )
+        if self.synthetic_dynamics and self.synthetic_trips:
             raise ValueError(
-                "synthetic_dynamics=True shapes the synthetic stand-in; the Kaggle files in "
-                f"data_dir={str(data_dir)!r} have their own: drop one of the two"
+                "synthetic_dynamics=True and synthetic_trips=True are two stand-ins (the trips "
+                "have dates, drift and taste of their own): choose one"
             )
         self.cache = check_bool("cache", cache)
         self.cache_dir = check_path("cache_dir", cache_dir, allow_none=True)
@@ -240,7 +253,9 @@ class HMFashionEnv(RecEnv):
             if files is not None:  # written once (parquet), processed and cached as Kaggle's
                 data = load_kaggle(files, n_items, self.item_features)
             else:
-                frames = generate_frames(self.n_customers, self.seed, self.synthetic_dynamics)
+                frames = generate_frames(
+                    self.n_customers, self.seed, self.synthetic_dynamics, self.synthetic_trips
+                )
                 data = process(frames, n_items, self.item_features)
         else:
             data = load_kaggle(
@@ -299,7 +314,11 @@ class HMFashionEnv(RecEnv):
         ``cache=False``)."""
         try:
             return synthetic_files(
-                self.n_customers, self.seed, self.synthetic_dynamics, self.cache_dir
+                self.n_customers,
+                self.seed,
+                self.synthetic_dynamics,
+                self.cache_dir,
+                trips=self.synthetic_trips,
             )
         except OSError as err:
             warnings.warn(

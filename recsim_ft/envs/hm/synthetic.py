@@ -59,6 +59,7 @@ import pyarrow.parquet as pq
 
 from recsim_ft.checks import check_bool, check_int
 from recsim_ft.envs.hm.data import ARTICLE_COLUMNS
+from recsim_ft.envs.hm.trips import _Trips, trips_model
 from recsim_ft.fileio import cache_root
 from recsim_ft.progress import progress_bar
 
@@ -66,8 +67,13 @@ from recsim_ft.progress import progress_bar
 FULL_N_CUSTOMERS = 1_371_980
 #: bump when the generated files change for the same arguments, so cached files are not reused
 GENERATOR_VERSION = 1
+#: the same for the stand-in with trips (``trips=True``), whose files have a version of their own
+TRIPS_VERSION = 1
 #: the top articles whose purchases depend on the customer
 N_HEAD = 1000
+#: articles per product code in the tail of the stand-in with trips (real: 105,542 articles in
+#: 47,224 product codes)
+COLOURS_PER_PRODUCT = 105_542 / 47_224
 _ATTRIBUTES = ("age_bucket", "FN", "Active", "club_member_status", "fashion_news_frequency")
 
 
@@ -107,15 +113,34 @@ class _World:
     head_share: float
     price: np.ndarray
     calibration: dict
+    population: np.ndarray  # (n_segments,) share of customers in each segment
+    preference: np.ndarray  # (n_segments, N_HEAD) log-preference for each top article
+    head_target: np.ndarray  # (N_HEAD,) each top article's calibrated share of the head
 
 
-def _catalogue(rng: np.random.Generator, cal: dict) -> tuple[pa.Table, np.ndarray]:
+def _catalogue(
+    rng: np.random.Generator, cal: dict, products: bool = False
+) -> tuple[pa.Table, np.ndarray]:
+    """The articles (ids, product codes, names, product groups) and their prices. The tail's
+    articles are one per product code, or with ``products`` (the stand-in with trips) in
+    products of :data:`COLOURS_PER_PRODUCT` articles on average (ids ``code * 1000 + 1, 2, ...``
+    as the real ids number a product's colours), next to each other in the popularity order."""
     n_articles = cal["n_articles"]
     head_ids = np.array(cal["top_article_ids"], dtype=np.int64)
     head_codes = set((head_ids // 1000).tolist())
     codes = rng.choice(np.arange(108_000, 960_000), size=n_articles, replace=False)
     codes = codes[~np.isin(codes, list(head_codes))][: n_articles - len(head_ids)]
-    article_ids = np.concatenate([head_ids, codes * 1000 + 1])
+    if products:
+        n_tail = n_articles - len(head_ids)
+        colours = np.minimum(rng.geometric(1 / COLOURS_PER_PRODUCT, size=n_tail), 99)
+        n_products = int(np.searchsorted(np.cumsum(colours), n_tail)) + 1
+        colours = colours[:n_products]
+        colours[-1] -= colours.sum() - n_tail
+        variant = np.arange(n_tail) - np.repeat(np.cumsum(colours) - colours, colours) + 1
+        tail_ids = np.repeat(codes[:n_products], colours) * 1000 + variant
+    else:
+        tail_ids = codes * 1000 + 1
+    article_ids = np.concatenate([head_ids, tail_ids])
     unnamed = pa.array(article_ids[len(cal["top_article_names"]) :] // 1000).cast(pa.string())
     names = pa.concat_arrays(
         [
@@ -195,10 +220,12 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
 
 
 @lru_cache(maxsize=4)
-def _world(seed: int) -> _World:
+def _world(seed: int, products: bool = False) -> _World:
+    """The catalogue and purchase model of ``seed``; ``products``: the catalogue of the stand-in
+    with trips (see :func:`_catalogue`)."""
     cal = load_calibration()
     rng = np.random.default_rng([seed, 0])
-    articles, price = _catalogue(rng, cal)
+    articles, price = _catalogue(rng, cal, products)
     articles = _with_attributes(articles, seed, cal)
     _, shape = _segment_shares(cal)
     preference = _head_preferences(rng, cal, shape)
@@ -224,6 +251,9 @@ def _world(seed: int) -> _World:
         head_share=counts.sum() / cal["n_transactions"],
         price=price,
         calibration=cal,
+        population=population,
+        preference=preference,
+        head_target=target,
     )
 
 
@@ -356,23 +386,38 @@ def _customers(rng: np.random.Generator, world: _World, n: int) -> tuple[pa.Tabl
     return pa.table(table), segment
 
 
+def _purchase_counts(rng: np.random.Generator, cal: dict, n: int) -> np.ndarray:
+    """Each customer's number of purchases: calibrated share of buyers and mean per buyer."""
+    buys = rng.random(n) < cal["n_buying_customers"] / cal["n_customers"]
+    sigma = 1.0
+    rate = rng.lognormal(np.log(cal["mean_purchases_per_buyer"] - 1) - sigma**2 / 2, sigma, n)
+    return np.where(buys, 1 + rng.poisson(rate), 0)
+
+
 def _transactions(
     rng: np.random.Generator,
     world: _World,
     customer_ids: pa.Array,
     segment: np.ndarray,
     dynamics: tuple[_Dynamics, np.random.Generator] | None = None,
+    trips: tuple[_Trips, np.random.Generator] | None = None,
 ) -> pa.Table:
     """The transactions of a chunk of customers (article_id as int64). With ``dynamics`` (the
     seed's :class:`_Dynamics` and the chunk's own stream), tail articles follow the customers'
     taste, dates each article's life cycle, and some purchases repeat earlier ones; without, the
-    rows are exactly those of the generator before dynamics existed."""
+    rows are exactly those of the generator before dynamics existed. With ``trips`` (the seed's
+    trips and the chunk's own stream; ``recsim_ft.envs.hm.trips``) the same customers make the
+    same number of purchases, in shopping trips."""
     cal = world.calibration
     n = len(segment)
-    buys = rng.random(n) < cal["n_buying_customers"] / cal["n_customers"]
-    sigma = 1.0
-    rate = rng.lognormal(np.log(cal["mean_purchases_per_buyer"] - 1) - sigma**2 / 2, sigma, n)
-    counts = np.where(buys, 1 + rng.poisson(rate), 0)
+    counts = _purchase_counts(rng, cal, n)
+    if trips is not None:
+        trips_model, trips_rng = trips
+        customer, article, day = trips_model.rows(trips_rng, counts, segment)
+        channel, channel_labels = _choice(rng, cal["sales_channel_shares"], len(customer))
+        return _transaction_table(
+            world, customer_ids, customer, article, day, channel_labels, channel
+        )
     customer = np.repeat(np.arange(n), counts)
     rows = len(customer)
     head = rng.random(rows) < world.head_share
@@ -383,12 +428,26 @@ def _transactions(
     article[~head] = N_HEAD + np.searchsorted(
         world.tail_cdf, rng.random(rows - head.sum()), side="right"
     )
-    first, days = _span(cal)
+    _, days = _span(cal)
     channel, channel_labels = _choice(rng, cal["sales_channel_shares"], rows)
     day = rng.integers(0, days, rows)
     if dynamics is not None:
         world_dynamics, dynamic_rng = dynamics
         customer, article, day = world_dynamics.apply(dynamic_rng, customer, article, head, n, days)
+    return _transaction_table(world, customer_ids, customer, article, day, channel_labels, channel)
+
+
+def _transaction_table(
+    world: _World,
+    customer_ids: pa.Array,
+    customer: np.ndarray,
+    article: np.ndarray,
+    day: np.ndarray,
+    channel_labels: list[str],
+    channel: np.ndarray,
+) -> pa.Table:
+    """The Kaggle columns of purchases given as indices (customer of the chunk, article, day)."""
+    first, _ = _span(world.calibration)
     return pa.table(
         {
             "t_dat": pa.array(first + day.astype("timedelta64[D]")).cast(pa.date32()),
@@ -528,14 +587,28 @@ def _dynamics(seed: int) -> _Dynamics:
 
 
 def iter_chunks(
-    n_customers: int, seed: int = 0, chunk_customers: int = 100_000, dynamics: bool = False
+    n_customers: int,
+    seed: int = 0,
+    chunk_customers: int = 100_000,
+    dynamics: bool = False,
+    trips: bool = False,
 ) -> Iterator[tuple[pa.Table, pa.Table]]:
     """(customers, transactions) tables of successive chunks of ``n_customers`` customers;
     ``dynamics=True``: with drift, new articles, seasons, repurchases and taste (see
-    :class:`_Dynamics`)."""
+    :class:`_Dynamics`); ``trips=True``: weeks as the real data's, with shopping trips, baskets,
+    activity and repurchase over a catalogue of products in several colours
+    (``recsim_ft.envs.hm.trips``; it has drift, seasons and taste of its own: give one of
+    ``dynamics`` and ``trips``)."""
     n_customers = check_int("n_customers", n_customers, low=1)
-    world = _world(int(seed))
-    world_dynamics = _dynamics(int(seed)) if check_bool("dynamics", dynamics) else None
+    trips = check_bool("trips", trips)
+    if check_bool("dynamics", dynamics) and trips:
+        raise ValueError(
+            "dynamics=True and trips=True are two stand-ins (the trips have dates, drift and "
+            "taste of their own): choose one"
+        )
+    world = _world(int(seed), products=trips)
+    world_dynamics = _dynamics(int(seed)) if dynamics else None
+    world_trips = trips_model(int(seed)) if trips else None
     for k, start in enumerate(range(0, n_customers, chunk_customers)):
         rng = np.random.default_rng([int(seed), 1, k])
         customers, segment = _customers(rng, world, min(chunk_customers, n_customers - start))
@@ -544,26 +617,34 @@ def iter_chunks(
             if world_dynamics is None
             else (world_dynamics, np.random.default_rng([int(seed), 5, k]))
         )
+        chunk_trips = (
+            None if world_trips is None else (world_trips, np.random.default_rng([int(seed), 7, k]))
+        )
         yield (
             customers,
             _transactions(
-                rng, world, customers["customer_id"].combine_chunks(), segment, chunk_dynamics
+                rng,
+                world,
+                customers["customer_id"].combine_chunks(),
+                segment,
+                chunk_dynamics,
+                chunk_trips,
             ),
         )
 
 
 def generate_frames(
-    n_customers: int = 50_000, seed: int = 0, dynamics: bool = False
+    n_customers: int = 50_000, seed: int = 0, dynamics: bool = False, trips: bool = False
 ) -> dict[str, pd.DataFrame]:
     """Kaggle-format ``customers``, ``articles`` and ``transactions`` frames (article_id as int64,
-    as pandas reads the CSV; t_dat as YYYY-MM-DD strings); ``dynamics`` as in
+    as pandas reads the CSV; t_dat as YYYY-MM-DD strings); ``dynamics`` and ``trips`` as in
     :func:`iter_chunks`."""
-    chunks = list(iter_chunks(n_customers, seed, dynamics=dynamics))
+    chunks = list(iter_chunks(n_customers, seed, dynamics=dynamics, trips=trips))
     transactions = pa.concat_tables([t for _, t in chunks])
     transactions = transactions.set_column(0, "t_dat", transactions["t_dat"].cast(pa.string()))
     return {
         "customers": pa.concat_tables([c for c, _ in chunks]).to_pandas(),
-        "articles": _world(int(seed)).articles.to_pandas(),
+        "articles": _world(int(seed), products=bool(trips)).articles.to_pandas(),
         "transactions": transactions.to_pandas(),
     }
 
@@ -576,10 +657,11 @@ def write_kaggle_files(
     chunk_customers: int = 100_000,
     overwrite: bool = False,
     dynamics: bool = False,
+    trips: bool = False,
 ) -> dict[str, Path]:
     """Write customers, articles and transactions_train as Kaggle-format CSV (zero-padded
     article ids, unquoted ids and dates) or parquet, chunk by chunk; returns the paths
-    (``dynamics`` as in :func:`iter_chunks`).
+    (``dynamics`` and ``trips`` as in :func:`iter_chunks`).
 
     Existing files are kept (error) unless ``overwrite``; each file is written under a temporary
     name and renamed when complete.
@@ -599,7 +681,7 @@ def write_kaggle_files(
     existing = [str(p) for p in paths.values() if p.exists()]
     if existing and not overwrite:
         raise FileExistsError(f"{existing[0]} exists; pass overwrite=True to replace it")
-    world = _world(int(seed))
+    world = _world(int(seed), products=check_bool("trips", trips))
 
     article_ids = world.articles["article_id"].to_numpy()  # not sorted: the top ids come first
     order = np.argsort(article_ids)
@@ -629,7 +711,7 @@ def write_kaggle_files(
             )
         else:
             pq.write_table(world.articles, tmp["articles"])
-        chunks = iter_chunks(n_customers, seed, chunk_customers, dynamics)
+        chunks = iter_chunks(n_customers, seed, chunk_customers, dynamics, trips)
         with progress_bar(None, total=n_customers, desc="H&M stand-in", unit="customer") as bar:
             for customers, transactions in chunks:
                 for table, data in (
@@ -654,23 +736,34 @@ def write_kaggle_files(
 
 
 def synthetic_files(
-    n_customers: int, seed: int = 0, dynamics: bool = False, root: str | os.PathLike | None = None
+    n_customers: int,
+    seed: int = 0,
+    dynamics: bool = False,
+    root: str | os.PathLike | None = None,
+    trips: bool = False,
 ) -> Path:
     """The folder of the stand-in's Kaggle files (parquet) for these arguments, written on first
     use under ``root`` (default ``recsim_ft.fileio.cache_root() / "hm_synthetic"``) and reused
-    after: the folder's name holds the arguments and :data:`GENERATOR_VERSION`. Written into a
-    temporary folder first and renamed, so a kill or a second process never leaves it half
-    written."""
+    after: the folder's name holds the arguments and :data:`GENERATOR_VERSION` (with ``trips``,
+    :data:`TRIPS_VERSION`). Written into a temporary folder first and renamed, so a kill or a
+    second process never leaves it half written."""
     n_customers = check_int("n_customers", n_customers, low=1)
     root = Path(root) if root is not None else cache_root() / "hm_synthetic"
-    name = f"v{GENERATOR_VERSION}-c{n_customers}-s{int(seed)}" + ("-dynamics" if dynamics else "")
+    if check_bool("trips", trips):
+        name = f"trips{TRIPS_VERSION}-c{n_customers}-s{int(seed)}"
+    else:
+        name = f"v{GENERATOR_VERSION}-c{n_customers}-s{int(seed)}" + (
+            "-dynamics" if dynamics else ""
+        )
     folder = root / name
     if folder.is_dir():
         return folder
     root.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=root))
     try:
-        write_kaggle_files(tmp, n_customers, fmt="parquet", seed=seed, dynamics=dynamics)
+        write_kaggle_files(
+            tmp, n_customers, fmt="parquet", seed=seed, dynamics=dynamics, trips=trips
+        )
         try:
             os.rename(tmp, folder)
         except OSError:  # another process finished first: its files are the same
