@@ -81,13 +81,15 @@ def test_rebuys_follow_a_customer_from_a_week_to_the_next_ones(tx, articles):
 
 
 def test_week_figures_fill_every_row_of_the_real_table(tx, articles):
-    figures = m.week_figures(tx, articles, n_customers=10)
+    with pytest.warns(UserWarning, match="one of the last 8 weeks has 0 buyers"):
+        figures = m.week_figures(tx, articles, n_customers=10)
     assert list(figures.index) == list(m.REAL_WEEKS)
     assert figures.notna().all()
     table = m.week_table({"here": figures})
     assert table.count("\n") == len(m.REAL_WEEKS) + 1
     assert "| 1.500 (out) |" in table  # rows per buying customer-week: outside 2.5-4.5
-    without_articles = m.week_figures(tx)
+    with pytest.warns(UserWarning, match="mostly noise"):
+        without_articles = m.week_figures(tx)
     assert "same product code again within 1 week" not in without_articles
     assert "| - |" in m.week_table({"here": without_articles})
 

@@ -9,6 +9,7 @@ Each takes ``transactions`` with the Kaggle columns ``t_dat`` (date or YYYY-MM-D
 from __future__ import annotations
 
 import os
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -95,6 +96,10 @@ REAL_WEEKS: dict[str, tuple[float, tuple[float, float] | None]] = {
     "same product type again within 2 weeks": (0.143, None),
     "same product type again within 3 weeks": (0.165, None),
 }
+
+
+#: below this many buyers in a week, :func:`week_figures` warns that its figures are noise
+FEWEST_WEEKLY_BUYERS = 1000
 
 
 def _codes(values: pd.Series) -> np.ndarray:
@@ -226,10 +231,16 @@ def week_figures(
     """Every figure of :data:`REAL_WEEKS` on ``transactions`` (the product code and product type
     rows need ``articles``; ``n_customers``: the rows of customers.csv, default the customers who
     buy), indexed as :data:`REAL_WEEKS`."""
+    buyers = weekly_buyers(transactions, 8, n_customers)
+    fewest = int(round(buyers.min() * _n_customers(transactions, n_customers)))
+    if fewest < FEWEST_WEEKLY_BUYERS:
+        warnings.warn(
+            f"one of the last 8 weeks has {fewest:,} buyers: the weekly figures of fewer than "
+            f"{FEWEST_WEEKLY_BUYERS:,} are mostly noise (the real data has about 75,000 a week)",
+            stacklevel=2,
+        )
     figures = {
-        "weekly buyers (share of customers, last 8 weeks)": weekly_buyers(
-            transactions, 8, n_customers
-        ).mean(),
+        "weekly buyers (share of customers, last 8 weeks)": buyers.mean(),
         "rows per buying customer in a week (last 8 weeks)": basket_sizes(transactions, 8).mean(),
         "rows per customer per week (mean over the span)": rows_per_week(transactions, n_customers),
         "purchases of articles first sold in the last week": first_sold_share(transactions, 0),
