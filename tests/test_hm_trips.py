@@ -116,6 +116,9 @@ def test_the_env_and_the_files_take_the_trips(tmp_path):
         HMFashionEnv(n_customers=2000, synthetic_trips=True, synthetic_dynamics=True)
     with pytest.raises(ValueError, match="two stand-ins"):
         generate_frames(100, dynamics=True, trips=True)
+    with pytest.raises(ValueError, match="two stand-ins"):
+        synthetic_files(100, dynamics=True, root=tmp_path, trips=True)
+    assert not list(tmp_path.glob(".*tmp*"))  # nothing half written
 
 
 def test_the_ceiling_knows_the_generators_state_and_beats_every_rule(tmp_path):
@@ -149,3 +152,8 @@ def test_the_ceiling_knows_the_generators_state_and_beats_every_rule(tmp_path):
     strategies = dict(competition.STRATEGIES, ceiling=ceiling.ceiling_strategy(0, n))
     results = competition.evaluate_weeks(t, strategies).set_index("strategy")["MAP@12"]
     assert results["ceiling"] > 1.5 * results.drop("ceiling").max()
+    wrong = ceiling.ceiling_strategy(1, n)  # another seed: another catalogue
+    with pytest.raises(ValueError, match="stand-in with trips of seed 1 and 3,000 customers"):
+        wrong(t, np.array([0]), 12)
+    with pytest.raises(ValueError, match="these transactions have 3,000 customers and its"):
+        ceiling.ceiling_strategy(0, 4000)(t, np.array([0]), 12)

@@ -109,3 +109,22 @@ def test_bad_input_is_named(tx):
         )
     with pytest.raises(ValueError, match="week 2 .* has no purchases"):
         m.first_sold_share(tx, week=2)
+
+
+def test_bad_frames_and_counts_are_named(tx):
+    with pytest.raises(ValueError, match="transactions has no column 't_dat'"):
+        m.weekly_buyers(tx.rename(columns={"t_dat": "day"}))
+    with pytest.raises(ValueError, match="transactions has no rows"):
+        m.rows_per_week(tx.iloc[:0])
+    with pytest.raises(ValueError, match="must be a pandas DataFrame"):
+        m.basket_sizes(tx.to_numpy())
+    with pytest.raises(ValueError, match="weeks"):
+        m.weekly_buyers(tx, weeks=0)
+    with pytest.raises(ValueError, match="within"):
+        m.rebuy_shares(tx, within=(0, 1))
+    with pytest.raises(ValueError, match="within names no number"):
+        m.rebuy_shares(tx, within=())
+    with pytest.raises(ValueError, match="reference_weeks"):
+        m.rebuy_shares(tx, reference_weeks=0)
+    with pytest.raises(ValueError, match="week"):
+        m.first_sold_share(tx, week=-1)

@@ -28,6 +28,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
+from recsim_ft.checks import check_int
 from recsim_ft.competition.strategies import Strategy
 from recsim_ft.envs.hm.data import Transactions
 from recsim_ft.envs.hm.trips import KINDS, _Trips, trips_model
@@ -158,14 +159,23 @@ def ceiling_strategy(seed: int, n_customers: int, chunk_customers: int = 100_000
     """A strategy that ranks by the generator's expected purchases of the target week (see the
     module docstring), for the stand-in with trips of ``seed`` and ``n_customers`` (its files
     as ``synthetic_files`` writes them: customers in generation order)."""
-    from recsim_ft.envs.hm.synthetic import _span
+    from recsim_ft.envs.hm.synthetic import _span, _world
 
+    seed = check_int("seed", seed, low=0)
+    n_customers = check_int("n_customers", n_customers, low=1)
     model = trips_model(seed)
+    world = _world(seed, products=True)
+    article_ids = world.articles["article_id"].to_numpy()
 
     def ceiling(train: Transactions, customers: np.ndarray, k: int) -> np.ndarray:
-        from recsim_ft.envs.hm.synthetic import _world
-
-        first_day, _ = _span(_world(seed, products=True).calibration)
+        if train.n_customers != n_customers or not np.array_equal(train.article_ids, article_ids):
+            raise ValueError(
+                f"the ceiling ranks the stand-in with trips of seed {seed} and {n_customers:,} "
+                f"customers; these transactions have {train.n_customers:,} customers and "
+                + ("its" if np.array_equal(train.article_ids, article_ids) else "another")
+                + " catalogue (another stand-in, seed or size, or real files)"
+            )
+        first_day, _ = _span(world.calibration)
         origin = int((first_day - np.datetime64("1970-01-01")).astype(int))
         start = int(train.days.max()) + 1 - origin  # the target week's first day
         week = int(model.week_of_day[start])

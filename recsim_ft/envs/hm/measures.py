@@ -15,6 +15,8 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from recsim_ft.checks import check_int
+
 
 def _weeks(transactions: pd.DataFrame) -> pd.Series:
     """Week index of each row, counted from the first day of the table."""
@@ -109,8 +111,25 @@ def _codes(values: pd.Series) -> np.ndarray:
     return pd.factorize(values)[0].astype(np.int64)
 
 
+def _check_transactions(transactions: pd.DataFrame) -> None:
+    """A frame with the Kaggle columns the figures read, and rows."""
+    if not isinstance(transactions, pd.DataFrame):
+        raise ValueError(
+            f"transactions must be a pandas DataFrame, got {type(transactions).__name__}"
+        )
+    missing = [c for c in ("t_dat", "customer_id", "article_id") if c not in transactions.columns]
+    if missing:
+        raise ValueError(
+            f"transactions has no column {missing[0]!r} (the Kaggle columns t_dat, customer_id, "
+            f"article_id are needed; it has {list(transactions.columns)})"
+        )
+    if transactions.empty:
+        raise ValueError("transactions has no rows")
+
+
 def _weeks_back(transactions: pd.DataFrame) -> np.ndarray:
     """Week of each row counted back from the table's last day (0: the last 7 days)."""
+    _check_transactions(transactions)
     day = pd.to_datetime(transactions["t_dat"])
     return ((day.max() - day).dt.days // 7).to_numpy(np.int64)
 
@@ -134,6 +153,7 @@ def weekly_buyers(
 ) -> pd.Series:
     """Share of the ``n_customers`` customers (default: those with a purchase in the table) who
     buy in each of the last ``weeks`` weeks; indexed by week back (0: the last)."""
+    check_int("weeks", weeks, low=1)
     back = _weeks_back(transactions)
     customer = _codes(transactions["customer_id"])
     recent = back < weeks
@@ -144,6 +164,7 @@ def weekly_buyers(
 
 def basket_sizes(transactions: pd.DataFrame, weeks: int = 8) -> pd.Series:
     """Rows per buying customer in each of the last ``weeks`` weeks (rows / distinct buyers)."""
+    check_int("weeks", weeks, low=1)
     back = _weeks_back(transactions)
     recent = back < weeks
     frame = pd.DataFrame(
@@ -156,6 +177,7 @@ def basket_sizes(transactions: pd.DataFrame, weeks: int = 8) -> pd.Series:
 def rows_per_week(transactions: pd.DataFrame, n_customers: int | None = None) -> float:
     """Rows per customer per week over the table's span (its first to its last day), of the
     ``n_customers`` customers (default: those with a purchase in the table)."""
+    _check_transactions(transactions)
     day = pd.to_datetime(transactions["t_dat"])
     weeks = ((day.max() - day.min()).days + 1) / 7
     return len(transactions) / weeks / _n_customers(transactions, n_customers)
@@ -164,6 +186,7 @@ def rows_per_week(transactions: pd.DataFrame, n_customers: int | None = None) ->
 def first_sold_share(transactions: pd.DataFrame, week: int = 0) -> float:
     """Share of week ``week``'s purchases (counted back; 0: the last) whose article was first
     sold in that week."""
+    check_int("week", week, low=0)
     back = _weeks_back(transactions)
     first = pd.Series(back).groupby(transactions["article_id"].to_numpy()).transform("max")
     in_week = back == week
@@ -177,6 +200,7 @@ def inactive_share(
 ) -> float:
     """Share of the ``n_customers`` customers (default: those with a purchase in the table)
     without a purchase in the last ``weeks`` weeks."""
+    check_int("weeks", weeks, low=1)
     back = _weeks_back(transactions)
     active = transactions["customer_id"][back < weeks].nunique()
     return 1.0 - active / _n_customers(transactions, n_customers)
@@ -193,6 +217,10 @@ def rebuy_shares(
     column of ``articles`` such as ``product_code`` or ``product_type_no``) again within the
     next k weeks, for each k of ``within``; the mean over the ``reference_weeks`` latest weeks
     whose next ``max(within)`` weeks are in the table. Indexed by k."""
+    within = tuple(check_int("within", k, low=1) for k in within)
+    if not within:
+        raise ValueError("within names no number of weeks")
+    check_int("reference_weeks", reference_weeks, low=1)
     back = _weeks_back(transactions)
     if by == "article_id":
         key = transactions["article_id"].to_numpy()

@@ -749,7 +749,12 @@ def synthetic_files(
     second process never leaves it half written."""
     n_customers = check_int("n_customers", n_customers, low=1)
     root = Path(root) if root is not None else cache_root() / "hm_synthetic"
-    if check_bool("trips", trips):
+    if check_bool("dynamics", dynamics) and check_bool("trips", trips):
+        raise ValueError(
+            "dynamics=True and trips=True are two stand-ins (the trips have dates, drift and "
+            "taste of their own): choose one"
+        )
+    if trips:
         name = f"trips{TRIPS_VERSION}-c{n_customers}-s{int(seed)}"
     else:
         name = f"v{GENERATOR_VERSION}-c{n_customers}-s{int(seed)}" + (
