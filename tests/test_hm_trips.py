@@ -121,7 +121,7 @@ def test_the_env_and_the_files_take_the_trips(tmp_path):
     assert not list(tmp_path.glob(".*tmp*"))  # nothing half written
 
 
-def test_the_ceiling_knows_the_generators_state_and_beats_every_rule(tmp_path):
+def test_the_ceiling_knows_the_generators_state_and_beats_every_rule(tmp_path, monkeypatch):
     """The replayed state is the generator's (a repeat is its source's article, a known sibling
     another colour of its source or a fallback), the expected purchases of a week add up to its
     rows, and ranking by them is far ahead of every rule (the issue's ceiling row)."""
@@ -152,6 +152,11 @@ def test_the_ceiling_knows_the_generators_state_and_beats_every_rule(tmp_path):
     strategies = dict(competition.STRATEGIES, ceiling=ceiling.ceiling_strategy(0, n))
     results = competition.evaluate_weeks(t, strategies).set_index("strategy")["MAP@12"]
     assert results["ceiling"] > 1.5 * results.drop("ceiling").max()
+    # one replay serves the earlier weeks: the same ranking as a replay for each week
+    once = competition.evaluate_weeks(t, {"c": ceiling.ceiling_strategy(0, n)}, weeks=2)
+    monkeypatch.setattr(ceiling, "REPLAY_WEEKS", 1)
+    each = competition.evaluate_weeks(t, {"c": ceiling.ceiling_strategy(0, n)}, weeks=2)
+    assert once["MAP@12"].tolist() == each["MAP@12"].tolist()
     wrong = ceiling.ceiling_strategy(1, n)  # another seed: another catalogue
     with pytest.raises(ValueError, match="stand-in with trips of seed 1 and 3,000 customers"):
         wrong(t, np.array([0]), 12)

@@ -36,6 +36,9 @@ from recsim_ft.envs.hm.trips import KINDS, _Trips, trips_model
 OPEN, FRESH, COMPLEMENT, SIBLING, REPEAT = range(len(KINDS))
 #: customers ranked at a time (each a dense row over the catalogue, float32)
 BATCH = 512
+#: target weeks one replay of the generator covers (the command's default 3): the strategy is
+#: called for the latest first, and the earlier ones reuse it
+REPLAY_WEEKS = 3
 
 
 def _week_rows(seed: int, n_customers: int, first: int, last: int, chunk: int) -> dict:
@@ -75,6 +78,7 @@ def _week_rows(seed: int, n_customers: int, first: int, last: int, chunk: int) -
         "kind": np.concatenate(parts["kind"]),
         "source_article": np.concatenate(parts["source_article"]),
         "source_day": np.concatenate(parts["source_day"]),
+        "day": np.concatenate(parts["day"]),
         "taste": np.concatenate(parts["taste"]),
         "segment": np.concatenate(parts["segment"]),
     }
@@ -179,10 +183,22 @@ def ceiling_strategy(seed: int, n_customers: int, chunk_customers: int = 100_000
         origin = int((first_day - np.datetime64("1970-01-01")).astype(int))
         start = int(train.days.max()) + 1 - origin  # the target week's first day
         week = int(model.week_of_day[start])
-        replay = _week_rows(seed, n_customers, start, start + 6, chunk_customers)
+        if not replayed or not replayed["first"] <= start <= replayed["last"] - 6:
+            first = max(0, start - 7 * (REPLAY_WEEKS - 1))
+            rows = _week_rows(seed, n_customers, first, start + 6, chunk_customers)
+            replayed.update(first=first, last=start + 6, rows=rows)
+        replay = _in_days(replayed["rows"], start, start + 6)
         return _rank(model, _WeekModel(model, week), replay, start, customers, k)
 
+    replayed: dict = {}
     return ceiling
+
+
+def _in_days(replay: dict, first: int, last: int) -> dict:
+    """The purchases of ``replay`` on days [first, last] (the customers' state unchanged)."""
+    keep = (replay["day"] >= first) & (replay["day"] <= last)
+    per_customer = ("taste", "segment")
+    return {k: v if k in per_customer else v[keep] for k, v in replay.items()}
 
 
 def expected_purchases(
