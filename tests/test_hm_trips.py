@@ -10,8 +10,12 @@ import pytest
 
 from recsim_ft.envs.hm import measures
 from recsim_ft.envs.hm.env import HMFashionEnv
-from recsim_ft.envs.hm.synthetic import generate_frames, load_calibration, synthetic_files
-from recsim_ft.envs.hm.trips import trips_model
+from recsim_ft.envs.hm.synthetic import (
+    generate_frames,
+    load_calibration,
+    synthetic_files,
+    trips_model,
+)
 
 N_CUSTOMERS = 30_000
 

@@ -31,7 +31,8 @@ import numpy as np
 from recsim_ft.checks import check_int
 from recsim_ft.competition.strategies import Strategy
 from recsim_ft.envs.hm.data import Transactions
-from recsim_ft.envs.hm.trips import KINDS, _Trips, trips_model
+from recsim_ft.envs.hm.synthetic import trips_model
+from recsim_ft.envs.hm.trips import KINDS, _Trips
 
 OPEN, FRESH, COMPLEMENT, SIBLING, REPEAT = range(len(KINDS))
 #: customers ranked at a time (each a dense row over the catalogue, float32)

@@ -59,7 +59,7 @@ import pyarrow.parquet as pq
 
 from recsim_ft.checks import check_bool, check_int
 from recsim_ft.envs.hm.data import ARTICLE_COLUMNS
-from recsim_ft.envs.hm.trips import _Trips, trips_model
+from recsim_ft.envs.hm.trips import _Trips, build_trips
 from recsim_ft.fileio import cache_root
 from recsim_ft.progress import progress_bar
 
@@ -584,6 +584,14 @@ def _dynamics(seed: int) -> _Dynamics:
         cdfs.append(np.cumsum(weight[at]) / weight[at].sum())
         shares.append(weight[at].sum())
     return _Dynamics(release, life, tail_groups, cdfs, np.array(shares) / np.sum(shares))
+
+
+@lru_cache(maxsize=2)
+def trips_model(seed: int) -> _Trips:
+    """The shopping trips of ``seed``'s stand-in with trips (``recsim_ft.envs.hm.trips``)."""
+    world = _world(seed, products=True)
+    first, days = _span(world.calibration)
+    return build_trips(world, seed, first, days, SEASON_PEAKS, DYNAMICS)
 
 
 def iter_chunks(

@@ -32,9 +32,10 @@ fall in the real data's bands at full size. They are invented: the statistics ar
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
+from typing import Any
 
 import numpy as np
+from scipy.special import softmax
 
 #: The invented parameters of the trips (see the module docstring): the customers' active
 #: window (days: log-normal median and sigma), the share of purchases after a customer's first
@@ -155,6 +156,8 @@ class _Trips:
     product_rank: np.ndarray  # (n_articles,) the article's position within its product
     product_members: np.ndarray
     head_probability: np.ndarray  # (weeks,) share of a week's fresh purchases from the head
+    taste_share: float  # share of the tail's fresh purchases steered by the customer's taste
+    taste_concentration: float  # of the taste's Dirichlet (smaller: more peaked)
 
     def rows(
         self,
@@ -282,10 +285,8 @@ class _Trips:
 
     def _taste(self, rng: np.random.Generator, n: int) -> np.ndarray:
         """Each customer's cumulative taste over the tail's index groups (the dynamics')."""
-        from recsim_ft.envs.hm.synthetic import DYNAMICS
-
         groups = len(self.tail_group_shares)
-        taste = rng.dirichlet(DYNAMICS["taste_concentration"] * groups * self.tail_group_shares, n)
+        taste = rng.dirichlet(self.taste_concentration * groups * self.tail_group_shares, n)
         return np.cumsum(taste, axis=1)
 
     def _fresh(
@@ -293,8 +294,6 @@ class _Trips:
     ) -> np.ndarray:
         """Articles by the stand-in's purchase model in ``week``: a top article by segment, or a
         tail article, by the customer's taste over index groups for ``taste_share`` of them."""
-        from recsim_ft.envs.hm.synthetic import DYNAMICS
-
         rows = len(week)
         article = np.empty(rows, np.int64)
         head = rng.random(rows) < self.head_probability[week]
@@ -302,7 +301,7 @@ class _Trips:
         flat = _search(self.head_flat, key + rng.random(len(key)))
         article[head] = np.clip(flat - key * self.n_head, 0, self.n_head - 1)
         at = np.flatnonzero(~head)
-        steered = rng.random(len(at)) < DYNAMICS["taste_share"]
+        steered = rng.random(len(at)) < self.taste_share
         group = (rng.random(len(at))[:, None] > taste[~head][:, :-1]).sum(axis=1)
         lo = np.where(steered, self.tail_blocks[group], 0)
         hi = np.where(steered, self.tail_blocks[group + 1], self.tail_blocks[-1])
@@ -326,15 +325,21 @@ def _life_mass(release_day: np.ndarray, life: np.ndarray, week_edges: np.ndarray
     return survival[:-1] - survival[1:]
 
 
-@lru_cache(maxsize=2)
-def trips_model(seed: int) -> _Trips:
-    """The trips of ``seed``'s stand-in (its catalogue with products)."""
-    from recsim_ft.envs.hm.synthetic import N_HEAD, SEASON_PEAKS, _softmax, _span, _world
-
-    world = _world(seed, products=True)
-    cal = world.calibration
+def build_trips(
+    world: Any,
+    seed: int,
+    first: np.datetime64,
+    days: int,
+    season_peaks: dict[str, int],
+    taste: dict[str, float],
+) -> _Trips:
+    """The trips of ``seed``'s stand-in over its ``world`` (``synthetic._World``: the catalogue
+    with products; not imported, as ``synthetic`` imports this module) and its
+    ``days`` from ``first``; ``season_peaks`` and ``taste`` (``taste_share``,
+    ``taste_concentration``) as the dynamics' (``recsim_ft.envs.hm.synthetic``, whose
+    ``trips_model`` calls this and caches it)."""
+    n_head = len(world.head_target)
     rng = np.random.default_rng([seed, 6])
-    first, days = _span(cal)
     shift = (7 - days % 7) % 7  # the last day closes the last week
     week_of_day = (np.arange(days) + shift) // 7
     n_weeks = int(week_of_day[-1]) + 1
@@ -358,38 +363,38 @@ def trips_model(seed: int) -> _Trips:
     release_day = np.empty(n, np.int64)
     for name in np.unique(groups):
         at = np.flatnonzero(groups == name)
-        peak = SEASON_PEAKS.get(name, rng.integers(0, 365))
+        peak = season_peaks.get(name, rng.integers(0, 365))
         weight = 1 + 0.6 * np.cos(2 * np.pi * (release_doy - peak) / 365.25)
         release_day[at] = rng.choice(candidates, size=len(at), p=weight / weight.sum())
     release_week = np.floor((release_day + shift) / 7).astype(np.int64)
     life = rng.lognormal(np.log(TRIPS["life_days_median"]), TRIPS["life_days_sigma"], n)
-    life[:N_HEAD] *= TRIPS["head_life_days_median"] / TRIPS["life_days_median"]
+    life[:n_head] *= TRIPS["head_life_days_median"] / TRIPS["life_days_median"]
     # the top articles (the two years' best sellers, calibrated over them) sell most of their
     # life inside the data (more than half: out from one mean life before it to one before its
     # end), so that the calibration compresses no life more than about twofold
-    mean_life = TRIPS["life_shape"] * life[:N_HEAD]
+    mean_life = TRIPS["life_shape"] * life[:n_head]
     low = np.maximum(-before, -mean_life)
     high = np.maximum(low + 7, days - mean_life)
-    release_week[:N_HEAD] = np.floor((low + rng.random(N_HEAD) * (high - low) + shift) / 7)
+    release_week[:n_head] = np.floor((low + rng.random(n_head) * (high - low) + shift) / 7)
     mass = _life_mass(release_week * 7.0 - shift, life, week_edges)  # (weeks, articles)
-    mass[:, :N_HEAD] /= mass[:, :N_HEAD].sum(axis=0, keepdims=True)  # calibrated over the data
+    mass[:, :n_head] /= mass[:, :n_head].sum(axis=0, keepdims=True)  # calibrated over the data
     # the top articles' share of a week's purchases follows how many of them are on sale
     target = world.head_target
-    head_volume = mass[:, :N_HEAD] @ target  # (weeks,) share of the head's sales in each week
+    head_volume = mass[:, :n_head] @ target  # (weeks,) share of the head's sales in each week
     head_probability = np.minimum(world.head_share * head_volume / week_share, 0.9)
 
     # the head by segment and week, its weights re-fitted to the calibrated shares
     present = np.flatnonzero(world.population > 0)
     population, preference = world.population[present], world.preference[present]
-    head_mass = mass[:, :N_HEAD]
+    head_mass = mass[:, :n_head]
     log_weight = np.log(target)
     for _ in range(30):
-        weight = _softmax(log_weight + preference)  # (segments, head), rows sum to 1
+        weight = softmax(log_weight + preference, axis=1)  # (segments, head), rows sum to 1
         norm = weight @ head_mass.T  # (segments, weeks)
         share = population @ (weight * ((head_volume / norm) @ head_mass))
         log_weight += np.log(target) - np.log(share)
-    weight = _softmax(log_weight + preference)
-    head_flat = np.empty((len(present), n_weeks, N_HEAD))
+    weight = softmax(log_weight + preference, axis=1)
+    head_flat = np.empty((len(present), n_weeks, n_head))
     for k in range(len(present)):
         cdf = np.cumsum(weight[k] * head_mass, axis=1)
         head_flat[k] = k * n_weeks + np.arange(n_weeks)[:, None] + cdf / cdf[:, -1:]
@@ -403,11 +408,11 @@ def trips_model(seed: int) -> _Trips:
     )
     group_names, product_group = np.unique(groups, return_inverse=True)
     popularity = np.zeros(n)
-    popularity[:N_HEAD] = target * world.head_share
-    popularity[N_HEAD : N_HEAD + len(world.tail_cdf)] = np.diff(world.tail_cdf, prepend=0.0) * (
+    popularity[:n_head] = target * world.head_share
+    popularity[n_head : n_head + len(world.tail_cdf)] = np.diff(world.tail_cdf, prepend=0.0) * (
         1 - world.head_share
     )
-    tail = np.arange(N_HEAD, n)
+    tail = np.arange(n_head, n)
     tail_order = tail[np.argsort(index_group[tail], kind="stable")]
     tail_blocks = np.searchsorted(index_group[tail_order], np.arange(len(index_names) + 1))
     tail_group_shares = np.bincount(index_group[tail], popularity[tail], len(index_names))
@@ -440,7 +445,7 @@ def trips_model(seed: int) -> _Trips:
         release_week=release_week,
         segment_row=compact,
         head_flat=head_flat.ravel(),
-        n_head=N_HEAD,
+        n_head=n_head,
         n_weeks=n_weeks,
         tail=_BlockSampler(weekly, tail_order),
         tail_blocks=tail_blocks,
@@ -455,4 +460,6 @@ def trips_model(seed: int) -> _Trips:
         product_rank=rank,
         product_members=members,
         head_probability=head_probability,
+        taste_share=taste["taste_share"],
+        taste_concentration=taste["taste_concentration"],
     )
