@@ -50,8 +50,17 @@ def _week_rows(seed: int, n_customers: int, first: int, last: int, chunk: int) -
 
     world = _world(seed, products=True)
     model = trips_model(seed)
-    parts: dict[str, list] = {k: [] for k in ("customer", "article", "kind", "source", "day")}
-    parts.update(source_article=[], source_day=[], taste=[], segment=[])
+    names = (
+        "customer",
+        "article",
+        "kind",
+        "day",
+        "source_article",
+        "source_day",
+        "taste",
+        "segment",
+    )
+    parts: dict[str, list] = {name: [] for name in names}
     for k, start in enumerate(range(0, n_customers, chunk)):
         rng = np.random.default_rng([seed, 1, k])
         n = min(chunk, n_customers - start)
@@ -70,19 +79,9 @@ def _week_rows(seed: int, n_customers: int, first: int, last: int, chunk: int) -
         parts["day"].append(day[keep])
         parts["source_article"].append(np.where(known, article[np.maximum(source, 0)], -1))
         parts["source_day"].append(np.where(known, day[np.maximum(source, 0)], -1))
-        parts["source"].append(source)
         parts["taste"].append(np.diff(latents["taste"], axis=1, prepend=0.0))
         parts["segment"].append(segment)
-    return {
-        "customer": np.concatenate(parts["customer"]),
-        "article": np.concatenate(parts["article"]),
-        "kind": np.concatenate(parts["kind"]),
-        "source_article": np.concatenate(parts["source_article"]),
-        "source_day": np.concatenate(parts["source_day"]),
-        "day": np.concatenate(parts["day"]),
-        "taste": np.concatenate(parts["taste"]),
-        "segment": np.concatenate(parts["segment"]),
-    }
+    return {key: np.concatenate(values) for key, values in parts.items()}
 
 
 class _WeekModel:
@@ -113,7 +112,7 @@ class _WeekModel:
         outfits = _positions(model.outfits, week)
         n_index, n_groups, _ = model.outfit_block.shape
         self.complement_row = np.full((n_index, n_groups), -1)
-        blocks = []
+        complements = []
         for i in range(n_index):
             for g in range(n_groups):
                 target = model.complement_group[g]
@@ -123,9 +122,9 @@ class _WeekModel:
                 if hi > lo and outfits[lo:hi].sum() > 0:
                     distribution = np.zeros(n_articles)
                     distribution[model.outfits.order[lo:hi]] = _normalised(outfits[lo:hi])
-                    self.complement_row[i, g] = len(blocks)
-                    blocks.append(distribution)
-        self.outfits = np.array(blocks).reshape(len(blocks), n_articles)
+                    self.complement_row[i, g] = len(complements)
+                    complements.append(distribution)
+        self.outfits = np.array(complements).reshape(len(complements), n_articles)
         self.cell = model.index_group * n_groups + model.product_group  # each article's cell
         self.n_cells = n_index * n_groups
         # other colours: on sale this week, and the share of an article's colours that are not
