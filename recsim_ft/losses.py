@@ -162,6 +162,7 @@ def in_batch_softmax_loss(
     uniform_items: Tensor | None = None,
     uniform_embeddings: Tensor | None = None,
     prior: bool = False,
+    first_row: int = 0,
 ) -> Tensor:
     """``softmax`` with in-batch negatives and the logQ correction (module docstring): the
     users' (B, d) logged items (B,), whose embeddings are ``item_embeddings`` (B, d), against the
@@ -169,18 +170,21 @@ def in_batch_softmax_loss(
     ``uniform_items`` (M,) drawn uniformly from the ``len(log_q)`` items, with embeddings
     ``uniform_embeddings`` (M, d), are mixed into every row's negatives. ``prior``: every
     logit carries the popularity prior ``log q`` (module docstring). Over the rows with a
-    positive reward (0 when there is none)."""
+    positive reward (0 when there is none). ``first_row``: the users are the batch's rows from
+    ``first_row`` on (``rewards`` theirs), as when data-parallel workers each take a share of the
+    batch and gather its items (``recsim_ft.parallel``)."""
     scores = user_embeddings @ item_embeddings.T / temperature  # [b, c]: user b, row c's item
-    positive_scores = scores.diagonal()
-    negative = logged_items[None, :] != logged_items[:, None]  # other rows, other items
+    positive_scores = scores.diagonal(first_row)
+    own_items = logged_items[first_row : first_row + len(user_embeddings)]
+    negative = logged_items[None, :] != own_items[:, None]  # other rows, other items
     n_negatives = negative.sum(dim=1, keepdim=True).clamp(min=1)
     candidates = logged_items
     if uniform_items is not None and len(uniform_items):
         candidates = torch.cat([logged_items, uniform_items])
         scores = torch.cat([scores, user_embeddings @ uniform_embeddings.T / temperature], dim=1)
-        negative = candidates[None, :] != logged_items[:, None]
+        negative = candidates[None, :] != own_items[:, None]
     # log of candidate c's expected count among row b's batch negatives, n_b q_c / (1 - q_a)
-    log_positive_q = log_q[logged_items]
+    log_positive_q = log_q[own_items]
     correction = (
         n_negatives.log() + log_q[candidates][None, :] - torch.log1p(-log_positive_q.exp())[:, None]
     )

@@ -58,6 +58,7 @@ from recsim_ft.losses import (
 from recsim_ft.metrics import metric_names
 from recsim_ft.models import FeatureTensors, TwoTower
 from recsim_ft.models.presets import preset_of
+from recsim_ft.parallel import DataParallel, train_on_ray
 from recsim_ft.precision import PRECISIONS, autocast, resolve_precision
 from recsim_ft.progress import progress_bar
 from recsim_ft.protocol import DEFAULT_PROTOCOL, SPLITS, Protocol, protocol_for
@@ -86,6 +87,7 @@ _RESUME_KEYS = (
     "negatives",
     "uniform_negatives",
     "popularity_prior",
+    "workers",
     "lr",
     "schedule",
     "batch_size",
@@ -175,6 +177,8 @@ class TrainConfig:
     each training step as a captured CUDA graph (see :class:`TrainStep`); no effect on CPU.
     ``threads``: torch's CPU threads while training (None: ``recsim_ft.threads.default_threads``,
     one unless ``RECSIM_FT_THREADS`` says otherwise; see that module for why).
+    ``workers``: train data-parallel on that many Ray Train workers, each with ``threads``
+    threads (``recsim_ft.parallel`` says how the batch, the learning rate and the seeds go).
     ``loss``: ``"mse"`` (the paper's), ``"bce"`` or ``"softmax"`` with its ``temperature`` and
     ``negatives`` (``"auto"``, ``"catalogue"`` or ``"batch"``: in-batch with the logQ
     correction), with ``uniform_negatives`` items drawn uniformly per step mixed into the
@@ -249,6 +253,15 @@ class TrainConfig:
         preset=True,
         tag="neg",
         choices=NEGATIVES,
+    )
+    workers: int | None = _option(
+        None,
+        "train data-parallel on N Ray Train workers (the ray extra; the batch is divided among "
+        "them, the learning rate stays; see recsim_ft.parallel)",
+        parse=parse_count,
+        tag="w",
+        metavar="N",
+        none="one process, without Ray",
     )
     popularity_prior: bool | str = _option(
         False,
@@ -348,7 +361,8 @@ class TrainConfig:
         return replace(
             self,
             lr=check_float("lr", self.lr, low=0, low_open=True, allow_none=True),
-            batch_size=check_int("batch_size", self.batch_size, low=1),
+            batch_size=self._checked_batch(),
+            workers=check_int("workers", self.workers, low=1, allow_none=True),
             temperature=temperature,
             uniform_negatives=check_int("uniform_negatives", self.uniform_negatives, low=0),
             steps=check_int("steps", self.steps, low=1, allow_none=True),
@@ -361,6 +375,16 @@ class TrainConfig:
             threads=check_int("threads", self.threads, low=1, allow_none=True),
             select_users=check_int("select_users", self.select_users, low=1),
         )
+
+    def _checked_batch(self) -> int:
+        batch_size = check_int("batch_size", self.batch_size, low=1)
+        workers = check_int("workers", self.workers, low=1, allow_none=True)
+        if workers is not None and batch_size % workers:
+            raise ValueError(
+                f"batch_size={batch_size} does not divide among workers={workers}: each worker "
+                "takes an equal share of every batch; choose a multiple of the workers"
+            )
+        return batch_size
 
     def evaluation_users(self, env: gym.Env) -> tuple[Batch, Batch | None]:
         """The users the run is scored on during training (``eval_users`` of ``eval_split``) and,
@@ -489,8 +513,9 @@ class TrainStep:
         precision: str = "fp32",
         in_batch: bool | None = None,
         popularity_prior: bool = False,
+        parallel: DataParallel | None = None,
     ) -> None:
-        self.model, self.optimizer = model, optimizer
+        self.model, self.optimizer, self.parallel = model, optimizer, parallel
         # the forward's matrix products in bf16 (autocast), weights, Adam and losses in float32
         self.autocast = partial(autocast, precision, actions.device)
         # log_q: the items' log-frequencies among the softmax's rows, which the in-batch softmax
@@ -528,6 +553,9 @@ class TrainStep:
             with low_precision():
                 user_embeddings = model.user_tower(users)
                 item_embeddings = model.item_tower(_rows(self.item_table, actions))
+            first_row = 0
+            if self.parallel is not None:  # every worker's users against the whole batch's items
+                item_embeddings, actions, first_row = self.parallel.gather(item_embeddings, actions)
             loss = in_batch_softmax_loss(
                 user_embeddings,
                 item_embeddings,
@@ -538,6 +566,7 @@ class TrainStep:
                 uniform,
                 uniform_embeddings,
                 self.popularity_prior,
+                first_row,
             )
         elif self.loss_kind == "softmax":
             with low_precision():
@@ -557,6 +586,8 @@ class TrainStep:
             loss = pair_loss(self.loss_kind, scores, rewards)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        if self.parallel is not None:
+            loss = self.parallel.average(self.model, loss)
         self.optimizer.step()
         return loss.detach()
 
@@ -625,12 +656,20 @@ def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
 def _load_checkpoint(path: Path, config: TrainConfig, log_digest: str) -> dict[str, Any]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-        version = state["version"]
+        state["version"]
     except Exception as err:  # torch raises many kinds for a damaged file; all mean the same here
         raise ValueError(
             f"checkpoint {path} is corrupted or not a recsim-ft checkpoint ({err}); "
             "delete it to train from scratch"
         ) from err
+    return _checked_checkpoint(state, path, config, log_digest)
+
+
+def _checked_checkpoint(
+    state: dict[str, Any], path: Path | None, config: TrainConfig, log_digest: str
+) -> dict[str, Any]:
+    """``state``, refused unless this run (``config``, the log's digest) can resume it."""
+    version = state["version"]
     if version != _CHECKPOINT_VERSION:
         raise ValueError(
             f"checkpoint {path} has version {version}, this recsim-ft reads {_CHECKPOINT_VERSION}; "
@@ -647,6 +686,7 @@ def _load_checkpoint(path: Path, config: TrainConfig, log_digest: str) -> dict[s
     saved.setdefault("select_metric", None)  # and before early stopping
     saved.setdefault("select_users", 400)
     saved.setdefault("precision", "fp32")  # and before the precisions
+    saved.setdefault("workers", None)  # and before training on several workers
     changed = [k for k in _RESUME_KEYS if _plain(saved[k]) != _plain(wanted[k])]
     if state["log_digest"] != log_digest:
         changed.append("the training log")
@@ -696,6 +736,7 @@ def train(
     resume: bool = False,
     progress: Progress = None,
     allow_env_mismatch: bool = False,
+    address: str | None = None,
 ) -> TrainResult:
     """Fit ``model`` to ``log`` by MSE on the logged rewards; evaluate on ``env``'s test users.
 
@@ -711,8 +752,66 @@ def train(
     ``KeyboardInterrupt``. ``progress``: see :data:`Progress`. Randomness during training comes
     from ``config.seed`` only; the caller's global torch RNG is left untouched. The model's
     initial weights are the caller's business (``TwoTowerAgent`` seeds them from ``config.seed``).
+    ``config.workers``: data-parallel on that many Ray Train workers (``recsim_ft.parallel``), on
+    the cluster at ``address`` (else ``RAY_ADDRESS``, else a local runtime); the model is
+    trained in place as in one process, and this process writes ``out_dir``.
     """
     config = config or TrainConfig()
+    if config.workers is None:
+        if address is not None:
+            raise ValueError(
+                f"address={address!r} names the Ray cluster to train on, and this run has no "
+                "workers: set workers too"
+            )
+        return _train(model, log, env, config, out_dir, resume, progress, allow_env_mismatch)
+    resolved = _prepared(model, log, env, config, allow_env_mismatch)[0]  # errors before Ray
+    checkpoint = Path(out_dir) / CHECKPOINT_NAME if out_dir is not None else None
+    if checkpoint is not None and checkpoint.exists():
+        if not resume:
+            raise _existing_checkpoint(checkpoint)
+        _load_checkpoint(checkpoint, resolved, log.content_digest())  # refused here, by name
+    report = progress if callable(progress) else None
+    bar = progress_bar(
+        False if report is not None else progress, total=resolved.steps, desc="train", unit="step"
+    )
+    with bar:
+        result = train_on_ray(
+            _train,
+            model,
+            log,
+            env,
+            config,
+            checkpoint,
+            resume,
+            report or (lambda step, total: bar.update(step - bar.n)),
+            address,
+            out_dir=out_dir,
+            progress=None,
+            allow_env_mismatch=allow_env_mismatch,
+        )
+    trained = result.model
+    model.set_item_prior(trained.item_prior if len(trained.item_prior) else None, trained.catalogue)
+    model.load_state_dict(trained.state_dict())
+    return replace(result, model=model.eval(), checkpoint=checkpoint)
+
+
+def _existing_checkpoint(checkpoint: Path) -> FileExistsError:
+    return FileExistsError(
+        f"{checkpoint} already exists; pass resume=True to continue that run, "
+        "or use another out_dir"
+    )
+
+
+def _prepared(
+    model: TwoTower,
+    log: InteractionLog,
+    env: gym.Env | None,
+    config: TrainConfig,
+    allow_env_mismatch: bool,
+) -> tuple[TrainConfig, bool, np.ndarray | None, int]:
+    """``config`` resolved for this log and env (every input checked), whether the softmax's
+    negatives come from the batch, the rows it trains on (the positive ones; None: all) and
+    their count."""
     if env is None:
         if config.select_metric not in (None, "none"):
             raise ValueError(
@@ -749,6 +848,27 @@ def train(
     prior = check_popularity_prior(config.loss, config.popularity_prior)
     config = replace(config, popularity_prior=resolve_popularity_prior(prior, in_batch))
     config = config.resolve(n_rows, DEFAULT_PROTOCOL if env is None else protocol_for(env))
+    return config, in_batch, positive_rows, n_rows
+
+
+def _train(
+    model: TwoTower,
+    log: InteractionLog,
+    env: gym.Env | None,
+    config: TrainConfig,
+    out_dir: str | os.PathLike | None,
+    resume: bool,
+    progress: Progress,
+    allow_env_mismatch: bool,
+    parallel: DataParallel | None = None,
+) -> TrainResult:
+    """:func:`train` in this process, or as the worker ``parallel`` of a data-parallel run
+    (``recsim_ft.parallel``: it reads and writes the checkpoint through the driver, only worker
+    0 evaluates and reports)."""
+    config, in_batch, positive_rows, n_rows = _prepared(model, log, env, config, allow_env_mismatch)
+    main = parallel is None or parallel.main
+    if parallel is not None:
+        progress = (lambda step, total: parallel.send("progress", (step, total))) if main else False
     log_q = None
     if in_batch or config.popularity_prior:
         counts = np.bincount(log.actions[positive_rows], minlength=log.n_items)  # batch items
@@ -784,7 +904,7 @@ def train(
     scoring_users, select_users = (None, None) if env is None else config.evaluation_users(env)
 
     def evaluate_model(users: Batch | None) -> dict[str, float]:
-        if users is None:  # no env: the curve is the training loss
+        if users is None or not main:  # no env: the curve is the training loss
             return {}
         model.eval()
         metrics = evaluate(
@@ -798,7 +918,7 @@ def train(
         the curve has every metric on the validation users, so that what selecting on another
         metric would have chosen can be read from it)."""
         row = {"step": step, "loss": loss, **evaluate_model(scoring_users)}
-        if config.select_metric is not None:
+        if config.select_metric is not None and main:
             validation = evaluate_model(select_users)
             row.update({f"validation {k}": v for k, v in validation.items()})
             value = validation[config.select_metric]
@@ -811,13 +931,16 @@ def train(
     log_digest = log.content_digest() if checkpoint is not None else ""
     start, curve, loss_sum, loss_count = 0, [], torch.zeros((), device=device), 0
     rng_states, best = {}, {}
-    if not resume and checkpoint is not None and checkpoint.exists():
-        raise FileExistsError(
-            f"{checkpoint} already exists; pass resume=True to continue that run, "
-            "or use another out_dir"
-        )
-    if resume and checkpoint is not None and checkpoint.exists():
+    state = None
+    if parallel is not None:  # the driver's: the one resumed, or the last a failed group sent
+        state = parallel.last_checkpoint()
+        if state is not None:
+            state = _checked_checkpoint(state, checkpoint, config, log_digest)
+    elif checkpoint is not None and checkpoint.exists():
+        if not resume:
+            raise _existing_checkpoint(checkpoint)
         state = _load_checkpoint(checkpoint, config, log_digest)
+    if state is not None:
         try:
             model.load_state_dict(state["model"])
         except RuntimeError as err:
@@ -832,9 +955,10 @@ def train(
     started, first_step = time.perf_counter(), start
     rng_devices = [device] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=rng_devices), torch_threads(config.threads):
-        torch.manual_seed(config.seed)
+        torch.manual_seed(config.seed if parallel is None else parallel.seed(config.seed))
         if rng_states:
-            torch.set_rng_state(rng_states["cpu"])
+            rank = 0 if parallel is None else parallel.rank
+            torch.set_rng_state(rng_states.get("workers", [rng_states["cpu"]])[rank])
             if device.type == "cuda":
                 torch.cuda.set_rng_state(rng_states["cuda"], device)
         model.train()
@@ -855,13 +979,16 @@ def train(
             config.precision,
             in_batch,
             config.popularity_prior,
+            parallel,
         )
 
         def save_checkpoint(step: int) -> None:
             rng = {"cpu": torch.get_rng_state()}
+            if parallel is not None:  # every worker's, gathered (all of them call this)
+                rng["workers"] = parallel.gather_object(rng["cpu"])
             if device.type == "cuda":
                 rng["cuda"] = torch.cuda.get_rng_state(device)
-            _save_checkpoint(
+            (_save_checkpoint if parallel is None else parallel.save)(
                 checkpoint,
                 {
                     "version": _CHECKPOINT_VERSION,
@@ -902,7 +1029,8 @@ def train(
                     optimizer.param_groups[0]["lr"].fill_(
                         scheduled_lr(config.schedule, config.lr, step, config.steps)
                     )
-                loss = step_once(order[position * batch_size : (position + 1) * batch_size])
+                batch = order[position * batch_size : (position + 1) * batch_size]
+                loss = step_once(batch if parallel is None else parallel.share(batch))
                 loss_sum, loss_count = loss_sum + loss, loss_count + 1
 
                 bar.update()
@@ -954,7 +1082,7 @@ def train(
         for k, v in last.items()
         if k not in ("step", "loss") and not k.startswith("validation ")
     }
-    return TrainResult(
+    result = TrainResult(
         model,
         frame,
         final,
@@ -964,3 +1092,6 @@ def train(
         checkpoint,
         best.get("step"),
     )
+    if parallel is not None:
+        parallel.send("result", result)
+    return result

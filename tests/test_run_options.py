@@ -23,6 +23,7 @@ OTHER_VALUES = {
     "schedule": ("cosine", "cosine"),
     "steps": ("40", 40),
     "negatives": ("batch", "batch"),
+    "workers": ("2", 2),
     "popularity_prior": ("auto", "auto"),
     "select_metric": ("HR@5", "HR@5"),
     "precision": ("bf16", "bf16"),

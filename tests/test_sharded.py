@@ -10,8 +10,9 @@ import pytest
 
 from recsim_ft.agents import TwoTowerAgent
 from recsim_ft.data import collect
+from recsim_ft.parallel import check_address, start_ray
 from recsim_ft.retrieval import ItemEmbeddings, embed_rows
-from recsim_ft.retrieval.sharded import check_address, sharded_top_k, start_ray
+from recsim_ft.retrieval.sharded import sharded_top_k
 from recsim_ft.train import TrainConfig
 
 ray = pytest.importorskip("ray")

@@ -198,6 +198,7 @@ def two_tower_fitter(
             resume=args.resume,
             progress=None,
             model_preset=args.model_preset,
+            address=args.address,
         )
 
     return fit
@@ -321,14 +322,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     add_training_options(p, exclude=NO_ENV_OPTIONS)
     p.add_argument(
-        "--workers",
-        type=positive_int,
-        help=f"rank {TWO_TOWER}'s customers in blocks across this many Ray workers (the 'ray' "
-        "extra; the same answer as one process; default: one process)",
-    )
-    p.add_argument(
         "--address",
-        help="the Ray cluster of --workers (default: a local Ray runtime with --workers CPUs)",
+        help="the Ray cluster of --workers, which train the learned strategies and rank "
+        f"{TWO_TOWER}'s customers in blocks (default: a local Ray runtime with --workers CPUs)",
     )
     p.add_argument(
         "--submission",

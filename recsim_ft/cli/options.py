@@ -7,14 +7,17 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from recsim_ft.checks import check_int
 from recsim_ft.data import InteractionLog
 from recsim_ft.envs import make_env
 from recsim_ft.models import PRESETS
+from recsim_ft.parallel import check_address
 from recsim_ft.train import Option, TrainConfig, run_options
 
 
@@ -224,6 +227,30 @@ def env_options(p: argparse.ArgumentParser, required: bool) -> None:
         metavar="KWARGS",
         help="env kwargs as a JSON object ('{\"clusters\": 25}') or key=value pairs",
     )
+
+
+@contextmanager
+def training_cluster(address: str | None, workers: int | None) -> Iterator[None]:
+    """Within the block, training on ``--workers`` joins the Ray cluster at ``address`` (through
+    ``RAY_ADDRESS``, Ray's own variable, which every run's process inherits); restored after."""
+    if address is None:
+        yield
+        return
+    if workers is None:
+        raise UsageError(f"--address {address} names the Ray cluster of --workers: give --workers")
+    try:
+        check_address(address)
+    except (ValueError, ConnectionError) as err:
+        raise UsageError(f"--address: {err}") from None
+    before = os.environ.get("RAY_ADDRESS")
+    os.environ["RAY_ADDRESS"] = address
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ["RAY_ADDRESS"]
+        else:
+            os.environ["RAY_ADDRESS"] = before
 
 
 def threads_option(p: argparse.ArgumentParser) -> None:

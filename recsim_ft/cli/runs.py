@@ -26,6 +26,7 @@ from recsim_ft.cli.options import (
     parse_env_kwargs,
     positive_int,
     threads_option,
+    training_cluster,
     training_options,
 )
 from recsim_ft.experiments import RunDir, RunSpec, SavedRun
@@ -100,7 +101,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             step, steps = saved
             print(f"recsim-ft: resuming {run_dir} at step {step:,} of {steps:,}", file=sys.stderr)
     try:
-        metrics = experiments.run(spec, run_dir, resume=args.resume, progress=not args.quiet)
+        with training_cluster(args.address, spec.train.workers):
+            metrics = experiments.run(spec, run_dir, resume=args.resume, progress=not args.quiet)
     except Exception as err:
         if fresh:  # a run that failed leaves nothing behind, so the corrected command just runs
             shutil.rmtree(run_dir.path, ignore_errors=True)
@@ -205,6 +207,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
     p.add_argument("--overwrite", action="store_true", help="replace the run in --out")
     model_options(p)
+    p.add_argument(
+        "--address",
+        help="the Ray cluster (host:port or auto) that --workers train on (default: "
+        "RAY_ADDRESS, else a local Ray runtime of --workers CPUs)",
+    )
     p.set_defaults(func=cmd_train, interrupted=train_interrupted)
 
     p = sub.add_parser("evaluate", help="re-evaluate the saved model of a run directory")

@@ -4,6 +4,7 @@ or the strong baselines' hyperparameters on validation users."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 from collections.abc import Sequence
 from typing import Any
@@ -15,6 +16,7 @@ from recsim_ft.cli.options import (
     model_options,
     parse_env_kwargs,
     positive_int,
+    training_cluster,
     training_options,
 )
 from recsim_ft.envs.hm.data import UNKNOWN_IDS
@@ -108,6 +110,21 @@ def parse_training_grid(values: Sequence[str] | None) -> dict[str, list[Any]]:
     return grid
 
 
+def _training_cluster(args: argparse.Namespace) -> Any:
+    """Where the runs' training on ``--workers`` goes: with the local executor, each run's to
+    the cluster at ``--address`` (else a local Ray runtime per run); the Ray executor's runs are
+    Ray tasks already, which do not start Ray Train groups of their own."""
+    workers = getattr(args, "workers", None)
+    if args.executor == "ray":
+        if workers is not None:
+            raise UsageError(
+                "--workers trains each run on Ray Train workers, and --executor ray runs every "
+                "run as a Ray task: use --executor local (with --address for a cluster)"
+            )
+        return contextlib.nullcontext()
+    return training_cluster(args.address, workers)
+
+
 def _run_options(args: argparse.Namespace) -> dict[str, Any]:
     """The ``RunSpec`` fields every sweep command takes from ``run_options`` (``reproduce``'s
     several presets apart)."""
@@ -122,21 +139,22 @@ def _run_options(args: argparse.Namespace) -> dict[str, Any]:
 def cmd_reproduce(args: argparse.Namespace) -> int:
     settings, agents = _settings_and_agents(args, experiments.TABLE_AGENTS, experiments.AGENTS)
     try:
-        result = experiments.reproduce(
-            args.table,
-            args.out,
-            seeds=args.seeds,
-            settings=settings,
-            agents=agents,
-            jobs=args.jobs,
-            executor=args.executor,
-            address=args.address,
-            progress=not args.quiet,
-            agent_params=parse_agent_params(args.params),
-            tuned=None if args.tuned is None else experiments.tuned_params(args.tuned),
-            presets=args.preset,
-            **_run_options(args),
-        )
+        with _training_cluster(args):
+            result = experiments.reproduce(
+                args.table,
+                args.out,
+                seeds=args.seeds,
+                settings=settings,
+                agents=agents,
+                jobs=args.jobs,
+                executor=args.executor,
+                address=args.address,
+                progress=not args.quiet,
+                agent_params=parse_agent_params(args.params),
+                tuned=None if args.tuned is None else experiments.tuned_params(args.tuned),
+                presets=args.preset,
+                **_run_options(args),
+            )
     except (ValueError, RuntimeError) as err:  # bad options, a clashing earlier sweep, missing ray
         raise UsageError(str(err)) from None
     return _report(result, [f"note: {note}" for note in result.notes])
@@ -153,21 +171,22 @@ def cmd_tune(args: argparse.Namespace) -> int:
             raise UsageError("give learning rates either as --lrs or as --grid lr=..., not both")
     lrs = args.lrs if args.lrs is not None or training else DEFAULT_TUNE_LRS
     try:
-        result = experiments.tune(
-            settings,
-            args.out,
-            lrs=lrs,
-            training=training,
-            agents=agents,
-            seeds=args.seeds,
-            first_seed=args.first_seed,
-            metric=args.metric,
-            jobs=args.jobs,
-            executor=args.executor,
-            address=args.address,
-            progress=not args.quiet,
-            **_run_options(args),
-        )
+        with _training_cluster(args):
+            result = experiments.tune(
+                settings,
+                args.out,
+                lrs=lrs,
+                training=training,
+                agents=agents,
+                seeds=args.seeds,
+                first_seed=args.first_seed,
+                metric=args.metric,
+                jobs=args.jobs,
+                executor=args.executor,
+                address=args.address,
+                progress=not args.quiet,
+                **_run_options(args),
+            )
     except (ValueError, RuntimeError) as err:
         raise UsageError(str(err)) from None
     return _report(result, [f"failed: {o.run_dir}: {o.error}" for o in result.failed])

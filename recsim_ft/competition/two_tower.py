@@ -115,18 +115,20 @@ def fit_two_tower(
     resume: bool = False,
     progress: Progress = False,
     model_preset: str = PRESET,
+    address: str | None = None,
 ) -> TwoTower:
     """A two-tower model trained on ``transactions`` (:func:`transactions_log`), initial weights
     seeded from ``config.seed`` as ``TwoTowerAgent`` seeds them; ``config`` defaults to
     :func:`competition_config`. Checkpoints in ``out_dir``, ``resume`` as in ``train``;
-    ``model_preset``: the towers' size (``recsim_ft.models.presets``)."""
+    ``model_preset``: the towers' size (``recsim_ft.models.presets``); ``config.workers``: on that
+    many Ray Train workers, on the cluster at ``address`` (``recsim_ft.parallel``)."""
     check_choice("embedder", embedder, EMBEDDERS)
     config = _checked_config(config)
     log = transactions_log(transactions, features, weeks)
     model = TwoTower.from_schemas(
         features.user_schema, features.item_schema, embedder, model_preset, seed=config.seed
     )
-    return train(model, log, None, config, out_dir, resume, progress).model
+    return train(model, log, None, config, out_dir, resume, progress, address=address).model
 
 
 def _checked_config(config: TrainConfig | None) -> TrainConfig:
@@ -198,8 +200,9 @@ def two_tower_strategy(
 ) -> Strategy:
     """The two-tower model as a :data:`Strategy`: trained on the transactions it is given
     (:func:`fit_two_tower`), then :func:`rank_articles`. ``out_dir``: each target week's
-    checkpoints in a folder of its own, ``through-<the last day it trains on>``; ``workers``
-    and ``address``: the ranking on Ray, as :func:`rank_articles` does it. Each stage's time and
+    checkpoints in a folder of its own, ``through-<the last day it trains on>``; ``workers``:
+    the ranking on Ray, as :func:`rank_articles` does it, on the cluster at ``address``, where
+    ``config.workers`` trains. Each stage's time and
     peak memory on stderr (``recsim_ft.memory.stage``)."""
     check_choice("embedder", embedder, EMBEDDERS)
     config = _checked_config(config)
@@ -210,7 +213,16 @@ def two_tower_strategy(
         through = np.datetime64(int(train_.days.max()), "D")
         with stage(f"{embedder} two-tower through {through}: train"):
             model = fit_two_tower(
-                train_, features, embedder, config, weeks, folder, resume, progress, model_preset
+                train_,
+                features,
+                embedder,
+                config,
+                weeks,
+                folder,
+                resume,
+                progress,
+                model_preset,
+                address,
             )
         with stage(f"{embedder} two-tower through {through}: embed and rank {len(customers):,}"):
             return rank_articles(model, features, customers, k, workers=workers, address=address)

@@ -9,64 +9,17 @@ come back in order (``preserve_order``, and checked).
 from __future__ import annotations
 
 import copy
-import socket
-from typing import Any
 
 import numpy as np
 
 from recsim_ft.checks import check_int
 from recsim_ft.models import TwoTower
+from recsim_ft.parallel import start_ray
 from recsim_ft.retrieval.catalogue import ItemEmbeddings, embed_rows
 from recsim_ft.schema import Batch
 
 #: users per Ray task (a multiple of the embedding batch, so that batches align with one process)
 BLOCK_ROWS = 1 << 16
-#: seconds to wait for a cluster's address to answer before calling it unreachable
-CONNECT_TIMEOUT_S = 5.0
-
-
-def _ray() -> Any:
-    try:
-        import ray
-    except ModuleNotFoundError:
-        raise ModuleNotFoundError(
-            "sharded retrieval runs on Ray, from recsim-ft's 'ray' extra: "
-            'pip install "recsim-ft[ray]"',
-            name="ray",
-        ) from None
-    return ray
-
-
-def check_address(address: str | None) -> None:
-    """Refuse, within :data:`CONNECT_TIMEOUT_S`, a ``host:port`` address nobody answers (Ray
-    itself waits much longer); ``None`` (a local runtime) and ``auto`` pass."""
-    if address is None or address == "auto" or address.startswith("ray://"):
-        return
-    host, _, port = address.rpartition(":")
-    if not host or not port.isdigit():
-        raise ValueError(f"address must be host:port (or 'auto'), got {address!r}")
-    try:
-        socket.create_connection((host, int(port)), timeout=CONNECT_TIMEOUT_S).close()
-    except OSError as err:
-        raise ConnectionError(
-            f"no Ray cluster answers at {address} ({err}); start one with `ray start --head` "
-            "or check the address"
-        ) from None
-
-
-def start_ray(workers: int, address: str | None = None) -> Any:
-    """Ray, connected to the cluster at ``address`` or, without one, to a local runtime of
-    ``workers`` CPUs (started here unless one is running)."""
-    ray = _ray()
-    check_int("workers", workers, low=1)
-    if not ray.is_initialized():
-        check_address(address)
-        options = {"num_cpus": workers} if address is None else {"address": address}
-        ray.init(**options, include_dashboard=False, log_to_driver=False)
-    cpus = int(ray.cluster_resources().get("CPU", 0))
-    if workers > cpus:
-        raise ValueError(f"workers={workers} but the Ray cluster has {cpus} CPU(s)")
-    return ray
 
 
 class _Retriever:
@@ -106,7 +59,7 @@ def sharded_top_k(
         )
     items = ItemEmbeddings.from_model(model, item_table)
     k = check_int("k", k, low=1, high=items.n_items)
-    ray = start_ray(workers, address)
+    ray = start_ray(workers, address, purpose="sharded retrieval")
     from ray.data import DataContext
 
     DataContext.get_current().execution_options.preserve_order = True
