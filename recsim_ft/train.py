@@ -571,7 +571,13 @@ class TrainStep:
         elif self.loss_kind == "softmax":
             with low_precision():
                 user_embeddings = model.user_tower(users)
-                item_embeddings = model.item_tower(self.item_table)
+                if self.parallel is None:
+                    item_embeddings = model.item_tower(self.item_table)
+                else:  # each worker embeds its share of the catalogue
+                    item_embeddings = self.parallel.embed_shared(
+                        lambda rows: model.item_tower(_rows(self.item_table, rows)),
+                        self.item_table.n_rows,
+                    )
             loss = softmax_loss(
                 user_embeddings,
                 item_embeddings,

@@ -21,6 +21,7 @@ import torch
 
 from recsim_ft.data import collect
 from recsim_ft.models import TwoTower
+from recsim_ft.parallel import SPARSE_ROWS
 from recsim_ft.train import CHECKPOINT_NAME, TrainConfig, train
 
 ray = pytest.importorskip("ray")
@@ -74,18 +75,41 @@ def test_one_worker_trains_the_single_process_weights_bit_for_bit(local_ray, spo
     )
 
 
+def assert_same_steps(data, alone, on_workers):
+    """The weights of ``on_workers`` differ from ``alone``'s by rounding, not by the steps."""
+    start = TwoTower.from_env(data[0], "mlp", "quick", seed=0).state_dict().values()
+    flat = [torch.cat([t.reshape(-1) for t in ts]) for ts in (weights(alone), weights(on_workers))]
+    moved = flat[0] - torch.cat([t.reshape(-1) for t in start])
+    assert (flat[1] - flat[0]).norm() < 0.01 * moved.norm()  # rounding, against 40 steps
+
+
 def test_two_workers_train_the_same_model_within_the_seed_spread(spotify, two_workers):
     """Each worker takes half of every batch and the gradients are averaged, so two workers
     take the single process's steps up to float rounding; the metrics lie within the spread of
     single-process runs over seeds."""
     alone = fit(spotify, **SOFTMAX)
-    start = TwoTower.from_env(spotify[0], "mlp", "quick", seed=0).state_dict().values()
-    flat = [torch.cat([t.reshape(-1) for t in ts]) for ts in (weights(alone), weights(two_workers))]
-    moved = flat[0] - torch.cat([t.reshape(-1) for t in start])
-    assert (flat[1] - flat[0]).norm() < 0.01 * moved.norm()  # rounding, against 40 steps
+    assert_same_steps(spotify, alone, two_workers)
     spread = [fit(spotify, seed=seed, **SOFTMAX).metrics["NDCG@10"] for seed in (0, 1, 2)]
     assert min(spread) <= two_workers.metrics["NDCG@10"] <= max(spread)
     assert two_workers.steps_per_s > 0 and len(two_workers.curve) == len(alone.curve)
+
+
+def test_two_workers_share_the_catalogue_of_the_full_softmax(local_ray, spotify):
+    """The full softmax's catalogue is embedded in shares, one per worker, and gathered: the
+    same steps as one process, which embeds all of it."""
+    options = dict(loss="softmax", negatives="catalogue")
+    assert_same_steps(spotify, fit(spotify, **options), fit(spotify, workers=2, **options))
+
+
+def test_two_workers_average_only_the_touched_rows_of_an_id_table(local_ray):
+    """5,000 articles: the id table's gradient goes over the rows the batch touched
+    (``SPARSE_ROWS``), the same steps as one process."""
+    env = gym.make("HMFashion-v0", n_items=5_000, n_customers=2_000)
+    hm = env, collect(env, n=2_560, seed=0)
+    model = TwoTower.from_env(env, "mlp", "quick", seed=0)
+    assert max(len(p) for p in model.parameters() if p.ndim == 2) >= SPARSE_ROWS
+    options = dict(loss="softmax", negatives="batch")
+    assert_same_steps(hm, fit(hm, **options), fit(hm, workers=2, **options))
 
 
 def _train_workers() -> list[int]:
