@@ -140,7 +140,9 @@ def test_recall_at_k():
     assert recall_at_k(np.array([[1, 2, 3]]), np.array([[3, 2, 1]])) == 1.0
     assert recall_at_k(np.array([[1, -1], [5, 6]]), np.array([[1, 2], [7, 8]])) == 0.25
     with pytest.raises(ValueError, match="one shape"):
-        recall_at_k(np.zeros((2, 3)), np.zeros((2, 2)))
+        recall_at_k(np.zeros((2, 3), int), np.zeros((2, 2), int))
+    with pytest.raises(ValueError, match="found must be integer item ids, got dtype float64"):
+        recall_at_k(np.array([[1.5, 2.0]]), np.array([[1, 2]]))  # 1.5 would count as a miss
 
 
 @needs_faiss

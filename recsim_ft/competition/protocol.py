@@ -95,9 +95,15 @@ def split_week(transactions: Transactions, weeks_before_end: int = 0) -> WeekSpl
     first = last - WEEK + 1
     before = transactions.days < first
     if not before.any():
+        span = int(transactions.days.max()) - int(transactions.days.min()) + 1
+        most = (
+            f"weeks_before_end at most {(span - 8) // 7}"
+            if span >= 8
+            else "more than a week of data is needed"
+        )
         raise ValueError(
-            f"no transaction before the target week starting {np.datetime64(first, 'D')}: the "
-            f"data spans {int(transactions.days.max()) - int(transactions.days.min()) + 1} days"
+            f"weeks_before_end={weeks_before_end}: no transaction before the target week "
+            f"starting {np.datetime64(first, 'D')}: the data spans {span} days ({most})"
         )
     target = (transactions.days >= first) & (transactions.days <= last)
     pairs = np.unique(
@@ -105,7 +111,10 @@ def split_week(transactions: Transactions, weeks_before_end: int = 0) -> WeekSpl
         + transactions.articles[target]
     )
     if len(pairs) == 0:
-        raise ValueError(f"nobody bought in the target week starting {np.datetime64(first, 'D')}")
+        raise ValueError(
+            f"weeks_before_end={weeks_before_end}: nobody bought in the target week starting "
+            f"{np.datetime64(first, 'D')}"
+        )
     customers, starts = np.unique(pairs // transactions.n_articles, return_index=True)
     return WeekSplit(
         transactions.where(before),

@@ -51,6 +51,9 @@ def recall_at_k(found: np.ndarray, exact: np.ndarray) -> float:
     0.75
     """
     found, exact = np.asarray(found), np.asarray(exact)
+    for name, ids in (("found", found), ("exact", exact)):
+        if ids.dtype == bool or not np.issubdtype(ids.dtype, np.integer):
+            raise ValueError(f"{name} must be integer item ids, got dtype {ids.dtype}")
     if found.shape != exact.shape or found.ndim != 2:
         raise ValueError(
             f"found and exact must be (n, k) arrays of one shape, got {found.shape} and "
