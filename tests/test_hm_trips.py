@@ -166,3 +166,16 @@ def test_the_ceiling_knows_the_generators_state_and_beats_every_rule(tmp_path, m
         wrong(t, np.array([0]), 12)
     with pytest.raises(ValueError, match="these transactions have 3,000 customers and its"):
         ceiling.ceiling_strategy(0, 4000)(t, np.array([0]), 12)
+
+
+def test_the_ceiling_ranks_equal_expectations_in_article_order():
+    """The ceiling's fast top k (``torch.topk``) is ``recsim_ft.metrics.top_k``: equal expected
+    purchases in article-row order, inside the top k and across its edge."""
+    from recsim_ft.envs.hm.ceiling import _top_k
+    from recsim_ft.metrics import top_k
+
+    rng = np.random.default_rng(0)
+    expected = rng.integers(0, 4, (300, 50)).astype(np.float32)  # ties everywhere
+    expected[:100] += rng.random((100, 50), dtype=np.float32)  # and rows without ties
+    for k in (1, 5, 12):
+        np.testing.assert_array_equal(_top_k(expected, k), top_k(expected, k))

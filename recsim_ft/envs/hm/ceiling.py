@@ -27,12 +27,14 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import numpy as np
+import torch
 
 from recsim_ft.checks import check_int
 from recsim_ft.competition.strategies import Strategy
 from recsim_ft.envs.hm.data import Transactions
 from recsim_ft.envs.hm.synthetic import trips_model
 from recsim_ft.envs.hm.trips import KINDS, _Trips
+from recsim_ft.metrics import top_k
 
 OPEN, FRESH, COMPLEMENT, SIBLING, REPEAT = range(len(KINDS))
 #: customers ranked at a time (each a dense row over the catalogue, float32)
@@ -283,9 +285,23 @@ def _rank(
     """The top ``k`` article rows of each of ``customers`` by expected purchases."""
     ranked = np.empty((len(customers), k), np.int64)
     for lo, expected in expected_purchases(model, week, replay, start, customers):
-        top = np.argpartition(-expected, k, axis=1)[:, :k]
-        order = np.argsort(-np.take_along_axis(expected, top, axis=1), axis=1, kind="stable")
-        ranked[lo : lo + len(expected)] = np.take_along_axis(top, order, axis=1)
+        ranked[lo : lo + len(expected)] = _top_k(expected, k)
+    return ranked
+
+
+def _top_k(expected: np.ndarray, k: int) -> np.ndarray:
+    """``recsim_ft.metrics.top_k`` of ``expected`` (equal values in article-row order), by
+    ``torch.topk``, which selects without copying the block: the rows whose k-th value is
+    shared with an article left out take ``top_k`` itself."""
+    scores = torch.from_numpy(expected)
+    best, index = torch.topk(scores, k + 1, dim=1)  # one past the k-th: is it a tie?
+    tied = (best[:, k - 1] == best[:, k]).numpy()
+    best, index = best[:, :k], index[:, :k]
+    index, by_index = index.sort(dim=1)
+    by_value = best.gather(1, by_index).sort(dim=1, descending=True, stable=True)[1]
+    ranked = index.gather(1, by_value).numpy()
+    if tied.any():
+        ranked[tied] = top_k(expected[tied], k)
     return ranked
 
 
