@@ -85,8 +85,9 @@ def check_address(address: str | None) -> None:
         ) from None
 
 
-#: whether the Ray runtime this process is connected to is a local one started here
-_started = {"local": False}
+#: the node id of the local Ray runtime this module started (a runtime started elsewhere, or
+#: started again after a shutdown, has another)
+_started = {"node": None}
 
 
 def start_ray(
@@ -96,18 +97,17 @@ def start_ray(
     local runtime of ``workers * cpus_per_worker`` CPUs (started here unless one is running);
     refused when the cluster has fewer CPUs than that."""
     ray = ray_module(*([purpose] if purpose else []))
-    if not ray.is_initialized():
-        _started["local"] = False  # none, or shut down by its user since
     check_int("workers", workers, low=1)
     address = address or os.environ.get("RAY_ADDRESS") or None
     cpus = workers * cpus_per_worker
-    if _started["local"] and ray.cluster_resources().get("CPU", 0) < cpus:
+    ours = ray.is_initialized() and ray.get_runtime_context().get_node_id() == _started["node"]
+    if ours and ray.cluster_resources().get("CPU", 0) < cpus:
         ray.shutdown()  # one this module started for fewer workers: start it again, larger
     if not ray.is_initialized():
         check_address(address)
         options = {"num_cpus": cpus} if address is None else {"address": address}
         ray.init(**options, include_dashboard=False, log_to_driver=False)
-        _started["local"] = address is None
+        _started["node"] = ray.get_runtime_context().get_node_id() if address is None else None
     cpus = int(ray.cluster_resources().get("CPU", 0))
     if workers * cpus_per_worker > cpus:
         each = f" of {cpus_per_worker} CPUs each" if cpus_per_worker > 1 else ""
@@ -226,10 +226,9 @@ class DataParallel:
         for i, (parameter, part) in enumerate(zip(parameters, parts, strict=True)):
             values = flat[offset : offset + part.numel()].view_as(part)
             offset += part.numel()
-            if i in rows:
-                grad = torch.zeros_like(grads[i])
-                grad[rows[i]] = values
-                parameter.grad = grad
+            if i in rows:  # the rows nobody touched are 0 in this worker's gradient already
+                grads[i][rows[i]] = values
+                parameter.grad = grads[i]
             else:
                 parameter.grad = values
         return flat[-1]

@@ -349,6 +349,13 @@ class TrainConfig:
                 f"device must be a torch device such as 'cpu' or 'cuda', got {self.device!r}"
             ) from None
         ks = tuple(check_int("ks", k, low=1) for k in self.ks)
+        batch_size = check_int("batch_size", self.batch_size, low=1)
+        workers = check_int("workers", self.workers, low=1, allow_none=True)
+        if workers is not None and batch_size % workers:
+            raise ValueError(
+                f"batch_size={batch_size} does not divide among workers={workers}: each worker "
+                "takes an equal share of every batch; choose a multiple of the workers"
+            )
         temperature = check_float("temperature", self.temperature, low=0, low_open=True)
         if temperature < np.finfo(np.float32).tiny:  # logits / T would be inf, the loss nan
             raise ValueError(
@@ -361,8 +368,8 @@ class TrainConfig:
         return replace(
             self,
             lr=check_float("lr", self.lr, low=0, low_open=True, allow_none=True),
-            batch_size=self._checked_batch(),
-            workers=check_int("workers", self.workers, low=1, allow_none=True),
+            batch_size=batch_size,
+            workers=workers,
             temperature=temperature,
             uniform_negatives=check_int("uniform_negatives", self.uniform_negatives, low=0),
             steps=check_int("steps", self.steps, low=1, allow_none=True),
@@ -375,16 +382,6 @@ class TrainConfig:
             threads=check_int("threads", self.threads, low=1, allow_none=True),
             select_users=check_int("select_users", self.select_users, low=1),
         )
-
-    def _checked_batch(self) -> int:
-        batch_size = check_int("batch_size", self.batch_size, low=1)
-        workers = check_int("workers", self.workers, low=1, allow_none=True)
-        if workers is not None and batch_size % workers:
-            raise ValueError(
-                f"batch_size={batch_size} does not divide among workers={workers}: each worker "
-                "takes an equal share of every batch; choose a multiple of the workers"
-            )
-        return batch_size
 
     def evaluation_users(self, env: gym.Env) -> tuple[Batch, Batch | None]:
         """The users the run is scored on during training (``eval_users`` of ``eval_split``) and,
