@@ -5,6 +5,7 @@
     python benchmarks/scale.py --items all --workers 2              # and on 2 Ray workers
     python benchmarks/scale.py --items all --workers 2 --two-node   # a simulated 2-node cluster
     python benchmarks/scale.py --items all --workers 16 --address auto   # a real cluster
+    python benchmarks/scale.py --items all --workers 2 --id-updates sparse --train-only
 
 For each catalogue size (``all``: every one of the stand-in's 105,542 articles), one fresh
 process runs the stages a user runs, on the synthetic stand-in with ``--customers`` customers:
@@ -27,6 +28,8 @@ the run fails). The Ray runtime is a local one of N CPUs, the cluster at ``--add
 (``ray.cluster_utils.Cluster``). The ratios printed are the Ray stage's wall time over the
 single process's (``embed + retrieve`` against the sum of both), and the training steps per
 second inside the workers (without Ray's start-up) against the single process's.
+``--id-updates sparse`` trains the id tables row-wise (``TrainConfig.id_updates``) in both;
+``--train-only`` skips embedding and retrieval (and the check).
 
 Per stage: wall seconds and the process's peak resident memory during that stage (the kernel's
 high-water mark, reset at the stage's start through ``/proc/self/clear_refs``). Every stage's
@@ -54,7 +57,7 @@ from recsim_ft.evaluate import evaluate
 from recsim_ft.memory import stage as measured
 from recsim_ft.retrieval import ItemEmbeddings, embed_rows
 from recsim_ft.retrieval.sharded import sharded_top_k
-from recsim_ft.train import TrainConfig
+from recsim_ft.train import ID_UPDATES, TrainConfig
 
 
 @contextmanager
@@ -85,11 +88,12 @@ def one_catalogue(args: argparse.Namespace) -> dict[str, dict[str, float]]:
             threads=1 if args.on_ray else args.threads,
             checkpoint_every=None,
             workers=args.workers if args.on_ray else None,
+            id_updates=args.id_updates,
         )
         agent = TwoTowerAgent(env, "mamba", "ranking", config).fit(log, progress=None)
     figures["rates"] = {"train_steps_per_s": round(agent.result_.steps_per_s, 3)}
     model, item_table, customers = agent.model_, rec_env.item_table(), rec_env.customers()
-    if args.on_ray:
+    if args.on_ray and not args.train_only:
         with stage("embed + retrieve", figures):
             ids = sharded_top_k(model, item_table, customers, 12, args.workers)[0]
         with stage("check", figures):  # 20,000 customers across all blocks, as one process
@@ -97,7 +101,7 @@ def one_catalogue(args: argparse.Namespace) -> dict[str, dict[str, float]]:
             items = ItemEmbeddings.from_model(model, item_table, progress=None)
             alone = items.top_k(embed_rows(model, customers[rows], progress=None), 12)[0]
             np.testing.assert_array_equal(ids[rows], alone)
-    else:
+    elif not args.train_only:
         with stage("embed", figures):
             items = ItemEmbeddings.from_model(model, item_table, progress=None)
             users = embed_rows(model, customers, progress=None)
@@ -170,6 +174,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int, help="also run on this many Ray workers")
     parser.add_argument("--address", help="the Ray cluster of --workers (default: a local one)")
     parser.add_argument("--two-node", action="store_true", help="a simulated 2-node cluster")
+    parser.add_argument("--id-updates", choices=ID_UPDATES, default="dense")
+    parser.add_argument("--train-only", action="store_true", help="no embedding and retrieval")
     parser.add_argument("--one", help=argparse.SUPPRESS)  # the child process's catalogue size
     parser.add_argument("--on-ray", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -180,7 +186,8 @@ def main() -> None:
         return
     print(
         f"{cpu.describe()}; torch {torch.__version__}, {args.threads} threads, "
-        f"{args.customers:,} customers, {args.n:,} logged events, {args.steps:,} steps"
+        f"{args.customers:,} customers, {args.n:,} logged events, {args.steps:,} steps, "
+        f"{args.id_updates} id updates"
     )
     report = {}
     for size in args.items:

@@ -204,21 +204,30 @@ class DataParallel:
         such as the articles' ids) any worker touched, then every other gradient, those rows
         and the loss in one buffer. A batch touches a few hundred of an id table's rows, so
         this sends them instead of the whole table (105,542 x 128 floats for H&M's articles),
-        and the average is the same: the rows nobody touched are 0 on every worker."""
+        and the average is the same: the rows nobody touched are 0 on every worker. A sparse
+        gradient (``id_updates="sparse"``) names its rows; a dense one is searched for them,
+        and the average of a sparse one is sparse, over every worker's rows."""
         if self.world == 1:
             return loss
         parameters = [p for p in model.parameters() if p.requires_grad]
         grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in parameters]
+        grads = [g.coalesce() if g.is_sparse else g for g in grads]
         tall = [i for i, g in enumerate(grads) if g.ndim == 2 and len(g) >= SPARSE_ROWS]
-        masks = [(grads[i] != 0).any(dim=1).float() for i in tall]
-        touched = torch.cat(masks) if masks else loss.new_zeros(0)
+        touched = loss.new_zeros(sum(len(grads[i]) for i in tall))
+        offset = 0
+        for i in tall:
+            if grads[i].is_sparse:
+                touched[offset + grads[i].indices()[0]] = 1
+            else:
+                touched[offset : offset + len(grads[i])] = (grads[i] != 0).any(dim=1)
+            offset += len(grads[i])
         if len(touched):
             dist.all_reduce(touched)
         rows, offset = {}, 0
         for i in tall:
             rows[i] = torch.nonzero(touched[offset : offset + len(grads[i])]).squeeze(1)
             offset += len(grads[i])
-        parts = [grads[i][rows[i]] if i in rows else grads[i] for i in range(len(grads))]
+        parts = [_rows_of(grads[i], rows[i]) if i in rows else grads[i] for i in range(len(grads))]
         flat = torch.cat([part.reshape(-1) for part in parts] + [loss.detach().reshape(1)])
         dist.all_reduce(flat)
         flat /= self.world
@@ -226,11 +235,15 @@ class DataParallel:
         for i, (parameter, part) in enumerate(zip(parameters, parts, strict=True)):
             values = flat[offset : offset + part.numel()].view_as(part)
             offset += part.numel()
-            if i in rows:  # the rows nobody touched are 0 in this worker's gradient already
+            if i not in rows:
+                parameter.grad = values
+            elif grads[i].is_sparse:
+                parameter.grad = torch.sparse_coo_tensor(
+                    rows[i].unsqueeze(0), values, grads[i].shape, is_coalesced=True
+                )
+            else:  # the rows nobody touched are 0 in this worker's gradient already
                 grads[i][rows[i]] = values
                 parameter.grad = grads[i]
-            else:
-                parameter.grad = values
         return flat[-1]
 
     def gather_object(self, value: Any) -> list[Any]:
@@ -264,6 +277,16 @@ class DataParallel:
         else:
             value = _to_bytes(value)
         self.mailbox.send.remote(kind, value)
+
+
+def _rows_of(grad: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """The ``rows`` (sorted) of the gradient ``grad``, dense; of a coalesced sparse one, its
+    rows among them and zeros elsewhere."""
+    if not grad.is_sparse:
+        return grad[rows]
+    values = grad.values().new_zeros((len(rows), *grad.shape[1:]))
+    values[torch.searchsorted(rows, grad.indices()[0])] = grad.values()
+    return values
 
 
 def _ray_get(ref: Any) -> Any:

@@ -27,7 +27,8 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields, replace
 from functools import partial
 from pathlib import Path
@@ -58,7 +59,7 @@ from recsim_ft.losses import (
 from recsim_ft.metrics import metric_names
 from recsim_ft.models import FeatureTensors, TwoTower
 from recsim_ft.models.presets import preset_of
-from recsim_ft.parallel import DataParallel, train_on_ray
+from recsim_ft.parallel import SPARSE_ROWS, DataParallel, train_on_ray
 from recsim_ft.precision import PRECISIONS, autocast, resolve_precision
 from recsim_ft.progress import progress_bar
 from recsim_ft.protocol import DEFAULT_PROTOCOL, SPLITS, Protocol, protocol_for
@@ -79,6 +80,12 @@ _CHECKPOINT_VERSION = 3  # 3: the log's fingerprint is InteractionLog.content_di
 #: Learning-rate schedules: ``constant`` (the paper's), or ``cosine``: a linear warm-up over the
 #: first 5% of the steps, then a cosine decay towards 0 over the rest (see :func:`scheduled_lr`).
 SCHEDULES = ("constant", "cosine")
+#: How the rows of the id tables (embedding tables of ``SPARSE_ROWS`` rows or more, such as H&M's
+#: 105,542 articles) are updated: ``dense``, Adam over the whole table every step (the rows the
+#: batch did not touch move too, by their momentum); ``sparse``, row-wise: their gradients are
+#: sparse and ``torch.optim.SparseAdam`` updates only the rows the batch touched ("lazy" Adam, as
+#: large recommenders train their id tables), so a step's cost no longer grows with the table.
+ID_UPDATES = ("dense", "sparse")
 #: Settings that must match for a checkpoint to be resumed (the rest only changes speed or logging).
 _RESUME_KEYS = (
     "precision",
@@ -88,6 +95,7 @@ _RESUME_KEYS = (
     "uniform_negatives",
     "popularity_prior",
     "workers",
+    "id_updates",
     "lr",
     "schedule",
     "batch_size",
@@ -179,6 +187,7 @@ class TrainConfig:
     one unless ``RECSIM_FT_THREADS`` says otherwise; see that module for why).
     ``workers``: train data-parallel on that many Ray Train workers, each with ``threads``
     threads (``recsim_ft.parallel`` says how the batch, the learning rate and the seeds go).
+    ``id_updates``: how the id tables' rows are updated, see ``ID_UPDATES``.
     ``loss``: ``"mse"`` (the paper's), ``"bce"`` or ``"softmax"`` with its ``temperature`` and
     ``negatives`` (``"auto"``, ``"catalogue"`` or ``"batch"``: in-batch with the logQ
     correction), with ``uniform_negatives`` items drawn uniformly per step mixed into the
@@ -263,6 +272,14 @@ class TrainConfig:
         metavar="N",
         none="one process, without Ray",
     )
+    id_updates: str = _option(
+        "dense",
+        "how the id tables' rows are updated: dense (Adam over every row) or sparse (only the "
+        "rows a batch touched, SparseAdam: a step's cost no longer grows with the catalogue)",
+        preset=True,
+        tag="ids",
+        choices=ID_UPDATES,
+    )
     popularity_prior: bool | str = _option(
         False,
         "on: the softmax's logits carry the log's popularity log q, the towers learn what "
@@ -341,6 +358,7 @@ class TrainConfig:
         check_choice("negatives", self.negatives, NEGATIVES)
         check_popularity_prior(self.loss, self.popularity_prior)
         check_choice("precision", self.precision, PRECISIONS)
+        check_choice("id_updates", self.id_updates, ID_UPDATES)
         check_choice("eval_split", self.eval_split, SPLITS)
         try:
             torch.device(self.device)
@@ -455,13 +473,68 @@ class TrainResult:
 
 
 def make_optimizer(
-    model: nn.Module, lr: float | torch.Tensor, capturable: bool = False
-) -> torch.optim.Optimizer:
+    model: nn.Module, lr: float | torch.Tensor, capturable: bool = False, id_updates: str = "dense"
+) -> torch.optim.Optimizer | RowWiseAdam:
     """The trainer's Adam: torch's fused implementation (one kernel for all parameters instead of
     a loop over them, so small models spend less time in the optimizer; same update rule).
     ``capturable``: its step count lives on the device, so a CUDA graph can capture the step.
-    A tensor ``lr`` can be changed in place between steps (a schedule), also under a CUDA graph."""
-    return torch.optim.Adam(model.parameters(), lr=lr, fused=True, capturable=capturable)
+    A tensor ``lr`` can be changed in place between steps (a schedule), also under a CUDA graph.
+    ``id_updates="sparse"``: the id tables (:func:`id_tables`) get ``SparseAdam`` instead, in a
+    :class:`RowWiseAdam`; train under :func:`row_wise_ids`, which gives them sparse gradients."""
+    tables = [t.weight for t in id_tables(model)] if id_updates == "sparse" else []
+    dense = [p for p in model.parameters() if not any(p is t for t in tables)]
+    adam = torch.optim.Adam(dense, lr=lr, fused=True, capturable=capturable)
+    return RowWiseAdam(adam, torch.optim.SparseAdam(tables, lr=lr)) if tables else adam
+
+
+class RowWiseAdam:
+    """Adam for the dense parameters and ``SparseAdam`` for the id tables, as one optimizer
+    (``id_updates="sparse"``); both read the same learning rate (a schedule's tensor)."""
+
+    def __init__(self, dense: torch.optim.Optimizer, rows: torch.optim.SparseAdam) -> None:
+        self.parts = (dense, rows)
+
+    @property
+    def param_groups(self) -> list[dict[str, Any]]:
+        return [group for part in self.parts for group in part.param_groups]
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for part in self.parts:
+            part.zero_grad(set_to_none=set_to_none)
+
+    def step(self) -> None:
+        for part in self.parts:
+            part.step()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"parts": [part.state_dict() for part in self.parts]}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for part, part_state in zip(self.parts, state["parts"], strict=True):
+            part.load_state_dict(part_state)
+
+
+def id_tables(model: nn.Module) -> list[nn.Embedding]:
+    """The model's id tables: embeddings of ``SPARSE_ROWS`` rows or more (H&M's articles)."""
+    return [
+        m
+        for m in model.modules()
+        if isinstance(m, nn.Embedding) and m.num_embeddings >= SPARSE_ROWS
+    ]
+
+
+@contextmanager
+def row_wise_ids(model: nn.Module, on: bool = True) -> Iterator[None]:
+    """Within the block (``on``), the id tables give sparse gradients, of the rows a batch
+    looked up only (``id_updates="sparse"``); after it, dense ones again."""
+    tables = id_tables(model) if on else []
+    for table in tables:
+        table.sparse = True
+    try:
+        yield
+    finally:
+        for table in tables:
+            table.sparse = False
 
 
 def scheduled_lr(schedule: str, lr: float, step: int, steps: int) -> float:
@@ -690,6 +763,7 @@ def _checked_checkpoint(
     saved.setdefault("select_users", 400)
     saved.setdefault("precision", "fp32")  # and before the precisions
     saved.setdefault("workers", None)  # and before training on several workers
+    saved.setdefault("id_updates", "dense")  # and before row-wise id updates
     changed = [k for k in _RESUME_KEYS if _plain(saved[k]) != _plain(wanted[k])]
     if state["log_digest"] != log_digest:
         changed.append("the training log")
@@ -891,11 +965,13 @@ def _train(
     scorer = _ModelScorer(model, item_table)
     for tower, rows in ((model.user_tower, users), (model.item_tower, item_table)):
         tower.tokenizer.check_finite(rows)  # once here, never inside a step
-    cuda_graph = device.type == "cuda" and config.cuda_graph
+    sparse_ids = config.id_updates == "sparse"
+    # a sparse gradient's rows are found on the host: no CUDA graph captures them
+    cuda_graph = device.type == "cuda" and config.cuda_graph and not sparse_ids
     scheduled = config.schedule != "constant"
     # a scheduled lr is a tensor set in place before each step (a CUDA graph reads it there)
     lr = torch.tensor(config.lr, device=device) if scheduled else config.lr
-    optimizer = make_optimizer(model, lr, capturable=cuda_graph)
+    optimizer = make_optimizer(model, lr, cuda_graph, config.id_updates)
     batch_size, steps_per_pass = config.batch_size, n_rows // config.batch_size
     training_rows = None if positive_rows is None else torch.as_tensor(positive_rows, device=device)
 
@@ -957,7 +1033,11 @@ def _train(
 
     started, first_step = time.perf_counter(), start
     rng_devices = [device] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=rng_devices), torch_threads(config.threads):
+    with (
+        torch.random.fork_rng(devices=rng_devices),
+        torch_threads(config.threads),
+        row_wise_ids(model, sparse_ids),
+    ):
         torch.manual_seed(config.seed if parallel is None else parallel.seed(config.seed))
         if rng_states:
             rank = 0 if parallel is None else parallel.rank
@@ -1029,9 +1109,9 @@ def _train(
                 if position == 0 and step > 1:
                     order = pass_order(epoch)
                 if scheduled:
-                    optimizer.param_groups[0]["lr"].fill_(
-                        scheduled_lr(config.schedule, config.lr, step, config.steps)
-                    )
+                    lr_now = scheduled_lr(config.schedule, config.lr, step, config.steps)
+                    for group in optimizer.param_groups:  # a resumed optimizer's own tensors
+                        group["lr"].fill_(lr_now)
                 batch = order[position * batch_size : (position + 1) * batch_size]
                 loss = step_once(batch if parallel is None else parallel.share(batch))
                 loss_sum, loss_count = loss_sum + loss, loss_count + 1

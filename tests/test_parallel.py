@@ -101,14 +101,15 @@ def test_two_workers_share_the_catalogue_of_the_full_softmax(local_ray, spotify)
     assert_same_steps(spotify, fit(spotify, **options), fit(spotify, workers=2, **options))
 
 
-def test_two_workers_average_only_the_touched_rows_of_an_id_table(local_ray):
+@pytest.mark.parametrize("id_updates", ["dense", "sparse"])
+def test_two_workers_average_only_the_touched_rows_of_an_id_table(local_ray, id_updates):
     """5,000 articles: the id table's gradient goes over the rows the batch touched
-    (``SPARSE_ROWS``), the same steps as one process."""
+    (``SPARSE_ROWS``; a sparse gradient names them), the same steps as one process."""
     env = gym.make("HMFashion-v0", n_items=5_000, n_customers=2_000)
     hm = env, collect(env, n=2_560, seed=0)
     model = TwoTower.from_env(env, "mlp", "quick", seed=0)
     assert max(len(p) for p in model.parameters() if p.ndim == 2) >= SPARSE_ROWS
-    options = dict(loss="softmax", negatives="batch")
+    options = dict(loss="softmax", negatives="batch", id_updates=id_updates)
     assert_same_steps(hm, fit(hm, **options), fit(hm, workers=2, **options))
 
 

@@ -24,6 +24,7 @@ OTHER_VALUES = {
     "steps": ("40", 40),
     "negatives": ("batch", "batch"),
     "workers": ("2", 2),
+    "id_updates": ("sparse", "sparse"),
     "popularity_prior": ("auto", "auto"),
     "select_metric": ("HR@5", "HR@5"),
     "precision": ("bf16", "bf16"),
