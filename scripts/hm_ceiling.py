@@ -14,6 +14,12 @@ collected log (the paper's 160,000 events), by positive rate (the tables' rows) 
 of the positives (``by="positive_share"``).
 
     python scripts/hm_ceiling.py --n-items 20000 --users 2000
+    python scripts/hm_ceiling.py --n-items 100 --users 867   # the paper's setting, every test user
+
+Articles that share a ``prod_name`` (the env's only item feature by default) are also scored
+at the name level, as a model that sees only the name must score them: the best such a model
+can do (two ways of giving a name one score). And how much of the true log-probability matrix
+an inner product of rank d keeps (the towers' 32 dimensions are rank 32 at most).
 """
 
 from __future__ import annotations
@@ -58,6 +64,40 @@ class _Truth:
         return np.asarray(self.p[self.segment[users.ids]])
 
 
+class _NameLevelTruth:
+    """The truth as a model that sees only ``prod_name`` could at best give it: the articles of
+    one name (colours of one garment) share one score, the mean (or ``max``) of their
+    probabilities; ties go to the lower item index, the more purchased article, as every
+    ranking here breaks them."""
+
+    def __init__(self, truth: _Truth, names: np.ndarray, reduce: str = "mean") -> None:
+        self.truth, self.reduce = truth, getattr(np, reduce)
+        self.groups = [np.flatnonzero(names == name) for name in np.unique(names)]
+
+    def score_items(self, users: Batch) -> np.ndarray:
+        p = self.truth.score_items(users)
+        out = np.empty_like(p)
+        for columns in self.groups:
+            out[:, columns] = self.reduce(p[:, columns], axis=1, keepdims=True)
+        return out
+
+
+def _rank_shares(truth: _Truth, env: HMFashionEnv, ranks: tuple[int, ...]) -> list[float]:
+    """How much of the true log-probability matrix (segments x items, each segment weighted by
+    its customers among the env's) a rank-``d`` inner product keeps, for each ``d`` in
+    ``ranks``: the share of the squared norm of the matrix, centred per segment (a softmax
+    ignores a segment's constant) and per item (the item prior or a constant user dimension
+    carries it), in its ``d`` largest singular values."""
+    weight = np.bincount(truth.segment, minlength=len(truth.p))[:, None]
+    present = weight[:, 0] > 0
+    log_p = np.log(truth.p[present])
+    w = weight[present] / weight[present].sum()
+    centred = log_p - log_p.mean(axis=1, keepdims=True)
+    centred -= (w * centred).sum(axis=0, keepdims=True)
+    singular = np.linalg.svd(np.sqrt(w) * centred, compute_uv=False) ** 2
+    return [float(singular[:d].sum() / singular.sum()) for d in ranks]
+
+
 def _segments(env: HMFashionEnv) -> np.ndarray:
     """Each customer's segment, redrawn from the generator's streams chunk by chunk."""
     world = _world(env.seed)
@@ -86,7 +126,22 @@ def main() -> None:
             log
         ),
     }
+    column = [f.name for f in env.item_schema.features].index("prod_name")
+    names = env.item_table().categorical[:, column]
+    if len(np.unique(names)) < env.n_items:
+        truth = agents["Bayes-optimal (segment truth)"]
+        agents["the truth at the prod_name level (mean of a name's articles)"] = _NameLevelTruth(
+            truth, names
+        )
+        agents["the truth at the prod_name level (max)"] = _NameLevelTruth(truth, names, "max")
     metrics = ("HR@1", "HR@10", "MAP@12")
+    ranks = (1, 2, 4, 8, 16, 32)
+    shares = _rank_shares(agents["Bayes-optimal (segment truth)"], env, ranks)
+    print(
+        f"{len(np.unique(names)):,} distinct prod_names among the {env.n_items:,} articles; the "
+        "true log-probabilities (centred) kept by a rank-d inner product: "
+        + ", ".join(f"d={d}: {share:.4f}" for d, share in zip(ranks, shares, strict=True))
+    )
     print(f"HMFashion-v0 n_items={env.n_items:,}, {args.users:,} test users (seed 0)")
     print("| agent | " + " | ".join(metrics) + " |")
     print("| --- |" + " --- |" * len(metrics))

@@ -242,6 +242,21 @@ def test_article_attributes_are_categorical_item_features(env):
     assert [f.name for f in one.item_schema.features] == ["product_group_name"]
 
 
+def test_the_article_id_tells_apart_articles_that_share_a_name(env):
+    """Several of the 100 top articles share a prod_name (colours of one garment): a model that
+    sees only it cannot tell them apart; ``article_id`` gives each article a category of its
+    own, labelled with its Kaggle id."""
+    names = env.item_table().categorical[:, 0]
+    assert len(np.unique(names)) < env.n_items
+    ids = HMFashionEnv(n_customers=20_000, seed=0, item_features=("prod_name", "article_id"))
+    table, (_, article) = ids.item_table(), ids.item_schema.features
+    np.testing.assert_array_equal(table.categorical[:, 0], names)
+    assert article.name == "article_id" and len(article.categories) == env.n_items + 1
+    assert len(np.unique(table.categorical[:, 1])) == env.n_items
+    labels = np.array(article.categories)[table.categorical[:, 1]].astype(np.int64)
+    np.testing.assert_array_equal(labels, env.article_ids)
+
+
 @pytest.mark.parametrize(
     "kwargs, pattern",
     [

@@ -234,8 +234,9 @@ def sweep_options(
         "--envs",
         nargs="+",
         metavar="NAME",
-        help="only these settings (table 1: spotify hm, and hm_20k: H&M with 20,000 "
-        "articles, run only when named; table 2: k25_m25 k25_m50 ...)",
+        help="only these settings (table 1: spotify hm, and, run only when named, hm_20k: "
+        "H&M with 20,000 articles, hm_ids: its articles told apart by article_id; table 2: "
+        "k25_m25 k25_m50 ...)",
     )
     p.add_argument(
         "--agents",

@@ -96,7 +96,9 @@ def table_settings(
     not redistributable); with it, the Kaggle files in that directory. ``extra``: also the
     settings beyond the paper's, which run only when named (``--settings hm_20k``: H&M with
     20,000 articles, where popularity is a strong baseline and the catalogue too large for the
-    full softmax).
+    full softmax; ``hm_ids``: the paper's 100 articles described by ``prod_name`` and
+    ``article_id``, so that the towers, like the tabular models' item index, can tell apart
+    articles that share a name; docs/results/hm100_diagnosis.md says why).
     """
     if table == 1:
         hm_kwargs = {} if hm_data is None else {"data_dir": os.fspath(hm_data)}
@@ -111,7 +113,13 @@ def table_settings(
                         f"{hm_label}, 20,000 articles",
                         "HMFashion-v0",
                         {**hm_kwargs, "n_items": 20_000},
-                    )
+                    ),
+                    Setting(
+                        "hm_ids",
+                        f"{hm_label}, prod_name and article_id",
+                        "HMFashion-v0",
+                        {**hm_kwargs, "item_features": ["prod_name", "article_id"]},
+                    ),
                 ]
                 if extra
                 else []

@@ -83,8 +83,10 @@ ARTICLE_COLUMNS = (
     "detail_desc",
 )
 #: the article attributes an env can use as categorical item features: every column of
-#: articles.csv but the id and the free-text description
-ITEM_FEATURES = tuple(c for c in ARTICLE_COLUMNS if c not in ("article_id", "detail_desc"))
+#: articles.csv but the free-text description; ``article_id`` is the article itself (one
+#: category per article: what tells apart articles whose other attributes agree, such as the
+#: colours of one prod_name, as a tabular model's item index does)
+ITEM_FEATURES = tuple(c for c in ARTICLE_COLUMNS if c != "detail_desc")
 #: bump when the processed format changes, so old caches are not read
 CACHE_VERSION = 4  # 4: the first day of each purchase
 #: what to do with transactions naming a customer or article missing from its file
@@ -381,6 +383,7 @@ def _read_articles(
     """The article ids and the ``prod_name`` and ``item_features`` columns (as text)."""
     name = _source_name(source, "articles")
     wanted = dict.fromkeys(("prod_name", *item_features), pa.string())
+    wanted.pop("article_id", None)  # read once, as the ids
     try:
         table = read_table(source, "articles", {"article_id": pa.int64(), **wanted})
     except MissingColumnsError as err:

@@ -84,12 +84,14 @@ class HMFashionEnv(RecEnv):
     ``("prod_name",)`` alone, as in the paper; any of the 23 attribute columns of articles.csv
     (``recsim_ft.envs.hm.data.ITEM_FEATURES``: ``product_code``, ``prod_name``, the product
     type and group, graphical appearance, colour group, perceived colour value and master,
-    department, index, index group, section and garment group, each as number and as name; not
-    the free-text ``detail_desc``), e.g. ``item_features=("product_type_name",
-    "colour_group_name", "index_group_name")``. Category 0 of each is ``"missing"`` (an article
-    without that attribute). Several top articles share a prod_name (colours of one garment),
-    so they share a category. ``env.article_ids`` holds the Kaggle ids, ``env.item_names``
-    the prod_names. ``item_feature="x"`` (one name) is ``item_features=("x",)``.
+    department, index, index group, section and garment group, each as number and as name, and
+    ``article_id``, one category per article; not the free-text ``detail_desc``), e.g.
+    ``item_features=("product_type_name", "colour_group_name", "index_group_name")``. Category
+    0 of each is ``"missing"`` (an article without that attribute). Several top articles share a
+    prod_name (colours of one garment), so they share a category: a model that sees only
+    prod_name scores them alike (``("prod_name", "article_id")`` tells them apart).
+    ``env.article_ids`` holds the Kaggle ids, ``env.item_names`` the prod_names.
+    ``item_feature="x"`` (one name) is ``item_features=("x",)``.
 
     ## Action Space
 
