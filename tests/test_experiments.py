@@ -87,9 +87,10 @@ def test_paper_numbers_match_the_paper_text():
 
 def test_table_settings():
     assert [s.name for s in experiments.table_settings(1)] == ["spotify", "hm"]
-    *_, large, ids = experiments.table_settings(1, extra=True)  # run only when named
+    *_, large, ids, large_ids = experiments.table_settings(1, extra=True)  # only when named
     assert (large.name, large.env_kwargs) == ("hm_20k", {"n_items": 20_000})
     assert ids.name == "hm_ids" and ids.env_kwargs["item_features"][-1] == "article_id"
+    assert large_ids.env_kwargs == {**ids.env_kwargs, "n_items": 20_000}
     table2 = experiments.table_settings(2)
     assert [s.name for s in table2] == list(TABLE_2)
     assert table2[3].env_kwargs == {"clusters": 50, "messages": 50}

@@ -235,8 +235,8 @@ def sweep_options(
         nargs="+",
         metavar="NAME",
         help="only these settings (table 1: spotify hm, and, run only when named, hm_20k: "
-        "H&M with 20,000 articles, hm_ids: its articles told apart by article_id; table 2: "
-        "k25_m25 k25_m50 ...)",
+        "H&M with 20,000 articles, hm_ids and hm_20k_ids: their articles told apart by "
+        "article_id; table 2: k25_m25 k25_m50 ...)",
     )
     p.add_argument(
         "--agents",

@@ -96,13 +96,14 @@ def table_settings(
     not redistributable); with it, the Kaggle files in that directory. ``extra``: also the
     settings beyond the paper's, which run only when named (``--settings hm_20k``: H&M with
     20,000 articles, where popularity is a strong baseline and the catalogue too large for the
-    full softmax; ``hm_ids``: the paper's 100 articles described by ``prod_name`` and
+    full softmax; ``hm_ids`` and ``hm_20k_ids``: those articles described by ``prod_name`` and
     ``article_id``, so that the towers, like the tabular models' item index, can tell apart
     articles that share a name; docs/results/hm100_diagnosis.md says why).
     """
     if table == 1:
         hm_kwargs = {} if hm_data is None else {"data_dir": os.fspath(hm_data)}
         hm_label = "H&M" if hm_data is not None else "H&M (synthetic)"
+        ids = {**hm_kwargs, "item_features": ["prod_name", "article_id"]}
         return [
             Setting("spotify", "Spotify", "Spotify-v0"),
             Setting("hm", hm_label, "HMFashion-v0", hm_kwargs),
@@ -114,11 +115,12 @@ def table_settings(
                         "HMFashion-v0",
                         {**hm_kwargs, "n_items": 20_000},
                     ),
+                    Setting("hm_ids", f"{hm_label}, prod_name and article_id", "HMFashion-v0", ids),
                     Setting(
-                        "hm_ids",
-                        f"{hm_label}, prod_name and article_id",
+                        "hm_20k_ids",
+                        f"{hm_label}, 20,000 articles, prod_name and article_id",
                         "HMFashion-v0",
-                        {**hm_kwargs, "item_features": ["prod_name", "article_id"]},
+                        {**ids, "n_items": 20_000},
                     ),
                 ]
                 if extra
