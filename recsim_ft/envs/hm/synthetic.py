@@ -68,7 +68,7 @@ FULL_N_CUSTOMERS = 1_371_980
 #: bump when the generated files change for the same arguments, so cached files are not reused
 GENERATOR_VERSION = 1
 #: the same for the stand-in with trips (``trips=True``), whose files have a version of their own
-TRIPS_VERSION = 2  # 2: the top articles' lives spread less
+TRIPS_VERSION = 1
 #: the top articles whose purchases depend on the customer
 N_HEAD = 1000
 #: articles per product code in the tail of the stand-in with trips (real: 105,542 articles in

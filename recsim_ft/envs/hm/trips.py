@@ -41,9 +41,10 @@ from scipy.special import softmax
 #: window (days: log-normal median and sigma), the share of purchases after a customer's first
 #: that start a trip, the shop's summer peak (amplitude of a yearly cosine, its day of the year),
 #: articles' sales lives (a Gamma of ``life_shape`` whose scale in days is log-normal: median and
-#: sigma; the top articles' median and sigma of their own), how long before the data releases
-#: begin (days), the shares of a trip's later purchases that are a colour sibling, a complement
-#: or a repeat of the last trip's, and the mean days from a purchase to its repeat.
+#: sigma; the top articles' median of their own), how long before the data releases begin
+#: (days), the shares of a trip's later purchases
+#: that are a colour sibling, a complement or a repeat of the last trip's, and the mean days
+#: from a purchase to its repeat.
 TRIPS = {
     "active_days_median": 520.0,
     "active_days_sigma": 1.0,
@@ -55,7 +56,6 @@ TRIPS = {
     "life_days_sigma": 0.8,
     "released_before_data_days": 365,
     "head_life_days_median": 10.0,
-    "head_life_days_sigma": 0.4,
     "sibling_share": 0.1,
     "complement_share": 0.15,
     "repeat_share": 0.11,
@@ -368,13 +368,7 @@ def build_trips(
         release_day[at] = rng.choice(candidates, size=len(at), p=weight / weight.sum())
     release_week = np.floor((release_day + shift) / 7).astype(np.int64)
     life = rng.lognormal(np.log(TRIPS["life_days_median"]), TRIPS["life_days_sigma"], n)
-    # the top articles' lives: their own median, and a narrower spread (the same draws): a best
-    # seller with a life of a few days sold most of it in its release week, which then held
-    # several percent of all purchases in articles first sold that week
-    spread = TRIPS["head_life_days_sigma"] / TRIPS["life_days_sigma"]
-    life[:n_head] = TRIPS["head_life_days_median"] * np.exp(
-        spread * np.log(life[:n_head] / TRIPS["life_days_median"])
-    )
+    life[:n_head] *= TRIPS["head_life_days_median"] / TRIPS["life_days_median"]
     # the top articles (the two years' best sellers, calibrated over them) sell most of their
     # life inside the data (more than half: out from one mean life before it to one before its
     # end), so that the calibration compresses no life more than about twofold
